@@ -1,0 +1,420 @@
+//! The gRPC services over a [`Store`]: `SweepService` for clients and
+//! `WorkerService` for workers. Handlers validate wire input (via
+//! [`crate::convert`]), call the store, and map errors through
+//! [`crate::error`]. Nothing here blocks: the store is async and the only
+//! waiting is on channels and timers.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use sweep_core::GridSpec;
+use sweep_proto::v1 as pb;
+
+use crate::store::{self, FinalOutcome, HeartbeatVerdict, MetricRow, Progress, Store, TrialSummary};
+
+/// Coordinator settings. Every field says why it has the value it has.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// How long a lease lives without a heartbeat. A worker that dies (SIGKILL,
+    /// lost node) has its trial re-queued this long after its last heartbeat:
+    /// short enough not to strand work, long enough to ride out a GC pause or
+    /// a network blip.
+    pub lease_ttl: Duration,
+    /// How often workers are told to heartbeat: a third of the TTL, so two
+    /// lost heartbeats in a row do not cost a lease.
+    pub heartbeat_interval: Duration,
+    /// How often the reaper looks for expired leases. The reaper runs on a
+    /// timer (not only when someone asks for work), so status is never stale.
+    pub reap_interval: Duration,
+    /// Longest a `Lease` call waits for work before answering "nothing". Long
+    /// polling makes an idle worker cost one call per wait, not a busy loop.
+    pub max_lease_wait: Duration,
+    /// Most points accepted in one metric batch; larger batches are refused so
+    /// a misbehaving worker cannot make one transaction arbitrarily large.
+    pub max_points_per_batch: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            lease_ttl: Duration::from_secs(30),
+            heartbeat_interval: Duration::from_secs(10),
+            reap_interval: Duration::from_secs(1),
+            max_lease_wait: Duration::from_secs(20),
+            max_points_per_batch: 10_000,
+        }
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Shared state of both services.
+#[derive(Clone)]
+pub struct Coordinator {
+    store: Arc<dyn Store>,
+    config: CoordinatorConfig,
+    /// Bumped whenever trials may have become leasable (submit, re-queue).
+    queue: Arc<watch::Sender<u64>>,
+    /// Bumped on every state change, for `Watch` streams.
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl Coordinator {
+    pub fn new(store: Arc<dyn Store>, config: CoordinatorConfig) -> Self {
+        Self {
+            store,
+            config,
+            queue: Arc::new(watch::channel(0).0),
+            changes: Arc::new(watch::channel(0).0),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn queue_changed(&self) {
+        self.queue.send_modify(|v| *v += 1);
+        self.changed();
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|v| *v += 1);
+    }
+
+    /// One pass of the reaper: expire overdue leases and wake waiting workers.
+    pub async fn reap_once(&self) -> Result<u64, store::StoreError> {
+        let n = self.store.reap_expired(now_ms()).await?;
+        if n > 0 {
+            tracing::warn!(trials = n, "leases expired; trials re-queued or failed");
+            self.queue_changed();
+        }
+        Ok(n)
+    }
+
+    /// Runs the reaper until the returned task is aborted.
+    pub fn spawn_reaper(&self) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(this.config.reap_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = this.reap_once().await {
+                    tracing::error!(error = %e, "reaper failed; will retry");
+                }
+            }
+        })
+    }
+}
+
+fn sweep_id_arg(id: &str) -> Result<&str, Status> {
+    if id.is_empty() || id.len() > 200 {
+        return Err(Status::invalid_argument("sweep_id: must be 1 to 200 characters"));
+    }
+    Ok(id)
+}
+
+fn lease_id_arg(id: &str) -> Result<&str, Status> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(Status::invalid_argument("lease_id: not a lease ID"));
+    }
+    Ok(id)
+}
+
+fn status_to_pb(s: store::SweepStatus) -> pb::SweepStatus {
+    let c = s.counts;
+    pb::SweepStatus {
+        sweep_id: s.sweep_id,
+        counts: Some(pb::StateCounts {
+            queued: c.queued,
+            running: c.running,
+            succeeded: c.succeeded,
+            diverged: c.diverged,
+            failed: c.failed,
+            cancelled: c.cancelled,
+        }),
+        running: s
+            .running
+            .into_iter()
+            .map(|r| pb::RunningTrial {
+                label: r.spec.label(),
+                epochs: r.spec.train.epochs,
+                trial_id: r.trial_id,
+                worker_id: r.worker_id,
+                attempt: r.attempt,
+                epoch: r.progress.epoch,
+                step: r.progress.step,
+                last_loss: r.progress.loss,
+            })
+            .collect(),
+        finished: c.finished(),
+        cancelled: s.cancelled,
+    }
+}
+
+fn moments(s: store::Sums) -> pb::Moments {
+    pb::Moments {
+        n: s.n,
+        mean: if s.n > 0 { s.sum / s.n as f64 } else { 0.0 },
+        sd: store::sd_from_sums(s).unwrap_or(0.0),
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl pb::sweep_service_server::SweepService for Coordinator {
+    async fn submit(&self, req: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
+        let spec = req.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        let spec = GridSpec::try_from(spec)?;
+        let out = self.store.submit(&spec, now_ms()).await?;
+        tracing::info!(sweep = %out.sweep_id, total = out.total, added = out.added, "sweep submitted");
+        self.queue_changed();
+        Ok(Response::new(pb::SubmitResponse {
+            sweep_id: out.sweep_id,
+            total_cells: out.total,
+            added_cells: out.added,
+        }))
+    }
+
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let id = req.into_inner().sweep_id;
+        let filter = if id.is_empty() { None } else { Some(sweep_id_arg(&id)?) };
+        let sweeps = self.store.status(filter).await?;
+        Ok(Response::new(pb::StatusResponse { sweeps: sweeps.into_iter().map(status_to_pb).collect() }))
+    }
+
+    type WatchStream = BoxStream<pb::SweepStatus>;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let id = sweep_id_arg(&req.into_inner().sweep_id)?.to_owned();
+        // Fail fast on an unknown sweep, before the stream starts.
+        self.store.status(Some(&id)).await?;
+        let (tx, rx) = mpsc::channel(4);
+        let store = self.store.clone();
+        let mut changes = self.changes.subscribe();
+        tokio::spawn(async move {
+            loop {
+                changes.borrow_and_update();
+                let snapshot = match store.status(Some(&id)).await {
+                    Ok(mut v) if !v.is_empty() => status_to_pb(v.remove(0)),
+                    Ok(_) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        break;
+                    }
+                };
+                let finished = snapshot.finished;
+                // A failed send means the client is gone.
+                if tx.send(Ok(snapshot)).await.is_err() || finished {
+                    break;
+                }
+                // Wake on a change, or every two seconds for progress; never
+                // more than five times a second.
+                let _ = tokio::time::timeout(Duration::from_secs(2), changes.changed()).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn report(&self, req: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
+        let id = sweep_id_arg(&req.into_inner().sweep_id)?.to_owned();
+        let cells = self.store.report(&id).await?;
+        Ok(Response::new(pb::ReportResponse {
+            sweep_id: id,
+            cells: cells
+                .into_iter()
+                .map(|c| pb::CellReport {
+                    depth: c.depth,
+                    skip: c.skip,
+                    init: c.init,
+                    batchnorm: c.batchnorm,
+                    seeds_total: c.counts.total(),
+                    succeeded: c.counts.succeeded,
+                    diverged: c.counts.diverged,
+                    failed: c.counts.failed,
+                    running: c.counts.running,
+                    queued: c.counts.queued,
+                    test_accuracy: Some(moments(c.test_accuracy)),
+                    train_loss: Some(moments(c.train_loss)),
+                    test_loss: Some(moments(c.test_loss)),
+                    best_test_accuracy: Some(moments(c.best_test_accuracy)),
+                    wall_seconds: Some(moments(c.wall_seconds)),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+        let id = sweep_id_arg(&req.into_inner().sweep_id)?.to_owned();
+        let n = self.store.cancel(&id, now_ms()).await?;
+        tracing::info!(sweep = %id, trials = n, "sweep cancelled");
+        self.changed();
+        Ok(Response::new(pb::CancelResponse { cancelled: n }))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::worker_service_server::WorkerService for Coordinator {
+    async fn lease(&self, req: Request<pb::LeaseRequest>) -> Result<Response<pb::LeaseResponse>, Status> {
+        let req = req.into_inner();
+        if req.worker_id.is_empty() || req.worker_id.len() > 200 {
+            return Err(Status::invalid_argument("worker_id: must be 1 to 200 characters"));
+        }
+        let wait = Duration::from_millis(req.wait_ms as u64).min(self.config.max_lease_wait);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut queue = self.queue.subscribe();
+        let ttl = self.config.lease_ttl.as_millis() as i64;
+        loop {
+            queue.borrow_and_update();
+            if let Some(lease) = self.store.lease(&req.worker_id, now_ms(), ttl).await? {
+                tracing::info!(trial = %lease.trial_id, worker = %req.worker_id, attempt = lease.attempt, "trial leased");
+                self.changed();
+                return Ok(Response::new(pb::LeaseResponse {
+                    assignment: Some(pb::Assignment {
+                        spec: Some((&lease.spec).into()),
+                        trial_id: lease.trial_id,
+                        lease_id: lease.lease_id,
+                        sweep_id: lease.sweep_id,
+                        attempt: lease.attempt,
+                        lease_ttl_ms: self.config.lease_ttl.as_millis() as u32,
+                        heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
+                    }),
+                }));
+            }
+            match tokio::time::timeout_at(deadline, queue.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Ok(Response::new(pb::LeaseResponse { assignment: None })),
+            }
+        }
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let req = req.into_inner();
+        let lease = lease_id_arg(&req.lease_id)?;
+        let progress = Progress {
+            epoch: req.epoch,
+            step: req.step,
+            loss: req.last_loss.filter(|l| l.is_finite()),
+        };
+        let verdict = self
+            .store
+            .heartbeat(lease, progress, now_ms(), self.config.lease_ttl.as_millis() as i64)
+            .await?;
+        self.changed();
+        let directive = match verdict {
+            HeartbeatVerdict::Continue => pb::Directive::Continue,
+            HeartbeatVerdict::Cancel => pb::Directive::Cancel,
+            HeartbeatVerdict::LeaseLost => pb::Directive::LeaseLost,
+        };
+        Ok(Response::new(pb::HeartbeatResponse { directive: directive as i32 }))
+    }
+
+    type PushMetricsStream = BoxStream<pb::MetricAck>;
+
+    async fn push_metrics(
+        &self,
+        req: Request<Streaming<pb::MetricBatch>>,
+    ) -> Result<Response<Self::PushMetricsStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let store = self.store.clone();
+        let max = self.config.max_points_per_batch;
+        tokio::spawn(async move {
+            while let Some(batch) = inbound.next().await {
+                // An error here means the worker went away mid-stream; that
+                // harms nothing: every acknowledged batch is committed.
+                let Ok(batch) = batch else { break };
+                let result = match validate_batch(&batch, max) {
+                    Ok(points) => match lease_id_arg(&batch.lease_id) {
+                        Ok(lease) => store.put_metrics(lease, &points).await.map_err(Status::from),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+                let reply = result.map(|stored| pb::MetricAck { seq: batch.seq, stored });
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn complete(&self, req: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
+        let req = req.into_inner();
+        let lease = lease_id_arg(&req.lease_id)?;
+        let outcome = match pb::Outcome::try_from(req.outcome) {
+            Ok(pb::Outcome::Succeeded) => FinalOutcome::Succeeded,
+            Ok(pb::Outcome::Diverged) => FinalOutcome::Diverged,
+            _ => return Err(Status::invalid_argument("outcome: must be SUCCEEDED or DIVERGED")),
+        };
+        let s = req.summary.unwrap_or_default();
+        let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
+        let summary = TrialSummary {
+            final_train_loss: finite(s.final_train_loss),
+            final_test_loss: finite(s.final_test_loss),
+            final_test_accuracy: finite(s.final_test_accuracy),
+            best_test_accuracy: finite(s.best_test_accuracy),
+            wall_seconds: if s.wall_seconds.is_finite() { s.wall_seconds.max(0.0) } else { 0.0 },
+        };
+        self.store.complete(lease, outcome, &summary, now_ms()).await?;
+        self.changed();
+        Ok(Response::new(pb::CompleteResponse {}))
+    }
+
+    async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
+        let req = req.into_inner();
+        let lease = lease_id_arg(&req.lease_id)?;
+        let reason: String = req.reason.chars().take(4000).collect();
+        let requeued = self.store.fail(lease, &reason, now_ms()).await?;
+        tracing::warn!(lease = %lease, requeued, reason = %reason, "trial failed");
+        if requeued {
+            self.queue_changed();
+        } else {
+            self.changed();
+        }
+        Ok(Response::new(pb::FailResponse { requeued }))
+    }
+}
+
+fn validate_batch(batch: &pb::MetricBatch, max: usize) -> Result<Vec<MetricRow>, Status> {
+    if batch.points.len() > max {
+        return Err(Status::invalid_argument(format!(
+            "points: {} in one batch, at most {max} allowed",
+            batch.points.len()
+        )));
+    }
+    batch
+        .points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if p.name.is_empty() || p.name.len() > 200 {
+                return Err(Status::invalid_argument(format!("points[{i}].name: must be 1 to 200 characters")));
+            }
+            if p.step < 0 {
+                return Err(Status::invalid_argument(format!("points[{i}].step: {} is negative", p.step)));
+            }
+            if !p.value.is_finite() {
+                return Err(Status::invalid_argument(format!(
+                    "points[{i}].value: {} for {:?} is not finite",
+                    p.value, p.name
+                )));
+            }
+            Ok(MetricRow { step: p.step, epoch: p.epoch, name: p.name.clone(), value: p.value })
+        })
+        .collect()
+}

@@ -1,0 +1,386 @@
+//! The coordinator's persistent state: one [`Store`] trait, one implementation
+//! per backend ([`SqliteStore`], [`PostgresStore`]), and one conformance suite
+//! (`tests/store_conformance.rs`) that every backend must pass.
+//!
+//! Only the coordinator process opens the database. Every state transition of
+//! a trial is a single conditional `UPDATE` (or one transaction), so the
+//! guarantees below hold however many gRPC calls race:
+//!
+//! - a queued trial is leased to at most one worker at a time;
+//! - a lease ID is never reused, so calls made under an expired lease are
+//!   refused (`StoreError::LeaseLost`) instead of touching the new attempt;
+//! - metric points are keyed by (trial, name, step): a re-sent point is
+//!   stored once.
+
+#[macro_use]
+mod shared;
+mod postgres;
+mod sqlite;
+
+use async_trait::async_trait;
+use sweep_core::{GridSpec, TrialSpec};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Trial states as stored (`trials.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrialState {
+    Queued,
+    Running,
+    Succeeded,
+    Diverged,
+    Failed,
+    Cancelled,
+}
+
+impl TrialState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialState::Queued => "queued",
+            TrialState::Running => "running",
+            TrialState::Succeeded => "succeeded",
+            TrialState::Diverged => "diverged",
+            TrialState::Failed => "failed",
+            TrialState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "queued" => TrialState::Queued,
+            "running" => TrialState::Running,
+            "succeeded" => TrialState::Succeeded,
+            "diverged" => TrialState::Diverged,
+            "failed" => TrialState::Failed,
+            "cancelled" => TrialState::Cancelled,
+            other => return Err(StoreError::Corrupt(format!("unknown trial state {other:?}"))),
+        })
+    }
+
+    /// Whether the trial is finished for good.
+    pub fn is_final(self) -> bool {
+        !matches!(self, TrialState::Queued | TrialState::Running)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The lease is not (or no longer) the current one of a running trial.
+    #[error("lease {0} is not held: it expired, was cancelled or was never granted")]
+    LeaseLost(String),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The database holds something this code cannot read.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Result of [`Store::submit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmitOutcome {
+    pub sweep_id: String,
+    /// Trials in the sweep after the submit.
+    pub total: u64,
+    /// Trials this submit added (0 when the same grid is submitted again).
+    pub added: u64,
+}
+
+/// A trial leased to a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub trial_id: String,
+    pub lease_id: String,
+    pub sweep_id: String,
+    pub spec: TrialSpec,
+    /// 1 for the first lease of this trial.
+    pub attempt: u32,
+}
+
+/// Progress a worker reports with a heartbeat.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Progress {
+    pub epoch: u32,
+    pub step: i64,
+    pub loss: Option<f64>,
+}
+
+/// What a worker should do after a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatVerdict {
+    Continue,
+    Cancel,
+    LeaseLost,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricRow {
+    pub step: i64,
+    pub epoch: u32,
+    pub name: String,
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalOutcome {
+    Succeeded,
+    Diverged,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrialSummary {
+    pub final_train_loss: Option<f64>,
+    pub final_test_loss: Option<f64>,
+    pub final_test_accuracy: Option<f64>,
+    pub best_test_accuracy: Option<f64>,
+    pub wall_seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    pub queued: u64,
+    pub running: u64,
+    pub succeeded: u64,
+    pub diverged: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl StateCounts {
+    pub fn total(&self) -> u64 {
+        self.queued + self.running + self.succeeded + self.diverged + self.failed + self.cancelled
+    }
+    /// Nothing left to run.
+    pub fn finished(&self) -> bool {
+        self.queued == 0 && self.running == 0
+    }
+    fn add(&mut self, state: TrialState, n: u64) {
+        match state {
+            TrialState::Queued => self.queued += n,
+            TrialState::Running => self.running += n,
+            TrialState::Succeeded => self.succeeded += n,
+            TrialState::Diverged => self.diverged += n,
+            TrialState::Failed => self.failed += n,
+            TrialState::Cancelled => self.cancelled += n,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningTrial {
+    pub trial_id: String,
+    pub worker_id: String,
+    pub spec: TrialSpec,
+    pub attempt: u32,
+    pub progress: Progress,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepStatus {
+    pub sweep_id: String,
+    pub counts: StateCounts,
+    pub running: Vec<RunningTrial>,
+    pub cancelled: bool,
+}
+
+/// n, sum and sum of squares of one value over a cell's succeeded trials, as
+/// aggregated by the database.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sums {
+    pub n: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
+}
+
+/// One cell (factor combination) of a sweep, aggregated over its seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CellAggregate {
+    pub depth: u32,
+    pub skip: bool,
+    pub init: String,
+    pub batchnorm: bool,
+    pub counts: StateCounts,
+    pub test_accuracy: Sums,
+    pub train_loss: Sums,
+    pub test_loss: Sums,
+    pub best_test_accuracy: Sums,
+    pub wall_seconds: Sums,
+}
+
+/// A stored trial, for inspection and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialRecord {
+    pub trial_id: String,
+    pub sweep_id: String,
+    pub state: TrialState,
+    pub attempts: u32,
+    pub failures: u32,
+    pub last_error: Option<String>,
+    pub worker_id: Option<String>,
+    pub summary: TrialSummary,
+}
+
+/// The coordinator's storage. Times are milliseconds since the Unix epoch,
+/// passed in by the caller so tests control the clock.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores the sweep and every trial of its grid not stored yet. Resubmitting
+    /// a cancelled sweep re-queues its cancelled trials.
+    async fn submit(&self, spec: &GridSpec, now_ms: i64) -> Result<SubmitOutcome, StoreError>;
+
+    /// Claims the highest-priority, oldest queued trial for `worker_id`.
+    async fn lease(&self, worker_id: &str, now_ms: i64, ttl_ms: i64) -> Result<Option<Lease>, StoreError>;
+
+    /// Renews a lease and records progress.
+    async fn heartbeat(
+        &self,
+        lease_id: &str,
+        progress: Progress,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<HeartbeatVerdict, StoreError>;
+
+    /// Stores metric points of the trial held under `lease_id`; returns how
+    /// many were new. Refused with `LeaseLost` unless the lease is current.
+    async fn put_metrics(&self, lease_id: &str, points: &[MetricRow]) -> Result<u64, StoreError>;
+
+    /// Finishes the trial held under `lease_id`. Repeating the call after it
+    /// succeeded is a no-op (a worker may retry when the answer was lost).
+    async fn complete(
+        &self,
+        lease_id: &str,
+        outcome: FinalOutcome,
+        summary: &TrialSummary,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Gives the trial up: back to the queue, or failed once `max_attempts`
+    /// attempts have failed. Returns whether it was re-queued.
+    async fn fail(&self, lease_id: &str, reason: &str, now_ms: i64) -> Result<bool, StoreError>;
+
+    /// Expires every lease whose deadline passed, as [`Store::fail`] would.
+    /// Returns the number of trials reaped.
+    async fn reap_expired(&self, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Counts and running trials for one sweep, or all sweeps when `None`.
+    async fn status(&self, sweep_id: Option<&str>) -> Result<Vec<SweepStatus>, StoreError>;
+
+    /// Per-cell aggregates of a sweep, computed in one set-based query.
+    async fn report(&self, sweep_id: &str) -> Result<Vec<CellAggregate>, StoreError>;
+
+    /// Cancels the queued and running trials of a sweep; returns how many.
+    async fn cancel(&self, sweep_id: &str, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Every trial of a sweep (for tests and `sweep status --trials`).
+    async fn trials(&self, sweep_id: &str) -> Result<Vec<TrialRecord>, StoreError>;
+
+    /// Every metric point of a trial, ordered by name then step.
+    async fn metrics(&self, trial_id: &str) -> Result<Vec<MetricRow>, StoreError>;
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (created if missing) or
+/// `postgres://...`. Runs the embedded migrations.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        Ok(std::sync::Arc::new(PostgresStore::open(url).await?))
+    } else {
+        Err(StoreError::InvalidArgument(format!(
+            "unsupported database URL {url:?}: expected sqlite://PATH or postgres://..."
+        )))
+    }
+}
+
+pub(crate) fn new_lease_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+pub(crate) fn parse_spec(json: &str) -> Result<TrialSpec, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("stored trial spec: {e}")))
+}
+
+pub(crate) fn sd_from_sums(s: Sums) -> Option<f64> {
+    if s.n < 2 {
+        return None;
+    }
+    let n = s.n as f64;
+    let var = (s.sum_sq - s.sum * s.sum / n) / (n - 1.0);
+    Some(var.max(0.0).sqrt())
+}
+
+// The SQL both backends share. Placeholders are `$N`: PostgreSQL's native
+// form, and SQLite (through sqlx) maps `$N` to argument N as well.
+pub(crate) mod sql {
+    pub const HEARTBEAT: &str = "UPDATE trials SET lease_expires_ms = $2, progress_epoch = $3, progress_step = $4, progress_loss = $5 \
+         WHERE lease_id = $1 AND state = 'running' RETURNING id";
+
+    pub const STATE_BY_LEASE: &str = "SELECT id, state FROM trials WHERE lease_id = $1";
+
+    pub const COMPLETE: &str = "UPDATE trials SET state = $2, finished_ms = $3, lease_expires_ms = NULL, \
+         final_train_loss = $4, final_test_loss = $5, final_test_accuracy = $6, best_test_accuracy = $7, wall_seconds = $8 \
+         WHERE lease_id = $1 AND state = 'running' RETURNING id";
+
+    pub const FAIL: &str = "UPDATE trials SET failures = failures + 1, last_error = $2, \
+         state = CASE WHEN failures + 1 >= max_attempts THEN 'failed' ELSE 'queued' END, \
+         finished_ms = CASE WHEN failures + 1 >= max_attempts THEN $3 ELSE NULL END, \
+         lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL \
+         WHERE lease_id = $1 AND state = 'running' RETURNING state";
+
+    pub const REAP: &str = "UPDATE trials SET failures = failures + 1, \
+         last_error = 'lease expired: worker ' || COALESCE(worker_id, '?') || ' stopped heartbeating', \
+         state = CASE WHEN failures + 1 >= max_attempts THEN 'failed' ELSE 'queued' END, \
+         finished_ms = CASE WHEN failures + 1 >= max_attempts THEN $1 ELSE NULL END, \
+         lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL \
+         WHERE state = 'running' AND lease_expires_ms < $1";
+
+    pub const COUNTS_ALL: &str = "SELECT sweep_id, state, COUNT(*) AS n FROM trials GROUP BY sweep_id, state";
+    pub const COUNTS_ONE: &str = "SELECT sweep_id, state, COUNT(*) AS n FROM trials WHERE sweep_id = $1 GROUP BY sweep_id, state";
+    pub const SWEEPS_ALL: &str = "SELECT id, cancelled FROM sweeps ORDER BY created_ms, id";
+    pub const SWEEPS_ONE: &str = "SELECT id, cancelled FROM sweeps WHERE id = $1";
+    pub const RUNNING_ALL: &str = "SELECT id, sweep_id, worker_id, spec_json, attempts, progress_epoch, progress_step, progress_loss \
+         FROM trials WHERE state = 'running' ORDER BY seq";
+    pub const RUNNING_ONE: &str = "SELECT id, sweep_id, worker_id, spec_json, attempts, progress_epoch, progress_step, progress_loss \
+         FROM trials WHERE state = 'running' AND sweep_id = $1 ORDER BY seq";
+
+    pub const REPORT: &str = "SELECT depth, skip, init, batchnorm, \
+         COUNT(CASE WHEN state = 'queued' THEN 1 END) AS queued, \
+         COUNT(CASE WHEN state = 'running' THEN 1 END) AS running, \
+         COUNT(CASE WHEN state = 'succeeded' THEN 1 END) AS succeeded, \
+         COUNT(CASE WHEN state = 'diverged' THEN 1 END) AS diverged, \
+         COUNT(CASE WHEN state = 'failed' THEN 1 END) AS failed, \
+         COUNT(CASE WHEN state = 'cancelled' THEN 1 END) AS cancelled, \
+         COUNT(CASE WHEN state = 'succeeded' THEN final_test_accuracy END) AS acc_n, \
+         SUM(CASE WHEN state = 'succeeded' THEN final_test_accuracy END) AS acc_s, \
+         SUM(CASE WHEN state = 'succeeded' THEN final_test_accuracy * final_test_accuracy END) AS acc_q, \
+         COUNT(CASE WHEN state = 'succeeded' THEN final_train_loss END) AS tl_n, \
+         SUM(CASE WHEN state = 'succeeded' THEN final_train_loss END) AS tl_s, \
+         SUM(CASE WHEN state = 'succeeded' THEN final_train_loss * final_train_loss END) AS tl_q, \
+         COUNT(CASE WHEN state = 'succeeded' THEN final_test_loss END) AS vl_n, \
+         SUM(CASE WHEN state = 'succeeded' THEN final_test_loss END) AS vl_s, \
+         SUM(CASE WHEN state = 'succeeded' THEN final_test_loss * final_test_loss END) AS vl_q, \
+         COUNT(CASE WHEN state = 'succeeded' THEN best_test_accuracy END) AS ba_n, \
+         SUM(CASE WHEN state = 'succeeded' THEN best_test_accuracy END) AS ba_s, \
+         SUM(CASE WHEN state = 'succeeded' THEN best_test_accuracy * best_test_accuracy END) AS ba_q, \
+         COUNT(CASE WHEN state = 'succeeded' THEN wall_seconds END) AS ws_n, \
+         SUM(CASE WHEN state = 'succeeded' THEN wall_seconds END) AS ws_s, \
+         SUM(CASE WHEN state = 'succeeded' THEN wall_seconds * wall_seconds END) AS ws_q \
+         FROM trials WHERE sweep_id = $1 \
+         GROUP BY cell_key, depth, skip, init, batchnorm \
+         ORDER BY depth, skip DESC, init, batchnorm DESC, cell_key";
+
+    pub const CANCEL_SWEEP: &str = "UPDATE sweeps SET cancelled = TRUE WHERE id = $1";
+    pub const CANCEL_TRIALS: &str = "UPDATE trials SET state = 'cancelled', finished_ms = $2, lease_expires_ms = NULL \
+         WHERE sweep_id = $1 AND state IN ('queued', 'running')";
+
+    pub const TRIALS: &str = "SELECT id, sweep_id, state, attempts, failures, last_error, worker_id, \
+         final_train_loss, final_test_loss, final_test_accuracy, best_test_accuracy, wall_seconds \
+         FROM trials WHERE sweep_id = $1 ORDER BY seq";
+    pub const METRICS: &str = "SELECT step, epoch, name, value FROM metrics WHERE trial_id = $1 ORDER BY name, step";
+}

@@ -1,0 +1,410 @@
+//! The body of [`Store`](super::Store) shared by both backends.
+//!
+//! sqlx's query API is generic over the database, but spelling the bounds out
+//! for a generic impl is longer than the code itself; a macro expands the same
+//! code once per backend instead. Each backend supplies `self.write` (the pool
+//! that performs writes: a single connection for SQLite, so writers never
+//! contend for the file lock) and `self.read`, plus its own lease statement
+//! (`LEASE_SQL`), the one place where the dialects differ.
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn submit(
+                &self,
+                spec: &sweep_core::GridSpec,
+                now_ms: i64,
+            ) -> Result<$crate::store::SubmitOutcome, $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                spec.validate().map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+                let spec_json = serde_json::to_string(spec)
+                    .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
+                let trials = spec.expand();
+                let mut tx = self.write.begin().await?;
+                let existing: Option<(bool,)> = sqlx::query_as("SELECT cancelled FROM sweeps WHERE id = $1")
+                    .bind(&spec.name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match existing {
+                    None => {
+                        sqlx::query(
+                            "INSERT INTO sweeps (id, spec_json, max_attempts, priority, cancelled, created_ms) \
+                             VALUES ($1, $2, $3, $4, FALSE, $5)",
+                        )
+                        .bind(&spec.name)
+                        .bind(&spec_json)
+                        .bind(spec.run.max_attempts as i64)
+                        .bind(spec.run.priority as i64)
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Some((cancelled,)) => {
+                        sqlx::query("UPDATE sweeps SET spec_json = $2, max_attempts = $3, priority = $4, cancelled = FALSE WHERE id = $1")
+                            .bind(&spec.name)
+                            .bind(&spec_json)
+                            .bind(spec.run.max_attempts as i64)
+                            .bind(spec.run.priority as i64)
+                            .execute(&mut *tx)
+                            .await?;
+                        if cancelled {
+                            sqlx::query(
+                                "UPDATE trials SET state = 'queued', finished_ms = NULL, lease_id = NULL, worker_id = NULL \
+                                 WHERE sweep_id = $1 AND state = 'cancelled'",
+                            )
+                            .bind(&spec.name)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                }
+                let (base_seq,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM trials")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let mut added = 0u64;
+                let rows: Vec<(usize, &sweep_core::TrialSpec)> = trials.iter().enumerate().collect();
+                for chunk in rows.chunks(500) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO trials (id, sweep_id, cell_key, seq, depth, skip, init, batchnorm, seed, spec_json, priority, max_attempts, state) ",
+                    );
+                    qb.push_values(chunk, |mut b, (i, t)| {
+                        b.push_bind(t.id(&spec.name).0)
+                            .push_bind(spec.name.clone())
+                            .push_bind(t.cell_key(&spec.name))
+                            .push_bind(base_seq + 1 + *i as i64)
+                            .push_bind(t.depth as i64)
+                            .push_bind(t.skip)
+                            .push_bind(t.init.as_str())
+                            .push_bind(t.batchnorm)
+                            .push_bind(t.seed as i64)
+                            .push_bind(t.canonical())
+                            .push_bind(spec.run.priority as i64)
+                            .push_bind(spec.run.max_attempts as i64)
+                            .push_bind("queued");
+                    });
+                    qb.push(" ON CONFLICT (id) DO NOTHING");
+                    added += qb.build().execute(&mut *tx).await?.rows_affected();
+                }
+                let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM trials WHERE sweep_id = $1")
+                    .bind(&spec.name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok($crate::store::SubmitOutcome { sweep_id: spec.name.clone(), total: total as u64, added })
+            }
+
+            async fn lease(
+                &self,
+                worker_id: &str,
+                now_ms: i64,
+                ttl_ms: i64,
+            ) -> Result<Option<$crate::store::Lease>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let lease_id = $crate::store::new_lease_id();
+                let row = sqlx::query(Self::LEASE_SQL)
+                    .bind(&lease_id)
+                    .bind(worker_id)
+                    .bind(now_ms + ttl_ms)
+                    .bind(now_ms)
+                    .fetch_optional(&self.write)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let spec = $crate::store::parse_spec(&row.try_get::<String, _>("spec_json")?)?;
+                Ok(Some($crate::store::Lease {
+                    trial_id: row.try_get("id")?,
+                    lease_id,
+                    sweep_id: row.try_get("sweep_id")?,
+                    spec,
+                    attempt: row.try_get::<i64, _>("attempts")? as u32,
+                }))
+            }
+
+            async fn heartbeat(
+                &self,
+                lease_id: &str,
+                progress: $crate::store::Progress,
+                now_ms: i64,
+                ttl_ms: i64,
+            ) -> Result<$crate::store::HeartbeatVerdict, $crate::store::StoreError> {
+                use $crate::store::{sql, HeartbeatVerdict};
+                let renewed = sqlx::query(sql::HEARTBEAT)
+                    .bind(lease_id)
+                    .bind(now_ms + ttl_ms)
+                    .bind(progress.epoch as i64)
+                    .bind(progress.step)
+                    .bind(progress.loss)
+                    .fetch_optional(&self.write)
+                    .await?;
+                if renewed.is_some() {
+                    return Ok(HeartbeatVerdict::Continue);
+                }
+                let row: Option<(String, String)> = sqlx::query_as(sql::STATE_BY_LEASE)
+                    .bind(lease_id)
+                    .fetch_optional(&self.read)
+                    .await?;
+                Ok(match row {
+                    Some((_, state)) if state == "cancelled" => HeartbeatVerdict::Cancel,
+                    _ => HeartbeatVerdict::LeaseLost,
+                })
+            }
+
+            async fn put_metrics(
+                &self,
+                lease_id: &str,
+                points: &[$crate::store::MetricRow],
+            ) -> Result<u64, $crate::store::StoreError> {
+                use $crate::store::{sql, StoreError};
+                let mut tx = self.write.begin().await?;
+                let row: Option<(String, String)> = sqlx::query_as(sql::STATE_BY_LEASE)
+                    .bind(lease_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let trial_id = match row {
+                    Some((id, state)) if state == "running" => id,
+                    _ => return Err(StoreError::LeaseLost(lease_id.to_owned())),
+                };
+                let mut stored = 0;
+                for chunk in points.chunks(1000) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO metrics (trial_id, name, step, epoch, value) ");
+                    qb.push_values(chunk, |mut b, p| {
+                        b.push_bind(trial_id.clone())
+                            .push_bind(p.name.clone())
+                            .push_bind(p.step)
+                            .push_bind(p.epoch as i64)
+                            .push_bind(p.value);
+                    });
+                    qb.push(" ON CONFLICT (trial_id, name, step) DO NOTHING");
+                    stored += qb.build().execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(stored)
+            }
+
+            async fn complete(
+                &self,
+                lease_id: &str,
+                outcome: $crate::store::FinalOutcome,
+                summary: &$crate::store::TrialSummary,
+                now_ms: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::{sql, FinalOutcome, StoreError};
+                let state = match outcome {
+                    FinalOutcome::Succeeded => "succeeded",
+                    FinalOutcome::Diverged => "diverged",
+                };
+                let done = sqlx::query(sql::COMPLETE)
+                    .bind(lease_id)
+                    .bind(state)
+                    .bind(now_ms)
+                    .bind(summary.final_train_loss)
+                    .bind(summary.final_test_loss)
+                    .bind(summary.final_test_accuracy)
+                    .bind(summary.best_test_accuracy)
+                    .bind(summary.wall_seconds)
+                    .fetch_optional(&self.write)
+                    .await?;
+                if done.is_some() {
+                    return Ok(());
+                }
+                // A retried Complete whose first answer was lost finds its own
+                // result already stored under the same lease.
+                let row: Option<(String, String)> = sqlx::query_as(sql::STATE_BY_LEASE)
+                    .bind(lease_id)
+                    .fetch_optional(&self.read)
+                    .await?;
+                match row {
+                    Some((_, s)) if s == state => Ok(()),
+                    _ => Err(StoreError::LeaseLost(lease_id.to_owned())),
+                }
+            }
+
+            async fn fail(&self, lease_id: &str, reason: &str, now_ms: i64) -> Result<bool, $crate::store::StoreError> {
+                use $crate::store::{sql, StoreError};
+                let row: Option<(String,)> = sqlx::query_as(sql::FAIL)
+                    .bind(lease_id)
+                    .bind(reason)
+                    .bind(now_ms)
+                    .fetch_optional(&self.write)
+                    .await?;
+                match row {
+                    Some((state,)) => Ok(state == "queued"),
+                    None => Err(StoreError::LeaseLost(lease_id.to_owned())),
+                }
+            }
+
+            async fn reap_expired(&self, now_ms: i64) -> Result<u64, $crate::store::StoreError> {
+                Ok(sqlx::query($crate::store::sql::REAP)
+                    .bind(now_ms)
+                    .execute(&self.write)
+                    .await?
+                    .rows_affected())
+            }
+
+            async fn status(
+                &self,
+                sweep_id: Option<&str>,
+            ) -> Result<Vec<$crate::store::SweepStatus>, $crate::store::StoreError> {
+                use sqlx::Row;
+                use $crate::store::{sql, Progress, RunningTrial, StateCounts, StoreError, SweepStatus, TrialState};
+                let sweeps: Vec<(String, bool)> = match sweep_id {
+                    Some(id) => sqlx::query_as(sql::SWEEPS_ONE).bind(id).fetch_all(&self.read).await?,
+                    None => sqlx::query_as(sql::SWEEPS_ALL).fetch_all(&self.read).await?,
+                };
+                if let (Some(id), true) = (sweep_id, sweeps.is_empty()) {
+                    return Err(StoreError::NotFound(format!("sweep {id:?}")));
+                }
+                let counts: Vec<(String, String, i64)> = match sweep_id {
+                    Some(id) => sqlx::query_as(sql::COUNTS_ONE).bind(id).fetch_all(&self.read).await?,
+                    None => sqlx::query_as(sql::COUNTS_ALL).fetch_all(&self.read).await?,
+                };
+                let running = match sweep_id {
+                    Some(id) => sqlx::query(sql::RUNNING_ONE).bind(id).fetch_all(&self.read).await?,
+                    None => sqlx::query(sql::RUNNING_ALL).fetch_all(&self.read).await?,
+                };
+                let mut out: Vec<SweepStatus> = sweeps
+                    .into_iter()
+                    .map(|(id, cancelled)| SweepStatus {
+                        sweep_id: id,
+                        counts: StateCounts::default(),
+                        running: Vec::new(),
+                        cancelled,
+                    })
+                    .collect();
+                let index: std::collections::HashMap<String, usize> =
+                    out.iter().enumerate().map(|(i, s)| (s.sweep_id.clone(), i)).collect();
+                for (sweep, state, n) in counts {
+                    if let Some(&i) = index.get(&sweep) {
+                        out[i].counts.add(TrialState::parse(&state)?, n as u64);
+                    }
+                }
+                for row in running {
+                    let sweep: String = row.try_get("sweep_id")?;
+                    let Some(&i) = index.get(&sweep) else { continue };
+                    out[i].running.push(RunningTrial {
+                        trial_id: row.try_get("id")?,
+                        worker_id: row.try_get::<Option<String>, _>("worker_id")?.unwrap_or_default(),
+                        spec: $crate::store::parse_spec(&row.try_get::<String, _>("spec_json")?)?,
+                        attempt: row.try_get::<i64, _>("attempts")? as u32,
+                        progress: Progress {
+                            epoch: row.try_get::<Option<i64>, _>("progress_epoch")?.unwrap_or(0) as u32,
+                            step: row.try_get::<Option<i64>, _>("progress_step")?.unwrap_or(0),
+                            loss: row.try_get("progress_loss")?,
+                        },
+                    });
+                }
+                Ok(out)
+            }
+
+            async fn report(
+                &self,
+                sweep_id: &str,
+            ) -> Result<Vec<$crate::store::CellAggregate>, $crate::store::StoreError> {
+                use sqlx::Row;
+                use $crate::store::{sql, CellAggregate, StateCounts, StoreError, Sums};
+                let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM sweeps WHERE id = $1")
+                    .bind(sweep_id)
+                    .fetch_optional(&self.read)
+                    .await?;
+                if exists.is_none() {
+                    return Err(StoreError::NotFound(format!("sweep {sweep_id:?}")));
+                }
+                let rows = sqlx::query(sql::REPORT).bind(sweep_id).fetch_all(&self.read).await?;
+                let sums = |row: &<$db as sqlx::Database>::Row, p: &str| -> Result<Sums, sqlx::Error> {
+                    Ok(Sums {
+                        n: row.try_get::<i64, _>(format!("{p}_n").as_str())? as u64,
+                        sum: row.try_get::<Option<f64>, _>(format!("{p}_s").as_str())?.unwrap_or(0.0),
+                        sum_sq: row.try_get::<Option<f64>, _>(format!("{p}_q").as_str())?.unwrap_or(0.0),
+                    })
+                };
+                let count = |row: &<$db as sqlx::Database>::Row, c: &str| -> Result<u64, sqlx::Error> {
+                    Ok(row.try_get::<i64, _>(c)? as u64)
+                };
+                rows.iter()
+                    .map(|row| {
+                        Ok(CellAggregate {
+                            depth: row.try_get::<i64, _>("depth")? as u32,
+                            skip: row.try_get("skip")?,
+                            init: row.try_get("init")?,
+                            batchnorm: row.try_get("batchnorm")?,
+                            counts: StateCounts {
+                                queued: count(row, "queued")?,
+                                running: count(row, "running")?,
+                                succeeded: count(row, "succeeded")?,
+                                diverged: count(row, "diverged")?,
+                                failed: count(row, "failed")?,
+                                cancelled: count(row, "cancelled")?,
+                            },
+                            test_accuracy: sums(row, "acc")?,
+                            train_loss: sums(row, "tl")?,
+                            test_loss: sums(row, "vl")?,
+                            best_test_accuracy: sums(row, "ba")?,
+                            wall_seconds: sums(row, "ws")?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
+                    .map_err(StoreError::from)
+            }
+
+            async fn cancel(&self, sweep_id: &str, now_ms: i64) -> Result<u64, $crate::store::StoreError> {
+                use $crate::store::{sql, StoreError};
+                let mut tx = self.write.begin().await?;
+                let found = sqlx::query(sql::CANCEL_SWEEP).bind(sweep_id).execute(&mut *tx).await?;
+                if found.rows_affected() == 0 {
+                    return Err(StoreError::NotFound(format!("sweep {sweep_id:?}")));
+                }
+                let n = sqlx::query(sql::CANCEL_TRIALS)
+                    .bind(sweep_id)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(n)
+            }
+
+            async fn trials(
+                &self,
+                sweep_id: &str,
+            ) -> Result<Vec<$crate::store::TrialRecord>, $crate::store::StoreError> {
+                use sqlx::Row;
+                use $crate::store::{sql, TrialRecord, TrialState, TrialSummary};
+                let rows = sqlx::query(sql::TRIALS).bind(sweep_id).fetch_all(&self.read).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(TrialRecord {
+                            trial_id: row.try_get("id")?,
+                            sweep_id: row.try_get("sweep_id")?,
+                            state: TrialState::parse(&row.try_get::<String, _>("state")?)?,
+                            attempts: row.try_get::<i64, _>("attempts")? as u32,
+                            failures: row.try_get::<i64, _>("failures")? as u32,
+                            last_error: row.try_get("last_error")?,
+                            worker_id: row.try_get("worker_id")?,
+                            summary: TrialSummary {
+                                final_train_loss: row.try_get("final_train_loss")?,
+                                final_test_loss: row.try_get("final_test_loss")?,
+                                final_test_accuracy: row.try_get("final_test_accuracy")?,
+                                best_test_accuracy: row.try_get("best_test_accuracy")?,
+                                wall_seconds: row.try_get::<Option<f64>, _>("wall_seconds")?.unwrap_or(0.0),
+                            },
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn metrics(
+                &self,
+                trial_id: &str,
+            ) -> Result<Vec<$crate::store::MetricRow>, $crate::store::StoreError> {
+                let rows: Vec<(i64, i64, String, f64)> = sqlx::query_as($crate::store::sql::METRICS)
+                    .bind(trial_id)
+                    .fetch_all(&self.read)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(step, epoch, name, value)| $crate::store::MetricRow { step, epoch: epoch as u32, name, value })
+                    .collect())
+            }
+        }
+    };
+}

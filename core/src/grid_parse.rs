@@ -1,0 +1,820 @@
+//! Parsing and validation behind [`GridSpec::parse`](crate::GridSpec::parse)
+//! and [`GridSpec::validate`](crate::GridSpec::validate).
+//!
+//! The file is read into toml's spanned document tree ([`DeTable`]) and walked
+//! by hand instead of being deserialised with serde: serde reports the first
+//! mismatch with a position but no dotted key, cannot say "did you mean", and
+//! loses the spans before the semantic checks run. Walking the tree keeps the
+//! span of every value, so each error points at the value that is wrong (or at
+//! the table that lacks a key).
+//!
+//! The semantic rules (what a valid depth, seed or learning rate is) live in
+//! [`rules`] and are the only copy: the file parser calls them with spans at
+//! hand, and [`validate_spec`] calls them on a spec that came over the wire.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::hash::Hash;
+use std::ops::Range;
+use std::path::{Component, Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::grid::*;
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+const ROOT_KEYS: &[&str] = &["name", "seeds", "grid", "train", "data", "run"];
+const GRID_KEYS: &[&str] = &["depth", "skip", "init", "batchnorm"];
+const TRAIN_KEYS: &[&str] = &[
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "log_every",
+    "augment",
+];
+const DATA_KEYS: &[&str] = &["dataset", "path", "train_subset", "test_subset"];
+const RUN_KEYS: &[&str] = &["max_attempts", "priority"];
+/// The tables and their keys, so an unknown key can be pointed at the table
+/// where it belongs.
+const SECTIONS: &[(&str, &[&str])] = &[
+    ("grid", GRID_KEYS),
+    ("train", TRAIN_KEYS),
+    ("data", DATA_KEYS),
+    ("run", RUN_KEYS),
+];
+
+/// The semantic rules, shared by the file parser and [`validate_spec`].
+///
+/// Each returns the message to show after the key. Integer rules take `i64`
+/// (what TOML can express) so that negative values get the rule's own
+/// message rather than a generic "out of range".
+pub(crate) mod rules {
+    use super::*;
+
+    pub fn name(name: &str) -> Result<(), String> {
+        if name.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if name.chars().count() > MAX_NAME_LEN {
+            return Err(format!(
+                "is {} characters long; the limit is {MAX_NAME_LEN}",
+                name.chars().count()
+            ));
+        }
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return Err(format!(
+                "{name:?} contains {c:?}; use only letters, digits, '.', '_' and '-'"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The number of seeds, whether written as a count or as a list.
+    pub fn seed_count(n: i64) -> Result<(), String> {
+        if n < 1 {
+            return Err(format!(
+                "at least one seed is needed (got {n}); give a count n >= 1 \
+                 (meaning seeds 0..n-1) or a non-empty list"
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn seed(seed: i64) -> Result<(), String> {
+        if seed < 0 {
+            return Err(format!("seed {seed} is negative; seeds are non-negative integers"));
+        }
+        Ok(())
+    }
+
+    /// A factor must have at least one level, or the grid has no cells.
+    pub fn non_empty(len: usize) -> Result<(), String> {
+        if len == 0 {
+            return Err("is an empty list; give at least one value".into());
+        }
+        Ok(())
+    }
+
+    /// A repeated value would make two cells (or trials) with the same ID.
+    /// On failure, returns the index of the repetition.
+    pub fn distinct<T: Hash + Eq + std::fmt::Display>(values: &[T]) -> Result<(), (usize, String)> {
+        let mut seen = HashSet::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            if !seen.insert(v) {
+                return Err((i, format!("{v} is listed more than once")));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn depth(depth: i64) -> Result<(), String> {
+        if depth <= 0 || depth % 8 != 0 {
+            return Err(format!(
+                "{depth} is not a positive multiple of 8 (e.g. 8, 16, 32, 64)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// For counts that must be at least 1 (epochs, batch size, ...).
+    pub fn positive(n: i64) -> Result<(), String> {
+        if n < 1 {
+            return Err(format!("must be at least 1, got {n}"));
+        }
+        Ok(())
+    }
+
+    pub fn lr(lr: f64) -> Result<(), String> {
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(format!("must be a positive finite number, got {lr}"));
+        }
+        Ok(())
+    }
+
+    pub fn momentum(m: f64) -> Result<(), String> {
+        if !(m.is_finite() && (0.0..1.0).contains(&m)) {
+            return Err(format!("must be at least 0 and less than 1, got {m}"));
+        }
+        Ok(())
+    }
+
+    pub fn weight_decay(wd: f64) -> Result<(), String> {
+        if !(wd.is_finite() && wd >= 0.0) {
+            return Err(format!("must be a finite number >= 0, got {wd}"));
+        }
+        Ok(())
+    }
+
+    pub fn dataset(name: &str) -> Result<(), String> {
+        if !DATASETS.contains(&name) {
+            return Err(format!(
+                "unknown dataset {name:?}; expected one of: {}",
+                DATASETS.join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn data_path(path: &str) -> Result<(), String> {
+        if path.is_empty() {
+            return Err("must not be empty; give the folder that holds the dataset".into());
+        }
+        Ok(())
+    }
+
+    /// Bounds the expansion, checked before any seed list is materialised.
+    pub fn trial_count(cells: u64, seeds: u64) -> Result<(), String> {
+        let trials = cells.saturating_mul(seeds);
+        if trials > MAX_TRIALS {
+            return Err(format!(
+                "the grid expands to {cells} cells x {seeds} seeds = {trials} trials, \
+                 more than the limit of {MAX_TRIALS}; split it into several sweeps"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses and validates a grid file's text.
+///
+/// Required: `name`, `seeds`, the four `[grid]` factors and `data.path`.
+/// Optional, with defaults: every `[train]` key (the lecture demo's settings,
+/// see [`TrainConfig`]'s `Default`), `data.dataset` (`"cifar10"`),
+/// `data.train_subset`/`data.test_subset` (whole dataset) and the whole
+/// `[run]` table (see [`RunConfig`]'s `Default`). Float settings accept
+/// integers (`weight_decay = 0`). A relative `data.path` resolves against
+/// the folder of `path`, made absolute and lexically normalised.
+pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
+    let doc = Doc { text, path };
+    let root = DeTable::parse(text).map_err(|e| doc.syntax_error(&e))?;
+    let root = Table { name: "", span: 0..0, entries: root.get_ref() };
+    root.check_keys(&doc, ROOT_KEYS)?;
+
+    let name_v = root.required(&doc, "name", "e.g. name = \"skip-ablation\"")?;
+    let name = string(&doc, "name", name_v)?;
+    rules::name(&name).map_err(|m| doc.error(name_v.span(), "name", m))?;
+
+    let seeds_v = root.required(&doc, "seeds", "e.g. seeds = [0, 1, 2] or seeds = 3")?;
+    let seeds = parse_seeds(&doc, seeds_v)?;
+
+    let grid_t = root
+        .section(&doc, "grid")?
+        .ok_or_else(|| doc.error(0..0, "grid", "missing [grid] table with the factors depth, skip, init and batchnorm"))?;
+    grid_t.check_keys(&doc, GRID_KEYS)?;
+    let grid = Factors {
+        depth: factor(&doc, &grid_t, "depth", "depth = [8, 16, 32, 64]", |v| {
+            let d = int(&doc, "grid.depth", v)?;
+            rules::depth(d).map_err(|m| doc.error(v.span(), "grid.depth", m))?;
+            to_u32(&doc, "grid.depth", v, d)
+        })?,
+        skip: factor(&doc, &grid_t, "skip", "skip = [true, false]", |v| {
+            boolean(&doc, "grid.skip", v)
+        })?,
+        init: factor(&doc, &grid_t, "init", "init = [\"default\", \"kaiming_normal\"]", |v| {
+            let s = string(&doc, "grid.init", v)?;
+            s.parse::<InitScheme>().map_err(|m| doc.error(v.span(), "grid.init", m))
+        })?,
+        batchnorm: factor(&doc, &grid_t, "batchnorm", "batchnorm = [true, false]", |v| {
+            boolean(&doc, "grid.batchnorm", v)
+        })?,
+    };
+
+    let no_table = DeTable::new();
+    let train_t = root.section(&doc, "train")?.unwrap_or(Table {
+        name: "train",
+        span: 0..0,
+        entries: &no_table,
+    });
+    train_t.check_keys(&doc, TRAIN_KEYS)?;
+    let train = parse_train(&doc, &train_t)?;
+
+    let data_t = root
+        .section(&doc, "data")?
+        .ok_or_else(|| doc.error(0..0, "data", "missing [data] table; at least `path` is needed, e.g. path = \"data/cifar-10-batches-bin\""))?;
+    data_t.check_keys(&doc, DATA_KEYS)?;
+    let data = parse_data(&doc, &data_t)?;
+
+    let run = match root.section(&doc, "run")? {
+        Some(run_t) => {
+            run_t.check_keys(&doc, RUN_KEYS)?;
+            parse_run(&doc, &run_t)?
+        }
+        None => RunConfig::default(),
+    };
+
+    let cells = cell_count(&grid);
+    rules::trial_count(cells, seeds.len())
+        .map_err(|m| doc.error(grid_t.span.clone(), "grid", m))?;
+
+    Ok(GridSpec { name: name.into_owned(), seeds: seeds.materialise(), grid, train, data, run })
+}
+
+/// Seeds as written: a count is kept as a count until the size check has
+/// passed, so `seeds = 9000000000` is an error rather than an allocation.
+enum Seeds {
+    Count(u64),
+    List(Vec<u64>),
+}
+
+impl Seeds {
+    fn len(&self) -> u64 {
+        match self {
+            Seeds::Count(n) => *n,
+            Seeds::List(v) => v.len() as u64,
+        }
+    }
+
+    fn materialise(self) -> Vec<u64> {
+        match self {
+            Seeds::Count(n) => (0..n).collect(),
+            Seeds::List(v) => v,
+        }
+    }
+}
+
+fn parse_seeds(doc: &Doc, v: &Value) -> Result<Seeds, GridError> {
+    let err = |span: Range<usize>| move |m: String| doc.error(span, "seeds", m);
+    match v.get_ref() {
+        DeValue::Integer(_) => {
+            let n = int(doc, "seeds", v)?;
+            rules::seed_count(n).map_err(err(v.span()))?;
+            Ok(Seeds::Count(n as u64))
+        }
+        DeValue::Array(items) => {
+            rules::seed_count(items.len() as i64).map_err(err(v.span()))?;
+            let mut seeds = Vec::with_capacity(items.len());
+            for item in items.iter() {
+                let s = int(doc, "seeds", item)?;
+                rules::seed(s).map_err(err(item.span()))?;
+                seeds.push(s as u64);
+            }
+            rules::distinct(&seeds).map_err(|(i, m)| err(items[i].span())(m))?;
+            Ok(Seeds::List(seeds))
+        }
+        other => Err(doc.error(
+            v.span(),
+            "seeds",
+            format!("expected a list of seeds or a count, found {}", describe(other)),
+        )),
+    }
+}
+
+fn parse_train(doc: &Doc, t: &Table) -> Result<TrainConfig, GridError> {
+    let d = TrainConfig::default();
+    let positive_u32 = |name: &str, default: u32| -> Result<u32, GridError> {
+        let key = dotted("train", name);
+        match t.get(name) {
+            None => Ok(default),
+            Some(v) => {
+                let n = int(doc, &key, v)?;
+                rules::positive(n).map_err(|m| doc.error(v.span(), &key, m))?;
+                to_u32(doc, &key, v, n)
+            }
+        }
+    };
+    let checked_float = |name: &str, default: f64, rule: fn(f64) -> Result<(), String>| {
+        let key = dotted("train", name);
+        match t.get(name) {
+            None => Ok(default),
+            Some(v) => {
+                let x = float(doc, &key, v)?;
+                rule(x).map_err(|m| doc.error(v.span(), &key, m))?;
+                Ok(x)
+            }
+        }
+    };
+    Ok(TrainConfig {
+        epochs: positive_u32("epochs", d.epochs)?,
+        batch_size: positive_u32("batch_size", d.batch_size)?,
+        optimizer: match t.get("optimizer") {
+            None => d.optimizer,
+            Some(v) => string(doc, "train.optimizer", v)?
+                .parse()
+                .map_err(|m| doc.error(v.span(), "train.optimizer", m))?,
+        },
+        lr: checked_float("lr", d.lr, rules::lr)?,
+        momentum: checked_float("momentum", d.momentum, rules::momentum)?,
+        weight_decay: checked_float("weight_decay", d.weight_decay, rules::weight_decay)?,
+        log_every: positive_u32("log_every", d.log_every)?,
+        augment: match t.get("augment") {
+            None => d.augment,
+            Some(v) => boolean(doc, "train.augment", v)?,
+        },
+    })
+}
+
+fn parse_data(doc: &Doc, t: &Table) -> Result<DataConfig, GridError> {
+    let dataset = match t.get("dataset") {
+        None => DATASETS[0].to_owned(),
+        Some(v) => {
+            let s = string(doc, "data.dataset", v)?;
+            rules::dataset(&s).map_err(|m| doc.error(v.span(), "data.dataset", m))?;
+            s.into_owned()
+        }
+    };
+    let path_v = t.required(doc, "path", "e.g. path = \"data/cifar-10-batches-bin\"")?;
+    let data_path = string(doc, "data.path", path_v)?;
+    rules::data_path(&data_path).map_err(|m| doc.error(path_v.span(), "data.path", m))?;
+    let subset = |name: &str| -> Result<Option<u64>, GridError> {
+        let key = dotted("data", name);
+        match t.get(name) {
+            None => Ok(None),
+            Some(v) => {
+                let n = int(doc, &key, v)?;
+                rules::positive(n).map_err(|m| doc.error(v.span(), &key, m))?;
+                Ok(Some(n as u64))
+            }
+        }
+    };
+    Ok(DataConfig {
+        dataset,
+        path: resolve_data_path(doc.path, Path::new(data_path.as_ref())),
+        train_subset: subset("train_subset")?,
+        test_subset: subset("test_subset")?,
+    })
+}
+
+fn parse_run(doc: &Doc, t: &Table) -> Result<RunConfig, GridError> {
+    let d = RunConfig::default();
+    let max_attempts = match t.get("max_attempts") {
+        None => d.max_attempts,
+        Some(v) => {
+            let n = int(doc, "run.max_attempts", v)?;
+            rules::positive(n).map_err(|m| doc.error(v.span(), "run.max_attempts", m))?;
+            to_u32(doc, "run.max_attempts", v, n)?
+        }
+    };
+    let priority = match t.get("priority") {
+        None => d.priority,
+        Some(v) => {
+            let n = int(doc, "run.priority", v)?;
+            i32::try_from(n).map_err(|_| {
+                doc.error(
+                    v.span(),
+                    "run.priority",
+                    format!("{n} is out of range ({} to {})", i32::MIN, i32::MAX),
+                )
+            })?
+        }
+    };
+    Ok(RunConfig { max_attempts, priority })
+}
+
+/// A factor: one value (held fixed) or a non-empty list of distinct values,
+/// each converted and checked by `item`.
+fn factor<T: Hash + Eq + std::fmt::Display>(
+    doc: &Doc,
+    table: &Table,
+    name: &str,
+    example: &str,
+    item: impl Fn(&Value) -> Result<T, GridError>,
+) -> Result<Vec<T>, GridError> {
+    let key = dotted("grid", name);
+    let v = table.required(doc, name, &format!("give one value or a list, e.g. {example}"))?;
+    let items: &[Value] = match v.get_ref() {
+        DeValue::Array(a) => a,
+        _ => std::slice::from_ref(v),
+    };
+    rules::non_empty(items.len()).map_err(|m| doc.error(v.span(), &key, m))?;
+    let values = items.iter().map(item).collect::<Result<Vec<T>, _>>()?;
+    rules::distinct(&values).map_err(|(i, m)| doc.error(items[i].span(), &key, m))?;
+    Ok(values)
+}
+
+fn cell_count(f: &Factors) -> u64 {
+    [f.depth.len(), f.skip.len(), f.init.len(), f.batchnorm.len()]
+        .into_iter()
+        .fold(1u64, |acc, n| acc.saturating_mul(n as u64))
+}
+
+/// The text and file name, to turn spans into `file:line:column` errors.
+struct Doc<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Doc<'_> {
+    fn error(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> GridError {
+        let (line, column) = line_col(self.text, span.start);
+        GridError::Invalid {
+            path: self.path.to_owned(),
+            line,
+            column,
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn syntax_error(&self, e: &toml::de::Error) -> GridError {
+        let offset = e.span().map_or(0, |s| s.start);
+        // toml's messages are sometimes several lines; errors here are one.
+        let message = e.message().trim().replace('\n', "; ");
+        self.error(offset..offset, &key_at(self.text, offset), format!("invalid TOML: {message}"))
+    }
+}
+
+/// One table of the document: its dotted name ("" for the root), where it is
+/// defined (for "missing key" errors) and its entries.
+struct Table<'a, 'i> {
+    name: &'static str,
+    span: Range<usize>,
+    entries: &'a DeTable<'i>,
+}
+
+impl<'a, 'i> Table<'a, 'i> {
+    fn get(&self, key: &str) -> Option<&'a Value<'i>> {
+        self.entries.get(key)
+    }
+
+    fn required(&self, doc: &Doc, key: &str, hint: &str) -> Result<&'a Value<'i>, GridError> {
+        self.get(key).ok_or_else(|| {
+            let place = if self.name.is_empty() {
+                String::new()
+            } else {
+                format!(" in [{}]", self.name)
+            };
+            doc.error(
+                self.span.clone(),
+                &dotted(self.name, key),
+                format!("missing required key `{key}`{place}; {hint}"),
+            )
+        })
+    }
+
+    /// A sub-table of the root; `None` when absent.
+    fn section(&self, doc: &Doc, name: &'static str) -> Result<Option<Table<'a, 'i>>, GridError> {
+        let Some(v) = self.get(name) else { return Ok(None) };
+        match v.get_ref() {
+            DeValue::Table(entries) => Ok(Some(Table { name, span: v.span(), entries })),
+            other => Err(doc.error(
+                v.span(),
+                name,
+                format!("expected a table ([{name}]), found {}", describe(other)),
+            )),
+        }
+    }
+
+    /// Rejects the first key (in file order) that is not in `allowed`.
+    fn check_keys(&self, doc: &Doc, allowed: &[&str]) -> Result<(), GridError> {
+        let first_unknown = self
+            .entries
+            .iter()
+            .filter(|(k, _)| !allowed.contains(&k.get_ref().as_ref()))
+            .min_by_key(|(k, _)| k.span().start);
+        let Some((key, _)) = first_unknown else { return Ok(()) };
+        let name: &str = key.get_ref();
+        let place = if self.name.is_empty() {
+            "at the top level".to_owned()
+        } else {
+            format!("in [{}]", self.name)
+        };
+        let hint = unknown_key_hint(self.name, name, allowed);
+        Err(doc.error(
+            key.span(),
+            &dotted(self.name, name),
+            format!("unknown key `{name}` {place}; {hint}"),
+        ))
+    }
+}
+
+/// Where an unknown key probably should have gone: a close spelling in the
+/// same table, or the table where that key exists.
+fn unknown_key_hint(table: &str, key: &str, allowed: &[&str]) -> String {
+    if let Some(&(home, _)) = SECTIONS
+        .iter()
+        .find(|(s, keys)| *s != table && keys.contains(&key))
+    {
+        return if table == "grid" {
+            format!(
+                "`{key}` is a [{home}] setting, not a grid factor; the factors are {}",
+                GRID_KEYS.join(", ")
+            )
+        } else if table.is_empty() {
+            format!("`{key}` belongs in [{home}]; move it below the [{home}] header")
+        } else {
+            format!("`{key}` belongs in [{home}], not [{table}]")
+        };
+    }
+    let closest = allowed
+        .iter()
+        .map(|a| (edit_distance(&key.to_lowercase(), a), *a))
+        .min();
+    match closest {
+        Some((d, a)) if d <= (a.len() / 3).max(1) => format!("did you mean `{a}`?"),
+        _ => format!("expected one of: {}", allowed.join(", ")),
+    }
+}
+
+/// Optimal-string-alignment distance: Levenshtein plus adjacent swaps, the
+/// commonest typo (`depht`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // d[i][j]: distance between a[..i] and b[..j].
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+fn dotted(table: &str, key: &str) -> String {
+    if table.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{table}.{key}")
+    }
+}
+
+/// A value's type, with the value itself when short, for "expected X, found Y".
+fn describe(v: &DeValue) -> String {
+    match v {
+        DeValue::String(s) if s.chars().count() <= 40 => format!("the string {s:?}"),
+        DeValue::Integer(i) => format!("the integer {i}"),
+        DeValue::Float(f) => format!("the float {f}"),
+        DeValue::Boolean(b) => format!("the boolean {b}"),
+        other => format!("a{} {}", if other.is_array() { "n" } else { "" }, other.type_str()),
+    }
+}
+
+fn wrong_type(doc: &Doc, key: &str, v: &Value, expected: &str) -> GridError {
+    let mut message = format!("expected {expected}, found {}", describe(v.get_ref()));
+    // `depth = "8"` is the classic: say how to fix it.
+    if let DeValue::String(s) = v.get_ref() {
+        let s = s.trim();
+        let numeric = s.parse::<f64>().is_ok() && expected.contains("number")
+            || s.parse::<i64>().is_ok() && expected.contains("integer")
+            || matches!(s, "true" | "false") && expected.contains("boolean");
+        if numeric {
+            message.push_str("; remove the quotes");
+        }
+    }
+    doc.error(v.span(), key, message)
+}
+
+fn int(doc: &Doc, key: &str, v: &Value) -> Result<i64, GridError> {
+    match v.get_ref() {
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+            .map_err(|_| doc.error(v.span(), key, format!("{i} does not fit in a 64-bit integer"))),
+        _ => Err(wrong_type(doc, key, v, "an integer")),
+    }
+}
+
+fn to_u32(doc: &Doc, key: &str, v: &Value, n: i64) -> Result<u32, GridError> {
+    u32::try_from(n)
+        .map_err(|_| doc.error(v.span(), key, format!("{n} is too large; the limit is {}", u32::MAX)))
+}
+
+/// A float setting; integers are accepted since `weight_decay = 0` is natural.
+fn float(doc: &Doc, key: &str, v: &Value) -> Result<f64, GridError> {
+    match v.get_ref() {
+        DeValue::Integer(_) => Ok(int(doc, key, v)? as f64),
+        DeValue::Float(f) => {
+            let x: f64 = f.as_str().parse().map_err(|_| {
+                doc.error(v.span(), key, format!("{f} is not a number"))
+            })?;
+            if x.is_infinite() && !f.as_str().contains("inf") {
+                return Err(doc.error(v.span(), key, format!("{f} is out of range")));
+            }
+            Ok(x)
+        }
+        _ => Err(wrong_type(doc, key, v, "a number")),
+    }
+}
+
+fn boolean(doc: &Doc, key: &str, v: &Value) -> Result<bool, GridError> {
+    v.get_ref()
+        .as_bool()
+        .ok_or_else(|| wrong_type(doc, key, v, "a boolean (true or false)"))
+}
+
+fn string<'v>(doc: &Doc, key: &str, v: &'v Value) -> Result<Cow<'v, str>, GridError> {
+    match v.get_ref() {
+        DeValue::String(s) => Ok(Cow::Borrowed(s.as_ref())),
+        _ => Err(wrong_type(doc, key, v, "a string")),
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset, tolerating
+/// offsets past the end or inside a character.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Best-effort dotted key for a syntax error: the `key =` on the error's line
+/// under the last `[table]` header above it. Empty when there is none; a
+/// guess is only offered when the line plainly assigns a key.
+fn key_at(text: &str, offset: usize) -> String {
+    let (line_no, _) = line_col(text, offset);
+    let mut table = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if i + 1 == line_no {
+            let bare = |s: &str| {
+                !s.is_empty()
+                    && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            };
+            return match line.split_once('=') {
+                Some((k, _)) if bare(k.trim()) => dotted(&table, k.trim()),
+                _ => String::new(),
+            };
+        }
+        if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            table = header.trim_matches(|c: char| c == '[' || c.is_whitespace()).to_owned();
+        }
+    }
+    String::new()
+}
+
+/// Resolves a data path against the grid file's folder and normalises it
+/// lexically (`.` dropped, `..` popped), without touching the filesystem:
+/// the data may live on the workers, not where the grid is submitted.
+fn resolve_data_path(grid_file: &Path, data: &Path) -> PathBuf {
+    let base = grid_file.parent().unwrap_or(Path::new(""));
+    let joined = base.join(data);
+    // `absolute` only consults the working directory; if even that fails,
+    // a relative (but normalised) path is the best left to offer.
+    let absolute = std::path::absolute(&joined).unwrap_or(joined);
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                // `..` at the root stays at the root; in a relative path that
+                // cannot be popped further it is kept.
+                let poppable = matches!(out.components().next_back(), Some(Component::Normal(_)));
+                if poppable {
+                    out.pop();
+                } else if !out.has_root() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Checks a spec built without a file (e.g. received over gRPC) against the
+/// same rules the parser applies.
+pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
+    fn bad(key: &str) -> impl Fn(String) -> GridError + '_ {
+        move |message| GridError::Spec { key: key.to_owned(), message }
+    }
+    fn bad_at(key: &str) -> impl Fn((usize, String)) -> GridError + '_ {
+        move |(_, message)| GridError::Spec { key: key.to_owned(), message }
+    }
+    /// TOML cannot write integers above `i64::MAX`, so neither may the wire.
+    fn as_i64(key: &str, n: u64) -> Result<i64, GridError> {
+        i64::try_from(n).map_err(|_| bad(key)(format!("{n} is larger than {}", i64::MAX)))
+    }
+    fn check_factor<T: Hash + Eq + std::fmt::Display>(
+        key: &str,
+        values: &[T],
+        item: impl Fn(&T) -> Result<(), String>,
+    ) -> Result<(), GridError> {
+        rules::non_empty(values.len()).map_err(bad(key))?;
+        values.iter().try_for_each(&item).map_err(bad(key))?;
+        rules::distinct(values).map_err(bad_at(key))
+    }
+
+    rules::name(&spec.name).map_err(bad("name"))?;
+    rules::seed_count(as_i64("seeds", spec.seeds.len() as u64)?).map_err(bad("seeds"))?;
+    for &s in &spec.seeds {
+        rules::seed(as_i64("seeds", s)?).map_err(bad("seeds"))?;
+    }
+    rules::distinct(&spec.seeds).map_err(bad_at("seeds"))?;
+
+    let g = &spec.grid;
+    check_factor("grid.depth", &g.depth, |&d| rules::depth(i64::from(d)))?;
+    check_factor("grid.skip", &g.skip, |_| Ok(()))?;
+    check_factor("grid.init", &g.init, |_| Ok(()))?;
+    check_factor("grid.batchnorm", &g.batchnorm, |_| Ok(()))?;
+
+    let t = &spec.train;
+    rules::positive(t.epochs.into()).map_err(bad("train.epochs"))?;
+    rules::positive(t.batch_size.into()).map_err(bad("train.batch_size"))?;
+    rules::lr(t.lr).map_err(bad("train.lr"))?;
+    rules::momentum(t.momentum).map_err(bad("train.momentum"))?;
+    rules::weight_decay(t.weight_decay).map_err(bad("train.weight_decay"))?;
+    rules::positive(t.log_every.into()).map_err(bad("train.log_every"))?;
+
+    let d = &spec.data;
+    rules::dataset(&d.dataset).map_err(bad("data.dataset"))?;
+    rules::data_path(&d.path.to_string_lossy()).map_err(bad("data.path"))?;
+    for (key, subset) in [("data.train_subset", d.train_subset), ("data.test_subset", d.test_subset)] {
+        if let Some(n) = subset {
+            rules::positive(as_i64(key, n)?).map_err(bad(key))?;
+        }
+    }
+
+    rules::positive(spec.run.max_attempts.into()).map_err(bad("run.max_attempts"))?;
+    rules::trial_count(cell_count(g), spec.seeds.len() as u64).map_err(bad("grid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_col_counts_characters_and_tolerates_bad_offsets() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("ab\ncd", 99), (2, 3));
+        assert_eq!(line_col("é\nx", 1), (1, 1)); // inside 'é'
+        assert_eq!(line_col("éa", 2), (1, 2));
+    }
+
+    #[test]
+    fn data_paths_resolve_lexically() {
+        let p = resolve_data_path(Path::new("/a/b/grid.toml"), Path::new("../data/./x"));
+        assert_eq!(p, PathBuf::from("/a/data/x"));
+        let p = resolve_data_path(Path::new("/a/grid.toml"), Path::new("/abs/../y"));
+        assert_eq!(p, PathBuf::from("/y"));
+        let p = resolve_data_path(Path::new("/grid.toml"), Path::new("../../z"));
+        assert_eq!(p, PathBuf::from("/z"));
+        let p = resolve_data_path(Path::new("grid.toml"), Path::new("d"));
+        assert!(p.is_absolute() && p.ends_with("d"), "{p:?}");
+    }
+
+    #[test]
+    fn edit_distance_basics() {
+        assert_eq!(edit_distance("batchsize", "batch_size"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("depht", "depth"), 1);
+    }
+
+    #[test]
+    fn syntax_error_key_guess() {
+        assert_eq!(key_at("a = 1\n[train]\nlr = 1e-4.\n", 16), "train.lr");
+        assert_eq!(key_at("[[x]]\n???\n", 7), "");
+    }
+}

@@ -1,0 +1,17 @@
+//! The sweep domain, free of I/O frameworks: what a grid is ([`grid`]), what
+//! identifies a trial ([`trial`]), and the statistics reports are made of
+//! ([`stats`]).
+//!
+//! Everything here is deterministic and synchronous, so it is shared by the
+//! CLI (which validates a grid before it is sent), the coordinator (which
+//! validates it again, since the wire is not trusted) and the worker.
+
+pub mod grid;
+mod grid_parse;
+pub mod stats;
+pub mod trial;
+
+pub use grid::{
+    DataConfig, Factors, GridError, GridSpec, InitScheme, Optimizer, RunConfig, TrainConfig,
+};
+pub use trial::{TrialId, TrialSpec};

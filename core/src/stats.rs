@@ -1,0 +1,1 @@
+//! Statistics for reports: means, t-intervals, paired t-tests, Holm correction.

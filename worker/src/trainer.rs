@@ -1,0 +1,156 @@
+//! The seam between the worker daemon and whatever trains a trial.
+//!
+//! The daemon owns the network side (leases, heartbeats, metric upload); a
+//! [`Trainer`] owns the computation. A trainer lives on one dedicated thread
+//! for the life of the worker process (so libtorch tensors never cross
+//! threads and a dataset is loaded once per process, not once per trial) and
+//! is given one [`TrialJob`] at a time.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use sweep_core::TrialSpec;
+use tokio::sync::mpsc;
+
+/// One trial to train, as leased from the coordinator.
+#[derive(Debug, Clone)]
+pub struct TrialJob {
+    pub trial_id: String,
+    pub spec: TrialSpec,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Where this trial keeps its checkpoints (`<checkpoint root>/<trial id>`).
+    /// A re-leased trial finds its last checkpoint here and resumes from it.
+    pub checkpoint_dir: PathBuf,
+}
+
+/// One scalar metric value. Keyed by (trial, name, step) in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub step: i64,
+    pub epoch: u32,
+    pub name: String,
+    pub value: f64,
+}
+
+/// What the trainer tells the daemon while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    Metric(Metric),
+    /// Progress for heartbeats and `sweep watch`: the epoch being trained
+    /// (1-based), the global step, the last logged mean loss.
+    Progress { epoch: u32, step: i64, loss: Option<f64> },
+}
+
+/// Why the daemon wants the trainer to stop early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StopReason {
+    /// The sweep was cancelled.
+    Cancelled = 1,
+    /// The lease went to someone else; nothing more of ours will be accepted.
+    LeaseLost = 2,
+    /// The worker is shutting down (SIGTERM/SIGINT): checkpoint and hand back.
+    Shutdown = 3,
+}
+
+/// A shared stop flag: set by the daemon, polled by the trainer between steps.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(Arc<AtomicU8>);
+
+impl StopFlag {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn stop(&self, reason: StopReason) {
+        let _ = self
+            .0
+            .compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst);
+    }
+    pub fn reason(&self) -> Option<StopReason> {
+        match self.0.load(Ordering::SeqCst) {
+            1 => Some(StopReason::Cancelled),
+            2 => Some(StopReason::LeaseLost),
+            3 => Some(StopReason::Shutdown),
+            _ => None,
+        }
+    }
+}
+
+/// What a trainer is handed besides the job: where to send events and the
+/// stop flag to poll.
+pub struct TrainContext {
+    events: mpsc::Sender<TrainEvent>,
+    stop: StopFlag,
+}
+
+impl TrainContext {
+    pub fn new(events: mpsc::Sender<TrainEvent>, stop: StopFlag) -> Self {
+        Self { events, stop }
+    }
+
+    /// Sends a metric point. Blocks while the upload channel is full (it is
+    /// bounded: training waits for a slow coordinator instead of growing
+    /// memory). Returns `Err(StopReason::LeaseLost)` when the daemon side is
+    /// gone.
+    pub fn metric(&self, step: i64, epoch: u32, name: impl Into<String>, value: f64) -> Result<(), StopReason> {
+        self.send(TrainEvent::Metric(Metric { step, epoch, name: name.into(), value }))
+    }
+
+    /// Reports progress (for heartbeats and `sweep watch`).
+    pub fn progress(&self, epoch: u32, step: i64, loss: Option<f64>) -> Result<(), StopReason> {
+        self.send(TrainEvent::Progress { epoch, step, loss })
+    }
+
+    fn send(&self, ev: TrainEvent) -> Result<(), StopReason> {
+        self.events.blocking_send(ev).map_err(|_| StopReason::LeaseLost)
+    }
+
+    /// `Some(reason)` once the daemon asked the trainer to stop.
+    pub fn should_stop(&self) -> Option<StopReason> {
+        self.stop.reason()
+    }
+}
+
+/// The final numbers of a trial.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    pub final_train_loss: Option<f64>,
+    pub final_test_loss: Option<f64>,
+    pub final_test_accuracy: Option<f64>,
+    pub best_test_accuracy: Option<f64>,
+    pub wall_seconds: f64,
+}
+
+/// How a trial ended, when it did not end in an error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainOutcome {
+    Succeeded(Summary),
+    /// The loss became NaN or infinite: a result, not a crash.
+    Diverged(Summary),
+    /// Stopped on request before the end; the last checkpoint is on disk.
+    Stopped(StopReason),
+}
+
+/// A trial that could not be trained.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("data: {0}")]
+    Data(String),
+    #[error("model: {0}")]
+    Model(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Something that trains trials, one at a time, on the thread it was made on.
+pub trait Trainer {
+    fn train(&mut self, job: &TrialJob, ctx: &TrainContext) -> Result<TrainOutcome, TrainError>;
+}
+
+/// Makes the trainer on the training thread (so nothing it holds needs to be
+/// `Send`).
+pub type TrainerFactory = Box<dyn FnOnce() -> Result<Box<dyn Trainer>, TrainError> + Send>;

@@ -1,0 +1,374 @@
+//! The CIFAR-10 reader and the trainer on tiny generated data: learning,
+//! reproducibility, resume after a shutdown, divergence and bad input.
+#![cfg(feature = "torch")]
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use sweep_core::{DataConfig, InitScheme, Optimizer, TrainConfig, TrialSpec};
+use sweep_worker::torch::cifar::{self, CifarError, IMAGE_BYTES, RECORD_BYTES};
+use sweep_worker::torch::TorchTrainer;
+use sweep_worker::trainer::{
+    Metric, StopFlag, StopReason, TrainContext, TrainError, TrainEvent, TrainOutcome, Trainer,
+    TrialJob,
+};
+use tch::Device;
+
+/// libtorch's RNG is process-global, so trainings in this file (which the
+/// test harness would run on parallel threads) take turns.
+static TORCH: Mutex<()> = Mutex::new(());
+
+fn pixel(label: u8, c: usize, y: usize, x: usize) -> u8 {
+    ((c * 97 + y * 31 + x * 7 + label as usize * 13) % 256) as u8
+}
+
+fn image(label: u8) -> Vec<u8> {
+    let mut v = vec![0u8; IMAGE_BYTES];
+    for c in 0..3 {
+        for y in 0..32 {
+            for x in 0..32 {
+                v[c * 1024 + y * 32 + x] = pixel(label, c, y, x);
+            }
+        }
+    }
+    v
+}
+
+#[test]
+fn cifar_round_trip_labels_and_pixel_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.bin");
+    let labels: Vec<u8> = vec![3, 0, 9, 5, 1];
+    let images: Vec<Vec<u8>> = labels.iter().map(|&l| image(l)).collect();
+    let n = cifar::write_cifar_bin(&path, labels.iter().zip(&images).map(|(l, i)| (*l, i.as_slice())))
+        .unwrap();
+    assert_eq!(n, 5);
+    // The raw layout: label byte, then R plane, G plane, B plane, row-major.
+    let raw = std::fs::read(&path).unwrap();
+    assert_eq!(raw.len(), 5 * RECORD_BYTES);
+    for (r, &l) in labels.iter().enumerate() {
+        let rec = &raw[r * RECORD_BYTES..(r + 1) * RECORD_BYTES];
+        assert_eq!(rec[0], l);
+        assert_eq!(rec[1 + 2 * 1024 + 5 * 32 + 17], pixel(l, 2, 5, 17)); // blue, row 5, col 17
+        assert_eq!(rec[1 + 31], pixel(l, 0, 0, 31)); // red, row 0, last column
+        assert_eq!(rec[1 + 32], pixel(l, 0, 1, 0)); // red, row 1, first column
+    }
+    let split = cifar::read_batch_file(&path, None).unwrap();
+    assert_eq!(split.labels, labels);
+    for (i, img) in images.iter().enumerate() {
+        assert_eq!(split.image(i), img.as_slice());
+    }
+    let first2 = cifar::read_batch_file(&path, Some(2)).unwrap();
+    assert_eq!(first2.labels, vec![3, 0]);
+    assert_eq!(first2.pixels.len(), 2 * IMAGE_BYTES);
+}
+
+#[test]
+fn cifar_errors_name_file_and_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.bin");
+    let img = image(1);
+    cifar::write_cifar_bin(&path, [(1u8, img.as_slice()), (2, img.as_slice())]).unwrap();
+    // Truncate: the second record loses its last 100 bytes.
+    let mut raw = std::fs::read(&path).unwrap();
+    raw.truncate(2 * RECORD_BYTES - 100);
+    std::fs::write(&path, &raw).unwrap();
+    let err = cifar::read_batch_file(&path, None).unwrap_err();
+    assert!(matches!(err, CifarError::Truncated { record: 1, .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("t.bin") && msg.contains("record 1"), "{msg}");
+    // A label out of range, in record 1.
+    let mut raw = std::fs::read(&path).unwrap();
+    raw.truncate(RECORD_BYTES);
+    raw.extend_from_slice(&raw.clone());
+    raw[RECORD_BYTES] = 10;
+    std::fs::write(&path, &raw).unwrap();
+    let err = cifar::read_batch_file(&path, None).unwrap_err();
+    assert!(matches!(err, CifarError::BadLabel { record: 1, label: 10, .. }), "{err:?}");
+    // Writing refuses bad records instead of producing a bad file.
+    assert!(cifar::write_cifar_bin(&path, [(11u8, img.as_slice())]).is_err());
+    assert!(cifar::write_cifar_bin(&path, [(1u8, &img[..100])]).is_err());
+    // Missing data.
+    let err = cifar::load(dir.path(), None, None).unwrap_err();
+    assert!(matches!(err, CifarError::NotFound { .. }), "{err:?}");
+}
+
+#[test]
+fn cifar_folder_forms_subsets_and_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join(cifar::BATCHES_DIR);
+    cifar::generate_synthetic(&root, 23, 7, 5).unwrap();
+    let all = cifar::load(&root, None, None).unwrap();
+    assert_eq!((all.train.len(), all.test.len()), (23, 7));
+    // A parent folder holding cifar-10-batches-bin/ works too.
+    let via_parent = cifar::load(dir.path(), None, None).unwrap();
+    assert_eq!(via_parent.train, all.train);
+    // Subsets take the first records across files in order (5 per file here).
+    let sub = cifar::load(&root, Some(12), Some(3)).unwrap();
+    assert_eq!(sub.train.labels, all.train.labels[..12]);
+    assert_eq!(sub.train.pixels, all.train.pixels[..12 * IMAGE_BYTES]);
+    assert_eq!(sub.test.labels, all.test.labels[..3]);
+    // Same seed, same bytes; the cache hands out one shared copy.
+    let again = dir.path().join("again");
+    cifar::generate_synthetic(&again, 23, 7, 5).unwrap();
+    assert_eq!(cifar::load(&again, None, None).unwrap().train, all.train);
+    let a = cifar::load_cached(&root, Some(12), None).unwrap();
+    let b = cifar::load_cached(dir.path(), Some(12), None).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&a, &b));
+}
+
+#[test]
+fn cifar_tar_gz_is_unpacked_once() {
+    if std::process::Command::new("tar").arg("--version").output().is_err() {
+        eprintln!("no tar on this machine; skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    cifar::generate_synthetic(&src.join(cifar::BATCHES_DIR), 10, 5, 9).unwrap();
+    let archive = dir.path().join(cifar::ARCHIVE);
+    let ok = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&src)
+        .arg(cifar::BATCHES_DIR)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let cache = dir.path().join("cache");
+    std::env::set_var("SWEEP_CACHE_DIR", &cache);
+    let root = cifar::resolve_root(&archive).unwrap();
+    assert!(root.starts_with(&cache), "{root:?}");
+    let data = cifar::load(&archive, None, None).unwrap();
+    assert_eq!(data.train, cifar::load(&src, None, None).unwrap().train);
+    // A folder with only the archive in it resolves to the same cache.
+    let only = dir.path().join("only");
+    std::fs::create_dir(&only).unwrap();
+    std::fs::rename(&archive, only.join(cifar::ARCHIVE)).unwrap();
+    assert!(cifar::resolve_root(&only).is_ok());
+}
+
+// ---------------------------------------------------------------- training
+
+fn dataset() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = std::env::temp_dir().join(format!("sweep-torch-train-test-{}", std::process::id()));
+        cifar::generate_synthetic(&d, 120, 40, 11).unwrap();
+        d
+    })
+}
+
+fn spec(seed: u64, epochs: u32) -> TrialSpec {
+    TrialSpec {
+        depth: 8,
+        skip: true,
+        init: InitScheme::Default,
+        batchnorm: true,
+        seed,
+        train: TrainConfig {
+            epochs,
+            batch_size: 8,
+            optimizer: Optimizer::Sgd,
+            lr: 0.01,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            log_every: 3,
+            augment: true,
+        },
+        data: DataConfig {
+            dataset: "cifar10".into(),
+            path: dataset().to_owned(),
+            train_subset: None,
+            test_subset: None,
+        },
+    }
+}
+
+fn job(spec: TrialSpec, ckpt: &Path) -> TrialJob {
+    TrialJob { trial_id: "t".into(), spec, attempt: 1, checkpoint_dir: ckpt.to_owned() }
+}
+
+/// Runs a trial with a context whose events are drained on another thread
+/// (`TrainContext::metric` blocks on a bounded channel). `stop_when` may set
+/// the stop flag when it sees an event.
+fn run(
+    job: &TrialJob,
+    stop_when: impl Fn(&TrainEvent) -> Option<StopReason> + Send + 'static,
+) -> (Result<TrainOutcome, TrainError>, Vec<Metric>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+    let stop = StopFlag::new();
+    let flag = stop.clone();
+    let drain = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        while let Some(ev) = rx.blocking_recv() {
+            if let Some(r) = stop_when(&ev) {
+                flag.stop(r);
+            }
+            if let TrainEvent::Metric(m) = ev {
+                out.push(m);
+            }
+        }
+        out
+    });
+    let ctx = TrainContext::new(tx, stop);
+    let mut trainer = TorchTrainer::new(Device::Cpu, None);
+    let r = trainer.train(job, &ctx);
+    drop(ctx);
+    (r, drain.join().unwrap())
+}
+
+fn series<'a>(ms: &'a [Metric], name: &str) -> Vec<&'a Metric> {
+    ms.iter().filter(|m| m.name == name).collect()
+}
+
+/// Every metric except the timing one, as comparable tuples.
+fn comparable(ms: &[Metric]) -> Vec<(String, i64, u32, f64)> {
+    ms.iter()
+        .filter(|m| m.name != "images_per_sec")
+        .map(|m| (m.name.clone(), m.step, m.epoch, m.value))
+        .collect()
+}
+
+#[test]
+fn one_epoch_lowers_the_loss_and_reports_everything() {
+    let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
+    let ck = tempfile::tempdir().unwrap();
+    let (r, ms) = run(&job(spec(1, 1), ck.path()), |_| None);
+    let TrainOutcome::Succeeded(summary) = r.unwrap() else { panic!("not succeeded") };
+    let losses: Vec<f64> = series(&ms, "train_loss").iter().map(|m| m.value).collect();
+    // 120 images / batch 8 = 15 batches, logged every 3.
+    assert_eq!(losses.len(), 5, "{losses:?}");
+    assert_eq!(series(&ms, "train_loss").last().unwrap().step, 15);
+    let first = losses[0];
+    let last = (losses[3] + losses[4]) / 2.0;
+    assert!(last < first * 0.8, "loss did not go down: {losses:?}");
+    // Test metrics, per epoch.
+    let acc = series(&ms, "test_accuracy");
+    assert_eq!(acc.len(), 1);
+    assert!((0.0..=1.0).contains(&acc[0].value));
+    assert_eq!(summary.final_test_accuracy, Some(acc[0].value));
+    assert_eq!(summary.best_test_accuracy, Some(acc[0].value));
+    assert_eq!(summary.final_train_loss, Some(losses[4]));
+    assert!(series(&ms, "images_per_sec")[0].value > 0.0);
+    // Gradient norms for every group at every logging step.
+    let groups = sweep_worker::torch::bmenet::group_names(8).unwrap();
+    for g in &groups {
+        let s = series(&ms, &format!("grad_norm/{g}"));
+        assert_eq!(s.len(), 5, "{g}");
+        assert!(s.iter().all(|m| m.value.is_finite() && m.value > 0.0), "{g}");
+    }
+    // The confusion matrix counts every test image once.
+    let conf: f64 = ms.iter().filter(|m| m.name.starts_with("confusion/")).map(|m| m.value).sum();
+    assert_eq!(conf, 40.0);
+    assert_eq!(ms.iter().filter(|m| m.name.starts_with("confusion/")).count(), 100);
+    assert_eq!(ms.iter().filter(|m| m.name.starts_with("class_accuracy/")).count(), 10);
+    // A checkpoint was written.
+    assert!(std::fs::read_dir(ck.path()).unwrap().any(|e| {
+        e.unwrap().file_name().to_string_lossy().starts_with("ckpt-")
+    }));
+}
+
+#[test]
+fn same_seed_same_curve_and_resume_continues_exactly() {
+    let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = spec(3, 2);
+    s.data.train_subset = Some(64);
+    s.data.test_subset = Some(20);
+    s.train.log_every = 2;
+
+    let a_dir = tempfile::tempdir().unwrap();
+    let (ra, a) = run(&job(s.clone(), a_dir.path()), |_| None);
+    assert!(matches!(ra.unwrap(), TrainOutcome::Succeeded(_)));
+    let b_dir = tempfile::tempdir().unwrap();
+    let (rb, b) = run(&job(s.clone(), b_dir.path()), |_| None);
+    assert!(matches!(rb.unwrap(), TrainOutcome::Succeeded(_)));
+    assert_eq!(comparable(&a), comparable(&b), "same seed, different curve");
+
+    let mut other = s.clone();
+    other.seed = 4;
+    other.train.epochs = 1;
+    let o_dir = tempfile::tempdir().unwrap();
+    let (_, o) = run(&job(other, o_dir.path()), |_| None);
+    assert_ne!(series(&a, "train_loss")[0].value, series(&o, "train_loss")[0].value);
+
+    // Stop (as on SIGTERM) once epoch 1 is evaluated, then run the same
+    // trial again on the same checkpoint folder.
+    let c_dir = tempfile::tempdir().unwrap();
+    let j = job(s.clone(), c_dir.path());
+    let (r1, part1) = run(&j, |ev| match ev {
+        TrainEvent::Metric(m) if m.name == "test_accuracy" && m.epoch == 1 => Some(StopReason::Shutdown),
+        _ => None,
+    });
+    assert!(matches!(r1.unwrap(), TrainOutcome::Stopped(StopReason::Shutdown)));
+    assert!(series(&part1, "test_accuracy").len() == 1);
+    let (r2, part2) = run(&j, |_| None);
+    assert!(matches!(r2.unwrap(), TrainOutcome::Succeeded(_)));
+    // The second attempt starts with epoch 2 and repeats no step.
+    let last1 = part1.iter().map(|m| m.step).max().unwrap();
+    let first_train2 = series(&part2, "train_loss")[0];
+    assert_eq!(first_train2.epoch, 2);
+    assert!(first_train2.step > last1);
+    let keys1: HashSet<(String, i64)> = part1.iter().map(|m| (m.name.clone(), m.step)).collect();
+    for m in &part2 {
+        assert!(!keys1.contains(&(m.name.clone(), m.step)), "re-emitted {} at {}", m.name, m.step);
+    }
+    // And together they are the uninterrupted run, number for number
+    // (weights, BN statistics and momentum were all restored).
+    let mut joined = part1.clone();
+    joined.extend(part2);
+    assert_eq!(comparable(&joined), comparable(&a));
+}
+
+#[test]
+fn a_blown_up_loss_ends_as_diverged() {
+    let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = spec(5, 1);
+    s.train.lr = 1e12;
+    s.train.log_every = 1;
+    s.batchnorm = false;
+    s.data.train_subset = Some(48);
+    s.data.test_subset = Some(10);
+    let ck = tempfile::tempdir().unwrap();
+    let (r, ms) = run(&job(s, ck.path()), |_| None);
+    match r.unwrap() {
+        TrainOutcome::Diverged(sum) => {
+            assert!(sum.final_train_loss.is_some_and(|l| !l.is_finite()));
+        }
+        other => panic!("expected Diverged, got {other:?} with {:?}", series(&ms, "train_loss")),
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
+    let ck = tempfile::tempdir().unwrap();
+    let mut s = spec(1, 1);
+    s.data.path = ck.path().join("nowhere");
+    let (r, _) = run(&job(s, ck.path()), |_| None);
+    assert!(matches!(r, Err(TrainError::Data(_))), "{r:?}");
+
+    let mut s = spec(1, 1);
+    s.depth = 12;
+    let (r, _) = run(&job(s, ck.path()), |_| None);
+    assert!(matches!(r, Err(TrainError::Model(_))), "{r:?}");
+
+    let mut s = spec(1, 1);
+    s.train.batch_size = 0;
+    let (r, _) = run(&job(s, ck.path()), |_| None);
+    assert!(r.is_err());
+
+    // A checkpoint folder of another trial is refused, not silently used.
+    let other = tempfile::tempdir().unwrap();
+    let mut s = spec(1, 1);
+    s.data.train_subset = Some(8);
+    s.data.test_subset = Some(4);
+    let (r, _) = run(&job(s.clone(), other.path()), |_| None);
+    assert!(r.is_ok());
+    s.seed = 2;
+    let (r, _) = run(&job(s, other.path()), |_| None);
+    assert!(matches!(r, Err(TrainError::Checkpoint(_))), "{r:?}");
+    let _ = HashMap::<(), ()>::new();
+}
