@@ -1,1 +1,181 @@
-fn main() {}
+//! `sweep`: the command-line front of the sweep orchestrator. Thin: parses
+//! flags and dispatches to the command modules.
+
+mod commands;
+mod report;
+mod run;
+mod watch;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Distributed ablation sweeps for deep-network design choices.
+///
+/// Describe a factorial grid in grid.toml (depth x skip connections x init x
+/// batch-norm, seeds, training settings), submit it to a coordinator, let
+/// workers on GPU (or CPU) nodes train every cell exactly once, and read the
+/// ablation tables.
+///
+/// Quick start on one machine (coordinator + 2 local workers + report):
+///   sweep run examples/demo.toml --workers 2
+///
+/// On a cluster:
+///   sweep serve --database-url sqlite://sweep.db --listen 0.0.0.0:50051
+///   sweep-worker --coordinator http://HOST:50051 --device cuda:0   # per GPU
+///   sweep submit grid.toml --coordinator http://HOST:50051
+///   sweep watch skip-ablation
+///   sweep report skip-ablation --format markdown
+#[derive(Parser)]
+#[command(name = "sweep", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
+pub enum Format {
+    Table,
+    Markdown,
+    Csv,
+    Json,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct CoordinatorArg {
+    /// Coordinator URL.
+    #[arg(long, env = "SWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    coordinator: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the coordinator: stores trials, hands them to workers, answers clients.
+    ///
+    /// Only the coordinator touches the database. Migrations run on start.
+    ///
+    /// Examples:
+    ///   sweep serve
+    ///   sweep serve --database-url postgres://sweep@db/sweep --listen 0.0.0.0:50051
+    #[command(verbatim_doc_comment)]
+    Serve {
+        /// Database URL: sqlite://PATH (created if missing) or postgres://...
+        #[arg(long, env = "SWEEP_DATABASE_URL", default_value = "sqlite://sweep.db")]
+        database_url: String,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        listen: String,
+        /// Seconds a lease lives without a heartbeat before its trial is re-queued.
+        #[arg(long, default_value_t = 30)]
+        lease_ttl_secs: u64,
+    },
+    /// Submit a grid file. Prints the sweep ID as the last line.
+    ///
+    /// Idempotent: submitting the same file again adds nothing; adding seeds or
+    /// factor values adds only the new cells.
+    ///
+    /// Examples:
+    ///   sweep submit grid.toml
+    ///   sweep submit grid.toml --dry-run     # list the cells, store nothing
+    #[command(verbatim_doc_comment)]
+    Submit {
+        grid: PathBuf,
+        /// Print the expanded cells and their count; contact nothing, store nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        coordinator: CoordinatorArg,
+    },
+    /// Trial counts per state, for one sweep or all.
+    Status {
+        sweep: Option<String>,
+        #[command(flatten)]
+        coordinator: CoordinatorArg,
+    },
+    /// Live progress until the sweep ends.
+    Watch {
+        sweep: String,
+        #[command(flatten)]
+        coordinator: CoordinatorArg,
+    },
+    /// The ablation table: one row per cell, mean and 95% t-interval over seeds.
+    ///
+    /// Examples:
+    ///   sweep report skip-ablation
+    ///   sweep report skip-ablation --format csv > cells.csv
+    #[command(verbatim_doc_comment)]
+    Report {
+        sweep: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        coordinator: CoordinatorArg,
+    },
+    /// Cancel every queued and running trial of a sweep (submit again to resume).
+    Cancel {
+        sweep: String,
+        #[command(flatten)]
+        coordinator: CoordinatorArg,
+    },
+    /// All-in-one local mode: a coordinator on a local SQLite file, N local
+    /// worker processes, progress, then the report.
+    ///
+    /// Exits 0 when every cell succeeded. Worker logs go to .sweep/logs/.
+    ///
+    /// Example:
+    ///   sweep run examples/demo.toml --workers 2
+    #[command(verbatim_doc_comment)]
+    Run(run::RunArgs),
+}
+
+/// A failure the user caused, with its exit code: 2 for bad input (a grid
+/// file that does not validate), 1 for everything else.
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let error = e.into();
+        let code = if error.downcast_ref::<sweep_core::GridError>().is_some() { 2 } else { 1 };
+        Failure { code, error }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Serve { database_url, listen, lease_ttl_secs } => {
+                commands::serve(&database_url, &listen, lease_ttl_secs).await
+            }
+            Command::Submit { grid, dry_run, coordinator } => commands::submit(&grid, dry_run, &coordinator.coordinator).await,
+            Command::Status { sweep, coordinator } => commands::status(sweep.as_deref(), &coordinator.coordinator).await,
+            Command::Watch { sweep, coordinator } => watch::watch(&sweep, &coordinator.coordinator).await.map(|_| ()),
+            Command::Report { sweep, format, coordinator } => commands::report(&sweep, format, &coordinator.coordinator).await,
+            Command::Cancel { sweep, coordinator } => commands::cancel(&sweep, &coordinator.coordinator).await,
+            Command::Run(args) => run::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -55,7 +55,10 @@ impl std::str::FromStr for InitScheme {
             .find(|i| i.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<_> = InitScheme::ALL.iter().map(|i| i.as_str()).collect();
-                format!("unknown init scheme {s:?}; expected one of {}", names.join(", "))
+                format!(
+                    "unknown init scheme {s:?}; expected one of {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -82,7 +85,9 @@ impl std::str::FromStr for Optimizer {
         match s {
             "sgd" => Ok(Optimizer::Sgd),
             "adam" => Ok(Optimizer::Adam),
-            _ => Err(format!("unknown optimizer {s:?}; expected \"sgd\" or \"adam\"")),
+            _ => Err(format!(
+                "unknown optimizer {s:?}; expected \"sgd\" or \"adam\""
+            )),
         }
     }
 }
@@ -151,7 +156,10 @@ pub struct RunConfig {
 
 impl Default for RunConfig {
     fn default() -> Self {
-        RunConfig { max_attempts: 3, priority: 0 }
+        RunConfig {
+            max_attempts: 3,
+            priority: 0,
+        }
     }
 }
 
@@ -258,6 +266,9 @@ impl GridSpec {
 
     /// Number of cells (factor combinations), not counting seeds.
     pub fn cell_count(&self) -> usize {
-        self.grid.depth.len() * self.grid.skip.len() * self.grid.init.len() * self.grid.batchnorm.len()
+        self.grid.depth.len()
+            * self.grid.skip.len()
+            * self.grid.init.len()
+            * self.grid.batchnorm.len()
     }
 }

@@ -90,7 +90,9 @@ pub(crate) mod rules {
 
     pub fn seed(seed: i64) -> Result<(), String> {
         if seed < 0 {
-            return Err(format!("seed {seed} is negative; seeds are non-negative integers"));
+            return Err(format!(
+                "seed {seed} is negative; seeds are non-negative integers"
+            ));
         }
         Ok(())
     }
@@ -195,7 +197,11 @@ pub(crate) mod rules {
 pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
     let doc = Doc { text, path };
     let root = DeTable::parse(text).map_err(|e| doc.syntax_error(&e))?;
-    let root = Table { name: "", span: 0..0, entries: root.get_ref() };
+    let root = Table {
+        name: "",
+        span: 0..0,
+        entries: root.get_ref(),
+    };
     root.check_keys(&doc, ROOT_KEYS)?;
 
     let name_v = root.required(&doc, "name", "e.g. name = \"skip-ablation\"")?;
@@ -205,9 +211,13 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
     let seeds_v = root.required(&doc, "seeds", "e.g. seeds = [0, 1, 2] or seeds = 3")?;
     let seeds = parse_seeds(&doc, seeds_v)?;
 
-    let grid_t = root
-        .section(&doc, "grid")?
-        .ok_or_else(|| doc.error(0..0, "grid", "missing [grid] table with the factors depth, skip, init and batchnorm"))?;
+    let grid_t = root.section(&doc, "grid")?.ok_or_else(|| {
+        doc.error(
+            0..0,
+            "grid",
+            "missing [grid] table with the factors depth, skip, init and batchnorm",
+        )
+    })?;
     grid_t.check_keys(&doc, GRID_KEYS)?;
     let grid = Factors {
         depth: factor(&doc, &grid_t, "depth", "depth = [8, 16, 32, 64]", |v| {
@@ -218,13 +228,24 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
         skip: factor(&doc, &grid_t, "skip", "skip = [true, false]", |v| {
             boolean(&doc, "grid.skip", v)
         })?,
-        init: factor(&doc, &grid_t, "init", "init = [\"default\", \"kaiming_normal\"]", |v| {
-            let s = string(&doc, "grid.init", v)?;
-            s.parse::<InitScheme>().map_err(|m| doc.error(v.span(), "grid.init", m))
-        })?,
-        batchnorm: factor(&doc, &grid_t, "batchnorm", "batchnorm = [true, false]", |v| {
-            boolean(&doc, "grid.batchnorm", v)
-        })?,
+        init: factor(
+            &doc,
+            &grid_t,
+            "init",
+            "init = [\"default\", \"kaiming_normal\"]",
+            |v| {
+                let s = string(&doc, "grid.init", v)?;
+                s.parse::<InitScheme>()
+                    .map_err(|m| doc.error(v.span(), "grid.init", m))
+            },
+        )?,
+        batchnorm: factor(
+            &doc,
+            &grid_t,
+            "batchnorm",
+            "batchnorm = [true, false]",
+            |v| boolean(&doc, "grid.batchnorm", v),
+        )?,
     };
 
     let no_table = DeTable::new();
@@ -254,7 +275,14 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
     rules::trial_count(cells, seeds.len())
         .map_err(|m| doc.error(grid_t.span.clone(), "grid", m))?;
 
-    Ok(GridSpec { name: name.into_owned(), seeds: seeds.materialise(), grid, train, data, run })
+    Ok(GridSpec {
+        name: name.into_owned(),
+        seeds: seeds.materialise(),
+        grid,
+        train,
+        data,
+        run,
+    })
 }
 
 /// Seeds as written: a count is kept as a count until the size check has
@@ -302,7 +330,10 @@ fn parse_seeds(doc: &Doc, v: &Value) -> Result<Seeds, GridError> {
         other => Err(doc.error(
             v.span(),
             "seeds",
-            format!("expected a list of seeds or a count, found {}", describe(other)),
+            format!(
+                "expected a list of seeds or a count, found {}",
+                describe(other)
+            ),
         )),
     }
 }
@@ -405,7 +436,10 @@ fn parse_run(doc: &Doc, t: &Table) -> Result<RunConfig, GridError> {
             })?
         }
     };
-    Ok(RunConfig { max_attempts, priority })
+    Ok(RunConfig {
+        max_attempts,
+        priority,
+    })
 }
 
 /// A factor: one value (held fixed) or a non-empty list of distinct values,
@@ -418,7 +452,11 @@ fn factor<T: Hash + Eq + std::fmt::Display>(
     item: impl Fn(&Value) -> Result<T, GridError>,
 ) -> Result<Vec<T>, GridError> {
     let key = dotted("grid", name);
-    let v = table.required(doc, name, &format!("give one value or a list, e.g. {example}"))?;
+    let v = table.required(
+        doc,
+        name,
+        &format!("give one value or a list, e.g. {example}"),
+    )?;
     let items: &[Value] = match v.get_ref() {
         DeValue::Array(a) => a,
         _ => std::slice::from_ref(v),
@@ -457,7 +495,11 @@ impl Doc<'_> {
         let offset = e.span().map_or(0, |s| s.start);
         // toml's messages are sometimes several lines; errors here are one.
         let message = e.message().trim().replace('\n', "; ");
-        self.error(offset..offset, &key_at(self.text, offset), format!("invalid TOML: {message}"))
+        self.error(
+            offset..offset,
+            &key_at(self.text, offset),
+            format!("invalid TOML: {message}"),
+        )
     }
 }
 
@@ -491,9 +533,15 @@ impl<'a, 'i> Table<'a, 'i> {
 
     /// A sub-table of the root; `None` when absent.
     fn section(&self, doc: &Doc, name: &'static str) -> Result<Option<Table<'a, 'i>>, GridError> {
-        let Some(v) = self.get(name) else { return Ok(None) };
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
         match v.get_ref() {
-            DeValue::Table(entries) => Ok(Some(Table { name, span: v.span(), entries })),
+            DeValue::Table(entries) => Ok(Some(Table {
+                name,
+                span: v.span(),
+                entries,
+            })),
             other => Err(doc.error(
                 v.span(),
                 name,
@@ -509,7 +557,9 @@ impl<'a, 'i> Table<'a, 'i> {
             .iter()
             .filter(|(k, _)| !allowed.contains(&k.get_ref().as_ref()))
             .min_by_key(|(k, _)| k.span().start);
-        let Some((key, _)) = first_unknown else { return Ok(()) };
+        let Some((key, _)) = first_unknown else {
+            return Ok(());
+        };
         let name: &str = key.get_ref();
         let place = if self.name.is_empty() {
             "at the top level".to_owned()
@@ -563,13 +613,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }
@@ -594,7 +646,11 @@ fn describe(v: &DeValue) -> String {
         DeValue::Integer(i) => format!("the integer {i}"),
         DeValue::Float(f) => format!("the float {f}"),
         DeValue::Boolean(b) => format!("the boolean {b}"),
-        other => format!("a{} {}", if other.is_array() { "n" } else { "" }, other.type_str()),
+        other => format!(
+            "a{} {}",
+            if other.is_array() { "n" } else { "" },
+            other.type_str()
+        ),
     }
 }
 
@@ -615,15 +671,25 @@ fn wrong_type(doc: &Doc, key: &str, v: &Value, expected: &str) -> GridError {
 
 fn int(doc: &Doc, key: &str, v: &Value) -> Result<i64, GridError> {
     match v.get_ref() {
-        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-            .map_err(|_| doc.error(v.span(), key, format!("{i} does not fit in a 64-bit integer"))),
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| {
+            doc.error(
+                v.span(),
+                key,
+                format!("{i} does not fit in a 64-bit integer"),
+            )
+        }),
         _ => Err(wrong_type(doc, key, v, "an integer")),
     }
 }
 
 fn to_u32(doc: &Doc, key: &str, v: &Value, n: i64) -> Result<u32, GridError> {
-    u32::try_from(n)
-        .map_err(|_| doc.error(v.span(), key, format!("{n} is too large; the limit is {}", u32::MAX)))
+    u32::try_from(n).map_err(|_| {
+        doc.error(
+            v.span(),
+            key,
+            format!("{n} is too large; the limit is {}", u32::MAX),
+        )
+    })
 }
 
 /// A float setting; integers are accepted since `weight_decay = 0` is natural.
@@ -631,9 +697,10 @@ fn float(doc: &Doc, key: &str, v: &Value) -> Result<f64, GridError> {
     match v.get_ref() {
         DeValue::Integer(_) => Ok(int(doc, key, v)? as f64),
         DeValue::Float(f) => {
-            let x: f64 = f.as_str().parse().map_err(|_| {
-                doc.error(v.span(), key, format!("{f} is not a number"))
-            })?;
+            let x: f64 = f
+                .as_str()
+                .parse()
+                .map_err(|_| doc.error(v.span(), key, format!("{f} is not a number")))?;
             if x.is_infinite() && !f.as_str().contains("inf") {
                 return Err(doc.error(v.span(), key, format!("{f} is out of range")));
             }
@@ -680,7 +747,8 @@ fn key_at(text: &str, offset: usize) -> String {
         if i + 1 == line_no {
             let bare = |s: &str| {
                 !s.is_empty()
-                    && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
             };
             return match line.split_once('=') {
                 Some((k, _)) if bare(k.trim()) => dotted(&table, k.trim()),
@@ -688,7 +756,9 @@ fn key_at(text: &str, offset: usize) -> String {
             };
         }
         if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            table = header.trim_matches(|c: char| c == '[' || c.is_whitespace()).to_owned();
+            table = header
+                .trim_matches(|c: char| c == '[' || c.is_whitespace())
+                .to_owned();
         }
     }
     String::new()
@@ -727,10 +797,16 @@ fn resolve_data_path(grid_file: &Path, data: &Path) -> PathBuf {
 /// same rules the parser applies.
 pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
     fn bad(key: &str) -> impl Fn(String) -> GridError + '_ {
-        move |message| GridError::Spec { key: key.to_owned(), message }
+        move |message| GridError::Spec {
+            key: key.to_owned(),
+            message,
+        }
     }
     fn bad_at(key: &str) -> impl Fn((usize, String)) -> GridError + '_ {
-        move |(_, message)| GridError::Spec { key: key.to_owned(), message }
+        move |(_, message)| GridError::Spec {
+            key: key.to_owned(),
+            message,
+        }
     }
     /// TOML cannot write integers above `i64::MAX`, so neither may the wire.
     fn as_i64(key: &str, n: u64) -> Result<i64, GridError> {
@@ -770,7 +846,10 @@ pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
     let d = &spec.data;
     rules::dataset(&d.dataset).map_err(bad("data.dataset"))?;
     rules::data_path(&d.path.to_string_lossy()).map_err(bad("data.path"))?;
-    for (key, subset) in [("data.train_subset", d.train_subset), ("data.test_subset", d.test_subset)] {
+    for (key, subset) in [
+        ("data.train_subset", d.train_subset),
+        ("data.test_subset", d.test_subset),
+    ] {
         if let Some(n) = subset {
             rules::positive(as_i64(key, n)?).map_err(bad(key))?;
         }

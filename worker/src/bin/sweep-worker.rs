@@ -1,1 +1,161 @@
-fn main() {}
+//! `sweep-worker`: the worker daemon. Thin: parses flags, sets up logging and
+//! signals, and hands over to `sweep_worker::daemon::run`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use sweep_worker::daemon::{self, WorkerConfig};
+use sweep_worker::trainer::TrainerFactory;
+
+/// Worker daemon of `sweep`: leases trials from a coordinator over gRPC,
+/// trains BMEnet on each with libtorch, and streams the metrics back.
+///
+/// Run one per GPU (or a few per CPU node). Workers never touch the database;
+/// they reconnect with backoff whenever the coordinator is away.
+///
+/// Examples:
+///   sweep-worker --coordinator http://10.0.0.5:50051 --device cuda:0
+///   SWEEP_COORDINATOR=http://127.0.0.1:50051 sweep-worker
+///   sweep-worker model --depth 32 --no-skip
+#[derive(Parser)]
+#[command(name = "sweep-worker", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print BMEnet's per-layer table (layer, output shape, parameters) and
+    /// its parameter totals, like the lecture's table.
+    Model {
+        /// Total depth: a positive multiple of 8.
+        #[arg(long, default_value_t = 32)]
+        depth: u32,
+        /// Leave out the skip connections.
+        #[arg(long)]
+        no_skip: bool,
+        /// Leave out the batch-norm layers.
+        #[arg(long)]
+        no_batchnorm: bool,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Coordinator URL.
+    #[arg(long, env = "SWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
+    coordinator: String,
+    /// Device to train on: `cpu` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Name shown in `sweep status` (default: HOSTNAME-PID).
+    #[arg(long)]
+    worker_id: Option<String>,
+    /// Folder for per-trial checkpoints. Use storage all workers share so a
+    /// re-leased trial resumes wherever it lands.
+    #[arg(long, env = "SWEEP_CHECKPOINT_DIR", default_value = ".sweep/checkpoints")]
+    checkpoint_dir: PathBuf,
+    /// Read datasets from this folder instead of the path in the grid file
+    /// (for nodes that keep data elsewhere).
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    /// Exit after this many trials.
+    #[arg(long)]
+    max_trials: Option<u64>,
+    /// Exit when no work has been offered for this many seconds.
+    #[arg(long)]
+    idle_exit_secs: Option<u64>,
+    /// Test double: simulate training with this many milliseconds per batch
+    /// instead of training (orchestration tests only).
+    #[arg(long, hide = true)]
+    simulate_step_ms: Option<u64>,
+}
+
+fn trainer_factory(args: &RunArgs) -> anyhow::Result<TrainerFactory> {
+    if let Some(ms) = args.simulate_step_ms {
+        tracing::warn!("using the SIMULATED trainer (a test double): no real training happens");
+        let delay = Duration::from_millis(ms);
+        return Ok(Box::new(move || Ok(Box::new(sweep_worker::simulated::SimulatedTrainer::new(delay)) as _)));
+    }
+    real_trainer(args)
+}
+
+#[cfg(feature = "torch")]
+fn real_trainer(args: &RunArgs) -> anyhow::Result<TrainerFactory> {
+    let device = sweep_worker::torch::parse_device(&args.device)?;
+    let data_root = args.data_root.clone();
+    Ok(Box::new(move || Ok(Box::new(sweep_worker::torch::TorchTrainer::new(device, data_root)) as _)))
+}
+
+#[cfg(not(feature = "torch"))]
+fn real_trainer(_args: &RunArgs) -> anyhow::Result<TrainerFactory> {
+    anyhow::bail!("this sweep-worker was built without the `torch` feature and cannot train; rebuild with default features")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    // A second signal exits at once.
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    if let Some(Command::Model { depth, no_skip, no_batchnorm }) = cli.command {
+        return print_model(depth, !no_skip, !no_batchnorm);
+    }
+    let args = cli.run;
+    let mut config = WorkerConfig::new(args.coordinator.clone());
+    if let Some(id) = &args.worker_id {
+        config.worker_id = id.clone();
+    }
+    config.device = args.device.clone();
+    config.checkpoint_root = args.checkpoint_dir.clone();
+    config.max_trials = args.max_trials;
+    config.idle_exit = args.idle_exit_secs.map(Duration::from_secs);
+    let factory = trainer_factory(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(daemon::run(config, factory, shutdown_signal()))?;
+    Ok(())
+}
+
+#[cfg(feature = "torch")]
+fn print_model(depth: u32, skip: bool, batchnorm: bool) -> anyhow::Result<()> {
+    if depth == 0 || depth % 8 != 0 {
+        anyhow::bail!("--depth {depth}: must be a positive multiple of 8");
+    }
+    print!("{}", sweep_worker::torch::model_table(depth, skip, batchnorm));
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+fn print_model(_: u32, _: bool, _: bool) -> anyhow::Result<()> {
+    anyhow::bail!("built without the `torch` feature")
+}

@@ -21,11 +21,46 @@ pub mod summary;
 pub mod train;
 
 pub use bmenet::{BmeConfig, BmeNet, ModelError};
-pub use summary::{model_table, param_counts};
+pub use summary::{model_table, param_counts, try_model_table};
 pub use train::TorchTrainer;
 
 /// The device to train on: the first CUDA GPU when libtorch sees one, else
 /// the CPU.
 pub fn default_device() -> tch::Device {
     tch::Device::cuda_if_available()
+}
+
+/// A `--device` value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("device {0:?}: expected cpu, cuda, cuda:N or auto")]
+    Unknown(String),
+    #[error("device {name:?}: libtorch sees {available} CUDA device(s){hint}")]
+    Unavailable { name: String, available: usize, hint: &'static str },
+}
+
+/// Parses `cpu`, `cuda` (= `cuda:0`), `cuda:N` or `auto` (first GPU, else
+/// CPU). A CUDA device libtorch cannot see is an error here, at start-up,
+/// rather than a failure of every trial later.
+pub fn parse_device(s: &str) -> Result<tch::Device, DeviceError> {
+    let s = s.trim();
+    let index = match s.to_ascii_lowercase().as_str() {
+        "cpu" => return Ok(tch::Device::Cpu),
+        "auto" => return Ok(default_device()),
+        "cuda" | "gpu" => 0,
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => i,
+            _ => return Err(DeviceError::Unknown(s.to_owned())),
+        },
+    };
+    let available = if tch::Cuda::is_available() { tch::Cuda::device_count().max(0) as usize } else { 0 };
+    if index >= available {
+        let hint = if available == 0 {
+            " (a CPU-only build, no GPU, or libtorch_cuda not linked)"
+        } else {
+            ""
+        };
+        return Err(DeviceError::Unavailable { name: s.to_owned(), available, hint });
+    }
+    Ok(tch::Device::Cuda(index))
 }

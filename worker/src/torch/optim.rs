@@ -93,11 +93,11 @@ impl Optimizer {
                         // buf = momentum * buf + d (PyTorch starts buf at d,
                         // which is the same as starting it at zero).
                         let buf = &mut bufs[i];
-                        buf.f_mul_scalar_(*momentum)?;
-                        buf.f_add_(&d)?;
-                        p.f_sub_(&buf.f_mul_scalar(lr)?)?;
+                        let _ = buf.f_mul_scalar_(*momentum)?;
+                        let _ = buf.f_add_(&d)?;
+                        let _ = p.f_sub_(&buf.f_mul_scalar(lr)?)?;
                     } else {
-                        p.f_sub_(&d.f_mul_scalar(lr)?)?;
+                        let _ = p.f_sub_(&d.f_mul_scalar(lr)?)?;
                     }
                 }
             }
@@ -113,12 +113,12 @@ impl Optimizer {
                         continue;
                     }
                     let g = if wd != 0.0 { g.f_add(&p.f_mul_scalar(wd)?)? } else { g };
-                    m[i].f_mul_scalar_(b1)?;
-                    m[i].f_add_(&g.f_mul_scalar(1.0 - b1)?)?;
-                    v[i].f_mul_scalar_(b2)?;
-                    v[i].f_add_(&g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?)?;
+                    let _ = m[i].f_mul_scalar_(b1)?;
+                    let _ = m[i].f_add_(&g.f_mul_scalar(1.0 - b1)?)?;
+                    let _ = v[i].f_mul_scalar_(b2)?;
+                    let _ = v[i].f_add_(&g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?)?;
                     let denom = v[i].f_sqrt()?.f_div_scalar(bc2.sqrt())?.f_add_scalar(ADAM_EPS)?;
-                    p.f_sub_(&m[i].f_div(&denom)?.f_mul_scalar(step_size)?)?;
+                    let _ = p.f_sub_(&m[i].f_div(&denom)?.f_mul_scalar(step_size)?)?;
                 }
             }
         }
@@ -153,7 +153,7 @@ impl Optimizer {
     pub fn load_state(&mut self, saved: &HashMap<String, Tensor>, steps: i64) -> Result<(), String> {
         let _guard = tch::no_grad_guard();
         let names = self.names.clone();
-        let mut restore = |prefix: &str, dst: &mut [Tensor]| -> Result<(), String> {
+        let restore = |prefix: &str, dst: &mut [Tensor]| -> Result<(), String> {
             for (n, d) in names.iter().zip(dst.iter_mut()) {
                 let key = format!("{prefix}.{n}");
                 let src = saved.get(&key).ok_or_else(|| format!("optimizer state lacks {key}"))?;

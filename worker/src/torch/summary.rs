@@ -98,8 +98,14 @@ pub fn thousands(n: u64) -> String {
 }
 
 /// The printable table: layer, group, output shape, parameters, then both
-/// totals and the note on the lecture's figure.
-pub fn model_table(depth: u32, skip: bool, batchnorm: bool) -> Result<String, ModelError> {
+/// totals and the note on the lecture's figure. For a depth BMEnet cannot
+/// have, the text is the error message (use [`try_model_table`] to tell).
+pub fn model_table(depth: u32, skip: bool, batchnorm: bool) -> String {
+    try_model_table(depth, skip, batchnorm).unwrap_or_else(|e| format!("BMEnet: {e}\n"))
+}
+
+/// [`model_table`], with an error for a bad depth.
+pub fn try_model_table(depth: u32, skip: bool, batchnorm: bool) -> Result<String, ModelError> {
     use std::fmt::Write;
     let rows = layer_rows(depth, skip, batchnorm)?;
     let (distinct, per_call) = param_counts(depth, skip, batchnorm)?;

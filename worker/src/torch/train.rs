@@ -249,10 +249,10 @@ fn evaluate(net: &BmeNet, split: &CifarSplit, table: &[f32; 256], device: Device
         let logits = net.forward_t(&x, false);
         let loss = logits
             .f_log_softmax(-1, Kind::Float)
-            .and_then(|l| l.f_nll_loss(&y))
+            .and_then(|l| l.f_nll_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100))
             .and_then(|l| l.f_double_value(&[]))
             .map_err(torch_err)?;
-        loss_sum += loss * chunk.len() as f64;
+        loss_sum += loss;
         let preds = logits
             .f_argmax(-1, false)
             .and_then(|p| p.f_to_device(Device::Cpu))
@@ -508,7 +508,7 @@ fn run_trial(
             let logits = net.forward_t(&x, true);
             let loss = logits
                 .f_log_softmax(-1, Kind::Float)
-                .and_then(|l| l.f_nll_loss(&y))
+                .and_then(|l| l.f_nll_loss::<Tensor>(&y, None, tch::Reduction::Mean, -100))
                 .map_err(torch_err)?;
             run.opt.zero_grad();
             loss.f_backward().map_err(torch_err)?;

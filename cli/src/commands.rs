@@ -1,0 +1,190 @@
+//! The client commands: serve, submit, status, report, cancel.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context;
+use sweep_core::GridSpec;
+use sweep_proto::v1 as pb;
+use sweep_proto::v1::sweep_service_client::SweepServiceClient;
+use tonic::transport::Channel;
+
+use crate::{Failure, Format};
+
+/// Connects to the coordinator, with an error that says what to check.
+pub async fn connect(url: &str) -> anyhow::Result<SweepServiceClient<Channel>> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("invalid coordinator URL {url:?}"))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint.connect().await.with_context(|| {
+        format!("cannot reach the coordinator at {url}: is `sweep serve` running there? (set --coordinator or SWEEP_COORDINATOR)")
+    })?;
+    Ok(SweepServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// Turns a gRPC status into an error that reads well.
+pub fn rpc(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", s.message(), s.code())
+}
+
+pub async fn serve(database_url: &str, listen: &str, lease_ttl_secs: u64) -> Result<(), Failure> {
+    let store = sweep_coordinator::store::open(database_url)
+        .await
+        .with_context(|| format!("opening the database {database_url}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let ttl = Duration::from_secs(lease_ttl_secs.max(1));
+    let config = sweep_coordinator::CoordinatorConfig {
+        lease_ttl: ttl,
+        heartbeat_interval: ttl / 3,
+        ..Default::default()
+    };
+    eprintln!("sweep coordinator listening on {} (database {database_url})", listener.local_addr()?);
+    sweep_coordinator::serve(store, config, listener, shutdown_signal()).await?;
+    eprintln!("sweep coordinator stopped");
+    Ok(())
+}
+
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+pub async fn submit(grid: &Path, dry_run: bool, url: &str) -> Result<(), Failure> {
+    let spec = GridSpec::from_file(grid)?;
+    if dry_run {
+        print_cells(&spec);
+        return Ok(());
+    }
+    let out = submit_spec(&spec, url).await?;
+    println!(
+        "submitted {}: {} trials ({} cells x {} seeds), {} new",
+        out.sweep_id,
+        out.total_cells,
+        spec.cell_count(),
+        spec.seeds.len(),
+        out.added_cells
+    );
+    println!("{}", out.sweep_id);
+    Ok(())
+}
+
+pub async fn submit_spec(spec: &GridSpec, url: &str) -> anyhow::Result<pb::SubmitResponse> {
+    let mut client = connect(url).await?;
+    let resp = client
+        .submit(pb::SubmitRequest { spec: Some(spec.into()) })
+        .await
+        .map_err(rpc)?;
+    Ok(resp.into_inner())
+}
+
+fn print_cells(spec: &GridSpec) {
+    let trials = spec.expand();
+    let mut cells: Vec<String> = Vec::new();
+    for t in &trials {
+        let label = format!(
+            "depth={:<3} skip={:<5} init={:<15} batchnorm={}",
+            t.depth, t.skip, t.init, t.batchnorm
+        );
+        if cells.last() != Some(&label) {
+            cells.push(label);
+        }
+    }
+    for c in &cells {
+        println!("{c}");
+    }
+    let seeds: Vec<String> = spec.seeds.iter().map(|s| s.to_string()).collect();
+    println!(
+        "{} cells x {} seeds [{}] = {} trials (dry run: nothing stored)",
+        cells.len(),
+        spec.seeds.len(),
+        seeds.join(", "),
+        trials.len()
+    );
+}
+
+pub async fn status(sweep: Option<&str>, url: &str) -> Result<(), Failure> {
+    let mut client = connect(url).await?;
+    let resp = client
+        .status(pb::StatusRequest { sweep_id: sweep.unwrap_or_default().to_owned() })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    if resp.sweeps.is_empty() {
+        println!("no sweeps");
+        return Ok(());
+    }
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header(["sweep", "queued", "running", "succeeded", "diverged", "failed", "cancelled", "state"]);
+    for s in &resp.sweeps {
+        let c = s.counts.unwrap_or_default();
+        let state = if s.cancelled {
+            "cancelled"
+        } else if s.finished {
+            "finished"
+        } else {
+            "active"
+        };
+        table.add_row([
+            s.sweep_id.clone(),
+            c.queued.to_string(),
+            c.running.to_string(),
+            c.succeeded.to_string(),
+            c.diverged.to_string(),
+            c.failed.to_string(),
+            c.cancelled.to_string(),
+            state.to_string(),
+        ]);
+    }
+    println!("{table}");
+    for s in &resp.sweeps {
+        for r in &s.running {
+            println!(
+                "  {} running {} on {} (attempt {}, epoch {}/{}, step {}{})",
+                s.sweep_id,
+                r.label,
+                r.worker_id,
+                r.attempt,
+                r.epoch,
+                r.epochs,
+                r.step,
+                r.last_loss.map(|l| format!(", loss {l:.4}")).unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn report(sweep: &str, format: Format, url: &str) -> Result<(), Failure> {
+    let mut client = connect(url).await?;
+    let resp = client
+        .report(pb::ReportRequest { sweep_id: sweep.to_owned() })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    print!("{}", crate::report::render(&resp, format)?);
+    Ok(())
+}
+
+pub async fn cancel(sweep: &str, url: &str) -> Result<(), Failure> {
+    let mut client = connect(url).await?;
+    let resp = client
+        .cancel(pb::CancelRequest { sweep_id: sweep.to_owned() })
+        .await
+        .map_err(rpc)?
+        .into_inner();
+    println!("cancelled {} trials of {sweep} (submit the grid again to resume)", resp.cancelled);
+    Ok(())
+}

@@ -1,0 +1,994 @@
+//! grid.toml: the issue's example, trial identity across resubmissions, one
+//! test per kind of mistake (key, line and message), and a fuzz-style
+//! property that no input makes the parser panic.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use sweep_core::{GridError, GridSpec, InitScheme, Optimizer, TrialId};
+
+/// The example from the grid.toml reference (issue 2), comments included.
+/// Line numbers in the tests below refer to this text.
+const EXAMPLE: &str = r#"name = "skip-ablation"          # sweep name; unique per coordinator
+seeds = [0, 1, 2]               # or an integer n meaning 0..n-1
+
+[grid]                          # factors, crossed as a full factorial
+depth = [8, 16, 32, 64]
+skip = [true, false]
+init = ["default", "xavier_normal", "kaiming_normal"]
+batchnorm = [true, false]
+
+[train]
+epochs = 6
+batch_size = 4
+optimizer = "sgd"               # "sgd" | "adam"
+lr = 1e-4
+momentum = 0.9
+weight_decay = 0.0
+log_every = 2000                # batches between logged mean losses
+augment = false
+
+[data]
+dataset = "cifar10"
+path = "data/cifar-10-batches-bin"   # relative paths resolve against the grid file's folder
+train_subset = 50000            # optional: use the first N training images
+test_subset = 10000             # optional
+
+[run]                           # optional
+max_attempts = 3
+priority = 0
+"#;
+
+const GRID_FILE: &str = "/sweeps/ablation/grid.toml";
+
+fn parse(text: &str) -> Result<GridSpec, GridError> {
+    GridSpec::parse(text, Path::new(GRID_FILE))
+}
+
+/// The example with `old` (which must occur exactly once) replaced.
+fn edit(old: &str, new: &str) -> String {
+    assert_eq!(
+        EXAMPLE.matches(old).count(),
+        1,
+        "{old:?} must occur once in EXAMPLE"
+    );
+    EXAMPLE.replacen(old, new, 1)
+}
+
+/// The example without the line that starts with `prefix`.
+fn without_line(prefix: &str) -> String {
+    let lines: Vec<&str> = EXAMPLE.lines().collect();
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with(prefix)).count(),
+        1,
+        "{prefix:?}"
+    );
+    lines
+        .iter()
+        .filter(|l| !l.starts_with(prefix))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Asserts the text is rejected with this key, at this line, with a message
+/// containing each fragment; returns the column for tests that care.
+#[track_caller]
+fn rejects(text: &str, key: &str, line: usize, fragments: &[&str]) -> usize {
+    match parse(text) {
+        Ok(_) => panic!("accepted, expected an error for {key}:\n{text}"),
+        Err(GridError::Invalid {
+            path,
+            line: l,
+            column,
+            key: k,
+            message,
+        }) => {
+            let shown = format!("{path:?}:{l}:{column}: {k}: {message}");
+            assert_eq!(path, PathBuf::from(GRID_FILE));
+            assert_eq!(k, key, "key in {shown}");
+            assert_eq!(l, line, "line in {shown}");
+            for f in fragments {
+                assert!(message.contains(f), "{f:?} not in {shown}");
+            }
+            column
+        }
+        Err(other) => panic!("unexpected error kind: {other:?}"),
+    }
+}
+
+fn ids(spec: &GridSpec) -> Vec<TrialId> {
+    spec.expand().iter().map(|t| t.id(&spec.name)).collect()
+}
+
+// ---- the example and trial identity -------------------------------------
+
+#[test]
+fn example_parses_to_the_documented_values() {
+    let spec = parse(EXAMPLE).unwrap();
+    assert_eq!(spec.name, "skip-ablation");
+    assert_eq!(spec.seeds, vec![0, 1, 2]);
+    assert_eq!(spec.grid.depth, vec![8, 16, 32, 64]);
+    assert_eq!(spec.grid.skip, vec![true, false]);
+    assert_eq!(
+        spec.grid.init,
+        vec![
+            InitScheme::Default,
+            InitScheme::XavierNormal,
+            InitScheme::KaimingNormal
+        ]
+    );
+    assert_eq!(spec.train.optimizer, Optimizer::Sgd);
+    assert_eq!(spec.train.lr, 1e-4);
+    assert_eq!(
+        spec.data.path,
+        PathBuf::from("/sweeps/ablation/data/cifar-10-batches-bin")
+    );
+    assert_eq!(spec.data.train_subset, Some(50000));
+    assert_eq!(spec.run.max_attempts, 3);
+    spec.validate().unwrap();
+}
+
+#[test]
+fn example_expands_to_144_distinct_trials() {
+    let spec = parse(EXAMPLE).unwrap();
+    assert_eq!(spec.cell_count(), 4 * 2 * 3 * 2);
+    let ids = ids(&spec);
+    assert_eq!(ids.len(), 4 * 2 * 3 * 2 * 3);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 144);
+    let cells: HashSet<_> = spec
+        .expand()
+        .iter()
+        .map(|t| t.cell_key(&spec.name))
+        .collect();
+    assert_eq!(cells.len(), 48);
+}
+
+#[test]
+fn the_same_file_gives_the_same_ids() {
+    assert_eq!(ids(&parse(EXAMPLE).unwrap()), ids(&parse(EXAMPLE).unwrap()));
+    // Formatting and the seeds' spelling are not part of identity.
+    let respelled = edit("seeds = [0, 1, 2]", "seeds = 3").replace("  ", " ");
+    assert_eq!(
+        ids(&parse(EXAMPLE).unwrap()),
+        ids(&parse(&respelled).unwrap())
+    );
+}
+
+#[test]
+fn adding_a_seed_adds_exactly_48_trials() {
+    let before: HashSet<_> = ids(&parse(EXAMPLE).unwrap()).into_iter().collect();
+    let after: HashSet<_> =
+        ids(&parse(&edit("seeds = [0, 1, 2]", "seeds = [0, 1, 2, 3]")).unwrap())
+            .into_iter()
+            .collect();
+    assert!(before.is_subset(&after));
+    assert_eq!(after.difference(&before).count(), 48);
+}
+
+#[test]
+fn adding_a_depth_adds_only_its_cells() {
+    let before: HashSet<_> = ids(&parse(EXAMPLE).unwrap()).into_iter().collect();
+    let after: HashSet<_> = ids(&parse(&edit("[8, 16, 32, 64]", "[8, 16, 32, 64, 128]")).unwrap())
+        .into_iter()
+        .collect();
+    assert!(before.is_subset(&after));
+    assert_eq!(after.len() - before.len(), 2 * 3 * 2 * 3);
+}
+
+// ---- accepted variations and defaults -------------------------------------
+
+#[test]
+fn single_values_hold_a_factor_fixed() {
+    let spec = parse(&edit("skip = [true, false]", "skip = true")).unwrap();
+    assert_eq!(spec.grid.skip, vec![true]);
+    assert_eq!(spec.cell_count(), 24);
+}
+
+#[test]
+fn train_and_run_default_to_the_lecture_demo() {
+    let minimal = r#"
+name = "minimal"
+seeds = 2
+[grid]
+depth = 8
+skip = [true, false]
+init = "default"
+batchnorm = false
+[data]
+path = "../cifar"
+"#;
+    let spec = parse(minimal).unwrap();
+    assert_eq!(spec.seeds, vec![0, 1]);
+    assert_eq!(spec.train, sweep_core::TrainConfig::default());
+    assert_eq!(spec.train.epochs, 6);
+    assert_eq!(spec.train.batch_size, 4);
+    assert_eq!(spec.train.momentum, 0.9);
+    assert_eq!(spec.train.log_every, 2000);
+    assert_eq!(spec.run, sweep_core::RunConfig::default());
+    assert_eq!(spec.run.max_attempts, 3);
+    assert_eq!(spec.data.dataset, "cifar10");
+    assert_eq!(spec.data.path, PathBuf::from("/sweeps/cifar"));
+    assert_eq!(spec.data.train_subset, None);
+}
+
+#[test]
+fn integers_are_accepted_for_float_settings() {
+    let spec = parse(&edit("weight_decay = 0.0", "weight_decay = 0")).unwrap();
+    assert_eq!(spec.train.weight_decay, 0.0);
+}
+
+#[test]
+fn absolute_data_paths_are_kept_and_normalised() {
+    let spec = parse(&edit(
+        "\"data/cifar-10-batches-bin\"",
+        "\"/srv/./data/../cifar\"",
+    ))
+    .unwrap();
+    assert_eq!(spec.data.path, PathBuf::from("/srv/cifar"));
+}
+
+#[test]
+fn errors_render_as_file_line_column_key_message() {
+    let err = parse(&edit("depth = [8, 16, 32, 64]", "depth = [8, 12]")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/sweeps/ablation/grid.toml:5:13: grid.depth: 12 is not a positive multiple of 8 (e.g. 8, 16, 32, 64)"
+    );
+}
+
+// ---- one test per kind of mistake -----------------------------------------
+
+#[test]
+fn toml_syntax_error() {
+    rejects(
+        &edit("epochs = 6", "epochs = 6 6"),
+        "train.epochs",
+        11,
+        &["invalid TOML"],
+    );
+    rejects(&edit("[train]", "[train"), "", 10, &["invalid TOML"]);
+}
+
+#[test]
+fn duplicate_key() {
+    rejects(
+        &edit("epochs = 6", "epochs = 6\nepochs = 7"),
+        "train.epochs",
+        12,
+        &["duplicate key"],
+    );
+}
+
+#[test]
+fn unknown_top_level_key() {
+    rejects(
+        &edit("seeds = [0, 1, 2]", "seeds = [0, 1, 2]\ncolour = \"red\""),
+        "colour",
+        3,
+        &[
+            "unknown key `colour` at the top level",
+            "expected one of: name, seeds",
+        ],
+    );
+    rejects(
+        &edit("seeds = [0, 1, 2]", "seeds = [0, 1, 2]\nseed = 4"),
+        "seed",
+        3,
+        &["did you mean `seeds`?"],
+    );
+}
+
+#[test]
+fn section_key_at_the_top_level() {
+    rejects(
+        &edit("seeds = [0, 1, 2]", "seeds = [0, 1, 2]\nepochs = 6"),
+        "epochs",
+        3,
+        &["belongs in [train]"],
+    );
+}
+
+#[test]
+fn unknown_key_in_grid() {
+    rejects(
+        &edit("skip = [true, false]", "skip = [true, false]\ndepht = 8"),
+        "grid.depht",
+        7,
+        &["unknown key `depht` in [grid]", "did you mean `depth`?"],
+    );
+    rejects(
+        &edit(
+            "skip = [true, false]",
+            "skip = [true, false]\nlr = [0.1, 0.01]",
+        ),
+        "grid.lr",
+        7,
+        &["not a grid factor"],
+    );
+}
+
+#[test]
+fn unknown_key_in_train() {
+    rejects(
+        &edit("batch_size = 4", "batchsize = 4"),
+        "train.batchsize",
+        12,
+        &["did you mean `batch_size`?"],
+    );
+}
+
+#[test]
+fn unknown_key_in_data() {
+    rejects(
+        &edit("test_subset = 10000 ", "test_subst = 10000 "),
+        "data.test_subst",
+        24,
+        &["did you mean `test_subset`?"],
+    );
+}
+
+#[test]
+fn unknown_key_in_run() {
+    rejects(
+        &edit("priority = 0", "priorty = 0"),
+        "run.priorty",
+        28,
+        &["did you mean `priority`?"],
+    );
+    rejects(
+        &edit("priority = 0", "workers = 4"),
+        "run.workers",
+        28,
+        &["expected one of: max_attempts, priority"],
+    );
+}
+
+#[test]
+fn missing_name() {
+    rejects(
+        &without_line("name ="),
+        "name",
+        1,
+        &["missing required key `name`"],
+    );
+}
+
+#[test]
+fn missing_seeds() {
+    rejects(
+        &without_line("seeds ="),
+        "seeds",
+        1,
+        &["missing required key `seeds`"],
+    );
+}
+
+#[test]
+fn missing_factor() {
+    rejects(
+        &without_line("batchnorm ="),
+        "grid.batchnorm",
+        4,
+        &[
+            "missing required key `batchnorm` in [grid]",
+            "batchnorm = [true, false]",
+        ],
+    );
+}
+
+#[test]
+fn missing_tables_and_paths() {
+    let no_grid: String = EXAMPLE
+        .lines()
+        .filter(|l| !l.starts_with("[grid]"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // Without the header the factors land at the top level.
+    rejects(&no_grid, "depth", 4, &["belongs in [grid]"]);
+    rejects(
+        &without_line("path ="),
+        "data.path",
+        20,
+        &["missing required key `path` in [data]"],
+    );
+    rejects(
+        &edit("[grid] ", "[[grid]] "),
+        "grid",
+        4,
+        &["expected a table ([grid]), found an array"],
+    );
+}
+
+#[test]
+fn empty_factor_list() {
+    rejects(
+        &edit(
+            "init = [\"default\", \"xavier_normal\", \"kaiming_normal\"]",
+            "init = []",
+        ),
+        "grid.init",
+        7,
+        &["empty list"],
+    );
+}
+
+#[test]
+fn wrong_type() {
+    let col = rejects(
+        &edit("depth = [8, 16, 32, 64]", "depth = \"8\""),
+        "grid.depth",
+        5,
+        &[
+            "expected an integer, found the string \"8\"",
+            "remove the quotes",
+        ],
+    );
+    assert_eq!(col, 9);
+    rejects(
+        &edit("skip = [true, false]", "skip = [true, 1]"),
+        "grid.skip",
+        6,
+        &["expected a boolean"],
+    );
+    rejects(
+        &edit("epochs = 6", "epochs = 6.0"),
+        "train.epochs",
+        11,
+        &["expected an integer, found the float 6.0"],
+    );
+    rejects(
+        &edit("lr = 1e-4", "lr = \"fast\""),
+        "train.lr",
+        14,
+        &["expected a number"],
+    );
+    rejects(
+        &edit("augment = false", "augment = \"no\""),
+        "train.augment",
+        18,
+        &["expected a boolean"],
+    );
+    rejects(
+        &edit("name = \"skip-ablation\"", "name = 7"),
+        "name",
+        1,
+        &["expected a string"],
+    );
+    rejects(
+        &edit("[0, 1, 2]", "\"three\""),
+        "seeds",
+        2,
+        &["expected a list of seeds or a count"],
+    );
+}
+
+#[test]
+fn depth_not_a_positive_multiple_of_8() {
+    for bad in ["0", "12", "-8"] {
+        let col = rejects(
+            &edit("[8, 16, 32, 64]", &format!("[8, {bad}]")),
+            "grid.depth",
+            5,
+            &[&format!("{bad} is not a positive multiple of 8")],
+        );
+        assert_eq!(col, 13, "the column of the offending element");
+    }
+    rejects(
+        &edit("[8, 16, 32, 64]", "8589934592"),
+        "grid.depth",
+        5,
+        &["too large"],
+    );
+}
+
+#[test]
+fn unknown_init_name() {
+    rejects(
+        &edit("\"xavier_normal\"", "\"xavier\""),
+        "grid.init",
+        7,
+        &[
+            "unknown init scheme \"xavier\"",
+            "default, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal",
+        ],
+    );
+}
+
+#[test]
+fn duplicate_factor_values() {
+    let col = rejects(
+        &edit("[8, 16, 32, 64]", "[8, 16, 8]"),
+        "grid.depth",
+        5,
+        &["8 is listed more than once"],
+    );
+    assert_eq!(col, 17, "points at the repetition");
+    rejects(
+        &edit("[true, false]\ninit", "[true, true]\ninit"),
+        "grid.skip",
+        6,
+        &["listed more than once"],
+    );
+}
+
+#[test]
+fn duplicate_seeds() {
+    rejects(
+        &edit("[0, 1, 2]", "[0, 1, 1]"),
+        "seeds",
+        2,
+        &["1 is listed more than once"],
+    );
+}
+
+#[test]
+fn negative_seed() {
+    rejects(
+        &edit("[0, 1, 2]", "[0, -1]"),
+        "seeds",
+        2,
+        &["seed -1 is negative"],
+    );
+}
+
+#[test]
+fn no_seeds() {
+    rejects(
+        &edit("[0, 1, 2]", "[]"),
+        "seeds",
+        2,
+        &["at least one seed is needed"],
+    );
+    rejects(
+        &edit("[0, 1, 2]", "0"),
+        "seeds",
+        2,
+        &["at least one seed is needed (got 0)"],
+    );
+    rejects(
+        &edit("[0, 1, 2]", "-3"),
+        "seeds",
+        2,
+        &["at least one seed is needed (got -3)"],
+    );
+}
+
+#[test]
+fn bad_names() {
+    rejects(
+        &edit("\"skip-ablation\"", "\"\""),
+        "name",
+        1,
+        &["must not be empty"],
+    );
+    rejects(
+        &edit("\"skip-ablation\"", "\"skip ablation\""),
+        "name",
+        1,
+        &["contains ' '", "letters, digits"],
+    );
+    rejects(
+        &edit("\"skip-ablation\"", "\"a/b\""),
+        "name",
+        1,
+        &["contains '/'"],
+    );
+    let long = format!("\"{}\"", "x".repeat(65));
+    rejects(
+        &edit("\"skip-ablation\"", &long),
+        "name",
+        1,
+        &["65 characters long; the limit is 64"],
+    );
+    parse(&edit(
+        "\"skip-ablation\"",
+        &format!("\"{}\"", "x".repeat(64)),
+    ))
+    .unwrap();
+}
+
+#[test]
+fn zero_epochs() {
+    rejects(
+        &edit("epochs = 6", "epochs = 0"),
+        "train.epochs",
+        11,
+        &["must be at least 1, got 0"],
+    );
+}
+
+#[test]
+fn zero_batch_size() {
+    rejects(
+        &edit("batch_size = 4", "batch_size = 0"),
+        "train.batch_size",
+        12,
+        &["at least 1"],
+    );
+}
+
+#[test]
+fn bad_learning_rate() {
+    for bad in ["0", "-1e-3", "nan", "inf", "1e400"] {
+        rejects(
+            &edit("lr = 1e-4", &format!("lr = {bad}")),
+            "train.lr",
+            14,
+            &[""],
+        );
+    }
+    rejects(
+        &edit("lr = 1e-4", "lr = 0.0"),
+        "train.lr",
+        14,
+        &["must be a positive finite number"],
+    );
+}
+
+#[test]
+fn momentum_out_of_range() {
+    for bad in ["1.0", "-0.1", "1", "nan"] {
+        rejects(
+            &edit("momentum = 0.9", &format!("momentum = {bad}")),
+            "train.momentum",
+            15,
+            &["at least 0 and less than 1"],
+        );
+    }
+    parse(&edit("momentum = 0.9", "momentum = 0")).unwrap();
+}
+
+#[test]
+fn negative_weight_decay() {
+    rejects(
+        &edit("weight_decay = 0.0", "weight_decay = -1e-4"),
+        "train.weight_decay",
+        16,
+        &[">= 0"],
+    );
+}
+
+#[test]
+fn zero_log_every() {
+    rejects(
+        &edit("log_every = 2000", "log_every = 0"),
+        "train.log_every",
+        17,
+        &["at least 1"],
+    );
+}
+
+#[test]
+fn unknown_optimizer() {
+    rejects(
+        &edit("optimizer = \"sgd\"", "optimizer = \"rmsprop\""),
+        "train.optimizer",
+        13,
+        &["unknown optimizer \"rmsprop\"", "\"adam\""],
+    );
+}
+
+#[test]
+fn unknown_dataset() {
+    rejects(
+        &edit("\"cifar10\"", "\"mnist\""),
+        "data.dataset",
+        21,
+        &["unknown dataset \"mnist\"", "cifar10"],
+    );
+}
+
+#[test]
+fn empty_data_path() {
+    rejects(
+        &edit("\"data/cifar-10-batches-bin\"", "\"\""),
+        "data.path",
+        22,
+        &["must not be empty"],
+    );
+}
+
+#[test]
+fn zero_subsets() {
+    rejects(
+        &edit("train_subset = 50000", "train_subset = 0"),
+        "data.train_subset",
+        23,
+        &["at least 1"],
+    );
+    rejects(
+        &edit("test_subset = 10000", "test_subset = -5"),
+        "data.test_subset",
+        24,
+        &["at least 1, got -5"],
+    );
+}
+
+#[test]
+fn zero_max_attempts() {
+    rejects(
+        &edit("max_attempts = 3", "max_attempts = 0"),
+        "run.max_attempts",
+        27,
+        &["at least 1"],
+    );
+}
+
+#[test]
+fn priority_out_of_range() {
+    rejects(
+        &edit("priority = 0", "priority = 3000000000"),
+        "run.priority",
+        28,
+        &["out of range"],
+    );
+}
+
+#[test]
+fn excessive_size() {
+    rejects(
+        &edit("[0, 1, 2]", "2084"),
+        "grid",
+        4,
+        &["48 cells x 2084 seeds = 100032 trials", "limit of 100000"],
+    );
+    // A huge count is refused before it is turned into a list.
+    rejects(
+        &edit("[0, 1, 2]", "9000000000000000000"),
+        "grid",
+        4,
+        &["limit of 100000"],
+    );
+    parse(&edit("[0, 1, 2]", "2083")).unwrap();
+}
+
+// ---- validate_spec: the same rules for specs that arrive without a file ----
+
+#[test]
+fn validate_round_trips_through_json() {
+    let spec = parse(EXAMPLE).unwrap();
+    let wire = serde_json::to_string(&spec).unwrap();
+    let back: GridSpec = serde_json::from_str(&wire).unwrap();
+    assert_eq!(back, spec);
+    back.validate().unwrap();
+    assert_eq!(ids(&back), ids(&spec));
+}
+
+#[test]
+fn validate_rejects_what_the_parser_rejects() {
+    let good = parse(EXAMPLE).unwrap();
+    type Mutation = fn(&mut GridSpec);
+    let cases: &[(&str, Mutation)] = &[
+        ("name", |s| s.name = "has space".into()),
+        ("name", |s| s.name.clear()),
+        ("seeds", |s| s.seeds.clear()),
+        ("seeds", |s| s.seeds = vec![1, 1]),
+        ("seeds", |s| s.seeds = vec![u64::MAX]),
+        ("grid.depth", |s| s.grid.depth = vec![12]),
+        ("grid.depth", |s| s.grid.depth = vec![8, 8]),
+        ("grid.skip", |s| s.grid.skip.clear()),
+        ("grid.init", |s| {
+            s.grid.init = vec![InitScheme::Default, InitScheme::Default]
+        }),
+        ("grid.batchnorm", |s| s.grid.batchnorm.clear()),
+        ("train.epochs", |s| s.train.epochs = 0),
+        ("train.batch_size", |s| s.train.batch_size = 0),
+        ("train.lr", |s| s.train.lr = f64::NAN),
+        ("train.lr", |s| s.train.lr = -1.0),
+        ("train.momentum", |s| s.train.momentum = 1.0),
+        ("train.weight_decay", |s| s.train.weight_decay = -0.5),
+        ("train.log_every", |s| s.train.log_every = 0),
+        ("data.dataset", |s| s.data.dataset = "mnist".into()),
+        ("data.path", |s| s.data.path = PathBuf::new()),
+        ("data.train_subset", |s| s.data.train_subset = Some(0)),
+        ("data.test_subset", |s| s.data.test_subset = Some(0)),
+        ("run.max_attempts", |s| s.run.max_attempts = 0),
+        ("grid", |s| s.seeds = (0..5000).collect()),
+    ];
+    for (key, mutate) in cases {
+        let mut spec = good.clone();
+        mutate(&mut spec);
+        match spec.validate() {
+            Err(GridError::Spec { key: k, message }) => {
+                assert_eq!(&k, key, "{message}");
+                assert!(!message.is_empty());
+            }
+            other => panic!("{key}: expected a Spec error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn both_paths_say_the_same_thing() {
+    let from_file = parse(&edit("[8, 16, 32, 64]", "[8, 12]")).unwrap_err();
+    let mut spec = parse(EXAMPLE).unwrap();
+    spec.grid.depth = vec![8, 12];
+    let from_wire = spec.validate().unwrap_err();
+    match (from_file, from_wire) {
+        (
+            GridError::Invalid {
+                key: k1,
+                message: m1,
+                ..
+            },
+            GridError::Spec {
+                key: k2,
+                message: m2,
+            },
+        ) => {
+            assert_eq!((k1, m1), (k2, m2));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn from_file_reads_and_anchors_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("grid.toml");
+    std::fs::write(&file, EXAMPLE).unwrap();
+    let spec = GridSpec::from_file(&file).unwrap();
+    assert_eq!(spec.data.path, dir.path().join("data/cifar-10-batches-bin"));
+    let missing = GridSpec::from_file(&dir.path().join("nope.toml")).unwrap_err();
+    assert!(matches!(missing, GridError::Io { .. }), "{missing:?}");
+}
+
+// ---- robustness ------------------------------------------------------------
+
+/// An edit to the example's text.
+#[derive(Debug, Clone)]
+enum Mutation {
+    SetByte(usize, u8),
+    InsertByte(usize, u8),
+    DeleteByte(usize),
+    DeleteLine(usize),
+    DuplicateLine(usize),
+    /// Swap the right-hand sides of two `key = value` lines.
+    SwapValues(usize, usize),
+    /// Replace a line's right-hand side with a value from elsewhere.
+    ReplaceValue(usize, &'static str),
+}
+
+const ODD_VALUES: &[&str] = &[
+    "0",
+    "-1",
+    "[]",
+    "[[]]",
+    "\"\"",
+    "\"8\"",
+    "nan",
+    "-inf",
+    "1e999",
+    "true",
+    "{}",
+    "{ a = 1 }",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "0x7fffffff",
+    "1979-05-27",
+    "[1, \"a\"]",
+    "[8, 8]",
+    "\"é\u{1F600}\"",
+    "'''\nmulti\n'''",
+];
+
+fn mutation() -> impl Strategy<Value = Mutation> {
+    let byte = prop_oneof![
+        any::<u8>(),
+        prop::sample::select(b"[]=\"'#,.\n -0189{}".to_vec())
+    ];
+    prop_oneof![
+        (any::<usize>(), byte.clone()).prop_map(|(i, b)| Mutation::SetByte(i, b)),
+        (any::<usize>(), byte).prop_map(|(i, b)| Mutation::InsertByte(i, b)),
+        any::<usize>().prop_map(Mutation::DeleteByte),
+        any::<usize>().prop_map(Mutation::DeleteLine),
+        any::<usize>().prop_map(Mutation::DuplicateLine),
+        (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::SwapValues(a, b)),
+        (any::<usize>(), prop::sample::select(ODD_VALUES))
+            .prop_map(|(a, v)| Mutation::ReplaceValue(a, v)),
+    ]
+}
+
+fn apply(text: &str, mutations: &[Mutation]) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    for m in mutations {
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let n = bytes.len().max(1);
+        let nl = lines.len().max(1);
+        let value_lines: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].contains('='))
+            .collect();
+        match *m {
+            Mutation::SetByte(i, b) if !bytes.is_empty() => bytes[i % n] = b,
+            Mutation::InsertByte(i, b) => bytes.insert(i % (bytes.len() + 1), b),
+            Mutation::DeleteByte(i) if !bytes.is_empty() => {
+                bytes.remove(i % n);
+            }
+            Mutation::DeleteLine(i) if !lines.is_empty() => {
+                lines.remove(i % nl);
+                bytes = lines.join("\n").into_bytes();
+            }
+            Mutation::DuplicateLine(i) if !lines.is_empty() => {
+                let l = lines[i % nl].clone();
+                lines.insert(i % nl, l);
+                bytes = lines.join("\n").into_bytes();
+            }
+            Mutation::SwapValues(a, b) if !value_lines.is_empty() => {
+                let (a, b) = (
+                    value_lines[a % value_lines.len()],
+                    value_lines[b % value_lines.len()],
+                );
+                let split = |l: &str| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()));
+                if let (Some((ka, va)), Some((kb, vb))) = (split(&lines[a]), split(&lines[b])) {
+                    lines[a] = format!("{ka}={vb}");
+                    lines[b] = format!("{kb}={va}");
+                }
+                bytes = lines.join("\n").into_bytes();
+            }
+            Mutation::ReplaceValue(a, v) if !value_lines.is_empty() => {
+                let a = value_lines[a % value_lines.len()];
+                if let Some((k, _)) = lines[a].split_once('=') {
+                    lines[a] = format!("{k}= {v}");
+                }
+                bytes = lines.join("\n").into_bytes();
+            }
+            _ => {}
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// What must hold for any input: no panic; an error names the file and a
+/// real position; an accepted spec passes `validate` and respects the size
+/// limit (so the parser and the wire validator agree).
+fn check_any_input(text: &str) -> Result<(), TestCaseError> {
+    match parse(text) {
+        Ok(spec) => {
+            prop_assert!(
+                spec.validate().is_ok(),
+                "parsed but invalid: {:?}",
+                spec.validate()
+            );
+            prop_assert!(
+                (spec.cell_count() * spec.seeds.len()) as u64 <= sweep_core::grid::MAX_TRIALS
+            );
+        }
+        Err(GridError::Invalid {
+            line,
+            column,
+            ref message,
+            ..
+        }) => {
+            let lines = text.split('\n').count();
+            prop_assert!(line >= 1 && line <= lines, "line {} of {}", line, lines);
+            prop_assert!(column >= 1);
+            prop_assert!(!message.is_empty());
+            let shown = parse(text).unwrap_err().to_string();
+            let prefix = format!("{GRID_FILE}:{line}:{column}: ");
+            prop_assert!(shown.starts_with(&prefix), "{}", shown);
+        }
+        Err(other) => prop_assert!(false, "unexpected error kind {:?}", other),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_examples_never_panic(mutations in prop::collection::vec(mutation(), 1..6)) {
+        check_any_input(&apply(EXAMPLE, &mutations))?;
+    }
+
+    #[test]
+    fn arbitrary_strings_never_panic(text in any::<String>()) {
+        check_any_input(&text)?;
+    }
+
+    #[test]
+    fn toml_like_strings_never_panic(text in "([a-z_]{1,8} = [-0-9a-z\"\\[\\], .]{0,12}\n|\\[[a-z]{1,6}\\]\n){0,12}") {
+        check_any_input(&text)?;
+    }
+}
