@@ -228,7 +228,15 @@ impl GridSpec {
     }
 
     /// Parses grid text; `path` names the file in errors and anchors relative
-    /// data paths.
+    /// data paths (made absolute and lexically normalised, without touching
+    /// the filesystem).
+    ///
+    /// Required: `name`, `seeds`, the four `[grid]` factors and `data.path`.
+    /// Everything else has a default: each `[train]` key the lecture demo's
+    /// value ([`TrainConfig::default`]), `data.dataset` `"cifar10"`, no
+    /// subsets, and `[run]` [`RunConfig::default`]. Every mistake is a
+    /// [`GridError::Invalid`] pointing at the offending value (or at the
+    /// table that lacks a key) with its dotted key.
     pub fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
         crate::grid_parse::parse(text, path)
     }
