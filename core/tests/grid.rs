@@ -393,6 +393,14 @@ fn missing_tables_and_paths() {
         &["missing required key `path` in [data]"],
     );
     rejects(
+        "name = \"x\"\nseeds = 1\n[data]\npath = \"d\"\n",
+        "grid",
+        1,
+        &["missing [grid] table"],
+    );
+    let no_data = EXAMPLE.split("[data]").next().unwrap();
+    rejects(no_data, "data", 1, &["missing [data] table"]);
+    rejects(
         &edit("[grid] ", "[[grid]] "),
         "grid",
         4,
@@ -610,14 +618,20 @@ fn zero_batch_size() {
 
 #[test]
 fn bad_learning_rate() {
-    for bad in ["0", "-1e-3", "nan", "inf", "1e400"] {
+    for bad in ["0", "-1e-3", "nan", "inf", "-inf"] {
         rejects(
             &edit("lr = 1e-4", &format!("lr = {bad}")),
             "train.lr",
             14,
-            &[""],
+            &["must be a positive finite number"],
         );
     }
+    rejects(
+        &edit("lr = 1e-4", "lr = 1e400"),
+        "train.lr",
+        14,
+        &["out of range"],
+    );
     rejects(
         &edit("lr = 1e-4", "lr = 0.0"),
         "train.lr",

@@ -1,0 +1,1238 @@
+//! The store conformance suite: every test here runs against every backend.
+//!
+//! `conformance_tests!(backend, factory)` expands each test function into one
+//! `#[tokio::test]` per backend (`sqlite::submit_adds_every_cell`,
+//! `postgres::submit_adds_every_cell`, ...), so the two backends are held to
+//! exactly the same contract.
+//!
+//! - SQLite: a fresh database file in a temporary folder per test.
+//! - PostgreSQL: the server named by `SWEEP_TEST_POSTGRES_URL`; each test gets
+//!   its own schema (random name, dropped afterwards, even when the test
+//!   fails). Without the variable the PostgreSQL variants print
+//!   `skipped: SWEEP_TEST_POSTGRES_URL not set` and pass, unless
+//!   `SWEEP_REQUIRE_POSTGRES=1` is set (as in CI), in which case they fail.
+//!
+//! Time is never slept through: every store call takes `now_ms`, and the tests
+//! move the clock by arithmetic.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::Connection;
+use sweep_coordinator::store::{
+    self, FinalOutcome, HeartbeatVerdict, MetricRow, PostgresStore, Progress, SqliteStore, StateCounts, Store,
+    StoreError, Sums, TrialState, TrialSummary,
+};
+use sweep_core::{GridSpec, TrialSpec};
+
+// ---------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------
+
+const PG_URL_VAR: &str = "SWEEP_TEST_POSTGRES_URL";
+const PG_REQUIRE_VAR: &str = "SWEEP_REQUIRE_POSTGRES";
+
+/// What a test gets: the store under test, and a way to open a second store
+/// on the same database (to check that state survives a restart).
+#[derive(Clone)]
+struct Ctx {
+    store: Arc<dyn Store>,
+    reopen: Reopen,
+}
+
+#[derive(Clone)]
+enum Reopen {
+    Sqlite { url: String },
+    Postgres { url: String, schema: String },
+}
+
+impl Ctx {
+    async fn reopen(&self) -> Arc<dyn Store> {
+        match &self.reopen {
+            Reopen::Sqlite { url } => Arc::new(SqliteStore::open(url).await.expect("reopen sqlite store")),
+            Reopen::Postgres { url, schema } => Arc::new(
+                PostgresStore::open_with(pg_options(url, schema))
+                    .await
+                    .expect("reopen postgres store"),
+            ),
+        }
+    }
+}
+
+/// Owns what a backend needs while a test runs, and cleans it up afterwards.
+enum Guard {
+    Sqlite(tempfile::TempDir),
+    Postgres { url: String, schema: String },
+}
+
+impl Guard {
+    async fn cleanup(self) {
+        match self {
+            Guard::Sqlite(dir) => drop(dir),
+            Guard::Postgres { url, schema } => {
+                // Best effort: a leftover schema is harmless, only untidy.
+                match sqlx::PgConnection::connect(&url).await {
+                    Ok(mut conn) => {
+                        if let Err(e) = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                            .execute(&mut conn)
+                            .await
+                        {
+                            eprintln!("warning: could not drop test schema {schema}: {e}");
+                        }
+                        let _ = conn.close().await;
+                    }
+                    Err(e) => eprintln!("warning: could not connect to drop test schema {schema}: {e}"),
+                }
+            }
+        }
+    }
+}
+
+fn pg_options(url: &str, schema: &str) -> PgConnectOptions {
+    PgConnectOptions::from_str(url)
+        .unwrap_or_else(|e| panic!("{PG_URL_VAR}={url:?} is not a PostgreSQL URL: {e}"))
+        .options([("search_path", schema)])
+}
+
+async fn make_sqlite_store() -> Option<(Ctx, Guard)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("sweep.db").display());
+    let store = SqliteStore::open(&url).await.expect("open sqlite store");
+    Some((Ctx { store: Arc::new(store), reopen: Reopen::Sqlite { url } }, Guard::Sqlite(dir)))
+}
+
+async fn make_pg_store() -> Option<(Ctx, Guard)> {
+    let url = match std::env::var(PG_URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => {
+            if std::env::var(PG_REQUIRE_VAR).is_ok_and(|v| v == "1") {
+                panic!("{PG_REQUIRE_VAR}=1 but {PG_URL_VAR} is not set: the PostgreSQL conformance tests cannot run");
+            }
+            println!("skipped: {PG_URL_VAR} not set");
+            eprintln!("skipped: {PG_URL_VAR} not set");
+            return None;
+        }
+    };
+    let schema = format!("sweep_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {PG_URL_VAR}={url:?}: {e}"));
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test schema");
+    let _ = admin.close().await;
+    let guard = Guard::Postgres { url: url.clone(), schema: schema.clone() };
+    match PostgresStore::open_with(pg_options(&url, &schema)).await {
+        Ok(store) => Some((Ctx { store: Arc::new(store), reopen: Reopen::Postgres { url, schema } }, guard)),
+        Err(e) => {
+            guard.cleanup().await;
+            panic!("open postgres store: {e}");
+        }
+    }
+}
+
+/// Runs one test body against one backend, cleaning up whether it passes or
+/// panics.
+async fn run_test<M, MF, T, TF>(make: M, test: T)
+where
+    M: FnOnce() -> MF,
+    MF: Future<Output = Option<(Ctx, Guard)>>,
+    T: FnOnce(Ctx) -> TF,
+    TF: Future<Output = ()>,
+{
+    let Some((ctx, guard)) = make().await else { return };
+    let result = AssertUnwindSafe(test(ctx)).catch_unwind().await;
+    guard.cleanup().await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+macro_rules! conformance_tests {
+    ($backend:ident, $make:ident) => {
+        mod $backend {
+            conformance_tests!(@tests $make;
+                submit_adds_every_cell,
+                submit_accepts_single_values_and_seed_count,
+                submit_invalid_spec_stores_nothing,
+                state_survives_reopen,
+                lease_order_priority_then_oldest,
+                lease_never_hands_out_a_trial_twice,
+                concurrent_leases_are_exclusive,
+                heartbeat_verdicts,
+                heartbeat_renews_the_lease,
+                put_metrics_stores_each_point_once,
+                metrics_are_ordered,
+                complete_records_outcome_and_is_idempotent,
+                complete_after_reap_is_lease_lost,
+                fail_requeues_until_max_attempts,
+                reap_expired_requeues_then_fails,
+                status_counts_and_running,
+                report_aggregates_per_cell,
+                cancel_and_resubmit,
+                unknown_sweep_is_not_found,
+            );
+        }
+    };
+    (@tests $make:ident; $($test:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $test() {
+                super::run_test(super::$make, super::$test).await;
+            }
+        )*
+    };
+}
+
+conformance_tests!(sqlite, make_sqlite_store);
+conformance_tests!(postgres, make_pg_store);
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+/// A fixed "now": 2023-11-14T22:13:20Z.
+const T0: i64 = 1_700_000_000_000;
+const TTL: i64 = 30_000;
+
+fn parse(toml: &str) -> GridSpec {
+    GridSpec::parse(toml, Path::new("/tmp/grid.toml")).unwrap_or_else(|e| panic!("test grid is invalid: {e}\n{toml}"))
+}
+
+/// A grid with the given sweep name, factor values (TOML right-hand sides),
+/// seeds and `[run]` settings.
+fn grid(name: &str, depth: &str, skip: &str, init: &str, batchnorm: &str, seeds: &str, run: &str) -> GridSpec {
+    parse(&format!(
+        r#"
+name = "{name}"
+seeds = {seeds}
+
+[grid]
+depth = {depth}
+skip = {skip}
+init = {init}
+batchnorm = {batchnorm}
+
+[train]
+epochs = 2
+batch_size = 4
+optimizer = "sgd"
+lr = 1e-3
+momentum = 0.9
+weight_decay = 0.0
+log_every = 100
+augment = false
+
+[data]
+dataset = "cifar10"
+path = "data/cifar-10-batches-bin"
+train_subset = 1000
+test_subset = 500
+
+[run]
+{run}
+"#
+    ))
+}
+
+/// `cells` cells (depths 8, 16, ...; every other factor fixed) x `seeds` seeds.
+fn simple_grid(name: &str, cells: usize, seeds: usize, run: &str) -> GridSpec {
+    let depths: Vec<String> = (1..=cells).map(|i| (i * 8).to_string()).collect();
+    grid(name, &format!("[{}]", depths.join(", ")), "true", r#""default""#, "true", &seeds.to_string(), run)
+}
+
+/// The issue's example: 4 x 2 x 3 x 2 = 48 cells.
+fn issue_example(seeds: &str) -> GridSpec {
+    parse(&format!(
+        r#"
+name = "skip-ablation"          # sweep name; unique per coordinator
+seeds = {seeds}                 # or an integer n meaning 0..n-1
+
+[grid]                          # factors, crossed as a full factorial
+depth = [8, 16, 32, 64]
+skip = [true, false]
+init = ["default", "xavier_normal", "kaiming_normal"]
+batchnorm = [true, false]
+
+[train]
+epochs = 6
+batch_size = 4
+optimizer = "sgd"               # "sgd" | "adam"
+lr = 1e-4
+momentum = 0.9
+weight_decay = 0.0
+log_every = 2000                # batches between logged mean losses
+augment = false
+
+[data]
+dataset = "cifar10"
+path = "data/cifar-10-batches-bin"   # relative paths resolve against the grid file's folder
+train_subset = 50000            # optional: use the first N training images
+test_subset = 10000             # optional
+
+[run]                           # optional
+max_attempts = 3
+priority = 0
+"#
+    ))
+}
+
+fn ids(spec: &GridSpec) -> Vec<String> {
+    spec.expand().iter().map(|t| t.id(&spec.name).0).collect()
+}
+
+fn id_of(spec: &GridSpec, t: &TrialSpec) -> String {
+    t.id(&spec.name).0
+}
+
+async fn counts(store: &dyn Store, sweep: &str) -> StateCounts {
+    let status = store.status(Some(sweep)).await.expect("status");
+    assert_eq!(status.len(), 1, "status of one sweep returns one entry");
+    assert_eq!(status[0].sweep_id, sweep);
+    status[0].counts
+}
+
+async fn trial_map(store: &dyn Store, sweep: &str) -> HashMap<String, store::TrialRecord> {
+    store
+        .trials(sweep)
+        .await
+        .expect("trials")
+        .into_iter()
+        .map(|t| (t.trial_id.clone(), t))
+        .collect()
+}
+
+fn point(name: &str, step: i64, epoch: u32, value: f64) -> MetricRow {
+    MetricRow { step, epoch, name: name.to_owned(), value }
+}
+
+fn summary(acc: f64, loss: f64) -> TrialSummary {
+    TrialSummary {
+        final_train_loss: Some(loss),
+        final_test_loss: Some(loss * 1.5),
+        final_test_accuracy: Some(acc),
+        best_test_accuracy: Some(acc + 0.01),
+        wall_seconds: 12.5,
+    }
+}
+
+fn assert_lease_lost<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) {
+    match r {
+        Err(StoreError::LeaseLost(_)) => {}
+        other => panic!("{what}: expected LeaseLost, got {other:?}"),
+    }
+}
+
+fn assert_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) {
+    match r {
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("{what}: expected NotFound, got {other:?}"),
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()))
+}
+
+/// Mean and sample standard deviation from database sums.
+fn mean_sd(s: Sums) -> (Option<f64>, Option<f64>) {
+    let mean = (s.n > 0).then(|| s.sum / s.n as f64);
+    let sd = (s.n > 1).then(|| {
+        let n = s.n as f64;
+        ((s.sum_sq - s.sum * s.sum / n) / (n - 1.0)).max(0.0).sqrt()
+    });
+    (mean, sd)
+}
+
+/// Mean and sample standard deviation computed directly.
+fn mean_sd_of(xs: &[f64]) -> (Option<f64>, Option<f64>) {
+    if xs.is_empty() {
+        return (None, None);
+    }
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let sd = (xs.len() > 1).then(|| (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    (Some(mean), sd)
+}
+
+fn assert_stat(what: &str, got: (Option<f64>, Option<f64>), want: (Option<f64>, Option<f64>)) {
+    match (got.0, want.0) {
+        (Some(g), Some(w)) => assert!(close(g, w), "{what}: mean {g} != expected {w}"),
+        (g, w) => assert_eq!(g, w, "{what}: mean"),
+    }
+    match (got.1, want.1) {
+        (Some(g), Some(w)) => assert!((g - w).abs() < 1e-9, "{what}: sd {g} != expected {w}"),
+        (g, w) => assert_eq!(g, w, "{what}: sd"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Submit
+// ---------------------------------------------------------------------------
+
+async fn submit_adds_every_cell(ctx: Ctx) {
+    let store = &*ctx.store;
+    let spec = issue_example("[0, 1, 2]");
+    assert_eq!(spec.cell_count(), 48);
+
+    let first = store.submit(&spec, T0).await.unwrap();
+    assert_eq!(first.sweep_id, "skip-ablation");
+    assert_eq!(first.added, 144, "48 cells x 3 seeds");
+    assert_eq!(first.total, 144);
+
+    let trials = store.trials("skip-ablation").await.unwrap();
+    assert_eq!(trials.len(), 144);
+    let stored: HashSet<String> = trials.iter().map(|t| t.trial_id.clone()).collect();
+    assert_eq!(stored.len(), 144, "trial IDs are distinct");
+    assert_eq!(stored, ids(&spec).into_iter().collect::<HashSet<_>>(), "stored IDs are the spec's IDs");
+    for t in &trials {
+        assert_eq!(t.state, TrialState::Queued);
+        assert_eq!(t.sweep_id, "skip-ablation");
+        assert_eq!((t.attempts, t.failures), (0, 0));
+        assert_eq!(t.last_error, None);
+        assert_eq!(t.worker_id, None);
+    }
+    assert_eq!(counts(store, "skip-ablation").await, StateCounts { queued: 144, ..Default::default() });
+
+    // The same grid again: same sweep, nothing added.
+    let again = store.submit(&spec, T0 + 1000).await.unwrap();
+    assert_eq!(again, store::SubmitOutcome { sweep_id: "skip-ablation".into(), total: 144, added: 0 });
+
+    // One more seed: exactly one new trial per cell.
+    let more = issue_example("[0, 1, 2, 3]");
+    let out = store.submit(&more, T0 + 2000).await.unwrap();
+    assert_eq!(out.added, 48, "adding a seed adds one trial per cell");
+    assert_eq!(out.total, 192);
+    let after: HashSet<String> = store.trials("skip-ablation").await.unwrap().into_iter().map(|t| t.trial_id).collect();
+    assert_eq!(after, ids(&more).into_iter().collect::<HashSet<_>>());
+    assert!(stored.is_subset(&after), "the earlier trials keep their IDs");
+
+    // Fewer seeds than stored: nothing added and nothing removed.
+    let out = store.submit(&issue_example("[0]"), T0 + 3000).await.unwrap();
+    assert_eq!((out.added, out.total), (0, 192));
+    assert_eq!(counts(store, "skip-ablation").await.total(), 192);
+}
+
+async fn submit_accepts_single_values_and_seed_count(ctx: Ctx) {
+    let store = &*ctx.store;
+    // Single values (held fixed) and a seed count n meaning 0..n-1.
+    let a = grid("fixed", "[8, 16]", "true", r#""xavier_normal""#, "false", "3", "");
+    assert_eq!(a.seeds, vec![0, 1, 2]);
+    assert_eq!(a.cell_count(), 2);
+    let out = store.submit(&a, T0).await.unwrap();
+    assert_eq!((out.added, out.total), (6, 6));
+
+    // The same trials written as a list are the same trials.
+    let b = grid("fixed", "[8, 16]", "[true]", r#"["xavier_normal"]"#, "[false]", "[0, 1, 2]", "");
+    let out = store.submit(&b, T0 + 1).await.unwrap();
+    assert_eq!((out.added, out.total), (0, 6));
+
+    // A new factor value adds its cells' trials only.
+    let c = grid("fixed", "[8, 16]", "[true, false]", r#""xavier_normal""#, "false", "3", "");
+    let out = store.submit(&c, T0 + 2).await.unwrap();
+    assert_eq!((out.added, out.total), (6, 12));
+
+    // The same grid under another name is another sweep with its own trials.
+    let d = grid("fixed-2", "[8, 16]", "true", r#""xavier_normal""#, "false", "3", "");
+    let out = store.submit(&d, T0 + 3).await.unwrap();
+    assert_eq!((out.sweep_id.as_str(), out.added, out.total), ("fixed-2", 6, 6));
+    let a_ids: HashSet<String> = ids(&a).into_iter().collect();
+    let d_ids: HashSet<String> = ids(&d).into_iter().collect();
+    assert!(a_ids.is_disjoint(&d_ids), "trial IDs are scoped by sweep");
+    assert_eq!(store.status(None).await.unwrap().len(), 2);
+}
+
+async fn submit_invalid_spec_stores_nothing(ctx: Ctx) {
+    let store = &*ctx.store;
+    let good = simple_grid("bad-grid", 2, 2, "");
+
+    let mut bad_depth = good.clone();
+    bad_depth.grid.depth = vec![8, 12];
+    let mut no_seeds = good.clone();
+    no_seeds.seeds.clear();
+    let mut empty_factor = good.clone();
+    empty_factor.grid.init.clear();
+    let mut bad_name = good.clone();
+    bad_name.name = "no spaces allowed".into();
+    let mut dup_seed = good.clone();
+    dup_seed.seeds = vec![1, 1];
+    let mut zero_attempts = good.clone();
+    zero_attempts.run.max_attempts = 0;
+
+    for (what, spec) in [
+        ("depth not a multiple of 8", bad_depth),
+        ("no seeds", no_seeds),
+        ("empty factor", empty_factor),
+        ("bad name", bad_name),
+        ("repeated seed", dup_seed),
+        ("max_attempts 0", zero_attempts),
+    ] {
+        match store.submit(&spec, T0).await {
+            Err(StoreError::InvalidArgument(msg)) => assert!(!msg.is_empty(), "{what}: empty message"),
+            other => panic!("{what}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+    assert!(store.status(None).await.unwrap().is_empty(), "no sweep stored");
+    assert_not_found(store.status(Some("bad-grid")).await, "status of the refused sweep");
+    assert!(store.trials("bad-grid").await.unwrap().is_empty(), "no trial stored");
+    assert!(store.lease("w", T0, TTL).await.unwrap().is_none(), "nothing to lease");
+
+    // A refused resubmit leaves an existing sweep as it was.
+    store.submit(&good, T0).await.unwrap();
+    let mut worse = simple_grid("bad-grid", 3, 3, "");
+    worse.grid.depth.push(7);
+    assert!(matches!(store.submit(&worse, T0 + 1).await, Err(StoreError::InvalidArgument(_))));
+    assert_eq!(counts(store, "bad-grid").await, StateCounts { queued: 4, ..Default::default() });
+}
+
+async fn state_survives_reopen(ctx: Ctx) {
+    let spec = simple_grid("durable", 2, 2, "");
+    ctx.store.submit(&spec, T0).await.unwrap();
+    let lease = ctx.store.lease("w1", T0, TTL).await.unwrap().unwrap();
+    ctx.store
+        .complete(&lease.lease_id, FinalOutcome::Succeeded, &summary(0.5, 1.0), T0 + 1)
+        .await
+        .unwrap();
+    let before = ctx.store.trials("durable").await.unwrap();
+
+    // Opening the same database again runs the migrations again (a no-op)
+    // and sees everything.
+    let second = ctx.reopen().await;
+    assert_eq!(second.trials("durable").await.unwrap(), before);
+    assert_eq!(counts(&*second, "durable").await, StateCounts { queued: 3, succeeded: 1, ..Default::default() });
+    let out = second.submit(&spec, T0 + 2).await.unwrap();
+    assert_eq!((out.added, out.total), (0, 4));
+    // A lease taken through one handle is visible through the other.
+    let l2 = second.lease("w2", T0 + 3, TTL).await.unwrap().unwrap();
+    assert_ne!(l2.trial_id, lease.trial_id);
+    assert_eq!(ctx.store.heartbeat(&l2.lease_id, Progress::default(), T0 + 4, TTL).await.unwrap(), HeartbeatVerdict::Continue);
+}
+
+// ---------------------------------------------------------------------------
+// Lease
+// ---------------------------------------------------------------------------
+
+async fn lease_order_priority_then_oldest(ctx: Ctx) {
+    let store = &*ctx.store;
+    assert!(store.lease("w", T0, TTL).await.unwrap().is_none(), "empty store: no lease");
+
+    let old = simple_grid("old", 2, 1, "priority = 0");
+    let young = simple_grid("young", 2, 1, "priority = 0");
+    let urgent = simple_grid("urgent", 1, 2, "priority = 5");
+    store.submit(&old, T0).await.unwrap();
+    store.submit(&young, T0 + 1).await.unwrap();
+    store.submit(&urgent, T0 + 2).await.unwrap();
+    // More seeds for "old" after the others: these trials are the youngest.
+    let old_more = simple_grid("old", 2, 2, "priority = 0");
+    assert_eq!(store.submit(&old_more, T0 + 3).await.unwrap().added, 2);
+
+    let new_old: Vec<String> = ids(&old_more).into_iter().filter(|id| !ids(&old).contains(id)).collect();
+    let mut want: Vec<(String, String)> = Vec::new();
+    want.extend(ids(&urgent).into_iter().map(|id| ("urgent".to_owned(), id))); // highest priority first
+    want.extend(ids(&old).into_iter().map(|id| ("old".to_owned(), id))); // then oldest
+    want.extend(ids(&young).into_iter().map(|id| ("young".to_owned(), id)));
+    want.extend(new_old.into_iter().map(|id| ("old".to_owned(), id)));
+    assert_eq!(want.len(), 8);
+
+    let specs: HashMap<String, TrialSpec> = [&old_more, &young, &urgent]
+        .into_iter()
+        .flat_map(|g| g.expand().into_iter().map(move |t| (id_of(g, &t), t)))
+        .collect();
+    for (i, (sweep, id)) in want.iter().enumerate() {
+        let lease = store
+            .lease(&format!("w{i}"), T0 + 10 + i as i64, TTL)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("lease {i}: expected {sweep}/{id}, got None"));
+        assert_eq!((&lease.sweep_id, &lease.trial_id), (sweep, id), "lease {i} out of order");
+        assert_eq!(lease.attempt, 1);
+        assert_eq!(&lease.spec, &specs[id], "lease carries the trial's spec");
+        assert_eq!(lease.spec.id(&lease.sweep_id).0, lease.trial_id, "spec hashes to the trial ID");
+        assert!(!lease.lease_id.is_empty());
+    }
+    assert!(store.lease("w", T0 + 100, TTL).await.unwrap().is_none(), "queue drained: no lease");
+    for g in ["old", "young", "urgent"] {
+        let c = counts(store, g).await;
+        assert_eq!((c.queued, c.running), (0, c.total()));
+    }
+}
+
+async fn lease_never_hands_out_a_trial_twice(ctx: Ctx) {
+    let store = &*ctx.store;
+    let spec = simple_grid("twice", 3, 4, "");
+    store.submit(&spec, T0).await.unwrap();
+    let mut trials = HashSet::new();
+    let mut leases = Vec::new();
+    for i in 0..12 {
+        let l = store.lease(&format!("w{}", i % 3), T0 + i, TTL).await.unwrap().expect("a queued trial");
+        assert!(trials.insert(l.trial_id.clone()), "trial {} leased twice", l.trial_id);
+        assert!(!leases.iter().any(|x: &store::Lease| x.lease_id == l.lease_id), "lease ID {} reused", l.lease_id);
+        leases.push(l);
+    }
+    assert_eq!(trials, ids(&spec).into_iter().collect::<HashSet<_>>());
+    assert!(store.lease("w0", T0 + 20, TTL).await.unwrap().is_none(), "all held: nothing to lease");
+    let stored = store.trials("twice").await.unwrap();
+    assert!(stored.iter().all(|t| t.state == TrialState::Running && t.attempts == 1));
+
+    // A trial that comes back after a failure gets a fresh lease ID, and is
+    // again held by one lease only.
+    let first = &leases[0];
+    assert!(store.fail(&first.lease_id, "retry me", T0 + 21).await.unwrap());
+    let again = store.lease("w9", T0 + 22, TTL).await.unwrap().expect("the re-queued trial");
+    assert_eq!(again.trial_id, first.trial_id);
+    assert_eq!(again.attempt, 2);
+    assert!(leases.iter().all(|x| x.lease_id != again.lease_id), "lease IDs are never reused");
+    assert!(store.lease("w9", T0 + 23, TTL).await.unwrap().is_none());
+    assert_eq!(store.heartbeat(&first.lease_id, Progress::default(), T0 + 24, TTL).await.unwrap(), HeartbeatVerdict::LeaseLost);
+    assert_eq!(store.heartbeat(&again.lease_id, Progress::default(), T0 + 24, TTL).await.unwrap(), HeartbeatVerdict::Continue);
+}
+
+async fn concurrent_leases_are_exclusive(ctx: Ctx) {
+    const TASKS: usize = 16;
+    let spec = simple_grid("race", 40, 5, "");
+    assert_eq!(spec.expand().len(), 200);
+    ctx.store.submit(&spec, T0).await.unwrap();
+
+    let mut tasks = Vec::new();
+    for w in 0..TASKS {
+        let store = ctx.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("worker-{w}");
+            let mut got = Vec::new();
+            let mut now = T0;
+            while let Some(lease) = store.lease(&worker, now, TTL).await.expect("lease") {
+                now += 1;
+                // Interleave the other writes a real worker makes.
+                let verdict = store.heartbeat(&lease.lease_id, Progress { epoch: 1, step: 10, loss: Some(1.0) }, now, TTL);
+                assert_eq!(verdict.await.expect("heartbeat"), HeartbeatVerdict::Continue);
+                let new = store
+                    .put_metrics(&lease.lease_id, &[point("loss", 10, 1, 1.0), point("loss", 20, 1, 0.5)])
+                    .await
+                    .expect("put_metrics");
+                assert_eq!(new, 2, "metric points of a fresh trial are new");
+                store
+                    .complete(&lease.lease_id, FinalOutcome::Succeeded, &summary(0.4, 0.5), now)
+                    .await
+                    .expect("complete");
+                got.push((lease.trial_id, worker.clone(), lease.attempt));
+            }
+            got
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut by_worker = HashMap::new();
+    for t in tasks {
+        for (trial, worker, attempt) in t.await.expect("task panicked") {
+            assert_eq!(attempt, 1);
+            assert!(seen.insert(trial.clone()), "trial {trial} leased twice");
+            by_worker.insert(trial, worker);
+        }
+    }
+    assert_eq!(seen.len(), 200, "every trial leased");
+    assert_eq!(seen, ids(&spec).into_iter().collect::<HashSet<_>>());
+
+    let trials = ctx.store.trials("race").await.unwrap();
+    assert_eq!(trials.len(), 200);
+    for t in &trials {
+        assert_eq!(t.attempts, 1, "trial {} leased {} times", t.trial_id, t.attempts);
+        assert_eq!(t.failures, 0);
+        assert_eq!(t.state, TrialState::Succeeded);
+        assert_eq!(t.worker_id.as_ref(), Some(&by_worker[&t.trial_id]), "stored worker is the one that leased it");
+        assert_eq!(ctx.store.metrics(&t.trial_id).await.unwrap().len(), 2);
+    }
+    assert_eq!(counts(&*ctx.store, "race").await, StateCounts { succeeded: 200, ..Default::default() });
+}
+
+// ---------------------------------------------------------------------------
+// Heartbeat
+// ---------------------------------------------------------------------------
+
+async fn heartbeat_verdicts(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("hb", 1, 3, ""), T0).await.unwrap();
+    let progress = Progress { epoch: 2, step: 300, loss: Some(0.75) };
+
+    let a = store.lease("w1", T0, TTL).await.unwrap().unwrap();
+    assert_eq!(store.heartbeat(&a.lease_id, progress, T0 + 1000, TTL).await.unwrap(), HeartbeatVerdict::Continue);
+
+    // Unknown lease.
+    assert_eq!(
+        store.heartbeat("no-such-lease", progress, T0 + 1000, TTL).await.unwrap(),
+        HeartbeatVerdict::LeaseLost
+    );
+
+    // Expired (and reaped) lease: lost, and stays lost after the trial is
+    // leased again under a new ID.
+    let b = store.lease("w2", T0, 1000).await.unwrap().unwrap();
+    assert_eq!(store.reap_expired(T0 + 2000).await.unwrap(), 1, "only b expired");
+    assert_eq!(store.heartbeat(&b.lease_id, progress, T0 + 2001, TTL).await.unwrap(), HeartbeatVerdict::LeaseLost);
+    let b2 = store.lease("w3", T0 + 2002, TTL).await.unwrap().unwrap();
+    assert_eq!(b2.trial_id, b.trial_id, "the reaped trial is next in line again");
+    assert_eq!(b2.attempt, 2);
+    assert_ne!(b2.lease_id, b.lease_id);
+    assert_eq!(store.heartbeat(&b.lease_id, progress, T0 + 2003, TTL).await.unwrap(), HeartbeatVerdict::LeaseLost);
+    assert_eq!(store.heartbeat(&b2.lease_id, progress, T0 + 2003, TTL).await.unwrap(), HeartbeatVerdict::Continue);
+
+    // A finished trial's lease is no longer held.
+    store.complete(&b2.lease_id, FinalOutcome::Succeeded, &summary(0.5, 0.5), T0 + 3000).await.unwrap();
+    assert_eq!(store.heartbeat(&b2.lease_id, progress, T0 + 3001, TTL).await.unwrap(), HeartbeatVerdict::LeaseLost);
+
+    // Cancelled sweep: the worker is told to stop.
+    store.cancel("hb", T0 + 4000).await.unwrap();
+    assert_eq!(store.heartbeat(&a.lease_id, progress, T0 + 4001, TTL).await.unwrap(), HeartbeatVerdict::Cancel);
+    assert_eq!(store.trial_state(&a.trial_id, "hb").await, TrialState::Cancelled, "heartbeat does not revive it");
+}
+
+async fn heartbeat_renews_the_lease(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("renew", 1, 1, ""), T0).await.unwrap();
+    let l = store.lease("w", T0, 1000).await.unwrap().unwrap();
+    let p = Progress { epoch: 1, step: 50, loss: Some(2.0) };
+    assert_eq!(store.heartbeat(&l.lease_id, p, T0 + 900, 1000).await.unwrap(), HeartbeatVerdict::Continue);
+    // Without the heartbeat the lease would have expired at T0 + 1000.
+    assert_eq!(store.reap_expired(T0 + 1500).await.unwrap(), 0, "renewed lease is not reaped");
+    assert_eq!(store.heartbeat(&l.lease_id, p, T0 + 1800, 1000).await.unwrap(), HeartbeatVerdict::Continue);
+    assert_eq!(store.reap_expired(T0 + 2700).await.unwrap(), 0);
+    assert_eq!(store.reap_expired(T0 + 2801).await.unwrap(), 1, "expires ttl after the last heartbeat");
+    assert_eq!(store.heartbeat(&l.lease_id, p, T0 + 2802, 1000).await.unwrap(), HeartbeatVerdict::LeaseLost);
+}
+
+// ---------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------
+
+async fn put_metrics_stores_each_point_once(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("metrics", 1, 2, "max_attempts = 3"), T0).await.unwrap();
+    let l = store.lease("w", T0, TTL).await.unwrap().unwrap();
+
+    assert_eq!(store.put_metrics(&l.lease_id, &[]).await.unwrap(), 0, "an empty batch is fine");
+    let batch = [point("train_loss", 100, 1, 2.0), point("train_loss", 200, 1, 1.5), point("test_accuracy", 200, 1, 0.3)];
+    assert_eq!(store.put_metrics(&l.lease_id, &batch).await.unwrap(), 3);
+    // The whole batch re-sent (an upload whose answer was lost) plus one new point.
+    let mut resent = batch.to_vec();
+    resent.push(point("train_loss", 300, 2, 1.2));
+    assert_eq!(store.put_metrics(&l.lease_id, &resent).await.unwrap(), 1, "only the new point counts");
+    assert_eq!(store.put_metrics(&l.lease_id, &resent).await.unwrap(), 0, "nothing new");
+    // A re-sent point with a different value does not overwrite the stored one.
+    assert_eq!(store.put_metrics(&l.lease_id, &[point("train_loss", 100, 1, 99.0)]).await.unwrap(), 0);
+
+    let stored = store.metrics(&l.trial_id).await.unwrap();
+    assert_eq!(
+        stored,
+        vec![
+            point("test_accuracy", 200, 1, 0.3),
+            point("train_loss", 100, 1, 2.0),
+            point("train_loss", 200, 1, 1.5),
+            point("train_loss", 300, 2, 1.2),
+        ],
+        "each point stored once"
+    );
+
+    // Stale leases are refused and store nothing.
+    assert_lease_lost(store.put_metrics("no-such-lease", &[point("x", 1, 1, 1.0)]).await, "unknown lease");
+    assert!(store.fail(&l.lease_id, "oom", T0 + 1).await.unwrap(), "re-queued");
+    assert_lease_lost(store.put_metrics(&l.lease_id, &[point("x", 1, 1, 1.0)]).await, "lease given up");
+    let other = store.lease("w", T0 + 2, TTL).await.unwrap().unwrap();
+    let again = store.lease("w", T0 + 3, TTL).await.unwrap().unwrap();
+    let retry = if again.trial_id == l.trial_id { again } else { other.clone() };
+    assert_eq!(retry.trial_id, l.trial_id);
+    assert_lease_lost(store.put_metrics(&l.lease_id, &[point("x", 1, 1, 1.0)]).await, "old lease of a re-leased trial");
+    assert_eq!(store.put_metrics(&retry.lease_id, &[point("x", 1, 1, 1.0)]).await.unwrap(), 1);
+    store.complete(&retry.lease_id, FinalOutcome::Succeeded, &summary(0.5, 1.0), T0 + 4).await.unwrap();
+    assert_lease_lost(store.put_metrics(&retry.lease_id, &[point("x", 2, 1, 1.0)]).await, "finished trial");
+    assert_eq!(store.metrics(&l.trial_id).await.unwrap().len(), 5, "refused points were not stored");
+    assert!(store.metrics("no-such-trial").await.unwrap().is_empty());
+}
+
+async fn metrics_are_ordered(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("ordered", 1, 1, ""), T0).await.unwrap();
+    let l = store.lease("w", T0, TTL).await.unwrap().unwrap();
+    let mut points = Vec::new();
+    for step in [500i64, 20, 3000, 1, 400, 60] {
+        points.push(point("zeta", step, (step / 1000) as u32, step as f64 / 7.0));
+        points.push(point("alpha", step * 2, (step / 500) as u32, -(step as f64)));
+    }
+    points.push(point("mid", -5, 0, 0.125));
+    // In two batches, the second before the first's steps.
+    assert_eq!(store.put_metrics(&l.lease_id, &points[6..]).await.unwrap(), 7);
+    assert_eq!(store.put_metrics(&l.lease_id, &points[..6]).await.unwrap(), 6);
+
+    let got = store.metrics(&l.trial_id).await.unwrap();
+    let mut want = points.clone();
+    want.sort_by(|a, b| a.name.cmp(&b.name).then(a.step.cmp(&b.step)));
+    assert_eq!(got, want, "ordered by name, then step, with epoch and value intact");
+}
+
+// ---------------------------------------------------------------------------
+// Complete, fail, reap
+// ---------------------------------------------------------------------------
+
+async fn complete_records_outcome_and_is_idempotent(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("done", 1, 3, ""), T0).await.unwrap();
+    let a = store.lease("wa", T0, TTL).await.unwrap().unwrap();
+    let b = store.lease("wb", T0, TTL).await.unwrap().unwrap();
+
+    let sa = TrialSummary {
+        final_train_loss: Some(0.25),
+        final_test_loss: Some(0.5),
+        final_test_accuracy: Some(0.875),
+        best_test_accuracy: Some(0.9),
+        wall_seconds: 42.0,
+    };
+    store.complete(&a.lease_id, FinalOutcome::Succeeded, &sa, T0 + 100).await.unwrap();
+    // A diverged run has no meaningful accuracy.
+    let sb = TrialSummary { final_train_loss: Some(f64::MAX), wall_seconds: 3.5, ..Default::default() };
+    store.complete(&b.lease_id, FinalOutcome::Diverged, &sb, T0 + 100).await.unwrap();
+
+    let trials = trial_map(store, "done").await;
+    let ta = &trials[&a.trial_id];
+    assert_eq!(ta.state, TrialState::Succeeded);
+    assert_eq!(ta.summary, sa);
+    assert_eq!((ta.attempts, ta.failures), (1, 0));
+    assert_eq!(ta.worker_id.as_deref(), Some("wa"));
+    let tb = &trials[&b.trial_id];
+    assert_eq!(tb.state, TrialState::Diverged);
+    assert_eq!(tb.summary, sb);
+
+    // Repeating a complete (its answer was lost) is a no-op.
+    store.complete(&a.lease_id, FinalOutcome::Succeeded, &sa, T0 + 200).await.unwrap();
+    store.complete(&b.lease_id, FinalOutcome::Diverged, &sb, T0 + 200).await.unwrap();
+    assert_eq!(trial_map(store, "done").await, trials, "repeated complete changes nothing");
+    assert_eq!(counts(store, "done").await, StateCounts { queued: 1, succeeded: 1, diverged: 1, ..Default::default() });
+
+    // Finished trials are not leased again; an unknown lease cannot complete.
+    let c = store.lease("wc", T0 + 300, TTL).await.unwrap().unwrap();
+    assert!(c.trial_id != a.trial_id && c.trial_id != b.trial_id);
+    assert!(store.lease("wd", T0 + 300, TTL).await.unwrap().is_none());
+    assert_lease_lost(
+        store.complete("no-such-lease", FinalOutcome::Succeeded, &sa, T0 + 400).await,
+        "complete with an unknown lease",
+    );
+    // A lease that failed cannot complete.
+    assert!(store.fail(&c.lease_id, "boom", T0 + 400).await.unwrap());
+    assert_lease_lost(
+        store.complete(&c.lease_id, FinalOutcome::Succeeded, &sa, T0 + 401).await,
+        "complete after fail",
+    );
+    assert_eq!(store.trial_state(&c.trial_id, "done").await, TrialState::Queued);
+}
+
+async fn complete_after_reap_is_lease_lost(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("late", 1, 1, "max_attempts = 3"), T0).await.unwrap();
+    let l = store.lease("slow", T0, 1000).await.unwrap().unwrap();
+    assert_eq!(store.reap_expired(T0 + 1001).await.unwrap(), 1);
+    assert_lease_lost(
+        store.complete(&l.lease_id, FinalOutcome::Succeeded, &summary(0.9, 0.1), T0 + 1002).await,
+        "complete after reap",
+    );
+    let t = &store.trials("late").await.unwrap()[0];
+    assert_eq!(t.state, TrialState::Queued, "the late result is not recorded");
+    assert_eq!(t.summary, TrialSummary::default());
+
+    // The next attempt completes normally; the old lease stays refused.
+    let l2 = store.lease("fast", T0 + 2000, TTL).await.unwrap().unwrap();
+    assert_eq!((l2.trial_id.as_str(), l2.attempt), (l.trial_id.as_str(), 2));
+    assert_lease_lost(
+        store.complete(&l.lease_id, FinalOutcome::Succeeded, &summary(0.9, 0.1), T0 + 2001).await,
+        "old lease while the trial runs again",
+    );
+    store.complete(&l2.lease_id, FinalOutcome::Succeeded, &summary(0.7, 0.3), T0 + 2002).await.unwrap();
+    assert_lease_lost(
+        store.complete(&l.lease_id, FinalOutcome::Succeeded, &summary(0.9, 0.1), T0 + 2003).await,
+        "old lease after the new attempt finished",
+    );
+    let t = &store.trials("late").await.unwrap()[0];
+    assert_eq!(t.state, TrialState::Succeeded);
+    assert_eq!(t.summary, summary(0.7, 0.3), "the result of the current attempt is kept");
+    assert_eq!((t.attempts, t.failures), (2, 1));
+    assert_eq!(t.worker_id.as_deref(), Some("fast"));
+}
+
+async fn fail_requeues_until_max_attempts(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("flaky", 1, 1, "max_attempts = 3"), T0).await.unwrap();
+    for attempt in 1..=3u32 {
+        let l = store.lease("w", T0 + attempt as i64, TTL).await.unwrap().expect("re-queued trial");
+        assert_eq!(l.attempt, attempt);
+        let requeued = store.fail(&l.lease_id, &format!("error #{attempt}"), T0 + 10 * attempt as i64).await.unwrap();
+        let t = &store.trials("flaky").await.unwrap()[0];
+        assert_eq!(t.failures, attempt);
+        assert_eq!(t.attempts, attempt);
+        assert_eq!(t.last_error.as_deref(), Some(format!("error #{attempt}").as_str()));
+        if attempt < 3 {
+            assert!(requeued, "attempt {attempt} of 3: re-queued");
+            assert_eq!(t.state, TrialState::Queued);
+            assert_eq!(t.worker_id, None);
+        } else {
+            assert!(!requeued, "attempt 3 of 3: failed for good");
+            assert_eq!(t.state, TrialState::Failed);
+        }
+        // Failing twice under one lease is refused.
+        assert_lease_lost(store.fail(&l.lease_id, "again", T0 + 100).await, "second fail");
+    }
+    assert!(store.lease("w", T0 + 200, TTL).await.unwrap().is_none(), "a failed trial is not leased");
+    assert_eq!(counts(store, "flaky").await, StateCounts { failed: 1, ..Default::default() });
+    assert_eq!(store.trials("flaky").await.unwrap()[0].last_error.as_deref(), Some("error #3"));
+    assert_lease_lost(store.fail("no-such-lease", "x", T0).await, "unknown lease");
+
+    // max_attempts = 1: the first failure is final.
+    store.submit(&simple_grid("fragile", 1, 1, "max_attempts = 1"), T0).await.unwrap();
+    let l = store.lease("w", T0, TTL).await.unwrap().unwrap();
+    assert!(!store.fail(&l.lease_id, "fatal", T0 + 1).await.unwrap());
+    assert_eq!(store.trial_state(&l.trial_id, "fragile").await, TrialState::Failed);
+}
+
+async fn reap_expired_requeues_then_fails(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("reap", 1, 2, "max_attempts = 2"), T0).await.unwrap();
+    assert_eq!(store.reap_expired(T0).await.unwrap(), 0, "nothing running");
+
+    let short = store.lease("crashy", T0, 1000).await.unwrap().unwrap();
+    let long = store.lease("steady", T0, 100_000).await.unwrap().unwrap();
+    assert_eq!(store.reap_expired(T0 + 999).await.unwrap(), 0, "not yet expired");
+    assert_eq!(store.reap_expired(T0 + 1001).await.unwrap(), 1, "only the short lease expired");
+    assert_eq!(store.reap_expired(T0 + 1002).await.unwrap(), 0, "reaping is done once");
+
+    let t = trial_map(store, "reap").await;
+    let s = &t[&short.trial_id];
+    assert_eq!(s.state, TrialState::Queued);
+    assert_eq!((s.attempts, s.failures), (1, 1));
+    assert_eq!(s.worker_id, None);
+    let err = s.last_error.as_deref().expect("reaping records a reason");
+    assert!(err.contains("crashy"), "reason names the worker: {err:?}");
+    assert_eq!(t[&long.trial_id].state, TrialState::Running, "the live lease is untouched");
+    assert_eq!(
+        store.heartbeat(&long.lease_id, Progress::default(), T0 + 1003, 100_000).await.unwrap(),
+        HeartbeatVerdict::Continue
+    );
+
+    // Second attempt, also abandoned: max_attempts = 2 reached.
+    let again = store.lease("crashy-2", T0 + 5000, 1000).await.unwrap().unwrap();
+    assert_eq!((again.trial_id.as_str(), again.attempt), (short.trial_id.as_str(), 2));
+    assert_eq!(store.reap_expired(T0 + 7000).await.unwrap(), 1);
+    let t = trial_map(store, "reap").await;
+    let s = &t[&short.trial_id];
+    assert_eq!(s.state, TrialState::Failed);
+    assert_eq!((s.attempts, s.failures), (2, 2));
+    assert!(s.last_error.as_deref().unwrap().contains("crashy-2"));
+    assert!(store.lease("w", T0 + 7001, TTL).await.unwrap().is_none(), "failed for good, long still running");
+    assert_eq!(counts(store, "reap").await, StateCounts { running: 1, failed: 1, ..Default::default() });
+
+    // Far in the future, the long lease expires too (first failure: re-queued).
+    assert_eq!(store.reap_expired(T0 + 1_000_000).await.unwrap(), 1);
+    assert_eq!(counts(store, "reap").await, StateCounts { queued: 1, failed: 1, ..Default::default() });
+}
+
+// ---------------------------------------------------------------------------
+// Status, report, cancel
+// ---------------------------------------------------------------------------
+
+async fn status_counts_and_running(ctx: Ctx) {
+    let store = &*ctx.store;
+    assert!(store.status(None).await.unwrap().is_empty(), "no sweeps yet");
+    let a = simple_grid("status-a", 3, 2, "max_attempts = 1"); // 6 trials
+    let b = simple_grid("status-b", 1, 2, ""); // 2 trials
+    store.submit(&a, T0).await.unwrap();
+    store.submit(&b, T0 + 1).await.unwrap();
+
+    let l1 = store.lease("w1", T0 + 10, TTL).await.unwrap().unwrap();
+    let l2 = store.lease("w2", T0 + 11, TTL).await.unwrap().unwrap();
+    let l3 = store.lease("w3", T0 + 12, TTL).await.unwrap().unwrap();
+    let l4 = store.lease("w4", T0 + 13, TTL).await.unwrap().unwrap();
+    assert!([&l1, &l2, &l3, &l4].iter().all(|l| l.sweep_id == "status-a"));
+    store.complete(&l1.lease_id, FinalOutcome::Succeeded, &summary(0.5, 0.5), T0 + 20).await.unwrap();
+    store.complete(&l2.lease_id, FinalOutcome::Diverged, &TrialSummary::default(), T0 + 20).await.unwrap();
+    assert!(!store.fail(&l3.lease_id, "nope", T0 + 20).await.unwrap());
+    let p = Progress { epoch: 3, step: 1234, loss: Some(0.625) };
+    store.heartbeat(&l4.lease_id, p, T0 + 30, TTL).await.unwrap();
+    let l5 = store.lease("w5", T0 + 40, TTL).await.unwrap().unwrap(); // no heartbeat yet
+
+    let s = store.status(Some("status-a")).await.unwrap();
+    assert_eq!(s.len(), 1);
+    let s = &s[0];
+    assert_eq!(s.sweep_id, "status-a");
+    assert!(!s.cancelled);
+    assert_eq!(
+        s.counts,
+        StateCounts { queued: 1, running: 2, succeeded: 1, diverged: 1, failed: 1, cancelled: 0 }
+    );
+    assert_eq!(s.counts.total(), 6);
+    assert!(!s.counts.finished());
+    assert_eq!(s.running.len(), 2);
+    let running: HashMap<&str, &store::RunningTrial> = s.running.iter().map(|r| (r.trial_id.as_str(), r)).collect();
+    let r4 = running[l4.trial_id.as_str()];
+    assert_eq!(r4.worker_id, "w4");
+    assert_eq!(r4.attempt, 1);
+    assert_eq!(r4.progress, p);
+    assert_eq!(r4.spec, l4.spec);
+    let r5 = running[l5.trial_id.as_str()];
+    assert_eq!(r5.worker_id, "w5");
+    assert_eq!(r5.progress, Progress::default(), "no progress reported yet");
+
+    // All sweeps, oldest first.
+    let all = store.status(None).await.unwrap();
+    let names: Vec<&str> = all.iter().map(|s| s.sweep_id.as_str()).collect();
+    assert_eq!(names, ["status-a", "status-b"]);
+    assert_eq!(all[0].counts, s.counts);
+    assert_eq!(all[0].running.len(), 2);
+    assert_eq!(all[1].counts, StateCounts { queued: 2, ..Default::default() });
+    assert!(all[1].running.is_empty());
+
+    // Drain "status-a": finished.
+    store.complete(&l4.lease_id, FinalOutcome::Succeeded, &summary(0.5, 0.5), T0 + 50).await.unwrap();
+    store.complete(&l5.lease_id, FinalOutcome::Succeeded, &summary(0.5, 0.5), T0 + 50).await.unwrap();
+    let l6 = store.lease("w6", T0 + 60, TTL).await.unwrap().unwrap();
+    assert_eq!(l6.sweep_id, "status-a");
+    store.complete(&l6.lease_id, FinalOutcome::Succeeded, &summary(0.5, 0.5), T0 + 70).await.unwrap();
+    let c = counts(store, "status-a").await;
+    assert_eq!(c, StateCounts { succeeded: 4, diverged: 1, failed: 1, ..Default::default() });
+    assert!(c.finished());
+    assert!(store.status(Some("status-a")).await.unwrap()[0].running.is_empty());
+}
+
+async fn report_aggregates_per_cell(ctx: Ctx) {
+    let store = &*ctx.store;
+    // 2 depths x 2 skip = 4 cells, 4 seeds each.
+    let spec = grid("report", "[8, 16]", "[true, false]", r#""kaiming_normal""#, "true", "4", "max_attempts = 1");
+    store.submit(&spec, T0).await.unwrap();
+    assert!(
+        store.report("report").await.unwrap().iter().all(|c| c.test_accuracy.n == 0 && c.counts.queued == 4),
+        "before any result: 4 queued per cell, nothing aggregated"
+    );
+
+    // Finish every trial but one: mostly succeeded with varied results, one
+    // diverged, one failed, one succeeded without a test accuracy.
+    let mut k = 0u32;
+    while let Some(l) = store.lease("w", T0 + 1 + k as i64, TTL).await.unwrap() {
+        k += 1;
+        let x = f64::from(k);
+        match k {
+            3 => store.complete(&l.lease_id, FinalOutcome::Diverged, &summary(0.1, 1e6), T0 + 100).await.unwrap(),
+            7 => assert!(!store.fail(&l.lease_id, "crash", T0 + 100).await.unwrap()),
+            11 => {
+                let s = TrialSummary { final_train_loss: Some(0.9), wall_seconds: 8.0, ..Default::default() };
+                store.complete(&l.lease_id, FinalOutcome::Succeeded, &s, T0 + 100).await.unwrap()
+            }
+            16 => {} // left running
+            _ => {
+                let s = TrialSummary {
+                    final_train_loss: Some(1.0 / x),
+                    final_test_loss: Some(1.0 / x + 0.2),
+                    final_test_accuracy: Some(0.5 + 0.03 * x - 0.001 * x * x),
+                    best_test_accuracy: Some(0.6 + 0.02 * x),
+                    wall_seconds: 10.0 + x,
+                };
+                store.complete(&l.lease_id, FinalOutcome::Succeeded, &s, T0 + 100).await.unwrap()
+            }
+        }
+    }
+    assert_eq!(k, 16);
+
+    // Expected values, from the stored trials.
+    let specs: HashMap<String, TrialSpec> = spec.expand().into_iter().map(|t| (id_of(&spec, &t), t)).collect();
+    type CellKey = (u32, bool);
+    let mut cells: BTreeMap<CellKey, Vec<store::TrialRecord>> = BTreeMap::new();
+    for t in store.trials("report").await.unwrap() {
+        let s = &specs[&t.trial_id];
+        cells.entry((s.depth, s.skip)).or_default().push(t);
+    }
+    assert_eq!(cells.len(), 4);
+
+    let report = store.report("report").await.unwrap();
+    assert_eq!(report.len(), 4, "one row per cell");
+    let keys: Vec<CellKey> = report.iter().map(|c| (c.depth, c.skip)).collect();
+    assert_eq!(keys, [(8, true), (8, false), (16, true), (16, false)], "rows ordered by depth, then skip on first");
+    let mut total = StateCounts::default();
+    for row in &report {
+        let what = format!("cell depth={} skip={}", row.depth, row.skip);
+        assert_eq!(row.init, "kaiming_normal", "{what}");
+        assert!(row.batchnorm, "{what}");
+        let trials = &cells[&(row.depth, row.skip)];
+        let n_in = |st: TrialState| trials.iter().filter(|t| t.state == st).count() as u64;
+        let want_counts = StateCounts {
+            queued: n_in(TrialState::Queued),
+            running: n_in(TrialState::Running),
+            succeeded: n_in(TrialState::Succeeded),
+            diverged: n_in(TrialState::Diverged),
+            failed: n_in(TrialState::Failed),
+            cancelled: n_in(TrialState::Cancelled),
+        };
+        assert_eq!(row.counts, want_counts, "{what}: counts");
+        assert_eq!(row.counts.total(), 4, "{what}");
+        total.succeeded += row.counts.succeeded;
+        total.diverged += row.counts.diverged;
+        total.failed += row.counts.failed;
+        total.running += row.counts.running;
+
+        let ok: Vec<&store::TrialRecord> = trials.iter().filter(|t| t.state == TrialState::Succeeded).collect();
+        let values = |f: fn(&TrialSummary) -> Option<f64>| -> Vec<f64> { ok.iter().filter_map(|t| f(&t.summary)).collect() };
+        let checks: [(&str, Sums, Vec<f64>); 5] = [
+            ("test_accuracy", row.test_accuracy, values(|s| s.final_test_accuracy)),
+            ("train_loss", row.train_loss, values(|s| s.final_train_loss)),
+            ("test_loss", row.test_loss, values(|s| s.final_test_loss)),
+            ("best_test_accuracy", row.best_test_accuracy, values(|s| s.best_test_accuracy)),
+            ("wall_seconds", row.wall_seconds, values(|s| Some(s.wall_seconds))),
+        ];
+        for (name, sums, xs) in checks {
+            let what = format!("{what}: {name}");
+            assert_eq!(sums.n, xs.len() as u64, "{what}: n");
+            assert!(close(sums.sum, xs.iter().sum()), "{what}: sum {} != {}", sums.sum, xs.iter().sum::<f64>());
+            assert!(close(sums.sum_sq, xs.iter().map(|x| x * x).sum()), "{what}: sum of squares");
+            assert_stat(&what, mean_sd(sums), mean_sd_of(&xs));
+        }
+    }
+    assert_eq!(total, StateCounts { running: 1, succeeded: 13, diverged: 1, failed: 1, ..Default::default() });
+    // The trial without a test accuracy counts towards n of what it has.
+    let n_acc: u64 = report.iter().map(|c| c.test_accuracy.n).sum();
+    let n_loss: u64 = report.iter().map(|c| c.train_loss.n).sum();
+    assert_eq!((n_acc, n_loss), (12, 13));
+    assert!(report.iter().any(|c| c.test_accuracy.n >= 2), "some cell has a standard deviation to check");
+}
+
+async fn cancel_and_resubmit(ctx: Ctx) {
+    let store = &*ctx.store;
+    let spec = simple_grid("stop", 3, 2, ""); // 6 trials
+    let other = simple_grid("bystander", 1, 1, "priority = -1");
+    store.submit(&spec, T0).await.unwrap();
+    store.submit(&other, T0).await.unwrap();
+
+    let done = store.lease("w1", T0, TTL).await.unwrap().unwrap();
+    store.complete(&done.lease_id, FinalOutcome::Succeeded, &summary(0.5, 0.5), T0 + 1).await.unwrap();
+    let running = store.lease("w2", T0 + 2, TTL).await.unwrap().unwrap();
+    assert_eq!(running.sweep_id, "stop");
+
+    assert_eq!(store.cancel("stop", T0 + 3).await.unwrap(), 5, "4 queued + 1 running");
+    let s = &store.status(Some("stop")).await.unwrap()[0];
+    assert!(s.cancelled);
+    assert_eq!(s.counts, StateCounts { succeeded: 1, cancelled: 5, ..Default::default() });
+    assert!(s.running.is_empty());
+    assert_eq!(store.trial_state(&done.trial_id, "stop").await, TrialState::Succeeded, "finished trials are kept");
+
+    // The running trial's worker learns of it; its results are refused.
+    assert_eq!(
+        store.heartbeat(&running.lease_id, Progress::default(), T0 + 4, TTL).await.unwrap(),
+        HeartbeatVerdict::Cancel
+    );
+    assert_lease_lost(store.put_metrics(&running.lease_id, &[point("loss", 1, 1, 1.0)]).await, "metrics after cancel");
+    assert_lease_lost(
+        store.complete(&running.lease_id, FinalOutcome::Succeeded, &summary(0.5, 0.5), T0 + 5).await,
+        "complete after cancel",
+    );
+    assert_eq!(store.reap_expired(T0 + 10 * TTL).await.unwrap(), 0, "cancelled trials are not reaped");
+
+    // Only the other sweep is still leasable.
+    let l = store.lease("w3", T0 + 6, TTL).await.unwrap().unwrap();
+    assert_eq!(l.sweep_id, "bystander");
+    assert!(store.lease("w3", T0 + 7, TTL).await.unwrap().is_none());
+    assert_eq!(store.cancel("stop", T0 + 8).await.unwrap(), 0, "cancelling again cancels nothing");
+    assert_eq!(counts(store, "bystander").await, StateCounts { running: 1, ..Default::default() });
+
+    // Resubmitting re-queues the cancelled trials and adds nothing.
+    let out = store.submit(&spec, T0 + 9).await.unwrap();
+    assert_eq!((out.added, out.total), (0, 6));
+    let s = &store.status(Some("stop")).await.unwrap()[0];
+    assert!(!s.cancelled);
+    assert_eq!(s.counts, StateCounts { queued: 5, succeeded: 1, ..Default::default() });
+    // The old lease stays dead after the re-queue.
+    assert_eq!(
+        store.heartbeat(&running.lease_id, Progress::default(), T0 + 10, TTL).await.unwrap(),
+        HeartbeatVerdict::LeaseLost
+    );
+    let mut leased = HashSet::new();
+    while let Some(l) = store.lease("w4", T0 + 11, TTL).await.unwrap() {
+        assert_eq!(l.sweep_id, "stop");
+        assert_ne!(l.trial_id, done.trial_id, "the succeeded trial is not run again");
+        store.complete(&l.lease_id, FinalOutcome::Succeeded, &summary(0.6, 0.4), T0 + 12).await.unwrap();
+        leased.insert(l.trial_id);
+    }
+    assert_eq!(leased.len(), 5);
+    assert!(leased.contains(&running.trial_id));
+    assert_eq!(counts(store, "stop").await, StateCounts { succeeded: 6, ..Default::default() });
+}
+
+async fn unknown_sweep_is_not_found(ctx: Ctx) {
+    let store = &*ctx.store;
+    assert_not_found(store.status(Some("ghost")).await, "status");
+    assert_not_found(store.report("ghost").await, "report");
+    assert_not_found(store.cancel("ghost", T0).await, "cancel");
+    // With a sweep present, other names are still unknown.
+    store.submit(&simple_grid("real", 1, 1, ""), T0).await.unwrap();
+    assert_not_found(store.status(Some("ghost")).await, "status");
+    assert_not_found(store.report("ghost").await, "report");
+    assert_not_found(store.cancel("ghost", T0).await, "cancel");
+    assert!(store.trials("ghost").await.unwrap().is_empty());
+    assert_eq!(counts(store, "real").await, StateCounts { queued: 1, ..Default::default() }, "real sweep untouched");
+}
+
+// ---------------------------------------------------------------------------
+// Backend-specific: opening
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_memory_opens_and_works() {
+    for store in [
+        Arc::new(SqliteStore::open("sqlite::memory:").await.expect("open sqlite::memory:")) as Arc<dyn Store>,
+        store::open("sqlite::memory:").await.expect("store::open sqlite::memory:"),
+    ] {
+        let spec = simple_grid("mem", 2, 2, "");
+        assert_eq!(store.submit(&spec, T0).await.unwrap().added, 4);
+        let l = store.lease("w", T0, TTL).await.unwrap().unwrap();
+        assert_eq!(store.put_metrics(&l.lease_id, &[point("loss", 1, 1, 0.5)]).await.unwrap(), 1);
+        store.complete(&l.lease_id, FinalOutcome::Succeeded, &summary(0.7, 0.3), T0 + 1).await.unwrap();
+        assert_eq!(store.metrics(&l.trial_id).await.unwrap(), vec![point("loss", 1, 1, 0.5)]);
+        assert_eq!(counts(&*store, "mem").await, StateCounts { queued: 3, succeeded: 1, ..Default::default() });
+        let report = store.report("mem").await.unwrap();
+        assert_eq!(report.len(), 2);
+        assert_eq!(report.iter().map(|c| c.test_accuracy.n).sum::<u64>(), 1);
+    }
+    // Two in-memory stores are separate databases.
+    let a = SqliteStore::open("sqlite::memory:").await.unwrap();
+    let b = SqliteStore::open("sqlite::memory:").await.unwrap();
+    a.submit(&simple_grid("only-a", 1, 1, ""), T0).await.unwrap();
+    assert!(b.status(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn open_dispatches_on_url_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("new.db").display());
+    let store = store::open(&url).await.expect("sqlite file is created");
+    assert!(dir.path().join("new.db").exists());
+    assert!(store.status(None).await.unwrap().is_empty());
+    match store::open("mysql://localhost/sweep").await {
+        Err(StoreError::InvalidArgument(msg)) => assert!(msg.contains("mysql"), "{msg}"),
+        Err(e) => panic!("expected InvalidArgument, got {e}"),
+        Ok(_) => panic!("expected InvalidArgument, got a store"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Small extension used above.
+// ---------------------------------------------------------------------------
+
+trait StoreExt {
+    async fn trial_state(&self, trial_id: &str, sweep: &str) -> TrialState;
+}
+
+impl StoreExt for dyn Store {
+    async fn trial_state(&self, trial_id: &str, sweep: &str) -> TrialState {
+        self.trials(sweep)
+            .await
+            .expect("trials")
+            .into_iter()
+            .find(|t| t.trial_id == trial_id)
+            .unwrap_or_else(|| panic!("trial {trial_id} not in sweep {sweep}"))
+            .state
+    }
+}
