@@ -134,6 +134,11 @@ fn spawn_worker(bin: &PathBuf, args: &RunArgs, url: &str, i: u32, logs: &std::pa
         .kill_on_drop(true);
     if let Some(ms) = args.simulate_step_ms {
         cmd.arg("--simulate-step-ms").arg(ms.to_string());
+    } else if args.device == "cpu" {
+        // Share the cores between the local workers instead of letting each
+        // libtorch start one thread per core.
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
+        cmd.arg("--threads").arg((cores / args.workers.max(1)).max(1).to_string());
     }
     cmd.spawn().with_context(|| format!("starting {}", bin.display()))
 }

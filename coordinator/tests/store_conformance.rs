@@ -761,7 +761,7 @@ async fn metrics_are_ordered(ctx: Ctx) {
         points.push(point("zeta", step, (step / 1000) as u32, step as f64 / 7.0));
         points.push(point("alpha", step * 2, (step / 500) as u32, -(step as f64)));
     }
-    points.push(point("mid", -5, 0, 0.125));
+    points.push(point("mid", 0, 0, 0.125));
     // In two batches, the second before the first's steps.
     assert_eq!(store.put_metrics(&l.lease_id, &points[6..]).await.unwrap(), 7);
     assert_eq!(store.put_metrics(&l.lease_id, &points[..6]).await.unwrap(), 6);

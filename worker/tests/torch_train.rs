@@ -281,8 +281,8 @@ fn one_epoch_lowers_the_loss_and_reports_everything() {
 fn same_seed_same_curve_and_resume_continues_exactly() {
     let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
     let mut s = spec(3, 2);
-    s.data.train_subset = Some(64);
-    s.data.test_subset = Some(20);
+    s.data.train_subset = Some(32);
+    s.data.test_subset = Some(10);
     s.train.log_every = 2;
 
     let a_dir = tempfile::tempdir().unwrap();

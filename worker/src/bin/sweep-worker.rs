@@ -43,6 +43,22 @@ enum Command {
         #[arg(long)]
         no_batchnorm: bool,
     },
+    /// Write a small synthetic dataset in the CIFAR-10 binary layout (for
+    /// demos and tests on machines without CIFAR-10). Class-dependent
+    /// patterns, so a network can learn it; the same seed writes the same bytes.
+    SynthData {
+        /// Folder to write data_batch_1..5.bin, test_batch.bin and batches.meta.txt into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Training images.
+        #[arg(long, default_value_t = 2000)]
+        train: usize,
+        /// Test images.
+        #[arg(long, default_value_t = 500)]
+        test: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 #[derive(Args)]
@@ -67,6 +83,10 @@ struct RunArgs {
     /// Exit after this many trials.
     #[arg(long)]
     max_trials: Option<u64>,
+    /// libtorch CPU threads for training (default: libtorch's choice, all
+    /// cores). Set it when several workers share a machine.
+    #[arg(long)]
+    threads: Option<i32>,
     /// Exit when no work has been offered for this many seconds.
     #[arg(long)]
     idle_exit_secs: Option<u64>,
@@ -89,7 +109,15 @@ fn trainer_factory(args: &RunArgs) -> anyhow::Result<TrainerFactory> {
 fn real_trainer(args: &RunArgs) -> anyhow::Result<TrainerFactory> {
     let device = sweep_worker::torch::parse_device(&args.device)?;
     let data_root = args.data_root.clone();
-    Ok(Box::new(move || Ok(Box::new(sweep_worker::torch::TorchTrainer::new(device, data_root)) as _)))
+    let threads = args.threads;
+    Ok(Box::new(move || {
+        // Runs on the training thread, where libtorch will do its work.
+        if let Some(n) = threads {
+            tch::set_num_threads(n.max(1));
+            tch::set_num_interop_threads(1);
+        }
+        Ok(Box::new(sweep_worker::torch::TorchTrainer::new(device, data_root)) as _)
+    }))
 }
 
 #[cfg(not(feature = "torch"))]
@@ -124,8 +152,10 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    if let Some(Command::Model { depth, no_skip, no_batchnorm }) = cli.command {
-        return print_model(depth, !no_skip, !no_batchnorm);
+    match cli.command {
+        Some(Command::Model { depth, no_skip, no_batchnorm }) => return print_model(depth, !no_skip, !no_batchnorm),
+        Some(Command::SynthData { out, train, test, seed }) => return synth_data(&out, train, test, seed),
+        None => {}
     }
     let args = cli.run;
     let mut config = WorkerConfig::new(args.coordinator.clone());
@@ -157,5 +187,17 @@ fn print_model(depth: u32, skip: bool, batchnorm: bool) -> anyhow::Result<()> {
 
 #[cfg(not(feature = "torch"))]
 fn print_model(_: u32, _: bool, _: bool) -> anyhow::Result<()> {
+    anyhow::bail!("built without the `torch` feature")
+}
+
+#[cfg(feature = "torch")]
+fn synth_data(out: &std::path::Path, train: usize, test: usize, seed: u64) -> anyhow::Result<()> {
+    let dir = sweep_worker::torch::cifar::generate_synthetic(out, train, test, seed)?;
+    println!("wrote {train} training and {test} test images (synthetic, CIFAR-10 binary layout) to {}", dir.display());
+    Ok(())
+}
+
+#[cfg(not(feature = "torch"))]
+fn synth_data(_: &std::path::Path, _: usize, _: usize, _: u64) -> anyhow::Result<()> {
     anyhow::bail!("built without the `torch` feature")
 }

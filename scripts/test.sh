@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, property, store conformance (SQLite and
+# PostgreSQL), orchestration (real worker processes), CLI end-to-end and
+# libtorch training tests. `.ci/run` calls exactly this.
+#
+# PostgreSQL: SWEEP_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test);
+# the suite fails if it cannot connect.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$ROOT"
+ensure_cargo
+ensure_torch
+
+export SWEEP_TEST_POSTGRES_URL="${SWEEP_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export SWEEP_REQUIRE_POSTGRES=1
+if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    say "PostgreSQL is not answering on 127.0.0.1:5432; trying to start it"
+    if command -v pg_ctlcluster >/dev/null 2>&1; then
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+    fi
+fi
+
+say "building every binary (the CLI tests start sweep-worker processes)"
+cargo build --workspace --bins --locked
+say "running the tests"
+cargo test --workspace --locked -- --test-threads="${SWEEP_TEST_THREADS:-2}"
