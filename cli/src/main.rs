@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// workers on GPU (or CPU) nodes train every cell exactly once, and read the
 /// ablation tables.
 ///
-/// Quick start on one machine (coordinator + 2 local workers + report):
+/// Example, on one machine (coordinator + 2 local workers + report):
 ///   sweep run examples/demo.toml --workers 2
 ///
 /// On a cluster:

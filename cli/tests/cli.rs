@@ -241,3 +241,19 @@ train_subset = 16
     assert!(dir.path().join("state/small.db").exists());
     assert!(dir.path().join("state/logs/worker-1.log").exists());
 }
+
+#[test]
+fn the_sweep_binary_does_not_link_libtorch() {
+    let out = Command::new("ldd").arg(env!("CARGO_BIN_EXE_sweep")).output().expect("ldd is available");
+    let libs = String::from_utf8_lossy(&out.stdout);
+    assert!(libs.contains("libc.so"), "unexpected ldd output: {libs}");
+    assert!(!libs.contains("torch"), "sweep links libtorch:\n{libs}");
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    for cmd in [vec!["--help"], vec!["run", "--help"], vec!["submit", "--help"], vec!["serve", "--help"], vec!["report", "--help"]] {
+        let out = run_ok(sweep().args(&cmd));
+        assert!(out.contains("Example"), "`sweep {}` has no example:\n{out}", cmd.join(" "));
+    }
+}

@@ -13,6 +13,9 @@
 //!
 //! Only this module links libtorch; it exists with the `torch` feature.
 
+// `u32::is_multiple_of` is newer (1.87) than the workspace's rust-version.
+#![allow(clippy::manual_is_multiple_of)]
+
 pub mod bmenet;
 pub mod checkpoint;
 pub mod cifar;
