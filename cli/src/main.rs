@@ -64,10 +64,10 @@ enum Command {
         #[arg(long, env = "SWEEP_DATABASE_URL", default_value = "sqlite://sweep.db")]
         database_url: String,
         /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:50051")]
+        #[arg(long, env = "SWEEP_LISTEN", default_value = "127.0.0.1:50051")]
         listen: String,
         /// Seconds a lease lives without a heartbeat before its trial is re-queued.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, env = "SWEEP_LEASE_TTL_SECS", default_value_t = 30)]
         lease_ttl_secs: u64,
     },
     /// Submit a grid file. Prints the sweep ID as the last line.

@@ -67,10 +67,10 @@ struct RunArgs {
     #[arg(long, env = "SWEEP_COORDINATOR", default_value = "http://127.0.0.1:50051")]
     coordinator: String,
     /// Device to train on: `cpu` or `cuda:N`.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, env = "SWEEP_DEVICE", default_value = "cpu")]
     device: String,
     /// Name shown in `sweep status` (default: HOSTNAME-PID).
-    #[arg(long)]
+    #[arg(long, env = "SWEEP_WORKER_ID")]
     worker_id: Option<String>,
     /// Folder for per-trial checkpoints. Use storage all workers share so a
     /// re-leased trial resumes wherever it lands.
@@ -78,17 +78,17 @@ struct RunArgs {
     checkpoint_dir: PathBuf,
     /// Read datasets from this folder instead of the path in the grid file
     /// (for nodes that keep data elsewhere).
-    #[arg(long)]
+    #[arg(long, env = "SWEEP_DATA_ROOT")]
     data_root: Option<PathBuf>,
     /// Exit after this many trials.
     #[arg(long)]
     max_trials: Option<u64>,
     /// libtorch CPU threads for training (default: libtorch's choice, all
     /// cores). Set it when several workers share a machine.
-    #[arg(long)]
+    #[arg(long, env = "SWEEP_THREADS")]
     threads: Option<i32>,
     /// Exit when no work has been offered for this many seconds.
-    #[arg(long)]
+    #[arg(long, env = "SWEEP_IDLE_EXIT_SECS")]
     idle_exit_secs: Option<u64>,
     /// Test double: simulate training with this many milliseconds per batch
     /// instead of training (orchestration tests only).
