@@ -12,7 +12,7 @@
 #            when present, else generated synthetic data)
 #   THREADS  torch intra-op threads for both sides (default: nproc)
 #   DEPTHS, BATCHES   configurations (default "8 32" and "4 64")
-#   IMAGES   training images per epoch (default 256); EPOCHS (default 2: the
+#   IMAGES   training images per epoch (default 1024); EPOCHS (default 2: the
 #            first is warm-up, the last epoch's images/second is reported)
 set -euo pipefail
 
@@ -22,7 +22,7 @@ PYTHON="${PYTHON:-$repo/.venv/bin/python}"
 THREADS="${THREADS:-$(nproc)}"
 DEPTHS="${DEPTHS:-8 32}"
 BATCHES="${BATCHES:-4 64}"
-IMAGES="${IMAGES:-256}"
+IMAGES="${IMAGES:-1024}"
 EPOCHS="${EPOCHS:-2}"
 if [[ -z "${DATA:-}" ]]; then
     for d in "$repo/../shared/datasets/cifar-10-batches-bin" /work/shared/datasets/cifar-10-batches-bin; do

@@ -739,10 +739,9 @@ async fn put_metrics_stores_each_point_once(ctx: Ctx) {
     assert_lease_lost(store.put_metrics("no-such-lease", &[point("x", 1, 1, 1.0)]).await, "unknown lease");
     assert!(store.fail(&l.lease_id, "oom", T0 + 1).await.unwrap(), "re-queued");
     assert_lease_lost(store.put_metrics(&l.lease_id, &[point("x", 1, 1, 1.0)]).await, "lease given up");
-    let other = store.lease("w", T0 + 2, TTL).await.unwrap().unwrap();
-    let again = store.lease("w", T0 + 3, TTL).await.unwrap().unwrap();
-    let retry = if again.trial_id == l.trial_id { again } else { other.clone() };
-    assert_eq!(retry.trial_id, l.trial_id);
+    let retry = store.lease("w", T0 + 2, TTL).await.unwrap().unwrap();
+    assert_eq!(retry.trial_id, l.trial_id, "the re-queued trial is the oldest queued one");
+    assert_eq!(retry.attempt, 2);
     assert_lease_lost(store.put_metrics(&l.lease_id, &[point("x", 1, 1, 1.0)]).await, "old lease of a re-leased trial");
     assert_eq!(store.put_metrics(&retry.lease_id, &[point("x", 1, 1, 1.0)]).await.unwrap(), 1);
     store.complete(&retry.lease_id, FinalOutcome::Succeeded, &summary(0.5, 1.0), T0 + 4).await.unwrap();
