@@ -55,7 +55,14 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     // Order matters only for static archives; these are shared objects, and
     // `--no-as-needed` makes each one a DT_NEEDED entry of the output.
-    for name in ["torch", "torch_cpu", "torch_cuda", "torch_hip", "c10", "c10_cuda"] {
+    for name in [
+        "torch",
+        "torch_cpu",
+        "torch_cuda",
+        "torch_hip",
+        "c10",
+        "c10_cuda",
+    ] {
         if has(name) {
             println!("cargo:rustc-link-arg=-l{name}");
         }
@@ -89,11 +96,18 @@ fn find_lib_dir() -> Result<PathBuf, String> {
         return Err(format!(
             "{} cannot import torch: {}",
             python.display(),
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
+    let line = text
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("");
     check(PathBuf::from(line))
 }
 

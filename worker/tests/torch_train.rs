@@ -41,8 +41,11 @@ fn cifar_round_trip_labels_and_pixel_order() {
     let path = dir.path().join("b.bin");
     let labels: Vec<u8> = vec![3, 0, 9, 5, 1];
     let images: Vec<Vec<u8>> = labels.iter().map(|&l| image(l)).collect();
-    let n = cifar::write_cifar_bin(&path, labels.iter().zip(&images).map(|(l, i)| (*l, i.as_slice())))
-        .unwrap();
+    let n = cifar::write_cifar_bin(
+        &path,
+        labels.iter().zip(&images).map(|(l, i)| (*l, i.as_slice())),
+    )
+    .unwrap();
     assert_eq!(n, 5);
     // The raw layout: label byte, then R plane, G plane, B plane, row-major.
     let raw = std::fs::read(&path).unwrap();
@@ -75,7 +78,10 @@ fn cifar_errors_name_file_and_record() {
     raw.truncate(2 * RECORD_BYTES - 100);
     std::fs::write(&path, &raw).unwrap();
     let err = cifar::read_batch_file(&path, None).unwrap_err();
-    assert!(matches!(err, CifarError::Truncated { record: 1, .. }), "{err:?}");
+    assert!(
+        matches!(err, CifarError::Truncated { record: 1, .. }),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(msg.contains("t.bin") && msg.contains("record 1"), "{msg}");
     // A label out of range, in record 1.
@@ -85,7 +91,17 @@ fn cifar_errors_name_file_and_record() {
     raw[RECORD_BYTES] = 10;
     std::fs::write(&path, &raw).unwrap();
     let err = cifar::read_batch_file(&path, None).unwrap_err();
-    assert!(matches!(err, CifarError::BadLabel { record: 1, label: 10, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            CifarError::BadLabel {
+                record: 1,
+                label: 10,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // Writing refuses bad records instead of producing a bad file.
     assert!(cifar::write_cifar_bin(&path, [(11u8, img.as_slice())]).is_err());
     assert!(cifar::write_cifar_bin(&path, [(1u8, &img[..100])]).is_err());
@@ -120,7 +136,11 @@ fn cifar_folder_forms_subsets_and_cache() {
 
 #[test]
 fn cifar_tar_gz_is_unpacked_once() {
-    if std::process::Command::new("tar").arg("--version").output().is_err() {
+    if std::process::Command::new("tar")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("no tar on this machine; skipped");
         return;
     }
@@ -155,7 +175,8 @@ fn cifar_tar_gz_is_unpacked_once() {
 fn dataset() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("sweep-torch-train-test-{}", std::process::id()));
+        // Under target/tmp, regenerated (same bytes) on every run.
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("torch-train-synthetic");
         cifar::generate_synthetic(&d, 120, 40, 11).unwrap();
         d
     })
@@ -188,7 +209,12 @@ fn spec(seed: u64, epochs: u32) -> TrialSpec {
 }
 
 fn job(spec: TrialSpec, ckpt: &Path) -> TrialJob {
-    TrialJob { trial_id: "t".into(), spec, attempt: 1, checkpoint_dir: ckpt.to_owned() }
+    TrialJob {
+        trial_id: "t".into(),
+        spec,
+        attempt: 1,
+        checkpoint_dir: ckpt.to_owned(),
+    }
 }
 
 /// Runs a trial with a context whose events are drained on another thread
@@ -243,7 +269,9 @@ fn one_epoch_lowers_the_loss_and_reports_everything() {
     s.train.lr = 3e-4;
     s.train.augment = false;
     let (r, ms) = run(&job(s, ck.path()), |_| None);
-    let TrainOutcome::Succeeded(summary) = r.unwrap() else { panic!("not succeeded") };
+    let TrainOutcome::Succeeded(summary) = r.unwrap() else {
+        panic!("not succeeded")
+    };
     let losses: Vec<f64> = series(&ms, "train_loss").iter().map(|m| m.value).collect();
     // 120 images / batch 8 = 15 batches, logged every 3.
     assert_eq!(losses.len(), 5, "{losses:?}");
@@ -264,16 +292,36 @@ fn one_epoch_lowers_the_loss_and_reports_everything() {
     for g in &groups {
         let s = series(&ms, &format!("grad_norm/{g}"));
         assert_eq!(s.len(), 5, "{g}");
-        assert!(s.iter().all(|m| m.value.is_finite() && m.value > 0.0), "{g}");
+        assert!(
+            s.iter().all(|m| m.value.is_finite() && m.value > 0.0),
+            "{g}"
+        );
     }
     // The confusion matrix counts every test image once.
-    let conf: f64 = ms.iter().filter(|m| m.name.starts_with("confusion/")).map(|m| m.value).sum();
+    let conf: f64 = ms
+        .iter()
+        .filter(|m| m.name.starts_with("confusion/"))
+        .map(|m| m.value)
+        .sum();
     assert_eq!(conf, 40.0);
-    assert_eq!(ms.iter().filter(|m| m.name.starts_with("confusion/")).count(), 100);
-    assert_eq!(ms.iter().filter(|m| m.name.starts_with("class_accuracy/")).count(), 10);
+    assert_eq!(
+        ms.iter()
+            .filter(|m| m.name.starts_with("confusion/"))
+            .count(),
+        100
+    );
+    assert_eq!(
+        ms.iter()
+            .filter(|m| m.name.starts_with("class_accuracy/"))
+            .count(),
+        10
+    );
     // A checkpoint was written.
     assert!(std::fs::read_dir(ck.path()).unwrap().any(|e| {
-        e.unwrap().file_name().to_string_lossy().starts_with("ckpt-")
+        e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("ckpt-")
     }));
 }
 
@@ -298,17 +346,25 @@ fn same_seed_same_curve_and_resume_continues_exactly() {
     other.train.epochs = 1;
     let o_dir = tempfile::tempdir().unwrap();
     let (_, o) = run(&job(other, o_dir.path()), |_| None);
-    assert_ne!(series(&a, "train_loss")[0].value, series(&o, "train_loss")[0].value);
+    assert_ne!(
+        series(&a, "train_loss")[0].value,
+        series(&o, "train_loss")[0].value
+    );
 
     // Stop (as on SIGTERM) once epoch 1 is evaluated, then run the same
     // trial again on the same checkpoint folder.
     let c_dir = tempfile::tempdir().unwrap();
     let j = job(s.clone(), c_dir.path());
     let (r1, part1) = run(&j, |ev| match ev {
-        TrainEvent::Metric(m) if m.name == "test_accuracy" && m.epoch == 1 => Some(StopReason::Shutdown),
+        TrainEvent::Metric(m) if m.name == "test_accuracy" && m.epoch == 1 => {
+            Some(StopReason::Shutdown)
+        }
         _ => None,
     });
-    assert!(matches!(r1.unwrap(), TrainOutcome::Stopped(StopReason::Shutdown)));
+    assert!(matches!(
+        r1.unwrap(),
+        TrainOutcome::Stopped(StopReason::Shutdown)
+    ));
     assert!(series(&part1, "test_accuracy").len() == 1);
     let (r2, part2) = run(&j, |_| None);
     assert!(matches!(r2.unwrap(), TrainOutcome::Succeeded(_)));
@@ -319,7 +375,12 @@ fn same_seed_same_curve_and_resume_continues_exactly() {
     assert!(first_train2.step > last1);
     let keys1: HashSet<(String, i64)> = part1.iter().map(|m| (m.name.clone(), m.step)).collect();
     for m in &part2 {
-        assert!(!keys1.contains(&(m.name.clone(), m.step)), "re-emitted {} at {}", m.name, m.step);
+        assert!(
+            !keys1.contains(&(m.name.clone(), m.step)),
+            "re-emitted {} at {}",
+            m.name,
+            m.step
+        );
     }
     // And together they are the uninterrupted run, number for number
     // (weights, BN statistics and momentum were all restored).
@@ -343,7 +404,10 @@ fn a_blown_up_loss_ends_as_diverged() {
         TrainOutcome::Diverged(sum) => {
             assert!(sum.final_train_loss.is_some_and(|l| !l.is_finite()));
         }
-        other => panic!("expected Diverged, got {other:?} with {:?}", series(&ms, "train_loss")),
+        other => panic!(
+            "expected Diverged, got {other:?} with {:?}",
+            series(&ms, "train_loss")
+        ),
     }
 }
 

@@ -104,7 +104,14 @@ pub fn layout(depth: u32) -> Result<Vec<BlockSpec>, ModelError> {
     let mut specs = Vec::with_capacity(total);
     let mut push = |kind, in_ch, out_ch, in_size, out_size| {
         let name = format!("block{:0width$}", specs.len() + 1);
-        specs.push(BlockSpec { name, kind, in_ch, out_ch, in_size, out_size });
+        specs.push(BlockSpec {
+            name,
+            kind,
+            in_ch,
+            out_ch,
+            in_size,
+            out_size,
+        });
     };
     for _ in 0..n {
         push(BlockKind::Plain, 64, 64, 16, 16);
@@ -153,12 +160,18 @@ pub fn weight_init(scheme: InitScheme, fan_in: i64, fan_out: i64) -> nn::Init {
             let b = (6.0 / (fi + fo)).sqrt();
             nn::Init::Uniform { lo: -b, up: b }
         }
-        InitScheme::XavierNormal => nn::Init::Randn { mean: 0.0, stdev: (2.0 / (fi + fo)).sqrt() },
+        InitScheme::XavierNormal => nn::Init::Randn {
+            mean: 0.0,
+            stdev: (2.0 / (fi + fo)).sqrt(),
+        },
         InitScheme::KaimingUniform => {
             let b = (6.0 / fi).sqrt();
             nn::Init::Uniform { lo: -b, up: b }
         }
-        InitScheme::KaimingNormal => nn::Init::Randn { mean: 0.0, stdev: (2.0 / fi).sqrt() },
+        InitScheme::KaimingNormal => nn::Init::Randn {
+            mean: 0.0,
+            stdev: (2.0 / fi).sqrt(),
+        },
     }
 }
 
@@ -234,7 +247,15 @@ pub fn skip_block(p: nn::Path, spec: &BlockSpec, cfg: &BmeConfig) -> SkipBlock {
     };
     let downsampler = (spec.kind == BlockKind::Downsample)
         .then(|| conv(&p / "downsampler", cin, cout, 1, 2, cfg.init));
-    SkipBlock { spec: spec.clone(), skip: cfg.skip, conv1, bn1, conv2, bn2, downsampler }
+    SkipBlock {
+        spec: spec.clone(),
+        skip: cfg.skip,
+        conv1,
+        bn1,
+        conv2,
+        bn2,
+        downsampler,
+    }
 }
 
 impl SkipBlock {
@@ -251,15 +272,22 @@ impl SkipBlock {
 }
 
 fn conv_params(c: &nn::Conv2D) -> Vec<Tensor> {
-    std::iter::once(c.ws.shallow_clone()).chain(c.bs.iter().map(|b| b.shallow_clone())).collect()
+    std::iter::once(c.ws.shallow_clone())
+        .chain(c.bs.iter().map(|b| b.shallow_clone()))
+        .collect()
 }
 
 fn bn_params(b: &nn::BatchNorm) -> Vec<Tensor> {
-    b.ws.iter().chain(b.bs.iter()).map(|t| t.shallow_clone()).collect()
+    b.ws.iter()
+        .chain(b.bs.iter())
+        .map(|t| t.shallow_clone())
+        .collect()
 }
 
 fn linear_params(l: &nn::Linear) -> Vec<Tensor> {
-    std::iter::once(l.ws.shallow_clone()).chain(l.bs.iter().map(|b| b.shallow_clone())).collect()
+    std::iter::once(l.ws.shallow_clone())
+        .chain(l.bs.iter().map(|b| b.shallow_clone()))
+        .collect()
 }
 
 impl ModuleT for SkipBlock {
@@ -317,10 +345,19 @@ impl BmeNet {
     pub fn new(p: &nn::Path, cfg: &BmeConfig) -> Result<BmeNet, ModelError> {
         let specs = layout(cfg.depth)?;
         let stem = conv(p / "stem", 3, 64, 3, 1, cfg.init);
-        let blocks = specs.iter().map(|s| skip_block(p / s.name.as_str(), s, cfg)).collect();
+        let blocks = specs
+            .iter()
+            .map(|s| skip_block(p / s.name.as_str(), s, cfg))
+            .collect();
         let fc1 = linear(p / "fc1", 2048, 1000, cfg.init);
         let fc2 = linear(p / "fc2", 1000, 10, cfg.init);
-        Ok(BmeNet { config: *cfg, stem, blocks, fc1, fc2 })
+        Ok(BmeNet {
+            config: *cfg,
+            stem,
+            blocks,
+            fc1,
+            fc2,
+        })
     }
 
     pub fn blocks(&self) -> &[SkipBlock] {
@@ -330,14 +367,22 @@ impl BmeNet {
     /// The gradient-norm groups, input to output: `stem`, every SkipBlock,
     /// `fc1`, `fc2`. Together they hold every trainable parameter once.
     pub fn param_groups(&self) -> Vec<ParamGroup> {
-        let mut g = vec![ParamGroup { name: "stem".into(), params: conv_params(&self.stem) }];
-        g.extend(
-            self.blocks
-                .iter()
-                .map(|b| ParamGroup { name: b.spec.name.clone(), params: b.parameters() }),
-        );
-        g.push(ParamGroup { name: "fc1".into(), params: linear_params(&self.fc1) });
-        g.push(ParamGroup { name: "fc2".into(), params: linear_params(&self.fc2) });
+        let mut g = vec![ParamGroup {
+            name: "stem".into(),
+            params: conv_params(&self.stem),
+        }];
+        g.extend(self.blocks.iter().map(|b| ParamGroup {
+            name: b.spec.name.clone(),
+            params: b.parameters(),
+        }));
+        g.push(ParamGroup {
+            name: "fc1".into(),
+            params: linear_params(&self.fc1),
+        });
+        g.push(ParamGroup {
+            name: "fc2".into(),
+            params: linear_params(&self.fc2),
+        });
         g
     }
 
@@ -365,6 +410,9 @@ impl ModuleT for BmeNet {
         for b in &self.blocks {
             x = x.apply_t(b, train);
         }
-        x.reshape([-1, 2048]).apply(&self.fc1).relu().apply(&self.fc2)
+        x.reshape([-1, 2048])
+            .apply(&self.fc1)
+            .relu()
+            .apply(&self.fc2)
     }
 }

@@ -93,12 +93,14 @@ pub fn latest(dir: &Path) -> Result<Option<Found>, String> {
             }
         }
     }
-    let Some((_, ckpt)) = best else { return Ok(None) };
+    let Some((_, ckpt)) = best else {
+        return Ok(None);
+    };
     let meta_path = ckpt.join("meta.json");
-    let text = std::fs::read_to_string(&meta_path)
-        .map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let meta: CheckpointMeta = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let text =
+        std::fs::read_to_string(&meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let meta: CheckpointMeta =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", meta_path.display()))?;
     if meta.version != FORMAT_VERSION {
         return Err(format!(
             "{}: checkpoint format {} (this worker reads {FORMAT_VERSION})",

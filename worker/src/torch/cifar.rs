@@ -71,9 +71,18 @@ pub enum CifarError {
         "{path}: {size} bytes is not a whole number of 3073-byte CIFAR-10 records \
          (record {record} is truncated after {tail} bytes)"
     )]
-    Truncated { path: PathBuf, size: u64, record: u64, tail: u64 },
+    Truncated {
+        path: PathBuf,
+        size: u64,
+        record: u64,
+        tail: u64,
+    },
     #[error("{path}: record {record}: label {label} is not a CIFAR-10 class (0-9)")]
-    BadLabel { path: PathBuf, record: u64, label: u8 },
+    BadLabel {
+        path: PathBuf,
+        record: u64,
+        label: u8,
+    },
     #[error(
         "{path}: no CIFAR-10 binary data: expected data_batch_1.bin .. data_batch_5.bin and \
          test_batch.bin in it or in its {BATCHES_DIR}/ subfolder, or a {ARCHIVE}"
@@ -86,7 +95,10 @@ pub enum CifarError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CifarError + '_ {
-    move |source| CifarError::Io { path: path.to_owned(), source }
+    move |source| CifarError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Labelled images of one split, as bytes.
@@ -151,7 +163,11 @@ pub fn read_batch_file(path: &Path, limit: Option<usize>) -> Result<CifarSplit, 
     for (i, r) in raw.chunks_exact(RECORD_BYTES).enumerate() {
         let label = r[0];
         if label as usize >= CLASSES {
-            return Err(CifarError::BadLabel { path: path.to_owned(), record: i as u64, label });
+            return Err(CifarError::BadLabel {
+                path: path.to_owned(),
+                record: i as u64,
+                label,
+            });
         }
         split.labels.push(label);
         split.pixels.extend_from_slice(&r[1..]);
@@ -200,7 +216,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CifarError> {
 }
 
 fn tmp_sibling(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -266,7 +285,11 @@ pub fn generate_synthetic(
             .map(|i| {
                 let label = ((i + rng.random_range(0..CLASSES)) % CLASSES) as u8;
                 // Balance: every block of 10 holds each class once.
-                let label = if n >= CLASSES { (i % CLASSES) as u8 } else { label };
+                let label = if n >= CLASSES {
+                    (i % CLASSES) as u8
+                } else {
+                    label
+                };
                 (label, synthetic_image(label, rng))
             })
             .collect()
@@ -287,7 +310,10 @@ pub fn generate_synthetic(
             train[lo..hi].iter().map(|(l, p)| (*l, p.as_slice())),
         )?;
     }
-    write_cifar_bin(&dir.join(TEST_FILE), test.iter().map(|(l, p)| (*l, p.as_slice())))?;
+    write_cifar_bin(
+        &dir.join(TEST_FILE),
+        test.iter().map(|(l, p)| (*l, p.as_slice())),
+    )?;
     let meta = CLASS_NAMES.join("\n") + "\n";
     write_atomic(&dir.join("batches.meta.txt"), meta.as_bytes())?;
     Ok(dir.to_owned())
@@ -318,7 +344,9 @@ pub fn resolve_root(path: &Path) -> Result<PathBuf, CifarError> {
     } else if path.is_file() && path.to_string_lossy().ends_with(".tar.gz") {
         return unpack_archive(path);
     }
-    Err(CifarError::NotFound { path: path.to_owned() })
+    Err(CifarError::NotFound {
+        path: path.to_owned(),
+    })
 }
 
 /// The cache folder for unpacked archives: `SWEEP_CACHE_DIR`, else
@@ -388,7 +416,12 @@ pub fn unpack_archive(archive: &Path) -> Result<PathBuf, CifarError> {
         Err(_) if has_batches(&root) => {
             let _ = std::fs::remove_dir_all(&tmp);
         }
-        Err(e) => return Err(CifarError::Io { path: dest, source: e }),
+        Err(e) => {
+            return Err(CifarError::Io {
+                path: dest,
+                source: e,
+            })
+        }
     }
     Ok(root)
 }

@@ -41,7 +41,9 @@ use super::bmenet::{BmeConfig, BmeNet, ParamGroup};
 use super::checkpoint::{self, CheckpointMeta};
 use super::cifar::{self, CifarSplit, CLASSES, IMAGE_BYTES};
 use super::optim::Optimizer;
-use crate::trainer::{StopReason, Summary, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob};
+use crate::trainer::{
+    StopReason, Summary, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob,
+};
 
 /// Test images per forward pass when evaluating (BN uses running stats in
 /// eval mode, so this does not change results, only speed and memory).
@@ -61,7 +63,10 @@ impl TorchTrainer {
     /// `data_root_override` replaces every trial's `data.path` (a worker
     /// whose copy of CIFAR-10 lives elsewhere than the submitter's).
     pub fn new(device: Device, data_root_override: Option<PathBuf>) -> Self {
-        TorchTrainer { device, data_root_override }
+        TorchTrainer {
+            device,
+            data_root_override,
+        }
     }
 
     pub fn device(&self) -> Device {
@@ -138,7 +143,10 @@ fn validate(spec: &TrialSpec) -> Result<(), TrainError> {
         return bad(format!("train.momentum must be >= 0, got {}", t.momentum));
     }
     if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
-        return bad(format!("train.weight_decay must be >= 0, got {}", t.weight_decay));
+        return bad(format!(
+            "train.weight_decay must be >= 0, got {}",
+            t.weight_decay
+        ));
     }
     super::bmenet::blocks_per_section(spec.depth).map_err(|e| TrainError::Model(e.to_string()))?;
     Ok(())
@@ -226,7 +234,9 @@ fn make_batch(
         .and_then(|t| t.f_view([n, 3, 32, 32]))
         .and_then(|t| t.f_to_device(device))
         .map_err(torch_err)?;
-    let y = Tensor::f_from_slice(&ys).and_then(|t| t.f_to_device(device)).map_err(torch_err)?;
+    let y = Tensor::f_from_slice(&ys)
+        .and_then(|t| t.f_to_device(device))
+        .map_err(torch_err)?;
     Ok((x, y))
 }
 
@@ -239,7 +249,12 @@ struct Eval {
     confusion: [[u64; CLASSES]; CLASSES],
 }
 
-fn evaluate(net: &BmeNet, split: &CifarSplit, table: &[f32; 256], device: Device) -> Result<Eval, Halt> {
+fn evaluate(
+    net: &BmeNet,
+    split: &CifarSplit,
+    table: &[f32; 256],
+    device: Device,
+) -> Result<Eval, Halt> {
     let _guard = tch::no_grad_guard();
     let mut confusion = [[0u64; CLASSES]; CLASSES];
     let mut loss_sum = 0.0;
@@ -269,7 +284,11 @@ fn evaluate(net: &BmeNet, split: &CifarSplit, table: &[f32; 256], device: Device
     }
     let n = split.len().max(1) as f64;
     let correct: u64 = (0..CLASSES).map(|k| confusion[k][k]).sum();
-    Ok(Eval { loss: loss_sum / n, accuracy: correct as f64 / n, confusion })
+    Ok(Eval {
+        loss: loss_sum / n,
+        accuracy: correct as f64 / n,
+        confusion,
+    })
 }
 
 /// L2 norm of the current gradient over each group's parameters, in group
@@ -356,13 +375,15 @@ impl Run<'_> {
             wall_seconds: p.prior_wall + self.started.elapsed().as_secs_f64(),
         };
         checkpoint::save(&self.job.checkpoint_dir, &meta, |dir| {
-            self.vs.save(dir.join("weights.ot")).map_err(|e| format!("weights: {e}"))?;
+            self.vs
+                .save(dir.join("weights.ot"))
+                .map_err(|e| format!("weights: {e}"))?;
             let mut state = self.opt.state_tensors();
             if state.is_empty() {
                 // Plain SGD has no state; write a valid file anyway so every
                 // checkpoint has the same three files.
-                let empty = Tensor::f_zeros([0], (Kind::Float, Device::Cpu))
-                    .map_err(|e| e.to_string())?;
+                let empty =
+                    Tensor::f_zeros([0], (Kind::Float, Device::Cpu)).map_err(|e| e.to_string())?;
                 state.push(("empty".to_owned(), empty));
             }
             let refs: Vec<(&str, &Tensor)> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -388,7 +409,9 @@ fn run_trial(
     let data = cifar::load_cached(data_path, spec.data.train_subset, spec.data.test_subset)
         .map_err(|e| TrainError::Data(e.to_string()))?;
     if data.train.is_empty() {
-        return Err(TrainError::Data(format!("{}: no training images", data.root.display())).into());
+        return Err(
+            TrainError::Data(format!("{}: no training images", data.root.display())).into(),
+        );
     }
     if data.test.is_empty() {
         return Err(TrainError::Data(format!("{}: no test images", data.root.display())).into());
@@ -397,18 +420,31 @@ fn run_trial(
     // Seed before building: the initial weights depend on the seed alone.
     tch::manual_seed(spec.seed as i64);
     let vs = nn::VarStore::new(device);
-    let cfg = BmeConfig { depth: spec.depth, skip: spec.skip, batchnorm: spec.batchnorm, init: spec.init };
+    let cfg = BmeConfig {
+        depth: spec.depth,
+        skip: spec.skip,
+        batchnorm: spec.batchnorm,
+        init: spec.init,
+    };
     let net = BmeNet::new(&vs.root(), &cfg).map_err(|e| TrainError::Model(e.to_string()))?;
     let groups = net.param_groups();
 
-    let mut named: Vec<(String, Tensor)> =
-        vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+    let mut named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let opt = match tc.optimizer {
         OptKind::Sgd => Optimizer::sgd(named, tc.lr, tc.momentum, tc.weight_decay),
         OptKind::Adam => Optimizer::adam(named, tc.lr, tc.weight_decay),
     };
-    let mut run = Run { job, vs, opt, started };
+    let mut run = Run {
+        job,
+        vs,
+        opt,
+        started,
+    };
 
     let mut p = Progress {
         next_epoch: 1,
@@ -444,11 +480,10 @@ fn run_trial(
         run.vs
             .load(ck.weights())
             .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.weights().display())))?;
-        let saved: HashMap<String, Tensor> =
-            Tensor::load_multi_with_device(ck.optimizer(), device)
-                .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.optimizer().display())))?
-                .into_iter()
-                .collect();
+        let saved: HashMap<String, Tensor> = Tensor::load_multi_with_device(ck.optimizer(), device)
+            .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.optimizer().display())))?
+            .into_iter()
+            .collect();
         run.opt
             .load_state(&saved, m.optimizer_steps)
             .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.optimizer().display())))?;
@@ -483,7 +518,11 @@ fn run_trial(
 
     for epoch in p.next_epoch..=tc.epochs {
         let order = epoch_permutation(spec.seed, epoch, n);
-        let first = if epoch == p.next_epoch { p.next_batch.min(batches) } else { 0 };
+        let first = if epoch == p.next_epoch {
+            p.next_batch.min(batches)
+        } else {
+            0
+        };
         let epoch_started = Instant::now();
         let mut images = 0usize;
         // The window's loss stays on the device between logging steps, so
@@ -514,7 +553,10 @@ fn run_trial(
             loss.f_backward().map_err(torch_err)?;
             // Summed in f64 so a window split by a checkpoint adds up the
             // same as an uninterrupted one.
-            let l = loss.f_detach().and_then(|l| l.f_to_kind(Kind::Double)).map_err(torch_err)?;
+            let l = loss
+                .f_detach()
+                .and_then(|l| l.f_to_kind(Kind::Double))
+                .map_err(torch_err)?;
             window = Some(match window.take() {
                 None => l,
                 Some(w) => w.f_add(&l).map_err(torch_err)?,
@@ -551,7 +593,10 @@ fn run_trial(
         let eval = evaluate(&net, &data.test, &table, device)?;
         p.last_test_loss = Some(eval.loss);
         p.last_test_accuracy = Some(eval.accuracy);
-        p.best_test_accuracy = Some(p.best_test_accuracy.map_or(eval.accuracy, |b| b.max(eval.accuracy)));
+        p.best_test_accuracy = Some(
+            p.best_test_accuracy
+                .map_or(eval.accuracy, |b| b.max(eval.accuracy)),
+        );
         send(ctx.metric(p.step, epoch, "test_loss", eval.loss))?;
         send(ctx.metric(p.step, epoch, "test_accuracy", eval.accuracy))?;
         if images > 0 && secs > 0.0 {
@@ -584,9 +629,9 @@ fn run_trial(
             send(ctx.metric(p.step, final_epoch, format!("confusion/{t}/{q}"), c))?;
         }
     }
-    let final_train_loss = p.last_train_loss.or_else(|| {
-        (p.window_n > 0).then(|| p.window_sum / p.window_n as f64)
-    });
+    let final_train_loss = p
+        .last_train_loss
+        .or_else(|| (p.window_n > 0).then(|| p.window_sum / p.window_n as f64));
     Ok(TrainOutcome::Succeeded(Summary {
         final_train_loss,
         final_test_loss: Some(eval.loss),
