@@ -6,20 +6,37 @@ use std::time::Duration;
 use anyhow::Context;
 use sweep_core::GridSpec;
 use sweep_proto::v1 as pb;
+use sweep_proto::client::{AuthChannel, ClientSecurity};
 use sweep_proto::v1::sweep_service_client::SweepServiceClient;
-use tonic::transport::Channel;
 
 use crate::{Failure, Format};
 
-/// Connects to the coordinator, with an error that says what to check.
-pub async fn connect(url: &str) -> anyhow::Result<SweepServiceClient<Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("invalid coordinator URL {url:?}"))?
-        .connect_timeout(Duration::from_secs(5));
+/// The token and TLS settings of this invocation (set once by `main`, or by
+/// `sweep run` with the token it generated).
+static SECURITY: std::sync::RwLock<Option<ClientSecurity>> = std::sync::RwLock::new(None);
+
+pub fn set_security(s: ClientSecurity) {
+    *SECURITY.write().unwrap_or_else(|e| e.into_inner()) = Some(s);
+}
+
+fn security() -> ClientSecurity {
+    SECURITY.read().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default()
+}
+
+/// A channel to the coordinator with the bearer token attached, with an
+/// error that says what to check.
+pub async fn channel(url: &str) -> anyhow::Result<AuthChannel> {
+    let sec = security();
+    let endpoint = sec.endpoint(url)?;
     let channel = endpoint.connect().await.with_context(|| {
         format!("cannot reach the coordinator at {url}: is `sweep serve` running there? (set --coordinator or SWEEP_COORDINATOR)")
     })?;
-    Ok(SweepServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024))
+    Ok(tonic::service::interceptor::InterceptedService::new(channel, sec.interceptor()?))
+}
+
+/// Connects the client service.
+pub async fn connect(url: &str) -> anyhow::Result<SweepServiceClient<AuthChannel>> {
+    Ok(SweepServiceClient::new(channel(url).await?).max_decoding_message_size(64 * 1024 * 1024))
 }
 
 /// Turns a gRPC status into an error that reads well.
@@ -27,7 +44,45 @@ pub fn rpc(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", s.message(), s.code())
 }
 
-pub async fn serve(database_url: &str, listen: &str, lease_ttl_secs: u64) -> Result<(), Failure> {
+/// `sweep serve`'s protection settings, as given on the command line.
+pub struct ServeSecurity {
+    pub worker_tokens_file: Option<std::path::PathBuf>,
+    pub client_tokens_file: Option<std::path::PathBuf>,
+    pub tls_cert: Option<std::path::PathBuf>,
+    pub tls_key: Option<std::path::PathBuf>,
+    pub tls_client_ca: Option<std::path::PathBuf>,
+    pub allow_insecure: bool,
+}
+
+impl ServeSecurity {
+    fn load(&self) -> anyhow::Result<sweep_coordinator::Security> {
+        use sweep_coordinator::auth::{load_tokens, Auth, Tokens};
+        let worker = load_tokens(self.worker_tokens_file.as_deref(), "SWEEP_WORKER_TOKENS")?;
+        let client = load_tokens(self.client_tokens_file.as_deref(), "SWEEP_CLIENT_TOKENS")?;
+        if worker.is_empty() != client.is_empty() {
+            anyhow::bail!("give both worker and client tokens (or neither, on loopback only)");
+        }
+        let read = |p: &std::path::Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some(sweep_coordinator::ServerTls {
+                cert_pem: read(c)?,
+                key_pem: read(k)?,
+                client_ca_pem: self.tls_client_ca.as_deref().map(read).transpose()?,
+            }),
+            (None, None) if self.tls_client_ca.is_some() => anyhow::bail!("--tls-client-ca needs --tls-cert and --tls-key"),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        Ok(sweep_coordinator::Security {
+            auth: Auth::new(Some(Tokens::new(worker, client))),
+            tls,
+            allow_insecure: self.allow_insecure,
+        })
+    }
+}
+
+pub async fn serve(database_url: &str, listen: &str, lease_ttl_secs: u64, sec: ServeSecurity) -> Result<(), Failure> {
+    let security = sec.load()?;
     let store = sweep_coordinator::store::open(database_url)
         .await
         .with_context(|| format!("opening the database {database_url}"))?;
@@ -40,8 +95,13 @@ pub async fn serve(database_url: &str, listen: &str, lease_ttl_secs: u64) -> Res
         heartbeat_interval: ttl / 3,
         ..Default::default()
     };
-    eprintln!("sweep coordinator listening on {} (database {database_url})", listener.local_addr()?);
-    sweep_coordinator::serve(store, config, listener, shutdown_signal()).await?;
+    eprintln!(
+        "sweep coordinator listening on {} (database {database_url}; {}; {})",
+        listener.local_addr()?,
+        if security.tls.is_some() { "TLS" } else { "plaintext" },
+        if security.auth.enabled() { "token auth" } else { "no auth" }
+    );
+    sweep_coordinator::serve_secure(store, config, security, listener, shutdown_signal()).await?;
     eprintln!("sweep coordinator stopped");
     Ok(())
 }

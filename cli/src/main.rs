@@ -2,8 +2,11 @@
 //! flags and dispatches to the command modules.
 
 mod commands;
+mod html;
+mod plots;
 mod report;
 mod run;
+mod tables;
 mod watch;
 
 use std::path::PathBuf;
@@ -32,6 +35,18 @@ use clap::{Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// File holding the bearer token for the coordinator (else SWEEP_TOKEN).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify a TLS coordinator (use an https:// URL).
+    #[arg(long, global = true, env = "SWEEP_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (with `sweep serve`: the server certificate).
+    #[arg(long, global = true, env = "SWEEP_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "SWEEP_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
@@ -40,6 +55,7 @@ pub enum Format {
     Markdown,
     Csv,
     Json,
+    Latex,
 }
 
 #[derive(clap::Args, Clone)]
@@ -69,6 +85,19 @@ enum Command {
         /// Seconds a lease lives without a heartbeat before its trial is re-queued.
         #[arg(long, env = "SWEEP_LEASE_TTL_SECS", default_value_t = 30)]
         lease_ttl_secs: u64,
+        /// Worker tokens, one per line (else SWEEP_WORKER_TOKENS, comma-separated).
+        #[arg(long)]
+        worker_tokens_file: Option<PathBuf>,
+        /// Client tokens, one per line (else SWEEP_CLIENT_TOKENS, comma-separated).
+        #[arg(long)]
+        client_tokens_file: Option<PathBuf>,
+        /// CA (PEM) whose client certificates are required (mutual TLS).
+        #[arg(long)]
+        tls_client_ca: Option<PathBuf>,
+        /// Serve a non-loopback address without TLS or without tokens. Only
+        /// for networks you trust completely.
+        #[arg(long)]
+        allow_insecure: bool,
     },
     /// Submit a grid file. Prints the sweep ID as the last line.
     ///
@@ -99,16 +128,21 @@ enum Command {
         #[command(flatten)]
         coordinator: CoordinatorArg,
     },
-    /// The ablation table: one row per cell, mean and 95% t-interval over seeds.
+    /// The ablation report: per-cell means with 95% t-intervals, main effects,
+    /// interactions (e.g. the skip effect at each depth), paired comparisons
+    /// on shared seeds (Holm-corrected), flags in plain words, and pictures.
     ///
     /// Examples:
     ///   sweep report skip-ablation
+    ///   sweep report skip-ablation --baseline skip=false --metric train_loss
+    ///   sweep report skip-ablation --by depth,skip --format markdown
     ///   sweep report skip-ablation --format csv > cells.csv
+    ///   sweep report skip-ablation --html report.html --out figures/
     #[command(verbatim_doc_comment)]
     Report {
         sweep: String,
-        #[arg(long, value_enum, default_value_t = Format::Table)]
-        format: Format,
+        #[command(flatten)]
+        options: report::ReportArgs,
         #[command(flatten)]
         coordinator: CoordinatorArg,
     },
@@ -151,6 +185,18 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    match sweep_proto::client::ClientSecurity::from_sources(
+        cli.token_file.as_deref(),
+        cli.tls_ca.clone(),
+        cli.tls_cert.clone(),
+        cli.tls_key.clone(),
+    ) {
+        Ok(s) => commands::set_security(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -160,13 +206,29 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Serve { database_url, listen, lease_ttl_secs } => {
-                commands::serve(&database_url, &listen, lease_ttl_secs).await
+            Command::Serve {
+                database_url,
+                listen,
+                lease_ttl_secs,
+                worker_tokens_file,
+                client_tokens_file,
+                tls_client_ca,
+                allow_insecure,
+            } => {
+                let sec = commands::ServeSecurity {
+                    worker_tokens_file,
+                    client_tokens_file,
+                    tls_cert: cli.tls_cert.clone(),
+                    tls_key: cli.tls_key.clone(),
+                    tls_client_ca,
+                    allow_insecure,
+                };
+                commands::serve(&database_url, &listen, lease_ttl_secs, sec).await
             }
             Command::Submit { grid, dry_run, coordinator } => commands::submit(&grid, dry_run, &coordinator.coordinator).await,
             Command::Status { sweep, coordinator } => commands::status(sweep.as_deref(), &coordinator.coordinator).await,
             Command::Watch { sweep, coordinator } => watch::watch(&sweep, &coordinator.coordinator).await.map(|_| ()),
-            Command::Report { sweep, format, coordinator } => commands::report(&sweep, format, &coordinator.coordinator).await,
+            Command::Report { sweep, options, coordinator } => report::command(&sweep, &options, &coordinator.coordinator).await,
             Command::Cancel { sweep, coordinator } => commands::cancel(&sweep, &coordinator.coordinator).await,
             Command::Run(args) => run::run(args).await,
         }

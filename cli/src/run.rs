@@ -66,10 +66,27 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let store = sweep_coordinator::store::open(&db).await.with_context(|| format!("opening {db}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
     let url = format!("http://{}", listener.local_addr()?);
+    // Local mode protects itself too: fresh tokens for this run, handed to
+    // the workers through their environment (never a flag: flags show in `ps`).
+    let worker_token = uuid::Uuid::new_v4().simple().to_string();
+    let client_token = uuid::Uuid::new_v4().simple().to_string();
+    let security = sweep_coordinator::Security {
+        auth: sweep_coordinator::auth::Auth::new(Some(sweep_coordinator::auth::Tokens::new(
+            vec![worker_token.clone()],
+            vec![client_token.clone()],
+        ))),
+        tls: None,
+        allow_insecure: false,
+    };
+    crate::commands::set_security(sweep_proto::client::ClientSecurity {
+        token: Some(client_token),
+        ..Default::default()
+    });
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(sweep_coordinator::serve(
+    let server = tokio::spawn(sweep_coordinator::serve_secure(
         store,
         sweep_coordinator::CoordinatorConfig::default(),
+        security,
         listener,
         async {
             let _ = stop_rx.await;
@@ -88,7 +105,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     eprintln!("starting {} worker(s); logs in {}", args.workers, logs.display());
     let mut workers = Vec::new();
     for i in 0..args.workers.max(1) {
-        workers.push(spawn_worker(&bin, &args, &url, i, &logs)?);
+        workers.push(spawn_worker(&bin, &args, &url, i, &logs, &worker_token)?);
     }
 
     let watched = crate::watch::watch(&out.sweep_id, &url).await;
@@ -116,7 +133,14 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     }
 }
 
-fn spawn_worker(bin: &PathBuf, args: &RunArgs, url: &str, i: u32, logs: &std::path::Path) -> anyhow::Result<Child> {
+fn spawn_worker(
+    bin: &PathBuf,
+    args: &RunArgs,
+    url: &str,
+    i: u32,
+    logs: &std::path::Path,
+    token: &str,
+) -> anyhow::Result<Child> {
     let log_path = logs.join(format!("worker-{i}.log"));
     let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let mut cmd = Command::new(bin);
@@ -128,6 +152,8 @@ fn spawn_worker(bin: &PathBuf, args: &RunArgs, url: &str, i: u32, logs: &std::pa
         .arg(format!("local-{i}"))
         .arg("--checkpoint-dir")
         .arg(args.state_dir.join("checkpoints"))
+        .env("SWEEP_TOKEN", token)
+        .env_remove("SWEEP_TLS_CA")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

@@ -52,10 +52,11 @@ async fn worker_loop(url: String, id: usize) -> u64 {
         let points = (1..=10)
             .map(|s| pb::MetricPoint { step: s, name: "train_loss".into(), value: 1.0 / s as f64, epoch: 1 })
             .collect();
-        let batch = pb::MetricBatch { lease_id: a.lease_id.clone(), seq: 1, points };
+        let batch = pb::MetricBatch { lease_id: a.lease_id.clone(), seq: 1, points, truncate_after: None };
         let mut acks = w.push_metrics(tokio_stream::iter(vec![batch])).await.unwrap().into_inner();
         acks.message().await.unwrap().expect("ack");
         w.complete(pb::CompleteRequest {
+            worker_id: format!("bench-{id}"),
             lease_id: a.lease_id,
             outcome: pb::Outcome::Succeeded as i32,
             summary: Some(pb::TrialSummary {

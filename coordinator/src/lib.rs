@@ -9,8 +9,10 @@
 //!   resolves (tests call it with `127.0.0.1:0`).
 
 pub mod store;
+pub mod auth;
 pub mod error;
 pub mod service;
+pub mod analysis;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,6 +33,40 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    /// Refusing to expose an unprotected coordinator beyond this machine.
+    #[error("{0}")]
+    Insecure(String),
+}
+
+/// The coordinator's TLS identity (PEM), and the CA whose client
+/// certificates it accepts when mutual TLS is wanted.
+#[derive(Clone)]
+pub struct ServerTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServerTls {{ mtls: {} }}", self.client_ca_pem.is_some())
+    }
+}
+
+/// Who may connect, and how: the part of the configuration that protects
+/// the port.
+#[derive(Clone, Debug, Default)]
+pub struct Security {
+    /// Bearer tokens per role; no tokens means no authentication.
+    pub auth: auth::Auth,
+    /// TLS on the coordinator's port; `None` is plaintext.
+    pub tls: Option<ServerTls>,
+    /// Allow plaintext or token-less serving on a non-loopback address.
+    /// Off by default: an open coordinator on a shared network lets anyone
+    /// submit, cancel or poison results.
+    pub allow_insecure: bool,
 }
 
 /// Runs a coordinator on `listener` until `shutdown` resolves: both sweep
@@ -42,6 +78,39 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_secure(store, config, Security::default(), listener, shutdown).await
+}
+
+/// [`serve`] with authentication and TLS.
+pub async fn serve_secure(
+    store: Arc<dyn store::Store>,
+    config: CoordinatorConfig,
+    security: Security,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let addr = listener.local_addr().map_err(|e| ServeError::Insecure(format!("listener: {e}")))?;
+    if !addr.ip().is_loopback() && !security.allow_insecure {
+        if security.tls.is_none() {
+            return Err(ServeError::Insecure(format!(
+                "refusing plaintext on the non-loopback address {addr}: give a TLS certificate and key, or allow plaintext explicitly"
+            )));
+        }
+        if !security.auth.enabled() {
+            return Err(ServeError::Insecure(format!(
+                "refusing to serve {addr} without tokens: give worker and client tokens, or allow unauthenticated access explicitly"
+            )));
+        }
+    }
+    // Nobody could heartbeat while no coordinator ran: give every running
+    // lease a full TTL to re-attach before the reaper may expire it.
+    let extended = store
+        .extend_running_leases(service::now_ms(), config.lease_ttl.as_millis() as i64)
+        .await?;
+    if extended > 0 {
+        tracing::info!(leases = extended, "running leases extended after start-up; their workers can re-attach");
+    }
+    let auth = security.auth.clone();
     let coordinator = Coordinator::new(store, config);
     let reaper = coordinator.spawn_reaper();
 
@@ -52,22 +121,41 @@ pub async fn serve(
     health
         .set_serving::<WorkerServiceServer<Coordinator>>()
         .await;
+    health.set_serving::<sweep_proto::v1::analysis_service_server::AnalysisServiceServer<analysis::Analysis>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sweep_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let result = tonic::transport::Server::builder()
+    use auth::Role;
+    use tonic::service::interceptor::InterceptedService as Guarded;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &security.tls {
+        let mut cfg = tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+        if let Some(ca) = &tls.client_ca_pem {
+            cfg = cfg.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(cfg)?;
+    }
+    let result = builder
+        // Health stays open so load balancers and probes need no token.
         .add_service(health_service)
-        .add_service(reflection)
-        .add_service(
-            SweepServiceServer::new(coordinator.clone())
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
-            WorkerServiceServer::new(coordinator)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-        )
+        .add_service(Guarded::new(reflection, auth.interceptor(Role::Client)))
+        .add_service(Guarded::new(
+            sweep_proto::v1::analysis_service_server::AnalysisServiceServer::new(analysis::Analysis::new(
+                coordinator.store().clone(),
+            )),
+            auth.interceptor(Role::Client),
+        ))
+        .add_service(Guarded::new(
+            SweepServiceServer::new(coordinator.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            auth.interceptor(Role::Client),
+        ))
+        .add_service(Guarded::new(
+            WorkerServiceServer::new(coordinator).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            auth.interceptor(Role::Worker),
+        ))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await;
     reaper.abort();

@@ -39,6 +39,14 @@ pub struct CoordinatorConfig {
     /// Most points accepted in one metric batch; larger batches are refused so
     /// a misbehaving worker cannot make one transaction arbitrarily large.
     pub max_points_per_batch: usize,
+    /// Most metric points accepted per second on one metric stream (with a
+    /// burst of one full batch). A runaway trial gets `ResourceExhausted`
+    /// and backs off instead of starving every other trial's writes.
+    pub max_points_per_sec: f64,
+    /// Trials a worker may fail in a row before its lease calls are refused
+    /// (quarantine): a broken node (bad driver, full disk) would otherwise
+    /// burn through every trial's attempts.
+    pub quarantine_after: u32,
 }
 
 impl Default for CoordinatorConfig {
@@ -49,6 +57,8 @@ impl Default for CoordinatorConfig {
             reap_interval: Duration::from_secs(1),
             max_lease_wait: Duration::from_secs(20),
             max_points_per_batch: 10_000,
+            max_points_per_sec: 20_000.0,
+            quarantine_after: 5,
         }
     }
 }
@@ -66,6 +76,9 @@ pub struct Coordinator {
     queue: Arc<watch::Sender<u64>>,
     /// Bumped on every state change, for `Watch` streams.
     changes: Arc<watch::Sender<u64>>,
+    /// Trials failed in a row, per worker (reset by a completed trial). In
+    /// memory: a coordinator restart forgives everyone.
+    failing: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
 }
 
 impl Coordinator {
@@ -75,7 +88,30 @@ impl Coordinator {
             config,
             queue: Arc::new(watch::channel(0).0),
             changes: Arc::new(watch::channel(0).0),
+            failing: Default::default(),
         }
+    }
+
+    /// Records a failed (`Some(true)`) or completed (`Some(false)`) trial for
+    /// `worker`; returns how many it failed in a row.
+    fn note_outcome(&self, worker: &str, failed: bool) -> u32 {
+        if worker.is_empty() {
+            return 0;
+        }
+        let mut map = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        if failed {
+            let n = map.entry(worker.to_owned()).or_default();
+            *n += 1;
+            *n
+        } else {
+            map.remove(worker);
+            0
+        }
+    }
+
+    fn quarantined(&self, worker: &str) -> bool {
+        let map = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(worker).is_some_and(|&n| n >= self.config.quarantine_after)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -272,6 +308,13 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         if req.worker_id.is_empty() || req.worker_id.len() > 200 {
             return Err(Status::invalid_argument("worker_id: must be 1 to 200 characters"));
         }
+        if self.quarantined(&req.worker_id) {
+            tracing::error!(worker = %req.worker_id, "lease refused: worker is quarantined (crash loop)");
+            return Err(Status::failed_precondition(format!(
+                "worker {} is quarantined: it failed {} trials in a row; check its logs, fix the node, and restart it",
+                req.worker_id, self.config.quarantine_after
+            )));
+        }
         let wait = Duration::from_millis(req.wait_ms as u64).min(self.config.max_lease_wait);
         let deadline = tokio::time::Instant::now() + wait;
         let mut queue = self.queue.subscribe();
@@ -331,14 +374,21 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         let (tx, rx) = mpsc::channel(16);
         let store = self.store.clone();
         let max = self.config.max_points_per_batch;
+        let mut bucket = TokenBucket::new(self.config.max_points_per_sec, max as f64);
         tokio::spawn(async move {
             while let Some(batch) = inbound.next().await {
                 // An error here means the worker went away mid-stream; that
                 // harms nothing: every acknowledged batch is committed.
                 let Ok(batch) = batch else { break };
                 let result = match validate_batch(&batch, max) {
+                    Ok(_) if !bucket.take(batch.points.len() as f64) => Err(Status::resource_exhausted(format!(
+                        "metric rate limit: more than {} points per second on one stream; back off",
+                        bucket.rate
+                    ))),
                     Ok(points) => match lease_id_arg(&batch.lease_id) {
-                        Ok(lease) => store.put_metrics(lease, &points).await.map_err(Status::from),
+                        Ok(lease) => {
+                            store.put_metrics(lease, &points, batch.truncate_after).await.map_err(Status::from)
+                        }
                         Err(e) => Err(e),
                     },
                     Err(e) => Err(e),
@@ -371,6 +421,7 @@ impl pb::worker_service_server::WorkerService for Coordinator {
             wall_seconds: if s.wall_seconds.is_finite() { s.wall_seconds.max(0.0) } else { 0.0 },
         };
         self.store.complete(lease, outcome, &summary, now_ms()).await?;
+        self.note_outcome(&req.worker_id, false);
         self.changed();
         Ok(Response::new(pb::CompleteResponse {}))
     }
@@ -380,7 +431,11 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         let lease = lease_id_arg(&req.lease_id)?;
         let reason: String = req.reason.chars().take(4000).collect();
         let requeued = self.store.fail(lease, &reason, now_ms()).await?;
-        tracing::warn!(lease = %lease, requeued, reason = %reason, "trial failed");
+        let in_a_row = self.note_outcome(&req.worker_id, true);
+        tracing::warn!(lease = %lease, worker = %req.worker_id, requeued, reason = %reason, "trial failed");
+        if in_a_row == self.config.quarantine_after {
+            tracing::error!(worker = %req.worker_id, failed_in_a_row = in_a_row, "worker quarantined: it failed too many trials in a row (crash loop); its lease calls are refused until the coordinator restarts");
+        }
         if requeued {
             self.queue_changed();
         } else {
@@ -388,9 +443,47 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         }
         Ok(Response::new(pb::FailResponse { requeued }))
     }
+    async fn release(&self, req: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let req = req.into_inner();
+        let lease = lease_id_arg(&req.lease_id)?;
+        let reason: String = req.reason.chars().take(4000).collect();
+        self.store.release(lease, &reason).await?;
+        tracing::info!(lease = %lease, reason = %reason, "trial handed back (no attempt used)");
+        self.queue_changed();
+        Ok(Response::new(pb::ReleaseResponse {}))
+    }
 }
 
-fn validate_batch(batch: &pb::MetricBatch, max: usize) -> Result<Vec<MetricRow>, Status> {
+/// Points-per-second limiter for one metric stream.
+struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: f64, burst: f64) -> Self {
+        let burst = burst.max(rate).max(1.0);
+        Self { rate, burst, tokens: burst, last: tokio::time::Instant::now() }
+    }
+
+    fn take(&mut self, n: f64) -> bool {
+        let now = tokio::time::Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if n <= self.tokens {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Checks a metric batch before anything is written: bounded size, named
+/// points, non-negative steps, finite values.
+pub fn validate_batch(batch: &pb::MetricBatch, max: usize) -> Result<Vec<MetricRow>, Status> {
     if batch.points.len() > max {
         return Err(Status::invalid_argument(format!(
             "points: {} in one batch, at most {max} allowed",

@@ -110,9 +110,9 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
     assert_eq!(hb.into_inner().directive, pb::Directive::LeaseLost as i32);
     let bad = worker.heartbeat(pb::HeartbeatRequest { lease_id: "'; DROP TABLE trials; --".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
-    let c = worker.complete(pb::CompleteRequest { lease_id: "0123abcd".into(), outcome: pb::Outcome::Succeeded as i32, summary: None }).await.unwrap_err();
+    let c = worker.complete(pb::CompleteRequest { lease_id: "0123abcd".into(), outcome: pb::Outcome::Succeeded as i32, summary: None, worker_id: String::new() }).await.unwrap_err();
     assert_eq!(c.code(), Code::FailedPrecondition);
-    let c = worker.complete(pb::CompleteRequest { lease_id: "0123abcd".into(), outcome: 99, summary: None }).await.unwrap_err();
+    let c = worker.complete(pb::CompleteRequest { lease_id: "0123abcd".into(), outcome: 99, summary: None, worker_id: String::new() }).await.unwrap_err();
     assert_eq!(c.code(), Code::InvalidArgument);
 
     // A real lease, then bad metric batches: refused, nothing stored.
@@ -129,7 +129,7 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
         ("negative step", pb::MetricPoint { step: -1, name: "train_loss".into(), value: 1.0, epoch: 1 }),
         ("empty name", pb::MetricPoint { step: 1, name: "".into(), value: 1.0, epoch: 1 }),
     ] {
-        let batch = pb::MetricBatch { lease_id: a.lease_id.clone(), seq: 1, points: vec![point] };
+        let batch = pb::MetricBatch { lease_id: a.lease_id.clone(), seq: 1, points: vec![point], truncate_after: None };
         let mut acks = worker.push_metrics(tokio_stream::iter(vec![batch])).await.unwrap().into_inner();
         let err = acks.message().await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
@@ -141,6 +141,7 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
         lease_id: a.lease_id.clone(),
         seq: 1,
         points: vec![pb::MetricPoint { step: 1, name: "train_loss".into(), value: 2.0, epoch: 1 }],
+        truncate_after: None,
     };
     let mut acks = worker.push_metrics(tokio_stream::iter(vec![good.clone(), pb::MetricBatch { seq: 2, ..good }])).await.unwrap().into_inner();
     assert_eq!(acks.message().await.unwrap().unwrap(), pb::MetricAck { seq: 1, stored: 1 });

@@ -173,6 +173,9 @@ macro_rules! conformance_tests {
                 complete_after_reap_is_lease_lost,
                 fail_requeues_until_max_attempts,
                 reap_expired_requeues_then_fails,
+                release_hands_back_without_using_an_attempt,
+                truncate_after_replaces_an_abandoned_attempts_points,
+                extend_running_leases_after_a_restart,
                 status_counts_and_running,
                 report_aggregates_per_cell,
                 cancel_and_resubmit,
@@ -612,7 +615,7 @@ async fn concurrent_leases_are_exclusive(ctx: Ctx) {
                 let verdict = store.heartbeat(&lease.lease_id, Progress { epoch: 1, step: 10, loss: Some(1.0) }, now, TTL);
                 assert_eq!(verdict.await.expect("heartbeat"), HeartbeatVerdict::Continue);
                 let new = store
-                    .put_metrics(&lease.lease_id, &[point("loss", 10, 1, 1.0), point("loss", 20, 1, 0.5)])
+                    .put_metrics(&lease.lease_id, &[point("loss", 10, 1, 1.0), point("loss", 20, 1, 0.5)], None)
                     .await
                     .expect("put_metrics");
                 assert_eq!(new, 2, "metric points of a fresh trial are new");
@@ -712,16 +715,16 @@ async fn put_metrics_stores_each_point_once(ctx: Ctx) {
     store.submit(&simple_grid("metrics", 1, 2, "max_attempts = 3"), T0).await.unwrap();
     let l = store.lease("w", T0, TTL).await.unwrap().unwrap();
 
-    assert_eq!(store.put_metrics(&l.lease_id, &[]).await.unwrap(), 0, "an empty batch is fine");
+    assert_eq!(store.put_metrics(&l.lease_id, &[], None).await.unwrap(), 0, "an empty batch is fine");
     let batch = [point("train_loss", 100, 1, 2.0), point("train_loss", 200, 1, 1.5), point("test_accuracy", 200, 1, 0.3)];
-    assert_eq!(store.put_metrics(&l.lease_id, &batch).await.unwrap(), 3);
+    assert_eq!(store.put_metrics(&l.lease_id, &batch, None).await.unwrap(), 3);
     // The whole batch re-sent (an upload whose answer was lost) plus one new point.
     let mut resent = batch.to_vec();
     resent.push(point("train_loss", 300, 2, 1.2));
-    assert_eq!(store.put_metrics(&l.lease_id, &resent).await.unwrap(), 1, "only the new point counts");
-    assert_eq!(store.put_metrics(&l.lease_id, &resent).await.unwrap(), 0, "nothing new");
+    assert_eq!(store.put_metrics(&l.lease_id, &resent, None).await.unwrap(), 1, "only the new point counts");
+    assert_eq!(store.put_metrics(&l.lease_id, &resent, None).await.unwrap(), 0, "nothing new");
     // A re-sent point with a different value does not overwrite the stored one.
-    assert_eq!(store.put_metrics(&l.lease_id, &[point("train_loss", 100, 1, 99.0)]).await.unwrap(), 0);
+    assert_eq!(store.put_metrics(&l.lease_id, &[point("train_loss", 100, 1, 99.0)], None).await.unwrap(), 0);
 
     let stored = store.metrics(&l.trial_id).await.unwrap();
     assert_eq!(
@@ -736,16 +739,16 @@ async fn put_metrics_stores_each_point_once(ctx: Ctx) {
     );
 
     // Stale leases are refused and store nothing.
-    assert_lease_lost(store.put_metrics("no-such-lease", &[point("x", 1, 1, 1.0)]).await, "unknown lease");
+    assert_lease_lost(store.put_metrics("no-such-lease", &[point("x", 1, 1, 1.0)], None).await, "unknown lease");
     assert!(store.fail(&l.lease_id, "oom", T0 + 1).await.unwrap(), "re-queued");
-    assert_lease_lost(store.put_metrics(&l.lease_id, &[point("x", 1, 1, 1.0)]).await, "lease given up");
+    assert_lease_lost(store.put_metrics(&l.lease_id, &[point("x", 1, 1, 1.0)], None).await, "lease given up");
     let retry = store.lease("w", T0 + 2, TTL).await.unwrap().unwrap();
     assert_eq!(retry.trial_id, l.trial_id, "the re-queued trial is the oldest queued one");
     assert_eq!(retry.attempt, 2);
-    assert_lease_lost(store.put_metrics(&l.lease_id, &[point("x", 1, 1, 1.0)]).await, "old lease of a re-leased trial");
-    assert_eq!(store.put_metrics(&retry.lease_id, &[point("x", 1, 1, 1.0)]).await.unwrap(), 1);
+    assert_lease_lost(store.put_metrics(&l.lease_id, &[point("x", 1, 1, 1.0)], None).await, "old lease of a re-leased trial");
+    assert_eq!(store.put_metrics(&retry.lease_id, &[point("x", 1, 1, 1.0)], None).await.unwrap(), 1);
     store.complete(&retry.lease_id, FinalOutcome::Succeeded, &summary(0.5, 1.0), T0 + 4).await.unwrap();
-    assert_lease_lost(store.put_metrics(&retry.lease_id, &[point("x", 2, 1, 1.0)]).await, "finished trial");
+    assert_lease_lost(store.put_metrics(&retry.lease_id, &[point("x", 2, 1, 1.0)], None).await, "finished trial");
     assert_eq!(store.metrics(&l.trial_id).await.unwrap().len(), 5, "refused points were not stored");
     assert!(store.metrics("no-such-trial").await.unwrap().is_empty());
 }
@@ -761,8 +764,8 @@ async fn metrics_are_ordered(ctx: Ctx) {
     }
     points.push(point("mid", 0, 0, 0.125));
     // In two batches, the second before the first's steps.
-    assert_eq!(store.put_metrics(&l.lease_id, &points[6..]).await.unwrap(), 7);
-    assert_eq!(store.put_metrics(&l.lease_id, &points[..6]).await.unwrap(), 6);
+    assert_eq!(store.put_metrics(&l.lease_id, &points[6..], None).await.unwrap(), 7);
+    assert_eq!(store.put_metrics(&l.lease_id, &points[..6], None).await.unwrap(), 6);
 
     let got = store.metrics(&l.trial_id).await.unwrap();
     let mut want = points.clone();
@@ -853,7 +856,7 @@ async fn complete_after_reap_is_lease_lost(ctx: Ctx) {
     let t = &store.trials("late").await.unwrap()[0];
     assert_eq!(t.state, TrialState::Succeeded);
     assert_eq!(t.summary, summary(0.7, 0.3), "the result of the current attempt is kept");
-    assert_eq!((t.attempts, t.failures), (2, 1));
+    assert_eq!((t.attempts, t.failures, t.infra_failures), (2, 0, 1));
     assert_eq!(t.worker_id.as_deref(), Some("fast"));
 }
 
@@ -905,7 +908,9 @@ async fn reap_expired_requeues_then_fails(ctx: Ctx) {
     let t = trial_map(store, "reap").await;
     let s = &t[&short.trial_id];
     assert_eq!(s.state, TrialState::Queued);
-    assert_eq!((s.attempts, s.failures), (1, 1));
+    // An expired lease is an infrastructure failure: it does not use up
+    // max_attempts (only trial failures do).
+    assert_eq!((s.attempts, s.failures, s.infra_failures), (1, 0, 1));
     assert_eq!(s.worker_id, None);
     let err = s.last_error.as_deref().expect("reaping records a reason");
     assert!(err.contains("crashy"), "reason names the worker: {err:?}");
@@ -915,21 +920,81 @@ async fn reap_expired_requeues_then_fails(ctx: Ctx) {
         HeartbeatVerdict::Continue
     );
 
-    // Second attempt, also abandoned: max_attempts = 2 reached.
-    let again = store.lease("crashy-2", T0 + 5000, 1000).await.unwrap().unwrap();
-    assert_eq!((again.trial_id.as_str(), again.attempt), (short.trial_id.as_str(), 2));
-    assert_eq!(store.reap_expired(T0 + 7000).await.unwrap(), 1);
+    // Abandoned again and again (a trial that kills every worker, e.g. out
+    // of memory): re-queued each time until MAX_INFRA_FAILURES, then failed.
+    let max = sweep_coordinator::store::MAX_INFRA_FAILURES;
+    let mut now = T0 + 5000;
+    for n in 2..=max {
+        let again = store.lease(&format!("crashy-{n}"), now, 1000).await.unwrap().unwrap();
+        assert_eq!((again.trial_id.as_str(), again.attempt), (short.trial_id.as_str(), n));
+        now += 2000;
+        assert_eq!(store.reap_expired(now).await.unwrap(), 1);
+    }
     let t = trial_map(store, "reap").await;
     let s = &t[&short.trial_id];
     assert_eq!(s.state, TrialState::Failed);
-    assert_eq!((s.attempts, s.failures), (2, 2));
-    assert!(s.last_error.as_deref().unwrap().contains("crashy-2"));
-    assert!(store.lease("w", T0 + 7001, TTL).await.unwrap().is_none(), "failed for good, long still running");
+    assert_eq!((s.attempts, s.failures, s.infra_failures), (max, 0, max));
+    assert!(s.last_error.as_deref().unwrap().contains(&format!("crashy-{max}")));
+    assert!(store.lease("w", now + 1, TTL).await.unwrap().is_none(), "failed for good, long still running");
     assert_eq!(counts(store, "reap").await, StateCounts { running: 1, failed: 1, ..Default::default() });
 
     // Far in the future, the long lease expires too (first failure: re-queued).
     assert_eq!(store.reap_expired(T0 + 1_000_000).await.unwrap(), 1);
     assert_eq!(counts(store, "reap").await, StateCounts { queued: 1, failed: 1, ..Default::default() });
+}
+
+async fn release_hands_back_without_using_an_attempt(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("handback", 1, 1, "max_attempts = 1"), T0).await.unwrap();
+    let l = store.lease("preempted", T0, TTL).await.unwrap().unwrap();
+    store.release(&l.lease_id, "SIGTERM").await.unwrap();
+    assert_lease_lost(store.release(&l.lease_id, "again").await, "release twice");
+    let t = trial_map(store, "handback").await;
+    let s = &t[&l.trial_id];
+    assert_eq!(s.state, TrialState::Queued);
+    assert_eq!((s.attempts, s.failures, s.infra_failures, s.handbacks), (1, 0, 0, 1));
+    // max_attempts = 1, yet the trial runs again and can succeed.
+    let again = store.lease("other", T0 + 1, TTL).await.unwrap().unwrap();
+    assert_eq!(again.attempt, 2);
+    store.complete(&again.lease_id, FinalOutcome::Succeeded, &TrialSummary::default(), T0 + 2).await.unwrap();
+    assert_eq!(store.trial_state(&l.trial_id, "handback").await, TrialState::Succeeded);
+}
+
+async fn truncate_after_replaces_an_abandoned_attempts_points(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("resume", 1, 1, ""), T0).await.unwrap();
+    let first = store.lease("a", T0, 1000).await.unwrap().unwrap();
+    let pts: Vec<_> = (1..=6).map(|s| point("train_loss", s * 10, 1, 1.0)).collect();
+    assert_eq!(store.put_metrics(&first.lease_id, &pts, Some(0)).await.unwrap(), 6);
+    store.reap_expired(T0 + 2000).await.unwrap();
+    // The second attempt resumes from a checkpoint at step 30: steps 40-60
+    // of the first attempt go, 10-30 stay.
+    let second = store.lease("b", T0 + 3000, TTL).await.unwrap().unwrap();
+    assert_eq!(store.put_metrics(&second.lease_id, &[], Some(30)).await.unwrap(), 0);
+    let steps: Vec<i64> = store.metrics(&first.trial_id).await.unwrap().iter().map(|m| m.step).collect();
+    assert_eq!(steps, vec![10, 20, 30]);
+    let redo: Vec<_> = (4..=6).map(|s| point("train_loss", s * 10, 1, 2.0)).collect();
+    assert_eq!(store.put_metrics(&second.lease_id, &redo, None).await.unwrap(), 3);
+    let values: Vec<f64> = store.metrics(&first.trial_id).await.unwrap().iter().map(|m| m.value).collect();
+    assert_eq!(values, vec![1.0, 1.0, 1.0, 2.0, 2.0, 2.0], "the new attempt's points, not a mix");
+    let t = trial_map(store, "resume").await;
+    assert_eq!(t[&first.trial_id].resumed_step, Some(30));
+}
+
+async fn extend_running_leases_after_a_restart(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("restart", 1, 2, ""), T0).await.unwrap();
+    let a = store.lease("a", T0, 1000).await.unwrap().unwrap();
+    let _b = store.lease("b", T0, 100_000).await.unwrap().unwrap();
+    // The coordinator was down from T0 + 500 to T0 + 5000: a's lease ran out
+    // meanwhile, through no fault of a's.
+    assert_eq!(store.extend_running_leases(T0 + 5000, 2000).await.unwrap(), 1, "only the lease that would expire");
+    assert_eq!(store.reap_expired(T0 + 6000).await.unwrap(), 0);
+    assert_eq!(
+        store.heartbeat(&a.lease_id, Progress::default(), T0 + 6500, 2000).await.unwrap(),
+        HeartbeatVerdict::Continue,
+        "the worker re-attaches"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -1122,7 +1187,7 @@ async fn cancel_and_resubmit(ctx: Ctx) {
         store.heartbeat(&running.lease_id, Progress::default(), T0 + 4, TTL).await.unwrap(),
         HeartbeatVerdict::Cancel
     );
-    assert_lease_lost(store.put_metrics(&running.lease_id, &[point("loss", 1, 1, 1.0)]).await, "metrics after cancel");
+    assert_lease_lost(store.put_metrics(&running.lease_id, &[point("loss", 1, 1, 1.0)], None).await, "metrics after cancel");
     assert_lease_lost(
         store.complete(&running.lease_id, FinalOutcome::Succeeded, &summary(0.5, 0.5), T0 + 5).await,
         "complete after cancel",
@@ -1186,7 +1251,7 @@ async fn sqlite_memory_opens_and_works() {
         let spec = simple_grid("mem", 2, 2, "");
         assert_eq!(store.submit(&spec, T0).await.unwrap().added, 4);
         let l = store.lease("w", T0, TTL).await.unwrap().unwrap();
-        assert_eq!(store.put_metrics(&l.lease_id, &[point("loss", 1, 1, 0.5)]).await.unwrap(), 1);
+        assert_eq!(store.put_metrics(&l.lease_id, &[point("loss", 1, 1, 0.5)], None).await.unwrap(), 1);
         store.complete(&l.lease_id, FinalOutcome::Succeeded, &summary(0.7, 0.3), T0 + 1).await.unwrap();
         assert_eq!(store.metrics(&l.trial_id).await.unwrap(), vec![point("loss", 1, 1, 0.5)]);
         assert_eq!(counts(&*store, "mem").await, StateCounts { queued: 3, succeeded: 1, ..Default::default() });

@@ -1,6 +1,6 @@
 //! The sweep domain, free of I/O frameworks: what a grid is ([`grid`]), what
-//! identifies a trial ([`trial`]), and the statistics reports are made of
-//! ([`stats`]).
+//! identifies a trial ([`trial`]), the statistics reports are made of
+//! ([`stats`]) and the factorial effects built on them ([`effects`]).
 //!
 //! Everything here is deterministic and synchronous, so it is shared by the
 //! CLI (which validates a grid before it is sent), the coordinator (which
@@ -8,6 +8,7 @@
 
 pub mod grid;
 mod grid_parse;
+pub mod effects;
 pub mod stats;
 pub mod trial;
 

@@ -84,8 +84,9 @@ pub fn t_quantile(p: f64, df: f64) -> Option<f64> {
     Some(student_t(df)?.inverse_cdf(p))
 }
 
-/// Two-sided p-value of a t statistic.
-fn p_two_sided(t: f64, df: f64) -> f64 {
+/// Two-sided p-value of a t statistic with `df` degrees of freedom (NaN when
+/// `t` is NaN or `df` is not a positive finite number).
+pub fn p_two_sided(t: f64, df: f64) -> f64 {
     if t.is_nan() {
         return f64::NAN;
     }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use sweep_proto::client::{AuthChannel, ClientSecurity};
 use tonic::Code;
 
 use sweep_core::TrialSpec;
@@ -50,6 +50,12 @@ pub struct WorkerConfig {
     pub batch_points: usize,
     /// Longest a metric point waits before its batch is sent.
     pub batch_delay: Duration,
+    /// Token and TLS settings for talking to the coordinator.
+    pub security: ClientSecurity,
+    /// After SIGTERM/SIGINT, how long the running trial gets to reach its
+    /// next step and checkpoint before the worker hands it back anyway and
+    /// exits (schedulers send SIGKILL after their own grace period).
+    pub grace: Duration,
 }
 
 impl WorkerConfig {
@@ -64,6 +70,8 @@ impl WorkerConfig {
             idle_exit: None,
             batch_points: 500,
             batch_delay: Duration::from_millis(250),
+            security: ClientSecurity::default(),
+            grace: Duration::from_secs(30),
         }
     }
 }
@@ -88,6 +96,11 @@ pub enum WorkerError {
     },
     #[error("the training thread could not start: {0}")]
     Trainer(String),
+    #[error("coordinator connection: {0}")]
+    Client(#[from] sweep_proto::client::ClientError),
+    /// The coordinator refused this worker for good (bad token, quarantine).
+    #[error("the coordinator refused this worker: {0}")]
+    Refused(String),
 }
 
 /// Capped exponential backoff with jitter, for calls to a coordinator that
@@ -169,14 +182,14 @@ pub async fn run(
     factory: TrainerFactory,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
-    let endpoint = Endpoint::from_shared(config.coordinator.clone())
-        .map_err(|source| WorkerError::BadUrl { url: config.coordinator.clone(), source })?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
+    let endpoint = config
+        .security
+        .endpoint(&config.coordinator)?
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_while_idle(true);
     let channel = endpoint.connect_lazy();
-    let client = WorkerServiceClient::new(channel).max_decoding_message_size(16 * 1024 * 1024);
+    let client = WorkerServiceClient::with_interceptor(channel, config.security.interceptor()?)
+        .max_decoding_message_size(16 * 1024 * 1024);
     let trainer = spawn_training_thread(factory)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -224,9 +237,18 @@ pub async fn run(
                 }
                 backoff.reset();
                 let Some(assignment) = resp.into_inner().assignment else { continue };
-                run_trial(&config, &client, &trainer, assignment, stop_rx.clone()).await;
+                let exit_now = run_trial(&config, &client, &trainer, assignment, stop_rx.clone()).await;
                 done += 1;
                 idle_since = Instant::now();
+                if exit_now {
+                    break;
+                }
+            }
+            Err(status)
+                if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied | Code::FailedPrecondition) =>
+            {
+                tracing::error!(code = ?status.code(), message = %status.message(), "the coordinator refused this worker");
+                return Err(WorkerError::Refused(status.message().to_owned()));
             }
             Err(status) => {
                 if !unreachable_logged {
@@ -241,21 +263,30 @@ pub async fn run(
     Ok(())
 }
 
+type Client = WorkerServiceClient<AuthChannel>;
+
 /// Runs one leased trial to its end, whatever that end is. Never returns an
 /// error: every failure is reported to the coordinator (or, if the
-/// coordinator is gone, left to the lease to expire).
+/// coordinator is gone, left to the lease to expire). Returns true when the
+/// worker must exit at once (the shutdown grace period ran out).
 async fn run_trial(
     config: &WorkerConfig,
-    client: &WorkerServiceClient<Channel>,
+    client: &Client,
     trainer: &std::sync::mpsc::Sender<JobMsg>,
     a: pb::Assignment,
     mut shutdown: watch::Receiver<bool>,
-) {
+) -> bool {
     let lease = a.lease_id.clone();
     let spec = match a.spec.clone().map(TrialSpec::try_from) {
         Some(Ok(s)) => s,
-        Some(Err(e)) => return fail(client, &lease, &format!("invalid trial spec: {e}")).await,
-        None => return fail(client, &lease, "invalid trial spec: missing").await,
+        Some(Err(e)) => {
+            fail(client, config, &lease, &format!("invalid trial spec: {e}")).await;
+            return false;
+        }
+        None => {
+            fail(client, config, &lease, "invalid trial spec: missing").await;
+            return false;
+        }
     };
     tracing::info!(trial = %a.trial_id, attempt = a.attempt, spec = %spec.label(), "trial started");
     let job = TrialJob {
@@ -268,7 +299,8 @@ async fn run_trial(
     let (events_tx, events_rx) = mpsc::channel(1024);
     let (reply_tx, reply_rx) = oneshot::channel();
     if trainer.send((job, TrainContext::new(events_tx, stop.clone()), reply_tx)).is_err() {
-        return fail(client, &lease, "the training thread is gone").await;
+        fail(client, config, &lease, "the training thread is gone").await;
+        return false;
     }
     let progress = Arc::new(Mutex::new(pb::HeartbeatRequest { lease_id: lease.clone(), ..Default::default() }));
     let heartbeat_every = Duration::from_millis(a.heartbeat_interval_ms.max(100) as u64);
@@ -282,45 +314,57 @@ async fn run_trial(
         batch_delay: config.batch_delay,
     };
     let upload = tokio::spawn(uploader.run(events_rx));
-    // Ask the trainer to stop if the worker is shut down mid-trial.
-    let stop_on_shutdown = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            if shutdown.wait_for(|s| *s).await.is_ok() {
-                tracing::info!("shutdown requested: stopping the trial at its next step");
-                stop.stop(StopReason::Shutdown);
+    // Ask the trainer to stop if the worker is shut down mid-trial, and give
+    // it `grace` to checkpoint.
+    let mut reply_rx = reply_rx;
+    let result = tokio::select! {
+        r = &mut reply_rx => r,
+        _ = shutdown.wait_for(|s| *s) => {
+            tracing::info!(grace = ?config.grace, "shutdown requested: stopping the trial at its next step");
+            stop.stop(StopReason::Shutdown);
+            match tokio::time::timeout(config.grace, &mut reply_rx).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("the trial did not stop within the grace period; handing it back from its last checkpoint");
+                    heartbeat.abort();
+                    upload.abort();
+                    release(client, &lease, "worker shut down; grace period ran out").await;
+                    return true;
+                }
             }
-        })
+        }
     };
-    let result = reply_rx.await.unwrap_or_else(|_| Err(TrainError::Other("the training thread died".into())));
-    stop_on_shutdown.abort();
+    let result = result.unwrap_or_else(|_| Err(TrainError::Other("the training thread died".into())));
     // Every metric must be acknowledged before the trial is completed.
     let uploaded = upload.await.unwrap_or(false);
     heartbeat.abort();
+    let exit_now = *shutdown.borrow();
     match result {
         Ok(TrainOutcome::Succeeded(s)) | Ok(TrainOutcome::Diverged(s)) if !uploaded => {
             let _ = s;
             tracing::warn!(trial = %a.trial_id, "lease lost before the metrics were acknowledged; result dropped");
         }
-        Ok(TrainOutcome::Succeeded(s)) => complete(client, &lease, pb::Outcome::Succeeded, &s).await,
+        Ok(TrainOutcome::Succeeded(s)) => complete(client, config, &lease, pb::Outcome::Succeeded, &s).await,
         Ok(TrainOutcome::Diverged(s)) => {
             tracing::warn!(trial = %a.trial_id, "trial diverged (loss became NaN or infinite)");
-            complete(client, &lease, pb::Outcome::Diverged, &s).await
+            complete(client, config, &lease, pb::Outcome::Diverged, &s).await
         }
         Ok(TrainOutcome::Stopped(StopReason::Shutdown)) => {
-            fail(client, &lease, "worker shut down mid-trial; resumes from its last checkpoint").await
+            release(client, &lease, "worker shut down (preempted); resumes from its last checkpoint").await;
+            return true;
         }
         Ok(TrainOutcome::Stopped(reason)) => {
             tracing::info!(trial = %a.trial_id, ?reason, "trial stopped");
         }
-        Err(e) => fail(client, &lease, &e.to_string()).await,
+        Err(e) => fail(client, config, &lease, &e.to_string()).await,
     }
+    exit_now
 }
 
 /// Renews the lease every `every` until aborted; turns the coordinator's
 /// directives into stop requests.
 async fn heartbeats(
-    client: WorkerServiceClient<Channel>,
+    client: Client,
     progress: Arc<Mutex<pb::HeartbeatRequest>>,
     stop: StopFlag,
     every: Duration,
@@ -353,7 +397,7 @@ async fn heartbeats(
 /// every batch until it is acknowledged and re-sending the unacknowledged
 /// ones on a new stream after an error.
 struct Uploader {
-    client: WorkerServiceClient<Channel>,
+    client: Client,
     lease: String,
     stop: StopFlag,
     progress: Arc<Mutex<pb::HeartbeatRequest>>,
@@ -387,9 +431,16 @@ impl Uploader {
         let mut stream: Option<MetricStream> = None;
         let mut backoff = Backoff::new();
         let mut tick = tokio::time::interval(self.batch_delay);
+        // Flush requests waiting for everything before them to be acknowledged.
+        let mut flushes: Vec<crate::trainer::FlushAck> = Vec::new();
         loop {
-            if !events_open && buf.is_empty() && unacked.is_empty() {
-                return true;
+            if buf.is_empty() && unacked.is_empty() {
+                for f in flushes.drain(..) {
+                    let _ = f.0.send(());
+                }
+                if !events_open {
+                    return true;
+                }
             }
             if stream.is_none() && (!unacked.is_empty() || !buf.is_empty()) {
                 match self.open(&unacked).await {
@@ -405,6 +456,20 @@ impl Uploader {
             let flush = tokio::select! {
                 ev = events.recv(), if events_open => match ev {
                     Some(TrainEvent::Metric(m)) => { buf.push(point(m)); buf.len() >= self.batch_points }
+                    Some(TrainEvent::Flush(ack)) => { flushes.push(ack); true }
+                    Some(TrainEvent::Resumed { step }) => {
+                        // Its own batch, first in line: re-sent batches
+                        // after a reconnect keep this order.
+                        seq += 1;
+                        let batch = pb::MetricBatch { lease_id: self.lease.clone(), seq, points: Vec::new(), truncate_after: Some(step) };
+                        unacked.insert(seq, batch.clone());
+                        if let Some(s) = &stream {
+                            if s.tx.send(batch).await.is_err() {
+                                stream = None;
+                            }
+                        }
+                        false
+                    }
                     Some(TrainEvent::Progress { epoch, step, loss }) => {
                         if let Ok(mut p) = self.progress.lock() {
                             p.epoch = epoch;
@@ -432,7 +497,12 @@ impl Uploader {
             };
             if flush && !buf.is_empty() {
                 seq += 1;
-                let batch = pb::MetricBatch { lease_id: self.lease.clone(), seq, points: std::mem::take(&mut buf) };
+                let batch = pb::MetricBatch {
+                    lease_id: self.lease.clone(),
+                    seq,
+                    points: std::mem::take(&mut buf),
+                    truncate_after: None,
+                };
                 unacked.insert(seq, batch.clone());
                 if let Some(s) = &stream {
                     if s.tx.send(batch).await.is_err() {
@@ -479,8 +549,9 @@ where
     }
 }
 
-async fn complete(client: &WorkerServiceClient<Channel>, lease: &str, outcome: pb::Outcome, s: &Summary) {
+async fn complete(client: &Client, config: &WorkerConfig, lease: &str, outcome: pb::Outcome, s: &Summary) {
     let req = pb::CompleteRequest {
+        worker_id: config.worker_id.clone(),
         lease_id: lease.to_owned(),
         outcome: outcome as i32,
         summary: Some(pb::TrialSummary {
@@ -500,13 +571,28 @@ async fn complete(client: &WorkerServiceClient<Channel>, lease: &str, outcome: p
     tracing::info!(outcome = ?outcome, test_accuracy = ?s.final_test_accuracy, "trial finished");
 }
 
-async fn fail(client: &WorkerServiceClient<Channel>, lease: &str, reason: &str) {
+async fn fail(client: &Client, config: &WorkerConfig, lease: &str, reason: &str) {
     tracing::warn!(reason, "trial failed");
-    let req = pb::FailRequest { lease_id: lease.to_owned(), reason: reason.to_owned() };
+    let req = pb::FailRequest {
+        lease_id: lease.to_owned(),
+        reason: reason.to_owned(),
+        worker_id: config.worker_id.clone(),
+    };
     finish("fail", || {
         let mut c = client.clone();
         let req = req.clone();
         async move { c.fail(req).await.map(|_| ()) }
+    })
+    .await;
+}
+
+async fn release(client: &Client, lease: &str, reason: &str) {
+    tracing::info!(reason, "handing the trial back");
+    let req = pb::ReleaseRequest { lease_id: lease.to_owned(), reason: reason.to_owned() };
+    finish("release", || {
+        let mut c = client.clone();
+        let req = req.clone();
+        async move { c.release(req).await.map(|_| ()) }
     })
     .await;
 }

@@ -69,6 +69,7 @@ impl Trainer for SimulatedTrainer {
             2.3 * (-rate * t).exp() + 0.2 + 0.05 * noise(s.seed, step)
         };
         let first_epoch = read_checkpoint(&job.checkpoint_dir)? + 1;
+        ctx.resumed(((first_epoch - 1) as u64 * steps_per_epoch) as i64)?;
         let mut summary = Summary::default();
         let mut window = Vec::new();
         for epoch in first_epoch..=s.train.epochs {
@@ -85,6 +86,21 @@ impl Trainer for SimulatedTrainer {
                     let mean = window.iter().sum::<f64>() / window.len() as f64;
                     window.clear();
                     ctx.metric(step as i64, epoch, "train_loss", mean)?;
+                    // Gradient norms per layer group, input to output, like
+                    // the torch trainer's: without skips they shrink towards
+                    // the input (vanishing gradients), and all fall in time.
+                    let groups = 4 * (s.depth / 8) + 6;
+                    for g in 0..groups {
+                        let name = match g {
+                            0 => "stem".to_string(),
+                            g if g == groups - 2 => "fc1".to_string(),
+                            g if g == groups - 1 => "fc2".to_string(),
+                            g => format!("block{g:02}"),
+                        };
+                        let decay = if s.skip { 0.02 } else { 0.2 } * (groups - 1 - g) as f64;
+                        let v = 0.5 * (-decay).exp() * (0.3 + 0.7 * (-rate * step as f64 / steps_per_epoch as f64).exp());
+                        ctx.metric(step as i64, epoch, format!("grad_norm/{name}"), v * (1.0 + 0.1 * noise(s.seed ^ g as u64, step)))?;
+                    }
                     ctx.progress(epoch, step as i64, Some(mean))?;
                     summary.final_train_loss = Some(mean);
                 }
@@ -97,6 +113,12 @@ impl Trainer for SimulatedTrainer {
             summary.final_test_accuracy = Some(acc);
             summary.final_test_loss = Some(test_loss);
             summary.best_test_accuracy = Some(summary.best_test_accuracy.map_or(acc, |b: f64| b.max(acc)));
+            // Like a real trainer: checkpoint only once this epoch's points
+            // are acknowledged, since a resumed attempt will not redo them.
+            ctx.flush();
+            if let Some(reason) = ctx.should_stop() {
+                return Ok(TrainOutcome::Stopped(reason));
+            }
             write_checkpoint(&job.checkpoint_dir, epoch)?;
         }
         summary.wall_seconds = start.elapsed().as_secs_f64();

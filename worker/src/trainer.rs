@@ -41,6 +41,23 @@ pub enum TrainEvent {
     /// Progress for heartbeats and `sweep watch`: the epoch being trained
     /// (1-based), the global step, the last logged mean loss.
     Progress { epoch: u32, step: i64, loss: Option<f64> },
+    /// The attempt starts at this global step: its checkpoint's step, or 0
+    /// when it starts over. Sent once, before any metric.
+    Resumed { step: i64 },
+    /// Answer on the channel once every metric sent before this event is
+    /// acknowledged by the coordinator (see [`TrainContext::flush`]).
+    Flush(FlushAck),
+}
+
+/// The answer channel of a [`TrainEvent::Flush`].
+#[derive(Debug, Clone)]
+pub struct FlushAck(pub std::sync::mpsc::SyncSender<()>);
+
+impl PartialEq for FlushAck {
+    /// Two flush requests are never the same request.
+    fn eq(&self, _: &Self) -> bool {
+        false
+    }
 }
 
 /// Why the daemon wants the trainer to stop early.
@@ -96,6 +113,25 @@ impl TrainContext {
     /// gone.
     pub fn metric(&self, step: i64, epoch: u32, name: impl Into<String>, value: f64) -> Result<(), StopReason> {
         self.send(TrainEvent::Metric(Metric { step, epoch, name: name.into(), value }))
+    }
+
+    /// Says where this attempt starts (checkpoint step, or 0). Call it once,
+    /// before the first metric: stored points past this step from an
+    /// abandoned attempt are then replaced instead of mixed in.
+    pub fn resumed(&self, step: i64) -> Result<(), StopReason> {
+        self.send(TrainEvent::Resumed { step })
+    }
+
+    /// Blocks until every metric sent so far is acknowledged as stored by
+    /// the coordinator, or the daemon gives up on them (lease lost: check
+    /// [`TrainContext::should_stop`] afterwards). Call it before writing a
+    /// checkpoint: a resumed attempt never re-sends what precedes its
+    /// checkpoint, so those points must already be safe.
+    pub fn flush(&self) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if self.send(TrainEvent::Flush(FlushAck(tx))).is_ok() {
+            let _ = rx.recv();
+        }
     }
 
     /// Reports progress (for heartbeats and `sweep watch`).

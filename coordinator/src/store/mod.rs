@@ -14,12 +14,15 @@
 
 #[macro_use]
 mod shared;
+#[macro_use]
+pub mod analytics;
 mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
 use sweep_core::{GridSpec, TrialSpec};
 
+pub use analytics::Analytics;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -220,16 +223,31 @@ pub struct TrialRecord {
     pub sweep_id: String,
     pub state: TrialState,
     pub attempts: u32,
+    /// Attempts that ended in a trial failure (the trainer raised an
+    /// error). Only these use up `max_attempts`.
     pub failures: u32,
+    /// Attempts lost to the infrastructure (lease expired: worker killed,
+    /// node lost, network cut). Capped separately by [`MAX_INFRA_FAILURES`].
+    pub infra_failures: u32,
+    /// Times the trial was handed back on preemption (no attempt used).
+    pub handbacks: u32,
+    /// The step the latest attempt resumed from (0: from scratch), as the
+    /// worker reported it.
+    pub resumed_step: Option<i64>,
     pub last_error: Option<String>,
     pub worker_id: Option<String>,
     pub summary: TrialSummary,
 }
 
+/// Infrastructure failures after which a trial is failed anyway, so a trial
+/// that kills every worker it lands on (e.g. out of memory) cannot loop
+/// forever.
+pub const MAX_INFRA_FAILURES: u32 = 10;
+
 /// The coordinator's storage. Times are milliseconds since the Unix epoch,
 /// passed in by the caller so tests control the clock.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Analytics + Send + Sync + 'static {
     /// Stores the sweep and every trial of its grid not stored yet. Resubmitting
     /// a cancelled sweep re-queues its cancelled trials.
     async fn submit(&self, spec: &GridSpec, now_ms: i64) -> Result<SubmitOutcome, StoreError>;
@@ -248,7 +266,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores metric points of the trial held under `lease_id`; returns how
     /// many were new. Refused with `LeaseLost` unless the lease is current.
-    async fn put_metrics(&self, lease_id: &str, points: &[MetricRow]) -> Result<u64, StoreError>;
+    ///
+    /// `truncate_after`: first delete the trial's points with a step above
+    /// it. A resumed attempt sends its checkpoint's step (or 0 when it starts
+    /// over), so points of an abandoned attempt past that step are replaced,
+    /// never mixed with the new attempt's.
+    async fn put_metrics(
+        &self,
+        lease_id: &str,
+        points: &[MetricRow],
+        truncate_after: Option<i64>,
+    ) -> Result<u64, StoreError>;
+
+    /// Hands a running trial back to the queue (preemption): no attempt is
+    /// used. Idempotent for the same lease only while it is current.
+    async fn release(&self, lease_id: &str, reason: &str) -> Result<(), StoreError>;
+
+    /// Pushes the deadline of every running lease to at least `now_ms +
+    /// ttl_ms`. Called when a coordinator starts: while it was down nobody
+    /// could heartbeat, so expiring those leases would punish live workers.
+    async fn extend_running_leases(&self, now_ms: i64, ttl_ms: i64) -> Result<u64, StoreError>;
 
     /// Finishes the trial held under `lease_id`. Repeating the call after it
     /// succeeded is a no-op (a worker may retry when the answer was lost).
@@ -333,10 +370,10 @@ pub(crate) mod sql {
          lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL \
          WHERE lease_id = $1 AND state = 'running' RETURNING state";
 
-    pub const REAP: &str = "UPDATE trials SET failures = failures + 1, \
+    pub const REAP: &str = "UPDATE trials SET infra_failures = infra_failures + 1, \
          last_error = 'lease expired: worker ' || COALESCE(worker_id, '?') || ' stopped heartbeating', \
-         state = CASE WHEN failures + 1 >= max_attempts THEN 'failed' ELSE 'queued' END, \
-         finished_ms = CASE WHEN failures + 1 >= max_attempts THEN $1 ELSE NULL END, \
+         state = CASE WHEN infra_failures + 1 >= $2 THEN 'failed' ELSE 'queued' END, \
+         finished_ms = CASE WHEN infra_failures + 1 >= $2 THEN $1 ELSE NULL END, \
          lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL \
          WHERE state = 'running' AND lease_expires_ms < $1";
 
@@ -379,7 +416,17 @@ pub(crate) mod sql {
     pub const CANCEL_TRIALS: &str = "UPDATE trials SET state = 'cancelled', finished_ms = $2, lease_expires_ms = NULL \
          WHERE sweep_id = $1 AND state IN ('queued', 'running')";
 
-    pub const TRIALS: &str = "SELECT id, sweep_id, state, attempts, failures, last_error, worker_id, \
+    pub const RELEASE: &str = "UPDATE trials SET state = 'queued', handbacks = handbacks + 1, last_error = $2, \
+         lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL \
+         WHERE lease_id = $1 AND state = 'running' RETURNING id";
+
+    pub const EXTEND_LEASES: &str = "UPDATE trials SET lease_expires_ms = $1 \
+         WHERE state = 'running' AND lease_expires_ms < $1";
+
+    pub const TRUNCATE_METRICS: &str = "DELETE FROM metrics WHERE trial_id = $1 AND step > $2";
+    pub const SET_RESUMED: &str = "UPDATE trials SET resumed_step = $2 WHERE id = $1";
+
+    pub const TRIALS: &str = "SELECT id, sweep_id, state, attempts, failures, infra_failures, handbacks, resumed_step, last_error, worker_id, \
          final_train_loss, final_test_loss, final_test_accuracy, best_test_accuracy, wall_seconds \
          FROM trials WHERE sweep_id = $1 ORDER BY seq";
     pub const METRICS: &str = "SELECT step, epoch, name, value FROM metrics WHERE trial_id = $1 ORDER BY name, step";

@@ -43,3 +43,4 @@ impl PostgresStore {
 }
 
 impl_store!(PostgresStore, sqlx::Postgres);
+impl_analytics!(PostgresStore, sqlx::Postgres);

@@ -153,6 +153,7 @@ macro_rules! impl_store {
                 &self,
                 lease_id: &str,
                 points: &[$crate::store::MetricRow],
+                truncate_after: Option<i64>,
             ) -> Result<u64, $crate::store::StoreError> {
                 use $crate::store::{sql, StoreError};
                 let mut tx = self.write.begin().await?;
@@ -164,6 +165,10 @@ macro_rules! impl_store {
                     Some((id, state)) if state == "running" => id,
                     _ => return Err(StoreError::LeaseLost(lease_id.to_owned())),
                 };
+                if let Some(step) = truncate_after {
+                    sqlx::query(sql::TRUNCATE_METRICS).bind(&trial_id).bind(step).execute(&mut *tx).await?;
+                    sqlx::query(sql::SET_RESUMED).bind(&trial_id).bind(step).execute(&mut *tx).await?;
+                }
                 let mut stored = 0;
                 for chunk in points.chunks(1000) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO metrics (trial_id, name, step, epoch, value) ");
@@ -236,6 +241,24 @@ macro_rules! impl_store {
             async fn reap_expired(&self, now_ms: i64) -> Result<u64, $crate::store::StoreError> {
                 Ok(sqlx::query($crate::store::sql::REAP)
                     .bind(now_ms)
+                    .bind($crate::store::MAX_INFRA_FAILURES as i64)
+                    .execute(&self.write)
+                    .await?
+                    .rows_affected())
+            }
+
+            async fn release(&self, lease_id: &str, reason: &str) -> Result<(), $crate::store::StoreError> {
+                let row: Option<(String,)> = sqlx::query_as($crate::store::sql::RELEASE)
+                    .bind(lease_id)
+                    .bind(reason)
+                    .fetch_optional(&self.write)
+                    .await?;
+                row.map(|_| ()).ok_or_else(|| $crate::store::StoreError::LeaseLost(lease_id.to_owned()))
+            }
+
+            async fn extend_running_leases(&self, now_ms: i64, ttl_ms: i64) -> Result<u64, $crate::store::StoreError> {
+                Ok(sqlx::query($crate::store::sql::EXTEND_LEASES)
+                    .bind(now_ms + ttl_ms)
                     .execute(&self.write)
                     .await?
                     .rows_affected())
@@ -378,6 +401,9 @@ macro_rules! impl_store {
                             state: TrialState::parse(&row.try_get::<String, _>("state")?)?,
                             attempts: row.try_get::<i64, _>("attempts")? as u32,
                             failures: row.try_get::<i64, _>("failures")? as u32,
+                            infra_failures: row.try_get::<i64, _>("infra_failures")? as u32,
+                            handbacks: row.try_get::<i64, _>("handbacks")? as u32,
+                            resumed_step: row.try_get("resumed_step")?,
                             last_error: row.try_get("last_error")?,
                             worker_id: row.try_get("worker_id")?,
                             summary: TrialSummary {

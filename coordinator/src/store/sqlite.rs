@@ -60,3 +60,4 @@ impl SqliteStore {
 }
 
 impl_store!(SqliteStore, sqlx::Sqlite);
+impl_analytics!(SqliteStore, sqlx::Sqlite);

@@ -90,6 +90,23 @@ struct RunArgs {
     /// Exit when no work has been offered for this many seconds.
     #[arg(long, env = "SWEEP_IDLE_EXIT_SECS")]
     idle_exit_secs: Option<u64>,
+    /// File holding this worker's bearer token (else SWEEP_TOKEN). Never a
+    /// flag value: flags show in `ps`.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// CA certificate (PEM) of a TLS coordinator (use an https:// URL).
+    #[arg(long, env = "SWEEP_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), when the coordinator requires mutual TLS.
+    #[arg(long, env = "SWEEP_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Key (PEM) of --tls-cert.
+    #[arg(long, env = "SWEEP_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Seconds a running trial gets after SIGTERM/SIGINT to reach its next
+    /// step, checkpoint and be handed back, before the worker exits anyway.
+    #[arg(long, env = "SWEEP_GRACE_SECS", default_value_t = 30)]
+    grace_secs: u64,
     /// Test double: simulate training with this many milliseconds per batch
     /// instead of training (orchestration tests only).
     #[arg(long, hide = true)]
@@ -166,6 +183,13 @@ fn main() -> anyhow::Result<()> {
     config.checkpoint_root = args.checkpoint_dir.clone();
     config.max_trials = args.max_trials;
     config.idle_exit = args.idle_exit_secs.map(Duration::from_secs);
+    config.grace = Duration::from_secs(args.grace_secs);
+    config.security = sweep_proto::client::ClientSecurity::from_sources(
+        args.token_file.as_deref(),
+        args.tls_ca.clone(),
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+    )?;
     let factory = trainer_factory(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -509,6 +509,10 @@ fn run_trial(
         );
     }
 
+    // Tell the coordinator where this attempt starts, so points an abandoned
+    // attempt logged past this step are replaced rather than mixed in.
+    send(ctx.resumed(p.step))?;
+
     let table = normalise_table();
     let n = data.train.len();
     let bs = tc.batch_size as usize;
@@ -533,7 +537,10 @@ fn run_trial(
                 p.next_epoch = epoch;
                 p.next_batch = b;
                 p.window_sum += take_window(&mut window)?;
-                if reason != StopReason::LeaseLost {
+                // A checkpoint at step S promises that every point up to S
+                // is stored: wait for the coordinator's acknowledgements.
+                ctx.flush();
+                if reason != StopReason::LeaseLost && ctx.should_stop() != Some(StopReason::LeaseLost) {
                     // After a lost lease the trial belongs to someone else,
                     // who may already be writing newer checkpoints here.
                     run.save(&p)?;
@@ -605,6 +612,12 @@ fn run_trial(
         send(ctx.progress(epoch, p.step, p.last_train_loss))?;
         p.next_epoch = epoch + 1;
         p.next_batch = 0;
+        // Checkpoint only once every point up to here is acknowledged: a
+        // resumed attempt skips this epoch, so its points must not be lost.
+        ctx.flush();
+        if ctx.should_stop() == Some(StopReason::LeaseLost) {
+            return Err(Halt::Stop(StopReason::LeaseLost));
+        }
         run.save(&p)?;
         last_eval = Some(eval);
     }

@@ -1,0 +1,170 @@
+//! Report benchmark: how long `sweep report` takes over a 10,000-trial sweep.
+//!
+//! Fills a sweep through the real store (lease, metrics, complete: 20
+//! `train_loss` points and 8 `grad_norm/<block>` points per trial), then
+//! times, through real gRPC on loopback: the `Analyze` call with trial rows
+//! only (what `sweep report` asks for without pictures), the `Analyze` call
+//! with curves and gradient flow (with `--html`/`--out`), and the effects
+//! computation on the client (`sweep_core::effects::analyze`).
+//!
+//! Run: `cargo run --release -p sweep-coordinator --example report_bench -- [TRIALS]`
+//! (default 10000). PostgreSQL too when SWEEP_BENCH_POSTGRES_URL is set.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sweep_coordinator::store::{FinalOutcome, MetricRow, PostgresStore, SqliteStore, Store, TrialSummary};
+use sweep_core::effects::{self, Factor, Observation};
+use sweep_proto::v1 as pb;
+
+fn grid(trials: usize) -> sweep_core::GridSpec {
+    // 5 depths x 2 x 5 x 2 = 100 cells; seeds fill up the count.
+    let seeds = trials.div_ceil(100);
+    let text = format!(
+        r#"
+name = "bench"
+seeds = {seeds}
+[grid]
+depth = [8, 16, 24, 32, 40]
+skip = [true, false]
+init = ["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"]
+batchnorm = [true, false]
+[data]
+path = "/data"
+"#
+    );
+    sweep_core::GridSpec::parse(&text, std::path::Path::new("/bench.toml")).expect("valid bench grid")
+}
+
+async fn fill(store: &Arc<dyn Store>, trials: usize) -> (usize, Duration) {
+    let t = Instant::now();
+    let out = store.submit(&grid(trials), 1).await.unwrap();
+    let mut n = 0usize;
+    while let Some(lease) = store.lease("bench", 2, 3_600_000).await.unwrap() {
+        let s = &lease.spec;
+        let acc = 0.8 - if s.skip { 0.0 } else { s.depth as f64 / 200.0 } + (s.seed % 7) as f64 / 500.0;
+        let mut points: Vec<MetricRow> = (1..=20)
+            .map(|i| MetricRow { step: i * 100, epoch: 1, name: "train_loss".into(), value: 2.3 / i as f64 })
+            .collect();
+        for step in [100, 2000] {
+            for b in ["stem", "block01", "block02", "fc1"] {
+                points.push(MetricRow { step, epoch: 1, name: format!("grad_norm/{b}"), value: 0.1 + acc });
+            }
+        }
+        store.put_metrics(&lease.lease_id, &points, None).await.unwrap();
+        let summary = TrialSummary {
+            final_train_loss: Some(1.0 - acc),
+            final_test_loss: Some(1.1 - acc),
+            final_test_accuracy: Some(acc),
+            best_test_accuracy: Some(acc + 0.01),
+            wall_seconds: 1.0,
+        };
+        store.complete(&lease.lease_id, FinalOutcome::Succeeded, &summary, 3).await.unwrap();
+        n += 1;
+    }
+    assert_eq!(n as u64, out.total);
+    (n, t.elapsed())
+}
+
+fn effects_of(resp: &pb::AnalyzeResponse) -> usize {
+    let cell = |t: &pb::TrialFinal| t.cell.clone().unwrap_or_default();
+    let levels = |f: fn(&pb::AnalysisCell) -> String| {
+        let mut v: Vec<String> = resp.trials.iter().map(|t| f(&cell(t))).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let factors = vec![
+        Factor::new("depth", levels(|c| c.depth.to_string())),
+        Factor::new("skip", levels(|c| c.skip.to_string())),
+        Factor::new("init", levels(|c| c.init.clone())),
+        Factor::new("batchnorm", levels(|c| c.batchnorm.to_string())),
+    ];
+    let obs: Vec<Observation> = resp
+        .trials
+        .iter()
+        .filter_map(|t| {
+            let c = cell(t);
+            Some(Observation {
+                levels: vec![c.depth.to_string(), c.skip.to_string(), c.init, c.batchnorm.to_string()],
+                seed: t.seed,
+                value: t.final_test_accuracy?,
+            })
+        })
+        .collect();
+    let opts = effects::Options { focus: vec!["skip".into()], ..Default::default() };
+    let a = effects::analyze(&factors, &obs, &opts).unwrap();
+    a.main_effects.len() + a.simple_effects.len() + a.paired.len()
+}
+
+async fn bench(backend: &'static str, store: Arc<dyn Store>, trials: usize) {
+    let (n, fill_time) = fill(&store, trials).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(sweep_coordinator::serve(
+        store,
+        sweep_coordinator::CoordinatorConfig::default(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ch = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+    let mut client =
+        pb::analysis_service_client::AnalysisServiceClient::new(ch).max_decoding_message_size(256 * 1024 * 1024);
+    let mut best = [Duration::MAX; 3];
+    let mut sizes = (0, 0, 0);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let plain = client
+            .analyze(pb::AnalyzeRequest { sweep_id: "bench".into(), curve_metrics: vec![], grad_flow: false })
+            .await
+            .unwrap()
+            .into_inner();
+        best[0] = best[0].min(t.elapsed());
+        let t = Instant::now();
+        let rows = effects_of(&plain);
+        best[1] = best[1].min(t.elapsed());
+        let t = Instant::now();
+        let full = client
+            .analyze(pb::AnalyzeRequest {
+                sweep_id: "bench".into(),
+                curve_metrics: vec!["train_loss".into()],
+                grad_flow: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        best[2] = best[2].min(t.elapsed());
+        sizes = (full.curves.len(), full.grad_flow.len(), rows);
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    println!(
+        "| {backend} | {n} | {:.1} s | {:.0} ms | {:.0} ms | {:.0} ms | {} curve points, {} grad-flow points, {} effect rows |",
+        fill_time.as_secs_f64(),
+        best[0].as_secs_f64() * 1e3,
+        best[1].as_secs_f64() * 1e3,
+        best[2].as_secs_f64() * 1e3,
+        sizes.0,
+        sizes.1,
+        sizes.2
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let trials: usize = std::env::args().nth(1).map(|a| a.parse().expect("TRIALS")).unwrap_or(10_000);
+    println!("| backend | trials | fill (lease+metrics+complete) | Analyze (trial rows) | effects (client) | Analyze + curves + grad flow | sizes |");
+    println!("|---|---|---|---|---|---|---|");
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    bench("SQLite", Arc::new(SqliteStore::open(&url).await.unwrap()), trials).await;
+    if let Ok(pg) = std::env::var("SWEEP_BENCH_POSTGRES_URL") {
+        let store = PostgresStore::open(&pg).await.unwrap();
+        // A clean slate: the bench sweep must not exist yet.
+        bench("PostgreSQL", Arc::new(store), trials).await;
+    }
+}

@@ -1,0 +1,156 @@
+//! Bearer-token authentication for the coordinator's services.
+//!
+//! Two roles: **worker** tokens may call only `WorkerService`; **client**
+//! tokens may call `SweepService` (submit, cancel, read) and the analysis
+//! service. A missing or unknown token is `Unauthenticated`; a valid token
+//! of the wrong role is `PermissionDenied`. Tokens are compared in constant
+//! time and never logged. The health service stays open for probes.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+use tonic::{Request, Status};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Worker,
+    Client,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Worker => "worker",
+            Role::Client => "client",
+        }
+    }
+}
+
+/// The accepted tokens. Empty lists with `enabled = false` mean no auth
+/// (only allowed on loopback, see `serve`).
+#[derive(Clone, Default)]
+pub struct Tokens {
+    worker: Vec<Vec<u8>>,
+    client: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens {{ worker: {} token(s), client: {} token(s) }}", self.worker.len(), self.client.len())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("{path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Tokens of one role from a file (one per line; blank lines and `#`
+/// comments skipped) or a comma-separated environment variable.
+pub fn load_tokens(file: Option<&Path>, env_var: &str) -> Result<Vec<String>, TokenError> {
+    let text = match file {
+        Some(p) => std::fs::read_to_string(p).map_err(|source| TokenError::Read { path: p.to_owned(), source })?,
+        None => std::env::var(env_var).unwrap_or_default().replace(',', "\n"),
+    };
+    let tokens: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    if let Some(t) = tokens.iter().find(|t| t.len() < 16) {
+        return Err(TokenError::Invalid(format!(
+            "a {} token is {} characters long; use at least 16 (e.g. `openssl rand -hex 32`)",
+            env_var,
+            t.len()
+        )));
+    }
+    Ok(tokens)
+}
+
+impl Tokens {
+    pub fn new(worker: Vec<String>, client: Vec<String>) -> Self {
+        Self {
+            worker: worker.into_iter().map(String::into_bytes).collect(),
+            client: client.into_iter().map(String::into_bytes).collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.worker.is_empty() && self.client.is_empty()
+    }
+
+    fn role_of(&self, token: &[u8]) -> Option<Role> {
+        // Check every token (no early exit) so timing says nothing about
+        // which list, or which entry, matched.
+        let mut found = None;
+        for (role, list) in [(Role::Worker, &self.worker), (Role::Client, &self.client)] {
+            for t in list {
+                if bool::from(t.as_slice().ct_eq(token)) {
+                    found = Some(role);
+                }
+            }
+        }
+        found
+    }
+}
+
+/// Checks calls against the tokens; `None` disables auth.
+#[derive(Clone, Debug, Default)]
+pub struct Auth(Option<Arc<Tokens>>);
+
+impl Auth {
+    pub fn new(tokens: Option<Tokens>) -> Self {
+        Self(tokens.filter(|t| !t.is_empty()).map(Arc::new))
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.0.is_some()
+    }
+
+    pub fn check<T>(&self, req: &Request<T>, needed: Role) -> Result<(), Status> {
+        let Some(tokens) = &self.0 else { return Ok(()) };
+        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "?".into());
+        let presented = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let Some(token) = presented else {
+            tracing::warn!(%peer, role = needed.as_str(), "call refused: no bearer token");
+            return Err(Status::unauthenticated("missing bearer token (set SWEEP_TOKEN or --token-file)"));
+        };
+        match tokens.role_of(token.trim().as_bytes()) {
+            Some(role) if role == needed => Ok(()),
+            Some(role) => {
+                tracing::warn!(%peer, presented_role = role.as_str(), needed = needed.as_str(), "call refused: token of the wrong role");
+                Err(Status::permission_denied(format!(
+                    "a {} token cannot make {} calls",
+                    role.as_str(),
+                    needed.as_str()
+                )))
+            }
+            None => {
+                tracing::warn!(%peer, role = needed.as_str(), "call refused: unknown bearer token");
+                Err(Status::unauthenticated("unknown bearer token"))
+            }
+        }
+    }
+
+    /// An interceptor that lets through only calls with a `role` token.
+    pub fn interceptor(&self, role: Role) -> impl tonic::service::Interceptor + Clone {
+        let auth = self.clone();
+        move |req: Request<()>| {
+            auth.check(&req, role)?;
+            Ok(req)
+        }
+    }
+}

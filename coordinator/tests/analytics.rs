@@ -1,0 +1,305 @@
+//! Conformance tests of the set-based `Analytics` queries, against SQLite and
+//! PostgreSQL alike (one `#[tokio::test]` per backend and test).
+//!
+//! PostgreSQL: the server named by `SWEEP_TEST_POSTGRES_URL`, one fresh schema
+//! per test (dropped afterwards). Without the variable the PostgreSQL
+//! variants print `skipped: ...` and pass, unless `SWEEP_REQUIRE_POSTGRES=1`.
+//! (The same arrangement as `store_conformance.rs`.)
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::Connection;
+use sweep_coordinator::store::analytics::{CellLevels, TrialFinal};
+use sweep_coordinator::store::{
+    FinalOutcome, MetricRow, PostgresStore, SqliteStore, Store, StoreError, TrialState, TrialSummary,
+};
+use sweep_core::GridSpec;
+
+const PG_URL_VAR: &str = "SWEEP_TEST_POSTGRES_URL";
+const PG_REQUIRE_VAR: &str = "SWEEP_REQUIRE_POSTGRES";
+
+enum Guard {
+    Sqlite(tempfile::TempDir),
+    Postgres { url: String, schema: String },
+}
+
+impl Guard {
+    async fn cleanup(self) {
+        match self {
+            Guard::Sqlite(dir) => drop(dir),
+            Guard::Postgres { url, schema } => {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await;
+                    let _ = conn.close().await;
+                }
+            }
+        }
+    }
+}
+
+async fn make_sqlite() -> Option<(Arc<dyn Store>, Guard)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("sweep.db").display());
+    let store = SqliteStore::open(&url).await.expect("open sqlite store");
+    Some((Arc::new(store), Guard::Sqlite(dir)))
+}
+
+async fn make_pg() -> Option<(Arc<dyn Store>, Guard)> {
+    let url = match std::env::var(PG_URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => url,
+        _ => {
+            if std::env::var(PG_REQUIRE_VAR).is_ok_and(|v| v == "1") {
+                panic!("{PG_REQUIRE_VAR}=1 but {PG_URL_VAR} is not set");
+            }
+            println!("skipped: {PG_URL_VAR} not set");
+            return None;
+        }
+    };
+    let schema = format!("sweep_analytics_{}", uuid_like());
+    let mut admin = sqlx::PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {PG_URL_VAR}={url:?}: {e}"));
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await.expect("create schema");
+    let _ = admin.close().await;
+    let opts = PgConnectOptions::from_str(&url).expect("postgres URL").options([("search_path", schema.as_str())]);
+    let guard = Guard::Postgres { url, schema };
+    match PostgresStore::open_with(opts).await {
+        Ok(store) => Some((Arc::new(store), guard)),
+        Err(e) => {
+            guard.cleanup().await;
+            panic!("open postgres store: {e}");
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{:x}{:x}", nanos, std::process::id())
+}
+
+async fn run_test<M, MF, T, TF>(make: M, test: T)
+where
+    M: FnOnce() -> MF,
+    MF: Future<Output = Option<(Arc<dyn Store>, Guard)>>,
+    T: FnOnce(Arc<dyn Store>) -> TF,
+    TF: Future<Output = ()>,
+{
+    let Some((store, guard)) = make().await else { return };
+    let result = AssertUnwindSafe(test(store)).catch_unwind().await;
+    guard.cleanup().await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+macro_rules! analytics_tests {
+    ($backend:ident, $make:ident; $($test:ident),* $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::run_test(super::$make, super::$test).await;
+                }
+            )*
+        }
+    };
+}
+
+analytics_tests!(sqlite, make_sqlite;
+    trial_finals_has_one_row_per_trial,
+    curves_aggregate_succeeded_trials_per_cell_and_step,
+    grad_flow_takes_each_trials_first_and_last_step,
+    unknown_sweep_is_not_found,
+);
+analytics_tests!(postgres, make_pg;
+    trial_finals_has_one_row_per_trial,
+    curves_aggregate_succeeded_trials_per_cell_and_step,
+    grad_flow_takes_each_trials_first_and_last_step,
+    unknown_sweep_is_not_found,
+);
+
+// ---------------------------------------------------------------------------
+
+const T0: i64 = 1_700_000_000_000;
+const TTL: i64 = 60_000;
+
+fn grid(name: &str) -> GridSpec {
+    let text = format!(
+        r#"
+name = "{name}"
+seeds = 3
+[grid]
+depth = [8, 16]
+skip = [true, false]
+init = "default"
+batchnorm = true
+[data]
+path = "data"
+"#
+    );
+    GridSpec::parse(&text, Path::new("/tmp/grid.toml")).expect("valid grid")
+}
+
+fn point(name: &str, step: i64, value: f64) -> MetricRow {
+    MetricRow { step, epoch: 1, name: name.to_owned(), value }
+}
+
+/// A value that depends on the cell and seed, so every aggregate is checkable.
+fn value(depth: u32, skip: bool, seed: u64, step: i64) -> f64 {
+    depth as f64 / 10.0 + if skip { 0.0 } else { 1.0 } + seed as f64 * 0.25 + step as f64 * 0.01
+}
+
+/// Submits the grid and finishes its 12 trials: depth 16 without skips,
+/// seed 2, diverges; depth 16 without skips, seed 1, stays running; every
+/// other trial succeeds. Points are stored for every leased trial (so the
+/// queries must filter on state).
+async fn populate(store: &Arc<dyn Store>, name: &str, points: impl Fn(u32, bool, u64) -> Vec<MetricRow>) {
+    store.submit(&grid(name), T0).await.unwrap();
+    while let Some(lease) = store.lease("w", T0 + 1, TTL).await.unwrap() {
+        let s = &lease.spec;
+        store.put_metrics(&lease.lease_id, &points(s.depth, s.skip, s.seed), None).await.unwrap();
+        if s.depth == 16 && !s.skip && s.seed == 1 {
+            continue;
+        }
+        let outcome = if s.depth == 16 && !s.skip && s.seed == 2 { FinalOutcome::Diverged } else { FinalOutcome::Succeeded };
+        let summary = TrialSummary {
+            final_train_loss: Some(value(s.depth, s.skip, s.seed, 0)),
+            final_test_loss: None,
+            final_test_accuracy: Some(value(s.depth, s.skip, s.seed, 1) / 10.0),
+            best_test_accuracy: Some(value(s.depth, s.skip, s.seed, 2) / 10.0),
+            wall_seconds: 3.5,
+        };
+        store.complete(&lease.lease_id, outcome, &summary, T0 + 2).await.unwrap();
+    }
+}
+
+fn levels(depth: u32, skip: bool) -> CellLevels {
+    CellLevels { depth, skip, init: "default".into(), batchnorm: true }
+}
+
+#[track_caller]
+fn close(a: f64, b: f64) {
+    assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{a} vs {b}");
+}
+
+async fn trial_finals_has_one_row_per_trial(store: Arc<dyn Store>) {
+    populate(&store, "finals", |_, _, _| Vec::new()).await;
+    let rows = store.trial_finals("finals").await.unwrap();
+    assert_eq!(rows.len(), 12);
+    // Ordered by cell (depth, skip false before true, ...) then seed.
+    let order: Vec<(u32, bool, u64)> = rows.iter().map(|r| (r.cell.depth, r.cell.skip, r.seed)).collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted);
+    let by: BTreeMap<(u32, bool, u64), &TrialFinal> =
+        rows.iter().map(|r| ((r.cell.depth, r.cell.skip, r.seed), r)).collect();
+    assert_eq!(by[&(16, false, 1)].state, TrialState::Running);
+    assert_eq!(by[&(16, false, 1)].final_test_accuracy, None);
+    assert_eq!(by[&(16, false, 2)].state, TrialState::Diverged);
+    let r = by[&(8, true, 2)];
+    assert_eq!(r.state, TrialState::Succeeded);
+    assert_eq!(r.cell, levels(8, true));
+    close(r.final_train_loss.unwrap(), value(8, true, 2, 0));
+    close(r.final_test_accuracy.unwrap(), value(8, true, 2, 1) / 10.0);
+    close(r.best_test_accuracy.unwrap(), value(8, true, 2, 2) / 10.0);
+    assert_eq!(r.final_test_loss, None);
+    assert_eq!(r.wall_seconds, Some(3.5));
+    // Seeds of one cell share the cell key; cells differ.
+    assert_eq!(by[&(8, true, 0)].cell_key, by[&(8, true, 1)].cell_key);
+    assert_ne!(by[&(8, true, 0)].cell_key, by[&(8, false, 0)].cell_key);
+}
+
+async fn curves_aggregate_succeeded_trials_per_cell_and_step(store: Arc<dyn Store>) {
+    populate(&store, "curves", |d, s, seed| {
+        let mut v: Vec<MetricRow> = (1..=3).map(|k| point("train_loss", k * 10, value(d, s, seed, k * 10))).collect();
+        v.push(point("test_loss", 30, 9.0));
+        // Seed 0 logged one more step than the others.
+        if seed == 0 {
+            v.push(point("train_loss", 40, value(d, s, seed, 40)));
+        }
+        v
+    })
+    .await;
+    let curve = store.curve("curves", "train_loss").await.unwrap();
+    // 4 cells x steps 10, 20, 30, 40.
+    assert_eq!(curve.len(), 16);
+    for c in &curve {
+        let seeds: Vec<u64> = match (c.cell.depth, c.cell.skip, c.step) {
+            (16, false, 40) => vec![0],
+            (16, false, _) => vec![0], // seed 1 running, seed 2 diverged
+            (_, _, 40) => vec![0],
+            _ => vec![0, 1, 2],
+        };
+        let xs: Vec<f64> = seeds.iter().map(|&s| value(c.cell.depth, c.cell.skip, s, c.step)).collect();
+        assert_eq!(c.n, xs.len() as u64, "{c:?}");
+        close(c.sum, xs.iter().sum());
+        close(c.sum_sq, xs.iter().map(|x| x * x).sum());
+    }
+    let steps: Vec<i64> = curve.iter().filter(|c| c.cell == levels(8, true)).map(|c| c.step).collect();
+    assert_eq!(steps, vec![10, 20, 30, 40]);
+    assert!(store.curve("curves", "no_such_metric").await.unwrap().is_empty());
+}
+
+async fn grad_flow_takes_each_trials_first_and_last_step(store: Arc<dyn Store>) {
+    populate(&store, "grads", |d, s, seed| {
+        let mut v = Vec::new();
+        // Seed 2 logs from step 20 on; the others from step 10. Block01 is
+        // logged once only (first = last).
+        let first = if seed == 2 { 2 } else { 1 };
+        for k in first..=3 {
+            v.push(point("grad_norm/stem", k * 10, value(d, s, seed, k * 10)));
+        }
+        v.push(point("grad_norm/block01", 50, 2.0));
+        // Look-alikes that must not count.
+        v.push(point("grad_normX/stem", 10, 99.0));
+        v.push(point("grad_norm_total", 10, 99.0));
+        v.push(point("train_loss", 10, 99.0));
+        v
+    })
+    .await;
+    let g = store.grad_flow("grads").await.unwrap();
+    // 4 cells x 2 blocks x 2 phases.
+    assert_eq!(g.len(), 16, "{g:#?}");
+    for a in &g {
+        let seeds: Vec<u64> = if a.cell == levels(16, false) { vec![0] } else { vec![0, 1, 2] };
+        assert_eq!(a.n, seeds.len() as u64, "{a:?}");
+        match a.block.as_str() {
+            "block01" => {
+                close(a.sum, 2.0 * seeds.len() as f64);
+                close(a.mean_step, 50.0);
+            }
+            "stem" => {
+                let steps: Vec<i64> = seeds
+                    .iter()
+                    .map(|&s| if a.last { 30 } else if s == 2 { 20 } else { 10 })
+                    .collect();
+                let xs: Vec<f64> =
+                    seeds.iter().zip(&steps).map(|(&s, &k)| value(a.cell.depth, a.cell.skip, s, k)).collect();
+                close(a.sum, xs.iter().sum());
+                close(a.sum_sq, xs.iter().map(|x| x * x).sum());
+                close(a.mean_step, steps.iter().sum::<i64>() as f64 / steps.len() as f64);
+            }
+            other => panic!("unexpected block {other:?}"),
+        }
+    }
+    assert!(g.iter().any(|a| a.last) && g.iter().any(|a| !a.last));
+}
+
+async fn unknown_sweep_is_not_found(store: Arc<dyn Store>) {
+    assert!(matches!(store.trial_finals("nope").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.curve("nope", "train_loss").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.grad_flow("nope").await, Err(StoreError::NotFound(_))));
+    // A known sweep without metrics is empty, not an error.
+    store.submit(&grid("empty"), T0).await.unwrap();
+    assert!(store.curve("empty", "train_loss").await.unwrap().is_empty());
+    assert!(store.grad_flow("empty").await.unwrap().is_empty());
+    assert_eq!(store.trial_finals("empty").await.unwrap().len(), 12);
+}

@@ -1,0 +1,449 @@
+//! Factorial effects for ablation reports: per-cell statistics, main effects,
+//! two-way (simple) effects, and paired comparisons on shared seeds.
+//!
+//! # How means and intervals are computed
+//!
+//! A sweep is a full factorial grid of *cells* (one combination of factor
+//! levels), each run with several seeds. The unit of analysis is the cell:
+//!
+//! - **Cell statistics**: mean, sample sd and 95% Student-t interval over the
+//!   cell's observations (its finished seeds).
+//! - **Marginal means are means of cell means**, each cell weighted equally
+//!   (the "unweighted" or least-squares marginal mean of a factorial design),
+//!   not the mean over all trials at that level. With unbalanced seed counts
+//!   a trial-weighted mean would let the cells with more seeds dominate and
+//!   would mix the factor's effect with the other factors' effects.
+//! - **Effects are contrasts of cell means over matched strata.** The effect
+//!   of level `a` of factor F against level `b` is the mean, over every
+//!   combination `s` of the other factors (a *stratum*) where both cells
+//!   `(a, s)` and `(b, s)` have observations, of `mean(a, s) - mean(b, s)`.
+//!   Strata where one side has no finished run are left out (and counted in
+//!   [`Comparison::strata_unmatched`]), so a missing cell never makes one
+//!   level look better only because it was averaged over easier conditions.
+//! - **Intervals of contrasts** treat the cell means as independent with
+//!   their own variances (no pooled variance: a deep network without skips
+//!   varies far more across seeds than a shallow one). For a contrast
+//!   `sum_i w_i * mean_i` the standard error is `sqrt(sum_i w_i^2 s_i^2 / n_i)`
+//!   and the degrees of freedom are Welch–Satterthwaite's,
+//!   `se^4 / sum_i (w_i^2 s_i^2 / n_i)^2 / (n_i - 1)`; the interval uses
+//!   Student's t with those df. For two cells this is exactly Welch's
+//!   two-sample interval ([`crate::stats::welch_diff`]). A contrast that
+//!   involves a cell with one observation has an estimate but no interval.
+//!   The seeds of different cells are treated as independent samples even
+//!   when the same seed numbers are used in every cell; the paired
+//!   comparison below is the analysis that uses the pairing.
+//! - **Simple effects** ("skip at each depth") are the same contrast with the
+//!   second factor held at one level.
+//! - **Paired comparisons**: within each cell of the other factors, the
+//!   per-seed differences between two levels on the seeds both ran, tested
+//!   with a paired t-test; the p-values are Holm-adjusted across all paired
+//!   comparisons reported. Main-effect p-values are Holm-adjusted across the
+//!   main effects, separately.
+//!
+//! Everything here is pure: the caller hands in observations (typically one
+//! per succeeded trial) and gets plain data back.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::{holm, p_two_sided, paired_t, t_interval, t_quantile, PairedT, Summary};
+
+/// Confidence level of every interval in an [`Analysis`].
+pub const LEVEL: f64 = 0.95;
+
+/// A factor of the design and its levels, in display order. The first level
+/// is the default baseline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Factor {
+    pub name: String,
+    pub levels: Vec<String>,
+}
+
+impl Factor {
+    pub fn new(name: impl Into<String>, levels: impl IntoIterator<Item = impl Into<String>>) -> Factor {
+        Factor { name: name.into(), levels: levels.into_iter().map(Into::into).collect() }
+    }
+}
+
+/// One value of one trial: its cell (a level of every factor, in the order of
+/// the factors) and seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub levels: Vec<String>,
+    pub seed: u64,
+    pub value: f64,
+}
+
+/// What to compute, beyond the per-cell statistics and main effects.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Options {
+    /// Baseline level per factor name; factors not named use their first level.
+    pub baselines: BTreeMap<String, String>,
+    /// Factors whose simple effects at each level of every other factor, and
+    /// whose paired comparisons, are reported (e.g. `["skip"]`).
+    pub focus: Vec<String>,
+    /// Factors to group the table by (means of cell means over the others).
+    /// Empty: no grouping.
+    pub by: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EffectsError {
+    #[error("unknown factor {0:?}")]
+    UnknownFactor(String),
+    #[error("factor {factor:?} has no level {level:?} (levels: {levels})")]
+    UnknownLevel { factor: String, level: String, levels: String },
+    #[error("an observation has {got} levels for {expected} factors")]
+    Shape { got: usize, expected: usize },
+}
+
+/// A linear contrast of cell means, `sum_i w_i * mean_i`, with its Welch
+/// interval (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Contrast {
+    pub estimate: f64,
+    /// `None` when a cell in the contrast has a single observation.
+    pub se: Option<f64>,
+    pub df: Option<f64>,
+    pub ci95_lo: Option<f64>,
+    pub ci95_hi: Option<f64>,
+    /// Two-sided p-value for "the contrast is 0".
+    pub p_value: Option<f64>,
+}
+
+/// The contrast `sum w_i * mean_i` of independent cell summaries at
+/// confidence `level`. `None` when there are no terms.
+///
+/// When every cell is constant the standard error is 0 and the
+/// Welch–Satterthwaite df is 0/0; the pooled df `sum (n_i - 1)` is used then,
+/// as [`crate::stats::welch_diff`] does.
+pub fn contrast(terms: &[(f64, Summary)], level: f64) -> Option<Contrast> {
+    if terms.is_empty() {
+        return None;
+    }
+    let estimate: f64 = terms.iter().map(|(w, s)| w * s.mean).sum();
+    let parts: Option<Vec<(f64, f64)>> = terms
+        .iter()
+        .filter(|(w, _)| *w != 0.0)
+        .map(|(w, s)| s.sd.map(|sd| (w * w * sd * sd / s.n as f64, (s.n - 1) as f64)))
+        .collect();
+    let Some(parts) = parts else {
+        return Some(Contrast { estimate, se: None, df: None, ci95_lo: None, ci95_hi: None, p_value: None });
+    };
+    let var: f64 = parts.iter().map(|(v, _)| v).sum();
+    let se = var.sqrt();
+    let df = if var > 0.0 {
+        var * var / parts.iter().map(|(v, df)| v * v / df).sum::<f64>()
+    } else {
+        parts.iter().map(|(_, df)| df).sum()
+    };
+    let half = t_quantile(0.5 + level / 2.0, df).map(|q| q * se);
+    let t = if estimate == 0.0 && se == 0.0 { 0.0 } else { estimate / se };
+    let p = p_two_sided(t, df);
+    Some(Contrast {
+        estimate,
+        se: Some(se),
+        df: Some(df),
+        ci95_lo: half.map(|h| estimate - h),
+        ci95_hi: half.map(|h| estimate + h),
+        p_value: (!p.is_nan()).then_some(p),
+    })
+}
+
+/// Statistics of one cell over its observations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellStat {
+    /// One level per factor, in factor order.
+    pub levels: Vec<String>,
+    pub n: u64,
+    pub mean: f64,
+    pub sd: Option<f64>,
+    pub ci95_lo: Option<f64>,
+    pub ci95_hi: Option<f64>,
+}
+
+/// A comparison of one level of a factor against its baseline, over matched
+/// strata of the other factors (those in `at` held fixed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub factor: String,
+    pub level: String,
+    pub baseline: String,
+    /// Factors held at one level (empty for a main effect).
+    pub at: BTreeMap<String, String>,
+    /// Mean of the cell means at `level` over the matched strata.
+    pub level_mean: Option<f64>,
+    /// Mean of the cell means at `baseline` over the matched strata.
+    pub baseline_mean: Option<f64>,
+    /// `level_mean - baseline_mean`, with its interval; `None` when no
+    /// stratum has runs at both levels.
+    pub effect: Option<Contrast>,
+    /// Holm-adjusted p-value (main effects: across all main effects).
+    pub p_holm: Option<f64>,
+    /// Strata (combinations of the other free factors) with runs at both levels.
+    pub strata_used: usize,
+    /// Strata with runs at only one of the two levels (left out).
+    pub strata_unmatched: usize,
+}
+
+/// The paired comparison of a level against the baseline within one cell of
+/// the other factors, on the seeds both ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Paired {
+    pub factor: String,
+    pub level: String,
+    pub baseline: String,
+    /// The other factors' levels (the cell).
+    pub at: BTreeMap<String, String>,
+    /// Seeds finished at both levels.
+    pub shared_seeds: Vec<u64>,
+    /// Paired t-test on `value(level, seed) - value(baseline, seed)`; `None`
+    /// for fewer than two shared seeds.
+    pub test: Option<PairedT>,
+    /// Holm-adjusted across every paired comparison with a test.
+    pub p_holm: Option<f64>,
+}
+
+/// A row of the grouped view: the mean of the cell means of one combination
+/// of the `by` factors, over the other factors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub levels: BTreeMap<String, String>,
+    /// Cells with observations in the group.
+    pub cells: usize,
+    /// Observations (trials) in those cells.
+    pub n: u64,
+    /// Mean of cell means with its interval (`estimate` is the mean).
+    pub mean: Option<Contrast>,
+}
+
+/// Everything [`analyze`] computes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysis {
+    pub factors: Vec<Factor>,
+    pub baselines: BTreeMap<String, String>,
+    /// Cells with at least one observation, in factor-level order.
+    pub cells: Vec<CellStat>,
+    /// Every non-baseline level of every factor with two or more levels.
+    pub main_effects: Vec<Comparison>,
+    /// Focus factors' effects at each level of each other factor.
+    pub simple_effects: Vec<Comparison>,
+    pub paired: Vec<Paired>,
+    pub groups: Vec<Group>,
+}
+
+type Key = Vec<usize>;
+
+struct Data<'a> {
+    factors: &'a [Factor],
+    /// cell -> seed -> value (a repeated seed keeps its last value).
+    cells: BTreeMap<Key, BTreeMap<u64, f64>>,
+    summaries: BTreeMap<Key, Summary>,
+}
+
+fn factor_index(factors: &[Factor], name: &str) -> Result<usize, EffectsError> {
+    factors.iter().position(|f| f.name == name).ok_or_else(|| EffectsError::UnknownFactor(name.to_owned()))
+}
+
+fn level_index(f: &Factor, level: &str) -> Result<usize, EffectsError> {
+    f.levels.iter().position(|l| l == level).ok_or_else(|| EffectsError::UnknownLevel {
+        factor: f.name.clone(),
+        level: level.to_owned(),
+        levels: f.levels.join(", "),
+    })
+}
+
+impl Data<'_> {
+    /// Every cell key with the factors in `fixed` at the given levels.
+    fn strata(&self, free: &[usize], fixed: &[(usize, usize)]) -> Vec<Key> {
+        let mut out = vec![vec![usize::MAX; self.factors.len()]];
+        for &(f, l) in fixed {
+            out[0][f] = l;
+        }
+        for &f in free {
+            out = out
+                .into_iter()
+                .flat_map(|k| {
+                    (0..self.factors[f].levels.len()).map(move |l| {
+                        let mut k = k.clone();
+                        k[f] = l;
+                        k
+                    })
+                })
+                .collect();
+        }
+        out
+    }
+
+    fn compare(&self, f: usize, level: usize, baseline: usize, at: &[(usize, usize)]) -> Comparison {
+        let free: Vec<usize> =
+            (0..self.factors.len()).filter(|&g| g != f && !at.iter().any(|&(a, _)| a == g)).collect();
+        let (mut used, mut unmatched) = (Vec::new(), 0);
+        for mut k in self.strata(&free, at) {
+            k[f] = level;
+            let a = self.summaries.get(&k).copied();
+            k[f] = baseline;
+            let b = self.summaries.get(&k).copied();
+            match (a, b) {
+                (Some(a), Some(b)) => used.push((a, b)),
+                (None, None) => {}
+                _ => unmatched += 1,
+            }
+        }
+        let k = used.len() as f64;
+        let terms: Vec<(f64, Summary)> =
+            used.iter().flat_map(|&(a, b)| [(1.0 / k, a), (-1.0 / k, b)]).collect();
+        let mean = |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
+        Comparison {
+            factor: self.factors[f].name.clone(),
+            level: self.factors[f].levels[level].clone(),
+            baseline: self.factors[f].levels[baseline].clone(),
+            at: at
+                .iter()
+                .map(|&(g, l)| (self.factors[g].name.clone(), self.factors[g].levels[l].clone()))
+                .collect(),
+            level_mean: mean(used.iter().map(|(a, _)| a.mean).collect()),
+            baseline_mean: mean(used.iter().map(|(_, b)| b.mean).collect()),
+            effect: contrast(&terms, LEVEL),
+            p_holm: None,
+            strata_used: used.len(),
+            strata_unmatched: unmatched,
+        }
+    }
+}
+
+/// Cell statistics, main effects, simple effects of the focus factors,
+/// paired comparisons and the grouped view; see the module docs for how.
+pub fn analyze(factors: &[Factor], obs: &[Observation], opts: &Options) -> Result<Analysis, EffectsError> {
+    let mut cells: BTreeMap<Key, BTreeMap<u64, f64>> = BTreeMap::new();
+    for o in obs {
+        if o.levels.len() != factors.len() {
+            return Err(EffectsError::Shape { got: o.levels.len(), expected: factors.len() });
+        }
+        let key = factors
+            .iter()
+            .zip(&o.levels)
+            .map(|(f, l)| level_index(f, l))
+            .collect::<Result<Key, _>>()?;
+        cells.entry(key).or_default().insert(o.seed, o.value);
+    }
+    let summaries: BTreeMap<Key, Summary> = cells
+        .iter()
+        .filter_map(|(k, v)| Summary::from_samples(&v.values().copied().collect::<Vec<_>>()).map(|s| (k.clone(), s)))
+        .collect();
+    let data = Data { factors, cells, summaries };
+
+    let mut baselines = vec![0usize; factors.len()];
+    for (name, level) in &opts.baselines {
+        let f = factor_index(factors, name)?;
+        baselines[f] = level_index(&factors[f], level)?;
+    }
+    let focus = opts.focus.iter().map(|n| factor_index(factors, n)).collect::<Result<Vec<_>, _>>()?;
+    let by = opts.by.iter().map(|n| factor_index(factors, n)).collect::<Result<Vec<_>, _>>()?;
+    let varying: Vec<usize> = (0..factors.len()).filter(|&f| factors[f].levels.len() > 1).collect();
+
+    let cell_stats = data
+        .summaries
+        .iter()
+        .map(|(k, s)| {
+            let ci = t_interval(s, LEVEL);
+            CellStat {
+                levels: k.iter().zip(factors).map(|(&l, f)| f.levels[l].clone()).collect(),
+                n: s.n,
+                mean: s.mean,
+                sd: s.sd,
+                ci95_lo: ci.map(|c| c.0),
+                ci95_hi: ci.map(|c| c.1),
+            }
+        })
+        .collect();
+
+    let mut main_effects: Vec<Comparison> = Vec::new();
+    for &f in &varying {
+        for l in (0..factors[f].levels.len()).filter(|&l| l != baselines[f]) {
+            main_effects.push(data.compare(f, l, baselines[f], &[]));
+        }
+    }
+    set_holm(main_effects.iter_mut().map(|c| (c.effect.and_then(|e| e.p_value), &mut c.p_holm)));
+
+    let mut simple_effects = Vec::new();
+    let mut paired = Vec::new();
+    for &f in focus.iter().filter(|f| varying.contains(f)) {
+        for l in (0..factors[f].levels.len()).filter(|&l| l != baselines[f]) {
+            for &g in varying.iter().filter(|&&g| g != f) {
+                for gl in 0..factors[g].levels.len() {
+                    simple_effects.push(data.compare(f, l, baselines[f], &[(g, gl)]));
+                }
+            }
+            let others: Vec<usize> = (0..factors.len()).filter(|&g| g != f).collect();
+            for mut k in data.strata(&others, &[]) {
+                k[f] = l;
+                let a = data.cells.get(&k);
+                k[f] = baselines[f];
+                let b = data.cells.get(&k);
+                let (Some(a), Some(b)) = (a, b) else { continue };
+                let shared: Vec<u64> = a.keys().filter(|s| b.contains_key(s)).copied().collect();
+                let diffs: Vec<f64> = shared.iter().map(|s| a[s] - b[s]).collect();
+                paired.push(Paired {
+                    factor: factors[f].name.clone(),
+                    level: factors[f].levels[l].clone(),
+                    baseline: factors[f].levels[baselines[f]].clone(),
+                    at: others.iter().map(|&g| (factors[g].name.clone(), factors[g].levels[k[g]].clone())).collect(),
+                    shared_seeds: shared,
+                    test: paired_t(&diffs),
+                    p_holm: None,
+                });
+            }
+        }
+    }
+    set_holm(paired.iter_mut().map(|p| (p.test.map(|t| t.p_two_sided), &mut p.p_holm)));
+
+    let mut groups = Vec::new();
+    if !by.is_empty() {
+        let rest: Vec<usize> = (0..factors.len()).filter(|g| !by.contains(g)).collect();
+        for fixed in data.strata(&by, &[]) {
+            let members: Vec<Summary> = data
+                .strata(&rest, &by.iter().map(|&g| (g, fixed[g])).collect::<Vec<_>>())
+                .iter()
+                .filter_map(|k| data.summaries.get(k).copied())
+                .collect();
+            if members.is_empty() {
+                continue;
+            }
+            let w = 1.0 / members.len() as f64;
+            let terms: Vec<(f64, Summary)> = members.iter().map(|s| (w, *s)).collect();
+            groups.push(Group {
+                levels: by.iter().map(|&g| (factors[g].name.clone(), factors[g].levels[fixed[g]].clone())).collect(),
+                cells: members.len(),
+                n: members.iter().map(|s| s.n).sum(),
+                mean: contrast(&terms, LEVEL),
+            });
+        }
+    }
+
+    Ok(Analysis {
+        factors: factors.to_vec(),
+        baselines: factors.iter().zip(&baselines).map(|(f, &b)| (f.name.clone(), f.levels[b].clone())).collect(),
+        cells: cell_stats,
+        main_effects,
+        simple_effects,
+        paired,
+        groups,
+    })
+}
+
+/// Holm-adjusts the given p-values (entries without one do not count towards
+/// the number of comparisons) and writes the results back.
+fn set_holm<'a>(items: impl Iterator<Item = (Option<f64>, &'a mut Option<f64>)>) {
+    let (ps, slots): (Vec<f64>, Vec<&mut Option<f64>>) =
+        items.map(|(p, slot)| (p.unwrap_or(f64::NAN), slot)).unzip();
+    for (adj, slot) in holm(&ps).into_iter().zip(slots) {
+        *slot = (!adj.is_nan()).then_some(adj);
+    }
+}
+
+/// The distinct values, in their natural order, as level names.
+pub fn levels_sorted<T: Ord + ToString>(values: impl IntoIterator<Item = T>) -> Vec<String> {
+    values.into_iter().collect::<BTreeSet<T>>().into_iter().map(|v| v.to_string()).collect()
+}

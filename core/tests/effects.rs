@@ -1,0 +1,194 @@
+//! Factorial effects checked against independently computed values.
+//!
+//! Reference values: scipy 1.17.1 / statsmodels (Python 3), script in the
+//! comments below. The data is a 2 (depth) x 2 (skip) design with 3 seeds
+//! per cell, except depth 32 without skips, which has 4 (unbalanced).
+//!
+//! ```python
+//! from scipy import stats; from statsmodels.stats.multitest import multipletests
+//! stats.t.interval(0.95, n-1, loc=mean, scale=sd/sqrt(n))            # cells
+//! stats.ttest_ind(a, b, equal_var=False)                              # simple effects
+//! stats.ttest_rel(a, b); .confidence_interval(0.95)                   # paired
+//! multipletests(ps, method="holm")                                    # Holm
+//! # main effects: the contrast 1/2 * sum over depths of (mean_T - mean_F),
+//! # se = sqrt(sum w^2 s^2 / n), Welch-Satterthwaite df, stats.t.ppf(0.975, df),
+//! # p = 2 * stats.t.sf(|est / se|, df)
+//! ```
+
+use std::collections::BTreeMap;
+
+use sweep_core::effects::{analyze, contrast, Factor, Observation, Options};
+use sweep_core::stats::{welch_diff, Summary};
+
+#[track_caller]
+fn close(actual: f64, expected: f64, rel: f64) {
+    let err = (actual - expected).abs() / expected.abs().max(1e-300);
+    assert!(err <= rel, "{actual} vs {expected}: relative error {err:e} > {rel:e}");
+}
+
+const DATA: &[(&str, &str, &[(u64, f64)])] = &[
+    ("8", "false", &[(0, 0.61), (1, 0.64), (2, 0.58)]),
+    ("8", "true", &[(0, 0.66), (1, 0.70), (2, 0.65)]),
+    ("32", "false", &[(0, 0.42), (1, 0.55), (2, 0.31), (3, 0.47)]),
+    ("32", "true", &[(0, 0.72), (1, 0.69), (2, 0.74)]),
+];
+
+fn factors() -> Vec<Factor> {
+    vec![Factor::new("depth", ["8", "32"]), Factor::new("skip", ["false", "true"])]
+}
+
+fn observations(skip_cell: Option<(&str, &str)>) -> Vec<Observation> {
+    DATA.iter()
+        .filter(|(d, s, _)| skip_cell != Some((d, s)))
+        .flat_map(|(d, s, vs)| {
+            vs.iter().map(move |&(seed, value)| Observation { levels: vec![d.to_string(), s.to_string()], seed, value })
+        })
+        .collect()
+}
+
+fn opts() -> Options {
+    Options { baselines: BTreeMap::new(), focus: vec!["skip".into()], by: vec!["skip".into()] }
+}
+
+#[test]
+fn cells_main_effects_simple_effects_and_paired_match_scipy() {
+    let a = analyze(&factors(), &observations(None), &opts()).unwrap();
+
+    // Cells, in factor-level order: (8,F), (8,T), (32,F), (32,T).
+    let cells = [
+        (0.61, 0.030000000000000027, 0.53547586864749, 0.68452413135251),
+        (0.6699999999999999, 0.026457513110645866, 0.6042758939227157, 0.7357241060772841),
+        (0.4375, 0.1004572877727976, 0.2776500378443191, 0.5973499621556809),
+        (0.7166666666666667, 0.025166114784235857, 0.6541505718729088, 0.7791827614604245),
+    ];
+    assert_eq!(a.cells.len(), 4);
+    for (c, (m, sd, lo, hi)) in a.cells.iter().zip(cells) {
+        close(c.mean, m, 1e-14);
+        close(c.sd.unwrap(), sd, 1e-12);
+        close(c.ci95_lo.unwrap(), lo, 1e-12);
+        close(c.ci95_hi.unwrap(), hi, 1e-12);
+    }
+    assert_eq!(a.cells[2].levels, vec!["32", "false"]);
+    assert_eq!(a.cells[2].n, 4);
+
+    // Main effects: depth 32 vs 8, then skip true vs false.
+    assert_eq!(a.main_effects.len(), 2);
+    let depth = &a.main_effects[0];
+    assert_eq!((depth.factor.as_str(), depth.level.as_str(), depth.baseline.as_str()), ("depth", "32", "8"));
+    let e = depth.effect.unwrap();
+    close(e.estimate, -0.06291666666666662, 1e-13);
+    close(e.se.unwrap(), 0.02858041773273753, 1e-12);
+    close(e.df.unwrap(), 4.817076633799229, 1e-12);
+    close(e.ci95_lo.unwrap(), -0.13723208529044523, 1e-12);
+    close(e.ci95_hi.unwrap(), 0.011398751957111986, 1e-11);
+    close(e.p_value.unwrap(), 0.08101094973815623, 1e-10);
+    let skip = &a.main_effects[1];
+    assert_eq!((skip.factor.as_str(), skip.level.as_str(), skip.baseline.as_str()), ("skip", "true", "false"));
+    let e = skip.effect.unwrap();
+    close(e.estimate, 0.1695833333333333, 1e-13);
+    close(e.se.unwrap(), 0.02858041773273753, 1e-12);
+    close(e.df.unwrap(), 4.817076633799228, 1e-12);
+    close(e.ci95_lo.unwrap(), 0.0952679147095547, 1e-12);
+    close(e.ci95_hi.unwrap(), 0.24389875195711191, 1e-12);
+    close(e.p_value.unwrap(), 0.0022021739815375613, 1e-9);
+    // Marginal means are means of cell means: (0.67 + 0.71667) / 2.
+    close(skip.level_mean.unwrap(), (0.6699999999999999 + 0.7166666666666667) / 2.0, 1e-14);
+    close(skip.baseline_mean.unwrap(), (0.61 + 0.4375) / 2.0, 1e-14);
+    assert_eq!((skip.strata_used, skip.strata_unmatched), (2, 0));
+    // statsmodels multipletests(method="holm").
+    close(skip.p_holm.unwrap(), 0.0044043479630751226, 1e-9);
+    close(depth.p_holm.unwrap(), 0.08101094973815623, 1e-10);
+
+    // Simple effects of skip at each depth: two cells each, so Welch's test
+    // (scipy ttest_ind(equal_var=False)).
+    let simple: Vec<_> = a.simple_effects.iter().filter(|c| c.at.get("depth").is_some()).collect();
+    assert_eq!(simple.len(), 2);
+    let refs = [
+        ("8", 0.05999999999999994, 3.938461538461536, 0.061108439786851924, -0.004516307389756613, 0.1245163073897565),
+        ("32", 0.2791666666666667, 3.4864524061180853, 0.008661597409256335, 0.1251570286845571, 0.4331763046487762),
+    ];
+    for (c, (d, est, df, p, lo, hi)) in simple.iter().zip(refs) {
+        assert_eq!(c.at["depth"], d);
+        let e = c.effect.unwrap();
+        close(e.estimate, est, 1e-13);
+        close(e.df.unwrap(), df, 1e-12);
+        close(e.p_value.unwrap(), p, 1e-10);
+        close(e.ci95_lo.unwrap(), lo, 1e-10);
+        close(e.ci95_hi.unwrap(), hi, 1e-12);
+    }
+
+    // Paired t on shared seeds (seed 3 exists only without skips), Holm
+    // across the two cells.
+    assert_eq!(a.paired.len(), 2);
+    let refs = [
+        ("8", 10.392304845413257, 0.009132611386275467, 0.035158622882496694, 0.08484137711750334, 0.018265222772550934),
+        ("32", 3.4579395557996633, 0.07441570787225639, -0.07084184569813629, 0.6508418456981362, 0.07441570787225639),
+    ];
+    for (p, (d, t, pv, lo, hi, holm)) in a.paired.iter().zip(refs) {
+        assert_eq!(p.at["depth"], d);
+        assert_eq!(p.shared_seeds, vec![0, 1, 2]);
+        let test = p.test.unwrap();
+        close(test.t, t, 1e-12);
+        close(test.p_two_sided, pv, 1e-10);
+        close(test.ci95.0, lo, 1e-11);
+        close(test.ci95.1, hi, 1e-12);
+        close(p.p_holm.unwrap(), holm, 1e-10);
+    }
+
+    // Grouped by skip: means of the cell means over depth.
+    assert_eq!(a.groups.len(), 2);
+    close(a.groups[1].mean.unwrap().estimate, (0.6699999999999999 + 0.7166666666666667) / 2.0, 1e-14);
+    assert_eq!((a.groups[0].cells, a.groups[0].n), (2, 7));
+}
+
+#[test]
+fn a_two_cell_contrast_is_welchs_difference() {
+    // Student's sleep data, as in stats.rs: the contrast (+1, -1) must be
+    // Welch's interval (R: t = -1.8608, df = 17.776, p = 0.07939).
+    let a = Summary::from_samples(&[0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]).unwrap();
+    let b = Summary::from_samples(&[1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]).unwrap();
+    let c = contrast(&[(1.0, a), (-1.0, b)], 0.95).unwrap();
+    let w = welch_diff(&a, &b, 0.95).unwrap();
+    close(c.estimate, w.diff, 1e-15);
+    close(c.df.unwrap(), w.df, 1e-13);
+    close(c.ci95_lo.unwrap(), w.ci.0, 1e-13);
+    close(c.ci95_hi.unwrap(), w.ci.1, 1e-13);
+    close(c.p_value.unwrap(), 0.0793941401873583, 1e-10);
+    // One observation: an estimate, no interval.
+    let one = Summary::from_samples(&[0.5]).unwrap();
+    let c = contrast(&[(1.0, a), (-1.0, one)], 0.95).unwrap();
+    assert_eq!((c.se, c.ci95_lo, c.p_value), (None, None, None));
+    assert!(contrast(&[], 0.95).is_none());
+}
+
+#[test]
+fn a_missing_cell_drops_its_stratum_instead_of_biasing_the_effect() {
+    // Without depth 32 + skip, the skip effect can only be measured at depth
+    // 8: it is then exactly the depth-8 Welch comparison.
+    let a = analyze(&factors(), &observations(Some(("32", "true"))), &opts()).unwrap();
+    let skip = a.main_effects.iter().find(|c| c.factor == "skip").unwrap();
+    assert_eq!((skip.strata_used, skip.strata_unmatched), (1, 1));
+    let e = skip.effect.unwrap();
+    close(e.estimate, 0.05999999999999994, 1e-13);
+    close(e.p_value.unwrap(), 0.061108439786851924, 1e-10);
+    assert_eq!(a.paired.len(), 1);
+}
+
+#[test]
+fn baselines_and_errors() {
+    let mut o = opts();
+    o.baselines.insert("skip".into(), "true".into());
+    let a = analyze(&factors(), &observations(None), &o).unwrap();
+    let skip = a.main_effects.iter().find(|c| c.factor == "skip").unwrap();
+    assert_eq!((skip.level.as_str(), skip.baseline.as_str()), ("false", "true"));
+    close(skip.effect.unwrap().estimate, -0.1695833333333333, 1e-13);
+    assert_eq!(a.baselines["skip"], "true");
+
+    o.baselines.insert("skip".into(), "maybe".into());
+    let e = analyze(&factors(), &observations(None), &o).unwrap_err();
+    assert!(e.to_string().contains("maybe"), "{e}");
+    let o = Options { focus: vec!["width".into()], ..Options::default() };
+    assert!(analyze(&factors(), &observations(None), &o).is_err());
+    let bad = vec![Observation { levels: vec!["8".into()], seed: 0, value: 1.0 }];
+    assert!(analyze(&factors(), &bad, &Options::default()).is_err());
+}
