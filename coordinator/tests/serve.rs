@@ -148,3 +148,30 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
     assert_eq!(acks.message().await.unwrap().unwrap(), pb::MetricAck { seq: 2, stored: 0 });
     assert_eq!(server.store.metrics(&a.trial_id).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_worker_failing_trial_after_trial_is_quarantined() {
+    let server = start().await;
+    let ch = channel(&server.url).await;
+    let mut client = pb::sweep_service_client::SweepServiceClient::new(ch.clone());
+    let mut worker = pb::worker_service_client::WorkerServiceClient::new(ch);
+    let spec = sweep_core::GridSpec::parse(&GRID.replace("seeds = 1", "seeds = 4"), std::path::Path::new("/g.toml")).unwrap();
+    client.submit(pb::SubmitRequest { spec: Some((&spec).into()) }).await.unwrap();
+    let lease = |id: &str| pb::LeaseRequest { worker_id: id.into(), device: "cpu".into(), wait_ms: 0 };
+    // Default quarantine_after = 5: the broken node fails five in a row.
+    for _ in 0..5 {
+        let a = worker.lease(lease("broken-node")).await.unwrap().into_inner().assignment.unwrap();
+        worker
+            .fail(pb::FailRequest { lease_id: a.lease_id, reason: "CUDA error: no kernel image".into(), worker_id: "broken-node".into() })
+            .await
+            .unwrap();
+    }
+    let refused = worker.lease(lease("broken-node")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("quarantined"), "{}", refused.message());
+    // Healthy workers still get the work.
+    let a = worker.lease(lease("healthy-node")).await.unwrap().into_inner().assignment;
+    assert!(a.is_some(), "other workers keep working");
+    let failures: u32 = server.store.trials("edge").await.unwrap().iter().map(|t| t.failures).sum();
+    assert_eq!(failures, 5, "each failure was recorded against its trial");
+}
