@@ -9,7 +9,7 @@ use sweep_proto::v1 as pb;
 use sweep_proto::client::{AuthChannel, ClientSecurity};
 use sweep_proto::v1::sweep_service_client::SweepServiceClient;
 
-use crate::{Failure, Format};
+use crate::Failure;
 
 /// The token and TLS settings of this invocation (set once by `main`, or by
 /// `sweep run` with the token it generated).
@@ -224,17 +224,6 @@ pub async fn status(sweep: Option<&str>, url: &str) -> Result<(), Failure> {
             );
         }
     }
-    Ok(())
-}
-
-pub async fn report(sweep: &str, format: Format, url: &str) -> Result<(), Failure> {
-    let mut client = connect(url).await?;
-    let resp = client
-        .report(pb::ReportRequest { sweep_id: sweep.to_owned() })
-        .await
-        .map_err(rpc)?
-        .into_inner();
-    print!("{}", crate::report::render(&resp, format)?);
     Ok(())
 }
 

@@ -36,14 +36,6 @@ pub fn estimate_of(xs: &[f64]) -> Estimate {
     }
 }
 
-fn estimate(m: Option<&pb::Moments>) -> Estimate {
-    let Some(m) = m.filter(|m| m.n > 0) else {
-        return Estimate { n: 0, mean: None, sd: None, ci95_lo: None, ci95_hi: None };
-    };
-    let s = Summary { n: m.n, mean: m.mean, sd: (m.n > 1).then_some(m.sd) };
-    let ci = t_interval(&s, 0.95);
-    Estimate { n: m.n, mean: Some(m.mean), sd: s.sd, ci95_lo: ci.map(|c| c.0), ci95_hi: ci.map(|c| c.1) }
-}
 
 /// One report row (the JSON format is an array of these; see the README).
 #[derive(Debug, Serialize)]
@@ -65,28 +57,6 @@ pub struct Row {
     pub wall_seconds: Estimate,
 }
 
-pub fn rows(resp: &pb::ReportResponse) -> Vec<Row> {
-    resp.cells
-        .iter()
-        .map(|c| Row {
-            depth: c.depth,
-            skip: c.skip,
-            init: c.init.clone(),
-            batchnorm: c.batchnorm,
-            seeds_total: c.seeds_total,
-            succeeded: c.succeeded,
-            diverged: c.diverged,
-            failed: c.failed,
-            running: c.running,
-            queued: c.queued,
-            test_accuracy: estimate(c.test_accuracy.as_ref()),
-            train_loss: estimate(c.train_loss.as_ref()),
-            test_loss: estimate(c.test_loss.as_ref()),
-            best_test_accuracy: estimate(c.best_test_accuracy.as_ref()),
-            wall_seconds: estimate(c.wall_seconds.as_ref()),
-        })
-        .collect()
-}
 
 /// `mean ± half-width` (or just the mean with one seed, or `-` with none).
 pub fn pm(e: &Estimate, scale: f64, digits: usize) -> String {
@@ -133,44 +103,7 @@ pub fn cells(r: &Row) -> [String; 10] {
     ]
 }
 
-fn notes(rows: &[Row]) -> Vec<String> {
-    let mut notes = Vec::new();
-    let pending: u64 = rows.iter().map(|r| r.running + r.queued).sum();
-    if pending > 0 {
-        notes.push(format!("{pending} trials are still queued or running: these numbers will change."));
-    }
-    let diverged: u64 = rows.iter().map(|r| r.diverged).sum();
-    if diverged > 0 {
-        notes.push(format!("{diverged} trials diverged (loss became NaN/inf); they are counted in diverged/failed, not in the means."));
-    }
-    let failed: u64 = rows.iter().map(|r| r.failed).sum();
-    if failed > 0 {
-        notes.push(format!("{failed} trials failed after all their attempts; see `sweep status`."));
-    }
-    let done: std::collections::BTreeSet<u64> = rows.iter().map(|r| r.succeeded).collect();
-    if done.len() > 1 {
-        notes.push("Cells have different numbers of finished seeds: intervals are not equally wide.".into());
-    }
-    notes.push("Intervals are 95% Student-t over the seeds of each cell; a cell with one seed has none.".into());
-    notes
-}
 
-/// The legacy report (from the `Report` call's per-cell moments): the cell
-/// table and the notes, without effects. `sweep run` prints this one.
-pub fn render(resp: &pb::ReportResponse, format: Format) -> anyhow::Result<String> {
-    let rows = rows(resp);
-    Ok(match format {
-        Format::Json => serde_json::to_string_pretty(&serde_json::json!({
-            "sweep_id": resp.sweep_id,
-            "cells": rows,
-        }))? + "\n",
-        Format::Csv => cells_csv(&rows),
-        _ => {
-            let table = crate::tables::Table::new(format!("Sweep {}", resp.sweep_id), HEADER, rows.iter().map(|r| cells(r).to_vec()));
-            crate::tables::render(&[table], &notes(&rows), format)
-        }
-    })
-}
 
 /// The cell rows as CSV (the columns are a documented contract).
 pub fn cells_csv(rows: &[Row]) -> String {

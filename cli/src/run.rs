@@ -10,7 +10,7 @@ use anyhow::Context;
 use sweep_core::GridSpec;
 use tokio::process::{Child, Command};
 
-use crate::{Failure, Format};
+use crate::Failure;
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -28,9 +28,9 @@ pub struct RunArgs {
     /// Folder for the database, checkpoints and worker logs.
     #[arg(long, default_value = ".sweep")]
     state_dir: PathBuf,
-    /// Report format printed at the end.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    /// The report printed at the end (same options as `sweep report`).
+    #[command(flatten)]
+    report: crate::report::ReportArgs,
     /// The sweep-worker binary (default: next to this `sweep` binary).
     #[arg(long, env = "SWEEP_WORKER_BIN")]
     worker_bin: Option<PathBuf>,
@@ -113,7 +113,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         terminate(w).await;
     }
     let status = watched?;
-    crate::commands::report(&out.sweep_id, args.format, &url).await?;
+    crate::report::command(&out.sweep_id, &args.report, &url).await?;
     let _ = stop_tx.send(());
     let _ = server.await;
 
