@@ -40,7 +40,7 @@ seeds = 2
 [grid]
 depth = [8, 32]
 skip = [true, false]
-init = "kaiming_normal"
+init = "default"
 batchnorm = true
 
 [train]
@@ -58,4 +58,7 @@ test_subset = 512
 TOML
 
 say "running the demo sweep (2 local workers; logs in .sweep/logs)"
-target/debug/sweep run .sweep/demo/grid.toml --workers 2 --state-dir .sweep
+target/debug/sweep run .sweep/demo/grid.toml --workers 2 --state-dir .sweep \
+    --out .sweep/demo/report --html .sweep/demo/report.html
+say "pictures and tables: .sweep/demo/report/ (PNG, SVG, CSV) and .sweep/demo/report.html"
+
