@@ -2,6 +2,8 @@
 //! real `sweep submit`/`status`/`report` processes, and `sweep run` with real
 //! worker processes (simulated trainer as the test double).
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -188,26 +190,7 @@ fn unreachable_coordinator_is_a_clear_error() {
 fn sweep_run_prints_a_report_whose_rows_match_the_cells() {
     let dir = tempfile::tempdir().unwrap();
     let grid = dir.path().join("small.toml");
-    std::fs::write(
-        &grid,
-        r#"
-name = "small"
-seeds = 2
-[grid]
-depth = [8, 16]
-skip = [true, false]
-init = "default"
-batchnorm = true
-[train]
-epochs = 2
-batch_size = 4
-log_every = 2
-[data]
-path = "data"
-train_subset = 16
-"#,
-    )
-    .unwrap();
+    std::fs::write(&grid, common::small_grid("small", 2)).unwrap();
     let out = run_ok(
         sweep()
             .arg("run")

@@ -2,6 +2,8 @@
 //! through the real store (thousands of trials) rendered in every format,
 //! and the pictures of a small sweep run with the simulated trainer.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -229,26 +231,7 @@ fn report_over_thousands_of_stored_trials_renders_every_format() {
 fn a_simulated_sweep_draws_the_three_pictures() {
     let dir = tempfile::tempdir().unwrap();
     let grid = dir.path().join("pics.toml");
-    std::fs::write(
-        &grid,
-        r#"
-name = "pics"
-seeds = 3
-[grid]
-depth = [8, 16]
-skip = [true, false]
-init = "default"
-batchnorm = true
-[train]
-epochs = 2
-batch_size = 4
-log_every = 2
-[data]
-path = "data"
-train_subset = 16
-"#,
-    )
-    .unwrap();
+    std::fs::write(&grid, common::small_grid("pics", 3)).unwrap();
     let state = dir.path().join("state");
     run_ok(
         sweep()

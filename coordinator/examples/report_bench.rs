@@ -17,24 +17,10 @@ use sweep_coordinator::store::{FinalOutcome, MetricRow, PostgresStore, SqliteSto
 use sweep_core::effects::{self, Factor, Observation};
 use sweep_proto::v1 as pb;
 
-fn grid(trials: usize) -> sweep_core::GridSpec {
-    // 5 depths x 2 x 5 x 2 = 100 cells; seeds fill up the count.
-    let seeds = trials.div_ceil(100);
-    let text = format!(
-        r#"
-name = "bench"
-seeds = {seeds}
-[grid]
-depth = [8, 16, 24, 32, 40]
-skip = [true, false]
-init = ["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"]
-batchnorm = [true, false]
-[data]
-path = "/data"
-"#
-    );
-    sweep_core::GridSpec::parse(&text, std::path::Path::new("/bench.toml")).expect("valid bench grid")
-}
+#[path = "common/bench_grid.rs"]
+mod bench_grid;
+use bench_grid::grid;
+
 
 async fn fill(store: &Arc<dyn Store>, trials: usize) -> (usize, Duration) {
     let t = Instant::now();
