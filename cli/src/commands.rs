@@ -92,7 +92,7 @@ pub async fn serve(database_url: &str, listen: &str, lease_ttl_secs: u64, sec: S
     let ttl = Duration::from_secs(lease_ttl_secs.max(1));
     let config = sweep_coordinator::CoordinatorConfig {
         lease_ttl: ttl,
-        heartbeat_interval: ttl / 3,
+        heartbeat_interval: (ttl / 6).max(Duration::from_millis(500)),
         ..Default::default()
     };
     eprintln!(

@@ -85,7 +85,11 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(sweep_coordinator::serve_secure(
         store,
-        sweep_coordinator::CoordinatorConfig::default(),
+        sweep_coordinator::CoordinatorConfig {
+            // One machine: heartbeat often so the progress lines stay fresh.
+            heartbeat_interval: std::time::Duration::from_secs(2),
+            ..Default::default()
+        },
         security,
         listener,
         async {

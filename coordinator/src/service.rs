@@ -27,8 +27,9 @@ pub struct CoordinatorConfig {
     /// short enough not to strand work, long enough to ride out a GC pause or
     /// a network blip.
     pub lease_ttl: Duration,
-    /// How often workers are told to heartbeat: a third of the TTL, so two
-    /// lost heartbeats in a row do not cost a lease.
+    /// How often workers are told to heartbeat: a sixth of the TTL, so
+    /// several lost heartbeats in a row do not cost a lease, and often enough
+    /// that `sweep watch` shows fresh progress.
     pub heartbeat_interval: Duration,
     /// How often the reaper looks for expired leases. The reaper runs on a
     /// timer (not only when someone asks for work), so status is never stale.
@@ -53,7 +54,7 @@ impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
             lease_ttl: Duration::from_secs(30),
-            heartbeat_interval: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(5),
             reap_interval: Duration::from_secs(1),
             max_lease_wait: Duration::from_secs(20),
             max_points_per_batch: 10_000,
