@@ -20,7 +20,9 @@ if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432
     fi
 fi
 
-say "building every binary (the CLI tests start sweep-worker processes)"
-cargo build --workspace --bins --locked
-say "running the tests"
+# `cargo test --workspace` builds every member's binaries before any test
+# runs, so the CLI tests find `sweep-worker` next to `sweep`. (A separate
+# `cargo build --bins` first would compile libtorch's bindings twice: dev-
+# dependencies change the feature set.)
+say "building and running the tests"
 cargo test --workspace --locked -- --test-threads="${SWEEP_TEST_THREADS:-2}"

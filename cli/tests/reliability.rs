@@ -282,9 +282,10 @@ fn a_killed_real_training_trial_resumes_from_its_checkpoint_on_another_worker() 
             .any(|trial| std::fs::read_dir(trial.path()).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().starts_with("ckpt-")))
     });
     kill(&mut a);
-    let mut b = worker(port, "second", &ckpt, &["--threads", "1", "--idle-exit-secs", "3"]);
+    // Its idle timer must outlast the dead worker's lease (3 s) plus a reap.
+    let mut b = worker(port, "second", &ckpt, &["--threads", "1", "--idle-exit-secs", "30"]);
     wait_until(Duration::from_secs(180), "the resumed trial to finish", || finished(&db, "resume"));
-    let _ = b.wait();
+    kill(&mut b);
     kill(&mut coord);
 
     let (rt, store) = open(&db);

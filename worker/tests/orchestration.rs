@@ -121,14 +121,15 @@ train_subset = 400
     a.kill().await.unwrap(); // SIGKILL
     let killed_at = tokio::time::Instant::now();
 
-    let mut b = spawn_worker(&coord.url, "worker-b", &ckpt, 40, &["--idle-exit-secs", "2"]);
+    // Its idle timer must outlast worker-a's lease (2 s) plus a reap.
+    let mut b = spawn_worker(&coord.url, "worker-b", &ckpt, 40, &["--idle-exit-secs", "20"]);
     wait_for(&coord.store, "kill", Duration::from_secs(60), "the trial to be re-leased to worker-b", |s| {
         s.running.first().is_some_and(|r| r.worker_id == "worker-b")
     })
     .await;
     let released_after = killed_at.elapsed();
     wait_for(&coord.store, "kill", Duration::from_secs(60), "the trial to finish", |s| s.counts.finished()).await;
-    let _ = tokio::time::timeout(Duration::from_secs(20), b.wait()).await;
+    b.kill().await.unwrap();
 
     let t = coord.store.trials("kill").await.unwrap().remove(0);
     assert_eq!(t.state, TrialState::Succeeded);
