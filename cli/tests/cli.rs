@@ -4,56 +4,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use common::{run_ok, sweep, worker_bin, Server};
 
-fn sweep() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sweep"));
-    c.env_remove("SWEEP_COORDINATOR").env_remove("SWEEP_DATABASE_URL").env("SWEEP_LOG", "warn");
-    c
-}
+use std::process::Command;
 
-fn worker_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_sweep")).with_file_name("sweep-worker");
-    assert!(p.exists(), "{} is missing: build the workspace first (`cargo build --workspace`)", p.display());
-    p
-}
 
-/// A `sweep serve` process on an ephemeral port; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
 
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let mut child = sweep()
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
-            .arg(format!("sqlite://{}", dir.join("sweep.db").display()))
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sweep serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("sweep serve printed its address").unwrap();
-            if let Some(rest) = line.strip_prefix("sweep coordinator listening on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, url: format!("http://{addr}") }
-    }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+
 
 const EXAMPLE: &str = r#"
 name = "skip-ablation"
@@ -86,22 +44,11 @@ max_attempts = 3
 priority = 0
 "#;
 
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run sweep");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 #[test]
 fn submit_is_idempotent_and_only_new_cells_are_added() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start(&dir.path().join("sweep.db"));
     let grid = dir.path().join("grid.toml");
     std::fs::write(&grid, EXAMPLE).unwrap();
 
@@ -152,7 +99,7 @@ const BAD: &[(&str, &str, &str, &str)] = &[
 #[test]
 fn bad_grid_files_exit_2_with_a_clear_error_and_store_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path());
+    let server = Server::start(&dir.path().join("sweep.db"));
     for (what, from, to, needle) in BAD {
         assert!(EXAMPLE.contains(from), "{what}: the example has no {from:?}");
         let grid = dir.path().join("grid.toml");

@@ -4,70 +4,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use common::{run_ok, sweep, worker_bin, Server};
+
+use std::path::Path;
 use std::time::Instant;
 
 use sweep_coordinator::store::{FinalOutcome, MetricRow, SqliteStore, Store, TrialSummary};
 
-fn sweep() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sweep"));
-    c.env_remove("SWEEP_COORDINATOR").env_remove("SWEEP_DATABASE_URL").env("SWEEP_LOG", "warn");
-    c
-}
 
-fn worker_bin() -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_sweep")).with_file_name("sweep-worker");
-    assert!(p.exists(), "{} is missing: build the workspace first (`cargo build --workspace`)", p.display());
-    p
-}
 
-/// A `sweep serve` process on an ephemeral port over `db`; killed on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
 
-impl Server {
-    fn start(db: &Path) -> Server {
-        let mut child = sweep()
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
-            .arg(format!("sqlite://{}", db.display()))
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sweep serve");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("sweep serve printed its address").unwrap();
-            if let Some(rest) = line.strip_prefix("sweep coordinator listening on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, url: format!("http://{addr}") }
-    }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("run sweep");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// splitmix64, for deterministic noise.
 fn mix(mut x: u64) -> u64 {
