@@ -124,6 +124,33 @@ pub(crate) mod sql {
 /// `$db`. Expanded once per backend, at the end of `sqlite.rs`/`postgres.rs`.
 macro_rules! impl_analytics {
     ($store:ty, $db:ty) => {
+        /// The factor levels of the row's cell (every analytics query selects
+        /// `depth, skip, init, batchnorm`).
+        fn analytics_cell_levels(
+            row: &<$db as sqlx::Database>::Row,
+        ) -> Result<$crate::store::analytics::CellLevels, sqlx::Error> {
+            use sqlx::Row;
+            Ok($crate::store::analytics::CellLevels {
+                depth: row.try_get::<i64, _>("depth")? as u32,
+                skip: row.try_get("skip")?,
+                init: row.try_get("init")?,
+                batchnorm: row.try_get("batchnorm")?,
+            })
+        }
+
+        impl $store {
+            /// An empty answer is only fine for a sweep that exists.
+            async fn analytics_require_sweep(&self, sweep_id: &str) -> Result<(), $crate::store::StoreError> {
+                let found: Option<(String,)> = sqlx::query_as($crate::store::analytics::sql::SWEEP_EXISTS)
+                    .bind(sweep_id)
+                    .fetch_optional(&self.read)
+                    .await?;
+                found
+                    .map(|_| ())
+                    .ok_or_else(|| $crate::store::StoreError::NotFound(format!("sweep {sweep_id:?}")))
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Analytics for $store {
             async fn trial_finals(
@@ -131,7 +158,7 @@ macro_rules! impl_analytics {
                 sweep_id: &str,
             ) -> Result<Vec<$crate::store::analytics::TrialFinal>, $crate::store::StoreError> {
                 use sqlx::Row;
-                use $crate::store::analytics::{sql, CellLevels, TrialFinal};
+                use $crate::store::analytics::{sql, TrialFinal};
                 use $crate::store::{StoreError, TrialState};
                 let rows = sqlx::query(sql::TRIAL_FINALS).bind(sweep_id).fetch_all(&self.read).await?;
                 if rows.is_empty() {
@@ -141,12 +168,7 @@ macro_rules! impl_analytics {
                 for row in &rows {
                     let Some(state) = row.try_get::<Option<String>, _>("state")? else { continue };
                     out.push(TrialFinal {
-                        cell: CellLevels {
-                            depth: row.try_get::<i64, _>("depth")? as u32,
-                            skip: row.try_get("skip")?,
-                            init: row.try_get("init")?,
-                            batchnorm: row.try_get("batchnorm")?,
-                        },
+                        cell: analytics_cell_levels(row)?,
                         cell_key: row.try_get("cell_key")?,
                         seed: row.try_get::<i64, _>("seed")? as u64,
                         state: TrialState::parse(&state)?,
@@ -166,25 +188,16 @@ macro_rules! impl_analytics {
                 metric: &str,
             ) -> Result<Vec<$crate::store::analytics::CurveAggregate>, $crate::store::StoreError> {
                 use sqlx::Row;
-                use $crate::store::analytics::{sql, CellLevels, CurveAggregate};
+                use $crate::store::analytics::{sql, CurveAggregate};
                 use $crate::store::StoreError;
                 let rows = sqlx::query(sql::CURVE).bind(sweep_id).bind(metric).fetch_all(&self.read).await?;
                 if rows.is_empty() {
-                    let found: Option<(String,)> =
-                        sqlx::query_as(sql::SWEEP_EXISTS).bind(sweep_id).fetch_optional(&self.read).await?;
-                    if found.is_none() {
-                        return Err(StoreError::NotFound(format!("sweep {sweep_id:?}")));
-                    }
+                    self.analytics_require_sweep(sweep_id).await?;
                 }
                 rows.iter()
                     .map(|row| {
                         Ok(CurveAggregate {
-                            cell: CellLevels {
-                                depth: row.try_get::<i64, _>("depth")? as u32,
-                                skip: row.try_get("skip")?,
-                                init: row.try_get("init")?,
-                                batchnorm: row.try_get("batchnorm")?,
-                            },
+                            cell: analytics_cell_levels(row)?,
                             step: row.try_get("step")?,
                             n: row.try_get::<i64, _>("n")? as u64,
                             sum: row.try_get::<Option<f64>, _>("s")?.unwrap_or(0.0),
@@ -200,27 +213,18 @@ macro_rules! impl_analytics {
                 sweep_id: &str,
             ) -> Result<Vec<$crate::store::analytics::GradFlowAggregate>, $crate::store::StoreError> {
                 use sqlx::Row;
-                use $crate::store::analytics::{sql, CellLevels, GradFlowAggregate};
+                use $crate::store::analytics::{sql, GradFlowAggregate};
                 use $crate::store::StoreError;
                 let rows = sqlx::query(sql::GRAD_FLOW).bind(sweep_id).fetch_all(&self.read).await?;
                 if rows.is_empty() {
-                    let found: Option<(String,)> =
-                        sqlx::query_as(sql::SWEEP_EXISTS).bind(sweep_id).fetch_optional(&self.read).await?;
-                    if found.is_none() {
-                        return Err(StoreError::NotFound(format!("sweep {sweep_id:?}")));
-                    }
+                    self.analytics_require_sweep(sweep_id).await?;
                 }
                 rows.iter()
                     .map(|row| {
                         let n = row.try_get::<i64, _>("n")? as u64;
                         let name: String = row.try_get("name")?;
                         Ok(GradFlowAggregate {
-                            cell: CellLevels {
-                                depth: row.try_get::<i64, _>("depth")? as u32,
-                                skip: row.try_get("skip")?,
-                                init: row.try_get("init")?,
-                                batchnorm: row.try_get("batchnorm")?,
-                            },
+                            cell: analytics_cell_levels(row)?,
                             block: name.strip_prefix("grad_norm/").unwrap_or(&name).to_owned(),
                             last: row.try_get::<i32, _>("is_last")? == 1,
                             n,
