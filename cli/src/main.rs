@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// ablation tables.
 ///
 /// Example, on one machine (coordinator + 2 local workers + report):
-///   sweep run examples/demo.toml --workers 2
+///   sweep run grid.toml --workers 2
 ///
 /// On a cluster:
 ///   sweep serve --database-url sqlite://sweep.db --listen 0.0.0.0:50051
@@ -158,7 +158,7 @@ enum Command {
     /// Exits 0 when every cell succeeded. Worker logs go to .sweep/logs/.
     ///
     /// Example:
-    ///   sweep run examples/demo.toml --workers 2
+    ///   sweep run grid.toml --workers 2
     #[command(verbatim_doc_comment)]
     Run(run::RunArgs),
 }

@@ -13,36 +13,8 @@ use std::process::Command;
 
 
 
-const EXAMPLE: &str = r#"
-name = "skip-ablation"
-seeds = [0, 1, 2]
-
-[grid]
-depth = [8, 16, 32, 64]
-skip = [true, false]
-init = ["default", "xavier_normal", "kaiming_normal"]
-batchnorm = [true, false]
-
-[train]
-epochs = 6
-batch_size = 4
-optimizer = "sgd"
-lr = 1e-4
-momentum = 0.9
-weight_decay = 0.0
-log_every = 2000
-augment = false
-
-[data]
-dataset = "cifar10"
-path = "data/cifar-10-batches-bin"
-train_subset = 50000
-test_subset = 10000
-
-[run]
-max_attempts = 3
-priority = 0
-"#;
+/// The issue's example grid, comments included.
+const EXAMPLE: &str = include_str!("../../examples/skip-ablation.toml");
 
 
 #[test]

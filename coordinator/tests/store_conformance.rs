@@ -252,38 +252,9 @@ fn simple_grid(name: &str, cells: usize, seeds: usize, run: &str) -> GridSpec {
 
 /// The issue's example: 4 x 2 x 3 x 2 = 48 cells.
 fn issue_example(seeds: &str) -> GridSpec {
-    parse(&format!(
-        r#"
-name = "skip-ablation"          # sweep name; unique per coordinator
-seeds = {seeds}                 # or an integer n meaning 0..n-1
-
-[grid]                          # factors, crossed as a full factorial
-depth = [8, 16, 32, 64]
-skip = [true, false]
-init = ["default", "xavier_normal", "kaiming_normal"]
-batchnorm = [true, false]
-
-[train]
-epochs = 6
-batch_size = 4
-optimizer = "sgd"               # "sgd" | "adam"
-lr = 1e-4
-momentum = 0.9
-weight_decay = 0.0
-log_every = 2000                # batches between logged mean losses
-augment = false
-
-[data]
-dataset = "cifar10"
-path = "data/cifar-10-batches-bin"   # relative paths resolve against the grid file's folder
-train_subset = 50000            # optional: use the first N training images
-test_subset = 10000             # optional
-
-[run]                           # optional
-max_attempts = 3
-priority = 0
-"#
-    ))
+    let example = include_str!("../../examples/skip-ablation.toml");
+    assert!(example.contains("seeds = [0, 1, 2]"));
+    parse(&example.replacen("seeds = [0, 1, 2]", &format!("seeds = {seeds}"), 1))
 }
 
 fn ids(spec: &GridSpec) -> Vec<String> {

@@ -8,37 +8,10 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use sweep_core::{GridError, GridSpec, InitScheme, Optimizer, TrialId};
 
-/// The example from the grid.toml reference (issue 2), comments included.
+/// The example from the grid.toml reference (issue 2), comments included:
+/// `examples/skip-ablation.toml`, shared with the store and CLI tests.
 /// Line numbers in the tests below refer to this text.
-const EXAMPLE: &str = r#"name = "skip-ablation"          # sweep name; unique per coordinator
-seeds = [0, 1, 2]               # or an integer n meaning 0..n-1
-
-[grid]                          # factors, crossed as a full factorial
-depth = [8, 16, 32, 64]
-skip = [true, false]
-init = ["default", "xavier_normal", "kaiming_normal"]
-batchnorm = [true, false]
-
-[train]
-epochs = 6
-batch_size = 4
-optimizer = "sgd"               # "sgd" | "adam"
-lr = 1e-4
-momentum = 0.9
-weight_decay = 0.0
-log_every = 2000                # batches between logged mean losses
-augment = false
-
-[data]
-dataset = "cifar10"
-path = "data/cifar-10-batches-bin"   # relative paths resolve against the grid file's folder
-train_subset = 50000            # optional: use the first N training images
-test_subset = 10000             # optional
-
-[run]                           # optional
-max_attempts = 3
-priority = 0
-"#;
+const EXAMPLE: &str = include_str!("../../examples/skip-ablation.toml");
 
 const GRID_FILE: &str = "/sweeps/ablation/grid.toml";
 
