@@ -4,101 +4,20 @@
 //! PostgreSQL: the server named by `SWEEP_TEST_POSTGRES_URL`, one fresh schema
 //! per test (dropped afterwards). Without the variable the PostgreSQL
 //! variants print `skipped: ...` and pass, unless `SWEEP_REQUIRE_POSTGRES=1`.
-//! (The same arrangement as `store_conformance.rs`.)
+//! (The harness is shared with `store_conformance.rs`: `tests/common`.)
+
+mod common;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 
-use futures::FutureExt;
-use sqlx::postgres::PgConnectOptions;
-use sqlx::Connection;
+use common::{make_pg_store, make_sqlite_store, run_test, Ctx};
 use sweep_coordinator::store::analytics::{CellLevels, TrialFinal};
 use sweep_coordinator::store::{
-    FinalOutcome, MetricRow, PostgresStore, SqliteStore, Store, StoreError, TrialState, TrialSummary,
+    FinalOutcome, MetricRow, Store, StoreError, TrialState, TrialSummary,
 };
 use sweep_core::GridSpec;
-
-const PG_URL_VAR: &str = "SWEEP_TEST_POSTGRES_URL";
-const PG_REQUIRE_VAR: &str = "SWEEP_REQUIRE_POSTGRES";
-
-enum Guard {
-    Sqlite(tempfile::TempDir),
-    Postgres { url: String, schema: String },
-}
-
-impl Guard {
-    async fn cleanup(self) {
-        match self {
-            Guard::Sqlite(dir) => drop(dir),
-            Guard::Postgres { url, schema } => {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
-                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await;
-                    let _ = conn.close().await;
-                }
-            }
-        }
-    }
-}
-
-async fn make_sqlite() -> Option<(Arc<dyn Store>, Guard)> {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("sweep.db").display());
-    let store = SqliteStore::open(&url).await.expect("open sqlite store");
-    Some((Arc::new(store), Guard::Sqlite(dir)))
-}
-
-async fn make_pg() -> Option<(Arc<dyn Store>, Guard)> {
-    let url = match std::env::var(PG_URL_VAR) {
-        Ok(url) if !url.trim().is_empty() => url,
-        _ => {
-            if std::env::var(PG_REQUIRE_VAR).is_ok_and(|v| v == "1") {
-                panic!("{PG_REQUIRE_VAR}=1 but {PG_URL_VAR} is not set");
-            }
-            println!("skipped: {PG_URL_VAR} not set");
-            return None;
-        }
-    };
-    let schema = format!("sweep_analytics_{}", uuid_like());
-    let mut admin = sqlx::PgConnection::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {PG_URL_VAR}={url:?}: {e}"));
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await.expect("create schema");
-    let _ = admin.close().await;
-    let opts = PgConnectOptions::from_str(&url).expect("postgres URL").options([("search_path", schema.as_str())]);
-    let guard = Guard::Postgres { url, schema };
-    match PostgresStore::open_with(opts).await {
-        Ok(store) => Some((Arc::new(store), guard)),
-        Err(e) => {
-            guard.cleanup().await;
-            panic!("open postgres store: {e}");
-        }
-    }
-}
-
-fn uuid_like() -> String {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    format!("{:x}{:x}", nanos, std::process::id())
-}
-
-async fn run_test<M, MF, T, TF>(make: M, test: T)
-where
-    M: FnOnce() -> MF,
-    MF: Future<Output = Option<(Arc<dyn Store>, Guard)>>,
-    T: FnOnce(Arc<dyn Store>) -> TF,
-    TF: Future<Output = ()>,
-{
-    let Some((store, guard)) = make().await else { return };
-    let result = AssertUnwindSafe(test(store)).catch_unwind().await;
-    guard.cleanup().await;
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 macro_rules! analytics_tests {
     ($backend:ident, $make:ident; $($test:ident),* $(,)?) => {
@@ -106,20 +25,20 @@ macro_rules! analytics_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
-                    super::run_test(super::$make, super::$test).await;
+                    super::run_test(super::$make, |ctx: super::Ctx| super::$test(ctx.store)).await;
                 }
             )*
         }
     };
 }
 
-analytics_tests!(sqlite, make_sqlite;
+analytics_tests!(sqlite, make_sqlite_store;
     trial_finals_has_one_row_per_trial,
     curves_aggregate_succeeded_trials_per_cell_and_step,
     grad_flow_takes_each_trials_first_and_last_step,
     unknown_sweep_is_not_found,
 );
-analytics_tests!(postgres, make_pg;
+analytics_tests!(postgres, make_pg_store;
     trial_finals_has_one_row_per_trial,
     curves_aggregate_succeeded_trials_per_cell_and_step,
     grad_flow_takes_each_trials_first_and_last_step,
