@@ -29,7 +29,7 @@ async fn worker_loop(url: String, id: usize) -> u64 {
     let mut done = 0;
     loop {
         let a = w
-            .lease(pb::LeaseRequest { worker_id: format!("bench-{id}"), device: "cpu".into(), wait_ms: 0 })
+            .lease(pb::LeaseRequest { worker_id: format!("bench-{id}"), device: "cpu".into(), wait_ms: 0, ..Default::default() })
             .await
             .unwrap()
             .into_inner()
@@ -38,7 +38,7 @@ async fn worker_loop(url: String, id: usize) -> u64 {
         let points = (1..=10)
             .map(|s| pb::MetricPoint { step: s, name: "train_loss".into(), value: 1.0 / s as f64, epoch: 1 })
             .collect();
-        let batch = pb::MetricBatch { lease_id: a.lease_id.clone(), seq: 1, points, truncate_after: None };
+        let batch = pb::MetricBatch { lease_id: a.lease_id.clone(), seq: 1, points, truncate_after: None, checkpoint_step: None };
         let mut acks = w.push_metrics(tokio_stream::iter(vec![batch])).await.unwrap().into_inner();
         acks.message().await.unwrap().expect("ack");
         w.complete(pb::CompleteRequest {

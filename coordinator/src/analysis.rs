@@ -95,6 +95,7 @@ impl pb::analysis_service_server::AnalysisService for Analysis {
                     best_test_accuracy: t.best_test_accuracy,
                     wall_seconds: t.wall_seconds,
                     cell_key: t.cell_key,
+                    ..Default::default()
                 })
                 .collect(),
             curves,

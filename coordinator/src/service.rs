@@ -334,6 +334,7 @@ impl pb::worker_service_server::WorkerService for Coordinator {
                         attempt: lease.attempt,
                         lease_ttl_ms: self.config.lease_ttl.as_millis() as u32,
                         heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
+                        ..Default::default()
                     }),
                 }));
             }

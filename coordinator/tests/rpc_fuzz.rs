@@ -64,7 +64,7 @@ prop_compose! {
                 epochs, batch_size: batch, optimizer, lr, momentum, weight_decay: wd, log_every, augment: false,
             }),
             data: with_parts[2].then(|| pb::DataSettings { dataset, path, train_subset: subset, test_subset: None }),
-            run: with_parts[3].then(|| pb::RunSettings { max_attempts: attempts, priority }),
+            run: with_parts[3].then(|| pb::RunSettings { max_attempts: attempts, priority, ..Default::default() }),
         }
     }
 }
@@ -81,6 +81,7 @@ prop_compose! {
             seq,
             points: points.into_iter().map(|(step, name, value, epoch)| pb::MetricPoint { step, name, value, epoch }).collect(),
             truncate_after: truncate,
+            checkpoint_step: None,
         }
     }
 }
@@ -125,7 +126,7 @@ proptest! {
         epoch in any::<u32>(), step in any::<i64>(), loss in proptest::option::of(float()), wait in 0u32..50,
     ) {
         let e = env();
-        let lease_req = pb::LeaseRequest { worker_id: worker.clone(), device: "cpu".into(), wait_ms: wait };
+        let lease_req = pb::LeaseRequest { worker_id: worker.clone(), device: "cpu".into(), wait_ms: wait, ..Default::default() };
         let calls: Vec<Result<(), tonic::Status>> = e.rt.block_on(async {
             vec![
                 e.coord.lease(Request::new(lease_req)).await.map(|_| ()),

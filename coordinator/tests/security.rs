@@ -80,7 +80,7 @@ fn with_token(t: Option<&str>) -> ClientSecurity {
 }
 
 fn lease_req() -> pb::LeaseRequest {
-    pb::LeaseRequest { worker_id: "w".into(), device: "cpu".into(), wait_ms: 0 }
+    pb::LeaseRequest { worker_id: "w".into(), device: "cpu".into(), wait_ms: 0, ..Default::default() }
 }
 
 #[tokio::test]

@@ -118,7 +118,7 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
     // A real lease, then bad metric batches: refused, nothing stored.
     client.submit(pb::SubmitRequest { spec: Some((&spec).into()) }).await.unwrap();
     let a = worker
-        .lease(pb::LeaseRequest { worker_id: "w".into(), device: "cpu".into(), wait_ms: 0 })
+        .lease(pb::LeaseRequest { worker_id: "w".into(), device: "cpu".into(), wait_ms: 0, ..Default::default() })
         .await
         .unwrap()
         .into_inner()
@@ -129,7 +129,7 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
         ("negative step", pb::MetricPoint { step: -1, name: "train_loss".into(), value: 1.0, epoch: 1 }),
         ("empty name", pb::MetricPoint { step: 1, name: "".into(), value: 1.0, epoch: 1 }),
     ] {
-        let batch = pb::MetricBatch { lease_id: a.lease_id.clone(), seq: 1, points: vec![point], truncate_after: None };
+        let batch = pb::MetricBatch { lease_id: a.lease_id.clone(), seq: 1, points: vec![point], truncate_after: None, checkpoint_step: None };
         let mut acks = worker.push_metrics(tokio_stream::iter(vec![batch])).await.unwrap().into_inner();
         let err = acks.message().await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
@@ -142,6 +142,7 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
         seq: 1,
         points: vec![pb::MetricPoint { step: 1, name: "train_loss".into(), value: 2.0, epoch: 1 }],
         truncate_after: None,
+        checkpoint_step: None,
     };
     let mut acks = worker.push_metrics(tokio_stream::iter(vec![good.clone(), pb::MetricBatch { seq: 2, ..good }])).await.unwrap().into_inner();
     assert_eq!(acks.message().await.unwrap().unwrap(), pb::MetricAck { seq: 1, stored: 1 });
@@ -157,7 +158,7 @@ async fn a_worker_failing_trial_after_trial_is_quarantined() {
     let mut worker = pb::worker_service_client::WorkerServiceClient::new(ch);
     let spec = sweep_core::GridSpec::parse(&GRID.replace("seeds = 1", "seeds = 4"), std::path::Path::new("/g.toml")).unwrap();
     client.submit(pb::SubmitRequest { spec: Some((&spec).into()) }).await.unwrap();
-    let lease = |id: &str| pb::LeaseRequest { worker_id: id.into(), device: "cpu".into(), wait_ms: 0 };
+    let lease = |id: &str| pb::LeaseRequest { worker_id: id.into(), device: "cpu".into(), wait_ms: 0, ..Default::default() };
     // Default quarantine_after = 5: the broken node fails five in a row.
     for _ in 0..5 {
         let a = worker.lease(lease("broken-node")).await.unwrap().into_inner().assignment.unwrap();

@@ -152,6 +152,11 @@ pub struct DataConfig {
 pub struct RunConfig {
     pub max_attempts: u32,
     pub priority: i32,
+    /// Keep each succeeded trial's final weights instead of deleting its
+    /// checkpoints once the result is stored (analyses of trained networks
+    /// need them).
+    #[serde(default)]
+    pub keep_weights: bool,
 }
 
 impl Default for RunConfig {
@@ -159,6 +164,7 @@ impl Default for RunConfig {
         RunConfig {
             max_attempts: 3,
             priority: 0,
+            keep_weights: false,
         }
     }
 }

@@ -38,7 +38,7 @@ const TRAIN_KEYS: &[&str] = &[
     "augment",
 ];
 const DATA_KEYS: &[&str] = &["dataset", "path", "train_subset", "test_subset"];
-const RUN_KEYS: &[&str] = &["max_attempts", "priority"];
+const RUN_KEYS: &[&str] = &["max_attempts", "priority", "keep_weights"];
 /// The tables and their keys, so an unknown key can be pointed at the table
 /// where it belongs.
 const SECTIONS: &[(&str, &[&str])] = &[
@@ -436,9 +436,14 @@ fn parse_run(doc: &Doc, t: &Table) -> Result<RunConfig, GridError> {
             })?
         }
     };
+    let keep_weights = match t.get("keep_weights") {
+        None => d.keep_weights,
+        Some(v) => boolean(doc, "run.keep_weights", v)?,
+    };
     Ok(RunConfig {
         max_attempts,
         priority,
+        keep_weights,
     })
 }
 

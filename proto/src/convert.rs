@@ -88,7 +88,7 @@ impl From<&GridSpec> for pb::GridSpec {
             }),
             train: Some((&g.train).into()),
             data: Some((&g.data).into()),
-            run: Some(pb::RunSettings { max_attempts: g.run.max_attempts, priority: g.run.priority }),
+            run: Some(pb::RunSettings { max_attempts: g.run.max_attempts, priority: g.run.priority, keep_weights: g.run.keep_weights }),
         }
     }
 }
@@ -109,7 +109,7 @@ impl TryFrom<pb::GridSpec> for GridSpec {
             },
             train: g.train.ok_or_else(|| err("train", "missing"))?.try_into()?,
             data: g.data.ok_or_else(|| err("data", "missing"))?.into(),
-            run: RunConfig { max_attempts: run.max_attempts, priority: run.priority },
+            run: RunConfig { max_attempts: run.max_attempts, priority: run.priority, keep_weights: run.keep_weights },
         };
         spec.validate().map_err(|e| err("spec", e.to_string()))?;
         Ok(spec)

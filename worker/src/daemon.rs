@@ -222,6 +222,7 @@ pub async fn run(
             worker_id: config.worker_id.clone(),
             device: config.device.clone(),
             wait_ms: wait.as_millis() as u32,
+            ..Default::default()
         };
         let mut stop_wait = stop_rx.clone();
         let mut lease_client = client.clone();
@@ -461,7 +462,7 @@ impl Uploader {
                         // Its own batch, first in line: re-sent batches
                         // after a reconnect keep this order.
                         seq += 1;
-                        let batch = pb::MetricBatch { lease_id: self.lease.clone(), seq, points: Vec::new(), truncate_after: Some(step) };
+                        let batch = pb::MetricBatch { lease_id: self.lease.clone(), seq, points: Vec::new(), truncate_after: Some(step), checkpoint_step: None };
                         unacked.insert(seq, batch.clone());
                         if let Some(s) = &stream {
                             if s.tx.send(batch).await.is_err() {
@@ -502,6 +503,7 @@ impl Uploader {
                     seq,
                     points: std::mem::take(&mut buf),
                     truncate_after: None,
+                    checkpoint_step: None,
                 };
                 unacked.insert(seq, batch.clone());
                 if let Some(s) = &stream {
