@@ -30,19 +30,14 @@ fn cell(c: CellLevels) -> Option<pb::AnalysisCell> {
 }
 
 fn metric_name(name: &str) -> Result<&str, Status> {
-    if name.is_empty() || name.len() > 200 {
-        return Err(Status::invalid_argument("curve_metrics: names must be 1 to 200 characters"));
-    }
-    Ok(name)
+    crate::bounds::metric_name("curve_metrics: names", name)
 }
 
 #[tonic::async_trait]
 impl pb::analysis_service_server::AnalysisService for Analysis {
     async fn analyze(&self, req: Request<pb::AnalyzeRequest>) -> Result<Response<pb::AnalyzeResponse>, Status> {
         let req = req.into_inner();
-        if req.sweep_id.is_empty() || req.sweep_id.len() > 200 {
-            return Err(Status::invalid_argument("sweep_id: must be 1 to 200 characters"));
-        }
+        crate::bounds::sweep_id(&req.sweep_id)?;
         if req.curve_metrics.len() > MAX_CURVE_METRICS {
             return Err(Status::invalid_argument(format!(
                 "curve_metrics: at most {MAX_CURVE_METRICS} metrics per request"
@@ -95,7 +90,10 @@ impl pb::analysis_service_server::AnalysisService for Analysis {
                     best_test_accuracy: t.best_test_accuracy,
                     wall_seconds: t.wall_seconds,
                     cell_key: t.cell_key,
-                    ..Default::default()
+                    device: t.device.unwrap_or_default(),
+                    threads: t.threads.unwrap_or(0),
+                    diverged_step: t.diverged_step,
+                    train_images_used: t.train_images_used,
                 })
                 .collect(),
             curves,

@@ -5,6 +5,10 @@
 //! service. A missing or unknown token is `Unauthenticated`; a valid token
 //! of the wrong role is `PermissionDenied`. Tokens are compared in constant
 //! time and never logged. The health service stays open for probes.
+//!
+//! A call that passes carries its caller's [`Caller`] identity (a short
+//! hash of its token, never the token) as a request extension: a lease is
+//! bound to the identity that took it, and quarantine is recorded by it.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -103,6 +107,28 @@ impl Tokens {
     }
 }
 
+/// The identity of an authenticated caller: the first 8 bytes of the
+/// SHA-256 of its token, in hex. Attached to each request by the
+/// interceptor; absent (read as empty) when authentication is off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller(pub String);
+
+impl Caller {
+    /// The identity of the token `token` (what a lease records as its holder).
+    pub fn of_token(token: &str) -> Caller {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"sweep.caller.v1\0");
+        h.update(token.trim().as_bytes());
+        Caller(hex::encode(&h.finalize()[..8]))
+    }
+
+    /// The identity the interceptor attached to `req` (empty without auth).
+    pub fn of<T>(req: &Request<T>) -> String {
+        req.extensions().get::<Caller>().map(|c| c.0.clone()).unwrap_or_default()
+    }
+}
+
 /// Checks calls against the tokens; `None` disables auth.
 #[derive(Clone, Debug, Default)]
 pub struct Auth(Option<Arc<Tokens>>);
@@ -117,7 +143,12 @@ impl Auth {
     }
 
     pub fn check<T>(&self, req: &Request<T>, needed: Role) -> Result<(), Status> {
-        let Some(tokens) = &self.0 else { return Ok(()) };
+        self.authenticate(req, needed).map(|_| ())
+    }
+
+    /// [`Auth::check`], returning the caller's identity (`None` without auth).
+    pub fn authenticate<T>(&self, req: &Request<T>, needed: Role) -> Result<Option<Caller>, Status> {
+        let Some(tokens) = &self.0 else { return Ok(None) };
         let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "?".into());
         let presented = req
             .metadata()
@@ -129,7 +160,7 @@ impl Auth {
             return Err(Status::unauthenticated("missing bearer token (set SWEEP_TOKEN or --token-file)"));
         };
         match tokens.role_of(token.trim().as_bytes()) {
-            Some(role) if role == needed => Ok(()),
+            Some(role) if role == needed => Ok(Some(Caller::of_token(token))),
             Some(role) => {
                 tracing::warn!(%peer, presented_role = role.as_str(), needed = needed.as_str(), "call refused: token of the wrong role");
                 Err(Status::permission_denied(format!(
@@ -148,8 +179,10 @@ impl Auth {
     /// An interceptor that lets through only calls with a `role` token.
     pub fn interceptor(&self, role: Role) -> impl tonic::service::Interceptor + Clone {
         let auth = self.clone();
-        move |req: Request<()>| {
-            auth.check(&req, role)?;
+        move |mut req: Request<()>| {
+            if let Some(caller) = auth.authenticate(&req, role)? {
+                req.extensions_mut().insert(caller);
+            }
             Ok(req)
         }
     }

@@ -15,7 +15,11 @@ pub fn code_of(e: &StoreError) -> Code {
         StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
             Code::Unavailable
         }
-        StoreError::Database(_) | StoreError::Migrate(_) => Code::Internal,
+        StoreError::Database(_)
+        | StoreError::Migrate(_)
+        | StoreError::Locked { .. }
+        | StoreError::Unsafe { .. }
+        | StoreError::Io { .. } => Code::Internal,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod error;
 pub mod service;
 pub mod analysis;
+pub mod bounds;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -17,7 +17,9 @@ use tonic::{Request, Response, Status, Streaming};
 use sweep_core::GridSpec;
 use sweep_proto::v1 as pb;
 
-use crate::store::{self, FinalOutcome, HeartbeatVerdict, MetricRow, Progress, Store, TrialSummary};
+use crate::auth::Caller;
+use crate::bounds;
+use crate::store::{self, FinalOutcome, HeartbeatVerdict, LeaseOwner, Leaser, MetricRow, Progress, Store};
 
 /// Coordinator settings. Every field says why it has the value it has.
 #[derive(Debug, Clone)]
@@ -46,7 +48,8 @@ pub struct CoordinatorConfig {
     pub max_points_per_sec: f64,
     /// Trials a worker may fail in a row before its lease calls are refused
     /// (quarantine): a broken node (bad driver, full disk) would otherwise
-    /// burn through every trial's attempts.
+    /// burn through every trial's attempts. Counted per worker identity and
+    /// worker ID in the store, so a coordinator restart forgives nobody.
     pub quarantine_after: u32,
 }
 
@@ -77,9 +80,6 @@ pub struct Coordinator {
     queue: Arc<watch::Sender<u64>>,
     /// Bumped on every state change, for `Watch` streams.
     changes: Arc<watch::Sender<u64>>,
-    /// Trials failed in a row, per worker (reset by a completed trial). In
-    /// memory: a coordinator restart forgives everyone.
-    failing: Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>,
 }
 
 impl Coordinator {
@@ -89,30 +89,24 @@ impl Coordinator {
             config,
             queue: Arc::new(watch::channel(0).0),
             changes: Arc::new(watch::channel(0).0),
-            failing: Default::default(),
         }
     }
 
-    /// Records a failed (`Some(true)`) or completed (`Some(false)`) trial for
-    /// `worker`; returns how many it failed in a row.
-    fn note_outcome(&self, worker: &str, failed: bool) -> u32 {
-        if worker.is_empty() {
-            return 0;
+    /// Who holds `lease`, refusing a caller with another identity
+    /// (`PERMISSION_DENIED`). `None`: the lease is not current (the store
+    /// call that follows answers for it). Without authentication every
+    /// identity is empty and every caller passes.
+    async fn holder_check(&self, caller: &str, lease: &str) -> Result<Option<LeaseOwner>, Status> {
+        let owner = self.store.lease_owner(lease).await?;
+        if let Some(o) = &owner {
+            if !caller.is_empty() && !o.holder.is_empty() && o.holder != caller {
+                tracing::warn!(lease = %lease, trial = %o.trial_id, caller = %caller, holder = %o.holder, "call refused: the lease belongs to another worker identity");
+                return Err(Status::permission_denied(format!(
+                    "lease {lease} was granted to another worker identity; a worker may act only on its own leases"
+                )));
+            }
         }
-        let mut map = self.failing.lock().unwrap_or_else(|e| e.into_inner());
-        if failed {
-            let n = map.entry(worker.to_owned()).or_default();
-            *n += 1;
-            *n
-        } else {
-            map.remove(worker);
-            0
-        }
-    }
-
-    fn quarantined(&self, worker: &str) -> bool {
-        let map = self.failing.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(worker).is_some_and(|&n| n >= self.config.quarantine_after)
+        Ok(owner)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -154,19 +148,7 @@ impl Coordinator {
     }
 }
 
-fn sweep_id_arg(id: &str) -> Result<&str, Status> {
-    if id.is_empty() || id.len() > 200 {
-        return Err(Status::invalid_argument("sweep_id: must be 1 to 200 characters"));
-    }
-    Ok(id)
-}
-
-fn lease_id_arg(id: &str) -> Result<&str, Status> {
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(Status::invalid_argument("lease_id: not a lease ID"));
-    }
-    Ok(id)
-}
+use bounds::{lease_id as lease_id_arg, sweep_id as sweep_id_arg};
 
 fn status_to_pb(s: store::SweepStatus) -> pb::SweepStatus {
     let c = s.counts;
@@ -305,25 +287,30 @@ impl pb::sweep_service_server::SweepService for Coordinator {
 #[tonic::async_trait]
 impl pb::worker_service_server::WorkerService for Coordinator {
     async fn lease(&self, req: Request<pb::LeaseRequest>) -> Result<Response<pb::LeaseResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
-        if req.worker_id.is_empty() || req.worker_id.len() > 200 {
-            return Err(Status::invalid_argument("worker_id: must be 1 to 200 characters"));
-        }
-        if self.quarantined(&req.worker_id) {
-            tracing::error!(worker = %req.worker_id, "lease refused: worker is quarantined (crash loop)");
+        let worker_id = bounds::worker_id(&req.worker_id)?;
+        let device = bounds::device(&req.device)?;
+        let failed = self.store.failures_in_a_row(&caller, worker_id).await?;
+        if failed >= self.config.quarantine_after {
+            tracing::error!(worker = %worker_id, failed_in_a_row = failed, "lease refused: worker is quarantined (crash loop)");
             return Err(Status::failed_precondition(format!(
-                "worker {} is quarantined: it failed {} trials in a row; check its logs, fix the node, and restart it",
-                req.worker_id, self.config.quarantine_after
+                "worker {worker_id} is quarantined: it failed {failed} trials in a row (the limit is {}), so it gets no more \
+                 trials. The count is kept in the coordinator's database, so restarting the coordinator does not lift it. \
+                 Read the trials' errors (`sweep status --trials`) and this worker's log, fix the node, then start the worker \
+                 again under a new worker ID (the default, host-pid, changes on every start)",
+                self.config.quarantine_after
             )));
         }
         let wait = Duration::from_millis(req.wait_ms as u64).min(self.config.max_lease_wait);
         let deadline = tokio::time::Instant::now() + wait;
         let mut queue = self.queue.subscribe();
         let ttl = self.config.lease_ttl.as_millis() as i64;
+        let who = Leaser { worker_id, holder: &caller, device, threads: req.threads };
         loop {
             queue.borrow_and_update();
-            if let Some(lease) = self.store.lease(&req.worker_id, now_ms(), ttl).await? {
-                tracing::info!(trial = %lease.trial_id, worker = %req.worker_id, attempt = lease.attempt, "trial leased");
+            if let Some(lease) = self.store.lease_for(who, now_ms(), ttl).await? {
+                tracing::info!(trial = %lease.trial_id, worker = %worker_id, attempt = lease.attempt, resume_step = ?lease.resume_step, "trial leased");
                 self.changed();
                 return Ok(Response::new(pb::LeaseResponse {
                     assignment: Some(pb::Assignment {
@@ -334,7 +321,9 @@ impl pb::worker_service_server::WorkerService for Coordinator {
                         attempt: lease.attempt,
                         lease_ttl_ms: self.config.lease_ttl.as_millis() as u32,
                         heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
-                        ..Default::default()
+                        store_id: self.store.store_id().to_owned(),
+                        resume_step: lease.resume_step,
+                        keep_weights: lease.keep_weights,
                     }),
                 }));
             }
@@ -346,8 +335,10 @@ impl pb::worker_service_server::WorkerService for Coordinator {
     }
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         let lease = lease_id_arg(&req.lease_id)?;
+        self.holder_check(&caller, lease).await?;
         let progress = Progress {
             epoch: req.epoch,
             step: req.step,
@@ -372,12 +363,17 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         &self,
         req: Request<Streaming<pb::MetricBatch>>,
     ) -> Result<Response<Self::PushMetricsStream>, Status> {
+        let caller = Caller::of(&req);
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let store = self.store.clone();
+        let this = self.clone();
         let max = self.config.max_points_per_batch;
         let mut bucket = TokenBucket::new(self.config.max_points_per_sec, max as f64);
         tokio::spawn(async move {
+            // The lease whose holder was last checked: a stream carries one
+            // lease's batches, so the check runs once, not per batch.
+            let mut checked: Option<String> = None;
             while let Some(batch) = inbound.next().await {
                 // An error here means the worker went away mid-stream; that
                 // harms nothing: every acknowledged batch is committed.
@@ -389,7 +385,22 @@ impl pb::worker_service_server::WorkerService for Coordinator {
                     ))),
                     Ok(points) => match lease_id_arg(&batch.lease_id) {
                         Ok(lease) => {
-                            store.put_metrics(lease, &points, batch.truncate_after).await.map_err(Status::from)
+                            let allowed = if checked.as_deref() == Some(lease) {
+                                Ok(())
+                            } else {
+                                this.holder_check(&caller, lease).await.map(|owner| {
+                                    if owner.is_some() {
+                                        checked = Some(lease.to_owned());
+                                    }
+                                })
+                            };
+                            match allowed {
+                                Ok(()) => store
+                                    .put_batch(lease, &points, batch.truncate_after, batch.checkpoint_step)
+                                    .await
+                                    .map_err(Status::from),
+                                Err(e) => Err(e),
+                            }
                         }
                         Err(e) => Err(e),
                     },
@@ -406,37 +417,41 @@ impl pb::worker_service_server::WorkerService for Coordinator {
     }
 
     async fn complete(&self, req: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         let lease = lease_id_arg(&req.lease_id)?;
+        let worker_id = bounds::optional_worker_id(&req.worker_id)?;
         let outcome = match pb::Outcome::try_from(req.outcome) {
             Ok(pb::Outcome::Succeeded) => FinalOutcome::Succeeded,
             Ok(pb::Outcome::Diverged) => FinalOutcome::Diverged,
             _ => return Err(Status::invalid_argument("outcome: must be SUCCEEDED or DIVERGED")),
         };
-        let s = req.summary.unwrap_or_default();
-        let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
-        let summary = TrialSummary {
-            final_train_loss: finite(s.final_train_loss),
-            final_test_loss: finite(s.final_test_loss),
-            final_test_accuracy: finite(s.final_test_accuracy),
-            best_test_accuracy: finite(s.best_test_accuracy),
-            wall_seconds: if s.wall_seconds.is_finite() { s.wall_seconds.max(0.0) } else { 0.0 },
-        };
+        let summary = bounds::summary(&req.summary.unwrap_or_default(), outcome == FinalOutcome::Diverged)?;
+        let owner = self.holder_check(&caller, lease).await?;
         self.store.complete(lease, outcome, &summary, now_ms()).await?;
-        self.note_outcome(&req.worker_id, false);
+        let (holder, worker) = owner.map_or((caller, worker_id.to_owned()), |o| (o.holder, o.worker_id));
+        if !worker.is_empty() {
+            self.store.clear_failures(&holder, &worker).await?;
+        }
         self.changed();
         Ok(Response::new(pb::CompleteResponse {}))
     }
 
     async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         let lease = lease_id_arg(&req.lease_id)?;
-        let reason: String = req.reason.chars().take(4000).collect();
+        let worker_id = bounds::optional_worker_id(&req.worker_id)?;
+        let reason = bounds::reason(&req.reason);
+        let owner = self.holder_check(&caller, lease).await?;
         let requeued = self.store.fail(lease, &reason, now_ms()).await?;
-        let in_a_row = self.note_outcome(&req.worker_id, true);
-        tracing::warn!(lease = %lease, worker = %req.worker_id, requeued, reason = %reason, "trial failed");
+        // Counted against the worker that took the lease (as recorded then),
+        // not the self-declared ID of this call.
+        let (holder, worker) = owner.map_or((caller, worker_id.to_owned()), |o| (o.holder, o.worker_id));
+        let in_a_row = if worker.is_empty() { 0 } else { self.store.record_failure(&holder, &worker, now_ms()).await? };
+        tracing::warn!(lease = %lease, worker = %worker, requeued, reason = %reason, "trial failed");
         if in_a_row == self.config.quarantine_after {
-            tracing::error!(worker = %req.worker_id, failed_in_a_row = in_a_row, "worker quarantined: it failed too many trials in a row (crash loop); its lease calls are refused until the coordinator restarts");
+            tracing::error!(worker = %worker, failed_in_a_row = in_a_row, "worker quarantined: it failed too many trials in a row (crash loop); its lease calls are refused, also after a coordinator restart");
         }
         if requeued {
             self.queue_changed();
@@ -445,10 +460,13 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         }
         Ok(Response::new(pb::FailResponse { requeued }))
     }
+
     async fn release(&self, req: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let caller = Caller::of(&req);
         let req = req.into_inner();
         let lease = lease_id_arg(&req.lease_id)?;
-        let reason: String = req.reason.chars().take(4000).collect();
+        let reason = bounds::reason(&req.reason);
+        self.holder_check(&caller, lease).await?;
         self.store.release(lease, &reason).await?;
         tracing::info!(lease = %lease, reason = %reason, "trial handed back (no attempt used)");
         self.queue_changed();
@@ -483,8 +501,8 @@ impl TokenBucket {
     }
 }
 
-/// Checks a metric batch before anything is written: bounded size, named
-/// points, non-negative steps, finite values.
+/// Checks a metric batch before anything is written: bounded size, and
+/// every point, truncation and checkpoint step within [`bounds`].
 pub fn validate_batch(batch: &pb::MetricBatch, max: usize) -> Result<Vec<MetricRow>, Status> {
     if batch.points.len() > max {
         return Err(Status::invalid_argument(format!(
@@ -492,24 +510,16 @@ pub fn validate_batch(batch: &pb::MetricBatch, max: usize) -> Result<Vec<MetricR
             batch.points.len()
         )));
     }
+    if let Some(t) = batch.truncate_after {
+        bounds::step("truncate_after", t)?;
+    }
+    if let Some(c) = batch.checkpoint_step {
+        bounds::step("checkpoint_step", c)?;
+    }
     batch
         .points
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            if p.name.is_empty() || p.name.len() > 200 {
-                return Err(Status::invalid_argument(format!("points[{i}].name: must be 1 to 200 characters")));
-            }
-            if p.step < 0 {
-                return Err(Status::invalid_argument(format!("points[{i}].step: {} is negative", p.step)));
-            }
-            if !p.value.is_finite() {
-                return Err(Status::invalid_argument(format!(
-                    "points[{i}].value: {} for {:?} is not finite",
-                    p.value, p.name
-                )));
-            }
-            Ok(MetricRow { step: p.step, epoch: p.epoch, name: p.name.clone(), value: p.value })
-        })
+        .map(|(i, p)| bounds::metric_point(i, &p.name, p.step, p.epoch, p.value))
         .collect()
 }

@@ -176,3 +176,158 @@ async fn a_worker_failing_trial_after_trial_is_quarantined() {
     let failures: u32 = server.store.trials("edge").await.unwrap().iter().map(|t| t.failures).sum();
     assert_eq!(failures, 5, "each failure was recorded against its trial");
 }
+
+/// A running coordinator with one leased trial: (server, worker client, assignment).
+async fn one_lease() -> (Server, pb::worker_service_client::WorkerServiceClient<tonic::transport::Channel>, pb::Assignment) {
+    let server = start().await;
+    let ch = channel(&server.url).await;
+    let mut client = pb::sweep_service_client::SweepServiceClient::new(ch.clone());
+    let mut worker = pb::worker_service_client::WorkerServiceClient::new(ch);
+    let spec = sweep_core::GridSpec::parse(&GRID.replace("[data]", "[run]\nkeep_weights = true\n[data]"), std::path::Path::new("/g.toml")).unwrap();
+    client.submit(pb::SubmitRequest { spec: Some((&spec).into()) }).await.unwrap();
+    let a = worker
+        .lease(pb::LeaseRequest { worker_id: "w".into(), device: "cuda:0".into(), wait_ms: 0, threads: 3 })
+        .await
+        .unwrap()
+        .into_inner()
+        .assignment
+        .expect("a trial is queued");
+    (server, worker, a)
+}
+
+#[tokio::test]
+async fn results_outside_their_domain_are_refused() {
+    let (server, mut worker, a) = one_lease().await;
+    let good = pb::TrialSummary {
+        final_train_loss: Some(0.9),
+        final_test_loss: Some(1.2),
+        final_test_accuracy: Some(0.42),
+        best_test_accuracy: Some(0.45),
+        wall_seconds: 12.0,
+    };
+    let bad: Vec<(&str, pb::TrialSummary)> = vec![
+        ("accuracy 42.0", pb::TrialSummary { final_test_accuracy: Some(42.0), ..good }),
+        ("negative accuracy", pb::TrialSummary { best_test_accuracy: Some(-0.1), ..good }),
+        ("NaN accuracy", pb::TrialSummary { final_test_accuracy: Some(f64::NAN), ..good }),
+        ("negative loss", pb::TrialSummary { final_train_loss: Some(-1.0), ..good }),
+        ("infinite loss on success", pb::TrialSummary { final_test_loss: Some(f64::INFINITY), ..good }),
+        ("NaN wall seconds", pb::TrialSummary { wall_seconds: f64::NAN, ..good }),
+        ("negative wall seconds", pb::TrialSummary { wall_seconds: -1.0, ..good }),
+        ("wall seconds 1e9", pb::TrialSummary { wall_seconds: 1e9, ..good }),
+    ];
+    for (what, s) in bad {
+        let req = pb::CompleteRequest { lease_id: a.lease_id.clone(), outcome: pb::Outcome::Succeeded as i32, summary: Some(s), worker_id: "w".into() };
+        let err = worker.complete(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+        assert!(err.message().contains("summary."), "{what}: names the field: {}", err.message());
+    }
+    let t = &server.store.trials("edge").await.unwrap()[0];
+    assert_eq!(t.state, sweep_coordinator::store::TrialState::Running, "no refused result was stored");
+
+    let point = |step: i64, epoch: u32, name: &str, value: f64| pb::MetricPoint { step, name: name.into(), value, epoch };
+    let bad_batches: Vec<(&str, pb::MetricBatch)> = vec![
+        ("step past 1e12", pb::MetricBatch { points: vec![point(1_000_000_000_001, 1, "train_loss", 1.0)], ..Default::default() }),
+        ("step i64::MAX", pb::MetricBatch { points: vec![point(i64::MAX, 1, "train_loss", 1.0)], ..Default::default() }),
+        ("epoch past 1e6", pb::MetricBatch { points: vec![point(1, 1_000_001, "train_loss", 1.0)], ..Default::default() }),
+        ("accuracy 1.5", pb::MetricBatch { points: vec![point(1, 1, "test_accuracy", 1.5)], ..Default::default() }),
+        ("class accuracy -0.5", pb::MetricBatch { points: vec![point(1, 1, "class_accuracy/3", -0.5)], ..Default::default() }),
+        ("infinite value", pb::MetricBatch { points: vec![point(1, 1, "train_loss", f64::INFINITY)], ..Default::default() }),
+        ("negative checkpoint step", pb::MetricBatch { checkpoint_step: Some(-1), ..Default::default() }),
+        ("truncate past 1e12", pb::MetricBatch { truncate_after: Some(i64::MAX), ..Default::default() }),
+    ];
+    for (what, mut b) in bad_batches {
+        b.lease_id = a.lease_id.clone();
+        let mut acks = worker.push_metrics(tokio_stream::iter(vec![b])).await.unwrap().into_inner();
+        let err = acks.message().await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+    }
+    assert!(server.store.metrics(&a.trial_id).await.unwrap().is_empty(), "no refused point was stored");
+
+    // Values at the edges of their domains are accepted.
+    let edge = pb::MetricBatch {
+        lease_id: a.lease_id.clone(),
+        seq: 1,
+        points: vec![point(1_000_000_000_000, 1_000_000, "test_accuracy", 1.0), point(0, 0, "train_loss", 0.0)],
+        truncate_after: Some(0),
+        checkpoint_step: Some(1_000_000_000_000),
+    };
+    let mut acks = worker.push_metrics(tokio_stream::iter(vec![edge])).await.unwrap().into_inner();
+    assert_eq!(acks.message().await.unwrap().unwrap().stored, 2);
+    // A diverged trial's non-finite loss is stored as absent, not refused.
+    let diverged = pb::TrialSummary { final_train_loss: Some(f64::NAN), ..good };
+    worker
+        .complete(pb::CompleteRequest { lease_id: a.lease_id.clone(), outcome: pb::Outcome::Diverged as i32, summary: Some(diverged), worker_id: "w".into() })
+        .await
+        .unwrap();
+    let t = &server.store.trials("edge").await.unwrap()[0];
+    assert_eq!((t.state, t.summary.final_train_loss, t.summary.final_test_accuracy), (sweep_coordinator::store::TrialState::Diverged, None, Some(0.42)));
+}
+
+#[tokio::test]
+async fn strings_past_their_bounds_are_refused() {
+    let server = start().await;
+    let mut worker = pb::worker_service_client::WorkerServiceClient::new(channel(&server.url).await);
+    let long = |n: usize| "x".repeat(n);
+    for (what, req) in [
+        ("worker_id of 129 bytes", pb::LeaseRequest { worker_id: long(129), device: "cpu".into(), ..Default::default() }),
+        ("empty worker_id", pb::LeaseRequest { worker_id: String::new(), device: "cpu".into(), ..Default::default() }),
+        ("device of 33 bytes", pb::LeaseRequest { worker_id: "w".into(), device: long(33), ..Default::default() }),
+    ] {
+        let err = worker.lease(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+    }
+    assert!(worker.lease(pb::LeaseRequest { worker_id: long(128), device: long(32), ..Default::default() }).await.is_ok());
+    let err = worker
+        .fail(pb::FailRequest { lease_id: "0123abcd".into(), reason: "r".into(), worker_id: long(129) })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn the_assignment_carries_store_identity_vouched_step_and_provenance() {
+    let (server, mut worker, a) = one_lease().await;
+    assert_eq!(a.store_id, server.store.store_id(), "the assignment names this database");
+    assert_eq!(a.resume_step, None, "nothing vouched yet: start from scratch");
+    assert!(a.keep_weights, "the grid's [run] keep_weights");
+    // A checkpoint barrier at step 40, then the trial is handed back.
+    let b = pb::MetricBatch {
+        lease_id: a.lease_id.clone(),
+        seq: 1,
+        points: vec![pb::MetricPoint { step: 40, name: "train_loss".into(), value: 1.5, epoch: 1 }],
+        truncate_after: Some(0),
+        checkpoint_step: Some(40),
+    };
+    let mut acks = worker.push_metrics(tokio_stream::iter(vec![b])).await.unwrap().into_inner();
+    acks.message().await.unwrap().unwrap();
+    worker.release(pb::ReleaseRequest { lease_id: a.lease_id.clone(), reason: "SIGTERM".into() }).await.unwrap();
+    let again = worker
+        .lease(pb::LeaseRequest { worker_id: "w2".into(), device: "cpu".into(), wait_ms: 0, threads: 3 })
+        .await
+        .unwrap()
+        .into_inner()
+        .assignment
+        .unwrap();
+    assert_eq!((again.trial_id.as_str(), again.resume_step), (a.trial_id.as_str(), Some(40)));
+    let diverged_at = pb::MetricBatch {
+        lease_id: again.lease_id.clone(),
+        seq: 1,
+        points: vec![pb::MetricPoint { step: 57, name: "diverged_step".into(), value: 57.0, epoch: 2 }],
+        ..Default::default()
+    };
+    let mut acks = worker.push_metrics(tokio_stream::iter(vec![diverged_at])).await.unwrap().into_inner();
+    acks.message().await.unwrap().unwrap();
+    worker
+        .complete(pb::CompleteRequest { lease_id: again.lease_id, outcome: pb::Outcome::Diverged as i32, summary: None, worker_id: "w2".into() })
+        .await
+        .unwrap();
+
+    let mut analysis = pb::analysis_service_client::AnalysisServiceClient::new(channel(&server.url).await);
+    let resp = analysis
+        .analyze(pb::AnalyzeRequest { sweep_id: "edge".into(), curve_metrics: vec![], grad_flow: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let t = resp.trials.iter().find(|t| t.state == "diverged").expect("the diverged trial");
+    assert_eq!((t.device.as_str(), t.threads, t.diverged_step, t.train_images_used), ("cpu", 3, Some(57), None));
+}

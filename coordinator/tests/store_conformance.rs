@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use common::{make_pg_store, make_sqlite_store, run_test, Ctx};
 use sweep_coordinator::store::{
-    self, FinalOutcome, HeartbeatVerdict, MetricRow, Progress, SqliteStore, StateCounts, Store,
+    self, FinalOutcome, HeartbeatVerdict, Leaser, MetricRow, Progress, SqliteStore, StateCounts, Store,
     StoreError, Sums, TrialState, TrialSummary,
 };
 use sweep_core::{GridSpec, TrialSpec};
@@ -58,6 +58,12 @@ macro_rules! conformance_tests {
                 report_aggregates_per_cell,
                 cancel_and_resubmit,
                 unknown_sweep_is_not_found,
+                store_identity_is_fixed_at_creation,
+                lease_carries_the_vouched_checkpoint_step,
+                keep_weights_comes_from_the_run_settings,
+                lease_records_holder_and_provenance,
+                trial_finals_carry_provenance_and_trainer_notes,
+                quarantine_counts_are_kept_in_the_store,
             );
         }
     };
@@ -1085,6 +1091,141 @@ async fn unknown_sweep_is_not_found(ctx: Ctx) {
     assert_not_found(store.cancel("ghost", T0).await, "cancel");
     assert!(store.trials("ghost").await.unwrap().is_empty());
     assert_eq!(counts(store, "real").await, StateCounts { queued: 1, ..Default::default() }, "real sweep untouched");
+}
+
+// ---------------------------------------------------------------------------
+// Identity, vouched checkpoints, lease holders, provenance, quarantine
+// ---------------------------------------------------------------------------
+
+async fn store_identity_is_fixed_at_creation(ctx: Ctx) {
+    let id = ctx.store.store_id().to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "store_id {id:?} is a UUID");
+    ctx.store.submit(&simple_grid("ident", 1, 1, ""), T0).await.unwrap();
+    let again = ctx.reopen().await;
+    assert_eq!(again.store_id(), id, "reopening keeps the identity");
+    // Another database has another identity.
+    let (other, guard) = common::make_sqlite_store().await.unwrap();
+    assert_ne!(other.store.store_id(), id);
+    guard.cleanup().await;
+}
+
+async fn lease_carries_the_vouched_checkpoint_step(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("vouch", 1, 1, ""), T0).await.unwrap();
+    let a = store.lease("w", T0, TTL).await.unwrap().unwrap();
+    assert_eq!(a.resume_step, None, "a fresh trial: nothing to resume from");
+    let vouched = |store: &dyn Store| {
+        let id = a.trial_id.clone();
+        async move { trial_map(store, "vouch").await[&id].checkpoint_step }
+    };
+    // Points up to 100, then the barrier: the store vouches for step 100.
+    let pts: Vec<_> = (1..=10).map(|s| point("train_loss", s * 10, 1, 1.0)).collect();
+    assert_eq!(store.put_batch(&a.lease_id, &pts, Some(0), Some(100)).await.unwrap(), 10);
+    assert_eq!(vouched(store).await, Some(100));
+    store.release(&a.lease_id, "SIGTERM").await.unwrap();
+    let b = store.lease("w", T0 + 1, TTL).await.unwrap().unwrap();
+    assert_eq!(b.resume_step, Some(100), "the next lease may resume from step 100");
+    // The attempt resumes from 60 (an older checkpoint): vouched = MIN(100, 60).
+    store.put_batch(&b.lease_id, &[], Some(60), None).await.unwrap();
+    assert_eq!(vouched(store).await, Some(60));
+    // A later barrier moves it on; truncating past it leaves it.
+    store.put_batch(&b.lease_id, &[point("train_loss", 200, 2, 0.5)], None, Some(200)).await.unwrap();
+    store.put_batch(&b.lease_id, &[], Some(300), None).await.unwrap();
+    assert_eq!(vouched(store).await, Some(200));
+    // Starting over (T = 0) vouches for nothing.
+    store.put_batch(&b.lease_id, &[], Some(0), None).await.unwrap();
+    assert_eq!(vouched(store).await, None);
+    // Nothing vouched stays nothing, whatever T.
+    store.put_batch(&b.lease_id, &[], Some(50), None).await.unwrap();
+    assert_eq!(vouched(store).await, None);
+    // The vouched step survives a failure (the next attempt may resume) and
+    // a reopen of the store.
+    store.put_batch(&b.lease_id, &[], None, Some(70)).await.unwrap();
+    store.fail(&b.lease_id, "boom", T0 + 2).await.unwrap();
+    let c = ctx.reopen().await.lease("w", T0 + 3, TTL).await.unwrap().unwrap();
+    assert_eq!(c.resume_step, Some(70));
+    // A batch under a lost lease changes nothing.
+    assert_lease_lost(store.put_batch(&b.lease_id, &[], None, Some(900)).await, "barrier under an old lease");
+    assert_eq!(vouched(store).await, Some(70));
+}
+
+async fn keep_weights_comes_from_the_run_settings(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("keep", 1, 1, "keep_weights = true"), T0).await.unwrap();
+    store.submit(&simple_grid("drop", 1, 1, "priority = -1"), T0).await.unwrap();
+    let a = store.lease("w", T0, TTL).await.unwrap().unwrap();
+    assert_eq!((a.sweep_id.as_str(), a.keep_weights), ("keep", true));
+    let b = store.lease("w", T0, TTL).await.unwrap().unwrap();
+    assert_eq!((b.sweep_id.as_str(), b.keep_weights), ("drop", false));
+}
+
+async fn lease_records_holder_and_provenance(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("held", 1, 2, ""), T0).await.unwrap();
+    let who = Leaser { worker_id: "gpu-node-3", holder: "a1b2c3d4e5f60718", device: "cuda:0", threads: 8 };
+    let a = store.lease_for(who, T0, TTL).await.unwrap().unwrap();
+    let owner = store.lease_owner(&a.lease_id).await.unwrap().expect("a current lease has an owner");
+    assert_eq!((owner.trial_id.as_str(), owner.holder.as_str(), owner.worker_id.as_str()), (a.trial_id.as_str(), "a1b2c3d4e5f60718", "gpu-node-3"));
+    let t = trial_map(store, "held").await;
+    assert_eq!((t[&a.trial_id].device.as_deref(), t[&a.trial_id].threads), (Some("cuda:0"), Some(8)));
+    // Without auth the holder is empty.
+    let b = store.lease("plain", T0, TTL).await.unwrap().unwrap();
+    assert_eq!(store.lease_owner(&b.lease_id).await.unwrap().unwrap().holder, "");
+    // A lease that ended has no owner any more.
+    store.release(&a.lease_id, "SIGTERM").await.unwrap();
+    store.fail(&b.lease_id, "boom", T0 + 1).await.unwrap();
+    assert_eq!(store.lease_owner(&a.lease_id).await.unwrap(), None);
+    assert_eq!(store.lease_owner(&b.lease_id).await.unwrap(), None);
+    assert_eq!(store.lease_owner("0123456789abcdef").await.unwrap(), None);
+}
+
+async fn trial_finals_carry_provenance_and_trainer_notes(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("prov", 1, 2, ""), T0).await.unwrap();
+    let a = store
+        .lease_for(Leaser { worker_id: "w", holder: "", device: "cpu", threads: 4 }, T0, TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .put_metrics(&a.lease_id, &[point("train_loss", 10, 1, 2.0), point("diverged_step", 17, 1, 17.0)], None)
+        .await
+        .unwrap();
+    store.complete(&a.lease_id, FinalOutcome::Diverged, &TrialSummary::default(), T0 + 1).await.unwrap();
+    let b = store
+        .lease_for(Leaser { worker_id: "w", holder: "", device: "cuda:1", threads: 0 }, T0, TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    store.put_metrics(&b.lease_id, &[point("train_images_used", 50, 1, 640.0)], None).await.unwrap();
+    store.complete(&b.lease_id, FinalOutcome::Succeeded, &summary(0.5, 1.0), T0 + 1).await.unwrap();
+    let finals = store.trial_finals("prov").await.unwrap();
+    assert_eq!(finals.len(), 2);
+    let by_seed: HashMap<u64, _> = finals.iter().map(|f| (f.seed, f)).collect();
+    let seed_of = |id: &str| {
+        let spec = simple_grid("prov", 1, 2, "");
+        spec.expand().into_iter().find(|t| id_of(&spec, t) == id).unwrap().seed
+    };
+    let fa = by_seed[&seed_of(&a.trial_id)];
+    let fb = by_seed[&seed_of(&b.trial_id)];
+    assert_eq!((fa.device.as_deref(), fa.threads, fa.diverged_step, fa.train_images_used), (Some("cpu"), Some(4), Some(17), None));
+    assert_eq!((fb.device.as_deref(), fb.threads, fb.diverged_step, fb.train_images_used), (Some("cuda:1"), Some(0), None, Some(640)));
+}
+
+async fn quarantine_counts_are_kept_in_the_store(ctx: Ctx) {
+    let store = &*ctx.store;
+    assert_eq!(store.failures_in_a_row("", "w").await.unwrap(), 0);
+    for n in 1..=3 {
+        assert_eq!(store.record_failure("", "w", T0 + n).await.unwrap(), n as u32);
+    }
+    // Keyed by identity and worker ID: the same worker ID under another
+    // identity is another worker.
+    assert_eq!(store.record_failure("other-identity", "w", T0).await.unwrap(), 1);
+    let again = ctx.reopen().await;
+    assert_eq!(again.failures_in_a_row("", "w").await.unwrap(), 3, "a restart forgives nobody");
+    again.clear_failures("", "w").await.unwrap();
+    assert_eq!(store.failures_in_a_row("", "w").await.unwrap(), 0, "a completed trial resets the count");
+    assert_eq!(store.failures_in_a_row("other-identity", "w").await.unwrap(), 1);
 }
 
 // ---------------------------------------------------------------------------

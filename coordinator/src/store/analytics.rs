@@ -35,6 +35,16 @@ pub struct TrialFinal {
     pub final_test_accuracy: Option<f64>,
     pub best_test_accuracy: Option<f64>,
     pub wall_seconds: Option<f64>,
+    /// Provenance of the latest attempt: the worker's device and libtorch
+    /// threads (as its lease request said).
+    pub device: Option<String>,
+    pub threads: Option<u32>,
+    /// The trial's `diverged_step` metric point (the step at which its loss
+    /// became non-finite), if it sent one.
+    pub diverged_step: Option<i64>,
+    /// The trial's `train_images_used` metric point (sent only when fewer
+    /// images than `data.train_subset` were available).
+    pub train_images_used: Option<u64>,
 }
 
 /// COUNT, SUM and SUM of squares of a metric at one step over a cell's
@@ -81,8 +91,15 @@ pub trait Analytics: Send + Sync {
 pub(crate) mod sql {
     /// LEFT JOIN from `sweeps`, so an unknown sweep (no row) and a sweep
     /// (with rows) are told apart in the same statement.
+    ///
+    /// `diverged_step` and `train_images_used` are the trial's metric points
+    /// of those names (the newest, if several), each found through the
+    /// metrics primary key.
     pub const TRIAL_FINALS: &str = "SELECT s.id AS sweep, t.depth, t.skip, t.init, t.batchnorm, t.cell_key, t.seed, t.state, \
-         t.final_train_loss, t.final_test_loss, t.final_test_accuracy, t.best_test_accuracy, t.wall_seconds \
+         t.final_train_loss, t.final_test_loss, t.final_test_accuracy, t.best_test_accuracy, t.wall_seconds, \
+         t.device, t.threads, \
+         (SELECT m.value FROM metrics m WHERE m.trial_id = t.id AND m.name = 'diverged_step' ORDER BY m.step DESC LIMIT 1) AS diverged_step, \
+         (SELECT m.value FROM metrics m WHERE m.trial_id = t.id AND m.name = 'train_images_used' ORDER BY m.step DESC LIMIT 1) AS train_images_used \
          FROM sweeps s LEFT JOIN trials t ON t.sweep_id = s.id \
          WHERE s.id = $1 \
          ORDER BY t.depth, t.skip, t.init, t.batchnorm, t.seed, t.cell_key";
@@ -177,6 +194,18 @@ macro_rules! impl_analytics {
                         final_test_accuracy: row.try_get("final_test_accuracy")?,
                         best_test_accuracy: row.try_get("best_test_accuracy")?,
                         wall_seconds: row.try_get("wall_seconds")?,
+                        device: row.try_get("device")?,
+                        threads: row
+                            .try_get::<Option<i64>, _>("threads")?
+                            .map(|t| t.clamp(0, u32::MAX as i64) as u32),
+                        diverged_step: row
+                            .try_get::<Option<f64>, _>("diverged_step")?
+                            .filter(|v| v.is_finite() && *v >= 0.0)
+                            .map(|v| v as i64),
+                        train_images_used: row
+                            .try_get::<Option<f64>, _>("train_images_used")?
+                            .filter(|v| v.is_finite() && *v >= 0.0)
+                            .map(|v| v as u64),
                     });
                 }
                 Ok(out)

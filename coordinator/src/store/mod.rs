@@ -18,6 +18,7 @@ mod shared;
 pub mod analytics;
 mod postgres;
 mod sqlite;
+mod sqlite_guard;
 
 use async_trait::async_trait;
 use sweep_core::{GridSpec, TrialSpec};
@@ -83,6 +84,20 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Another coordinator holds the SQLite database.
+    #[error("{path} is in use by another coordinator (process {pid}, per {lock}); stop it first, or give this one its own database")]
+    Locked { path: String, lock: String, pid: String },
+    /// The database cannot be trusted: opening it would serve wrong or empty
+    /// state. The message says what to do.
+    #[error("refusing to open {path}: {reason}")]
+    Unsafe { path: String, reason: String },
+    /// A file next to the database (lock or identity file) could not be used.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Result of [`Store::submit`].
@@ -104,6 +119,31 @@ pub struct Lease {
     pub spec: TrialSpec,
     /// 1 for the first lease of this trial.
     pub attempt: u32,
+    /// The newest checkpoint step of this trial the store vouches for
+    /// (`None`: start from scratch).
+    pub resume_step: Option<i64>,
+    /// The sweep's `run.keep_weights`.
+    pub keep_weights: bool,
+}
+
+/// Who asks for a lease: recorded on the trial row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Leaser<'a> {
+    /// The worker's self-declared ID.
+    pub worker_id: &'a str,
+    /// The caller's identity (a hash of its token; empty without auth).
+    pub holder: &'a str,
+    /// Provenance: the worker's device and libtorch threads.
+    pub device: &'a str,
+    pub threads: u32,
+}
+
+/// Who holds a lease, as recorded when it was granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseOwner {
+    pub trial_id: String,
+    pub holder: String,
+    pub worker_id: String,
 }
 
 /// Progress a worker reports with a heartbeat.
@@ -237,6 +277,11 @@ pub struct TrialRecord {
     pub last_error: Option<String>,
     pub worker_id: Option<String>,
     pub summary: TrialSummary,
+    /// The newest checkpoint step the store vouches for.
+    pub checkpoint_step: Option<i64>,
+    /// Provenance of the latest attempt.
+    pub device: Option<String>,
+    pub threads: Option<u32>,
 }
 
 /// Infrastructure failures after which a trial is failed anyway, so a trial
@@ -252,8 +297,32 @@ pub trait Store: Analytics + Send + Sync + 'static {
     /// a cancelled sweep re-queues its cancelled trials.
     async fn submit(&self, spec: &GridSpec, now_ms: i64) -> Result<SubmitOutcome, StoreError>;
 
-    /// Claims the highest-priority, oldest queued trial for `worker_id`.
-    async fn lease(&self, worker_id: &str, now_ms: i64, ttl_ms: i64) -> Result<Option<Lease>, StoreError>;
+    /// The store's identity: a UUID written once when its schema was
+    /// created. Checkpoints record it, so a checkpoint of another database
+    /// is never resumed from.
+    fn store_id(&self) -> &str;
+
+    /// Claims the highest-priority, oldest queued trial for `who`, recording
+    /// its worker ID, identity, device and threads on the trial.
+    async fn lease_for(&self, who: Leaser<'_>, now_ms: i64, ttl_ms: i64) -> Result<Option<Lease>, StoreError>;
+
+    /// [`Store::lease_for`] with only a worker ID (no identity, no provenance).
+    async fn lease(&self, worker_id: &str, now_ms: i64, ttl_ms: i64) -> Result<Option<Lease>, StoreError> {
+        self.lease_for(Leaser { worker_id, ..Default::default() }, now_ms, ttl_ms).await
+    }
+
+    /// Who holds `lease_id`, while it is the trial's current lease.
+    async fn lease_owner(&self, lease_id: &str) -> Result<Option<LeaseOwner>, StoreError>;
+
+    /// Counts one more failed trial for (`holder`, `worker_id`); returns how
+    /// many it failed in a row.
+    async fn record_failure(&self, holder: &str, worker_id: &str, now_ms: i64) -> Result<u32, StoreError>;
+
+    /// A completed trial: (`holder`, `worker_id`) starts again from zero.
+    async fn clear_failures(&self, holder: &str, worker_id: &str) -> Result<(), StoreError>;
+
+    /// Trials (`holder`, `worker_id`) failed in a row.
+    async fn failures_in_a_row(&self, holder: &str, worker_id: &str) -> Result<u32, StoreError>;
 
     /// Renews a lease and records progress.
     async fn heartbeat(
@@ -276,6 +345,21 @@ pub trait Store: Analytics + Send + Sync + 'static {
         lease_id: &str,
         points: &[MetricRow],
         truncate_after: Option<i64>,
+    ) -> Result<u64, StoreError> {
+        self.put_batch(lease_id, points, truncate_after, None).await
+    }
+
+    /// [`Store::put_metrics`] with a checkpoint barrier, in one transaction:
+    /// after `truncate_after = T` the vouched checkpoint step becomes NULL
+    /// when T is 0 and `MIN(vouched, T)` otherwise; then, with
+    /// `checkpoint_step = S`, it becomes S (the worker is about to write a
+    /// checkpoint at S, and every point up to S is stored).
+    async fn put_batch(
+        &self,
+        lease_id: &str,
+        points: &[MetricRow],
+        truncate_after: Option<i64>,
+        checkpoint_step: Option<i64>,
     ) -> Result<u64, StoreError>;
 
     /// Hands a running trial back to the queue (preemption): no attempt is
@@ -323,9 +407,13 @@ pub trait Store: Analytics + Send + Sync + 'static {
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or
 /// `postgres://...`. Runs the embedded migrations.
+///
+/// This is how a coordinator opens its database: a SQLite file is locked
+/// for this process (a second coordinator is refused) and checked
+/// ([`SqliteStore::open_exclusive`]).
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+        Ok(std::sync::Arc::new(SqliteStore::open_exclusive(url).await?))
     } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         Ok(std::sync::Arc::new(PostgresStore::open(url).await?))
     } else {
@@ -333,6 +421,10 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
             "unsupported database URL {url:?}: expected sqlite://PATH or postgres://..."
         )))
     }
+}
+
+pub(crate) fn new_store_id() -> String {
+    uuid::Uuid::new_v4().hyphenated().to_string()
 }
 
 pub(crate) fn new_lease_id() -> String {
@@ -367,14 +459,14 @@ pub(crate) mod sql {
     pub const FAIL: &str = "UPDATE trials SET failures = failures + 1, last_error = $2, \
          state = CASE WHEN failures + 1 >= max_attempts THEN 'failed' ELSE 'queued' END, \
          finished_ms = CASE WHEN failures + 1 >= max_attempts THEN $3 ELSE NULL END, \
-         lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL \
+         lease_id = NULL, worker_id = NULL, holder = NULL, lease_expires_ms = NULL \
          WHERE lease_id = $1 AND state = 'running' RETURNING state";
 
     pub const REAP: &str = "UPDATE trials SET infra_failures = infra_failures + 1, \
          last_error = 'lease expired: worker ' || COALESCE(worker_id, '?') || ' stopped heartbeating', \
          state = CASE WHEN infra_failures + 1 >= $2 THEN 'failed' ELSE 'queued' END, \
          finished_ms = CASE WHEN infra_failures + 1 >= $2 THEN $1 ELSE NULL END, \
-         lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL \
+         lease_id = NULL, worker_id = NULL, holder = NULL, lease_expires_ms = NULL \
          WHERE state = 'running' AND lease_expires_ms < $1";
 
     pub const COUNTS_ALL: &str = "SELECT sweep_id, state, COUNT(*) AS n FROM trials GROUP BY sweep_id, state";
@@ -417,17 +509,35 @@ pub(crate) mod sql {
          WHERE sweep_id = $1 AND state IN ('queued', 'running')";
 
     pub const RELEASE: &str = "UPDATE trials SET state = 'queued', handbacks = handbacks + 1, last_error = $2, \
-         lease_id = NULL, worker_id = NULL, lease_expires_ms = NULL \
+         lease_id = NULL, worker_id = NULL, holder = NULL, lease_expires_ms = NULL \
          WHERE lease_id = $1 AND state = 'running' RETURNING id";
 
     pub const EXTEND_LEASES: &str = "UPDATE trials SET lease_expires_ms = $1 \
          WHERE state = 'running' AND lease_expires_ms < $1";
 
     pub const TRUNCATE_METRICS: &str = "DELETE FROM metrics WHERE trial_id = $1 AND step > $2";
-    pub const SET_RESUMED: &str = "UPDATE trials SET resumed_step = $2 WHERE id = $1";
+    /// A resumed (or restarted, T = 0) attempt: the vouched checkpoint step
+    /// becomes NULL for T = 0, else MIN(vouched, T) (NULL stays NULL).
+    pub const SET_RESUMED: &str = "UPDATE trials SET resumed_step = $2, \
+         checkpoint_step = CASE WHEN $2 <= 0 OR checkpoint_step IS NULL THEN NULL \
+         WHEN checkpoint_step < $2 THEN checkpoint_step ELSE $2 END \
+         WHERE id = $1";
+    pub const SET_CHECKPOINT: &str = "UPDATE trials SET checkpoint_step = $2 WHERE id = $1";
+
+    pub const LEASE_OWNER: &str = "SELECT id, holder, worker_id FROM trials WHERE lease_id = $1 AND state = 'running'";
+    pub const KEEP_WEIGHTS: &str = "SELECT keep_weights FROM sweeps WHERE id = $1";
+
+    pub const STORE_ID_INSERT: &str = "INSERT INTO store_meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING";
+    pub const STORE_ID: &str = "SELECT value FROM store_meta WHERE key = 'store_id'";
+
+    pub const QUARANTINE_FAIL: &str = "INSERT INTO quarantine (holder, worker_id, failures, updated_ms) VALUES ($1, $2, 1, $3) \
+         ON CONFLICT (holder, worker_id) DO UPDATE SET failures = quarantine.failures + 1, updated_ms = $3 \
+         RETURNING failures";
+    pub const QUARANTINE_CLEAR: &str = "DELETE FROM quarantine WHERE holder = $1 AND worker_id = $2";
+    pub const QUARANTINE_GET: &str = "SELECT failures FROM quarantine WHERE holder = $1 AND worker_id = $2";
 
     pub const TRIALS: &str = "SELECT id, sweep_id, state, attempts, failures, infra_failures, handbacks, resumed_step, last_error, worker_id, \
-         final_train_loss, final_test_loss, final_test_accuracy, best_test_accuracy, wall_seconds \
+         checkpoint_step, device, threads, final_train_loss, final_test_loss, final_test_accuracy, best_test_accuracy, wall_seconds \
          FROM trials WHERE sweep_id = $1 ORDER BY seq";
     pub const METRICS: &str = "SELECT step, epoch, name, value FROM metrics WHERE trial_id = $1 ORDER BY name, step";
 }

@@ -15,15 +15,17 @@ pub struct PostgresStore {
     write: PgPool,
     /// The same pool as `write`: PostgreSQL handles concurrent writers itself.
     read: PgPool,
+    /// `store_meta.store_id`.
+    store_id: String,
 }
 
 impl PostgresStore {
     const LEASE_SQL: &'static str = "UPDATE trials SET state = 'running', lease_id = $1, worker_id = $2, lease_expires_ms = $3, \
-         attempts = attempts + 1, started_ms = COALESCE(started_ms, $4), \
+         attempts = attempts + 1, started_ms = COALESCE(started_ms, $4), holder = $5, device = $6, threads = $7, \
          progress_epoch = NULL, progress_step = NULL, progress_loss = NULL \
          WHERE id = (SELECT id FROM trials WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED) \
          AND state = 'queued' \
-         RETURNING id, sweep_id, spec_json, attempts";
+         RETURNING id, sweep_id, spec_json, attempts, checkpoint_step";
 
     /// Connects to `url` and migrates the database.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
@@ -38,7 +40,12 @@ impl PostgresStore {
             .connect_with(opts)
             .await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        Ok(Self { write: pool.clone(), read: pool })
+        sqlx::query(super::sql::STORE_ID_INSERT)
+            .bind(super::new_store_id())
+            .execute(&pool)
+            .await?;
+        let (store_id,): (String,) = sqlx::query_as(super::sql::STORE_ID).fetch_one(&pool).await?;
+        Ok(Self { write: pool.clone(), read: pool, store_id })
     }
 }
 

@@ -29,28 +29,30 @@ macro_rules! impl_store {
                 match existing {
                     None => {
                         sqlx::query(
-                            "INSERT INTO sweeps (id, spec_json, max_attempts, priority, cancelled, created_ms) \
-                             VALUES ($1, $2, $3, $4, FALSE, $5)",
+                            "INSERT INTO sweeps (id, spec_json, max_attempts, priority, cancelled, created_ms, keep_weights) \
+                             VALUES ($1, $2, $3, $4, FALSE, $5, $6)",
                         )
                         .bind(&spec.name)
                         .bind(&spec_json)
                         .bind(spec.run.max_attempts as i64)
                         .bind(spec.run.priority as i64)
                         .bind(now_ms)
+                        .bind(spec.run.keep_weights)
                         .execute(&mut *tx)
                         .await?;
                     }
                     Some((cancelled,)) => {
-                        sqlx::query("UPDATE sweeps SET spec_json = $2, max_attempts = $3, priority = $4, cancelled = FALSE WHERE id = $1")
+                        sqlx::query("UPDATE sweeps SET spec_json = $2, max_attempts = $3, priority = $4, keep_weights = $5, cancelled = FALSE WHERE id = $1")
                             .bind(&spec.name)
                             .bind(&spec_json)
                             .bind(spec.run.max_attempts as i64)
                             .bind(spec.run.priority as i64)
+                            .bind(spec.run.keep_weights)
                             .execute(&mut *tx)
                             .await?;
                         if cancelled {
                             sqlx::query(
-                                "UPDATE trials SET state = 'queued', finished_ms = NULL, lease_id = NULL, worker_id = NULL \
+                                "UPDATE trials SET state = 'queued', finished_ms = NULL, lease_id = NULL, worker_id = NULL, holder = NULL \
                                  WHERE sweep_id = $1 AND state = 'cancelled'",
                             )
                             .bind(&spec.name)
@@ -94,9 +96,13 @@ macro_rules! impl_store {
                 Ok($crate::store::SubmitOutcome { sweep_id: spec.name.clone(), total: total as u64, added })
             }
 
-            async fn lease(
+            fn store_id(&self) -> &str {
+                &self.store_id
+            }
+
+            async fn lease_for(
                 &self,
-                worker_id: &str,
+                who: $crate::store::Leaser<'_>,
                 now_ms: i64,
                 ttl_ms: i64,
             ) -> Result<Option<$crate::store::Lease>, $crate::store::StoreError> {
@@ -104,20 +110,79 @@ macro_rules! impl_store {
                 let lease_id = $crate::store::new_lease_id();
                 let row = sqlx::query(Self::LEASE_SQL)
                     .bind(&lease_id)
-                    .bind(worker_id)
+                    .bind(who.worker_id)
                     .bind(now_ms + ttl_ms)
                     .bind(now_ms)
+                    .bind(who.holder)
+                    .bind(who.device)
+                    .bind(who.threads as i64)
                     .fetch_optional(&self.write)
                     .await?;
                 let Some(row) = row else { return Ok(None) };
                 let spec = $crate::store::parse_spec(&row.try_get::<String, _>("spec_json")?)?;
+                let sweep_id: String = row.try_get("sweep_id")?;
+                let keep: Option<(bool,)> = sqlx::query_as($crate::store::sql::KEEP_WEIGHTS)
+                    .bind(&sweep_id)
+                    .fetch_optional(&self.read)
+                    .await?;
                 Ok(Some($crate::store::Lease {
                     trial_id: row.try_get("id")?,
                     lease_id,
-                    sweep_id: row.try_get("sweep_id")?,
+                    sweep_id,
                     spec,
                     attempt: row.try_get::<i64, _>("attempts")? as u32,
+                    resume_step: row.try_get("checkpoint_step")?,
+                    keep_weights: keep.is_some_and(|(k,)| k),
                 }))
+            }
+
+            async fn lease_owner(
+                &self,
+                lease_id: &str,
+            ) -> Result<Option<$crate::store::LeaseOwner>, $crate::store::StoreError> {
+                let row: Option<(String, Option<String>, Option<String>)> =
+                    sqlx::query_as($crate::store::sql::LEASE_OWNER)
+                        .bind(lease_id)
+                        .fetch_optional(&self.read)
+                        .await?;
+                Ok(row.map(|(trial_id, holder, worker_id)| $crate::store::LeaseOwner {
+                    trial_id,
+                    holder: holder.unwrap_or_default(),
+                    worker_id: worker_id.unwrap_or_default(),
+                }))
+            }
+
+            async fn record_failure(
+                &self,
+                holder: &str,
+                worker_id: &str,
+                now_ms: i64,
+            ) -> Result<u32, $crate::store::StoreError> {
+                let (n,): (i64,) = sqlx::query_as($crate::store::sql::QUARANTINE_FAIL)
+                    .bind(holder)
+                    .bind(worker_id)
+                    .bind(now_ms)
+                    .fetch_one(&self.write)
+                    .await?;
+                Ok(n.clamp(0, u32::MAX as i64) as u32)
+            }
+
+            async fn clear_failures(&self, holder: &str, worker_id: &str) -> Result<(), $crate::store::StoreError> {
+                sqlx::query($crate::store::sql::QUARANTINE_CLEAR)
+                    .bind(holder)
+                    .bind(worker_id)
+                    .execute(&self.write)
+                    .await?;
+                Ok(())
+            }
+
+            async fn failures_in_a_row(&self, holder: &str, worker_id: &str) -> Result<u32, $crate::store::StoreError> {
+                let row: Option<(i64,)> = sqlx::query_as($crate::store::sql::QUARANTINE_GET)
+                    .bind(holder)
+                    .bind(worker_id)
+                    .fetch_optional(&self.read)
+                    .await?;
+                Ok(row.map_or(0, |(n,)| n.clamp(0, u32::MAX as i64) as u32))
             }
 
             async fn heartbeat(
@@ -149,11 +214,12 @@ macro_rules! impl_store {
                 })
             }
 
-            async fn put_metrics(
+            async fn put_batch(
                 &self,
                 lease_id: &str,
                 points: &[$crate::store::MetricRow],
                 truncate_after: Option<i64>,
+                checkpoint_step: Option<i64>,
             ) -> Result<u64, $crate::store::StoreError> {
                 use $crate::store::{sql, StoreError};
                 let mut tx = self.write.begin().await?;
@@ -181,6 +247,9 @@ macro_rules! impl_store {
                     });
                     qb.push(" ON CONFLICT (trial_id, name, step) DO NOTHING");
                     stored += qb.build().execute(&mut *tx).await?.rows_affected();
+                }
+                if let Some(step) = checkpoint_step {
+                    sqlx::query(sql::SET_CHECKPOINT).bind(&trial_id).bind(step).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(stored)
@@ -406,6 +475,9 @@ macro_rules! impl_store {
                             resumed_step: row.try_get("resumed_step")?,
                             last_error: row.try_get("last_error")?,
                             worker_id: row.try_get("worker_id")?,
+                            checkpoint_step: row.try_get("checkpoint_step")?,
+                            device: row.try_get("device")?,
+                            threads: row.try_get::<Option<i64>, _>("threads")?.map(|t| t.clamp(0, u32::MAX as i64) as u32),
                             summary: TrialSummary {
                                 final_train_loss: row.try_get("final_train_loss")?,
                                 final_test_loss: row.try_get("final_test_loss")?,

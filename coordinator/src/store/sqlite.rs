@@ -11,6 +11,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use super::sqlite_guard as guard;
 use super::StoreError;
 
 pub struct SqliteStore {
@@ -18,25 +19,70 @@ pub struct SqliteStore {
     write: SqlitePool,
     /// Readers (WAL lets them run beside the writer).
     read: SqlitePool,
+    /// `store_meta.store_id`.
+    store_id: String,
+    /// `<db>.lock`, held while a coordinator has the file open
+    /// ([`SqliteStore::open_exclusive`]).
+    _lock: Option<std::fs::File>,
 }
 
 impl SqliteStore {
-    const LEASE_SQL: &'static str = "UPDATE trials SET state = 'running', lease_id = $1, worker_id = $2, lease_expires_ms = $3, \
-         attempts = attempts + 1, started_ms = COALESCE(started_ms, $4), \
-         progress_epoch = NULL, progress_step = NULL, progress_loss = NULL \
-         WHERE id = (SELECT id FROM trials WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1) AND state = 'queued' \
-         RETURNING id, sweep_id, spec_json, attempts";
+    const LEASE_SQL: &'static str = LEASE_SQL_TEXT;
 
     /// Opens (creating if missing) the database at `url` (`sqlite://PATH`,
     /// or `sqlite::memory:` for a private in-memory store) and migrates it.
+    ///
+    /// Takes no lock: tools and tests may read a coordinator's database
+    /// beside it. A coordinator opens with [`SqliteStore::open_exclusive`].
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let opts = Self::options(url)?;
+        Self::open_with(opts, url.contains(":memory:"), None).await
+    }
+
+    /// Opens the database for a coordinator: takes `<db>.lock` (a second
+    /// coordinator on the same file is refused, naming the PID holding it),
+    /// runs `PRAGMA quick_check` on an existing file, and refuses a database
+    /// that lost the identity recorded in `<db>.id` (e.g. its `-wal` file was
+    /// deleted). See [`super::sqlite_guard`].
+    pub async fn open_exclusive(url: &str) -> Result<Self, StoreError> {
+        let opts = Self::options(url)?;
+        if url.contains(":memory:") {
+            return Self::open_with(opts, true, None).await;
+        }
+        let db = opts.get_filename().to_owned();
+        let lock = guard::lock(&db)?;
+        let exists = std::fs::metadata(&db).is_ok();
+        if exists {
+            guard::check_existing(&db, &opts).await?;
+        } else if let Some(old) = guard::recorded_id(&db)? {
+            tracing::warn!(
+                database = %db.display(),
+                old_store = %old,
+                "the database file is gone (deleted on purpose?): starting a fresh store with a new identity"
+            );
+        }
+        let store = Self::open_with(opts, false, Some(lock)).await?;
+        if guard::recorded_id(&db)?.as_deref() != Some(store.store_id.as_str()) {
+            guard::record_id(&db, &store.store_id)?;
+        }
+        Ok(store)
+    }
+
+    fn options(url: &str) -> Result<SqliteConnectOptions, StoreError> {
         let memory = url.contains(":memory:");
-        let opts = SqliteConnectOptions::from_str(url)?
+        Ok(SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(if memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
+            .foreign_keys(true))
+    }
+
+    async fn open_with(
+        opts: SqliteConnectOptions,
+        memory: bool,
+        lock: Option<std::fs::File>,
+    ) -> Result<Self, StoreError> {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -45,6 +91,11 @@ impl SqliteStore {
             .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&write).await?;
+        sqlx::query(super::sql::STORE_ID_INSERT)
+            .bind(super::new_store_id())
+            .execute(&write)
+            .await?;
+        let (store_id,): (String,) = sqlx::query_as(super::sql::STORE_ID).fetch_one(&write).await?;
         // An in-memory database exists per connection: readers must share the
         // writer's connection.
         let read = if memory {
@@ -55,9 +106,15 @@ impl SqliteStore {
                 .connect_with(opts.read_only(true))
                 .await?
         };
-        Ok(Self { write, read })
+        Ok(Self { write, read, store_id, _lock: lock })
     }
 }
+
+const LEASE_SQL_TEXT: &str = "UPDATE trials SET state = 'running', lease_id = $1, worker_id = $2, lease_expires_ms = $3, \
+     attempts = attempts + 1, started_ms = COALESCE(started_ms, $4), holder = $5, device = $6, threads = $7, \
+     progress_epoch = NULL, progress_step = NULL, progress_loss = NULL \
+     WHERE id = (SELECT id FROM trials WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1) AND state = 'queued' \
+     RETURNING id, sweep_id, spec_json, attempts, checkpoint_step";
 
 impl_store!(SqliteStore, sqlx::Sqlite);
 impl_analytics!(SqliteStore, sqlx::Sqlite);
