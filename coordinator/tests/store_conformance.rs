@@ -1114,10 +1114,9 @@ async fn lease_carries_the_vouched_checkpoint_step(ctx: Ctx) {
     store.submit(&simple_grid("vouch", 1, 1, ""), T0).await.unwrap();
     let a = store.lease("w", T0, TTL).await.unwrap().unwrap();
     assert_eq!(a.resume_step, None, "a fresh trial: nothing to resume from");
-    let vouched = |store: &dyn Store| {
-        let id = a.trial_id.clone();
-        async move { trial_map(store, "vouch").await[&id].checkpoint_step }
-    };
+    async fn vouched(store: &dyn Store) -> Option<i64> {
+        trial_map(store, "vouch").await.into_values().next().unwrap().checkpoint_step
+    }
     // Points up to 100, then the barrier: the store vouches for step 100.
     let pts: Vec<_> = (1..=10).map(|s| point("train_loss", s * 10, 1, 1.0)).collect();
     assert_eq!(store.put_batch(&a.lease_id, &pts, Some(0), Some(100)).await.unwrap(), 10);
