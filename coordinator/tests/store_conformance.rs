@@ -64,6 +64,7 @@ macro_rules! conformance_tests {
                 lease_records_holder_and_provenance,
                 trial_finals_carry_provenance_and_trainer_notes,
                 quarantine_counts_are_kept_in_the_store,
+                shared_settings_are_stored_once,
             );
         }
     };
@@ -1225,6 +1226,58 @@ async fn quarantine_counts_are_kept_in_the_store(ctx: Ctx) {
     again.clear_failures("", "w").await.unwrap();
     assert_eq!(store.failures_in_a_row("", "w").await.unwrap(), 0, "a completed trial resets the count");
     assert_eq!(store.failures_in_a_row("other-identity", "w").await.unwrap(), 1);
+}
+
+/// Bytes of trial specs stored: (sum over trials of `spec_json`, sum over
+/// `trial_settings` of `settings_json`, rows of `trial_settings`), read
+/// through a connection of its own.
+async fn stored_spec_bytes(ctx: &Ctx) -> (i64, i64, i64) {
+    use sqlx::Connection;
+    const TRIALS: &str = "SELECT CAST(COALESCE(SUM(LENGTH(spec_json)), 0) AS BIGINT) FROM trials";
+    const SETTINGS: &str = "SELECT CAST(COALESCE(SUM(LENGTH(settings_json)), 0) AS BIGINT), CAST(COUNT(*) AS BIGINT) FROM trial_settings";
+    match &ctx.reopen {
+        common::Reopen::Sqlite { url } => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            let (t,): (i64,) = sqlx::query_as(TRIALS).fetch_one(&mut c).await.unwrap();
+            let (s, n): (i64, i64) = sqlx::query_as(SETTINGS).fetch_one(&mut c).await.unwrap();
+            (t, s, n)
+        }
+        common::Reopen::Postgres { url, schema } => {
+            use sqlx::ConnectOptions;
+            let mut c = common::pg_options(url, schema).connect().await.unwrap();
+            let (t,): (i64,) = sqlx::query_as(TRIALS).fetch_one(&mut c).await.unwrap();
+            let (s, n): (i64, i64) = sqlx::query_as(SETTINGS).fetch_one(&mut c).await.unwrap();
+            (t, s, n)
+        }
+    }
+}
+
+async fn shared_settings_are_stored_once(ctx: Ctx) {
+    let store = &*ctx.store;
+    // The longest data path a grid may name (4,096 bytes) and 1,000 seeds.
+    let path = format!("/{}", "p".repeat(4095));
+    let toml = |name: &str| {
+        format!(
+            "name = \"{name}\"\nseeds = 1000\n[grid]\ndepth = 8\nskip = true\ninit = \"default\"\nbatchnorm = true\n[data]\npath = \"{path}\"\n"
+        )
+    };
+    let spec = parse(&toml("long-path"));
+    assert_eq!(store.submit(&spec, T0).await.unwrap().added, 1000);
+    let (trial_bytes, settings_bytes, settings_rows) = stored_spec_bytes(&ctx).await;
+    assert_eq!(settings_rows, 1, "one copy of the shared settings");
+    assert!(settings_bytes < 4096 + 1024, "the settings hold the path once: {settings_bytes} bytes");
+    assert!(trial_bytes < 1000 * 200, "per trial only its own part is stored: {trial_bytes} bytes for 1,000 trials");
+    // The same settings under another sweep name share the row too.
+    store.submit(&parse(&toml("same-settings")), T0).await.unwrap();
+    assert_eq!(stored_spec_bytes(&ctx).await.2, 1);
+    // IDs are unchanged, and leases and status see the whole spec.
+    let stored: HashSet<String> = store.trials("long-path").await.unwrap().into_iter().map(|t| t.trial_id).collect();
+    assert_eq!(stored, ids(&spec).into_iter().collect::<HashSet<_>>());
+    let l = store.lease("w", T0, TTL).await.unwrap().unwrap();
+    let want = spec.expand().into_iter().find(|t| id_of(&spec, t) == l.trial_id).expect("a trial of the grid");
+    assert_eq!(l.spec, want, "the leased spec is the submitted one, path and all");
+    let running = &store.status(Some("long-path")).await.unwrap()[0].running;
+    assert_eq!(running[0].spec, want);
 }
 
 // ---------------------------------------------------------------------------

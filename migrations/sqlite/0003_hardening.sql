@@ -25,3 +25,13 @@ CREATE TABLE quarantine (
     updated_ms INTEGER NOT NULL,
     PRIMARY KEY (holder, worker_id)
 );
+-- A sweep's shared training and data settings, stored once (not copied into
+-- every trial's spec_json): keyed by the SHA-256 of their canonical JSON.
+-- Trials written from here on keep only their own part (cell and seed) in
+-- spec_json and reference these settings; older rows keep their full spec
+-- (settings_hash NULL) and are read as before.
+CREATE TABLE trial_settings (
+    hash          TEXT PRIMARY KEY,
+    settings_json TEXT NOT NULL
+);
+ALTER TABLE trials ADD COLUMN settings_hash TEXT REFERENCES trial_settings(hash);

@@ -435,6 +435,64 @@ pub(crate) fn parse_spec(json: &str) -> Result<TrialSpec, StoreError> {
     serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("stored trial spec: {e}")))
 }
 
+/// The settings every trial of a grid shares (`train`, `data`), stored once
+/// per distinct value in `trial_settings`, and each trial's own part.
+#[derive(serde::Serialize)]
+struct SharedSettings<'a> {
+    train: &'a sweep_core::TrainConfig,
+    data: &'a sweep_core::DataConfig,
+}
+
+#[derive(serde::Serialize)]
+struct OwnPart<'a> {
+    depth: u32,
+    skip: bool,
+    init: &'a sweep_core::InitScheme,
+    batchnorm: bool,
+    seed: u64,
+}
+
+/// `(hash, JSON)` of a grid's shared settings: the SHA-256 (hex) of the
+/// canonical JSON (struct field order, serde_json's float formatting).
+pub(crate) fn shared_settings(spec: &GridSpec) -> (String, String) {
+    use sha2::{Digest, Sha256};
+    let json = serde_json::to_string(&SharedSettings { train: &spec.train, data: &spec.data })
+        .expect("settings always serialise");
+    let hash = hex::encode(Sha256::digest(json.as_bytes()));
+    (hash, json)
+}
+
+/// What a trial row stores of its spec: everything but the shared settings.
+pub(crate) fn own_part(t: &TrialSpec) -> String {
+    serde_json::to_string(&OwnPart { depth: t.depth, skip: t.skip, init: &t.init, batchnorm: t.batchnorm, seed: t.seed })
+        .expect("a trial part always serialises")
+}
+
+/// A stored trial spec: the row's `spec_json` alone (rows written before
+/// settings were shared), or its own part merged with the shared settings.
+pub(crate) fn stored_spec(
+    own: &str,
+    settings_hash: Option<&str>,
+    settings: Option<&str>,
+) -> Result<TrialSpec, StoreError> {
+    let Some(hash) = settings_hash else { return parse_spec(own) };
+    let Some(settings) = settings else {
+        return Err(StoreError::Corrupt(format!("trial settings {hash} are missing")));
+    };
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("stored trial spec: {e}"));
+    let mut v: serde_json::Value = serde_json::from_str(own).map_err(corrupt)?;
+    let shared: serde_json::Value = serde_json::from_str(settings).map_err(corrupt)?;
+    match (v.as_object_mut(), shared.as_object()) {
+        (Some(obj), Some(sh)) => {
+            for (k, x) in sh {
+                obj.insert(k.clone(), x.clone());
+            }
+        }
+        _ => return Err(StoreError::Corrupt("stored trial spec: not a JSON object".into())),
+    }
+    serde_json::from_value(v).map_err(corrupt)
+}
+
 pub(crate) fn sd_from_sums(s: Sums) -> Option<f64> {
     if s.n < 2 {
         return None;
@@ -473,10 +531,15 @@ pub(crate) mod sql {
     pub const COUNTS_ONE: &str = "SELECT sweep_id, state, COUNT(*) AS n FROM trials WHERE sweep_id = $1 GROUP BY sweep_id, state";
     pub const SWEEPS_ALL: &str = "SELECT id, cancelled FROM sweeps ORDER BY created_ms, id";
     pub const SWEEPS_ONE: &str = "SELECT id, cancelled FROM sweeps WHERE id = $1";
-    pub const RUNNING_ALL: &str = "SELECT id, sweep_id, worker_id, spec_json, attempts, progress_epoch, progress_step, progress_loss \
-         FROM trials WHERE state = 'running' ORDER BY seq";
-    pub const RUNNING_ONE: &str = "SELECT id, sweep_id, worker_id, spec_json, attempts, progress_epoch, progress_step, progress_loss \
-         FROM trials WHERE state = 'running' AND sweep_id = $1 ORDER BY seq";
+    pub const RUNNING_ALL: &str = "SELECT t.id, t.sweep_id, t.worker_id, t.spec_json, t.settings_hash, s.settings_json, t.attempts, \
+         t.progress_epoch, t.progress_step, t.progress_loss \
+         FROM trials t LEFT JOIN trial_settings s ON s.hash = t.settings_hash WHERE t.state = 'running' ORDER BY t.seq";
+    pub const RUNNING_ONE: &str = "SELECT t.id, t.sweep_id, t.worker_id, t.spec_json, t.settings_hash, s.settings_json, t.attempts, \
+         t.progress_epoch, t.progress_step, t.progress_loss \
+         FROM trials t LEFT JOIN trial_settings s ON s.hash = t.settings_hash \
+         WHERE t.state = 'running' AND t.sweep_id = $1 ORDER BY t.seq";
+    pub const SETTINGS_INSERT: &str = "INSERT INTO trial_settings (hash, settings_json) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING";
+    pub const SETTINGS: &str = "SELECT settings_json FROM trial_settings WHERE hash = $1";
 
     pub const REPORT: &str = "SELECT depth, skip, init, batchnorm, \
          COUNT(CASE WHEN state = 'queued' THEN 1 END) AS queued, \

@@ -25,7 +25,7 @@ impl PostgresStore {
          progress_epoch = NULL, progress_step = NULL, progress_loss = NULL \
          WHERE id = (SELECT id FROM trials WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED) \
          AND state = 'queued' \
-         RETURNING id, sweep_id, spec_json, attempts, checkpoint_step";
+         RETURNING id, sweep_id, spec_json, settings_hash, attempts, checkpoint_step";
 
     /// Connects to `url` and migrates the database.
     pub async fn open(url: &str) -> Result<Self, StoreError> {

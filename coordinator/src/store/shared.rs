@@ -61,6 +61,14 @@ macro_rules! impl_store {
                         }
                     }
                 }
+                // The grid's train and data settings are stored once; each
+                // trial row keeps only its cell and seed.
+                let (settings_hash, settings_json) = $crate::store::shared_settings(spec);
+                sqlx::query($crate::store::sql::SETTINGS_INSERT)
+                    .bind(&settings_hash)
+                    .bind(&settings_json)
+                    .execute(&mut *tx)
+                    .await?;
                 let (base_seq,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM trials")
                     .fetch_one(&mut *tx)
                     .await?;
@@ -68,7 +76,7 @@ macro_rules! impl_store {
                 let rows: Vec<(usize, &sweep_core::TrialSpec)> = trials.iter().enumerate().collect();
                 for chunk in rows.chunks(500) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO trials (id, sweep_id, cell_key, seq, depth, skip, init, batchnorm, seed, spec_json, priority, max_attempts, state) ",
+                        "INSERT INTO trials (id, sweep_id, cell_key, seq, depth, skip, init, batchnorm, seed, spec_json, settings_hash, priority, max_attempts, state) ",
                     );
                     qb.push_values(chunk, |mut b, (i, t)| {
                         b.push_bind(t.id(&spec.name).0)
@@ -80,7 +88,8 @@ macro_rules! impl_store {
                             .push_bind(t.init.as_str())
                             .push_bind(t.batchnorm)
                             .push_bind(t.seed as i64)
-                            .push_bind(t.canonical())
+                            .push_bind($crate::store::own_part(t))
+                            .push_bind(settings_hash.clone())
                             .push_bind(spec.run.priority as i64)
                             .push_bind(spec.run.max_attempts as i64)
                             .push_bind("queued");
@@ -119,7 +128,16 @@ macro_rules! impl_store {
                     .fetch_optional(&self.write)
                     .await?;
                 let Some(row) = row else { return Ok(None) };
-                let spec = $crate::store::parse_spec(&row.try_get::<String, _>("spec_json")?)?;
+                let settings_hash: Option<String> = row.try_get("settings_hash")?;
+                let settings: Option<(String,)> = match &settings_hash {
+                    Some(h) => sqlx::query_as($crate::store::sql::SETTINGS).bind(h).fetch_optional(&self.read).await?,
+                    None => None,
+                };
+                let spec = $crate::store::stored_spec(
+                    &row.try_get::<String, _>("spec_json")?,
+                    settings_hash.as_deref(),
+                    settings.as_ref().map(|(s,)| s.as_str()),
+                )?;
                 let sweep_id: String = row.try_get("sweep_id")?;
                 let keep: Option<(bool,)> = sqlx::query_as($crate::store::sql::KEEP_WEIGHTS)
                     .bind(&sweep_id)
@@ -376,7 +394,11 @@ macro_rules! impl_store {
                     out[i].running.push(RunningTrial {
                         trial_id: row.try_get("id")?,
                         worker_id: row.try_get::<Option<String>, _>("worker_id")?.unwrap_or_default(),
-                        spec: $crate::store::parse_spec(&row.try_get::<String, _>("spec_json")?)?,
+                        spec: $crate::store::stored_spec(
+                            &row.try_get::<String, _>("spec_json")?,
+                            row.try_get::<Option<String>, _>("settings_hash")?.as_deref(),
+                            row.try_get::<Option<String>, _>("settings_json")?.as_deref(),
+                        )?,
                         attempt: row.try_get::<i64, _>("attempts")? as u32,
                         progress: Progress {
                             epoch: row.try_get::<Option<i64>, _>("progress_epoch")?.unwrap_or(0) as u32,

@@ -114,7 +114,7 @@ const LEASE_SQL_TEXT: &str = "UPDATE trials SET state = 'running', lease_id = $1
      attempts = attempts + 1, started_ms = COALESCE(started_ms, $4), holder = $5, device = $6, threads = $7, \
      progress_epoch = NULL, progress_step = NULL, progress_loss = NULL \
      WHERE id = (SELECT id FROM trials WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1) AND state = 'queued' \
-     RETURNING id, sweep_id, spec_json, attempts, checkpoint_step";
+     RETURNING id, sweep_id, spec_json, settings_hash, attempts, checkpoint_step";
 
 impl_store!(SqliteStore, sqlx::Sqlite);
 impl_analytics!(SqliteStore, sqlx::Sqlite);
