@@ -1252,6 +1252,23 @@ async fn stored_spec_bytes(ctx: &Ctx) -> (i64, i64, i64) {
     }
 }
 
+/// Runs one statement through a connection of its own (to shape rows as an
+/// older version of the coordinator wrote them).
+async fn exec_raw(ctx: &Ctx, sql: &str, bind: &str) {
+    use sqlx::Connection;
+    match &ctx.reopen {
+        common::Reopen::Sqlite { url } => {
+            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query(sql).bind(bind).execute(&mut c).await.unwrap();
+        }
+        common::Reopen::Postgres { url, schema } => {
+            use sqlx::ConnectOptions;
+            let mut c = common::pg_options(url, schema).connect().await.unwrap();
+            sqlx::query(sql).bind(bind).execute(&mut c).await.unwrap();
+        }
+    }
+}
+
 async fn shared_settings_are_stored_once(ctx: Ctx) {
     let store = &*ctx.store;
     // The longest data path a grid may name (4,096 bytes) and 1,000 seeds.
@@ -1278,6 +1295,15 @@ async fn shared_settings_are_stored_once(ctx: Ctx) {
     assert_eq!(l.spec, want, "the leased spec is the submitted one, path and all");
     let running = &store.status(Some("long-path")).await.unwrap()[0].running;
     assert_eq!(running[0].spec, want);
+
+    // A row as databases before shared settings hold it (the full spec in
+    // spec_json, no settings reference) is read as before.
+    let old = simple_grid("old-rows", 1, 1, "priority = 9");
+    store.submit(&old, T0).await.unwrap();
+    let t = &old.expand()[0];
+    exec_raw(&ctx, "UPDATE trials SET settings_hash = NULL, spec_json = $1 WHERE sweep_id = 'old-rows'", &t.canonical()).await;
+    let l = store.lease("w", T0, TTL).await.unwrap().unwrap();
+    assert_eq!((l.trial_id.clone(), &l.spec), (id_of(&old, t), t), "an old row leases with its full spec");
 }
 
 // ---------------------------------------------------------------------------
