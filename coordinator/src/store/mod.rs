@@ -11,6 +11,16 @@
 //!   refused (`StoreError::LeaseLost`) instead of touching the new attempt;
 //! - metric points are keyed by (trial, name, step): a re-sent point is
 //!   stored once.
+//! - a lease records who took it (worker ID, identity of its token, device,
+//!   threads); the service refuses calls on it from another identity;
+//! - the store vouches for a trial's newest checkpoint step (set by a
+//!   metric batch's checkpoint barrier, lowered by truncation) and has an
+//!   identity fixed when its schema was created ([`Store::store_id`]), so a
+//!   worker resumes only from checkpoints this database knows;
+//! - a grid's shared train/data settings are stored once (`trial_settings`),
+//!   not copied into each trial's row;
+//! - trials failed in a row per worker are counted in the database
+//!   (quarantine survives a restart).
 
 #[macro_use]
 mod shared;
