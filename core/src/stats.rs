@@ -470,6 +470,47 @@ mod tests {
     }
 
     #[test]
+    fn welch_df_exists_for_data_scaled_near_1e_plus_minus_80() {
+        // Before: the variances (~1e-162 or 1e158) were squared again, the
+        // df came out 0/0 or inf/inf = NaN and the interval was lost.
+        for k in [1e-80, 1e80, 1e-85, 1e85, 1e-200, 1e200] {
+            let a: Vec<f64> = SLEEP_1.iter().map(|x| x * k).collect();
+            let b: Vec<f64> = SLEEP_2.iter().map(|x| x * k).collect();
+            let (a, b) = (Summary::from_samples(&a).unwrap(), Summary::from_samples(&b).unwrap());
+            let w = welch_diff(&a, &b, 0.95).unwrap();
+            close(w.df, WELCH_DF, 1e-12);
+            close(w.t, WELCH_T, 1e-12);
+            close(w.p_two_sided, WELCH_P, 1e-10);
+            close_pair((w.ci.0 / k, w.ci.1 / k), WELCH_CI95, 1e-11);
+        }
+    }
+
+    #[test]
+    fn summaries_are_exact_under_power_of_two_scaling() {
+        // The samples are scaled by a power of two internally, so data whose
+        // squares would overflow (or underflow) gets the unscaled answer.
+        let base = Summary::from_samples(&Y).unwrap();
+        for e in [-900, -300, 300, 900] {
+            let k = 2f64.powi(e);
+            let ys: Vec<f64> = Y.iter().map(|y| y * k).collect();
+            let s = Summary::from_samples(&ys).unwrap();
+            assert_eq!((s.mean / k, s.sd.unwrap() / k), (base.mean, base.sd.unwrap()), "2^{e}");
+        }
+    }
+
+    #[test]
+    fn welch_satterthwaite_edge_cases() {
+        assert_eq!(welch_satterthwaite(&[]), None);
+        assert_eq!(welch_satterthwaite(&[(f64::NAN, 2.0)]), None);
+        assert_eq!(welch_satterthwaite(&[(1.0, f64::INFINITY)]), None);
+        assert_eq!(welch_satterthwaite(&[(0.0, 2.0), (0.0, 3.0)]), Some((0.0, 5.0)));
+        // One term: its own df, whatever its size.
+        for se in [1e-300, 1.0, 1e300] {
+            assert_eq!(welch_satterthwaite(&[(se, 4.0)]), Some((se, 4.0)));
+        }
+    }
+
+    #[test]
     fn welch_with_constant_groups() {
         let a = Summary::from_samples(&[0.1, 0.1, 0.1]).unwrap();
         let b = Summary::from_samples(&[0.3, 0.3]).unwrap();
