@@ -40,6 +40,14 @@
 //!   comparisons reported. Main-effect p-values are Holm-adjusted across the
 //!   main effects, separately.
 //!
+//! - **Non-finite values are refused**: [`analyze`] returns
+//!   [`EffectsError::NonFinite`] naming the cell and seed of a NaN or
+//!   infinite value rather than letting it turn a cell's spread and every
+//!   effect it enters into NaN. A diverged trial has no final value and is
+//!   left out by the caller (and counted as diverged).
+//! - **Any scale**: values near 1e±80 (or 1e±300) give the same df, t and p
+//!   as the unscaled data (see [`crate::stats`]).
+//!
 //! Everything here is pure: the caller hands in observations (typically one
 //! per succeeded trial) and gets plain data back.
 

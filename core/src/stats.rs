@@ -184,8 +184,8 @@ fn critical(level: f64, df: f64) -> Option<f64> {
 }
 
 /// The two-sided Student t confidence interval for the mean at `level`
-/// (e.g. 0.95), as `(lo, hi)`. `None` when n = 1 (no spread to scale by) or
-/// the level is not strictly between 0 and 1.
+/// (e.g. 0.95), as `(lo, hi)`. `None` when n = 1 (no spread to scale by),
+/// the level is not strictly between 0 and 1, or a bound overflows.
 pub fn t_interval(summary: &Summary, level: f64) -> Option<(f64, f64)> {
     let se = summary.se()?;
     let half = critical(level, (summary.n - 1) as f64)? * se;

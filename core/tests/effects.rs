@@ -101,7 +101,7 @@ fn cells_main_effects_simple_effects_and_paired_match_scipy() {
 
     // Simple effects of skip at each depth: two cells each, so Welch's test
     // (scipy ttest_ind(equal_var=False)).
-    let simple: Vec<_> = a.simple_effects.iter().filter(|c| c.at.get("depth").is_some()).collect();
+    let simple: Vec<_> = a.simple_effects.iter().filter(|c| c.at.contains_key("depth")).collect();
     assert_eq!(simple.len(), 2);
     let refs = [
         ("8", 0.05999999999999994, 3.938461538461536, 0.061108439786851924, -0.004516307389756613, 0.1245163073897565),

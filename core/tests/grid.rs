@@ -1161,3 +1161,17 @@ proptest! {
         check_any_input(&text)?;
     }
 }
+
+#[test]
+fn deeply_nested_values_are_refused_not_a_stack_overflow() {
+    for depth in [1_000usize, 100_000, 1_000_000] {
+        for (open, close) in [("[", "]"), ("{a=", "}")] {
+            let text = format!("x = {}1{}\n{EXAMPLE}", open.repeat(depth), close.repeat(depth));
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.len() < 400, "{depth}: {} bytes", e.len());
+        }
+        let text = format!("{} = 1\n{EXAMPLE}", vec!["a"; depth].join("."));
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.len() < 400, "{depth}: {} bytes", e.len());
+    }
+}
