@@ -455,7 +455,11 @@ fn parse_data(doc: &Doc, t: &Table) -> Result<DataConfig, GridError> {
     };
     let resolved = resolve_data_path(doc.path, Path::new(data_path.as_ref()));
     rules::data_path(&resolved.to_string_lossy()).map_err(|m| {
-        doc.error(path_v.span(), "data.path", format!("resolved against the grid file's folder, {m}"))
+        doc.error(
+            path_v.span(),
+            "data.path",
+            format!("resolved against the grid file's folder, {m}"),
+        )
     })?;
     Ok(DataConfig {
         dataset,
@@ -821,7 +825,9 @@ fn key_at(text: &str, offset: usize) -> String {
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
             };
             return match line.split_once('=') {
-                Some((k, _)) if bare(k.trim()) => dotted(&short_bare(&table), &short_bare(k.trim())),
+                Some((k, _)) if bare(k.trim()) => {
+                    dotted(&short_bare(&table), &short_bare(k.trim()))
+                }
                 _ => String::new(),
             };
         }
@@ -938,7 +944,10 @@ fn validate_data(d: &DataConfig) -> Result<(), GridError> {
     rules::dataset(&d.dataset).map_err(bad("data.dataset"))?;
     // A path that is not UTF-8 cannot have come from a grid file.
     let path = d.path.to_str().ok_or_else(|| {
-        bad("data.path")(format!("{} is not valid UTF-8", short(&d.path.to_string_lossy())))
+        bad("data.path")(format!(
+            "{} is not valid UTF-8",
+            short(&d.path.to_string_lossy())
+        ))
     })?;
     rules::data_path(path).map_err(bad("data.path"))?;
     for (key, subset) in [

@@ -218,8 +218,7 @@ pub struct WelchDiff {
 pub fn welch_diff(a: &Summary, b: &Summary, level: f64) -> Option<WelchDiff> {
     let (sa, sb) = (a.sd?, b.sd?);
     let (na, nb) = (a.n as f64, b.n as f64);
-    let (se, df) =
-        welch_satterthwaite(&[(sa / na.sqrt(), na - 1.0), (sb / nb.sqrt(), nb - 1.0)])?;
+    let (se, df) = welch_satterthwaite(&[(sa / na.sqrt(), na - 1.0), (sb / nb.sqrt(), nb - 1.0)])?;
     let diff = a.mean - b.mean;
     let half = critical(level, df)? * se;
     let t = ratio(diff, se);
@@ -476,7 +475,10 @@ mod tests {
         for k in [1e-80, 1e80, 1e-85, 1e85, 1e-200, 1e200] {
             let a: Vec<f64> = SLEEP_1.iter().map(|x| x * k).collect();
             let b: Vec<f64> = SLEEP_2.iter().map(|x| x * k).collect();
-            let (a, b) = (Summary::from_samples(&a).unwrap(), Summary::from_samples(&b).unwrap());
+            let (a, b) = (
+                Summary::from_samples(&a).unwrap(),
+                Summary::from_samples(&b).unwrap(),
+            );
             let w = welch_diff(&a, &b, 0.95).unwrap();
             close(w.df, WELCH_DF, 1e-12);
             close(w.t, WELCH_T, 1e-12);
@@ -494,7 +496,11 @@ mod tests {
             let k = 2f64.powi(e);
             let ys: Vec<f64> = Y.iter().map(|y| y * k).collect();
             let s = Summary::from_samples(&ys).unwrap();
-            assert_eq!((s.mean / k, s.sd.unwrap() / k), (base.mean, base.sd.unwrap()), "2^{e}");
+            assert_eq!(
+                (s.mean / k, s.sd.unwrap() / k),
+                (base.mean, base.sd.unwrap()),
+                "2^{e}"
+            );
         }
     }
 
@@ -503,7 +509,10 @@ mod tests {
         assert_eq!(welch_satterthwaite(&[]), None);
         assert_eq!(welch_satterthwaite(&[(f64::NAN, 2.0)]), None);
         assert_eq!(welch_satterthwaite(&[(1.0, f64::INFINITY)]), None);
-        assert_eq!(welch_satterthwaite(&[(0.0, 2.0), (0.0, 3.0)]), Some((0.0, 5.0)));
+        assert_eq!(
+            welch_satterthwaite(&[(0.0, 2.0), (0.0, 3.0)]),
+            Some((0.0, 5.0))
+        );
         // One term: its own df, whatever its size.
         for se in [1e-300, 1.0, 1e300] {
             assert_eq!(welch_satterthwaite(&[(se, 4.0)]), Some((se, 4.0)));
