@@ -153,7 +153,10 @@ impl TryFrom<pb::TrialSpec> for TrialSpec {
 fn from_grid_error(prefix: &str, e: GridError) -> ConvertError {
     match e {
         GridError::Spec { key, message } => err(&format!("{prefix}{key}"), message),
-        other => err(prefix.trim_end_matches('.'), other.to_string()),
+        other => {
+            let field = prefix.trim_end_matches('.');
+            err(if field.is_empty() { "spec" } else { field }, other.to_string())
+        }
     }
 }
 
