@@ -40,6 +40,14 @@
 //!   comparisons reported. Main-effect p-values are Holm-adjusted across the
 //!   main effects, separately.
 //!
+//! - **Non-finite values are refused**: [`analyze`] returns
+//!   [`EffectsError::NonFinite`] naming the cell and seed of a NaN or
+//!   infinite value rather than letting it turn a cell's spread and every
+//!   effect it enters into NaN. A diverged trial has no final value and is
+//!   left out by the caller (and counted as diverged).
+//! - **Any scale**: values near 1e±80 (or 1e±300) give the same df, t and p
+//!   as the unscaled data (see [`crate::stats`]).
+//!
 //! Everything here is pure: the caller hands in observations (typically one
 //! per succeeded trial) and gets plain data back.
 
@@ -47,7 +55,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{holm, p_two_sided, paired_t, t_interval, t_quantile, PairedT, Summary};
+use crate::stats::{
+    holm, p_two_sided, paired_t, t_interval, t_quantile, welch_satterthwaite, PairedT, Summary,
+};
 
 /// Confidence level of every interval in an [`Analysis`].
 pub const LEVEL: f64 = 0.95;
@@ -88,7 +98,7 @@ pub struct Options {
     pub by: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum EffectsError {
     #[error("unknown factor {0:?}")]
     UnknownFactor(String),
@@ -96,6 +106,13 @@ pub enum EffectsError {
     UnknownLevel { factor: String, level: String, levels: String },
     #[error("an observation has {got} levels for {expected} factors")]
     Shape { got: usize, expected: usize },
+    /// A NaN or infinite value: it has no place in a mean, and would turn
+    /// every statistic of its cell and of the effects it enters into NaN.
+    #[error(
+        "the value of seed {seed} in cell {levels} is {value}, not a finite number; \
+         leave the trial out (a diverged trial has no final value)"
+    )]
+    NonFinite { levels: String, seed: u64, value: f64 },
 }
 
 /// A linear contrast of cell means, `sum_i w_i * mean_i`, with its Welch
@@ -117,7 +134,8 @@ pub struct Contrast {
 ///
 /// When every cell is constant the standard error is 0 and the
 /// Welch–Satterthwaite df is 0/0; the pooled df `sum (n_i - 1)` is used then,
-/// as [`crate::stats::welch_diff`] does.
+/// as [`crate::stats::welch_diff`] does. The df is computed from normalised
+/// variances ([`welch_satterthwaite`]), so it exists at any data scale.
 pub fn contrast(terms: &[(f64, Summary)], level: f64) -> Option<Contrast> {
     if terms.is_empty() {
         return None;
@@ -126,19 +144,12 @@ pub fn contrast(terms: &[(f64, Summary)], level: f64) -> Option<Contrast> {
     let parts: Option<Vec<(f64, f64)>> = terms
         .iter()
         .filter(|(w, _)| *w != 0.0)
-        .map(|(w, s)| s.sd.map(|sd| (w * w * sd * sd / s.n as f64, (s.n - 1) as f64)))
+        .map(|(w, s)| s.sd.map(|sd| (w.abs() * sd / (s.n as f64).sqrt(), (s.n - 1) as f64)))
         .collect();
-    let Some(parts) = parts else {
+    let Some((se, df)) = parts.and_then(|p| welch_satterthwaite(&p)) else {
         return Some(Contrast { estimate, se: None, df: None, ci95_lo: None, ci95_hi: None, p_value: None });
     };
-    let var: f64 = parts.iter().map(|(v, _)| v).sum();
-    let se = var.sqrt();
-    let df = if var > 0.0 {
-        var * var / parts.iter().map(|(v, df)| v * v / df).sum::<f64>()
-    } else {
-        parts.iter().map(|(_, df)| df).sum()
-    };
-    let half = t_quantile(0.5 + level / 2.0, df).map(|q| q * se);
+    let half = t_quantile(0.5 + level / 2.0, df).map(|q| q * se).filter(|h| h.is_finite());
     let t = if estimate == 0.0 && se == 0.0 { 0.0 } else { estimate / se };
     let p = p_two_sided(t, df);
     Some(Contrast {
@@ -326,6 +337,18 @@ pub fn analyze(factors: &[Factor], obs: &[Observation], opts: &Options) -> Resul
             .zip(&o.levels)
             .map(|(f, l)| level_index(f, l))
             .collect::<Result<Key, _>>()?;
+        if !o.value.is_finite() {
+            return Err(EffectsError::NonFinite {
+                levels: factors
+                    .iter()
+                    .zip(&o.levels)
+                    .map(|(f, l)| format!("{}={}", f.name, l))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                seed: o.seed,
+                value: o.value,
+            });
+        }
         cells.entry(key).or_default().insert(o.seed, o.value);
     }
     let summaries: BTreeMap<Key, Summary> = cells

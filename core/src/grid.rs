@@ -56,7 +56,8 @@ impl std::str::FromStr for InitScheme {
             .ok_or_else(|| {
                 let names: Vec<_> = InitScheme::ALL.iter().map(|i| i.as_str()).collect();
                 format!(
-                    "unknown init scheme {s:?}; expected one of {}",
+                    "unknown init scheme {}; expected one of {}",
+                    crate::quote::short(s),
                     names.join(", ")
                 )
             })
@@ -86,7 +87,8 @@ impl std::str::FromStr for Optimizer {
             "sgd" => Ok(Optimizer::Sgd),
             "adam" => Ok(Optimizer::Adam),
             _ => Err(format!(
-                "unknown optimizer {s:?}; expected \"sgd\" or \"adam\""
+                "unknown optimizer {}; expected \"sgd\" or \"adam\"",
+                crate::quote::short(s)
             )),
         }
     }
@@ -178,6 +180,18 @@ pub const MAX_TRIALS: u64 = 100_000;
 
 /// The longest sweep name; names end up in IDs, file names and tables.
 pub const MAX_NAME_LEN: usize = 64;
+
+/// The longest `data.path`, in bytes (PATH_MAX on Linux). It is copied into
+/// every trial's spec, so it must be bounded.
+pub const MAX_PATH_LEN: usize = 4096;
+
+/// The longest `data.dataset`, in bytes.
+pub const MAX_DATASET_LEN: usize = 32;
+
+/// The deepest network a grid may ask for (`grid.depth`). Far beyond what
+/// the ablations need (64), and small enough that one trial cannot build a
+/// model that exhausts a worker.
+pub const MAX_DEPTH: u32 = 1024;
 
 /// A parsed, validated grid file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

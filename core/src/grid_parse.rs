@@ -22,6 +22,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::grid::*;
+use crate::quote::{short, short_bare, truncate};
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
@@ -74,6 +75,16 @@ pub(crate) mod rules {
                 "{name:?} contains {c:?}; use only letters, digits, '.', '_' and '-'"
             ));
         }
+        // Names become file and folder names and command-line arguments:
+        // `.`/`..` are folders already, `.x` is hidden and `-x` reads as an
+        // option. Letters, digits and '_' are the safe first characters.
+        if name.starts_with(['.', '-']) {
+            return Err(format!(
+                "{name:?} begins with {:?}; begin with a letter, digit or '_' \
+                 (names are used as file names and command-line arguments)",
+                &name[..1]
+            ));
+        }
         Ok(())
     }
 
@@ -83,6 +94,12 @@ pub(crate) mod rules {
             return Err(format!(
                 "at least one seed is needed (got {n}); give a count n >= 1 \
                  (meaning seeds 0..n-1) or a non-empty list"
+            ));
+        }
+        // Every cell runs every seed, so more seeds than trials cannot fit.
+        if n as u64 > MAX_TRIALS {
+            return Err(format!(
+                "{n} seeds are more than the limit of {MAX_TRIALS} trials per sweep"
             ));
         }
         Ok(())
@@ -123,6 +140,11 @@ pub(crate) mod rules {
                 "{depth} is not a positive multiple of 8 (e.g. 8, 16, 32, 64)"
             ));
         }
+        if depth > i64::from(MAX_DEPTH) {
+            return Err(format!(
+                "{depth} is deeper than the limit of {MAX_DEPTH} layers"
+            ));
+        }
         Ok(())
     }
 
@@ -156,18 +178,44 @@ pub(crate) mod rules {
     }
 
     pub fn dataset(name: &str) -> Result<(), String> {
+        if name.len() > MAX_DATASET_LEN {
+            return Err(format!(
+                "{} is {} bytes long; the limit is {MAX_DATASET_LEN} (expected one of: {})",
+                short(name),
+                name.len(),
+                DATASETS.join(", ")
+            ));
+        }
         if !DATASETS.contains(&name) {
             return Err(format!(
-                "unknown dataset {name:?}; expected one of: {}",
+                "unknown dataset {}; expected one of: {}",
+                short(name),
                 DATASETS.join(", ")
             ));
         }
         Ok(())
     }
 
+    /// Checked both as written and once resolved against the grid's folder
+    /// (the resolved form is what is sent and stored).
     pub fn data_path(path: &str) -> Result<(), String> {
         if path.is_empty() {
             return Err("must not be empty; give the folder that holds the dataset".into());
+        }
+        if path.len() > MAX_PATH_LEN {
+            return Err(format!(
+                "{} is {} bytes long; the limit is {MAX_PATH_LEN}",
+                short(path),
+                path.len()
+            ));
+        }
+        // NUL cannot be in a path; other control characters would reach
+        // logs and terminals raw.
+        if let Some(c) = path.chars().find(|c| c.is_control()) {
+            return Err(format!(
+                "{} contains the control character {c:?}; paths must be printable",
+                short(path)
+            ));
         }
         Ok(())
     }
@@ -405,9 +453,17 @@ fn parse_data(doc: &Doc, t: &Table) -> Result<DataConfig, GridError> {
             }
         }
     };
+    let resolved = resolve_data_path(doc.path, Path::new(data_path.as_ref()));
+    rules::data_path(&resolved.to_string_lossy()).map_err(|m| {
+        doc.error(
+            path_v.span(),
+            "data.path",
+            format!("resolved against the grid file's folder, {m}"),
+        )
+    })?;
     Ok(DataConfig {
         dataset,
-        path: resolve_data_path(doc.path, Path::new(data_path.as_ref())),
+        path: resolved,
         train_subset: subset("train_subset")?,
         test_subset: subset("test_subset")?,
     })
@@ -500,6 +556,7 @@ impl Doc<'_> {
         let offset = e.span().map_or(0, |s| s.start);
         // toml's messages are sometimes several lines; errors here are one.
         let message = e.message().trim().replace('\n', "; ");
+        let message = truncate(&message, 200);
         self.error(
             offset..offset,
             &key_at(self.text, offset),
@@ -572,13 +629,18 @@ impl<'a, 'i> Table<'a, 'i> {
             format!("in [{}]", self.name)
         };
         let hint = unknown_key_hint(self.name, name, allowed);
+        let shown = short_bare(name);
         Err(doc.error(
             key.span(),
-            &dotted(self.name, name),
-            format!("unknown key `{name}` {place}; {hint}"),
+            &dotted(self.name, &shown),
+            format!("unknown key `{shown}` {place}; {hint}"),
         ))
     }
 }
+
+/// The longest key (in bytes) that gets a "did you mean" suggestion, and
+/// the longest candidate compared with it.
+const MAX_SUGGEST_LEN: usize = 64;
 
 /// Where an unknown key probably should have gone: a close spelling in the
 /// same table, or the table where that key exists.
@@ -598,9 +660,16 @@ fn unknown_key_hint(table: &str, key: &str, allowed: &[&str]) -> String {
             format!("`{key}` belongs in [{home}], not [{table}]")
         };
     }
+    // The edit distance is quadratic: only short keys get a suggestion (a
+    // typo of a real key is short anyway), against short candidates.
+    if key.len() > MAX_SUGGEST_LEN {
+        return format!("expected one of: {}", allowed.join(", "));
+    }
+    let lower = key.to_lowercase();
     let closest = allowed
         .iter()
-        .map(|a| (edit_distance(&key.to_lowercase(), a), *a))
+        .filter(|a| a.len() <= MAX_SUGGEST_LEN)
+        .map(|a| (edit_distance(&lower, a), *a))
         .min();
     match closest {
         Some((d, a)) if d <= (a.len() / 3).max(1) => format!("did you mean `{a}`?"),
@@ -756,7 +825,9 @@ fn key_at(text: &str, offset: usize) -> String {
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
             };
             return match line.split_once('=') {
-                Some((k, _)) if bare(k.trim()) => dotted(&table, k.trim()),
+                Some((k, _)) if bare(k.trim()) => {
+                    dotted(&short_bare(&table), &short_bare(k.trim()))
+                }
                 _ => String::new(),
             };
         }
@@ -798,25 +869,28 @@ fn resolve_data_path(grid_file: &Path, data: &Path) -> PathBuf {
     out
 }
 
+fn bad(key: &str) -> impl Fn(String) -> GridError + '_ {
+    move |message| GridError::Spec {
+        key: key.to_owned(),
+        message,
+    }
+}
+
+fn bad_at(key: &str) -> impl Fn((usize, String)) -> GridError + '_ {
+    move |(_, message)| GridError::Spec {
+        key: key.to_owned(),
+        message,
+    }
+}
+
+/// TOML cannot write integers above `i64::MAX`, so neither may the wire.
+fn as_i64(key: &str, n: u64) -> Result<i64, GridError> {
+    i64::try_from(n).map_err(|_| bad(key)(format!("{n} is larger than {}", i64::MAX)))
+}
+
 /// Checks a spec built without a file (e.g. received over gRPC) against the
 /// same rules the parser applies.
 pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
-    fn bad(key: &str) -> impl Fn(String) -> GridError + '_ {
-        move |message| GridError::Spec {
-            key: key.to_owned(),
-            message,
-        }
-    }
-    fn bad_at(key: &str) -> impl Fn((usize, String)) -> GridError + '_ {
-        move |(_, message)| GridError::Spec {
-            key: key.to_owned(),
-            message,
-        }
-    }
-    /// TOML cannot write integers above `i64::MAX`, so neither may the wire.
-    fn as_i64(key: &str, n: u64) -> Result<i64, GridError> {
-        i64::try_from(n).map_err(|_| bad(key)(format!("{n} is larger than {}", i64::MAX)))
-    }
     fn check_factor<T: Hash + Eq + std::fmt::Display>(
         key: &str,
         values: &[T],
@@ -840,17 +914,42 @@ pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
     check_factor("grid.init", &g.init, |_| Ok(()))?;
     check_factor("grid.batchnorm", &g.batchnorm, |_| Ok(()))?;
 
-    let t = &spec.train;
+    validate_train(&spec.train)?;
+    validate_data(&spec.data)?;
+
+    rules::positive(spec.run.max_attempts.into()).map_err(bad("run.max_attempts"))?;
+    rules::trial_count(cell_count(g), spec.seeds.len() as u64).map_err(bad("grid"))
+}
+
+/// Checks one trial's spec (e.g. an assignment received by a worker) against
+/// the rules for its factor values, seed, training and data settings. Keys
+/// are the trial's field names (`depth`, `train.lr`, ...).
+pub(crate) fn validate_trial(t: &crate::TrialSpec) -> Result<(), GridError> {
+    rules::depth(i64::from(t.depth)).map_err(bad("depth"))?;
+    rules::seed(as_i64("seed", t.seed)?).map_err(bad("seed"))?;
+    validate_train(&t.train)?;
+    validate_data(&t.data)
+}
+
+fn validate_train(t: &TrainConfig) -> Result<(), GridError> {
     rules::positive(t.epochs.into()).map_err(bad("train.epochs"))?;
     rules::positive(t.batch_size.into()).map_err(bad("train.batch_size"))?;
     rules::lr(t.lr).map_err(bad("train.lr"))?;
     rules::momentum(t.momentum).map_err(bad("train.momentum"))?;
     rules::weight_decay(t.weight_decay).map_err(bad("train.weight_decay"))?;
-    rules::positive(t.log_every.into()).map_err(bad("train.log_every"))?;
+    rules::positive(t.log_every.into()).map_err(bad("train.log_every"))
+}
 
-    let d = &spec.data;
+fn validate_data(d: &DataConfig) -> Result<(), GridError> {
     rules::dataset(&d.dataset).map_err(bad("data.dataset"))?;
-    rules::data_path(&d.path.to_string_lossy()).map_err(bad("data.path"))?;
+    // A path that is not UTF-8 cannot have come from a grid file.
+    let path = d.path.to_str().ok_or_else(|| {
+        bad("data.path")(format!(
+            "{} is not valid UTF-8",
+            short(&d.path.to_string_lossy())
+        ))
+    })?;
+    rules::data_path(path).map_err(bad("data.path"))?;
     for (key, subset) in [
         ("data.train_subset", d.train_subset),
         ("data.test_subset", d.test_subset),
@@ -859,9 +958,7 @@ pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
             rules::positive(as_i64(key, n)?).map_err(bad(key))?;
         }
     }
-
-    rules::positive(spec.run.max_attempts.into()).map_err(bad("run.max_attempts"))?;
-    rules::trial_count(cell_count(g), spec.seeds.len() as u64).map_err(bad("grid"))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,6 +6,19 @@
 //!
 //! Functions return `None` where the statistic does not exist (one sample has
 //! no spread, so no interval) instead of a NaN that would leak into tables.
+//!
+//! Non-finite inputs are refused the same way: a NaN or infinite sample has
+//! no mean or spread, so [`Summary::from_samples`] returns `None` for it
+//! (before, NaN went through `max(0)` and came out as "sd 0"). Callers that
+//! must say which value was bad check first (as
+//! [`crate::effects::analyze`] does, with an error naming the cell and seed).
+//!
+//! Scale: data anywhere in the finite range works. Samples are divided by a
+//! power of two near their largest magnitude before squaring (exact, so the
+//! results are bit-for-bit those of the unscaled formula wherever that one
+//! does not overflow), and the Welch–Satterthwaite degrees of freedom are
+//! computed from variances normalised by the largest one, so fourth powers
+//! of tiny or huge standard errors neither underflow nor overflow.
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{ContinuousCDF, StudentsT};
@@ -24,17 +37,26 @@ impl Summary {
     ///
     /// Uses the corrected two-pass algorithm (Chan, Golub & LeVeque 1983):
     /// the second term removes most of the rounding error left in the mean.
+    ///
+    /// `None` also when a sample is NaN or infinite: such a group has no
+    /// summary (see the module docs).
     pub fn from_samples(xs: &[f64]) -> Option<Summary> {
         let n = xs.len();
-        if n == 0 {
+        if n == 0 || xs.iter().any(|x| !x.is_finite()) {
             return None;
         }
-        let mean = xs.iter().sum::<f64>() / n as f64;
-        let (dev, dev_sq) = xs.iter().fold((0.0, 0.0), |(s, s2), &x| {
+        let scale = pow2_scale(xs.iter().fold(0.0f64, |m, x| m.max(x.abs())));
+        let mean = xs.iter().map(|x| x / scale).sum::<f64>() / n as f64;
+        let (dev, dev_sq) = xs.iter().map(|x| x / scale).fold((0.0, 0.0), |(s, s2), x| {
             (s + (x - mean), s2 + (x - mean) * (x - mean))
         });
         let m2 = dev_sq - dev * dev / n as f64;
-        Some(Summary::from_m2(n as u64, mean + dev / n as f64, m2))
+        let s = Summary::from_m2(n as u64, mean + dev / n as f64, m2)?;
+        Some(Summary {
+            n: s.n,
+            mean: s.mean * scale,
+            sd: s.sd.map(|sd| sd * scale),
+        })
     }
 
     /// From the aggregates a SQL query returns: `COUNT(x)`, `SUM(x)` and
@@ -52,27 +74,75 @@ impl Summary {
     /// for a `shift` close to the data (e.g. a cell's first value, or 0.5 for
     /// accuracies): the sums are then of small numbers and the cancellation
     /// in the variance is harmless.
+    ///
+    /// `None` when `n` is 0 or an aggregate is not finite (a NaN or infinite
+    /// value went into it, or a square overflowed: values beyond about
+    /// 1e154 need [`Summary::from_samples`]).
     pub fn from_shifted_sums(n: u64, shift: f64, sum: f64, sum_sq: f64) -> Option<Summary> {
-        if n == 0 {
+        if n == 0 || !(shift.is_finite() && sum.is_finite() && sum_sq.is_finite()) {
             return None;
         }
         let nf = n as f64;
         let dev_mean = sum / nf;
         let m2 = sum_sq - sum * dev_mean;
-        Some(Summary::from_m2(n, shift + dev_mean, m2))
+        Summary::from_m2(n, shift + dev_mean, m2)
     }
 
     /// `m2` is the sum of squared deviations from the mean. Rounding can make
     /// it slightly negative for constant data; that is a spread of zero.
-    fn from_m2(n: u64, mean: f64, m2: f64) -> Summary {
+    /// `None` rather than a NaN or infinite mean or spread.
+    fn from_m2(n: u64, mean: f64, m2: f64) -> Option<Summary> {
+        if !(mean.is_finite() && m2.is_finite()) {
+            return None;
+        }
         let sd = (n > 1).then(|| (m2.max(0.0) / (n - 1) as f64).sqrt());
-        Summary { n, mean, sd }
+        Some(Summary { n, mean, sd })
     }
 
     /// Standard error of the mean; `None` when n = 1.
     pub fn se(&self) -> Option<f64> {
         self.sd.map(|sd| sd / (self.n as f64).sqrt())
     }
+}
+
+/// The power of two at or just below `m` (for `m` > 0 and finite; 1
+/// otherwise), so that dividing by it is exact.
+fn pow2_scale(m: f64) -> f64 {
+    if !(m.is_finite() && m > 0.0) {
+        return 1.0;
+    }
+    let biased = ((m.to_bits() >> 52) & 0x7ff) as i64; // 0 for subnormals
+    let e = (biased - 1023).clamp(-1022, 1023);
+    f64::from_bits(((e + 1023) as u64) << 52)
+}
+
+/// The standard error and Welch–Satterthwaite degrees of freedom of a sum of
+/// independent estimates, each given as `(its standard error, its df)`:
+/// `se = sqrt(sum se_i^2)` and `df = se^4 / sum(se_i^4 / df_i)`.
+///
+/// Every `se_i` is divided by the largest before squaring (the df is a ratio
+/// of homogeneous polynomials, so the scale cancels): with standard errors
+/// near 1e-80 the fourth powers would underflow to 0 and give 0/0, near 1e80
+/// overflow to inf/inf. When every `se_i` is 0 the df is 0/0; the pooled
+/// `sum df_i` is used then. `None` when there are no terms or a term is not
+/// finite.
+pub fn welch_satterthwaite(terms: &[(f64, f64)]) -> Option<(f64, f64)> {
+    if terms.is_empty()
+        || terms
+            .iter()
+            .any(|&(se, df)| !(se.is_finite() && se >= 0.0 && df > 0.0 && df.is_finite()))
+    {
+        return None;
+    }
+    let top = terms.iter().fold(0.0f64, |m, &(se, _)| m.max(se));
+    if top == 0.0 {
+        return Some((0.0, terms.iter().map(|&(_, df)| df).sum()));
+    }
+    let (var, den) = terms.iter().fold((0.0, 0.0), |(var, den), &(se, df)| {
+        let v = (se / top) * (se / top);
+        (var + v, den + v * v / df)
+    });
+    Some((top * f64::sqrt(var), var * var / den))
 }
 
 /// The `p` quantile of Student's t with `df` degrees of freedom (`df` may be
@@ -114,12 +184,13 @@ fn critical(level: f64, df: f64) -> Option<f64> {
 }
 
 /// The two-sided Student t confidence interval for the mean at `level`
-/// (e.g. 0.95), as `(lo, hi)`. `None` when n = 1 (no spread to scale by) or
-/// the level is not strictly between 0 and 1.
+/// (e.g. 0.95), as `(lo, hi)`. `None` when n = 1 (no spread to scale by),
+/// the level is not strictly between 0 and 1, or a bound overflows.
 pub fn t_interval(summary: &Summary, level: f64) -> Option<(f64, f64)> {
     let se = summary.se()?;
     let half = critical(level, (summary.n - 1) as f64)? * se;
-    Some((summary.mean - half, summary.mean + half))
+    let (lo, hi) = (summary.mean - half, summary.mean + half);
+    (lo.is_finite() && hi.is_finite()).then_some((lo, hi))
 }
 
 /// The difference of two independent means, `a.mean - b.mean`, with Welch's
@@ -147,14 +218,8 @@ pub struct WelchDiff {
 pub fn welch_diff(a: &Summary, b: &Summary, level: f64) -> Option<WelchDiff> {
     let (sa, sb) = (a.sd?, b.sd?);
     let (na, nb) = (a.n as f64, b.n as f64);
-    let (va, vb) = (sa * sa / na, sb * sb / nb);
-    let se = (va + vb).sqrt();
+    let (se, df) = welch_satterthwaite(&[(sa / na.sqrt(), na - 1.0), (sb / nb.sqrt(), nb - 1.0)])?;
     let diff = a.mean - b.mean;
-    let df = if se > 0.0 {
-        (va + vb).powi(2) / (va * va / (na - 1.0) + vb * vb / (nb - 1.0))
-    } else {
-        na + nb - 2.0
-    };
     let half = critical(level, df)? * se;
     let t = ratio(diff, se);
     Some(WelchDiff {
@@ -401,6 +466,57 @@ mod tests {
         close(r.p_two_sided, WELCH_P, 1e-10);
         let one = Summary::from_samples(&[1.0]).unwrap();
         assert_eq!(welch_diff(&a, &one, 0.95), None);
+    }
+
+    #[test]
+    fn welch_df_exists_for_data_scaled_near_1e_plus_minus_80() {
+        // Before: the variances (~1e-162 or 1e158) were squared again, the
+        // df came out 0/0 or inf/inf = NaN and the interval was lost.
+        for k in [1e-80, 1e80, 1e-85, 1e85, 1e-200, 1e200] {
+            let a: Vec<f64> = SLEEP_1.iter().map(|x| x * k).collect();
+            let b: Vec<f64> = SLEEP_2.iter().map(|x| x * k).collect();
+            let (a, b) = (
+                Summary::from_samples(&a).unwrap(),
+                Summary::from_samples(&b).unwrap(),
+            );
+            let w = welch_diff(&a, &b, 0.95).unwrap();
+            close(w.df, WELCH_DF, 1e-12);
+            close(w.t, WELCH_T, 1e-12);
+            close(w.p_two_sided, WELCH_P, 1e-10);
+            close_pair((w.ci.0 / k, w.ci.1 / k), WELCH_CI95, 1e-11);
+        }
+    }
+
+    #[test]
+    fn summaries_are_exact_under_power_of_two_scaling() {
+        // The samples are scaled by a power of two internally, so data whose
+        // squares would overflow (or underflow) gets the unscaled answer.
+        let base = Summary::from_samples(&Y).unwrap();
+        for e in [-900, -300, 300, 900] {
+            let k = 2f64.powi(e);
+            let ys: Vec<f64> = Y.iter().map(|y| y * k).collect();
+            let s = Summary::from_samples(&ys).unwrap();
+            assert_eq!(
+                (s.mean / k, s.sd.unwrap() / k),
+                (base.mean, base.sd.unwrap()),
+                "2^{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn welch_satterthwaite_edge_cases() {
+        assert_eq!(welch_satterthwaite(&[]), None);
+        assert_eq!(welch_satterthwaite(&[(f64::NAN, 2.0)]), None);
+        assert_eq!(welch_satterthwaite(&[(1.0, f64::INFINITY)]), None);
+        assert_eq!(
+            welch_satterthwaite(&[(0.0, 2.0), (0.0, 3.0)]),
+            Some((0.0, 5.0))
+        );
+        // One term: its own df, whatever its size.
+        for se in [1e-300, 1.0, 1e300] {
+            assert_eq!(welch_satterthwaite(&[(se, 4.0)]), Some((se, 4.0)));
+        }
     }
 
     #[test]

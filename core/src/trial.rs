@@ -57,6 +57,13 @@ impl TrialSpec {
         v.to_string()
     }
 
+    /// Checks the spec against the grid rules (depth, seed, training and
+    /// data settings), for a spec that arrived without a grid (e.g. over
+    /// the wire). The error's key is the trial field (`depth`, `train.lr`).
+    pub fn validate(&self) -> Result<(), crate::GridError> {
+        crate::grid_parse::validate_trial(self)
+    }
+
     /// The trial's ID within the sweep named `sweep`.
     pub fn id(&self, sweep: &str) -> TrialId {
         TrialId(short_hash("sweep.trial.v1", &[sweep, &self.canonical()]))

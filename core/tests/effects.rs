@@ -101,7 +101,7 @@ fn cells_main_effects_simple_effects_and_paired_match_scipy() {
 
     // Simple effects of skip at each depth: two cells each, so Welch's test
     // (scipy ttest_ind(equal_var=False)).
-    let simple: Vec<_> = a.simple_effects.iter().filter(|c| c.at.get("depth").is_some()).collect();
+    let simple: Vec<_> = a.simple_effects.iter().filter(|c| c.at.contains_key("depth")).collect();
     assert_eq!(simple.len(), 2);
     let refs = [
         ("8", 0.05999999999999994, 3.938461538461536, 0.061108439786851924, -0.004516307389756613, 0.1245163073897565),
@@ -191,4 +191,114 @@ fn baselines_and_errors() {
     assert!(analyze(&factors(), &observations(None), &o).is_err());
     let bad = vec![Observation { levels: vec!["8".into()], seed: 0, value: 1.0 }];
     assert!(analyze(&factors(), &bad, &Options::default()).is_err());
+}
+
+// ---- scale and non-finite values (issue 8) ---------------------------------
+
+fn scaled(k: f64) -> Vec<Observation> {
+    observations(None).into_iter().map(|o| Observation { value: o.value * k, ..o }).collect()
+}
+
+#[test]
+fn effects_at_1e_plus_minus_80_and_beyond_match_the_unscaled_ones() {
+    // Before: the Welch–Satterthwaite df squared variances of ~1e-160 (or
+    // 1e160) again and came out NaN (0/0 or inf/inf). The df, t and p of a
+    // contrast do not depend on the unit of the data.
+    let base = analyze(&factors(), &observations(None), &opts()).unwrap();
+    for k in [1e-80, 1e80, 1e-150, 1e150, 1e-250, 1e250] {
+        let a = analyze(&factors(), &scaled(k), &opts()).unwrap();
+        assert!(!format!("{a:?}").contains("NaN"), "{k:e}: {a:?}");
+        for (x, y) in base.main_effects.iter().chain(&base.simple_effects).zip(a.main_effects.iter().chain(&a.simple_effects)) {
+            let (ex, ey) = (x.effect.unwrap(), y.effect.unwrap());
+            close(ey.estimate / k, ex.estimate, 1e-12);
+            close(ey.se.unwrap() / k, ex.se.unwrap(), 1e-12);
+            close(ey.df.unwrap(), ex.df.unwrap(), 1e-12);
+            close(ey.p_value.unwrap(), ex.p_value.unwrap(), 1e-9);
+            close(ey.ci95_lo.unwrap() / k, ex.ci95_lo.unwrap(), 1e-12);
+            close(ey.ci95_hi.unwrap() / k, ex.ci95_hi.unwrap(), 1e-12);
+        }
+        for (x, y) in base.cells.iter().zip(&a.cells) {
+            close(y.sd.unwrap() / k, x.sd.unwrap(), 1e-12);
+            close(y.ci95_lo.unwrap() / k, x.ci95_lo.unwrap(), 1e-12);
+        }
+        for (x, y) in base.paired.iter().zip(&a.paired) {
+            let (tx, ty) = (x.test.unwrap(), y.test.unwrap());
+            close(ty.t, tx.t, 1e-12);
+            close(ty.p_two_sided, tx.p_two_sided, 1e-9);
+        }
+    }
+}
+
+#[test]
+fn a_nan_or_infinite_value_is_refused_naming_its_cell_and_seed() {
+    for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        let mut obs = observations(None);
+        obs[4].value = bad; // depth 8, skip true, seed 1
+        let e = analyze(&factors(), &obs, &opts()).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("seed 1") && msg.contains("depth=8 skip=true"), "{msg}");
+        assert!(msg.contains("not a finite number"), "{msg}");
+    }
+    // The summary of such a group does not exist (it used to be sd 0).
+    assert_eq!(Summary::from_samples(&[0.5, f64::NAN, 0.7]), None);
+    assert_eq!(Summary::from_samples(&[0.5, f64::INFINITY]), None);
+    assert_eq!(Summary::from_sums(2, f64::NAN, 1.0), None);
+    assert_eq!(Summary::from_sums(2, 1.0, f64::INFINITY), None);
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A value at a random scale: mantissa in [-1000, 1000], exponent in
+    /// [-300, 300] (shared per case, so cells are comparable).
+    fn cell_values() -> impl Strategy<Value = Vec<f64>> {
+        prop::collection::vec(-1000.0f64..1000.0, 1..5)
+    }
+
+    proptest! {
+        /// Whatever finite values come in, no statistic in the analysis is
+        /// NaN (inf is allowed only for t of constant data, documented).
+        #[test]
+        fn no_nan_reaches_an_analysis(
+            cells in prop::collection::vec(cell_values(), 4),
+            exp in -300i32..300,
+        ) {
+            let k = 10f64.powi(exp);
+            let names = [("8", "false"), ("8", "true"), ("32", "false"), ("32", "true")];
+            let obs: Vec<Observation> = names.iter().zip(&cells).flat_map(|((d, s), vs)| {
+                vs.iter().enumerate().map(move |(seed, v)| Observation {
+                    levels: vec![d.to_string(), s.to_string()], seed: seed as u64, value: v * k,
+                })
+            }).collect();
+            let a = analyze(&factors(), &obs, &opts()).unwrap();
+            let shown = format!("{a:?}");
+            prop_assert!(!shown.contains("NaN"), "{}", shown);
+        }
+
+        /// Welch's df, t and p are unit-free: scaling both groups by 1e±80
+        /// (or further) gives the unscaled result.
+        #[test]
+        fn welch_is_scale_free(
+            xs in prop::collection::vec(-1000.0f64..1000.0, 2..8),
+            ys in prop::collection::vec(-1000.0f64..1000.0, 2..8),
+            k in prop::sample::select(vec![1e-80, 1e80, 1e-160, 1e160, 1e-290, 1e290]),
+        ) {
+            let a = Summary::from_samples(&xs).unwrap();
+            let b = Summary::from_samples(&ys).unwrap();
+            let scale = xs.iter().chain(&ys).fold(0.0f64, |m, x| m.max(x.abs()));
+            prop_assume!(a.sd.unwrap().max(b.sd.unwrap()) > 1e-6 * scale);
+            prop_assume!((a.mean - b.mean).abs() > 1e-6 * scale);
+            let base = welch_diff(&a, &b, 0.95).unwrap();
+            let xk: Vec<f64> = xs.iter().map(|x| x * k).collect();
+            let yk: Vec<f64> = ys.iter().map(|y| y * k).collect();
+            let w = welch_diff(&Summary::from_samples(&xk).unwrap(), &Summary::from_samples(&yk).unwrap(), 0.95).unwrap();
+            prop_assert!(w.df.is_finite() && w.df > 0.0, "{:?}", w);
+            let rel = |x: f64, y: f64| (x - y).abs() <= 1e-8 * y.abs().max(1e-300);
+            prop_assert!(rel(w.df, base.df), "df {} vs {}", w.df, base.df);
+            prop_assert!(rel(w.t, base.t), "t {} vs {}", w.t, base.t);
+            prop_assert!((w.p_two_sided - base.p_two_sided).abs() <= 1e-8, "p {} vs {}", w.p_two_sided, base.p_two_sided);
+            prop_assert!(rel(w.se / k, base.se), "se {} vs {}", w.se / k, base.se);
+        }
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use sweep_core::{DataConfig, Factors, GridSpec, InitScheme, RunConfig, TrainConfig, TrialSpec};
+use sweep_core::{DataConfig, Factors, GridError, GridSpec, InitScheme, RunConfig, TrainConfig, TrialSpec};
 use crate::v1 as pb;
 
 /// A wire message that does not make a valid domain value.
@@ -111,7 +111,7 @@ impl TryFrom<pb::GridSpec> for GridSpec {
             data: g.data.ok_or_else(|| err("data", "missing"))?.into(),
             run: RunConfig { max_attempts: run.max_attempts, priority: run.priority, keep_weights: run.keep_weights },
         };
-        spec.validate().map_err(|e| err("spec", e.to_string()))?;
+        spec.validate().map_err(|e| from_grid_error("", e))?;
         Ok(spec)
     }
 }
@@ -133,10 +133,7 @@ impl From<&TrialSpec> for pb::TrialSpec {
 impl TryFrom<pb::TrialSpec> for TrialSpec {
     type Error = ConvertError;
     fn try_from(t: pb::TrialSpec) -> Result<Self, ConvertError> {
-        if t.depth == 0 || t.depth % 8 != 0 {
-            return Err(err("spec.depth", format!("{} is not a positive multiple of 8", t.depth)));
-        }
-        Ok(TrialSpec {
+        let spec = TrialSpec {
             depth: t.depth,
             skip: t.skip,
             init: init("spec.init", &t.init)?,
@@ -144,7 +141,22 @@ impl TryFrom<pb::TrialSpec> for TrialSpec {
             seed: t.seed,
             train: t.train.ok_or_else(|| err("spec.train", "missing"))?.try_into()?,
             data: t.data.ok_or_else(|| err("spec.data", "missing"))?.into(),
-        })
+        };
+        // The grid's rules (depth, seed, training and data settings), from
+        // their one copy in sweep-core.
+        spec.validate().map_err(|e| from_grid_error("spec.", e))?;
+        Ok(spec)
+    }
+}
+
+/// A core validation error as a field error (`prefix` + the spec's key).
+fn from_grid_error(prefix: &str, e: GridError) -> ConvertError {
+    match e {
+        GridError::Spec { key, message } => err(&format!("{prefix}{key}"), message),
+        other => {
+            let field = prefix.trim_end_matches('.');
+            err(if field.is_empty() { "spec" } else { field }, other.to_string())
+        }
     }
 }
 
