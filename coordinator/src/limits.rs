@@ -90,7 +90,7 @@ impl NetLimits {
     pub fn validate(&self) -> Result<(), LimitError> {
         let bad = |name, value: String, why| Err(LimitError { name, value, why });
         if self.max_connections == 0 || self.max_connections > Semaphore::MAX_PERMITS {
-            return bad("max_connections", self.max_connections.to_string(), "must be at least 1");
+            return bad("max_connections", self.max_connections.to_string(), "must be at least 1 (and at most 2^61)");
         }
         if self.handshake_timeout.is_zero() {
             return bad("handshake_timeout", format!("{:?}", self.handshake_timeout), "must be positive");
@@ -375,5 +375,36 @@ mod tests {
         tonic::Status::out_of_range("step past the end").add_header(&mut h).unwrap();
         remap_status(&mut h);
         assert_eq!(tonic::Status::from_header_map(&h).unwrap().code(), tonic::Code::OutOfRange);
+    }
+
+    /// A body whose only frame is `trailers`.
+    struct Trailers(Option<HeaderMap>);
+
+    impl http_body::Body for Trailers {
+        type Data = Bytes;
+        type Error = tonic::Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, tonic::Status>>> {
+            Poll::Ready(self.0.take().map(|t| Ok(http_body::Frame::trailers(t))))
+        }
+    }
+
+    #[tokio::test]
+    async fn size_limit_in_trailers_is_remapped() {
+        // A streaming call fails mid-stream: its status is in the trailers.
+        let mut t = HeaderMap::new();
+        tonic::Status::out_of_range("Error, decoded message length too large: found 9 bytes, the limit is: 8 bytes")
+            .add_header(&mut t)
+            .unwrap();
+        let resp = Response::new(tonic::body::Body::new(Trailers(Some(t))));
+        let mut body = remap_response(resp).into_body();
+        use http_body::Body as _;
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await.unwrap().unwrap();
+        let trailers = frame.into_trailers().expect("a trailers frame");
+        let s = tonic::Status::from_header_map(&trailers).unwrap();
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
     }
 }
