@@ -29,21 +29,40 @@ async fn start(security: Security, net: NetLimits) -> Server {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        let served = sweep_coordinator::serve_with_limits(store, Default::default(), security, net, listener, async {
-            let _ = rx.await;
-        })
+        let served = sweep_coordinator::serve_with_limits(
+            store,
+            Default::default(),
+            security,
+            net,
+            listener,
+            async {
+                let _ = rx.await;
+            },
+        )
         .await;
         served.expect("coordinator failed");
     });
-    Server { addr, _stop: tx, _dir: dir }
+    Server {
+        addr,
+        _stop: tx,
+        _dir: dir,
+    }
 }
 
 fn small(cap: usize, handshake: Duration) -> NetLimits {
-    NetLimits { max_connections: cap, handshake_timeout: handshake, ..Default::default() }
+    NetLimits {
+        max_connections: cap,
+        handshake_timeout: handshake,
+        ..Default::default()
+    }
 }
 
 async fn channel(url: String) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.expect("connect")
+    tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect")
 }
 
 /// Health check and Status on a fresh connection.
@@ -51,13 +70,22 @@ async fn normal_calls(url: String) {
     let ch = channel(url).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     let resp = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "sweep.v1.SweepService".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "sweep.v1.SweepService".into(),
+        })
         .await
         .expect("health check")
         .into_inner();
-    assert_eq!(resp.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        resp.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
     let mut client = pb::sweep_service_client::SweepServiceClient::new(ch);
-    let status = client.status(pb::StatusRequest::default()).await.expect("Status").into_inner();
+    let status = client
+        .status(pb::StatusRequest::default())
+        .await
+        .expect("Status")
+        .into_inner();
     assert!(status.sweeps.is_empty(), "{status:?}");
 }
 
@@ -85,10 +113,16 @@ async fn silent_connections_are_closed_and_do_not_starve_calls() {
     // a few seconds. The bound only detects starvation (it would wait
     // forever without the timeout, or fail to connect past the cap).
     let t0 = Instant::now();
-    tokio::time::timeout(Duration::from_secs(30), normal_calls(format!("http://{}", server.addr)))
-        .await
-        .expect("normal calls starved by silent connections");
-    eprintln!("normal calls answered {:?} after 300 silent connections", t0.elapsed());
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        normal_calls(format!("http://{}", server.addr)),
+    )
+    .await
+    .expect("normal calls starved by silent connections");
+    eprintln!(
+        "normal calls answered {:?} after 300 silent connections",
+        t0.elapsed()
+    );
 
     // Every silent connection is closed by the server.
     for (i, s) in silent.iter_mut().enumerate() {
@@ -111,10 +145,13 @@ async fn connection_cap_holds_extra_connections_in_the_backlog() {
     // An accepted plaintext connection gets the server's SETTINGS frame at
     // once; one in the backlog gets nothing.
     let accepted = |silent: &mut Vec<TcpStream>| {
-        silent.iter_mut().filter(|s| {
-            let mut b = [0u8; 64];
-            matches!(s.try_read(&mut b), Ok(n) if n > 0)
-        }).count()
+        silent
+            .iter_mut()
+            .filter(|s| {
+                let mut b = [0u8; 64];
+                matches!(s.try_read(&mut b), Ok(n) if n > 0)
+            })
+            .count()
     };
     let mut seen = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -124,14 +161,21 @@ async fn connection_cap_holds_extra_connections_in_the_backlog() {
     }
     assert_eq!(seen, 8, "the first 8 connections should be accepted");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(accepted(&mut silent), 0, "a connection past the cap of 8 was accepted");
+    assert_eq!(
+        accepted(&mut silent),
+        0,
+        "a connection past the cap of 8 was accepted"
+    );
 
     // Closing the held connections lets the waiting ones (and a normal
     // client) in.
     drop(silent);
-    tokio::time::timeout(Duration::from_secs(30), normal_calls(format!("http://{}", server.addr)))
-        .await
-        .expect("normal calls after the silent connections closed");
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        normal_calls(format!("http://{}", server.addr)),
+    )
+    .await
+    .expect("normal calls after the silent connections closed");
 }
 
 /// A Watch stream lives for several handshake timeouts: the deadline only
@@ -150,13 +194,27 @@ batchnorm = true
 path = "/data"
 "#;
     let spec = sweep_core::GridSpec::parse(grid, std::path::Path::new("/g.toml")).unwrap();
-    let id = client.submit(pb::SubmitRequest { spec: Some((&spec).into()) }).await.unwrap().into_inner().sweep_id;
+    let id = client
+        .submit(pb::SubmitRequest {
+            spec: Some((&spec).into()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .sweep_id;
     let t0 = Instant::now();
-    let mut stream = client.watch(pb::WatchRequest { sweep_id: id }).await.unwrap().into_inner();
+    let mut stream = client
+        .watch(pb::WatchRequest { sweep_id: id })
+        .await
+        .unwrap()
+        .into_inner();
     // Watch sends a snapshot at once and then every two seconds.
     for _ in 0..3 {
-        let msg = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.expect("watch stalled");
-        msg.expect("watch stream broken").expect("watch stream ended");
+        let msg = tokio::time::timeout(Duration::from_secs(30), stream.message())
+            .await
+            .expect("watch stalled");
+        msg.expect("watch stream broken")
+            .expect("watch stream ended");
     }
     assert!(t0.elapsed() > Duration::from_secs(3), "{:?}", t0.elapsed());
 }
@@ -170,7 +228,10 @@ async fn established_connections_outlive_the_handshake_timeout() {
 #[tokio::test]
 async fn handshake_timeout_applies_before_tls() {
     let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
     let security = Security {
         tls: Some(ServerTls {
             cert_pem: cert.pem().into_bytes(),
@@ -183,7 +244,9 @@ async fn handshake_timeout_applies_before_tls() {
 
     // A silent TCP peer never sends a ClientHello: closed, without a byte.
     let mut silent = TcpStream::connect(server.addr).await.unwrap();
-    closed_by_server(&mut silent, Duration::from_secs(20)).await.expect("silent peer before TLS");
+    closed_by_server(&mut silent, Duration::from_secs(20))
+        .await
+        .expect("silent peer before TLS");
 
     // A real TLS client completes its handshake and keeps its stream.
     let tls = tonic::transport::ClientTlsConfig::new()
@@ -202,11 +265,22 @@ async fn handshake_timeout_applies_before_tls() {
 #[tokio::test]
 async fn oversized_submit_is_resource_exhausted() {
     let server = start(Security::default(), NetLimits::default()).await;
-    let mut client = pb::sweep_service_client::SweepServiceClient::new(channel(format!("http://{}", server.addr)).await);
-    let spec = pb::GridSpec { name: "x".repeat(MAX_MESSAGE_BYTES + 1024), ..Default::default() };
-    let err = client.submit(pb::SubmitRequest { spec: Some(spec) }).await.unwrap_err();
+    let mut client = pb::sweep_service_client::SweepServiceClient::new(
+        channel(format!("http://{}", server.addr)).await,
+    );
+    let spec = pb::GridSpec {
+        name: "x".repeat(MAX_MESSAGE_BYTES + 1024),
+        ..Default::default()
+    };
+    let err = client
+        .submit(pb::SubmitRequest { spec: Some(spec) })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("too large"), "{}", err.message());
     // The connection and the server are fine afterwards.
-    client.status(pb::StatusRequest::default()).await.expect("Status after an oversized Submit");
+    client
+        .status(pb::StatusRequest::default())
+        .await
+        .expect("Status after an oversized Submit");
 }
