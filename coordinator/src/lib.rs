@@ -183,7 +183,7 @@ pub async fn serve_with_limits(
             WorkerServiceServer::new(coordinator).max_decoding_message_size(MAX_MESSAGE_BYTES),
             auth.interceptor(Role::Worker),
         ))
-        .serve_with_incoming_shutdown(limits::incoming(listener, &net), shutdown)
+        .serve_with_incoming_shutdown(limits::incoming(listener, &net, security.tls.is_some()), shutdown)
         .await;
     reaper.abort();
     Ok(result?)

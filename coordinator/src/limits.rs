@@ -38,9 +38,9 @@ pub struct NetLimits {
     /// connections are not accepted until one closes: they wait in the
     /// listen backlog. Default 1,024 (keep it below the file limit).
     pub max_connections: usize,
-    /// A connection must have started its handshake (the HTTP/2 preface in
-    /// plaintext, the TLS handshake completed under TLS) within this time
-    /// of being accepted, or it is closed. Default 10 s.
+    /// A connection must have started its HTTP/2 handshake (sent the
+    /// preface, in plaintext or after completing TLS) within this time of
+    /// being accepted, or it is closed. Default 10 s.
     pub handshake_timeout: Duration,
     /// Interval of the server's HTTP/2 PING frames on an established
     /// connection; `None` disables them. Default 30 s.
@@ -146,6 +146,13 @@ impl NetLimits {
 /// bytes has begun its handshake (a TLS ClientHello is longer too).
 const PREFACE_LEN: usize = 24;
 
+/// Under TLS the preface is encrypted, and rustls may already have read it
+/// with the end of the TLS handshake. What shows it arrived is the server's
+/// second write after the TLS handshake: HTTP/2 writes its SETTINGS at
+/// once, and anything more (the SETTINGS acknowledgement, a window update)
+/// only once the client's preface and SETTINGS are in.
+const TLS_WRITES_AFTER_HANDOFF: u32 = 2;
+
 /// An accepted connection: the TCP stream, its permit under the connection
 /// cap, and the handshake deadline until the peer has started speaking.
 pub struct LimitedIo {
@@ -158,18 +165,37 @@ pub struct LimitedIo {
     /// handshake when there is one (tonic asks for the connect info then).
     handed_off: AtomicBool,
     bytes_read: usize,
+    /// Writes since the hand-off, and how many show the HTTP/2 handshake
+    /// under way (0 in plaintext, [`TLS_WRITES_AFTER_HANDOFF`] under TLS).
+    writes_after_handoff: u32,
+    writes_needed: u32,
     _permit: OwnedSemaphorePermit,
 }
 
 impl LimitedIo {
-    fn new(inner: TcpStream, permit: OwnedSemaphorePermit, timeout: Duration) -> Self {
+    fn new(inner: TcpStream, permit: OwnedSemaphorePermit, timeout: Duration, tls: bool) -> Self {
         LimitedIo {
             inner,
             deadline: Some(Box::pin(tokio::time::sleep(timeout))),
             timeout,
             handed_off: AtomicBool::new(false),
             bytes_read: 0,
+            writes_after_handoff: 0,
+            writes_needed: if tls { TLS_WRITES_AFTER_HANDOFF } else { 0 },
             _permit: permit,
+        }
+    }
+
+    /// Whether the peer has started its HTTP/2 handshake.
+    fn handshake_started(&self) -> bool {
+        self.bytes_read >= PREFACE_LEN
+            && self.handed_off.load(Ordering::Relaxed)
+            && self.writes_after_handoff >= self.writes_needed
+    }
+
+    fn count_write(&mut self, polled: &Poll<io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) && self.handed_off.load(Ordering::Relaxed) {
+            self.writes_after_handoff = self.writes_after_handoff.saturating_add(1);
         }
     }
 }
@@ -190,10 +216,7 @@ impl AsyncRead for LimitedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if this.deadline.is_some()
-            && this.bytes_read >= PREFACE_LEN
-            && this.handed_off.load(Ordering::Relaxed)
-        {
+        if this.deadline.is_some() && this.handshake_started() {
             this.deadline = None;
         }
         let before = buf.filled().len();
@@ -233,7 +256,9 @@ impl AsyncWrite for LimitedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.count_write(&polled);
+        polled
     }
 
     fn poll_write_vectored(
@@ -241,7 +266,9 @@ impl AsyncWrite for LimitedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.count_write(&polled);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -275,15 +302,17 @@ fn configure(stream: &TcpStream, limits: &NetLimits) {
 /// `max_connections` exist at once; each has TCP_NODELAY, TCP keepalive and
 /// the handshake deadline. Accept errors (e.g. out of file descriptors) are
 /// logged and retried after a short pause rather than ending the server.
+/// `tls`: whether the server runs TLS over these connections.
 pub fn incoming(
     listener: TcpListener,
     limits: &NetLimits,
+    tls: bool,
 ) -> impl Stream<Item = io::Result<LimitedIo>> + Send + 'static {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let limits = limits.clone();
     futures::stream::unfold(
         (listener, permits, limits),
-        |(listener, permits, limits)| async move {
+        move |(listener, permits, limits)| async move {
             let permit = match permits.clone().acquire_owned().await {
                 Ok(p) => p,
                 Err(_) => return None, // never closed
@@ -292,7 +321,7 @@ pub fn incoming(
                 match listener.accept().await {
                     Ok((stream, _)) => {
                         configure(&stream, &limits);
-                        let io = LimitedIo::new(stream, permit, limits.handshake_timeout);
+                        let io = LimitedIo::new(stream, permit, limits.handshake_timeout, tls);
                         return Some((Ok(io), (listener, permits, limits)));
                     }
                     // The peer gave up before we accepted: nothing to log.

@@ -1,6 +1,6 @@
 //! The coordinator's network edge on a real server (127.0.0.1:0), issue 8:
-//! silent TCP connections are closed after the handshake timeout (also
-//! before TLS) and cannot starve normal calls; the connection cap holds
+//! silent TCP connections are closed after the handshake timeout (before
+//! TLS, and after TLS without HTTP/2) and cannot starve normal calls; the connection cap holds
 //! extra connections in the backlog; established connections outlive the
 //! handshake timeout; a message over the size cap is RESOURCE_EXHAUSTED.
 
@@ -248,6 +248,20 @@ async fn handshake_timeout_applies_before_tls() {
         .await
         .expect("silent peer before TLS");
 
+    // A peer that completes TLS and then never sends the HTTP/2 preface:
+    // closed too (after reading the server's SETTINGS, if anything).
+    let mut tls = raw_tls_client(server.addr, &cert).await;
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut sink))
+        .await
+        .expect("a peer silent after TLS is still open after 20 s");
+    match read {
+        Ok(_) => {}
+        // The server closes without a TLS close_notify.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => panic!("reading the TLS-only peer: {e}"),
+    }
+
     // A real TLS client completes its handshake and keeps its stream.
     let tls = tonic::transport::ClientTlsConfig::new()
         .ca_certificate(tonic::transport::Certificate::from_pem(cert.pem()))
@@ -260,6 +274,29 @@ async fn handshake_timeout_applies_before_tls() {
         .await
         .expect("TLS connect");
     watch_outlives_handshake_timeout(ch).await;
+}
+
+/// A TLS connection to `addr` (trusting `cert`) that says nothing more.
+async fn raw_tls_client(
+    addr: std::net::SocketAddr,
+    cert: &rcgen::Certificate,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake")
 }
 
 #[tokio::test]
