@@ -194,7 +194,8 @@ impl LimitedIo {
     }
 
     fn count_write(&mut self, polled: &Poll<io::Result<usize>>) {
-        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) && self.handed_off.load(Ordering::Relaxed) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) && self.handed_off.load(Ordering::Relaxed)
+        {
             self.writes_after_handoff = self.writes_after_handoff.saturating_add(1);
         }
     }
