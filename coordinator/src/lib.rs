@@ -5,6 +5,8 @@
 //! - [`service`]: the gRPC services (`SweepService` for clients,
 //!   `WorkerService` for workers) over a store.
 //! - [`error`]: the one table mapping store errors to gRPC status codes.
+//! - [`limits`]: the network edge (connection cap, handshake timeout,
+//!   keepalives, `RESOURCE_EXHAUSTED` for oversized messages).
 //! - [`serve`]: runs a coordinator on a listener until a shutdown future
 //!   resolves (tests call it with `127.0.0.1:0`).
 
@@ -14,10 +16,12 @@ pub mod error;
 pub mod service;
 pub mod analysis;
 pub mod bounds;
+pub mod limits;
 
 use std::future::Future;
 use std::sync::Arc;
 
+pub use limits::NetLimits;
 pub use service::{Coordinator, CoordinatorConfig};
 
 use sweep_proto::v1::sweep_service_server::SweepServiceServer;
@@ -39,6 +43,8 @@ pub enum ServeError {
     /// Refusing to expose an unprotected coordinator beyond this machine.
     #[error("{0}")]
     Insecure(String),
+    #[error("{0}")]
+    Limits(#[from] limits::LimitError),
 }
 
 /// The coordinator's TLS identity (PEM), and the CA whose client
@@ -82,7 +88,8 @@ pub async fn serve(
     serve_secure(store, config, Security::default(), listener, shutdown).await
 }
 
-/// [`serve`] with authentication and TLS.
+/// [`serve`] with authentication and TLS, under the default
+/// [`NetLimits`].
 pub async fn serve_secure(
     store: Arc<dyn store::Store>,
     config: CoordinatorConfig,
@@ -90,6 +97,20 @@ pub async fn serve_secure(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_with_limits(store, config, security, NetLimits::default(), listener, shutdown).await
+}
+
+/// [`serve_secure`] under the given network limits (connection cap,
+/// handshake timeout, keepalives, streams per connection).
+pub async fn serve_with_limits(
+    store: Arc<dyn store::Store>,
+    config: CoordinatorConfig,
+    security: Security,
+    net: NetLimits,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    net.validate()?;
     let addr = listener.local_addr().map_err(|e| ServeError::Insecure(format!("listener: {e}")))?;
     if !addr.ip().is_loopback() && !security.allow_insecure {
         if security.tls.is_none() {
@@ -130,7 +151,12 @@ pub async fn serve_secure(
 
     use auth::Role;
     use tonic::service::interceptor::InterceptedService as Guarded;
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(net.http2_keepalive_interval)
+        .http2_keepalive_timeout(Some(net.http2_keepalive_timeout))
+        .max_concurrent_streams(net.max_concurrent_streams)
+        .concurrency_limit_per_connection(net.concurrency_limit_per_connection)
+        .http2_max_header_list_size(net.max_header_list_size);
     if let Some(tls) = &security.tls {
         let mut cfg = tonic::transport::ServerTlsConfig::new()
             .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem));
@@ -140,6 +166,7 @@ pub async fn serve_secure(
         builder = builder.tls_config(cfg)?;
     }
     let result = builder
+        .layer(limits::ExhaustedLayer)
         // Health stays open so load balancers and probes need no token.
         .add_service(health_service)
         .add_service(Guarded::new(reflection, auth.interceptor(Role::Client)))
@@ -157,7 +184,7 @@ pub async fn serve_secure(
             WorkerServiceServer::new(coordinator).max_decoding_message_size(MAX_MESSAGE_BYTES),
             auth.interceptor(Role::Worker),
         ))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(limits::incoming(listener, &net, security.tls.is_some()), shutdown)
         .await;
     reaper.abort();
     Ok(result?)
