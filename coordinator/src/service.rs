@@ -375,9 +375,17 @@ impl pb::worker_service_server::WorkerService for Coordinator {
             // lease's batches, so the check runs once, not per batch.
             let mut checked: Option<String> = None;
             while let Some(batch) = inbound.next().await {
-                // An error here means the worker went away mid-stream; that
-                // harms nothing: every acknowledged batch is committed.
-                let Ok(batch) = batch else { break };
+                // An error here is a worker that went away mid-stream (that
+                // harms nothing: every acknowledged batch is committed) or a
+                // batch that could not be decoded, e.g. one over the size
+                // cap: say so, so the worker does not take it for success.
+                let batch = match batch {
+                    Ok(b) => b,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
                 let result = match validate_batch(&batch, max) {
                     Ok(_) if !bucket.take(batch.points.len() as f64) => Err(Status::resource_exhausted(format!(
                         "metric rate limit: more than {} points per second on one stream; back off",
