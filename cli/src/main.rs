@@ -2,12 +2,18 @@
 //! flags and dispatches to the command modules.
 
 mod commands;
+mod failure;
 mod html;
+mod local_workers;
 mod plots;
+mod printable;
+mod provenance;
 mod report;
 mod run;
 mod tables;
 mod watch;
+
+pub use failure::Failure;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,7 +89,7 @@ enum Command {
         #[arg(long, env = "SWEEP_LISTEN", default_value = "127.0.0.1:50051")]
         listen: String,
         /// Seconds a lease lives without a heartbeat before its trial is re-queued.
-        #[arg(long, env = "SWEEP_LEASE_TTL_SECS", default_value_t = 30)]
+        #[arg(long, env = "SWEEP_LEASE_TTL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         lease_ttl_secs: u64,
         /// Worker tokens, one per line (else SWEEP_WORKER_TOKENS, comma-separated).
         #[arg(long)]
@@ -163,21 +169,6 @@ enum Command {
     Run(run::RunArgs),
 }
 
-/// A failure the user caused, with its exit code: 2 for bad input (a grid
-/// file that does not validate), 1 for everything else.
-pub struct Failure {
-    pub code: u8,
-    pub error: anyhow::Error,
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(e: E) -> Self {
-        let error = e.into();
-        let code = if error.downcast_ref::<sweep_core::GridError>().is_some() { 2 } else { 1 };
-        Failure { code, error }
-    }
-}
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| "warn".into()))
@@ -193,7 +184,7 @@ fn main() -> ExitCode {
     ) {
         Ok(s) => commands::set_security(s),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", failure::chain_text(&e.into()));
             return ExitCode::from(2);
         }
     }
@@ -236,7 +227,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {:#}", f.error);
+            eprintln!("error: {}", f.message());
             ExitCode::from(f.code)
         }
     }
