@@ -192,6 +192,12 @@ fn log_tail(path: &Path, n: usize) -> Vec<String> {
         return Vec::new();
     }
     let text = String::from_utf8_lossy(&bytes);
+    // An error's stack backtrace (RUST_BACKTRACE set) says less than the
+    // error above it.
+    let text = match text.rfind("Stack backtrace:") {
+        Some(i) => &text[..i],
+        None => &text[..],
+    };
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].iter().map(|l| l.trim_end().to_owned()).collect()
 }

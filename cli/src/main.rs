@@ -170,12 +170,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    // `sweep run`'s own coordinator would warn once per failed attempt; the
+    // run ends with a summary of the trials' errors instead.
+    let default_filter = match cli.command {
+        Command::Run(_) => "warn,sweep_coordinator=error",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| default_filter.into()))
+        .with_writer(|| printable::EscapedStderr)
+        .with_ansi(false)
+        .init();
     match sweep_proto::client::ClientSecurity::from_sources(
         cli.token_file.as_deref(),
         cli.tls_ca.clone(),

@@ -42,6 +42,31 @@ pub fn clip(s: &str, max: usize) -> Cow<'_, str> {
     }
 }
 
+/// The log writer (stderr): tracing writes each event in one call, which
+/// quotes what workers and clients sent (a worker ID, a failure reason);
+/// everything in it but the final line break is escaped. (Log colours are
+/// therefore off: they are escape sequences too.)
+pub struct EscapedStderr;
+
+impl std::io::Write for EscapedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::stderr().write_all(log_event(buf).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+fn log_event(buf: &[u8]) -> String {
+    let text = String::from_utf8_lossy(buf);
+    match text.strip_suffix('\n') {
+        Some(body) => format!("{}\n", printable(body)),
+        None => printable(&text).into_owned(),
+    }
+}
+
 fn acts_on_terminal(c: char) -> bool {
     // C0 controls (ESC included), DEL and the C1 controls (CSI, OSC, ...),
     // then the bidirectional marks and overrides.
@@ -60,6 +85,12 @@ mod tests {
         assert_eq!(printable("x\ny\rz\t\u{7}\u{7f}\u{9b}"), "x\\ny\\rz\\t\\u{7}\\u{7f}\\u{9b}");
         assert_eq!(printable("abc\u{202e}fed"), "abc\\u{202e}fed");
         assert_eq!(printable_lines("one\u{1b}]0;title\u{7}\ntwo\r\n"), "one\\u{1b}]0;title\\u{7}\ntwo\n");
+    }
+
+    #[test]
+    fn log_events_keep_only_their_final_line_break() {
+        assert_eq!(log_event(b"reason=\x1b[2J\nfake line\n"), "reason=\\u{1b}[2J\\nfake line\n");
+        assert_eq!(log_event(b"no newline"), "no newline");
     }
 
     #[test]

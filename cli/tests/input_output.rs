@@ -54,7 +54,7 @@ fn numeric_flags_out_of_range_exit_2_naming_the_flag() {
         (&["serve", "--lease-ttl-secs", "86401"], "--lease-ttl-secs"),
         (&["serve", "--lease-ttl-secs", "18446744073709551615"], "--lease-ttl-secs"),
         (&["serve", "--lease-ttl-secs", "4294968"], "--lease-ttl-secs"),
-        (&["serve", "--lease-ttl-secs", "-1"], "--lease-ttl-secs"),
+        (&["serve", "--lease-ttl-secs=-1"], "--lease-ttl-secs"),
         (&["serve", "--lease-ttl-secs", "ten"], "--lease-ttl-secs"),
         (&["run", g, "--workers", "0"], "--workers"),
         (&["run", g, "--workers", "257"], "--workers"),

@@ -191,7 +191,9 @@ fn start_long_run(dir: &Path, name: &str) -> (Child, std::thread::JoinHandle<Str
         }
         running(&db, name) == 2
     });
-    assert_eq!(processes_mentioning(&state.display().to_string()).len(), 2, "two worker processes");
+    let others: Vec<_> =
+        processes_mentioning(&state.display().to_string()).into_iter().filter(|(pid, _)| *pid != child.id()).collect();
+    assert_eq!(others.len(), 2, "two worker processes besides sweep run: {others:?}");
     (child, stderr, state)
 }
 
@@ -225,5 +227,19 @@ fn sigkill_of_sweep_run_leaves_no_worker_behind() {
     let needle = state.display().to_string();
     // The grace period (2 s) plus a margin: the coordinator died with
     // `sweep run`, so the workers cannot hand back and must give up.
-    wait_until(Duration::from_secs(10), "the orphaned workers to exit", || processes_mentioning(&needle).is_empty());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_mentioning(&needle).is_empty() {
+        if Instant::now() > deadline {
+            let left = processes_mentioning(&needle);
+            for (pid, _) in &left {
+                let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            }
+            let logs: String = (0..2)
+                .map(|i| std::fs::read_to_string(state.join(format!("logs/worker-{i}.log"))).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n----\n");
+            panic!("workers still running 10 s after sweep run was SIGKILLed: {left:?}\nlogs:\n{logs}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
