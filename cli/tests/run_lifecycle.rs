@@ -197,23 +197,35 @@ fn start_long_run(dir: &Path, name: &str) -> (Child, std::thread::JoinHandle<Str
     (child, stderr, state)
 }
 
-/// Bug 7: SIGTERM to `sweep run` alone (as `timeout` or a scheduler sends
-/// it): the workers hand their trials back, everything stops, exit 143.
-#[test]
-fn sigterm_to_sweep_run_hands_the_trials_back_and_leaves_no_process() {
+/// Sends `signal` to `sweep run` alone (as `timeout`, a scheduler or an
+/// editor's stop button does): the workers hand their trials back,
+/// everything stops, and it exits with `code`.
+fn stop_with(signal: &str, code: i32, name: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, stderr, state) = start_long_run(dir.path(), "term");
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-    let status = wait_exit(&mut child, Duration::from_secs(30), "sweep run after SIGTERM");
+    let (mut child, stderr, state) = start_long_run(dir.path(), name);
+    Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(30), "sweep run after the signal");
     let stderr = stderr.join().unwrap();
-    assert_eq!(status.code(), Some(143), "{stderr}");
-    assert!(stderr.contains("SIGTERM") && stderr.contains("run the same command again to resume"), "{stderr}");
+    assert_eq!(status.code(), Some(code), "{stderr}");
+    assert!(stderr.contains(&format!("SIG{signal}")) && stderr.contains("run the same command again to resume"), "{stderr}");
     let left = processes_mentioning(&state.display().to_string());
     assert!(left.is_empty(), "processes left behind: {left:?}");
-    let ts = trials(&state.join("term.db"), "term");
+    let ts = trials(&state.join(format!("{name}.db")), name);
     assert!(ts.iter().all(|t| t.state == TrialState::Queued), "every trial back in the queue: {ts:?}");
     assert_eq!(ts.iter().map(|t| t.handbacks).sum::<u32>(), 2, "both running trials handed back: {ts:?}");
     assert!(ts.iter().all(|t| t.failures == 0), "no attempt used: {ts:?}");
+}
+
+/// Bug 7: SIGTERM hands the trials back and leaves no process; exit 143.
+#[test]
+fn sigterm_to_sweep_run_hands_the_trials_back_and_leaves_no_process() {
+    stop_with("TERM", 143, "term");
+}
+
+/// Ctrl-C: the same, exit 130.
+#[test]
+fn sigint_to_sweep_run_hands_the_trials_back_and_leaves_no_process() {
+    stop_with("INT", 130, "int");
 }
 
 /// Bug 7: a SIGKILLed `sweep run` cannot stop anything itself; its workers
