@@ -164,8 +164,9 @@ impl Coordinator {
         let mut n = 0;
         for t in trials.iter().filter(|t| states.contains(&t.state)) {
             n += 1;
-            let e = t.last_error.clone().unwrap_or_else(|| "no error recorded".into());
-            *by_error.entry(e).or_default() += 1;
+            if let Some(e) = &t.last_error {
+                *by_error.entry(e.clone()).or_default() += 1;
+            }
         }
         let mut errors: Vec<(usize, String)> = by_error.into_iter().map(|(e, c)| (c, e)).collect();
         errors.sort_by(|a, b| b.0.cmp(&a.0));
@@ -271,11 +272,14 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             let (n, errors) = coordinator.errors_of(&out.sweep_id, &[TrialState::Queued, TrialState::Running]).await;
             let db = coordinator.db.clone();
             coordinator.stop().await;
+            let errors = if errors.is_empty() {
+                String::new()
+            } else {
+                format!("\nlast errors of the unfinished trials:{}", bullet(&errors))
+            };
             Err(anyhow::anyhow!(
-                "no local worker is left to run the {n} unfinished trials of {sweep}:{exits}\n\
-                 last errors of the unfinished trials:{}\n\
-                 Nothing was cancelled: the trials stay queued in {db}; fix the cause and run the same command again to resume.",
-                if errors.is_empty() { "\n  (none recorded)".to_owned() } else { bullet(&errors) }
+                "no local worker is left to run the {n} unfinished trials of {sweep}:{exits}{errors}\n\
+                 Nothing was cancelled: the trials stay queued in {db}; fix the cause and run the same command again to resume."
             )
             .into())
         }

@@ -144,7 +144,7 @@ fn text_from_the_coordinator_reaches_the_terminal_escaped() {
         let channel = tonic::transport::Endpoint::from_shared(server.url.clone()).unwrap().connect().await.unwrap();
         let mut client = pb::worker_service_client::WorkerServiceClient::new(channel);
         client
-            .lease(pb::LeaseRequest { worker_id: evil.into(), device: "cpu".into(), wait_ms: 2000, threads: 1 })
+            .lease(pb::LeaseRequest { worker_id: evil.into(), device: "cpu".into(), wait_ms: 2000, ..Default::default() })
             .await
     });
     match leased {
