@@ -107,10 +107,13 @@ impl LocalWorkers {
     /// SIGTERM/SIGINT).
     pub async fn stop(&mut self, grace: Duration, hurry: impl std::future::Future<Output = ()>) {
         self.poll();
-        for w in self.workers.iter().filter(|w| w.exit.is_none()) {
-            if let Some(pid) = w.child.id() {
-                // `kill` from procps keeps this crate free of libc.
-                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+        for w in self.workers.iter_mut().filter(|w| w.exit.is_none()) {
+            let Some(pid) = w.child.id() else { continue };
+            // `kill` from procps keeps this crate free of libc. Without it,
+            // closing the worker's stdin asks for the same shutdown.
+            let sent = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+            if !sent.is_ok_and(|s| s.success()) {
+                w.stdin = None;
             }
         }
         let deadline = Instant::now() + grace + Duration::from_secs(5);
