@@ -161,7 +161,10 @@ enum Command {
     /// All-in-one local mode: a coordinator on a local SQLite file, N local
     /// worker processes, progress, then the report.
     ///
-    /// Exits 0 when every cell succeeded. Worker logs go to .sweep/logs/.
+    /// Exits 0 when every cell succeeded; 1 when some did not, or when no
+    /// local worker is left to run them (it says why); 130/143 after
+    /// Ctrl-C/SIGTERM, which hand the running trials back: run the same
+    /// command again to resume. Worker logs go to .sweep/logs/.
     ///
     /// Example:
     ///   sweep run grid.toml --workers 2
