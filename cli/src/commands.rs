@@ -9,6 +9,7 @@ use sweep_proto::v1 as pb;
 use sweep_proto::client::{AuthChannel, ClientSecurity};
 use sweep_proto::v1::sweep_service_client::SweepServiceClient;
 
+use crate::printable::printable;
 use crate::Failure;
 
 /// The token and TLS settings of this invocation (set once by `main`, or by
@@ -39,9 +40,10 @@ pub async fn connect(url: &str) -> anyhow::Result<SweepServiceClient<AuthChannel
     Ok(SweepServiceClient::new(channel(url).await?).max_decoding_message_size(64 * 1024 * 1024))
 }
 
-/// Turns a gRPC status into an error that reads well.
+/// Turns a gRPC status into an error that reads well (the coordinator's
+/// message escaped: it may quote what a worker or client sent).
 pub fn rpc(s: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{} ({:?})", s.message(), s.code())
+    anyhow::anyhow!("{} ({:?})", printable(s.message()), s.code())
 }
 
 /// `sweep serve`'s protection settings, as given on the command line.
@@ -128,15 +130,15 @@ pub async fn submit(grid: &Path, dry_run: bool, url: &str) -> Result<(), Failure
         return Ok(());
     }
     let out = submit_spec(&spec, url).await?;
+    let sweep_id = printable(&out.sweep_id);
     println!(
-        "submitted {}: {} trials ({} cells x {} seeds), {} new",
-        out.sweep_id,
+        "submitted {sweep_id}: {} trials ({} cells x {} seeds), {} new",
         out.total_cells,
         spec.cell_count(),
         spec.seeds.len(),
         out.added_cells
     );
-    println!("{}", out.sweep_id);
+    println!("{sweep_id}");
     Ok(())
 }
 
@@ -198,7 +200,7 @@ pub async fn status(sweep: Option<&str>, url: &str) -> Result<(), Failure> {
             "active"
         };
         table.add_row([
-            s.sweep_id.clone(),
+            printable(&s.sweep_id).into_owned(),
             c.queued.to_string(),
             c.running.to_string(),
             c.succeeded.to_string(),
@@ -213,9 +215,9 @@ pub async fn status(sweep: Option<&str>, url: &str) -> Result<(), Failure> {
         for r in &s.running {
             println!(
                 "  {} running {} on {} (attempt {}, epoch {}/{}, step {}{})",
-                s.sweep_id,
-                r.label,
-                r.worker_id,
+                printable(&s.sweep_id),
+                printable(&r.label),
+                printable(&r.worker_id),
                 r.attempt,
                 r.epoch,
                 r.epochs,
@@ -234,6 +236,6 @@ pub async fn cancel(sweep: &str, url: &str) -> Result<(), Failure> {
         .await
         .map_err(rpc)?
         .into_inner();
-    println!("cancelled {} trials of {sweep} (submit the grid again to resume)", resp.cancelled);
+    println!("cancelled {} trials of {} (submit the grid again to resume)", resp.cancelled, printable(sweep));
     Ok(())
 }

@@ -2,12 +2,18 @@
 //! flags and dispatches to the command modules.
 
 mod commands;
+mod failure;
 mod html;
+mod local_workers;
 mod plots;
+mod printable;
+mod provenance;
 mod report;
 mod run;
 mod tables;
 mod watch;
+
+pub use failure::Failure;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,7 +89,7 @@ enum Command {
         #[arg(long, env = "SWEEP_LISTEN", default_value = "127.0.0.1:50051")]
         listen: String,
         /// Seconds a lease lives without a heartbeat before its trial is re-queued.
-        #[arg(long, env = "SWEEP_LEASE_TTL_SECS", default_value_t = 30)]
+        #[arg(long, env = "SWEEP_LEASE_TTL_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         lease_ttl_secs: u64,
         /// Worker tokens, one per line (else SWEEP_WORKER_TOKENS, comma-separated).
         #[arg(long)]
@@ -155,7 +161,10 @@ enum Command {
     /// All-in-one local mode: a coordinator on a local SQLite file, N local
     /// worker processes, progress, then the report.
     ///
-    /// Exits 0 when every cell succeeded. Worker logs go to .sweep/logs/.
+    /// Exits 0 when every cell succeeded; 1 when some did not, or when no
+    /// local worker is left to run them (it says why); 130/143 after
+    /// Ctrl-C/SIGTERM, which hand the running trials back: run the same
+    /// command again to resume. Worker logs go to .sweep/logs/.
     ///
     /// Example:
     ///   sweep run grid.toml --workers 2
@@ -163,28 +172,19 @@ enum Command {
     Run(run::RunArgs),
 }
 
-/// A failure the user caused, with its exit code: 2 for bad input (a grid
-/// file that does not validate), 1 for everything else.
-pub struct Failure {
-    pub code: u8,
-    pub error: anyhow::Error,
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(e: E) -> Self {
-        let error = e.into();
-        let code = if error.downcast_ref::<sweep_core::GridError>().is_some() { 2 } else { 1 };
-        Failure { code, error }
-    }
-}
-
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| "warn".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    // `sweep run`'s own coordinator would warn once per failed attempt; the
+    // run ends with a summary of the trials' errors instead.
+    let default_filter = match cli.command {
+        Command::Run(_) => "warn,sweep_coordinator=error",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| default_filter.into()))
+        .with_writer(|| printable::EscapedStderr)
+        .with_ansi(false)
+        .init();
     match sweep_proto::client::ClientSecurity::from_sources(
         cli.token_file.as_deref(),
         cli.tls_ca.clone(),
@@ -193,7 +193,7 @@ fn main() -> ExitCode {
     ) {
         Ok(s) => commands::set_security(s),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", failure::chain_text(&e.into()));
             return ExitCode::from(2);
         }
     }
@@ -236,7 +236,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("error: {:#}", f.error);
+            eprintln!("error: {}", f.message());
             ExitCode::from(f.code)
         }
     }

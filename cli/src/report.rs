@@ -219,7 +219,7 @@ pub struct ReportArgs {
     pub out: Option<PathBuf>,
     /// Depth of the loss-curve and gradient-flow pictures (default: the
     /// deepest with curves for both skip settings).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub curve_depth: Option<u32>,
 }
 
@@ -350,7 +350,8 @@ pub fn build(data: pb::AnalyzeResponse, args: &ReportArgs) -> anyhow::Result<Ful
     let opts = effects::Options { baselines, focus, by: args.by.clone() };
     let analysis = effects::analyze(&factors, &obs, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     let cells = cell_rows(&data.trials);
-    let notes = report_notes(&data.trials, &cells, &analysis, args.metric);
+    let mut notes = report_notes(&data.trials, &cells, &analysis, args.metric);
+    notes.extend(crate::provenance::notes(&data.trials));
     Ok(FullReport {
         sweep_id: data.sweep_id.clone(),
         cells,
@@ -699,6 +700,7 @@ pub fn json(r: &FullReport) -> serde_json::Value {
         "paired": a.paired,
         "groups": a.groups,
         "notes": r.notes,
+        "trials": crate::provenance::trial_rows(&r.data.trials),
     })
 }
 
@@ -752,6 +754,41 @@ pub fn tables_csv(r: &FullReport) -> Vec<(String, String)> {
     files
 }
 
+/// The coordinator's answer with every string it carries made safe to print
+/// (see [`crate::printable`]): the report shows them in every format.
+fn escaped(mut d: pb::AnalyzeResponse) -> pb::AnalyzeResponse {
+    fn fix(s: &mut String) {
+        let owned = match crate::printable::printable(s) {
+            std::borrow::Cow::Owned(o) => Some(o),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        if let Some(o) = owned {
+            *s = o;
+        }
+    }
+    fn fix_cell(c: &mut Option<pb::AnalysisCell>) {
+        if let Some(c) = c {
+            fix(&mut c.init);
+        }
+    }
+    fix(&mut d.sweep_id);
+    for t in &mut d.trials {
+        fix_cell(&mut t.cell);
+        fix(&mut t.state);
+        fix(&mut t.cell_key);
+        fix(&mut t.device);
+    }
+    for c in &mut d.curves {
+        fix_cell(&mut c.cell);
+        fix(&mut c.metric);
+    }
+    for g in &mut d.grad_flow {
+        fix_cell(&mut g.cell);
+        fix(&mut g.block);
+    }
+    d
+}
+
 /// Connects to the coordinator's `AnalysisService` (with the token and TLS
 /// settings every client command uses).
 async fn analysis_client(
@@ -772,9 +809,9 @@ pub async fn command(sweep: &str, args: &ReportArgs, url: &str) -> Result<(), cr
             grad_flow: pictures,
         })
         .await
-        .map_err(|s| anyhow::anyhow!("{} ({:?})", s.message(), s.code()))?
+        .map_err(crate::commands::rpc)?
         .into_inner();
-    let report = build(data, args)?;
+    let report = build(escaped(data), args)?;
     print!("{}", render_full(&report, args.format)?);
     if pictures {
         let pics = crate::plots::all(&report)?;

@@ -8,6 +8,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sweep_proto::v1 as pb;
 
 use crate::commands::{connect, rpc};
+use crate::printable::printable;
 use crate::Failure;
 
 /// Most running trials shown as their own line.
@@ -29,7 +30,8 @@ pub async fn watch(sweep: &str, url: &str) -> Result<pb::SweepStatus, Failure> {
             .expect("valid template")
             .progress_chars("=> "),
     );
-    main.set_prefix(sweep.to_owned());
+    let sweep = printable(sweep);
+    main.set_prefix(sweep.to_string());
     main.enable_steady_tick(Duration::from_millis(500));
     let mut lines: Vec<ProgressBar> = Vec::new();
     let mut last_plain = String::new();
@@ -88,12 +90,12 @@ pub async fn watch(sweep: &str, url: &str) -> Result<pb::SweepStatus, Failure> {
 fn trial_line(r: &pb::RunningTrial) -> String {
     format!(
         "{}  epoch {}/{}  step {}{}  [{}{}]",
-        r.label,
+        printable(&r.label),
         r.epoch.max(1),
         r.epochs,
         r.step,
         r.last_loss.map(|l| format!("  loss {l:.4}")).unwrap_or_default(),
-        r.worker_id,
+        printable(&r.worker_id),
         if r.attempt > 1 { format!(", attempt {}", r.attempt) } else { String::new() }
     )
 }

@@ -132,6 +132,14 @@ fn report_over_thousands_of_stored_trials_renders_every_format() {
     assert!(notes.contains("diverged") && notes.contains("NOT counted"), "{notes}");
     assert!(notes.contains("still queued or running"), "{notes}");
     assert!(notes.contains("Unbalanced seeds"), "{notes}");
+    // Provenance: the thread dependence is said, diverged trials are listed,
+    // and one row per trial carries device, threads and divergence step.
+    assert!(notes.contains("number of libtorch threads") && notes.contains("Where the diverged trials diverged"), "{notes}");
+    let rows = v["trials"].as_array().unwrap();
+    assert_eq!(rows.len(), 2400);
+    for key in ["seed", "state", "device", "threads", "diverged_step", "train_images_used"] {
+        assert!(rows[0].get(key).is_some(), "trial row without {key}: {}", rows[0]);
+    }
 
     let table = report(&[]);
     for needle in ["Main effects", "Interactions: effect of skip on vs off", "Paired comparison", "depth=64", "diverged"] {

@@ -1,0 +1,191 @@
+//! The `sweep` binary's edges (issue 8): numeric flags are range-checked
+//! (exit 2), errors print each cause once and stay short, and text from the
+//! coordinator reaches the terminal with its control characters escaped.
+
+mod common;
+
+use common::{run_ok, sweep, Server};
+
+use std::io::Read;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use sweep_proto::v1 as pb;
+
+/// Runs `cmd` to its end within `limit` (killed and failed otherwise).
+fn output_within(cmd: &mut std::process::Command, limit: Duration) -> (Option<i32>, String, String) {
+    let mut child: Child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = out.read_to_end(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (status.code(), text(out.join().unwrap()), text(err.join().unwrap()))
+}
+
+#[test]
+fn numeric_flags_out_of_range_exit_2_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = dir.path().join("g.toml");
+    std::fs::write(&grid, common::small_grid("g", 1)).unwrap();
+    let g = grid.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["serve", "--lease-ttl-secs", "0"], "--lease-ttl-secs"),
+        (&["serve", "--lease-ttl-secs", "86401"], "--lease-ttl-secs"),
+        (&["serve", "--lease-ttl-secs", "18446744073709551615"], "--lease-ttl-secs"),
+        (&["serve", "--lease-ttl-secs", "4294968"], "--lease-ttl-secs"),
+        (&["serve", "--lease-ttl-secs=-1"], "--lease-ttl-secs"),
+        (&["serve", "--lease-ttl-secs", "ten"], "--lease-ttl-secs"),
+        (&["run", g, "--workers", "0"], "--workers"),
+        (&["run", g, "--workers", "257"], "--workers"),
+        (&["run", g, "--workers", "4294967296"], "--workers"),
+        (&["run", g, "--grace-secs", "3601"], "--grace-secs"),
+        (&["run", g, "--curve-depth", "0"], "--curve-depth"),
+        (&["report", "s", "--curve-depth", "100000"], "--curve-depth"),
+    ];
+    for (args, flag) in cases {
+        let (code, _, stderr) = output_within(sweep().args(*args), Duration::from_secs(30));
+        assert_eq!(code, Some(2), "sweep {}: {stderr}", args.join(" "));
+        assert!(stderr.contains(flag) && stderr.contains("invalid value"), "sweep {}: {stderr}", args.join(" "));
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // The environment variable goes through the same check.
+    let (code, _, stderr) =
+        output_within(sweep().arg("serve").env("SWEEP_LEASE_TTL_SECS", "0"), Duration::from_secs(30));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("1..=86400"), "{stderr}");
+}
+
+#[test]
+fn the_largest_lease_ttl_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = sweep()
+        .args(["serve", "--listen", "127.0.0.1:0", "--lease-ttl-secs", "86400", "--database-url"])
+        .arg(format!("sqlite://{}", dir.path().join("s.db").display()))
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while !seen.contains("listening on") {
+        let n = err.read(&mut buf).unwrap();
+        assert!(n > 0, "sweep serve ended: {seen}");
+        seen += &String::from_utf8_lossy(&buf[..n]);
+    }
+    assert!(child.try_wait().unwrap().is_none(), "{seen}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn an_error_prints_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // A grid file that cannot be read: the I/O error is both quoted in the
+    // grid error's message and its source.
+    let missing = dir.path().join("missing.toml");
+    let (code, _, stderr) = output_within(sweep().arg("submit").arg(&missing), Duration::from_secs(30));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("missing.toml"), "{stderr}");
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+
+    // A database that cannot be opened (its folder is a file): the SQLite
+    // error travels through the store's and the command's errors.
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let url = format!("sqlite://{}/sweep.db", file.display());
+    let (code, _, stderr) =
+        output_within(sweep().args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url]), Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("plain-file"), "{stderr}");
+    // Every cause once: no ": "-separated part repeats.
+    let parts: Vec<&str> = line.trim_start_matches("error: ").split(": ").collect();
+    for (i, p) in parts.iter().enumerate() {
+        assert!(!parts[i + 1..].contains(p) || p.len() < 8, "{p:?} printed twice: {line}");
+    }
+    assert!(line.len() < 600, "{line}");
+}
+
+#[test]
+fn text_from_the_coordinator_reaches_the_terminal_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("sweep.db"));
+    let grid = dir.path().join("g.toml");
+    std::fs::write(&grid, common::small_grid("esc", 1)).unwrap();
+    run_ok(sweep().arg("submit").arg(&grid).args(["--coordinator", &server.url]));
+
+    // A hostile worker takes a trial under a name that would clear the
+    // screen and retitle the terminal.
+    let evil = "evil\u{1b}[2J\u{1b}]0;pwned\u{7}";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let leased = rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(server.url.clone()).unwrap().connect().await.unwrap();
+        let mut client = pb::worker_service_client::WorkerServiceClient::new(channel);
+        client
+            .lease(pb::LeaseRequest { worker_id: evil.into(), device: "cpu".into(), wait_ms: 2000, ..Default::default() })
+            .await
+    });
+    match leased {
+        Ok(a) => {
+            assert!(a.into_inner().assignment.is_some(), "a queued trial was offered");
+            let status = run_ok(sweep().args(["status", "esc", "--coordinator", &server.url]));
+            assert!(!status.contains('\u{1b}') && !status.contains('\u{7}'), "raw control characters: {status:?}");
+            assert!(status.contains("evil\\u{1b}[2J\\u{1b}]0;pwned\\u{7}"), "{status}");
+        }
+        // A coordinator that refuses such names outright is fine too.
+        Err(s) => assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}"),
+    }
+
+    // An error message quoting what the user asked for.
+    let (code, stdout, stderr) = output_within(
+        sweep().args(["report", "nope\u{1b}[31mred", "--coordinator", &server.url]),
+        Duration::from_secs(30),
+    );
+    assert_ne!(code, Some(0), "{stdout}{stderr}");
+    assert!(!stderr.contains('\u{1b}') && !stdout.contains('\u{1b}'), "{stderr:?}");
+}
+
+/// A 20 MB grid file whose one unknown key is 20 MB long is refused with
+/// exit 2 and a short message (the parser's work is bounded by the grid
+/// parser; this checks the binary end to end).
+#[test]
+fn a_huge_grid_file_with_a_huge_unknown_key_is_refused_with_a_short_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = dir.path().join("huge.toml");
+    let key = "k".repeat(20 * 1024 * 1024);
+    std::fs::write(&grid, format!("{}\n{key} = 1\n", common::small_grid("huge", 1))).unwrap();
+    for dry in [true, false] {
+        let mut cmd = sweep();
+        cmd.arg("submit").arg(&grid).args(["--coordinator", "http://127.0.0.1:9"]);
+        if dry {
+            cmd.arg("--dry-run");
+        }
+        let (code, stdout, stderr) = output_within(&mut cmd, Duration::from_secs(120));
+        assert_eq!(code, Some(2), "{}", &stderr[..stderr.len().min(2000)]);
+        assert!(stderr.len() < 2048, "{} bytes of stderr: {}", stderr.len(), &stderr[..2000]);
+        assert!(stderr.contains("huge.toml"), "{stderr}");
+        assert!(stdout.is_empty());
+    }
+}
