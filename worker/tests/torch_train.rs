@@ -208,12 +208,16 @@ fn spec(seed: u64, epochs: u32) -> TrialSpec {
     }
 }
 
+/// A job whose coordinator vouches for any checkpoint step of store "s".
 fn job(spec: TrialSpec, ckpt: &Path) -> TrialJob {
     TrialJob {
         trial_id: "t".into(),
         spec,
         attempt: 1,
         checkpoint_dir: ckpt.to_owned(),
+        store_id: "s".into(),
+        resume_step: Some(i64::MAX),
+        keep_weights: false,
     }
 }
 
@@ -233,8 +237,13 @@ fn run(
             if let Some(r) = stop_when(&ev) {
                 flag.stop(r);
             }
-            if let TrainEvent::Metric(m) = ev {
-                out.push(m);
+            match ev {
+                TrainEvent::Metric(m) => out.push(m),
+                // Everything is "acknowledged" at once.
+                TrainEvent::Barrier { ack, .. } => {
+                    let _ = ack.0.send(true);
+                }
+                _ => {}
             }
         }
         out
@@ -402,7 +411,15 @@ fn a_blown_up_loss_ends_as_diverged() {
     let (r, ms) = run(&job(s, ck.path()), |_| None);
     match r.unwrap() {
         TrainOutcome::Diverged(sum) => {
-            assert!(sum.final_train_loss.is_some_and(|l| !l.is_finite()));
+            // No non-finite number leaves the trainer: the divergence step
+            // is reported instead of the NaN loss.
+            assert_eq!(sum.final_train_loss, None);
+            assert!(ms.iter().all(|m| m.value.is_finite()), "{ms:?}");
+            let d = series(&ms, "diverged_step");
+            assert_eq!(d.len(), 1, "{ms:?}");
+            assert_eq!(d[0].value, d[0].step as f64);
+            assert!(d[0].step >= 1 && d[0].step <= 48 / 8);
+            assert!(series(&ms, "train_loss").iter().all(|m| m.step < d[0].step));
         }
         other => panic!(
             "expected Diverged, got {other:?} with {:?}",
