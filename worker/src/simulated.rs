@@ -15,11 +15,14 @@ use crate::trainer::{StopReason, Summary, TrainContext, TrainError, TrainOutcome
 pub struct SimulatedTrainer {
     /// Sleep per simulated batch, so a trial lasts long enough to be killed.
     pub step_delay: Duration,
+    /// Send one point the coordinator must refuse (step -1) right after the
+    /// start, to test that a refused batch fails the trial.
+    pub refused_metric: bool,
 }
 
 impl SimulatedTrainer {
     pub fn new(step_delay: Duration) -> Self {
-        Self { step_delay }
+        Self { step_delay, refused_metric: false }
     }
 }
 
@@ -102,6 +105,9 @@ impl Trainer for SimulatedTrainer {
         };
         let first_epoch = read_checkpoint(job)? + 1;
         ctx.resumed(((first_epoch - 1) as u64 * steps_per_epoch) as i64)?;
+        if self.refused_metric {
+            ctx.metric(-1, first_epoch, "train_loss", 1.0)?;
+        }
         let mut summary = Summary::default();
         let mut window = Vec::new();
         for epoch in first_epoch..=s.train.epochs {

@@ -298,3 +298,61 @@ pub trait Trainer {
 /// Makes the trainer on the training thread (so nothing it holds needs to be
 /// `Send`).
 pub type TrainerFactory = Box<dyn FnOnce() -> Result<Box<dyn Trainer>, TrainError> + Send>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(store: &str, resume: Option<i64>, dir: PathBuf) -> TrialJob {
+        let grid = sweep_core::GridSpec::parse(
+            "name = \"t\"\nseeds = 1\n[grid]\ndepth = 8\nskip = true\ninit = \"default\"\nbatchnorm = true\n[data]\npath = \"d\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .expect("grid");
+        TrialJob {
+            trial_id: "trial-a".into(),
+            spec: grid.expand().remove(0),
+            attempt: 1,
+            checkpoint_dir: dir,
+            store_id: store.into(),
+            resume_step: resume,
+            keep_weights: false,
+        }
+    }
+
+    #[test]
+    fn resume_only_what_this_store_vouches_for() {
+        let j = job("db-1", Some(32), PathBuf::from("x"));
+        assert!(j.may_resume("db-1", "trial-a", 32).is_ok());
+        assert!(j.may_resume("db-1", "trial-a", 16).is_ok());
+        let e = j.may_resume("db-1", "trial-a", 48).unwrap_err();
+        assert!(e.contains("48") && e.contains("32"), "{e}");
+        let e = j.may_resume("db-2", "trial-a", 16).unwrap_err();
+        assert!(e.contains("another coordinator database"), "{e}");
+        assert!(j.may_resume("db-1", "trial-b", 16).is_err());
+        let fresh = job("db-1", None, PathBuf::from("x"));
+        let e = fresh.may_resume("db-1", "trial-a", 0).unwrap_err();
+        assert!(e.contains("vouches for no checkpoint"), "{e}");
+    }
+
+    #[test]
+    fn discard_keeps_only_the_final_weights_when_asked() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("trial-a");
+        std::fs::create_dir_all(dir.join("ckpt-000000000016")).unwrap();
+        std::fs::write(dir.join("ckpt-000000000016/weights.ot"), b"w").unwrap();
+        std::fs::create_dir_all(dir.join(FINAL_DIR)).unwrap();
+        std::fs::write(dir.join(FINAL_DIR).join("weights.ot"), b"f").unwrap();
+        std::fs::write(dir.join("simulated.json"), b"{}").unwrap();
+        discard_checkpoints(&dir, true).unwrap();
+        let left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(left, vec![FINAL_DIR.to_owned()]);
+        assert_eq!(std::fs::read(dir.join(FINAL_DIR).join("weights.ot")).unwrap(), b"f");
+        discard_checkpoints(&dir, false).unwrap();
+        assert!(!dir.exists());
+        // Nothing there is not an error.
+        discard_checkpoints(&dir, false).unwrap();
+        discard_checkpoints(&dir, true).unwrap();
+    }
+}

@@ -120,6 +120,10 @@ struct RunArgs {
     /// instead of training (orchestration tests only).
     #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     simulate_step_ms: Option<u64>,
+    /// Test double: with --simulate-step-ms, also send one metric point the
+    /// coordinator must refuse (orchestration tests only).
+    #[arg(long, hide = true, requires = "simulate_step_ms")]
+    simulate_refused_metric: bool,
 }
 
 /// Longest accepted `--worker-id`.
@@ -142,7 +146,12 @@ fn trainer_factory(args: &RunArgs) -> anyhow::Result<TrainerFactory> {
     if let Some(ms) = args.simulate_step_ms {
         tracing::warn!("using the SIMULATED trainer (a test double): no real training happens");
         let delay = Duration::from_millis(ms);
-        return Ok(Box::new(move || Ok(Box::new(sweep_worker::simulated::SimulatedTrainer::new(delay)) as _)));
+        let refused_metric = args.simulate_refused_metric;
+        return Ok(Box::new(move || {
+            let mut t = sweep_worker::simulated::SimulatedTrainer::new(delay);
+            t.refused_metric = refused_metric;
+            Ok(Box::new(t) as _)
+        }));
     }
     real_trainer(args)
 }
