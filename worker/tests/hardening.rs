@@ -260,7 +260,7 @@ fn bad_flag_values_are_refused_with_exit_2() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--threads", "0"], "--threads"),
         (vec!["--threads", "1025"], "--threads"),
-        (vec!["--threads", "-3"], "--threads"),
+        (vec!["--threads=-3"], "--threads"),
         (vec!["--grace-secs", "3601"], "--grace-secs"),
         (vec!["--grace-secs", "18446744073709551615"], "--grace-secs"),
         (vec!["--idle-exit-secs", "0"], "--idle-exit-secs"),
