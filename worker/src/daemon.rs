@@ -21,7 +21,7 @@ use sweep_proto::v1::worker_service_client::WorkerServiceClient;
 
 use crate::retry::{transient, Backoff};
 use crate::trainer::{StopFlag, StopReason, Summary, TrainContext, TrainError, TrainOutcome, TrainerFactory, TrialJob};
-use crate::uploader::{UploadEnd, Uploader};
+use crate::uploader::{verdict, UploadEnd, Uploader, Verdict};
 
 /// Worker settings. Every field says why it exists.
 #[derive(Debug, Clone)]
@@ -462,9 +462,17 @@ async fn heartbeats(
     }
 }
 
-/// Retries a finishing call until it lands (true), the request is refused,
-/// ten minutes pass, or the shutdown grace period is over (false).
-async fn finish<F, Fut>(what: &str, sd: &Shutdown, mut call: F) -> bool
+/// How a finishing call ended when it did not land.
+enum NotDone {
+    /// The coordinator answered with this error (not worth retrying).
+    Refused(tonic::Status),
+    /// Ten minutes of retries, or the shutdown grace period, ran out.
+    GaveUp,
+}
+
+/// Retries a finishing call until it lands, the request is refused, ten
+/// minutes pass, or the shutdown grace period is over.
+async fn finish<F, Fut>(what: &str, sd: &Shutdown, mut call: F) -> Result<(), NotDone>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), tonic::Status>>,
@@ -474,23 +482,27 @@ where
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             match call().await {
-                Ok(()) => return true,
+                Ok(()) => return Ok(()),
                 Err(s) if transient(s.code()) && Instant::now() < deadline => {
                     tracing::warn!(code = ?s.code(), "{what} failed; retrying");
                     backoff.wait().await;
                 }
+                Err(s) if transient(s.code()) => {
+                    tracing::warn!(code = ?s.code(), message = %s.message(), "{what} failed for ten minutes; giving up");
+                    return Err(NotDone::GaveUp);
+                }
                 Err(s) => {
                     tracing::warn!(code = ?s.code(), message = %s.message(), "{what} refused");
-                    return false;
+                    return Err(NotDone::Refused(s));
                 }
             }
         }
     };
     match sd.bounded(attempt).await {
-        Some(ok) => ok,
+        Some(r) => r,
         None => {
             tracing::warn!("{what}: the coordinator did not answer within the shutdown grace period; giving up");
-            false
+            Err(NotDone::GaveUp)
         }
     }
 }
@@ -516,16 +528,26 @@ async fn complete(
             wall_seconds: if s.wall_seconds.is_finite() { s.wall_seconds.max(0.0) } else { 0.0 },
         }),
     };
-    let ok = finish("complete", sd, || {
+    let r = finish("complete", sd, || {
         let mut c = client.clone();
         let req = req.clone();
         async move { c.complete(req).await.map(|_| ()) }
     })
     .await;
-    if ok {
-        tracing::info!(outcome = ?outcome, test_accuracy = ?s.final_test_accuracy, "trial finished");
+    match r {
+        Ok(()) => {
+            tracing::info!(outcome = ?outcome, test_accuracy = ?s.final_test_accuracy, "trial finished");
+            true
+        }
+        // A result the coordinator will never accept: fail the trial with
+        // the reason rather than leave its lease to expire.
+        Err(NotDone::Refused(st)) if verdict(st.code()) == Verdict::Refused => {
+            let why = format!("the coordinator refused the trial's result ({:?}: {})", st.code(), st.message());
+            fail(client, config, lease, &why, sd).await;
+            false
+        }
+        Err(_) => false,
     }
-    ok
 }
 
 async fn fail(client: &Client, config: &WorkerConfig, lease: &str, reason: &str, sd: &Shutdown) {
@@ -535,7 +557,7 @@ async fn fail(client: &Client, config: &WorkerConfig, lease: &str, reason: &str,
         reason: bounded_text(reason, MAX_REASON_CHARS),
         worker_id: config.worker_id.clone(),
     };
-    finish("fail", sd, || {
+    let _ = finish("fail", sd, || {
         let mut c = client.clone();
         let req = req.clone();
         async move { c.fail(req).await.map(|_| ()) }
@@ -546,7 +568,7 @@ async fn fail(client: &Client, config: &WorkerConfig, lease: &str, reason: &str,
 async fn release(client: &Client, lease: &str, reason: &str, sd: &Shutdown) {
     tracing::info!(reason, "handing the trial back");
     let req = pb::ReleaseRequest { lease_id: lease.to_owned(), reason: reason.to_owned() };
-    finish("release", sd, || {
+    let _ = finish("release", sd, || {
         let mut c = client.clone();
         let req = req.clone();
         async move { c.release(req).await.map(|_| ()) }
