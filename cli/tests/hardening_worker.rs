@@ -254,3 +254,38 @@ fn the_same_grid_against_a_fresh_database_trains_again_in_full() {
     assert!(log.contains("ignoring checkpoint"), "the worker did not log that it ignored the checkpoint:\n{log}");
     assert!(!trial_dir.exists(), "checkpoints kept after the second success");
 }
+
+/// `[run] keep_weights = true`: once the result is acknowledged the
+/// checkpoints go, and only `<checkpoint dir>/<trial>/final/` stays, with
+/// the final weights and the spec they were trained with. (Needs the
+/// coordinator to pass `keep_weights` on in the lease.)
+#[test]
+fn keep_weights_keeps_only_the_final_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth_data(dir.path(), 16, 8);
+    let grid = dir.path().join("keep.toml");
+    std::fs::write(
+        &grid,
+        format!(
+            "name = \"keep\"\nseeds = [1]\n[grid]\ndepth = 8\nskip = true\ninit = \"default\"\nbatchnorm = true\n\
+             [train]\nepochs = 2\nbatch_size = 8\nlog_every = 1\n\
+             [data]\npath = {:?}\ntrain_subset = 16\ntest_subset = 8\n[run]\nkeep_weights = true\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let db = dir.path().join("keep.db");
+    let child = sweep_run(&grid, &state, &db).spawn().unwrap();
+    let (out, _) = finish(child, Duration::from_secs(300), "sweep run with keep_weights");
+    assert!(out.status.success(), "{}\nworker log:\n{}", text(&out), worker_log(&state));
+    let (t, _) = read_back(&db, "keep");
+    let trial_dir = state.join("checkpoints").join(&t.trial_id);
+    let mut left: Vec<String> =
+        std::fs::read_dir(&trial_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, vec!["final".to_owned()], "only the final weights stay");
+    assert!(trial_dir.join("final/weights.ot").metadata().unwrap().len() > 0);
+    let meta: String = std::fs::read_to_string(trial_dir.join("final/meta.json")).unwrap();
+    assert!(meta.contains(&t.trial_id) && meta.contains("\"spec\""), "{meta}");
+}
