@@ -285,6 +285,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 #[cfg(feature = "torch")]
+// `u32::is_multiple_of` is newer (1.87) than the workspace's rust-version.
+#[allow(clippy::manual_is_multiple_of)]
 fn print_model(depth: u32, skip: bool, batchnorm: bool) -> anyhow::Result<()> {
     if depth == 0 || depth % 8 != 0 {
         anyhow::bail!("--depth {depth}: must be a positive multiple of 8");

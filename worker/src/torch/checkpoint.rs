@@ -95,7 +95,7 @@ pub enum Latest {
     /// No checkpoint (or no folder).
     None,
     /// The newest complete checkpoint, in this worker's format.
-    Found(Found),
+    Found(Box<Found>),
     /// The newest checkpoint is of another format version: ignored (the
     /// caller logs `reason` and starts from scratch).
     OtherFormat { dir: PathBuf, reason: String },
@@ -138,7 +138,7 @@ pub fn latest(dir: &Path) -> Result<Latest, String> {
     }
     let meta: CheckpointMeta =
         serde_json::from_value(value).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    Ok(Latest::Found(Found { dir: ckpt, meta }))
+    Ok(Latest::Found(Box::new(Found { dir: ckpt, meta })))
 }
 
 /// Writes the final weights of a succeeded trial into `<dir>/final/`
