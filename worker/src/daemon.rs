@@ -6,15 +6,12 @@
 //! capped, jittered exponential backoff, and the gRPC channel reconnects by
 //! itself. A worker never touches the database.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use sweep_proto::client::{AuthChannel, ClientSecurity};
 use tonic::Code;
 
@@ -22,9 +19,9 @@ use sweep_core::TrialSpec;
 use sweep_proto::v1 as pb;
 use sweep_proto::v1::worker_service_client::WorkerServiceClient;
 
-use crate::trainer::{
-    Metric, StopFlag, StopReason, Summary, TrainContext, TrainError, TrainEvent, TrainOutcome, TrainerFactory, TrialJob,
-};
+use crate::retry::{transient, Backoff};
+use crate::trainer::{StopFlag, StopReason, Summary, TrainContext, TrainError, TrainOutcome, TrainerFactory, TrialJob};
+use crate::uploader::{verdict, UploadEnd, Uploader, Verdict};
 
 /// Worker settings. Every field says why it exists.
 #[derive(Debug, Clone)]
@@ -56,6 +53,9 @@ pub struct WorkerConfig {
     /// next step and checkpoint before the worker hands it back anyway and
     /// exits (schedulers send SIGKILL after their own grace period).
     pub grace: Duration,
+    /// libtorch intra-op threads the trainer uses (0: libtorch's default);
+    /// sent with each lease as provenance, since results depend on it.
+    pub threads: u32,
 }
 
 impl WorkerConfig {
@@ -72,6 +72,7 @@ impl WorkerConfig {
             batch_delay: Duration::from_millis(250),
             security: ClientSecurity::default(),
             grace: Duration::from_secs(30),
+            threads: 0,
         }
     }
 }
@@ -101,35 +102,6 @@ pub enum WorkerError {
     /// The coordinator refused this worker for good (bad token, quarantine).
     #[error("the coordinator refused this worker: {0}")]
     Refused(String),
-}
-
-/// Capped exponential backoff with jitter, for calls to a coordinator that
-/// may be restarting.
-struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const MIN: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(5);
-
-    fn new() -> Self {
-        Self { next: Self::MIN }
-    }
-    fn reset(&mut self) {
-        self.next = Self::MIN;
-    }
-    async fn wait(&mut self) {
-        let jitter = rand::rng().random_range(0.5..1.0);
-        tokio::time::sleep(self.next.mul_f64(jitter)).await;
-        self.next = (self.next * 2).min(Self::MAX);
-    }
-}
-
-/// Whether a failed call is worth retrying (the coordinator is away or busy)
-/// rather than a verdict about the request.
-fn transient(code: Code) -> bool {
-    matches!(code, Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted | Code::Internal | Code::Cancelled)
 }
 
 type JobMsg = (TrialJob, TrainContext, oneshot::Sender<Result<TrainOutcome, TrainError>>);
@@ -174,9 +146,50 @@ fn spawn_training_thread(factory: TrainerFactory) -> Result<std::sync::mpsc::Sen
     Ok(tx)
 }
 
+/// The shutdown state shared by the lease loop and the running trial:
+/// `soft` turns true on SIGTERM/SIGINT (stop the trial, checkpoint, hand it
+/// back), `hard` turns true once the grace period after that is over: from
+/// then on nothing is waited for (not the trainer, not the coordinator) and
+/// the worker exits, leaving its last checkpoint for the next lease.
+#[derive(Clone)]
+struct Shutdown {
+    soft: watch::Receiver<bool>,
+    hard: watch::Receiver<bool>,
+}
+
+impl Shutdown {
+    fn requested(&self) -> bool {
+        *self.soft.borrow()
+    }
+
+    async fn requested_wait(&self) {
+        let mut soft = self.soft.clone();
+        if soft.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    async fn grace_over(&self) {
+        let mut hard = self.hard.clone();
+        if hard.wait_for(|s| *s).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Runs `f` to its end, or until the grace period after a shutdown
+    /// signal is over (`None` then).
+    async fn bounded<F: Future>(&self, f: F) -> Option<F::Output> {
+        tokio::select! {
+            r = f => Some(r),
+            _ = self.grace_over() => None,
+        }
+    }
+}
+
 /// Runs the worker until `shutdown` resolves (or `max_trials`/`idle_exit`
 /// says stop). On shutdown a running trial is asked to stop at its next step,
-/// checkpoints, and is handed back.
+/// checkpoints, and is handed back; all of that within `config.grace`, after
+/// which the worker returns whatever it was waiting for.
 pub async fn run(
     config: WorkerConfig,
     factory: TrainerFactory,
@@ -192,19 +205,36 @@ pub async fn run(
         .max_decoding_message_size(16 * 1024 * 1024);
     let trainer = spawn_training_thread(factory)?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
+    let (soft_tx, soft_rx) = watch::channel(false);
+    let (hard_tx, hard_rx) = watch::channel(false);
+    let grace = config.grace;
+    let signal_task = tokio::spawn(async move {
         shutdown.await;
-        let _ = stop_tx.send(true);
+        let _ = soft_tx.send(true);
+        tokio::time::sleep(grace).await;
+        let _ = hard_tx.send(true);
+        // Keep the senders alive: a closed channel is not a signal.
+        std::future::pending::<()>().await;
     });
+    let sd = Shutdown { soft: soft_rx, hard: hard_rx };
+    let result = lease_loop(&config, &client, &trainer, &sd).await;
+    signal_task.abort();
+    result
+}
 
-    tracing::info!(worker = %config.worker_id, coordinator = %config.coordinator, device = %config.device, "worker started");
+async fn lease_loop(
+    config: &WorkerConfig,
+    client: &Client,
+    trainer: &std::sync::mpsc::Sender<JobMsg>,
+    sd: &Shutdown,
+) -> Result<(), WorkerError> {
+    tracing::info!(worker = %config.worker_id, coordinator = %config.coordinator, device = %config.device, threads = config.threads, "worker started");
     let mut done = 0u64;
     let mut backoff = Backoff::new();
     let mut idle_since = Instant::now();
     let mut unreachable_logged = false;
     loop {
-        if *stop_rx.borrow() {
+        if sd.requested() {
             break;
         }
         if config.max_trials.is_some_and(|m| done >= m) {
@@ -221,14 +251,13 @@ pub async fn run(
         let req = pb::LeaseRequest {
             worker_id: config.worker_id.clone(),
             device: config.device.clone(),
-            wait_ms: wait.as_millis() as u32,
-            ..Default::default()
+            wait_ms: wait.as_millis().min(u32::MAX as u128) as u32,
+            threads: config.threads,
         };
-        let mut stop_wait = stop_rx.clone();
         let mut lease_client = client.clone();
         let answer = tokio::select! {
             r = lease_client.lease(req) => r,
-            _ = stop_wait.wait_for(|s| *s) => break,
+            _ = sd.requested_wait() => break,
         };
         match answer {
             Ok(resp) => {
@@ -238,7 +267,7 @@ pub async fn run(
                 }
                 backoff.reset();
                 let Some(assignment) = resp.into_inner().assignment else { continue };
-                let exit_now = run_trial(&config, &client, &trainer, assignment, stop_rx.clone()).await;
+                let exit_now = run_trial(config, client, trainer, assignment, sd).await;
                 done += 1;
                 idle_since = Instant::now();
                 if exit_now {
@@ -256,7 +285,10 @@ pub async fn run(
                     tracing::warn!(code = ?status.code(), message = %status.message(), "lease call failed; retrying with backoff");
                     unreachable_logged = true;
                 }
-                backoff.wait().await;
+                tokio::select! {
+                    _ = backoff.wait() => {}
+                    _ = sd.requested_wait() => break,
+                }
             }
         }
     }
@@ -269,39 +301,43 @@ type Client = WorkerServiceClient<AuthChannel>;
 /// Runs one leased trial to its end, whatever that end is. Never returns an
 /// error: every failure is reported to the coordinator (or, if the
 /// coordinator is gone, left to the lease to expire). Returns true when the
-/// worker must exit at once (the shutdown grace period ran out).
+/// worker must exit at once (it was told to shut down).
 async fn run_trial(
     config: &WorkerConfig,
     client: &Client,
     trainer: &std::sync::mpsc::Sender<JobMsg>,
     a: pb::Assignment,
-    mut shutdown: watch::Receiver<bool>,
+    sd: &Shutdown,
 ) -> bool {
     let lease = a.lease_id.clone();
     let spec = match a.spec.clone().map(TrialSpec::try_from) {
         Some(Ok(s)) => s,
         Some(Err(e)) => {
-            fail(client, config, &lease, &format!("invalid trial spec: {e}")).await;
-            return false;
+            fail(client, config, &lease, &format!("invalid trial spec: {e}"), sd).await;
+            return sd.requested();
         }
         None => {
-            fail(client, config, &lease, "invalid trial spec: missing").await;
-            return false;
+            fail(client, config, &lease, "invalid trial spec: missing", sd).await;
+            return sd.requested();
         }
     };
-    tracing::info!(trial = %a.trial_id, attempt = a.attempt, spec = %spec.label(), "trial started");
+    tracing::info!(trial = %a.trial_id, attempt = a.attempt, spec = %spec.label(), resume_step = ?a.resume_step, "trial started");
+    let checkpoint_dir = config.checkpoint_root.join(&a.trial_id);
     let job = TrialJob {
         trial_id: a.trial_id.clone(),
         spec,
         attempt: a.attempt,
-        checkpoint_dir: config.checkpoint_root.join(&a.trial_id),
+        checkpoint_dir: checkpoint_dir.clone(),
+        store_id: a.store_id.clone(),
+        resume_step: a.resume_step,
+        keep_weights: a.keep_weights,
     };
     let stop = StopFlag::new();
     let (events_tx, events_rx) = mpsc::channel(1024);
     let (reply_tx, reply_rx) = oneshot::channel();
     if trainer.send((job, TrainContext::new(events_tx, stop.clone()), reply_tx)).is_err() {
-        fail(client, config, &lease, "the training thread is gone").await;
-        return false;
+        fail(client, config, &lease, "the training thread is gone", sd).await;
+        return sd.requested();
     }
     let progress = Arc::new(Mutex::new(pb::HeartbeatRequest { lease_id: lease.clone(), ..Default::default() }));
     let heartbeat_every = Duration::from_millis(a.heartbeat_interval_ms.max(100) as u64);
@@ -314,22 +350,24 @@ async fn run_trial(
         batch_points: config.batch_points,
         batch_delay: config.batch_delay,
     };
-    let upload = tokio::spawn(uploader.run(events_rx));
-    // Ask the trainer to stop if the worker is shut down mid-trial, and give
-    // it `grace` to checkpoint.
+    let mut upload = tokio::spawn(uploader.run(events_rx));
+    let abandon = |why: &str| {
+        tracing::warn!(trial = %a.trial_id, grace = ?config.grace, "{why}; exiting and leaving the trial's last checkpoint for its next lease");
+    };
+    // Ask the trainer to stop if the worker is shut down mid-trial; from the
+    // signal on, everything (trainer, upload, hand-back) shares the grace.
     let mut reply_rx = reply_rx;
     let result = tokio::select! {
         r = &mut reply_rx => r,
-        _ = shutdown.wait_for(|s| *s) => {
+        _ = sd.requested_wait() => {
             tracing::info!(grace = ?config.grace, "shutdown requested: stopping the trial at its next step");
             stop.stop(StopReason::Shutdown);
-            match tokio::time::timeout(config.grace, &mut reply_rx).await {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::warn!("the trial did not stop within the grace period; handing it back from its last checkpoint");
+            match sd.bounded(&mut reply_rx).await {
+                Some(r) => r,
+                None => {
                     heartbeat.abort();
                     upload.abort();
-                    release(client, &lease, "worker shut down; grace period ran out").await;
+                    abandon("the trial did not stop within the grace period");
                     return true;
                 }
             }
@@ -337,29 +375,59 @@ async fn run_trial(
     };
     let result = result.unwrap_or_else(|_| Err(TrainError::Other("the training thread died".into())));
     // Every metric must be acknowledged before the trial is completed.
-    let uploaded = upload.await.unwrap_or(false);
-    heartbeat.abort();
-    let exit_now = *shutdown.borrow();
-    match result {
-        Ok(TrainOutcome::Succeeded(s)) | Ok(TrainOutcome::Diverged(s)) if !uploaded => {
-            let _ = s;
-            tracing::warn!(trial = %a.trial_id, "lease lost before the metrics were acknowledged; result dropped");
-        }
-        Ok(TrainOutcome::Succeeded(s)) => complete(client, config, &lease, pb::Outcome::Succeeded, &s).await,
-        Ok(TrainOutcome::Diverged(s)) => {
-            tracing::warn!(trial = %a.trial_id, "trial diverged (loss became NaN or infinite)");
-            complete(client, config, &lease, pb::Outcome::Diverged, &s).await
-        }
-        Ok(TrainOutcome::Stopped(StopReason::Shutdown)) => {
-            release(client, &lease, "worker shut down (preempted); resumes from its last checkpoint").await;
+    let uploaded = match sd.bounded(&mut upload).await {
+        Some(r) => r.unwrap_or(UploadEnd::LeaseLost),
+        None => {
+            heartbeat.abort();
+            upload.abort();
+            abandon("the metrics were not acknowledged within the grace period");
             return true;
         }
-        Ok(TrainOutcome::Stopped(reason)) => {
+    };
+    heartbeat.abort();
+    let mut exit_now = sd.requested();
+    match (uploaded, result) {
+        (UploadEnd::Refused(why), _) => fail(client, config, &lease, &why, sd).await,
+        (UploadEnd::LeaseLost, r) => {
+            if matches!(r, Ok(TrainOutcome::Succeeded(_)) | Ok(TrainOutcome::Diverged(_))) {
+                tracing::warn!(trial = %a.trial_id, "lease lost before the metrics were acknowledged; result dropped");
+            } else {
+                tracing::info!(trial = %a.trial_id, "lease lost; trial abandoned");
+            }
+        }
+        (UploadEnd::Acked, Ok(TrainOutcome::Succeeded(s))) => {
+            if complete(client, config, &lease, pb::Outcome::Succeeded, &s, sd).await {
+                discard(&checkpoint_dir, a.keep_weights).await;
+            }
+        }
+        (UploadEnd::Acked, Ok(TrainOutcome::Diverged(s))) => {
+            tracing::warn!(trial = %a.trial_id, "trial diverged (loss became NaN or infinite)");
+            if complete(client, config, &lease, pb::Outcome::Diverged, &s, sd).await {
+                discard(&checkpoint_dir, false).await;
+            }
+        }
+        (UploadEnd::Acked, Ok(TrainOutcome::Stopped(StopReason::Shutdown))) => {
+            release(client, &lease, "worker shut down (preempted); resumes from its last checkpoint", sd).await;
+            exit_now = true;
+        }
+        (UploadEnd::Acked, Ok(TrainOutcome::Stopped(reason))) => {
             tracing::info!(trial = %a.trial_id, ?reason, "trial stopped");
         }
-        Err(e) => fail(client, config, &lease, &e.to_string()).await,
+        (UploadEnd::Acked, Err(e)) => fail(client, config, &lease, &e.to_string(), sd).await,
     }
     exit_now
+}
+
+/// The trial's result is acknowledged: its checkpoints go (the final weights
+/// stay when the sweep keeps them).
+async fn discard(dir: &std::path::Path, keep_final: bool) {
+    let d = dir.to_owned();
+    let r = tokio::task::spawn_blocking(move || crate::trainer::discard_checkpoints(&d, keep_final)).await;
+    match r {
+        Ok(Ok(())) => tracing::debug!(dir = %dir.display(), keep_final, "checkpoints deleted"),
+        Ok(Err(e)) => tracing::warn!(dir = %dir.display(), "could not delete the trial's checkpoints: {e}"),
+        Err(e) => tracing::warn!(dir = %dir.display(), "could not delete the trial's checkpoints: {e}"),
+    }
 }
 
 /// Renews the lease every `every` until aborted; turns the coordinator's
@@ -394,193 +462,102 @@ async fn heartbeats(
     }
 }
 
-/// Uploads metric events in batches over one `PushMetrics` stream, keeping
-/// every batch until it is acknowledged and re-sending the unacknowledged
-/// ones on a new stream after an error.
-struct Uploader {
-    client: Client,
-    lease: String,
-    stop: StopFlag,
-    progress: Arc<Mutex<pb::HeartbeatRequest>>,
-    batch_points: usize,
-    batch_delay: Duration,
+/// How a finishing call ended when it did not land.
+enum NotDone {
+    /// The coordinator answered with this error (not worth retrying).
+    Refused(tonic::Status),
+    /// Ten minutes of retries, or the shutdown grace period, ran out.
+    GaveUp,
 }
 
-/// One open `PushMetrics` call.
-struct MetricStream {
-    tx: mpsc::Sender<pb::MetricBatch>,
-    acks: tonic::Streaming<pb::MetricAck>,
-}
-
-impl Uploader {
-    async fn open(&self, unacked: &BTreeMap<u64, pb::MetricBatch>) -> Result<MetricStream, tonic::Status> {
-        let (tx, rx) = mpsc::channel(16);
-        let acks = self.client.clone().push_metrics(ReceiverStream::new(rx)).await?.into_inner();
-        for batch in unacked.values() {
-            tx.send(batch.clone()).await.map_err(|_| tonic::Status::unavailable("metric stream closed"))?;
-        }
-        Ok(MetricStream { tx, acks })
-    }
-
-    /// Returns true when every metric was acknowledged, false when the lease
-    /// was lost (the remaining events are drained and dropped).
-    async fn run(self, mut events: mpsc::Receiver<TrainEvent>) -> bool {
-        let mut unacked: BTreeMap<u64, pb::MetricBatch> = BTreeMap::new();
-        let mut buf: Vec<pb::MetricPoint> = Vec::new();
-        let mut seq = 0u64;
-        let mut events_open = true;
-        let mut stream: Option<MetricStream> = None;
-        let mut backoff = Backoff::new();
-        let mut tick = tokio::time::interval(self.batch_delay);
-        // Flush requests waiting for everything before them to be acknowledged.
-        let mut flushes: Vec<crate::trainer::FlushAck> = Vec::new();
-        loop {
-            if buf.is_empty() && unacked.is_empty() {
-                for f in flushes.drain(..) {
-                    let _ = f.0.send(());
-                }
-                if !events_open {
-                    return true;
-                }
-            }
-            if stream.is_none() && (!unacked.is_empty() || !buf.is_empty()) {
-                match self.open(&unacked).await {
-                    Ok(s) => stream = Some(s),
-                    Err(s) if s.code() == Code::FailedPrecondition => return self.lost(events).await,
-                    Err(s) => {
-                        tracing::warn!(code = ?s.code(), "metric stream failed to open; retrying");
-                        backoff.wait().await;
-                        continue;
-                    }
-                }
-            }
-            let flush = tokio::select! {
-                ev = events.recv(), if events_open => match ev {
-                    Some(TrainEvent::Metric(m)) => { buf.push(point(m)); buf.len() >= self.batch_points }
-                    Some(TrainEvent::Flush(ack)) => { flushes.push(ack); true }
-                    Some(TrainEvent::Resumed { step }) => {
-                        // Its own batch, first in line: re-sent batches
-                        // after a reconnect keep this order.
-                        seq += 1;
-                        let batch = pb::MetricBatch { lease_id: self.lease.clone(), seq, points: Vec::new(), truncate_after: Some(step), checkpoint_step: None };
-                        unacked.insert(seq, batch.clone());
-                        if let Some(s) = &stream {
-                            if s.tx.send(batch).await.is_err() {
-                                stream = None;
-                            }
-                        }
-                        false
-                    }
-                    Some(TrainEvent::Progress { epoch, step, loss }) => {
-                        if let Ok(mut p) = self.progress.lock() {
-                            p.epoch = epoch;
-                            p.step = step;
-                            p.last_loss = loss.filter(|l| l.is_finite());
-                        }
-                        false
-                    }
-                    None => { events_open = false; true }
-                },
-                _ = tick.tick() => true,
-                ack = async { stream.as_mut().expect("checked").acks.message().await }, if stream.is_some() => {
-                    match ack {
-                        Ok(Some(a)) => { unacked.remove(&a.seq); backoff.reset(); false }
-                        Ok(None) => { stream = None; false }
-                        Err(s) if s.code() == Code::FailedPrecondition => return self.lost(events).await,
-                        Err(s) => {
-                            tracing::warn!(code = ?s.code(), message = %s.message(), "metric stream broke; re-sending unacknowledged batches");
-                            stream = None;
-                            backoff.wait().await;
-                            false
-                        }
-                    }
-                }
-            };
-            if flush && !buf.is_empty() {
-                seq += 1;
-                let batch = pb::MetricBatch {
-                    lease_id: self.lease.clone(),
-                    seq,
-                    points: std::mem::take(&mut buf),
-                    truncate_after: None,
-                    checkpoint_step: None,
-                };
-                unacked.insert(seq, batch.clone());
-                if let Some(s) = &stream {
-                    if s.tx.send(batch).await.is_err() {
-                        stream = None;
-                    }
-                }
-            }
-        }
-    }
-
-    async fn lost(&self, mut events: mpsc::Receiver<TrainEvent>) -> bool {
-        tracing::warn!("metrics refused: the lease is no longer ours; stopping the trial");
-        self.stop.stop(StopReason::LeaseLost);
-        while events.recv().await.is_some() {}
-        false
-    }
-}
-
-fn point(m: Metric) -> pb::MetricPoint {
-    pb::MetricPoint { step: m.step, name: m.name, value: m.value, epoch: m.epoch }
-}
-
-/// Retries a finishing call until it lands, the lease is reported lost, or
-/// the request is refused as invalid.
-async fn finish<F, Fut>(what: &str, mut call: F)
+/// Retries a finishing call until it lands, the request is refused, ten
+/// minutes pass, or the shutdown grace period is over.
+async fn finish<F, Fut>(what: &str, sd: &Shutdown, mut call: F) -> Result<(), NotDone>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), tonic::Status>>,
 {
-    let mut backoff = Backoff::new();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        match call().await {
-            Ok(()) => return,
-            Err(s) if transient(s.code()) && Instant::now() < deadline => {
-                tracing::warn!(code = ?s.code(), "{what} failed; retrying");
-                backoff.wait().await;
+    let attempt = async {
+        let mut backoff = Backoff::new();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            match call().await {
+                Ok(()) => return Ok(()),
+                Err(s) if transient(s.code()) && Instant::now() < deadline => {
+                    tracing::warn!(code = ?s.code(), "{what} failed; retrying");
+                    backoff.wait().await;
+                }
+                Err(s) if transient(s.code()) => {
+                    tracing::warn!(code = ?s.code(), message = %s.message(), "{what} failed for ten minutes; giving up");
+                    return Err(NotDone::GaveUp);
+                }
+                Err(s) => {
+                    tracing::warn!(code = ?s.code(), message = %s.message(), "{what} refused");
+                    return Err(NotDone::Refused(s));
+                }
             }
-            Err(s) => {
-                tracing::warn!(code = ?s.code(), message = %s.message(), "{what} refused");
-                return;
-            }
+        }
+    };
+    match sd.bounded(attempt).await {
+        Some(r) => r,
+        None => {
+            tracing::warn!("{what}: the coordinator did not answer within the shutdown grace period; giving up");
+            Err(NotDone::GaveUp)
         }
     }
 }
 
-async fn complete(client: &Client, config: &WorkerConfig, lease: &str, outcome: pb::Outcome, s: &Summary) {
+async fn complete(
+    client: &Client,
+    config: &WorkerConfig,
+    lease: &str,
+    outcome: pb::Outcome,
+    s: &Summary,
+    sd: &Shutdown,
+) -> bool {
+    let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
     let req = pb::CompleteRequest {
         worker_id: config.worker_id.clone(),
         lease_id: lease.to_owned(),
         outcome: outcome as i32,
         summary: Some(pb::TrialSummary {
-            final_train_loss: s.final_train_loss,
-            final_test_loss: s.final_test_loss,
-            final_test_accuracy: s.final_test_accuracy,
-            best_test_accuracy: s.best_test_accuracy,
-            wall_seconds: s.wall_seconds,
+            final_train_loss: finite(s.final_train_loss),
+            final_test_loss: finite(s.final_test_loss),
+            final_test_accuracy: finite(s.final_test_accuracy),
+            best_test_accuracy: finite(s.best_test_accuracy),
+            wall_seconds: if s.wall_seconds.is_finite() { s.wall_seconds.max(0.0) } else { 0.0 },
         }),
     };
-    finish("complete", || {
+    let r = finish("complete", sd, || {
         let mut c = client.clone();
         let req = req.clone();
         async move { c.complete(req).await.map(|_| ()) }
     })
     .await;
-    tracing::info!(outcome = ?outcome, test_accuracy = ?s.final_test_accuracy, "trial finished");
+    match r {
+        Ok(()) => {
+            tracing::info!(outcome = ?outcome, test_accuracy = ?s.final_test_accuracy, "trial finished");
+            true
+        }
+        // A result the coordinator will never accept: fail the trial with
+        // the reason rather than leave its lease to expire.
+        Err(NotDone::Refused(st)) if verdict(st.code()) == Verdict::Refused => {
+            let why = format!("the coordinator refused the trial's result ({:?}: {})", st.code(), st.message());
+            fail(client, config, lease, &why, sd).await;
+            false
+        }
+        Err(_) => false,
+    }
 }
 
-async fn fail(client: &Client, config: &WorkerConfig, lease: &str, reason: &str) {
+async fn fail(client: &Client, config: &WorkerConfig, lease: &str, reason: &str, sd: &Shutdown) {
     tracing::warn!(reason, "trial failed");
     let req = pb::FailRequest {
         lease_id: lease.to_owned(),
-        reason: reason.to_owned(),
+        reason: bounded_text(reason, MAX_REASON_CHARS),
         worker_id: config.worker_id.clone(),
     };
-    finish("fail", || {
+    let _ = finish("fail", sd, || {
         let mut c = client.clone();
         let req = req.clone();
         async move { c.fail(req).await.map(|_| ()) }
@@ -588,13 +565,24 @@ async fn fail(client: &Client, config: &WorkerConfig, lease: &str, reason: &str)
     .await;
 }
 
-async fn release(client: &Client, lease: &str, reason: &str) {
+async fn release(client: &Client, lease: &str, reason: &str, sd: &Shutdown) {
     tracing::info!(reason, "handing the trial back");
     let req = pb::ReleaseRequest { lease_id: lease.to_owned(), reason: reason.to_owned() };
-    finish("release", || {
+    let _ = finish("release", sd, || {
         let mut c = client.clone();
         let req = req.clone();
         async move { c.release(req).await.map(|_| ()) }
     })
     .await;
+}
+
+/// Longest failure reason sent to the coordinator (it bounds stored text).
+const MAX_REASON_CHARS: usize = 1000;
+
+/// `s` cut to at most `max` characters, marked when cut.
+fn bounded_text(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((i, _)) => format!("{}...", &s[..i]),
+    }
 }

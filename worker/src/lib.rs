@@ -4,12 +4,16 @@
 //! Layout: [`daemon`] is the async network side (lease loop, heartbeats,
 //! metric upload with acknowledgements, reconnect with backoff); [`trainer`]
 //! is the seam to the computation, which runs on its own thread;
+//! [`uploader`] is the metric upload of one lease (batches, acknowledgements,
+//! checkpoint barriers, refusals);
 //! [`simulated`] is a deterministic test double for orchestration tests;
 //! `torch` (feature `torch`, default) is the real BMEnet trainer on libtorch.
 
 pub mod daemon;
+mod retry;
 pub mod simulated;
 pub mod trainer;
+pub mod uploader;
 
 #[cfg(feature = "torch")]
 pub mod torch;

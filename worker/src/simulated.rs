@@ -5,21 +5,24 @@
 //! it behind a hidden flag; it is never the product.
 //!
 //! It honours checkpoints like a real trainer: a JSON file per trial with the
-//! last finished epoch, so resume-after-kill is testable without libtorch.
+//! last finished epoch and whose checkpoint it is, so resume-after-kill is
+//! testable without libtorch.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::trainer::{Summary, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob};
+use crate::trainer::{StopReason, Summary, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob};
 
 pub struct SimulatedTrainer {
     /// Sleep per simulated batch, so a trial lasts long enough to be killed.
     pub step_delay: Duration,
+    /// Send one point the coordinator must refuse (step -1) right after the
+    /// start, to test that a refused batch fails the trial.
+    pub refused_metric: bool,
 }
 
 impl SimulatedTrainer {
     pub fn new(step_delay: Duration) -> Self {
-        Self { step_delay }
+        Self { step_delay, refused_metric: false }
     }
 }
 
@@ -35,23 +38,55 @@ fn noise(seed: u64, step: u64) -> f64 {
     (mix(seed.wrapping_mul(1_000_003) ^ step) >> 11) as f64 / (1u64 << 53) as f64 - 0.5
 }
 
-fn read_checkpoint(dir: &Path) -> Result<u32, TrainError> {
-    match std::fs::read_to_string(dir.join("simulated.json")) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", dir.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(TrainError::Checkpoint(format!("{}: {e}", dir.display()))),
+/// The simulated checkpoint: the last finished epoch, its global step, and
+/// whose checkpoint it is (the same resume rule as the real trainer's).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SimCheckpoint {
+    epoch: u32,
+    step: i64,
+    store_id: String,
+    trial_id: String,
+}
+
+const SIM_FILE: &str = "simulated.json";
+
+/// The epoch to continue after (0: start from scratch). A checkpoint this
+/// trial may not resume from (see [`TrialJob::may_resume`]) is logged and
+/// its folder deleted.
+fn read_checkpoint(job: &TrialJob) -> Result<u32, TrainError> {
+    let dir = &job.checkpoint_dir;
+    let path = dir.join(SIM_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(TrainError::Checkpoint(format!("{}: {e}", path.display()))),
+    };
+    let verdict = match serde_json::from_str::<SimCheckpoint>(&text) {
+        Err(e) => Err(format!("unreadable or older format ({e})")),
+        Ok(c) => job.may_resume(&c.store_id, &c.trial_id, c.step).map(|()| c.epoch),
+    };
+    match verdict {
+        Ok(epoch) => Ok(epoch),
+        Err(why) => {
+            tracing::warn!(trial = %job.trial_id, "ignoring checkpoint {}: {why}; starting from scratch", path.display());
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(TrainError::Checkpoint(format!("{}: {e}", dir.display())))
+                }
+                _ => Ok(0),
+            }
+        }
     }
 }
 
-fn write_checkpoint(dir: &Path, epoch: u32) -> Result<(), TrainError> {
+fn write_checkpoint(job: &TrialJob, epoch: u32, step: i64) -> Result<(), TrainError> {
+    let dir = &job.checkpoint_dir;
     let err = |e: std::io::Error| TrainError::Checkpoint(format!("{}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(err)?;
     let tmp = dir.join("simulated.json.tmp");
-    std::fs::write(&tmp, epoch.to_string()).map_err(err)?;
-    std::fs::rename(&tmp, dir.join("simulated.json")).map_err(err)
+    let c = SimCheckpoint { epoch, step, store_id: job.store_id.clone(), trial_id: job.trial_id.clone() };
+    std::fs::write(&tmp, serde_json::to_vec(&c).map_err(|e| TrainError::Checkpoint(e.to_string()))?).map_err(err)?;
+    std::fs::rename(&tmp, dir.join(SIM_FILE)).map_err(err)
 }
 
 impl Trainer for SimulatedTrainer {
@@ -68,13 +103,23 @@ impl Trainer for SimulatedTrainer {
             let t = step as f64 / steps_per_epoch as f64;
             2.3 * (-rate * t).exp() + 0.2 + 0.05 * noise(s.seed, step)
         };
-        let first_epoch = read_checkpoint(&job.checkpoint_dir)? + 1;
+        let first_epoch = read_checkpoint(job)? + 1;
         ctx.resumed(((first_epoch - 1) as u64 * steps_per_epoch) as i64)?;
+        if self.refused_metric {
+            ctx.metric(-1, first_epoch, "train_loss", 1.0)?;
+        }
         let mut summary = Summary::default();
         let mut window = Vec::new();
         for epoch in first_epoch..=s.train.epochs {
             for b in 0..steps_per_epoch {
                 if let Some(reason) = ctx.should_stop() {
+                    // Like the real trainer, which checkpoints where it
+                    // stopped: wait for the acknowledgement of every point
+                    // (the shutdown grace bounds this wait).
+                    if reason.keeps_checkpoint() {
+                        let done = (epoch as u64 - 1) * steps_per_epoch + b;
+                        ctx.checkpoint(done as i64);
+                    }
                     return Ok(TrainOutcome::Stopped(reason));
                 }
                 if !self.step_delay.is_zero() {
@@ -115,11 +160,16 @@ impl Trainer for SimulatedTrainer {
             summary.best_test_accuracy = Some(summary.best_test_accuracy.map_or(acc, |b: f64| b.max(acc)));
             // Like a real trainer: checkpoint only once this epoch's points
             // are acknowledged, since a resumed attempt will not redo them.
-            ctx.flush();
+            if !ctx.checkpoint(step) {
+                return Ok(TrainOutcome::Stopped(ctx.should_stop().unwrap_or(StopReason::LeaseLost)));
+            }
             if let Some(reason) = ctx.should_stop() {
+                if reason.keeps_checkpoint() {
+                    write_checkpoint(job, epoch, step)?;
+                }
                 return Ok(TrainOutcome::Stopped(reason));
             }
-            write_checkpoint(&job.checkpoint_dir, epoch)?;
+            write_checkpoint(job, epoch, step)?;
         }
         summary.wall_seconds = start.elapsed().as_secs_f64();
         Ok(TrainOutcome::Succeeded(summary))

@@ -21,8 +21,77 @@ pub struct TrialJob {
     /// 1 for the first attempt.
     pub attempt: u32,
     /// Where this trial keeps its checkpoints (`<checkpoint root>/<trial id>`).
-    /// A re-leased trial finds its last checkpoint here and resumes from it.
+    /// A re-leased trial finds its last checkpoint here and resumes from it
+    /// when [`TrialJob::may_resume`] allows.
     pub checkpoint_dir: PathBuf,
+    /// Identity of the coordinator's database (`Assignment.store_id`); a
+    /// checkpoint records it.
+    pub store_id: String,
+    /// The newest checkpoint step of this trial that the coordinator's
+    /// database vouches for (`Assignment.resume_step`); `None`: start from
+    /// scratch whatever lies in `checkpoint_dir`.
+    pub resume_step: Option<i64>,
+    /// Keep the final weights after success (`<checkpoint_dir>/final/`).
+    pub keep_weights: bool,
+}
+
+impl TrialJob {
+    /// Whether a checkpoint written for (`store_id`, `trial_id`) at `step`
+    /// may be resumed from: only one this coordinator's database vouches
+    /// for (same store, same trial, a step no newer than the vouched one).
+    /// `Err` says why not, for the log.
+    pub fn may_resume(&self, store_id: &str, trial_id: &str, step: i64) -> Result<(), String> {
+        if trial_id != self.trial_id {
+            return Err(format!("it belongs to trial {trial_id:?}"));
+        }
+        if store_id != self.store_id {
+            return Err(format!(
+                "it was written for another coordinator database (store {store_id:?}, this one is {:?})",
+                self.store_id
+            ));
+        }
+        match self.resume_step {
+            None => Err("the coordinator vouches for no checkpoint of this trial".into()),
+            Some(r) if step > r => Err(format!(
+                "its step {step} is past the newest step the coordinator vouches for ({r})"
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+/// Name of the folder, inside a trial's checkpoint folder, that keeps the
+/// final weights of a succeeded trial when the sweep asks for them
+/// (`[run] keep_weights`): `final/weights.ot` and `final/meta.json`.
+pub const FINAL_DIR: &str = "final";
+
+/// Called once the coordinator acknowledged the trial's result: the
+/// checkpoints are no longer needed. With `keep_final`, `<dir>/final/` stays
+/// (everything else goes); otherwise the whole folder goes.
+pub fn discard_checkpoints(dir: &std::path::Path, keep_final: bool) -> std::io::Result<()> {
+    if !keep_final {
+        return match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        };
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r?,
+    };
+    for e in entries {
+        let e = e?;
+        if e.file_name() == FINAL_DIR {
+            continue;
+        }
+        let path = e.path();
+        if e.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
 }
 
 /// One scalar metric value. Keyed by (trial, name, step) in the store.
@@ -45,13 +114,18 @@ pub enum TrainEvent {
     /// when it starts over. Sent once, before any metric.
     Resumed { step: i64 },
     /// Answer on the channel once every metric sent before this event is
-    /// acknowledged by the coordinator (see [`TrainContext::flush`]).
-    Flush(FlushAck),
+    /// acknowledged by the coordinator (see [`TrainContext::checkpoint`]).
+    /// With `checkpoint_step`, the batch that carries the last of those
+    /// points also carries `checkpoint_step`, so the coordinator vouches for
+    /// a checkpoint at that step.
+    Barrier { checkpoint_step: Option<i64>, ack: FlushAck },
 }
 
-/// The answer channel of a [`TrainEvent::Flush`].
+/// The answer channel of a [`TrainEvent::Barrier`]: `true` once acknowledged.
+/// Dropped unanswered when the daemon gives up (lease lost, batch refused,
+/// shutdown grace over).
 #[derive(Debug, Clone)]
-pub struct FlushAck(pub std::sync::mpsc::SyncSender<()>);
+pub struct FlushAck(pub std::sync::mpsc::SyncSender<bool>);
 
 impl PartialEq for FlushAck {
     /// Two flush requests are never the same request.
@@ -70,6 +144,17 @@ pub enum StopReason {
     LeaseLost = 2,
     /// The worker is shutting down (SIGTERM/SIGINT): checkpoint and hand back.
     Shutdown = 3,
+    /// The coordinator refused a metric batch for good: the trial will be
+    /// failed; nothing more of it will be accepted.
+    Refused = 4,
+}
+
+impl StopReason {
+    /// Whether the trainer should still write a checkpoint when stopping
+    /// for this reason (not when the trial is no longer ours to write).
+    pub fn keeps_checkpoint(self) -> bool {
+        matches!(self, StopReason::Cancelled | StopReason::Shutdown)
+    }
 }
 
 /// A shared stop flag: set by the daemon, polled by the trainer between steps.
@@ -90,6 +175,7 @@ impl StopFlag {
             1 => Some(StopReason::Cancelled),
             2 => Some(StopReason::LeaseLost),
             3 => Some(StopReason::Shutdown),
+            4 => Some(StopReason::Refused),
             _ => None,
         }
     }
@@ -111,8 +197,16 @@ impl TrainContext {
     /// bounded: training waits for a slow coordinator instead of growing
     /// memory). Returns `Err(StopReason::LeaseLost)` when the daemon side is
     /// gone.
+    ///
+    /// A non-finite value is never sent (the coordinator refuses it): it is
+    /// dropped with a warning. Report divergence with a `diverged_step` point.
     pub fn metric(&self, step: i64, epoch: u32, name: impl Into<String>, value: f64) -> Result<(), StopReason> {
-        self.send(TrainEvent::Metric(Metric { step, epoch, name: name.into(), value }))
+        let name = name.into();
+        if !value.is_finite() {
+            tracing::warn!(step, metric = %name, %value, "non-finite metric value not sent");
+            return Ok(());
+        }
+        self.send(TrainEvent::Metric(Metric { step, epoch, name, value }))
     }
 
     /// Says where this attempt starts (checkpoint step, or 0). Call it once,
@@ -122,16 +216,30 @@ impl TrainContext {
         self.send(TrainEvent::Resumed { step })
     }
 
-    /// Blocks until every metric sent so far is acknowledged as stored by
-    /// the coordinator, or the daemon gives up on them (lease lost: check
-    /// [`TrainContext::should_stop`] afterwards). Call it before writing a
+    /// The checkpoint barrier: blocks until every metric sent so far is
+    /// acknowledged as stored by the coordinator, in a batch that tells it a
+    /// checkpoint at `step` follows (so it vouches for that checkpoint).
+    /// Returns `false` when the daemon gave up on them (lease lost, batch
+    /// refused, shutdown grace over): then write NO checkpoint, since the
+    /// coordinator would not vouch for it. Call it before writing a
     /// checkpoint: a resumed attempt never re-sends what precedes its
     /// checkpoint, so those points must already be safe.
-    pub fn flush(&self) {
+    pub fn checkpoint(&self, step: i64) -> bool {
+        self.barrier(Some(step))
+    }
+
+    /// Blocks until every metric sent so far is acknowledged (no checkpoint
+    /// promised); `false` when the daemon gave up on them.
+    pub fn flush(&self) -> bool {
+        self.barrier(None)
+    }
+
+    fn barrier(&self, checkpoint_step: Option<i64>) -> bool {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        if self.send(TrainEvent::Flush(FlushAck(tx))).is_ok() {
-            let _ = rx.recv();
+        if self.send(TrainEvent::Barrier { checkpoint_step, ack: FlushAck(tx) }).is_err() {
+            return false;
         }
+        rx.recv().unwrap_or(false)
     }
 
     /// Reports progress (for heartbeats and `sweep watch`).
@@ -190,3 +298,61 @@ pub trait Trainer {
 /// Makes the trainer on the training thread (so nothing it holds needs to be
 /// `Send`).
 pub type TrainerFactory = Box<dyn FnOnce() -> Result<Box<dyn Trainer>, TrainError> + Send>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(store: &str, resume: Option<i64>, dir: PathBuf) -> TrialJob {
+        let grid = sweep_core::GridSpec::parse(
+            "name = \"t\"\nseeds = 1\n[grid]\ndepth = 8\nskip = true\ninit = \"default\"\nbatchnorm = true\n[data]\npath = \"d\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .expect("grid");
+        TrialJob {
+            trial_id: "trial-a".into(),
+            spec: grid.expand().remove(0),
+            attempt: 1,
+            checkpoint_dir: dir,
+            store_id: store.into(),
+            resume_step: resume,
+            keep_weights: false,
+        }
+    }
+
+    #[test]
+    fn resume_only_what_this_store_vouches_for() {
+        let j = job("db-1", Some(32), PathBuf::from("x"));
+        assert!(j.may_resume("db-1", "trial-a", 32).is_ok());
+        assert!(j.may_resume("db-1", "trial-a", 16).is_ok());
+        let e = j.may_resume("db-1", "trial-a", 48).unwrap_err();
+        assert!(e.contains("48") && e.contains("32"), "{e}");
+        let e = j.may_resume("db-2", "trial-a", 16).unwrap_err();
+        assert!(e.contains("another coordinator database"), "{e}");
+        assert!(j.may_resume("db-1", "trial-b", 16).is_err());
+        let fresh = job("db-1", None, PathBuf::from("x"));
+        let e = fresh.may_resume("db-1", "trial-a", 0).unwrap_err();
+        assert!(e.contains("vouches for no checkpoint"), "{e}");
+    }
+
+    #[test]
+    fn discard_keeps_only_the_final_weights_when_asked() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("trial-a");
+        std::fs::create_dir_all(dir.join("ckpt-000000000016")).unwrap();
+        std::fs::write(dir.join("ckpt-000000000016/weights.ot"), b"w").unwrap();
+        std::fs::create_dir_all(dir.join(FINAL_DIR)).unwrap();
+        std::fs::write(dir.join(FINAL_DIR).join("weights.ot"), b"f").unwrap();
+        std::fs::write(dir.join("simulated.json"), b"{}").unwrap();
+        discard_checkpoints(&dir, true).unwrap();
+        let left: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(left, vec![FINAL_DIR.to_owned()]);
+        assert_eq!(std::fs::read(dir.join(FINAL_DIR).join("weights.ot")).unwrap(), b"f");
+        discard_checkpoints(&dir, false).unwrap();
+        assert!(!dir.exists());
+        // Nothing there is not an error.
+        discard_checkpoints(&dir, false).unwrap();
+        discard_checkpoints(&dir, true).unwrap();
+    }
+}

@@ -208,12 +208,16 @@ fn spec(seed: u64, epochs: u32) -> TrialSpec {
     }
 }
 
+/// A job whose coordinator vouches for any checkpoint step of store "s".
 fn job(spec: TrialSpec, ckpt: &Path) -> TrialJob {
     TrialJob {
         trial_id: "t".into(),
         spec,
         attempt: 1,
         checkpoint_dir: ckpt.to_owned(),
+        store_id: "s".into(),
+        resume_step: Some(i64::MAX),
+        keep_weights: false,
     }
 }
 
@@ -233,8 +237,13 @@ fn run(
             if let Some(r) = stop_when(&ev) {
                 flag.stop(r);
             }
-            if let TrainEvent::Metric(m) = ev {
-                out.push(m);
+            match ev {
+                TrainEvent::Metric(m) => out.push(m),
+                // Everything is "acknowledged" at once.
+                TrainEvent::Barrier { ack, .. } => {
+                    let _ = ack.0.send(true);
+                }
+                _ => {}
             }
         }
         out
@@ -402,7 +411,15 @@ fn a_blown_up_loss_ends_as_diverged() {
     let (r, ms) = run(&job(s, ck.path()), |_| None);
     match r.unwrap() {
         TrainOutcome::Diverged(sum) => {
-            assert!(sum.final_train_loss.is_some_and(|l| !l.is_finite()));
+            // No non-finite number leaves the trainer: the divergence step
+            // is reported instead of the NaN loss.
+            assert_eq!(sum.final_train_loss, None);
+            assert!(ms.iter().all(|m| m.value.is_finite()), "{ms:?}");
+            let d = series(&ms, "diverged_step");
+            assert_eq!(d.len(), 1, "{ms:?}");
+            assert_eq!(d[0].value, d[0].step as f64);
+            assert!(d[0].step >= 1 && d[0].step <= 48 / 8);
+            assert!(series(&ms, "train_loss").iter().all(|m| m.step < d[0].step));
         }
         other => panic!(
             "expected Diverged, got {other:?} with {:?}",
@@ -440,4 +457,100 @@ fn bad_input_is_an_error_not_a_panic() {
     s.seed = 2;
     let (r, _) = run(&job(s, other.path()), |_| None);
     assert!(matches!(r, Err(TrainError::Checkpoint(_))), "{r:?}");
+}
+
+fn ckpt_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn checkpoints_resume_only_when_the_store_vouches_and_final_weights_are_kept() {
+    let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = spec(3, 1);
+    s.data.train_subset = Some(16);
+    s.data.test_subset = Some(8);
+    s.train.log_every = 1;
+    s.train.augment = false;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // keep_weights: the final weights and their spec stay next to the
+    // checkpoint, which records its store and trial.
+    let mut j = job(s.clone(), d);
+    j.keep_weights = true;
+    let (r, first) = run(&j, |_| None);
+    assert!(matches!(r.unwrap(), TrainOutcome::Succeeded(_)));
+    assert_eq!(ckpt_names(d), vec!["ckpt-000000000002".to_owned(), "final".to_owned()]);
+    assert!(d.join("final/weights.ot").metadata().unwrap().len() > 0);
+    let fin: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("final/meta.json")).unwrap()).unwrap();
+    assert_eq!(fin["trial_id"], "t");
+    assert_eq!(fin["spec"], s.canonical());
+    let meta_path = d.join("ckpt-000000000002/meta.json");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    assert_eq!((meta["store_id"].as_str(), meta["trial_id"].as_str()), (Some("s"), Some("t")));
+    assert_eq!(meta["version"], 2);
+    assert_eq!(series(&first, "train_loss").len(), 2);
+
+    // The same folder seen from another database: ignored, deleted, and the
+    // trial trains from scratch (the very same curve: same seed).
+    let mut other = job(s.clone(), d);
+    other.store_id = "another-db".into();
+    let (r, again) = run(&other, |_| None);
+    assert!(matches!(r.unwrap(), TrainOutcome::Succeeded(_)));
+    assert_eq!(comparable(&again), comparable(&first));
+    assert_eq!(ckpt_names(d), vec!["ckpt-000000000002".to_owned()], "the old folder (final/ too) was deleted");
+
+    // This database vouches for no checkpoint (a fresh one), or only for an
+    // older step: ignored as well.
+    for vouched in [None, Some(1)] {
+        let mut j = job(s.clone(), d);
+        j.store_id = "another-db".into();
+        j.resume_step = vouched;
+        let (r, ms) = run(&j, |_| None);
+        assert!(matches!(r.unwrap(), TrainOutcome::Succeeded(_)));
+        assert_eq!(comparable(&ms), comparable(&first), "vouched {vouched:?}");
+    }
+
+    // A checkpoint of an older format: ignored with a log line, not an error.
+    let meta_path = d.join("ckpt-000000000002/meta.json");
+    let mut meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    meta["version"] = 1.into();
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let mut j = job(s.clone(), d);
+    j.store_id = "another-db".into();
+    let (r, ms) = run(&j, |_| None);
+    assert!(matches!(r.unwrap(), TrainOutcome::Succeeded(_)), "an old format must not fail the trial");
+    assert_eq!(comparable(&ms), comparable(&first));
+
+    // Vouched by this database: resumed (from the final checkpoint, so no
+    // training step is repeated).
+    let (r, ms) = run(&j, |_| None);
+    assert!(matches!(r.unwrap(), TrainOutcome::Succeeded(_)));
+    assert!(series(&ms, "train_loss").is_empty(), "{ms:?}");
+}
+
+#[test]
+fn a_subset_larger_than_the_data_is_reported() {
+    let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = spec(2, 1);
+    s.train.batch_size = 40;
+    s.data.train_subset = Some(1000);
+    s.data.test_subset = Some(1000);
+    let dir = tempfile::tempdir().unwrap();
+    let (r, ms) = run(&job(s.clone(), dir.path()), |_| None);
+    assert!(matches!(r.unwrap(), TrainOutcome::Succeeded(_)));
+    let used = series(&ms, "train_images_used");
+    assert_eq!(used.len(), 1, "{ms:?}");
+    assert_eq!(used[0].value, 120.0);
+    assert_eq!(series(&ms, "test_images_used")[0].value, 40.0);
+    // Not reported when the data holds what was asked for.
+    s.data.train_subset = Some(80);
+    s.data.test_subset = None;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ms) = run(&job(s, dir.path()), |_| None);
+    assert!(series(&ms, "train_images_used").is_empty() && series(&ms, "test_images_used").is_empty());
 }

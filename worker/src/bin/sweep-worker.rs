@@ -33,8 +33,8 @@ enum Command {
     /// Print BMEnet's per-layer table (layer, output shape, parameters) and
     /// its parameter totals, like the lecture's table.
     Model {
-        /// Total depth: a positive multiple of 8.
-        #[arg(long, default_value_t = 32)]
+        /// Total depth: a positive multiple of 8, at most 1024.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(8..=1024))]
         depth: u32,
         /// Leave out the skip connections.
         #[arg(long)]
@@ -50,12 +50,12 @@ enum Command {
         /// Folder to write data_batch_1..5.bin, test_batch.bin and batches.meta.txt into.
         #[arg(long)]
         out: PathBuf,
-        /// Training images.
-        #[arg(long, default_value_t = 2000)]
-        train: usize,
-        /// Test images.
-        #[arg(long, default_value_t = 500)]
-        test: usize,
+        /// Training images (1 to 50000, CIFAR-10's size).
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=50_000))]
+        train: u64,
+        /// Test images (1 to 10000, CIFAR-10's size).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        test: u64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
@@ -69,8 +69,9 @@ struct RunArgs {
     /// Device to train on: `cpu` or `cuda:N`.
     #[arg(long, env = "SWEEP_DEVICE", default_value = "cpu")]
     device: String,
-    /// Name shown in `sweep status` (default: HOSTNAME-PID).
-    #[arg(long, env = "SWEEP_WORKER_ID")]
+    /// Name shown in `sweep status` (default: HOSTNAME-PID): 1 to 128
+    /// printable characters.
+    #[arg(long, env = "SWEEP_WORKER_ID", value_parser = parse_worker_id)]
     worker_id: Option<String>,
     /// Folder for per-trial checkpoints. Use storage all workers share so a
     /// re-leased trial resumes wherever it lands.
@@ -80,15 +81,16 @@ struct RunArgs {
     /// (for nodes that keep data elsewhere).
     #[arg(long, env = "SWEEP_DATA_ROOT")]
     data_root: Option<PathBuf>,
-    /// Exit after this many trials.
-    #[arg(long)]
+    /// Exit after this many trials (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_trials: Option<u64>,
-    /// libtorch CPU threads for training (default: libtorch's choice, all
-    /// cores). Set it when several workers share a machine.
-    #[arg(long, env = "SWEEP_THREADS")]
-    threads: Option<i32>,
-    /// Exit when no work has been offered for this many seconds.
-    #[arg(long, env = "SWEEP_IDLE_EXIT_SECS")]
+    /// libtorch CPU threads for training, 1 to 1024 (default: libtorch's
+    /// choice, all cores). Set it when several workers share a machine.
+    #[arg(long, env = "SWEEP_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
+    /// Exit when no work has been offered for this many seconds (1 to
+    /// 604800, a week).
+    #[arg(long, env = "SWEEP_IDLE_EXIT_SECS", value_parser = clap::value_parser!(u64).range(1..=604_800))]
     idle_exit_secs: Option<u64>,
     /// File holding this worker's bearer token (else SWEEP_TOKEN). Never a
     /// flag value: flags show in `ps`.
@@ -103,21 +105,53 @@ struct RunArgs {
     /// Key (PEM) of --tls-cert.
     #[arg(long, env = "SWEEP_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    /// Seconds a running trial gets after SIGTERM/SIGINT to reach its next
-    /// step, checkpoint and be handed back, before the worker exits anyway.
-    #[arg(long, env = "SWEEP_GRACE_SECS", default_value_t = 30)]
+    /// Seconds (0 to 3600) a running trial gets after SIGTERM/SIGINT to
+    /// reach its next step, checkpoint and be handed back, before the worker
+    /// exits anyway. Bounds everything after the signal, including calls to
+    /// a coordinator that is away.
+    #[arg(long, env = "SWEEP_GRACE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
     grace_secs: u64,
+    /// Shut down (as on SIGTERM) when stdin reaches end of file: the parent
+    /// that started this worker with a pipe on its stdin died or closed it.
+    /// `sweep run` starts its local workers this way.
+    #[arg(long)]
+    watch_stdin: bool,
     /// Test double: simulate training with this many milliseconds per batch
     /// instead of training (orchestration tests only).
-    #[arg(long, hide = true)]
+    #[arg(long, hide = true, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     simulate_step_ms: Option<u64>,
+    /// Test double: with --simulate-step-ms, also send one metric point the
+    /// coordinator must refuse (orchestration tests only).
+    #[arg(long, hide = true, requires = "simulate_step_ms")]
+    simulate_refused_metric: bool,
+}
+
+/// Longest accepted `--worker-id`.
+const MAX_WORKER_ID_CHARS: usize = 128;
+
+/// A worker ID: 1 to 128 printable characters (it is shown in terminals and
+/// logs, and stored per lease).
+fn parse_worker_id(s: &str) -> Result<String, String> {
+    let n = s.chars().count();
+    if n == 0 || n > MAX_WORKER_ID_CHARS {
+        return Err(format!("must be 1 to {MAX_WORKER_ID_CHARS} characters, got {n}"));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(format!("must be printable; contains the control character {:?}", c));
+    }
+    Ok(s.to_owned())
 }
 
 fn trainer_factory(args: &RunArgs) -> anyhow::Result<TrainerFactory> {
     if let Some(ms) = args.simulate_step_ms {
         tracing::warn!("using the SIMULATED trainer (a test double): no real training happens");
         let delay = Duration::from_millis(ms);
-        return Ok(Box::new(move || Ok(Box::new(sweep_worker::simulated::SimulatedTrainer::new(delay)) as _)));
+        let refused_metric = args.simulate_refused_metric;
+        return Ok(Box::new(move || {
+            let mut t = sweep_worker::simulated::SimulatedTrainer::new(delay);
+            t.refused_metric = refused_metric;
+            Ok(Box::new(t) as _)
+        }));
     }
     real_trainer(args)
 }
@@ -130,7 +164,8 @@ fn real_trainer(args: &RunArgs) -> anyhow::Result<TrainerFactory> {
     Ok(Box::new(move || {
         // Runs on the training thread, where libtorch will do its work.
         if let Some(n) = threads {
-            tch::set_num_threads(n.max(1));
+            // Validated at the flag: 1..=1024.
+            tch::set_num_threads(n as i32);
             tch::set_num_interop_threads(1);
         }
         Ok(Box::new(sweep_worker::torch::TorchTrainer::new(device, data_root)) as _)
@@ -142,13 +177,54 @@ fn real_trainer(_args: &RunArgs) -> anyhow::Result<TrainerFactory> {
     anyhow::bail!("this sweep-worker was built without the `torch` feature and cannot train; rebuild with default features")
 }
 
-async fn shutdown_signal() {
+/// Resolves when stdin reaches end of file (or fails): read on a plain
+/// thread, since the read blocks.
+fn stdin_closed() -> tokio::sync::oneshot::Receiver<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("watch-stdin".into()).spawn(move || {
+        use std::io::Read;
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = tx.send(());
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot watch stdin: {e}");
+    }
+    rx
+}
+
+/// Resolves on SIGTERM, SIGINT or (with `--watch-stdin`) end of stdin.
+/// After it, the daemon has `grace` to stop; a watchdog exits the process
+/// shortly after that whatever is still running, so the grace period is
+/// kept even if something below would wait for longer.
+async fn shutdown_signal(watch_stdin: bool, grace: Duration) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let stdin = async {
+        if watch_stdin {
+            let _ = stdin_closed().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = stdin => tracing::info!("stdin closed (the process that started this worker is gone): shutting down"),
     }
+    let _ = std::thread::Builder::new().name("grace-watchdog".into()).spawn(move || {
+        std::thread::sleep(grace + Duration::from_millis(700));
+        eprintln!("sweep-worker: the shutdown grace period ({}s) is over; exiting", grace.as_secs());
+        std::process::exit(1);
+    });
     // A second signal exits at once.
     tokio::spawn(async move {
         tokio::select! {
@@ -171,7 +247,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Model { depth, no_skip, no_batchnorm }) => return print_model(depth, !no_skip, !no_batchnorm),
-        Some(Command::SynthData { out, train, test, seed }) => return synth_data(&out, train, test, seed),
+        Some(Command::SynthData { out, train, test, seed }) => {
+            return synth_data(&out, train as usize, test as usize, seed)
+        }
         None => {}
     }
     let args = cli.run;
@@ -184,6 +262,7 @@ fn main() -> anyhow::Result<()> {
     config.max_trials = args.max_trials;
     config.idle_exit = args.idle_exit_secs.map(Duration::from_secs);
     config.grace = Duration::from_secs(args.grace_secs);
+    config.threads = args.threads.unwrap_or(0);
     config.security = sweep_proto::client::ClientSecurity::from_sources(
         args.token_file.as_deref(),
         args.tls_ca.clone(),
@@ -196,11 +275,18 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(daemon::run(config, factory, shutdown_signal()))?;
+    let grace = config.grace;
+    let result = rt.block_on(daemon::run(config, factory, shutdown_signal(args.watch_stdin, grace)));
+    // The training thread may still be blocked (a trial abandoned at the end
+    // of the grace period); do not wait for the runtime's threads either.
+    rt.shutdown_timeout(Duration::from_millis(100));
+    result?;
     Ok(())
 }
 
 #[cfg(feature = "torch")]
+// `u32::is_multiple_of` is newer (1.87) than the workspace's rust-version.
+#[allow(clippy::manual_is_multiple_of)]
 fn print_model(depth: u32, skip: bool, batchnorm: bool) -> anyhow::Result<()> {
     if depth == 0 || depth % 8 != 0 {
         anyhow::bail!("--depth {depth}: must be a positive multiple of 8");

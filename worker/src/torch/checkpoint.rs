@@ -15,18 +15,32 @@
 //! then the folder is renamed into place (atomic on POSIX) and the parent
 //! synced; only then are older checkpoints removed. Loading picks the
 //! highest step among `ckpt-*` folders, so the pointer is the name itself.
+//!
+//! `meta.json` records the coordinator database (`store_id`) and trial it
+//! was written for: the trainer resumes only from a checkpoint that the
+//! database leasing the trial vouches for (`TrialJob::may_resume`). Once a
+//! trial's result is acknowledged the daemon deletes the folder, except
+//! `final/` (`weights.ot` and `meta.json` with the spec) when the sweep
+//! keeps its final weights.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped when the layout or meaning of fields changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped when the layout or meaning of fields changes. 2: records the
+/// coordinator database (`store_id`) and trial it was written for.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The training position and bookkeeping stored with the tensors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointMeta {
     pub version: u32,
+    /// Identity of the coordinator database the trial was leased from: a
+    /// checkpoint is resumed only under the same database, which vouches
+    /// for its step.
+    pub store_id: String,
+    /// The trial it belongs to.
+    pub trial_id: String,
     /// The trial's canonical spec: a checkpoint of another spec is refused.
     pub spec: String,
     /// The epoch (1-based) to continue with.
@@ -75,13 +89,26 @@ fn step_of(name: &str) -> Option<i64> {
     name.strip_prefix("ckpt-")?.parse().ok()
 }
 
+/// What [`latest`] found in a trial's checkpoint folder.
+#[derive(Debug, Clone)]
+pub enum Latest {
+    /// No checkpoint (or no folder).
+    None,
+    /// The newest complete checkpoint, in this worker's format.
+    Found(Box<Found>),
+    /// The newest checkpoint is of another format version: ignored (the
+    /// caller logs `reason` and starts from scratch).
+    OtherFormat { dir: PathBuf, reason: String },
+}
+
 /// The newest complete checkpoint in `dir`, if any. A missing folder is no
-/// checkpoint; an unreadable `meta.json` in the newest one is an error
-/// (it means the folder was tampered with, not a crash mid-write).
-pub fn latest(dir: &Path) -> Result<Option<Found>, String> {
+/// checkpoint; a checkpoint of another format version is reported as
+/// such; an unreadable `meta.json` of this version is an error (it means
+/// the folder was tampered with, not a crash mid-write).
+pub fn latest(dir: &Path) -> Result<Latest, String> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Latest::None),
         Err(e) => return Err(format!("{}: {e}", dir.display())),
     };
     let mut best: Option<(i64, PathBuf)> = None;
@@ -94,21 +121,56 @@ pub fn latest(dir: &Path) -> Result<Option<Found>, String> {
         }
     }
     let Some((_, ckpt)) = best else {
-        return Ok(None);
+        return Ok(Latest::None);
     };
     let meta_path = ckpt.join("meta.json");
     let text =
         std::fs::read_to_string(&meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let meta: CheckpointMeta =
+    let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    if meta.version != FORMAT_VERSION {
-        return Err(format!(
-            "{}: checkpoint format {} (this worker reads {FORMAT_VERSION})",
-            meta_path.display(),
-            meta.version
-        ));
+    let version = value.get("version").and_then(|v| v.as_u64());
+    if version != Some(FORMAT_VERSION as u64) {
+        let shown = version.map_or_else(|| "without a version".to_owned(), |v| v.to_string());
+        return Ok(Latest::OtherFormat {
+            dir: ckpt,
+            reason: format!("checkpoint format {shown}, this worker reads format {FORMAT_VERSION}"),
+        });
     }
-    Ok(Some(Found { dir: ckpt, meta }))
+    let meta: CheckpointMeta =
+        serde_json::from_value(value).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    Ok(Latest::Found(Box::new(Found { dir: ckpt, meta })))
+}
+
+/// Writes the final weights of a succeeded trial into `<dir>/final/`
+/// (`weights.ot` through `write_weights`, and `meta.json` with `meta_json`),
+/// replacing any earlier copy. Same atomic pattern as [`save`].
+pub fn save_final(
+    dir: &Path,
+    meta_json: &serde_json::Value,
+    write_weights: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<PathBuf, String> {
+    let target = dir.join(crate::trainer::FINAL_DIR);
+    let tmp = dir.join(format!(".final.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let result = (|| {
+        write_weights(&tmp)?;
+        let meta_path = tmp.join("meta.json");
+        let json = serde_json::to_vec_pretty(meta_json).map_err(|e| e.to_string())?;
+        std::fs::write(&meta_path, json).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+        for f in ["weights.ot", "meta.json"] {
+            sync_file(&tmp.join(f))?;
+        }
+        let _ = std::fs::remove_dir_all(&target);
+        std::fs::rename(&tmp, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    Ok(target)
 }
 
 fn sync_file(path: &Path) -> Result<(), String> {

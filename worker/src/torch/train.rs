@@ -23,7 +23,17 @@
 //!   output), plus a progress report;
 //! - every epoch end: `test_loss`, `test_accuracy` (a fraction),
 //!   `images_per_sec` (training images per second of training time);
-//! - at the end: `class_accuracy/<k>` and `confusion/<true>/<pred>` (counts).
+//! - at the end: `class_accuracy/<k>` and `confusion/<true>/<pred>` (counts);
+//! - on divergence (the logged training loss is NaN or infinite):
+//!   `diverged_step` (value = the step) and nothing non-finite;
+//! - at the start, only when the data holds fewer images than
+//!   `data.train_subset` (`test_subset`) asks for: `train_images_used`
+//!   (`test_images_used`), with a warning in the worker's log.
+//!
+//! Checkpoints: resumed only when [`TrialJob::may_resume`] allows (same
+//! coordinator database, which vouches for the step); any other checkpoint
+//! folder is logged, deleted and training starts from scratch. Each is
+//! written after a checkpoint barrier ([`TrainContext::checkpoint`]).
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -38,7 +48,7 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use super::bmenet::{BmeConfig, BmeNet, ParamGroup};
-use super::checkpoint::{self, CheckpointMeta};
+use super::checkpoint::{self, CheckpointMeta, Latest};
 use super::cifar::{self, CifarSplit, CLASSES, IMAGE_BYTES};
 use super::optim::Optimizer;
 use crate::trainer::{
@@ -358,6 +368,8 @@ impl Run<'_> {
         let spec = &self.job.spec;
         let meta = CheckpointMeta {
             version: checkpoint::FORMAT_VERSION,
+            store_id: self.job.store_id.clone(),
+            trial_id: self.job.trial_id.clone(),
             spec: spec.canonical(),
             next_epoch: p.next_epoch,
             next_batch: p.next_batch,
@@ -392,6 +404,45 @@ impl Run<'_> {
         })
         .map_err(|e| Halt::Fail(TrainError::Checkpoint(e)))?;
         Ok(())
+    }
+
+    /// The checkpoint barrier, then the checkpoint: written only once the
+    /// coordinator acknowledged every point up to `p.step` (so it vouches
+    /// for this checkpoint), and only while the trial is still ours.
+    fn checkpoint(&self, ctx: &TrainContext, p: &Progress) -> Result<bool, Halt> {
+        if !ctx.checkpoint(p.step) {
+            return Ok(false);
+        }
+        if ctx.should_stop().is_some_and(|r| !r.keeps_checkpoint()) {
+            return Ok(false);
+        }
+        self.save(p)?;
+        Ok(true)
+    }
+
+    /// Keeps the final weights (`<checkpoint dir>/final/`) for later
+    /// analyses, with the spec they were trained with.
+    fn save_final(&self) -> Result<(), Halt> {
+        let meta = serde_json::json!({
+            "trial_id": self.job.trial_id,
+            "store_id": self.job.store_id,
+            "spec": self.job.spec.canonical(),
+        });
+        checkpoint::save_final(&self.job.checkpoint_dir, &meta, |dir| {
+            self.vs.save(dir.join("weights.ot")).map_err(|e| format!("weights: {e}"))
+        })
+        .map_err(|e| Halt::Fail(TrainError::Checkpoint(e)))?;
+        Ok(())
+    }
+}
+
+/// Deletes a trial's checkpoint folder that must not be resumed from.
+fn discard_folder(dir: &Path) -> Result<(), Halt> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Halt::Fail(TrainError::Checkpoint(
+            format!("{}: cannot delete an unusable checkpoint folder: {e}", dir.display()),
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -458,7 +509,22 @@ fn run_trial(
         best_test_accuracy: None,
         prior_wall: 0.0,
     };
-    let found = checkpoint::latest(&job.checkpoint_dir).map_err(TrainError::Checkpoint)?;
+    let found = match checkpoint::latest(&job.checkpoint_dir).map_err(TrainError::Checkpoint)? {
+        Latest::None => None,
+        Latest::OtherFormat { dir, reason } => {
+            tracing::warn!(trial = %job.trial_id, "ignoring checkpoint {}: {reason}; deleting the trial's checkpoint folder and starting from scratch", dir.display());
+            discard_folder(&job.checkpoint_dir)?;
+            None
+        }
+        Latest::Found(ck) => match job.may_resume(&ck.meta.store_id, &ck.meta.trial_id, ck.meta.global_step) {
+            Ok(()) => Some(ck),
+            Err(why) => {
+                tracing::warn!(trial = %job.trial_id, "ignoring checkpoint {}: {why}; deleting the trial's checkpoint folder and starting from scratch", ck.dir.display());
+                discard_folder(&job.checkpoint_dir)?;
+                None
+            }
+        },
+    };
     if let Some(ck) = found {
         let m = &ck.meta;
         if m.spec != spec.canonical() {
@@ -513,6 +579,21 @@ fn run_trial(
     // attempt logged past this step are replaced rather than mixed in.
     send(ctx.resumed(p.step))?;
 
+    // Fewer images than the grid asked for: say so, in the log and as a
+    // metric the report can show.
+    if let Some(asked) = spec.data.train_subset {
+        if (data.train.len() as u64) < asked {
+            tracing::warn!(trial = %job.trial_id, asked, used = data.train.len(), "data.train_subset asks for more training images than {} holds; training on all {}", data.root.display(), data.train.len());
+            send(ctx.metric(0, 0, "train_images_used", data.train.len() as f64))?;
+        }
+    }
+    if let Some(asked) = spec.data.test_subset {
+        if (data.test.len() as u64) < asked {
+            tracing::warn!(trial = %job.trial_id, asked, used = data.test.len(), "data.test_subset asks for more test images than {} holds; testing on all {}", data.root.display(), data.test.len());
+            send(ctx.metric(0, 0, "test_images_used", data.test.len() as f64))?;
+        }
+    }
+
     let table = normalise_table();
     let n = data.train.len();
     let bs = tc.batch_size as usize;
@@ -537,13 +618,12 @@ fn run_trial(
                 p.next_epoch = epoch;
                 p.next_batch = b;
                 p.window_sum += take_window(&mut window)?;
-                // A checkpoint at step S promises that every point up to S
-                // is stored: wait for the coordinator's acknowledgements.
-                ctx.flush();
-                if reason != StopReason::LeaseLost && ctx.should_stop() != Some(StopReason::LeaseLost) {
-                    // After a lost lease the trial belongs to someone else,
-                    // who may already be writing newer checkpoints here.
-                    run.save(&p)?;
+                // After a lost lease (or a refused batch) the trial is not
+                // ours to checkpoint: someone else may already be writing
+                // newer checkpoints here. Otherwise: checkpoint barrier
+                // (every point up to here acknowledged), then checkpoint.
+                if reason.keeps_checkpoint() {
+                    run.checkpoint(ctx, &p)?;
                 }
                 return Err(Halt::Stop(reason));
             }
@@ -578,9 +658,7 @@ fn run_trial(
                 p.window_sum = 0.0;
                 p.window_n = 0;
                 if !mean.is_finite() {
-                    p.last_train_loss = Some(mean);
-                    send(ctx.metric(p.step, epoch, "train_loss", mean))?;
-                    return Ok(diverged(&p, &run));
+                    return diverged(&p, &run, ctx, epoch);
                 }
                 p.last_train_loss = Some(mean);
                 send(ctx.metric(p.step, epoch, "train_loss", mean))?;
@@ -594,7 +672,7 @@ fn run_trial(
         }
         p.window_sum += take_window(&mut window)?;
         if !p.window_sum.is_finite() {
-            return Ok(diverged(&p, &run));
+            return diverged(&p, &run, ctx, epoch);
         }
         let secs = epoch_started.elapsed().as_secs_f64();
         let eval = evaluate(&net, &data.test, &table, device)?;
@@ -614,11 +692,9 @@ fn run_trial(
         p.next_batch = 0;
         // Checkpoint only once every point up to here is acknowledged: a
         // resumed attempt skips this epoch, so its points must not be lost.
-        ctx.flush();
-        if ctx.should_stop() == Some(StopReason::LeaseLost) {
-            return Err(Halt::Stop(StopReason::LeaseLost));
+        if !run.checkpoint(ctx, &p)? {
+            return Err(Halt::Stop(ctx.should_stop().unwrap_or(StopReason::LeaseLost)));
         }
-        run.save(&p)?;
         last_eval = Some(eval);
     }
 
@@ -645,6 +721,9 @@ fn run_trial(
     let final_train_loss = p
         .last_train_loss
         .or_else(|| (p.window_n > 0).then(|| p.window_sum / p.window_n as f64));
+    if job.keep_weights {
+        run.save_final()?;
+    }
     Ok(TrainOutcome::Succeeded(Summary {
         final_train_loss,
         final_test_loss: Some(eval.loss),
@@ -654,15 +733,19 @@ fn run_trial(
     }))
 }
 
-/// The outcome of a trial whose training loss became NaN or infinite.
-fn diverged(p: &Progress, run: &Run) -> TrainOutcome {
-    TrainOutcome::Diverged(Summary {
-        final_train_loss: p.last_train_loss,
+/// The end of a trial whose training loss became NaN or infinite at step
+/// `p.step`: a `diverged_step` point (the non-finite loss itself is never
+/// sent) and a summary without a final training loss.
+fn diverged(p: &Progress, run: &Run, ctx: &TrainContext, epoch: u32) -> Result<TrainOutcome, Halt> {
+    tracing::warn!(trial = %run.job.trial_id, step = p.step, "training loss became NaN or infinite: trial diverged");
+    send(ctx.metric(p.step, epoch, "diverged_step", p.step as f64))?;
+    Ok(TrainOutcome::Diverged(Summary {
+        final_train_loss: None,
         final_test_loss: p.last_test_loss,
         final_test_accuracy: p.last_test_accuracy,
         best_test_accuracy: p.best_test_accuracy,
         wall_seconds: p.prior_wall + run.started.elapsed().as_secs_f64(),
-    })
+    }))
 }
 
 /// Reads the device-side loss sum of the current window and clears it.
