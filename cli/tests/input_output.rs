@@ -167,9 +167,43 @@ fn text_from_the_coordinator_reaches_the_terminal_escaped() {
     assert!(!stderr.contains('\u{1b}') && !stdout.contains('\u{1b}'), "{stderr:?}");
 }
 
+/// Runs `cmd` to its end (killed after `limit`) and returns its exit code,
+/// stderr and peak resident memory in bytes, as the kernel accounted it
+/// for this one child (`wait4`).
+fn peak_rss_of(cmd: &mut std::process::Command, limit: Duration) -> (Option<i32>, String, u64) {
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut err = child.stderr.take().unwrap();
+    let err = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = err.read_to_end(&mut s);
+        s
+    });
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(limit).is_err() {
+            // SAFETY: signalling our own child, which has not been reaped.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            return true;
+        }
+        false
+    });
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter; the child is ours.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid, "wait4 failed");
+    let _ = done_tx.send(());
+    assert!(!watchdog.join().unwrap(), "{cmd:?} still running after {limit:?}");
+    std::mem::forget(child); // reaped above
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    let stderr = String::from_utf8_lossy(&err.join().unwrap()).into_owned();
+    (code, stderr, usage.ru_maxrss as u64 * 1024)
+}
+
 /// A 20 MB grid file whose one unknown key is 20 MB long is refused with
-/// exit 2 and a short message (the parser's work is bounded by the grid
-/// parser; this checks the binary end to end).
+/// exit 2, a short message and bounded memory (issue 8, acceptance 5: under
+/// 100 MB resident; the quadratic "did you mean" used gigabytes).
 #[test]
 fn a_huge_grid_file_with_a_huge_unknown_key_is_refused_with_a_short_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -182,10 +216,51 @@ fn a_huge_grid_file_with_a_huge_unknown_key_is_refused_with_a_short_error() {
         if dry {
             cmd.arg("--dry-run");
         }
-        let (code, stdout, stderr) = output_within(&mut cmd, Duration::from_secs(120));
+        let (code, stderr, rss) = peak_rss_of(&mut cmd, Duration::from_secs(120));
         assert_eq!(code, Some(2), "{}", &stderr[..stderr.len().min(2000)]);
         assert!(stderr.len() < 2048, "{} bytes of stderr: {}", stderr.len(), &stderr[..2000]);
         assert!(stderr.contains("huge.toml"), "{stderr}");
-        assert!(stdout.is_empty());
+        assert!(rss < 100 * 1024 * 1024, "peak RSS {} MB refusing a 20 MB grid", rss / (1024 * 1024));
     }
+}
+
+/// Acceptance 6 of issue 8, through the binary: a second `sweep serve` on
+/// the SQLite file a running coordinator holds exits 1 naming the file and
+/// the holder; a coordinator whose database lost its `-wal` file (with
+/// sweeps in it) refuses to start instead of serving an empty database.
+#[test]
+fn a_second_coordinator_and_a_database_without_its_wal_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sweep.db");
+    let first = Server::start(&db);
+    let grid = dir.path().join("grid.toml");
+    std::fs::write(&grid, common::small_grid("walled", 2)).unwrap();
+    run_ok(sweep().args(["submit", "--coordinator", &first.url]).arg(&grid));
+
+    let (code, _, err) = output_within(
+        sweep()
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+            .arg(format!("sqlite://{}", db.display())),
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, Some(1), "a second coordinator must exit 1: {err}");
+    assert!(err.contains(&db.display().to_string()), "names the database: {err}");
+    assert!(err.contains("another coordinator"), "says why: {err}");
+    assert!(err.lines().count() <= 6, "short: {err}");
+
+    // SIGKILL the first coordinator (its WAL is not checkpointed then),
+    // then lose the WAL: the sweeps it held are gone from the main file.
+    drop(first);
+    let wal = dir.path().join("sweep.db-wal");
+    assert!(wal.exists(), "the coordinator ran in WAL mode");
+    std::fs::remove_file(&wal).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("sweep.db-shm"));
+    let (code, _, err) = output_within(
+        sweep()
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
+            .arg(format!("sqlite://{}", db.display())),
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, Some(1), "a database that lost its WAL must be refused: {err}");
+    assert!(err.contains("-wal") || err.contains("WAL"), "says what happened: {err}");
 }

@@ -89,6 +89,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         spec,
         attempt: 1,
         checkpoint_dir: tmp.join("ckpt"),
+        store_id: "bench".into(),
+        resume_step: None,
+        keep_weights: false,
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let drain = std::thread::spawn(move || {
