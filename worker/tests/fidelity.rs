@@ -44,14 +44,23 @@ use tch::{nn, Device, Kind, Tensor};
 /// libtorch's RNG and thread count are process-global: cases take turns.
 static TORCH: Mutex<()> = Mutex::new(());
 
-/// Loss tolerance: |ours - pytorch| <= LOSS_ATOL + LOSS_RTOL * |pytorch| at
-/// every step (see docs/fidelity.md for why these numbers).
-const LOSS_RTOL: f64 = 1e-4;
-const LOSS_ATOL: f64 = 1e-5;
-/// Final-weight tolerance, per tensor: max |ours - pytorch| <=
-/// W_ATOL + W_RTOL * max |pytorch|.
-const W_RTOL: f64 = 1e-4;
-const W_ATOL: f64 = 1e-6;
+/// Loss tolerance at step t (see docs/fidelity.md for why these numbers):
+/// |ours - ref| <= LOSS_ATOL + LOSS_RTOL * |ref| + NOISE_FACTOR * noise(t),
+/// where `ref` is PyTorch with one thread (like ours) and noise(t) is the
+/// largest |ref2 - ref| over steps 1..=t, `ref2` being the same PyTorch
+/// training with two threads: only the summation order of libtorch's
+/// reductions differs, so noise(t) is how far float rounding alone moves this
+/// training by step t.
+const LOSS_RTOL: f64 = 1e-5;
+const LOSS_ATOL: f64 = 1e-6;
+/// Final weights, per tensor: max |ours - ref| <= W_ATOL + W_RTOL * max |ref|
+/// + NOISE_FACTOR * max |ref2 - ref|.
+const W_RTOL: f64 = 1e-5;
+const W_ATOL: f64 = 1e-7;
+/// Training amplifies a rounding difference roughly tenfold per step in its
+/// most sensitive phase (measured: docs/fidelity.md); ours and ref2 are
+/// perturbed in different places, so allow ours a lead of two such steps.
+const NOISE_FACTOR: f64 = 100.0;
 
 #[derive(Debug, Clone)]
 struct Case {
@@ -129,8 +138,8 @@ fn cases(depth: u32, train_n: usize, batch_size: u32, epochs: u32, adam_too: boo
             for &optimizer in opts {
                 seed += 1;
                 let (lr, momentum, weight_decay) = match optimizer {
-                    Optimizer::Sgd => (0.01, 0.9, 5e-4),
-                    Optimizer::Adam => (1e-3, 0.0, 1e-4),
+                    Optimizer::Sgd => (0.005, 0.9, 5e-3),
+                    Optimizer::Adam => (5e-4, 0.0, 1e-3),
                 };
                 out.push(Case {
                     depth,
@@ -298,11 +307,12 @@ fn run_pytorch(
     max_steps: Option<i64>,
     threads: i64,
 ) -> Theirs {
+    let tag = format!("t{threads}");
     let perms: Vec<Vec<usize>> = (1..=spec.train.epochs)
         .map(|e| epoch_permutation(spec.seed, e, n))
         .collect();
-    let losses_out = dir.join("pytorch-losses.json");
-    let weights_out = dir.join("pytorch-final.safetensors");
+    let losses_out = dir.join(format!("pytorch-{tag}-losses.json"));
+    let weights_out = dir.join(format!("pytorch-{tag}-final.safetensors"));
     let manifest = serde_json::json!({
         "depth": spec.depth,
         "skip": spec.skip,
@@ -321,7 +331,7 @@ fn run_pytorch(
         "losses_out": losses_out,
         "weights_out": if max_steps.is_none() { Some(&weights_out) } else { None },
     });
-    let mpath = dir.join("manifest.json");
+    let mpath = dir.join(format!("manifest-{tag}.json"));
     std::fs::write(&mpath, serde_json::to_vec(&manifest).unwrap()).unwrap();
     let out = Command::new(python())
         .arg(script())
@@ -350,88 +360,116 @@ fn run_pytorch(
     Theirs { losses, weights }
 }
 
-/// Largest errors seen in one comparison.
+/// Largest errors seen in one comparison, and the reference's own noise.
 #[derive(Debug, Default, Clone, Copy)]
 struct Errors {
     max_abs: f64,
     max_rel: f64,
+    /// Largest |ref2 - ref| (PyTorch with 2 threads against 1).
+    noise: f64,
 }
 
-impl Errors {
-    fn add(&mut self, ours: f64, theirs: f64) {
-        let abs = (ours - theirs).abs();
-        self.max_abs = self.max_abs.max(abs);
-        if theirs != 0.0 {
-            self.max_rel = self.max_rel.max(abs / theirs.abs());
-        }
-    }
+/// The loss noise envelope: at step t, the largest |ref2 - ref| over steps
+/// 1..=t (infinite once either went non-finite).
+fn noise_envelope(r1: &[Option<f64>], r2: &[Option<f64>]) -> Vec<f64> {
+    let mut env = 0.0f64;
+    r1.iter()
+        .zip(r2)
+        .map(|(a, b)| {
+            env = env.max(match (a, b) {
+                (Some(a), Some(b)) => (a - b).abs(),
+                _ => f64::INFINITY,
+            });
+            env
+        })
+        .collect()
 }
 
-/// Step-by-step loss comparison: Err names the first step outside the
-/// tolerance and a few around it.
-fn compare_losses(ours: &[f64], theirs: &[Option<f64>]) -> Result<Errors, String> {
-    if ours.len() != theirs.len() {
+/// Step-by-step loss comparison against PyTorch `r1` (same thread count as
+/// ours) with `r2` (two threads) setting the noise floor: Err names the first
+/// step outside the tolerance and shows the steps around it.
+fn compare_losses(
+    ours: &[f64],
+    r1: &[Option<f64>],
+    r2: &[Option<f64>],
+) -> Result<Errors, String> {
+    if ours.len() != r1.len() || r1.len() != r2.len() {
         return Err(format!(
-            "ours logged {} steps, PyTorch trained {}",
+            "ours logged {} steps, PyTorch trained {} and {}",
             ours.len(),
-            theirs.len()
+            r1.len(),
+            r2.len()
         ));
     }
+    let env = noise_envelope(r1, r2);
     let mut e = Errors::default();
     let mut first_bad = None;
-    for (i, (&a, b)) in ours.iter().zip(theirs).enumerate() {
+    for (i, (&a, b)) in ours.iter().zip(r1).enumerate() {
         let Some(b) = *b else {
             first_bad.get_or_insert(i);
             continue;
         };
-        e.add(a, b);
-        if (a - b).abs() > LOSS_ATOL + LOSS_RTOL * b.abs() || !a.is_finite() {
+        e.max_abs = e.max_abs.max((a - b).abs());
+        e.max_rel = e.max_rel.max((a - b).abs() / b.abs().max(f64::MIN_POSITIVE));
+        e.noise = e.noise.max(env[i]);
+        let tol = LOSS_ATOL + LOSS_RTOL * b.abs() + NOISE_FACTOR * env[i];
+        if !((a - b).abs() <= tol) {
             first_bad.get_or_insert(i);
         }
     }
-    match first_bad {
-        None => Ok(e),
-        Some(i) => {
-            let rows: Vec<String> = (i.saturating_sub(2)..(i + 3).min(ours.len()))
-                .map(|k| {
-                    format!(
-                        "  step {:>4}: ours {:.9}  pytorch {}{}",
-                        k + 1,
-                        ours[k],
-                        theirs[k].map_or("non-finite".into(), |v| format!("{v:.9}")),
-                        if k == i { "  <- first disagreement" } else { "" }
-                    )
-                })
-                .collect();
-            Err(format!(
-                "loss disagrees from step {} on (tolerance {LOSS_ATOL:e} + {LOSS_RTOL:e} x |loss|; \
-                 over all steps max abs error {:.3e}, max rel error {:.3e}):\n{}",
-                i + 1,
-                e.max_abs,
-                e.max_rel,
-                rows.join("\n")
-            ))
-        }
-    }
+    let Some(i) = first_bad else { return Ok(e) };
+    let show = |v: Option<f64>| v.map_or("non-finite".to_owned(), |v| format!("{v:.9}"));
+    let rows: Vec<String> = (i.saturating_sub(2)..(i + 3).min(ours.len()))
+        .map(|k| {
+            format!(
+                "  step {:>4}: ours {:.9}  pytorch {}  |diff| {:.2e}  allowed {:.2e} (pytorch 2-thread noise so far {:.2e}){}",
+                k + 1,
+                ours[k],
+                show(r1[k]),
+                r1[k].map_or(f64::INFINITY, |b| (ours[k] - b).abs()),
+                r1[k].map_or(0.0, |b| LOSS_ATOL + LOSS_RTOL * b.abs() + NOISE_FACTOR * env[k]),
+                env[k],
+                if k == i { "  <- first disagreement" } else { "" }
+            )
+        })
+        .collect();
+    Err(format!(
+        "loss disagrees from step {} on (allowed: {LOSS_ATOL:e} + {LOSS_RTOL:e} x |loss| + \
+         {NOISE_FACTOR} x PyTorch's own 1-vs-2-thread difference so far; over all steps max \
+         abs error {:.3e}, max rel error {:.3e}):\n{}",
+        i + 1,
+        e.max_abs,
+        e.max_rel,
+        rows.join("\n")
+    ))
 }
 
-/// Per-tensor final-weight comparison: Err lists every tensor outside the
-/// tolerance (worst first) or a name present on one side only.
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
+}
+
+/// Per-tensor final-weight comparison against `r1`, with `r2` setting the
+/// noise floor: Err lists the tensors outside the tolerance (worst first)
+/// and any name present on one side only.
 fn compare_weights(
     ours: &HashMap<String, Tensor>,
-    theirs: &HashMap<String, Tensor>,
+    r1: &HashMap<String, Tensor>,
+    r2: &HashMap<String, Tensor>,
 ) -> Result<Errors, String> {
     let mut problems = Vec::new();
     let mut names: Vec<&String> = ours.keys().collect();
     names.sort();
-    for n in theirs.keys() {
+    for n in r1.keys() {
         if !ours.contains_key(n) {
             problems.push((f64::INFINITY, format!("  {n}: only in PyTorch's weights")));
         }
     }
     let mut total = Errors::default();
     for n in names {
-        let Some(b) = theirs.get(n) else {
+        let (Some(b), Some(b2)) = (r1.get(n), r2.get(n)) else {
             problems.push((f64::INFINITY, format!("  {n}: only in our checkpoint")));
             continue;
         };
@@ -446,17 +484,21 @@ fn compare_weights(
         if a.numel() == 0 {
             continue;
         }
-        let a = a.to_kind(Kind::Double);
-        let b = b.to_kind(Kind::Double);
-        let abs = (&a - &b).abs().max().double_value(&[]);
-        let scale = b.abs().max().double_value(&[]);
+        let abs = max_abs_diff(a, b);
+        let noise = max_abs_diff(b2, b);
+        let scale = b.to_kind(Kind::Double).abs().max().double_value(&[]);
         let rel = if scale > 0.0 { abs / scale } else { abs };
         total.max_abs = total.max_abs.max(abs);
         total.max_rel = total.max_rel.max(rel);
-        if !(abs <= W_ATOL + W_RTOL * scale) {
+        total.noise = total.noise.max(noise);
+        let tol = W_ATOL + W_RTOL * scale + NOISE_FACTOR * noise;
+        if !(abs <= tol) {
             problems.push((
-                rel,
-                format!("  {n}: max abs error {abs:.3e}, relative to max |w| = {scale:.3e}: {rel:.3e}"),
+                abs / tol,
+                format!(
+                    "  {n}: max abs error {abs:.3e} (max |w| {scale:.3e}, PyTorch 2-thread noise \
+                     {noise:.3e}, allowed {tol:.3e})"
+                ),
             ));
         }
     }
@@ -466,7 +508,8 @@ fn compare_weights(
     problems.sort_by(|x, y| y.0.total_cmp(&x.0));
     let shown: Vec<String> = problems.iter().take(8).map(|p| p.1.clone()).collect();
     Err(format!(
-        "{} of {} final tensors disagree (tolerance {W_ATOL:e} + {W_RTOL:e} x max|w|):\n{}",
+        "{} of {} final tensors disagree (allowed: {W_ATOL:e} + {W_RTOL:e} x max|w| + \
+         {NOISE_FACTOR} x PyTorch's own 1-vs-2-thread difference):\n{}",
         problems.len(),
         ours.len(),
         shown.join("\n")
@@ -497,18 +540,23 @@ fn check(cases: &[Case]) {
         assert_eq!(ours.losses.len(), expected, "{}: steps", case.name());
         let init = dir.path().join("init.safetensors");
         export_init(&spec, &init);
-        let theirs = run_pytorch(&spec, &init, dir.path(), case.train_n, None, 1);
-        let loss = compare_losses(&ours.losses, &theirs.losses);
+        let r1 = run_pytorch(&spec, &init, dir.path(), case.train_n, None, 1);
+        let r2 = run_pytorch(&spec, &init, dir.path(), case.train_n, None, 2);
+        let loss = compare_losses(&ours.losses, &r1.losses, &r2.losses);
         let weights = compare_weights(
             &checkpoint_weights(&spec, &ckpt),
-            theirs.weights.as_ref().unwrap(),
+            r1.weights.as_ref().unwrap(),
+            r2.weights.as_ref().unwrap(),
         );
         let fmt = |r: &Result<Errors, String>| match r {
-            Ok(e) => format!("max abs {:.2e} rel {:.2e}", e.max_abs, e.max_rel),
+            Ok(e) => format!(
+                "max abs {:.1e} rel {:.1e} (noise {:.1e})",
+                e.max_abs, e.max_rel, e.noise
+            ),
             Err(_) => "DISAGREES".into(),
         };
         eprintln!(
-            "{:<36} {:>3} steps  loss {:.4} -> {:.4}  loss: {}  weights: {}  ({:.1} s)",
+            "{:<36} {:>3} steps  loss {:.3} -> {:.3}  loss: {}  weights: {}  ({:.1} s)",
             case.name(),
             ours.losses.len(),
             ours.losses[0],
@@ -530,17 +578,130 @@ fn check(cases: &[Case]) {
     );
 }
 
-/// Depth 8: every skip x batch-norm cell, SGD (momentum 0.9, weight decay
-/// 5e-4) and Adam (weight decay 1e-4); 44 images in batches of 8 (the last
-/// batch of each epoch holds 4), 3 epochs: 18 steps per case.
+/// Depth 8: every skip x batch-norm cell, SGD (momentum 0.9, weight decay)
+/// and Adam (weight decay); 28 images in batches of 8 (the last batch of
+/// each epoch holds 4), 3 epochs: 12 steps per case.
 #[test]
 fn depth8_matches_pytorch_step_for_step() {
-    check(&cases(8, 44, 8, 3, true));
+    check(&cases(8, 28, 8, 3, true));
 }
 
 /// Depth 32 (19 SkipBlocks): every skip x batch-norm cell, SGD on two and
-/// Adam on the other two; 20 images in batches of 8, 2 epochs: 6 steps.
+/// Adam on the other two; 16 images in batches of 8, 2 epochs: 4 steps
+/// (few: a depth-32 step costs 10x a depth-8 one, and with batch norm on
+/// batches this small the run is chaotic within a few steps, see
+/// docs/fidelity.md).
 #[test]
 fn depth32_matches_pytorch_step_for_step() {
-    check(&cases(32, 20, 8, 2, false));
+    check(&cases(32, 16, 8, 2, false));
+}
+
+// ------------------------------------------------------------- the study
+
+/// Not CI: the depth-32 question of issue 8 on real CIFAR-10 (see
+/// docs/fidelity.md). For every requested seed and skip x batch-norm cell,
+/// trains `SWEEP_FIDELITY_STEPS` steps (default 100) of depth 32, SGD lr
+/// 0.01, momentum 0.9, batch 32 on the first 10,000 training images with our
+/// trainer and replays them in PyTorch from the same initial weights and
+/// batch order; writes one JSON line per trial (both loss curves, the first
+/// step where they differ by more than 1e-4 relative, the step where
+/// each went non-finite) to `SWEEP_FIDELITY_OUT`.
+///
+/// ```text
+/// SWEEP_FIDELITY_CIFAR=/work/shared/datasets/cifar-10-batches-bin \
+/// SWEEP_FIDELITY_OUT=/tmp/study.jsonl SWEEP_FIDELITY_SEEDS=0,1,2 \
+/// SWEEP_FIDELITY_CELLS=11,10,01,00 SWEEP_FIDELITY_STEPS=100 \
+/// cargo test -p sweep-worker --test fidelity -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore = "needs real CIFAR-10 and minutes of CPU: run by hand"]
+fn depth32_real_cifar_study() {
+    let env = |k: &str| std::env::var(k).ok();
+    let data = PathBuf::from(env("SWEEP_FIDELITY_CIFAR").expect("set SWEEP_FIDELITY_CIFAR"));
+    let out = PathBuf::from(env("SWEEP_FIDELITY_OUT").expect("set SWEEP_FIDELITY_OUT"));
+    let steps: i64 = env("SWEEP_FIDELITY_STEPS").map_or(100, |s| s.parse().unwrap());
+    let threads: i64 = env("SWEEP_FIDELITY_THREADS").map_or(1, |s| s.parse().unwrap());
+    let images: usize = env("SWEEP_FIDELITY_IMAGES").map_or(10_000, |s| s.parse().unwrap());
+    let seeds: Vec<u64> = env("SWEEP_FIDELITY_SEEDS")
+        .unwrap_or_else(|| "0,1,2".into())
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    // "11" = skip on, batch norm on; "01" = skip off, batch norm on; ...
+    let cells: Vec<(bool, bool)> = env("SWEEP_FIDELITY_CELLS")
+        .unwrap_or_else(|| "11,10,01,00".into())
+        .split(',')
+        .map(|c| (c.as_bytes()[0] == b'1', c.as_bytes()[1] == b'1'))
+        .collect();
+    let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
+    tch::set_num_threads(threads as i32);
+    for &(skip, batchnorm) in &cells {
+        for &seed in &seeds {
+            let started = Instant::now();
+            let case = Case {
+                depth: 32,
+                skip,
+                batchnorm,
+                optimizer: Optimizer::Sgd,
+                lr: 0.01,
+                momentum: 0.9,
+                weight_decay: 0.0,
+                batch_size: 32,
+                train_n: images,
+                epochs: 2,
+                seed,
+            };
+            let mut spec = case.spec(&data);
+            spec.data.test_subset = Some(100);
+            let dir = tempfile::tempdir().unwrap();
+            let ours = run_ours(&spec, &dir.path().join("ckpt"), Some(steps));
+            let t_ours = started.elapsed().as_secs_f64();
+            let init = dir.path().join("init.safetensors");
+            export_init(&spec, &init);
+            let theirs = run_pytorch(&spec, &init, dir.path(), images, Some(steps), threads);
+            let nonfinite_ours = ours
+                .losses
+                .iter()
+                .position(|l| !l.is_finite())
+                .map(|i| i + 1)
+                .or_else(|| {
+                    matches!(ours.outcome, TrainOutcome::Diverged(_))
+                        .then_some(ours.losses.len() + 1)
+                });
+            let nonfinite_theirs = theirs.losses.iter().position(|l| l.is_none()).map(|i| i + 1);
+            let first_diff = ours
+                .losses
+                .iter()
+                .zip(&theirs.losses)
+                .position(|(a, b)| match b {
+                    Some(b) => !((a - b).abs() <= 1e-4 * b.abs()),
+                    None => a.is_finite(),
+                })
+                .map(|i| i + 1);
+            let line = serde_json::json!({
+                "depth": 32, "skip": skip, "batchnorm": batchnorm, "seed": seed,
+                "steps": steps, "images": images, "threads": threads,
+                "ours_nonfinite_step": nonfinite_ours,
+                "pytorch_nonfinite_step": nonfinite_theirs,
+                "first_step_outside_tolerance": first_diff,
+                "ours": ours.losses.iter().map(|l| l.is_finite().then_some(*l)).collect::<Vec<_>>(),
+                "pytorch": theirs.losses,
+                "seconds_ours": t_ours,
+                "seconds_total": started.elapsed().as_secs_f64(),
+            });
+            eprintln!(
+                "skip {skip} bn {batchnorm} seed {seed}: ours non-finite at {nonfinite_ours:?}, \
+                 pytorch at {nonfinite_theirs:?}, first step outside tolerance {first_diff:?} \
+                 ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&out)
+                .unwrap();
+            writeln!(f, "{line}").unwrap();
+        }
+    }
 }
