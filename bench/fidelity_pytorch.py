@@ -11,6 +11,8 @@ Input: a JSON manifest written by the Rust side:
      "init": "<init.safetensors>",            # the trainer's exact initial weights
      "permutations": [[...], [...]],          # training-image order, one list per epoch
      "max_steps": null,                       # optional: stop after this many steps
+     "override": {"momentum": 0.85},          # optional: a deliberate change (the
+                                              # test's check that it can see one)
      "losses_out": "<losses.json>", "weights_out": "<final.safetensors>" | null}
 
 It builds the same network as bench/bmenet_pytorch.py, loads the initial
@@ -130,6 +132,7 @@ def main():
     a = ap.parse_args()
     with open(a.manifest) as f:
         m = json.load(f)
+    m.update(m.get("override") or {})
     torch.set_num_threads(int(m.get("threads") or 1))
     images, labels = load_train(m["data"], int(m["train_subset"]))
     n = images.shape[0]

@@ -307,7 +307,21 @@ fn run_pytorch(
     max_steps: Option<i64>,
     threads: i64,
 ) -> Theirs {
-    let tag = format!("t{threads}");
+    run_pytorch_with(spec, init, dir, n, max_steps, threads, None)
+}
+
+/// [`run_pytorch`] with `override_` replacing manifest fields (a deliberate
+/// change, for the test's check of its own power).
+fn run_pytorch_with(
+    spec: &TrialSpec,
+    init: &Path,
+    dir: &Path,
+    n: usize,
+    max_steps: Option<i64>,
+    threads: i64,
+    override_: Option<serde_json::Value>,
+) -> Theirs {
+    let tag = format!("t{threads}{}", if override_.is_some() { "-mutant" } else { "" });
     let perms: Vec<Vec<usize>> = (1..=spec.train.epochs)
         .map(|e| epoch_permutation(spec.seed, e, n))
         .collect();
@@ -330,6 +344,7 @@ fn run_pytorch(
         "max_steps": max_steps,
         "losses_out": losses_out,
         "weights_out": if max_steps.is_none() { Some(&weights_out) } else { None },
+        "override": override_,
     });
     let mpath = dir.join(format!("manifest-{tag}.json"));
     std::fs::write(&mpath, serde_json::to_vec(&manifest).unwrap()).unwrap();
@@ -518,7 +533,7 @@ fn compare_weights(
 
 /// Runs every case, prints one line per case, and fails with every
 /// disagreement found.
-fn check(cases: &[Case]) {
+fn check(cases: &[Case], power_check: bool) {
     let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
     tch::set_num_threads(1);
     let data = dataset();
@@ -565,6 +580,42 @@ fn check(cases: &[Case]) {
             fmt(&weights),
             started.elapsed().as_secs_f64()
         );
+        if power_check && case.optimizer == Optimizer::Sgd && case.batchnorm {
+            // The test's own power, on a case where PyTorch's noise is large:
+            // PyTorch with momentum 0.85 instead of 0.9 (a plausible bug)
+            // must be told apart from PyTorch as it is.
+            let mutant = run_pytorch_with(
+                &spec,
+                &init,
+                dir.path(),
+                case.train_n,
+                None,
+                1,
+                Some(serde_json::json!({ "momentum": case.momentum - 0.05 })),
+            );
+            let seen = compare_losses(
+                &mutant.losses.iter().map(|l| l.unwrap_or(f64::NAN)).collect::<Vec<_>>(),
+                &r1.losses,
+                &r2.losses,
+            );
+            match seen {
+                Err(msg) => eprintln!(
+                    "    power check: momentum {} instead of {} is caught: {}",
+                    case.momentum - 0.05,
+                    case.momentum,
+                    msg.lines().find(|l| l.contains("<- first")).unwrap_or("").trim()
+                ),
+                Ok(e) => failures.push(format!(
+                    "{}: the comparison cannot tell momentum {} from {} (max abs loss \
+                     difference {:.2e}, noise {:.2e}): the tolerance is too loose",
+                    case.name(),
+                    case.momentum - 0.05,
+                    case.momentum,
+                    e.max_abs,
+                    e.noise
+                )),
+            }
+        }
         for (what, r) in [("loss", loss), ("final weights", weights)] {
             if let Err(msg) = r {
                 failures.push(format!("{} -- {what}: {msg}", case.name()));
@@ -583,7 +634,7 @@ fn check(cases: &[Case]) {
 /// each epoch holds 4), 3 epochs: 12 steps per case.
 #[test]
 fn depth8_matches_pytorch_step_for_step() {
-    check(&cases(8, 28, 8, 3, true));
+    check(&cases(8, 28, 8, 3, true), true);
 }
 
 /// Depth 32 (19 SkipBlocks): every skip x batch-norm cell, SGD on two and
@@ -593,7 +644,7 @@ fn depth8_matches_pytorch_step_for_step() {
 /// docs/fidelity.md).
 #[test]
 fn depth32_matches_pytorch_step_for_step() {
-    check(&cases(32, 16, 8, 2, false));
+    check(&cases(32, 16, 8, 2, false), false);
 }
 
 // ------------------------------------------------------------- the study
