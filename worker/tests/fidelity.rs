@@ -600,7 +600,7 @@ fn check(cases: &[Case], power_check: bool) {
             );
             match seen {
                 Err(msg) => eprintln!(
-                    "    power check: momentum {} instead of {} is caught: {}",
+                    "    power check: PyTorch with momentum {} instead of {} is caught (shown as ours): {}",
                     case.momentum - 0.05,
                     case.momentum,
                     msg.lines().find(|l| l.contains("<- first")).unwrap_or("").trim()
