@@ -321,7 +321,10 @@ fn run_pytorch_with(
     threads: i64,
     override_: Option<serde_json::Value>,
 ) -> Theirs {
-    let tag = format!("t{threads}{}", if override_.is_some() { "-mutant" } else { "" });
+    let tag = format!(
+        "t{threads}{}",
+        if override_.is_some() { "-mutant" } else { "" }
+    );
     let perms: Vec<Vec<usize>> = (1..=spec.train.epochs)
         .map(|e| epoch_permutation(spec.seed, e, n))
         .collect();
@@ -369,9 +372,12 @@ fn run_pytorch_with(
         .iter()
         .map(|x| x.as_f64())
         .collect();
-    let weights = max_steps
-        .is_none()
-        .then(|| Tensor::read_safetensors(&weights_out).unwrap().into_iter().collect());
+    let weights = max_steps.is_none().then(|| {
+        Tensor::read_safetensors(&weights_out)
+            .unwrap()
+            .into_iter()
+            .collect()
+    });
     Theirs { losses, weights }
 }
 
@@ -403,11 +409,7 @@ fn noise_envelope(r1: &[Option<f64>], r2: &[Option<f64>]) -> Vec<f64> {
 /// Step-by-step loss comparison against PyTorch `r1` (same thread count as
 /// ours) with `r2` (two threads) setting the noise floor: Err names the first
 /// step outside the tolerance and shows the steps around it.
-fn compare_losses(
-    ours: &[f64],
-    r1: &[Option<f64>],
-    r2: &[Option<f64>],
-) -> Result<Errors, String> {
+fn compare_losses(ours: &[f64], r1: &[Option<f64>], r2: &[Option<f64>]) -> Result<Errors, String> {
     if ours.len() != r1.len() || r1.len() != r2.len() {
         return Err(format!(
             "ours logged {} steps, PyTorch trained {} and {}",
@@ -425,7 +427,9 @@ fn compare_losses(
             continue;
         };
         e.max_abs = e.max_abs.max((a - b).abs());
-        e.max_rel = e.max_rel.max((a - b).abs() / b.abs().max(f64::MIN_POSITIVE));
+        e.max_rel = e
+            .max_rel
+            .max((a - b).abs() / b.abs().max(f64::MIN_POSITIVE));
         e.noise = e.noise.max(env[i]);
         let tol = LOSS_ATOL + LOSS_RTOL * b.abs() + NOISE_FACTOR * env[i];
         if !((a - b).abs() <= tol) {
@@ -594,7 +598,11 @@ fn check(cases: &[Case], power_check: bool) {
                 Some(serde_json::json!({ "momentum": case.momentum - 0.05 })),
             );
             let seen = compare_losses(
-                &mutant.losses.iter().map(|l| l.unwrap_or(f64::NAN)).collect::<Vec<_>>(),
+                &mutant
+                    .losses
+                    .iter()
+                    .map(|l| l.unwrap_or(f64::NAN))
+                    .collect::<Vec<_>>(),
                 &r1.losses,
                 &r2.losses,
             );
@@ -719,7 +727,11 @@ fn depth32_real_cifar_study() {
                     matches!(ours.outcome, TrainOutcome::Diverged(_))
                         .then_some(ours.losses.len() + 1)
                 });
-            let nonfinite_theirs = theirs.losses.iter().position(|l| l.is_none()).map(|i| i + 1);
+            let nonfinite_theirs = theirs
+                .losses
+                .iter()
+                .position(|l| l.is_none())
+                .map(|i| i + 1);
             let first_diff = ours
                 .losses
                 .iter()
