@@ -128,9 +128,15 @@ def load_init(net, path):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--manifest", required=True, action="append",
+                    help="a replay to run; repeat for several in one process")
     a = ap.parse_args()
-    with open(a.manifest) as f:
+    for path in a.manifest:
+        replay(path)
+
+
+def replay(path):
+    with open(path) as f:
         m = json.load(f)
     m.update(m.get("override") or {})
     torch.set_num_threads(int(m.get("threads") or 1))

@@ -173,6 +173,11 @@ fn dataset() -> &'static Path {
 /// virtualenv's, else `python3`. It must import torch: this test is not
 /// skipped when it cannot run, it fails and says why.
 fn python() -> PathBuf {
+    static PY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PY.get_or_init(find_python).clone()
+}
+
+fn find_python() -> PathBuf {
     let py = std::env::var_os("SWEEP_PYTHON")
         .map(PathBuf::from)
         .or_else(|| {
@@ -307,56 +312,61 @@ fn run_pytorch(
     max_steps: Option<i64>,
     threads: i64,
 ) -> Theirs {
-    run_pytorch_with(spec, init, dir, n, max_steps, threads, None)
+    run_pytorch_runs(spec, init, dir, n, max_steps, &[(threads, None)])
+        .pop()
+        .unwrap()
 }
 
-/// [`run_pytorch`] with `override_` replacing manifest fields (a deliberate
-/// change, for the test's check of its own power).
-fn run_pytorch_with(
+/// One PyTorch replay: its libtorch thread count and an optional override of
+/// manifest fields (a deliberate change, for the test's check of its own
+/// power).
+type Replay = (i64, Option<serde_json::Value>);
+
+/// Replays `spec` in PyTorch once per entry of `runs`, all in one Python
+/// process (one `import torch`).
+fn run_pytorch_runs(
     spec: &TrialSpec,
     init: &Path,
     dir: &Path,
     n: usize,
     max_steps: Option<i64>,
-    threads: i64,
-    override_: Option<serde_json::Value>,
-) -> Theirs {
-    let tag = format!(
-        "t{threads}{}",
-        if override_.is_some() { "-mutant" } else { "" }
-    );
+    runs: &[Replay],
+) -> Vec<Theirs> {
     let perms: Vec<Vec<usize>> = (1..=spec.train.epochs)
         .map(|e| epoch_permutation(spec.seed, e, n))
         .collect();
-    let losses_out = dir.join(format!("pytorch-{tag}-losses.json"));
-    let weights_out = dir.join(format!("pytorch-{tag}-final.safetensors"));
-    let manifest = serde_json::json!({
-        "depth": spec.depth,
-        "skip": spec.skip,
-        "batchnorm": spec.batchnorm,
-        "optimizer": match spec.train.optimizer { Optimizer::Sgd => "sgd", Optimizer::Adam => "adam" },
-        "lr": spec.train.lr,
-        "momentum": spec.train.momentum,
-        "weight_decay": spec.train.weight_decay,
-        "batch_size": spec.train.batch_size,
-        "threads": threads,
-        "data": cifar::resolve_root(&spec.data.path).unwrap(),
-        "train_subset": n,
-        "init": init,
-        "permutations": perms,
-        "max_steps": max_steps,
-        "losses_out": losses_out,
-        "weights_out": if max_steps.is_none() { Some(&weights_out) } else { None },
-        "override": override_,
-    });
-    let mpath = dir.join(format!("manifest-{tag}.json"));
-    std::fs::write(&mpath, serde_json::to_vec(&manifest).unwrap()).unwrap();
-    let out = Command::new(python())
-        .arg(script())
-        .arg("--manifest")
-        .arg(&mpath)
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(python());
+    cmd.arg(script());
+    let mut outs = Vec::new();
+    for (i, (threads, override_)) in runs.iter().enumerate() {
+        let tag = format!("{i}-t{threads}");
+        let losses_out = dir.join(format!("pytorch-{tag}-losses.json"));
+        let weights_out = dir.join(format!("pytorch-{tag}-final.safetensors"));
+        let manifest = serde_json::json!({
+            "depth": spec.depth,
+            "skip": spec.skip,
+            "batchnorm": spec.batchnorm,
+            "optimizer": match spec.train.optimizer { Optimizer::Sgd => "sgd", Optimizer::Adam => "adam" },
+            "lr": spec.train.lr,
+            "momentum": spec.train.momentum,
+            "weight_decay": spec.train.weight_decay,
+            "batch_size": spec.train.batch_size,
+            "threads": threads,
+            "data": cifar::resolve_root(&spec.data.path).unwrap(),
+            "train_subset": n,
+            "init": init,
+            "permutations": perms,
+            "max_steps": max_steps,
+            "losses_out": losses_out,
+            "weights_out": if max_steps.is_none() { Some(&weights_out) } else { None },
+            "override": override_,
+        });
+        let mpath = dir.join(format!("manifest-{tag}.json"));
+        std::fs::write(&mpath, serde_json::to_vec(&manifest).unwrap()).unwrap();
+        cmd.arg("--manifest").arg(&mpath);
+        outs.push((losses_out, weights_out));
+    }
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{} failed ({}):\n{}",
@@ -364,21 +374,25 @@ fn run_pytorch_with(
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&losses_out).unwrap()).unwrap();
-    let losses = v["losses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64())
-        .collect();
-    let weights = max_steps.is_none().then(|| {
-        Tensor::read_safetensors(&weights_out)
-            .unwrap()
-            .into_iter()
-            .collect()
-    });
-    Theirs { losses, weights }
+    outs.into_iter()
+        .map(|(losses_out, weights_out)| {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&losses_out).unwrap()).unwrap();
+            let losses = v["losses"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64())
+                .collect();
+            let weights = max_steps.is_none().then(|| {
+                Tensor::read_safetensors(&weights_out)
+                    .unwrap()
+                    .into_iter()
+                    .collect()
+            });
+            Theirs { losses, weights }
+        })
+        .collect()
 }
 
 /// Largest errors seen in one comparison, and the reference's own noise.
@@ -559,8 +573,21 @@ fn check(cases: &[Case], power_check: bool) {
         assert_eq!(ours.losses.len(), expected, "{}: steps", case.name());
         let init = dir.path().join("init.safetensors");
         export_init(&spec, &init);
-        let r1 = run_pytorch(&spec, &init, dir.path(), case.train_n, None, 1);
-        let r2 = run_pytorch(&spec, &init, dir.path(), case.train_n, None, 2);
+        let power = power_check && case.optimizer == Optimizer::Sgd && case.batchnorm;
+        let mut runs: Vec<Replay> = vec![(1, None), (2, None)];
+        if power {
+            // The test's own power, on a case where PyTorch's noise is large:
+            // PyTorch with momentum 0.85 instead of 0.9 (a plausible bug)
+            // must be told apart from PyTorch as it is.
+            runs.push((
+                1,
+                Some(serde_json::json!({ "momentum": case.momentum - 0.05 })),
+            ));
+        }
+        let mut replays = run_pytorch_runs(&spec, &init, dir.path(), case.train_n, None, &runs);
+        let mutant = power.then(|| replays.pop().unwrap());
+        let r2 = replays.pop().unwrap();
+        let r1 = replays.pop().unwrap();
         let loss = compare_losses(&ours.losses, &r1.losses, &r2.losses);
         let weights = compare_weights(
             &checkpoint_weights(&spec, &ckpt),
@@ -584,19 +611,7 @@ fn check(cases: &[Case], power_check: bool) {
             fmt(&weights),
             started.elapsed().as_secs_f64()
         );
-        if power_check && case.optimizer == Optimizer::Sgd && case.batchnorm {
-            // The test's own power, on a case where PyTorch's noise is large:
-            // PyTorch with momentum 0.85 instead of 0.9 (a plausible bug)
-            // must be told apart from PyTorch as it is.
-            let mutant = run_pytorch_with(
-                &spec,
-                &init,
-                dir.path(),
-                case.train_n,
-                None,
-                1,
-                Some(serde_json::json!({ "momentum": case.momentum - 0.05 })),
-            );
+        if let Some(mutant) = mutant {
             let seen = compare_losses(
                 &mutant
                     .losses
