@@ -696,6 +696,7 @@ fn depth32_real_cifar_study() {
     let steps: i64 = env("SWEEP_FIDELITY_STEPS").map_or(100, |s| s.parse().unwrap());
     let threads: i64 = env("SWEEP_FIDELITY_THREADS").map_or(1, |s| s.parse().unwrap());
     let images: usize = env("SWEEP_FIDELITY_IMAGES").map_or(10_000, |s| s.parse().unwrap());
+    let noise = env("SWEEP_FIDELITY_NOISE").is_some_and(|s| s == "1");
     let seeds: Vec<u64> = env("SWEEP_FIDELITY_SEEDS")
         .unwrap_or_else(|| "0,1,2".into())
         .split(',')
@@ -732,7 +733,31 @@ fn depth32_real_cifar_study() {
             let t_ours = started.elapsed().as_secs_f64();
             let init = dir.path().join("init.safetensors");
             export_init(&spec, &init);
-            let theirs = run_pytorch(&spec, &init, dir.path(), images, Some(steps), threads);
+            // PyTorch as the reference (same thread count as ours) and, when
+            // SWEEP_FIDELITY_NOISE=1, again with one more thread: how far a
+            // change of summation order alone moves this training.
+            let mut runs: Vec<Replay> = vec![(threads, None)];
+            if noise {
+                runs.push((threads + 1, None));
+            }
+            let mut replays =
+                run_pytorch_runs(&spec, &init, dir.path(), images, Some(steps), &runs);
+            let theirs2 = noise.then(|| replays.pop().unwrap());
+            let theirs = replays.pop().unwrap();
+            let nonfinite_theirs2 = theirs2
+                .as_ref()
+                .and_then(|t| t.losses.iter().position(|l| l.is_none()).map(|i| i + 1));
+            let first_self_diff = theirs2.as_ref().and_then(|t2| {
+                theirs
+                    .losses
+                    .iter()
+                    .zip(&t2.losses)
+                    .position(|(a, b)| match (a, b) {
+                        (Some(a), Some(b)) => !((a - b).abs() <= 1e-4 * b.abs()),
+                        (a, b) => a.is_some() != b.is_some(),
+                    })
+                    .map(|i| i + 1)
+            });
             let nonfinite_ours = ours
                 .losses
                 .iter()
@@ -764,12 +789,17 @@ fn depth32_real_cifar_study() {
                 "first_step_outside_tolerance": first_diff,
                 "ours": ours.losses.iter().map(|l| l.is_finite().then_some(*l)).collect::<Vec<_>>(),
                 "pytorch": theirs.losses,
+                "pytorch_more_threads": theirs2.as_ref().map(|t| t.losses.clone()),
+                "pytorch_more_threads_nonfinite_step": nonfinite_theirs2,
+                "pytorch_vs_itself_first_step_outside_tolerance": first_self_diff,
                 "seconds_ours": t_ours,
                 "seconds_total": started.elapsed().as_secs_f64(),
             });
             eprintln!(
                 "skip {skip} bn {batchnorm} seed {seed}: ours non-finite at {nonfinite_ours:?}, \
-                 pytorch at {nonfinite_theirs:?}, first step outside tolerance {first_diff:?} \
+                 pytorch at {nonfinite_theirs:?} ({nonfinite_theirs2:?} with more threads), \
+                 first step outside tolerance {first_diff:?} (pytorch vs itself \
+                 {first_self_diff:?}) \
                  ({:.0} s)",
                 started.elapsed().as_secs_f64()
             );
