@@ -303,20 +303,6 @@ struct Theirs {
     weights: Option<HashMap<String, Tensor>>,
 }
 
-/// Replays `spec` in PyTorch from `init` with the trainer's batch order.
-fn run_pytorch(
-    spec: &TrialSpec,
-    init: &Path,
-    dir: &Path,
-    n: usize,
-    max_steps: Option<i64>,
-    threads: i64,
-) -> Theirs {
-    run_pytorch_runs(spec, init, dir, n, max_steps, &[(threads, None)])
-        .pop()
-        .unwrap()
-}
-
 /// One PyTorch replay: its libtorch thread count and an optional override of
 /// manifest fields (a deliberate change, for the test's check of its own
 /// power).
