@@ -682,7 +682,8 @@ fn depth32_real_cifar_study() {
     let steps: i64 = env("SWEEP_FIDELITY_STEPS").map_or(100, |s| s.parse().unwrap());
     let threads: i64 = env("SWEEP_FIDELITY_THREADS").map_or(1, |s| s.parse().unwrap());
     let images: usize = env("SWEEP_FIDELITY_IMAGES").map_or(10_000, |s| s.parse().unwrap());
-    let noise = env("SWEEP_FIDELITY_NOISE").is_some_and(|s| s == "1");
+    // SWEEP_FIDELITY_NOISE=k: k more PyTorch replays, with 1..=k more threads.
+    let noise: i64 = env("SWEEP_FIDELITY_NOISE").map_or(0, |s| s.parse().unwrap());
     let seeds: Vec<u64> = env("SWEEP_FIDELITY_SEEDS")
         .unwrap_or_else(|| "0,1,2".into())
         .split(',')
@@ -720,16 +721,19 @@ fn depth32_real_cifar_study() {
             let init = dir.path().join("init.safetensors");
             export_init(&spec, &init);
             // PyTorch as the reference (same thread count as ours) and, when
-            // SWEEP_FIDELITY_NOISE=1, again with one more thread: how far a
+            // SWEEP_FIDELITY_NOISE=k, k more times with 1..=k more threads: how far a
             // change of summation order alone moves this training.
             let mut runs: Vec<Replay> = vec![(threads, None)];
-            if noise {
-                runs.push((threads + 1, None));
-            }
+            runs.extend((1..=noise).map(|k| (threads + k, None)));
             let mut replays =
                 run_pytorch_runs(&spec, &init, dir.path(), images, Some(steps), &runs);
-            let theirs2 = noise.then(|| replays.pop().unwrap());
+            let more: Vec<Theirs> = replays.drain(1..).collect();
             let theirs = replays.pop().unwrap();
+            let more_nonfinite: Vec<Option<usize>> = more
+                .iter()
+                .map(|t| t.losses.iter().position(|l| l.is_none()).map(|i| i + 1))
+                .collect();
+            let theirs2 = more.into_iter().next();
             let nonfinite_theirs2 = theirs2
                 .as_ref()
                 .and_then(|t| t.losses.iter().position(|l| l.is_none()).map(|i| i + 1));
@@ -777,6 +781,7 @@ fn depth32_real_cifar_study() {
                 "pytorch": theirs.losses,
                 "pytorch_more_threads": theirs2.as_ref().map(|t| t.losses.clone()),
                 "pytorch_more_threads_nonfinite_step": nonfinite_theirs2,
+                "pytorch_extra_replays_nonfinite_steps": more_nonfinite,
                 "pytorch_vs_itself_first_step_outside_tolerance": first_self_diff,
                 "seconds_ours": t_ours,
                 "seconds_total": started.elapsed().as_secs_f64(),
