@@ -2,7 +2,8 @@
 """Plain-PyTorch replay of one trial of the Rust trainer, for the fidelity
 test (worker/tests/fidelity.rs) and the depth-32 study (docs/fidelity.md).
 
-Input: a JSON manifest written by the Rust side:
+Input: one or more JSON manifests (`--manifest M1 --manifest M2 ...`, run in
+turn in one process, so torch is imported once), written by the Rust side:
 
     {"depth": 8, "skip": true, "batchnorm": true,
      "optimizer": "sgd" | "adam", "lr": 0.01, "momentum": 0.9,
