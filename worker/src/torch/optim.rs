@@ -139,15 +139,25 @@ impl Optimizer {
                     } else {
                         g
                     };
-                    let _ = m[i].f_mul_scalar_(b1)?;
-                    let _ = m[i].f_add_(&g.f_mul_scalar(1.0 - b1)?)?;
+                    // The operations (and so the rounding) of
+                    // torch.optim.Adam's single-tensor path:
+                    //   exp_avg.lerp_(grad, 1 - beta1)
+                    //   exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                    //   denom = (exp_avg_sq.sqrt() / sqrt(bc2)).add_(eps)
+                    //   param.addcdiv_(exp_avg, denom, value=-step_size)
+                    // (tch's addcmul_/addcdiv_ have no `value`: it is folded
+                    // into the first factor, which is what libtorch's kernels
+                    // compute first anyway). Mathematically equal
+                    // formulations round differently, and Adam can amplify
+                    // that: docs/fidelity.md.
+                    let _ = m[i].f_lerp_(&g, 1.0 - b1)?;
                     let _ = v[i].f_mul_scalar_(b2)?;
-                    let _ = v[i].f_add_(&g.f_mul(&g)?.f_mul_scalar(1.0 - b2)?)?;
+                    let _ = v[i].f_addcmul_(&g.f_mul_scalar(1.0 - b2)?, &g)?;
                     let denom = v[i]
                         .f_sqrt()?
                         .f_div_scalar(bc2.sqrt())?
                         .f_add_scalar(ADAM_EPS)?;
-                    let _ = p.f_sub_(&m[i].f_div(&denom)?.f_mul_scalar(step_size)?)?;
+                    let _ = p.f_addcdiv_(&m[i].f_mul_scalar(-step_size)?, &denom)?;
                 }
             }
         }
