@@ -30,6 +30,23 @@ fn synth_data(dir: &Path, train: u32, test: u32) -> PathBuf {
     data
 }
 
+/// Synthetic data of `train` and `test` examples in `dir`, and the grid
+/// `<dir>/<name>.toml` over all of it: one seed, `sections` (`[grid]`,
+/// `[train]`, ...), then the `[data]` section.
+fn grid_over_synth_data(dir: &Path, name: &str, (train, test): (u32, u32), sections: &str) -> PathBuf {
+    let data = synth_data(dir, train, test);
+    let grid = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &grid,
+        format!(
+            "name = \"{name}\"\nseeds = [1]\n{sections}[data]\npath = {:?}\ntrain_subset = {train}\ntest_subset = {test}\n",
+            data.display().to_string()
+        ),
+    )
+    .unwrap();
+    grid
+}
+
 /// `sweep run GRID --state-dir STATE --database-url sqlite://DB` as a child
 /// (one local worker, one libtorch thread).
 fn sweep_run(grid: &Path, state: &Path, db: &Path) -> Command {
@@ -103,18 +120,13 @@ fn worker_log(state: &Path) -> String {
 #[test]
 fn a_diverging_trial_ends_as_diverged_and_sweep_run_exits_with_the_report() {
     let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 32, 16);
-    let grid = dir.path().join("blowup.toml");
-    std::fs::write(
-        &grid,
-        format!(
-            "name = \"blowup\"\nseeds = [1]\n[grid]\ndepth = 8\nskip = false\ninit = \"default\"\nbatchnorm = false\n\
-             [train]\nepochs = 2\nbatch_size = 4\nlr = 1e12\nmomentum = 0.9\nlog_every = 1\naugment = false\n\
-             [data]\npath = {:?}\ntrain_subset = 32\ntest_subset = 16\n",
-            data.display().to_string()
-        ),
-    )
-    .unwrap();
+    let grid = grid_over_synth_data(
+        dir.path(),
+        "blowup",
+        (32, 16),
+        "[grid]\ndepth = 8\nskip = false\ninit = \"default\"\nbatchnorm = false\n\
+         [train]\nepochs = 2\nbatch_size = 4\nlr = 1e12\nmomentum = 0.9\nlog_every = 1\naugment = false\n",
+    );
     let state = dir.path().join("state");
     let db = dir.path().join("blowup.db");
     let child = sweep_run(&grid, &state, &db).spawn().unwrap();
@@ -183,18 +195,13 @@ fn snapshot_checkpoint(root: &Path, aside: &Path) -> bool {
 #[test]
 fn the_same_grid_against_a_fresh_database_trains_again_in_full() {
     let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 64, 16);
-    let grid = dir.path().join("twice.toml");
-    std::fs::write(
-        &grid,
-        format!(
-            "name = \"twice\"\nseeds = [1]\n[grid]\ndepth = 8\nskip = true\ninit = \"default\"\nbatchnorm = true\n\
-             [train]\nepochs = 3\nbatch_size = 8\nlr = 0.01\nlog_every = 1\naugment = false\n\
-             [data]\npath = {:?}\ntrain_subset = 64\ntest_subset = 16\n",
-            data.display().to_string()
-        ),
-    )
-    .unwrap();
+    let grid = grid_over_synth_data(
+        dir.path(),
+        "twice",
+        (64, 16),
+        "[grid]\ndepth = 8\nskip = true\ninit = \"default\"\nbatchnorm = true\n\
+         [train]\nepochs = 3\nbatch_size = 8\nlr = 0.01\nlog_every = 1\naugment = false\n",
+    );
     let state = dir.path().join("state");
     let ckroot = state.join("checkpoints");
     let aside = dir.path().join("aside");
@@ -262,18 +269,13 @@ fn the_same_grid_against_a_fresh_database_trains_again_in_full() {
 #[test]
 fn keep_weights_keeps_only_the_final_weights() {
     let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 16, 8);
-    let grid = dir.path().join("keep.toml");
-    std::fs::write(
-        &grid,
-        format!(
-            "name = \"keep\"\nseeds = [1]\n[grid]\ndepth = 8\nskip = true\ninit = \"default\"\nbatchnorm = true\n\
-             [train]\nepochs = 2\nbatch_size = 8\nlog_every = 1\n\
-             [data]\npath = {:?}\ntrain_subset = 16\ntest_subset = 8\n[run]\nkeep_weights = true\n",
-            data.display().to_string()
-        ),
-    )
-    .unwrap();
+    let grid = grid_over_synth_data(
+        dir.path(),
+        "keep",
+        (16, 8),
+        "[grid]\ndepth = 8\nskip = true\ninit = \"default\"\nbatchnorm = true\n\
+         [train]\nepochs = 2\nbatch_size = 8\nlog_every = 1\n[run]\nkeep_weights = true\n",
+    );
     let state = dir.path().join("state");
     let db = dir.path().join("keep.db");
     let child = sweep_run(&grid, &state, &db).spawn().unwrap();

@@ -237,12 +237,7 @@ fn a_second_coordinator_and_a_database_without_its_wal_are_refused() {
     std::fs::write(&grid, common::small_grid("walled", 2)).unwrap();
     run_ok(sweep().args(["submit", "--coordinator", &first.url]).arg(&grid));
 
-    let (code, _, err) = output_within(
-        sweep()
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
-            .arg(format!("sqlite://{}", db.display())),
-        Duration::from_secs(30),
-    );
+    let (code, _, err) = output_within(&mut common::serve_cmd(&db), Duration::from_secs(30));
     assert_eq!(code, Some(1), "a second coordinator must exit 1: {err}");
     assert!(err.contains(&db.display().to_string()), "names the database: {err}");
     assert!(err.contains("another coordinator"), "says why: {err}");
@@ -255,12 +250,7 @@ fn a_second_coordinator_and_a_database_without_its_wal_are_refused() {
     assert!(wal.exists(), "the coordinator ran in WAL mode");
     std::fs::remove_file(&wal).unwrap();
     let _ = std::fs::remove_file(dir.path().join("sweep.db-shm"));
-    let (code, _, err) = output_within(
-        sweep()
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
-            .arg(format!("sqlite://{}", db.display())),
-        Duration::from_secs(30),
-    );
+    let (code, _, err) = output_within(&mut common::serve_cmd(&db), Duration::from_secs(30));
     assert_eq!(code, Some(1), "a database that lost its WAL must be refused: {err}");
     assert!(err.contains("-wal") || err.contains("WAL"), "says what happened: {err}");
 }

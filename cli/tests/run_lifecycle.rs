@@ -44,6 +44,25 @@ fn collect_stderr(child: &mut Child) -> std::thread::JoinHandle<String> {
     })
 }
 
+/// `sweep run GRID FLAGS --state-dir STATE --worker-bin <sweep-worker>`,
+/// stdout discarded; returns the child and its stderr read on a thread.
+fn spawn_run(grid: &Path, state: &Path, flags: &[&str]) -> (Child, std::thread::JoinHandle<String>) {
+    let mut child = sweep()
+        .arg("run")
+        .arg(grid)
+        .args(flags)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--worker-bin")
+        .arg(worker_bin())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = collect_stderr(&mut child);
+    (child, stderr)
+}
+
 fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
@@ -108,18 +127,7 @@ fn sweep_run_with_a_missing_data_path_ends_non_zero_naming_it() {
     let missing = dir.path().join("no-such-cifar");
     let grid = grid(dir.path(), "nodata", 4, &missing.display().to_string(), 16);
     let state = dir.path().join("state");
-    let mut child = sweep()
-        .arg("run")
-        .arg(&grid)
-        .args(["--workers", "1", "--grace-secs", "2", "--state-dir"])
-        .arg(&state)
-        .arg("--worker-bin")
-        .arg(worker_bin())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = collect_stderr(&mut child);
+    let (mut child, stderr) = spawn_run(&grid, &state, &["--workers", "1", "--grace-secs", "2"]);
     let status = wait_exit(&mut child, Duration::from_secs(60), "sweep run over a missing data path");
     let stderr = stderr.join().unwrap();
     assert!(!status.success(), "{status}: {stderr}");
@@ -143,18 +151,7 @@ fn sweep_run_whose_workers_all_die_says_why_and_exits_1() {
     let dir = tempfile::tempdir().unwrap();
     let grid = grid(dir.path(), "noworkers", 2, "data", 16);
     let state = dir.path().join("state");
-    let mut child = sweep()
-        .arg("run")
-        .arg(&grid)
-        .args(["--workers", "2", "--device", "cuda:63", "--state-dir"])
-        .arg(&state)
-        .arg("--worker-bin")
-        .arg(worker_bin())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = collect_stderr(&mut child);
+    let (mut child, stderr) = spawn_run(&grid, &state, &["--workers", "2", "--device", "cuda:63"]);
     let status = wait_exit(&mut child, Duration::from_secs(60), "sweep run without workers");
     let stderr = stderr.join().unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
@@ -172,18 +169,7 @@ fn start_long_run(dir: &Path, name: &str) -> (Child, std::thread::JoinHandle<Str
     // 2 epochs of 1,000 batches at 20 ms: far longer than the test.
     let grid = grid(dir, name, 4, "data", 4000);
     let state = dir.join("state");
-    let mut child = sweep()
-        .arg("run")
-        .arg(&grid)
-        .args(["--workers", "2", "--simulate-step-ms", "20", "--grace-secs", "2", "--state-dir"])
-        .arg(&state)
-        .arg("--worker-bin")
-        .arg(worker_bin())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = collect_stderr(&mut child);
+    let (mut child, stderr) = spawn_run(&grid, &state, &["--workers", "2", "--simulate-step-ms", "20", "--grace-secs", "2"]);
     let db = state.join(format!("{name}.db"));
     wait_until(Duration::from_secs(60), "both workers to run a trial", || {
         if let Some(s) = child.try_wait().unwrap() {

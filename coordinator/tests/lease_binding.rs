@@ -2,7 +2,8 @@
 //! kept in the database (issue 8, acceptance 7). Real coordinators over
 //! 127.0.0.1:0, real tokens, a real SQLite file that outlives a coordinator.
 
-use std::path::Path;
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,18 +17,6 @@ use tonic::Code;
 const WORKER_A: &str = "worker-token-a-0123456789abcdef";
 const WORKER_B: &str = "worker-token-b-0123456789abcdef";
 const CLIENT: &str = "client-token-0123456789abcdef";
-
-const GRID: &str = r#"
-name = "bound"
-seeds = 10
-[grid]
-depth = [8, 16]
-skip = true
-init = "default"
-batchnorm = true
-[data]
-path = "/data"
-"#;
 
 type Worker = pb::worker_service_client::WorkerServiceClient<AuthChannel>;
 type Client = pb::sweep_service_client::SweepServiceClient<AuthChannel>;
@@ -71,7 +60,7 @@ async fn worker(url: &str, token: &str) -> Worker {
 }
 
 async fn submit(url: &str) {
-    let spec = sweep_core::GridSpec::parse(GRID, Path::new("/g.toml")).unwrap();
+    let spec = common::grid_spec("bound", 10, "[8, 16]", "/data");
     Client::new(channel(url, CLIENT).await).submit(pb::SubmitRequest { spec: Some((&spec).into()) }).await.unwrap();
 }
 

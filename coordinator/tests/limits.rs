@@ -4,11 +4,12 @@
 //! extra connections in the backlog; established connections outlive the
 //! handshake timeout; a message over the size cap is RESOURCE_EXHAUSTED.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rcgen::{CertificateParams, KeyPair};
-use sweep_coordinator::store::{SqliteStore, Store};
 use sweep_coordinator::{NetLimits, Security, ServerTls, MAX_MESSAGE_BYTES};
 use sweep_proto::v1 as pb;
 use tokio::io::AsyncReadExt;
@@ -22,11 +23,8 @@ struct Server {
 }
 
 async fn start(security: Security, net: NetLimits) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("s.db").display());
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (dir, store) = common::temp_sqlite_store().await;
+    let (listener, addr) = common::loopback_listener().await;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let served = sweep_coordinator::serve_with_limits(
@@ -182,18 +180,7 @@ async fn connection_cap_holds_extra_connections_in_the_backlog() {
 /// applies until the peer has started speaking.
 async fn watch_outlives_handshake_timeout(ch: tonic::transport::Channel) {
     let mut client = pb::sweep_service_client::SweepServiceClient::new(ch);
-    let grid = r#"
-name = "edge"
-seeds = 1
-[grid]
-depth = 8
-skip = true
-init = "default"
-batchnorm = true
-[data]
-path = "/data"
-"#;
-    let spec = sweep_core::GridSpec::parse(grid, std::path::Path::new("/g.toml")).unwrap();
+    let spec = common::grid_spec("edge", 1, "8", "/data");
     let id = client
         .submit(pb::SubmitRequest {
             spec: Some((&spec).into()),

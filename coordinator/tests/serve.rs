@@ -1,10 +1,12 @@
 //! The coordinator as a real gRPC server on 127.0.0.1:0: health,
 //! reflection, and input validation at the edge.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use sweep_coordinator::store::{SqliteStore, Store};
+use sweep_coordinator::store::Store;
 use sweep_proto::v1 as pb;
 use tonic::Code;
 
@@ -16,11 +18,8 @@ struct Server {
 }
 
 async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("s.db").display());
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (dir, store) = common::temp_sqlite_store().await;
+    let (listener, addr) = common::loopback_listener().await;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let s = store.clone();
     tokio::spawn(sweep_coordinator::serve(s, Default::default(), listener, async {

@@ -4,25 +4,15 @@
 //! or was corrupted is refused with what to do, instead of being served as
 //! if it were empty. Real files, real second opens.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
 use sweep_coordinator::store::{self, SqliteStore, Store, StoreError};
 
-const GRID: &str = r#"
-name = "safe"
-seeds = 3
-[grid]
-depth = [8, 16]
-skip = true
-init = "default"
-batchnorm = true
-[data]
-path = "/data"
-"#;
-
 fn grid() -> sweep_core::GridSpec {
-    sweep_core::GridSpec::parse(GRID, Path::new("/g.toml")).unwrap()
+    common::grid_spec("safe", 3, "[8, 16]", "/data")
 }
 
 fn url(db: &Path) -> String {

@@ -7,10 +7,10 @@
 //! Alone in its test binary, so no other test's allocations show in the
 //! RSS readings.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use sweep_coordinator::store::{SqliteStore, Store};
 use sweep_proto::v1 as pb;
 
 const SUBMITS: usize = 1000;
@@ -32,19 +32,13 @@ fn grid(i: usize, path: &str) -> pb::GridSpec {
     // A 64-character name, unique per submit.
     let name = format!("footprint-{i:04}-{}", "n".repeat(64 - 15));
     assert_eq!(name.len(), 64);
-    let toml = format!(
-        "name = \"{name}\"\nseeds = {SEEDS}\n[grid]\ndepth = 8\nskip = true\ninit = \"default\"\nbatchnorm = true\n[data]\npath = \"{path}\"\n"
-    );
-    (&sweep_core::GridSpec::parse(&toml, std::path::Path::new("/g.toml")).unwrap()).into()
+    (&common::grid_spec(&name, SEEDS, "8", path)).into()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_maximal_submits_keep_the_coordinator_flat() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("s.db").display());
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (dir, store) = common::temp_sqlite_store().await;
+    let (listener, addr) = common::loopback_listener().await;
     let (_stop, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(sweep_coordinator::serve(store.clone(), Default::default(), listener, async {
         let _ = rx.await;

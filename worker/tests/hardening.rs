@@ -20,42 +20,25 @@ use std::time::{Duration, Instant};
 use common::*;
 use sweep_coordinator::store::{Store, TrialState};
 
+/// One trial (seed 1, depth 8) of `epochs` epochs over `train_subset`
+/// examples in batches of 4, a loss point every batch.
+fn one_trial(name: &str, epochs: u32, train_subset: u32) -> sweep_core::GridSpec {
+    grid(&format!(
+        "name = \"{name}\"\nseeds = [1]\n[grid]\ndepth = 8\nskip = true\ninit = \"default\"\nbatchnorm = true\n\
+         [train]\nepochs = {epochs}\nbatch_size = 4\nlog_every = 1\n[data]\npath = \"data\"\ntrain_subset = {train_subset}\n"
+    ))
+}
+
 /// One trial of 50 epochs x 10 batches: at 50 ms a batch, far longer than
 /// any of these tests waits.
-const LONG_GRID: &str = r#"
-name = "long"
-seeds = [1]
-[grid]
-depth = 8
-skip = true
-init = "default"
-batchnorm = true
-[train]
-epochs = 50
-batch_size = 4
-log_every = 1
-[data]
-path = "data"
-train_subset = 40
-"#;
+fn long_grid() -> sweep_core::GridSpec {
+    one_trial("long", 50, 40)
+}
 
 /// One short trial: 2 epochs x 2 batches.
-const SHORT_GRID: &str = r#"
-name = "short"
-seeds = [1]
-[grid]
-depth = 8
-skip = true
-init = "default"
-batchnorm = true
-[train]
-epochs = 2
-batch_size = 4
-log_every = 1
-[data]
-path = "data"
-train_subset = 8
-"#;
+fn short_grid() -> sweep_core::GridSpec {
+    one_trial("short", 2, 8)
+}
 
 fn worker_bin() -> &'static str {
     env!("CARGO_BIN_EXE_sweep-worker")
@@ -114,7 +97,7 @@ fn sigterm_with_the_coordinator_gone_exits_within_the_grace_period() {
     // kills it abruptly: listener and every connection close at once.
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let coord = rt.block_on(Coordinator::start(dir.path(), fast_config(Duration::from_secs(30))));
-    rt.block_on(coord.store.submit(&grid(LONG_GRID), 0)).unwrap();
+    rt.block_on(coord.store.submit(&long_grid(), 0)).unwrap();
     let log = dir.path().join("worker.log");
     let ckpt = dir.path().join("checkpoints");
     let mut w = worker_cmd(&coord.url, "graceful", &ckpt, &log, &["--grace-secs", "2"]).spawn().unwrap();
@@ -144,7 +127,7 @@ fn sigterm_with_the_coordinator_gone_exits_within_the_grace_period() {
 async fn closed_stdin_shuts_down_only_a_worker_that_watches_it() {
     let dir = tempfile::tempdir().unwrap();
     let coord = Coordinator::start(dir.path(), fast_config(Duration::from_secs(30))).await;
-    coord.store.submit(&grid(LONG_GRID), 0).await.unwrap();
+    coord.store.submit(&long_grid(), 0).await.unwrap();
     let ckpt = dir.path().join("checkpoints");
 
     let log = dir.path().join("watching.log");
@@ -194,7 +177,7 @@ async fn closed_stdin_shuts_down_only_a_worker_that_watches_it() {
 async fn a_permanently_refused_batch_fails_the_trial_instead_of_looping() {
     let dir = tempfile::tempdir().unwrap();
     let coord = Coordinator::start(dir.path(), fast_config(Duration::from_secs(30))).await;
-    coord.store.submit(&grid(LONG_GRID), 0).await.unwrap();
+    coord.store.submit(&long_grid(), 0).await.unwrap();
     let log = dir.path().join("worker.log");
     let mut w = worker_cmd(&coord.url, "refused", &dir.path().join("ck"), &log, &["--simulate-refused-metric", "--max-trials", "1"])
         .spawn()
@@ -224,7 +207,7 @@ fn trial_dir(ckpt: &Path, trial: &str) -> PathBuf {
 async fn a_foreign_checkpoint_is_ignored_and_checkpoints_go_after_success() {
     let dir = tempfile::tempdir().unwrap();
     let coord = Coordinator::start(dir.path(), fast_config(Duration::from_secs(30))).await;
-    coord.store.submit(&grid(SHORT_GRID), 0).await.unwrap();
+    coord.store.submit(&short_grid(), 0).await.unwrap();
     let trial = coord.store.trials("short").await.unwrap().remove(0).trial_id;
     let ckpt = dir.path().join("checkpoints");
     let tdir = trial_dir(&ckpt, &trial);

@@ -41,6 +41,14 @@ pub fn worker_bin() -> PathBuf {
     p
 }
 
+/// `sweep serve --listen 127.0.0.1:0 --database-url sqlite://DB`, not yet
+/// started.
+pub fn serve_cmd(db: &Path) -> Command {
+    let mut c = sweep();
+    c.args(["serve", "--listen", "127.0.0.1:0", "--database-url"]).arg(format!("sqlite://{}", db.display()));
+    c
+}
+
 /// A `sweep serve` process on an ephemeral port over `db`; killed on drop.
 pub struct Server {
     child: Child,
@@ -49,9 +57,7 @@ pub struct Server {
 
 impl Server {
     pub fn start(db: &Path) -> Server {
-        let mut child = sweep()
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url"])
-            .arg(format!("sqlite://{}", db.display()))
+        let mut child = serve_cmd(db)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

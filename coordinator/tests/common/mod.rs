@@ -1,6 +1,8 @@
 //! The backend harness shared by the store test suites: a fresh store per
 //! test on SQLite (temp file) or PostgreSQL (own schema, dropped afterwards
-//! even when the test panics), and the runner that guarantees the cleanup.
+//! even when the test panics), and the runner that guarantees the cleanup;
+//! and what the server tests share: a small grid, a SQLite store in a temp
+//! folder, a loopback listener.
 #![allow(dead_code)]
 
 use std::future::Future;
@@ -132,3 +134,27 @@ where
     }
 }
 
+
+/// A small grid: `seeds` seeds over `depth` (a TOML value: `8`, `[8, 16]`),
+/// skip connections, default init, batch norm, data at `path`.
+pub fn grid_spec(name: &str, seeds: usize, depth: &str, path: &str) -> sweep_core::GridSpec {
+    let toml = format!(
+        "name = \"{name}\"\nseeds = {seeds}\n[grid]\ndepth = {depth}\nskip = true\ninit = \"default\"\nbatchnorm = true\n[data]\npath = \"{path}\"\n"
+    );
+    sweep_core::GridSpec::parse(&toml, std::path::Path::new("/g.toml")).unwrap()
+}
+
+/// A SQLite store (`s.db`) in a fresh temp folder, and the folder.
+pub async fn temp_sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("s.db").display());
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
+    (dir, store)
+}
+
+/// A listener on an ephemeral port of 127.0.0.1, and its address.
+pub async fn loopback_listener() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}

@@ -151,26 +151,58 @@ pub fn save_final(
 ) -> Result<PathBuf, String> {
     let target = dir.join(crate::trainer::FINAL_DIR);
     let tmp = dir.join(format!(".final.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let result = (|| {
-        write_weights(&tmp)?;
-        let meta_path = tmp.join("meta.json");
-        let json = serde_json::to_vec_pretty(meta_json).map_err(|e| e.to_string())?;
-        std::fs::write(&meta_path, json).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-        for f in ["weights.ot", "meta.json"] {
-            sync_file(&tmp.join(f))?;
-        }
-        let _ = std::fs::remove_dir_all(&target);
-        std::fs::rename(&tmp, &target).map_err(|e| format!("{}: {e}", target.display()))?;
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
+    let staged = Staged { dir, tmp: &tmp, target: &target, files: &["weights.ot", "meta.json"], keep_existing: false };
+    staged.write(meta_json, write_weights)?;
     Ok(target)
+}
+
+/// A folder written into `tmp` and renamed to `target` inside `dir`.
+struct Staged<'a> {
+    dir: &'a Path,
+    tmp: &'a Path,
+    target: &'a Path,
+    /// What the folder holds once written (`meta.json` among them); each
+    /// is synced before the rename.
+    files: &'a [&'a str],
+    /// An existing `target` is kept (and the new copy dropped) instead of
+    /// replaced.
+    keep_existing: bool,
+}
+
+impl Staged<'_> {
+    /// `write_files(tmp)` writes the data files, then `meta` goes into
+    /// `meta.json`; everything is synced, renamed into place and the parent
+    /// synced. On error `tmp` is removed.
+    fn write(
+        &self,
+        meta: &impl Serialize,
+        write_files: impl FnOnce(&Path) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let (tmp, target) = (self.tmp, self.target);
+        let _ = std::fs::remove_dir_all(tmp);
+        std::fs::create_dir_all(tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let result = (|| {
+            write_files(tmp)?;
+            let meta_path = tmp.join("meta.json");
+            let json = serde_json::to_vec_pretty(meta).map_err(|e| e.to_string())?;
+            std::fs::write(&meta_path, json).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+            for f in self.files {
+                sync_file(&tmp.join(f))?;
+            }
+            if self.keep_existing && target.exists() {
+                let _ = std::fs::remove_dir_all(tmp);
+                return Ok(());
+            }
+            let _ = std::fs::remove_dir_all(target);
+            std::fs::rename(tmp, target).map_err(|e| format!("{}: {e}", target.display()))?;
+            let _ = std::fs::File::open(self.dir).and_then(|d| d.sync_all());
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(tmp);
+        }
+        result
+    }
 }
 
 fn sync_file(path: &Path) -> Result<(), String> {
@@ -190,31 +222,17 @@ pub fn save(
     let name = format!("ckpt-{:012}", meta.global_step);
     let target = dir.join(&name);
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    let result = (|| {
-        write_tensors(&tmp)?;
-        let meta_path = tmp.join("meta.json");
-        let json = serde_json::to_vec_pretty(meta).map_err(|e| e.to_string())?;
-        std::fs::write(&meta_path, json).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-        for f in ["weights.ot", "optimizer.ot", "meta.json"] {
-            sync_file(&tmp.join(f))?;
-        }
-        if target.exists() {
-            // Same global step means the same optimiser steps from the same
-            // start: the state is the one already on disk. Keep that one
-            // rather than open a window with no checkpoint at all.
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Ok(());
-        }
-        std::fs::rename(&tmp, &target).map_err(|e| format!("{}: {e}", target.display()))?;
-        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
+    // An existing target has the same global step, so the same optimiser
+    // steps from the same start: the state is the one already on disk. Keep
+    // that one rather than open a window with no checkpoint at all.
+    let staged = Staged {
+        dir,
+        tmp: &tmp,
+        target: &target,
+        files: &["weights.ot", "optimizer.ot", "meta.json"],
+        keep_existing: true,
+    };
+    staged.write(meta, write_tensors)?;
     // Older checkpoints are no longer needed.
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
