@@ -227,15 +227,21 @@ fn run_ours(spec: &TrialSpec, ckpt: &Path, stop_after: Option<i64>) -> Ours {
     let drain = std::thread::spawn(move || {
         let mut losses: Vec<(i64, f64)> = Vec::new();
         while let Some(ev) = rx.blocking_recv() {
-            if let TrainEvent::Metric(m) = ev {
-                if m.name == "train_loss" {
+            match ev {
+                TrainEvent::Metric(m) if m.name == "train_loss" => {
                     if stop_after.is_some_and(|s| m.step >= s) {
                         flag.stop(StopReason::Shutdown);
                     }
                     losses.push((m.step, m.value));
                 }
+                // Everything sent is "stored" at once: acknowledge each
+                // checkpoint barrier, as the daemon does once the
+                // coordinator has committed the points before it.
+                TrainEvent::Barrier { ack, .. } => {
+                    let _ = ack.0.send(true);
+                }
+                _ => {}
             }
-            // Flush requests are answered by dropping their sender.
         }
         losses
     });
@@ -245,6 +251,9 @@ fn run_ours(spec: &TrialSpec, ckpt: &Path, stop_after: Option<i64>) -> Ours {
         spec: spec.clone(),
         attempt: 1,
         checkpoint_dir: ckpt.to_owned(),
+        store_id: "fidelity".into(),
+        resume_step: None,
+        keep_weights: false,
     };
     let mut trainer = TorchTrainer::new(Device::Cpu, None);
     let outcome = trainer
