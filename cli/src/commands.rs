@@ -83,7 +83,37 @@ impl ServeSecurity {
     }
 }
 
-pub async fn serve(database_url: &str, listen: &str, lease_ttl_secs: u64, sec: ServeSecurity) -> Result<(), Failure> {
+/// The connection limits of `sweep serve` (the rest of
+/// [`sweep_coordinator::NetLimits`] keeps its documented defaults).
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct NetFlags {
+    /// Most connections served at once; further ones wait in the listen
+    /// backlog (keep it below the process's file limit).
+    #[arg(long, env = "SWEEP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_connections: u32,
+    /// Seconds a new connection has to start its HTTP/2 handshake (after
+    /// TLS, when on) before it is closed.
+    #[arg(long, env = "SWEEP_HANDSHAKE_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub handshake_timeout_secs: u64,
+}
+
+impl NetFlags {
+    fn limits(self) -> sweep_coordinator::NetLimits {
+        sweep_coordinator::NetLimits {
+            max_connections: self.max_connections as usize,
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
+            ..Default::default()
+        }
+    }
+}
+
+pub async fn serve(
+    database_url: &str,
+    listen: &str,
+    lease_ttl_secs: u64,
+    net: NetFlags,
+    sec: ServeSecurity,
+) -> Result<(), Failure> {
     let security = sec.load()?;
     let store = sweep_coordinator::store::open(database_url)
         .await
@@ -103,7 +133,7 @@ pub async fn serve(database_url: &str, listen: &str, lease_ttl_secs: u64, sec: S
         if security.tls.is_some() { "TLS" } else { "plaintext" },
         if security.auth.enabled() { "token auth" } else { "no auth" }
     );
-    sweep_coordinator::serve_secure(store, config, security, listener, shutdown_signal()).await?;
+    sweep_coordinator::serve_with_limits(store, config, security, net.limits(), listener, shutdown_signal()).await?;
     eprintln!("sweep coordinator stopped");
     Ok(())
 }

@@ -104,6 +104,8 @@ enum Command {
         /// for networks you trust completely.
         #[arg(long)]
         allow_insecure: bool,
+        #[command(flatten)]
+        net: commands::NetFlags,
     },
     /// Submit a grid file. Prints the sweep ID as the last line.
     ///
@@ -214,6 +216,7 @@ fn main() -> ExitCode {
                 client_tokens_file,
                 tls_client_ca,
                 allow_insecure,
+                net,
             } => {
                 let sec = commands::ServeSecurity {
                     worker_tokens_file,
@@ -223,7 +226,7 @@ fn main() -> ExitCode {
                     tls_client_ca,
                     allow_insecure,
                 };
-                commands::serve(&database_url, &listen, lease_ttl_secs, sec).await
+                commands::serve(&database_url, &listen, lease_ttl_secs, net, sec).await
             }
             Command::Submit { grid, dry_run, coordinator } => commands::submit(&grid, dry_run, &coordinator.coordinator).await,
             Command::Status { sweep, coordinator } => commands::status(sweep.as_deref(), &coordinator.coordinator).await,
