@@ -43,7 +43,7 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use sweep_core::{Optimizer as OptKind, TrialSpec};
+use sweep_core::{GridError, Optimizer as OptKind, TrialSpec};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
@@ -129,37 +129,18 @@ fn torch_err(e: tch::TchError) -> Halt {
     Halt::Fail(TrainError::Other(format!("libtorch: {e}")))
 }
 
-/// Checks what the grid parser should already have checked, since a spec
-/// can arrive over the wire.
+/// Checks the spec by the grid's own rules (`TrialSpec::validate`, the one
+/// home of each rule), since a spec can arrive over the wire or from a
+/// caller that skipped the parser; the error's kind follows the field.
 fn validate(spec: &TrialSpec) -> Result<(), TrainError> {
-    let t = &spec.train;
-    let bad = |m: String| Err(TrainError::Other(m));
-    if spec.data.dataset != "cifar10" {
-        return Err(TrainError::Data(format!(
-            "dataset {:?} is not supported (only \"cifar10\")",
-            spec.data.dataset
-        )));
-    }
-    if t.batch_size == 0 {
-        return bad("train.batch_size must be at least 1".into());
-    }
-    if t.log_every == 0 {
-        return bad("train.log_every must be at least 1".into());
-    }
-    if !(t.lr.is_finite() && t.lr > 0.0) {
-        return bad(format!("train.lr must be a positive number, got {}", t.lr));
-    }
-    if !(t.momentum.is_finite() && t.momentum >= 0.0) {
-        return bad(format!("train.momentum must be >= 0, got {}", t.momentum));
-    }
-    if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
-        return bad(format!(
-            "train.weight_decay must be >= 0, got {}",
-            t.weight_decay
-        ));
-    }
-    super::bmenet::blocks_per_section(spec.depth).map_err(|e| TrainError::Model(e.to_string()))?;
-    Ok(())
+    spec.validate().map_err(|e| {
+        let message = e.to_string();
+        match e {
+            GridError::Spec { key, .. } if key == "depth" => TrainError::Model(message),
+            GridError::Spec { key, .. } if key.starts_with("data.") => TrainError::Data(message),
+            _ => TrainError::Other(message),
+        }
+    })
 }
 
 /// A 64-bit mix (SplitMix64 finaliser) so nearby (seed, epoch, batch)
