@@ -64,35 +64,12 @@ fn sweep_run(grid: &Path, state: &Path, db: &Path) -> Command {
     c
 }
 
-/// Waits for `child` at most `limit` (killing it then, and failing).
-fn finish(mut child: std::process::Child, limit: Duration, what: &str) -> (Output, Duration) {
+/// Waits for `child` at most `limit` (killing it then, and failing); also
+/// returns how long it took.
+fn finish(child: std::process::Child, limit: Duration, what: &str) -> (Output, Duration) {
     let t0 = Instant::now();
-    // Read its pipes on threads so a full pipe cannot stall it.
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut so, &mut v).ok();
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut se, &mut v).ok();
-        v
-    });
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let took = t0.elapsed();
-    (Output { status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() }, took)
+    let out = common::finish(child, limit, what);
+    (out, t0.elapsed())
 }
 
 fn read_back(db: &Path, sweep: &str) -> (TrialRecord, Vec<MetricRow>) {

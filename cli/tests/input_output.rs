@@ -7,40 +7,18 @@ mod common;
 use common::{run_ok, sweep, Server};
 
 use std::io::Read;
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use sweep_proto::v1 as pb;
 
 /// Runs `cmd` to its end within `limit` (killed and failed otherwise).
 fn output_within(cmd: &mut std::process::Command, limit: Duration) -> (Option<i32>, String, String) {
-    let mut child: Child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = out.read_to_end(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = Vec::new();
-        let _ = err.read_to_end(&mut s);
-        s
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let what = format!("{cmd:?}");
+    let out = common::finish(child, limit, &what);
     let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
-    (status.code(), text(out.join().unwrap()), text(err.join().unwrap()))
+    (out.status.code(), text(out.stdout), text(out.stderr))
 }
 
 #[test]

@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::{sweep, worker_bin};
+use common::{sweep, wait_exit, worker_bin};
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sweep_coordinator::store::{SqliteStore, Store, TrialState};
@@ -61,21 +61,6 @@ fn spawn_run(grid: &Path, state: &Path, flags: &[&str]) -> (Child, std::thread::
         .unwrap();
     let stderr = collect_stderr(&mut child);
     (child, stderr)
-}
-
-fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {

@@ -4,7 +4,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// A small grid for `sweep run` with the simulated trainer: depth 8 and 16
 /// x skip on/off, `seeds` seeds, 2 epochs of 4 batches.
@@ -91,4 +92,38 @@ pub fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Waits for `child` at most `limit`; after that it is killed and the test
+/// fails, naming `what`.
+pub fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `child` (stdout and stderr piped) to its end within `limit`, as
+/// [`wait_exit`], reading both pipes on threads so a full pipe cannot
+/// stall it.
+pub fn finish(mut child: Child, limit: Duration, what: &str) -> Output {
+    let read = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = pipe.read_to_end(&mut v);
+            v
+        })
+    };
+    let out = read(Box::new(child.stdout.take().expect("stdout piped")));
+    let err = read(Box::new(child.stderr.take().expect("stderr piped")));
+    let status = wait_exit(&mut child, limit, what);
+    Output { status, stdout: out.join().unwrap(), stderr: err.join().unwrap() }
 }
