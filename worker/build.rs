@@ -21,14 +21,9 @@ use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    for var in [
-        "CARGO_FEATURE_TORCH",
-        "LIBTORCH",
-        "LIBTORCH_LIB",
-        "LIBTORCH_USE_PYTORCH",
-        "SWEEP_PYTHON",
-        "VIRTUAL_ENV",
-    ] {
+    for var in
+        ["CARGO_FEATURE_TORCH", "LIBTORCH", "LIBTORCH_LIB", "LIBTORCH_USE_PYTORCH", "SWEEP_PYTHON", "VIRTUAL_ENV"]
+    {
         println!("cargo:rerun-if-env-changed={var}");
     }
     if env::var_os("CARGO_FEATURE_TORCH").is_none() {
@@ -55,14 +50,7 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
     // Order matters only for static archives; these are shared objects, and
     // `--no-as-needed` makes each one a DT_NEEDED entry of the output.
-    for name in [
-        "torch",
-        "torch_cpu",
-        "torch_cuda",
-        "torch_hip",
-        "c10",
-        "c10_cuda",
-    ] {
+    for name in ["torch", "torch_cpu", "torch_cuda", "torch_hip", "c10", "c10_cuda"] {
         if has(name) {
             println!("cargo:rustc-link-arg=-l{name}");
         }
@@ -72,8 +60,7 @@ fn main() {
 
 /// The folder holding `libtorch_cpu.so`, chosen in the order torch-sys uses.
 fn find_lib_dir() -> Result<PathBuf, String> {
-    let use_python =
-        env::var_os("LIBTORCH_USE_PYTORCH").is_some() || env::var_os("SWEEP_PYTHON").is_some();
+    let use_python = env::var_os("LIBTORCH_USE_PYTORCH").is_some() || env::var_os("SWEEP_PYTHON").is_some();
     if !use_python {
         if let Some(lib) = env::var_os("LIBTORCH_LIB") {
             return check(PathBuf::from(lib).join("lib"));
@@ -96,18 +83,11 @@ fn find_lib_dir() -> Result<PathBuf, String> {
         return Err(format!(
             "{} cannot import torch: {}",
             python.display(),
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
         ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or("");
+    let line = text.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or("");
     check(PathBuf::from(line))
 }
 

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sweep_core::GridSpec;
-use sweep_proto::v1 as pb;
 use sweep_proto::client::{AuthChannel, ClientSecurity};
+use sweep_proto::v1 as pb;
 use sweep_proto::v1::sweep_service_client::SweepServiceClient;
 
 use crate::printable::printable;
@@ -71,7 +71,9 @@ impl ServeSecurity {
                 key_pem: read(k)?,
                 client_ca_pem: self.tls_client_ca.as_deref().map(read).transpose()?,
             }),
-            (None, None) if self.tls_client_ca.is_some() => anyhow::bail!("--tls-client-ca needs --tls-cert and --tls-key"),
+            (None, None) if self.tls_client_ca.is_some() => {
+                anyhow::bail!("--tls-client-ca needs --tls-cert and --tls-key")
+            }
             (None, None) => None,
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
         };
@@ -118,9 +120,7 @@ pub async fn serve(
     let store = sweep_coordinator::store::open(database_url)
         .await
         .with_context(|| format!("opening the database {database_url}"))?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let ttl = Duration::from_secs(lease_ttl_secs.max(1));
     let config = sweep_coordinator::CoordinatorConfig {
         lease_ttl: ttl,
@@ -174,10 +174,7 @@ pub async fn submit(grid: &Path, dry_run: bool, url: &str) -> Result<(), Failure
 
 pub async fn submit_spec(spec: &GridSpec, url: &str) -> anyhow::Result<pb::SubmitResponse> {
     let mut client = connect(url).await?;
-    let resp = client
-        .submit(pb::SubmitRequest { spec: Some(spec.into()) })
-        .await
-        .map_err(rpc)?;
+    let resp = client.submit(pb::SubmitRequest { spec: Some(spec.into()) }).await.map_err(rpc)?;
     Ok(resp.into_inner())
 }
 
@@ -185,10 +182,7 @@ fn print_cells(spec: &GridSpec) {
     let trials = spec.expand();
     let mut cells: Vec<String> = Vec::new();
     for t in &trials {
-        let label = format!(
-            "depth={:<3} skip={:<5} init={:<15} batchnorm={}",
-            t.depth, t.skip, t.init, t.batchnorm
-        );
+        let label = format!("depth={:<3} skip={:<5} init={:<15} batchnorm={}", t.depth, t.skip, t.init, t.batchnorm);
         if cells.last() != Some(&label) {
             cells.push(label);
         }
@@ -261,11 +255,7 @@ pub async fn status(sweep: Option<&str>, url: &str) -> Result<(), Failure> {
 
 pub async fn cancel(sweep: &str, url: &str) -> Result<(), Failure> {
     let mut client = connect(url).await?;
-    let resp = client
-        .cancel(pb::CancelRequest { sweep_id: sweep.to_owned() })
-        .await
-        .map_err(rpc)?
-        .into_inner();
+    let resp = client.cancel(pb::CancelRequest { sweep_id: sweep.to_owned() }).await.map_err(rpc)?.into_inner();
     println!("cancelled {} trials of {} (submit the grid again to resume)", resp.cancelled, printable(sweep));
     Ok(())
 }

@@ -38,7 +38,11 @@ pub fn page(r: &FullReport, pics: &[Pic]) -> String {
         // The SVG documents start with an XML declaration, which is not
         // allowed inside HTML: inline from the <svg> element on.
         let svg = p.svg.find("<svg").map(|i| &p.svg[i..]).unwrap_or(&p.svg);
-        out += &format!("<figure id=\"{}\">\n{svg}\n<figcaption>{}</figcaption>\n</figure>\n", p.name, html_escape(&p.title));
+        out += &format!(
+            "<figure id=\"{}\">\n{svg}\n<figcaption>{}</figcaption>\n</figure>\n",
+            p.name,
+            html_escape(&p.title)
+        );
     }
     out += "</body>\n</html>\n";
     out

@@ -183,7 +183,9 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| default_filter.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| default_filter.into()),
+        )
         .with_writer(|| printable::EscapedStderr)
         .with_ansi(false)
         .init();
@@ -228,10 +230,16 @@ fn main() -> ExitCode {
                 };
                 commands::serve(&database_url, &listen, lease_ttl_secs, net, sec).await
             }
-            Command::Submit { grid, dry_run, coordinator } => commands::submit(&grid, dry_run, &coordinator.coordinator).await,
-            Command::Status { sweep, coordinator } => commands::status(sweep.as_deref(), &coordinator.coordinator).await,
+            Command::Submit { grid, dry_run, coordinator } => {
+                commands::submit(&grid, dry_run, &coordinator.coordinator).await
+            }
+            Command::Status { sweep, coordinator } => {
+                commands::status(sweep.as_deref(), &coordinator.coordinator).await
+            }
             Command::Watch { sweep, coordinator } => watch::watch(&sweep, &coordinator.coordinator).await.map(|_| ()),
-            Command::Report { sweep, options, coordinator } => report::command(&sweep, &options, &coordinator.coordinator).await,
+            Command::Report { sweep, options, coordinator } => {
+                report::command(&sweep, &options, &coordinator.coordinator).await
+            }
             Command::Cancel { sweep, coordinator } => commands::cancel(&sweep, &coordinator.coordinator).await,
             Command::Run(args) => run::run(args).await,
         }

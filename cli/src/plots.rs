@@ -201,7 +201,12 @@ fn loss_data(r: &FullReport, sel: &Selection) -> Option<LossData> {
         .into_iter()
         .rev()
         .map(|(skip, (points, n))| Curve {
-            label: format!("skip connections {} ({} seed{})", if skip { "on" } else { "off" }, n, if n == 1 { "" } else { "s" }),
+            label: format!(
+                "skip connections {} ({} seed{})",
+                if skip { "on" } else { "off" },
+                n,
+                if n == 1 { "" } else { "s" }
+            ),
             color: skip_color(skip),
             points,
         })
@@ -215,10 +220,11 @@ fn loss_data(r: &FullReport, sel: &Selection) -> Option<LossData> {
 
 fn draw_loss<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &LossData) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(err)?;
-    let (x_max, mut y_min, mut y_max) = d.curves.iter().flat_map(|c| &c.points).fold(
-        (1.0f64, f64::INFINITY, f64::NEG_INFINITY),
-        |(x, lo, hi), p| (x.max(p.0), lo.min(p.2), hi.max(p.3)),
-    );
+    let (x_max, mut y_min, mut y_max) = d
+        .curves
+        .iter()
+        .flat_map(|c| &c.points)
+        .fold((1.0f64, f64::INFINITY, f64::NEG_INFINITY), |(x, lo, hi), p| (x.max(p.0), lo.min(p.2), hi.max(p.3)));
     if !(y_min.is_finite() && y_max.is_finite()) {
         (y_min, y_max) = (0.0, 1.0);
     }
@@ -383,9 +389,9 @@ fn draw_accuracy<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &AccData)
         let color = l.color;
         let filled = l.filled;
         chart
-            .draw_series(l.points.iter().map(|p| {
-                ErrorBar::new_vertical(x(p.0), p.2, p.1, p.3, color.stroke_width(2), 12)
-            }))
+            .draw_series(
+                l.points.iter().map(|p| ErrorBar::new_vertical(x(p.0), p.2, p.1, p.3, color.stroke_width(2), 12)),
+            )
             .map_err(err)?;
         chart
             .draw_series(LineSeries::new(l.points.iter().map(|p| (x(p.0), p.1)), color.stroke_width(3)))
@@ -397,9 +403,11 @@ fn draw_accuracy<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &AccData)
                     + Circle::new((14, 0), 6, if filled { color.filled() } else { color.stroke_width(2) })
             });
         chart
-            .draw_series(l.points.iter().map(|p| {
-                Circle::new((x(p.0), p.1), 6, if filled { color.filled() } else { WHITE.filled() })
-            }))
+            .draw_series(
+                l.points
+                    .iter()
+                    .map(|p| Circle::new((x(p.0), p.1), 6, if filled { color.filled() } else { WHITE.filled() })),
+            )
             .map_err(err)?;
         if !filled {
             chart
@@ -478,7 +486,8 @@ fn grad_data(r: &FullReport, sel: &Selection) -> Option<GradData> {
             }
         })
         .collect();
-    let mut subtitle = "L2 norm of the loss gradient per layer group, mean over seeds, bars = 95% t-interval".to_string();
+    let mut subtitle =
+        "L2 norm of the loss gradient per layer group, mean over seeds, bars = 95% t-interval".to_string();
     if !sel.fixed.is_empty() {
         subtitle += &format!("; {}", sel.fixed);
     }
@@ -506,7 +515,11 @@ fn draw_grad<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &GradData) ->
     let every = n.div_ceil(14).max(1);
     let fmt = move |x: &f64| {
         let i = x.round();
-        if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < blocks.len() && (i as usize % every == 0 || i as usize == blocks.len() - 1) {
+        if (x - i).abs() < 1e-6
+            && i >= 0.0
+            && (i as usize) < blocks.len()
+            && (i as usize % every == 0 || i as usize == blocks.len() - 1)
+        {
             blocks[i as usize].clone()
         } else {
             String::new()
@@ -530,12 +543,18 @@ fn draw_grad<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &GradData) ->
         let color = l.color;
         let start = l.start;
         chart
-            .draw_series(l.points.iter().filter(|p| p.3 > p.2).map(|p| {
-                ErrorBar::new_vertical(p.0, p.2.max(y_lo), p.1, p.3, color.stroke_width(1), 8)
-            }))
+            .draw_series(
+                l.points
+                    .iter()
+                    .filter(|p| p.3 > p.2)
+                    .map(|p| ErrorBar::new_vertical(p.0, p.2.max(y_lo), p.1, p.3, color.stroke_width(1), 8)),
+            )
             .map_err(err)?;
         chart
-            .draw_series(LineSeries::new(l.points.iter().map(|p| (p.0, p.1)), color.stroke_width(if start { 2 } else { 3 })))
+            .draw_series(LineSeries::new(
+                l.points.iter().map(|p| (p.0, p.1)),
+                color.stroke_width(if start { 2 } else { 3 }),
+            ))
             .map_err(err)?
             .label(l.label.clone())
             .legend(move |(x, y)| {
@@ -545,7 +564,11 @@ fn draw_grad<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &GradData) ->
                     + Circle::new((14, 0), 5, color.stroke_width(2))
             });
         chart
-            .draw_series(l.points.iter().map(|p| Circle::new((p.0, p.1), 5, if start { WHITE.filled() } else { color.filled() })))
+            .draw_series(
+                l.points
+                    .iter()
+                    .map(|p| Circle::new((p.0, p.1), 5, if start { WHITE.filled() } else { color.filled() })),
+            )
             .map_err(err)?;
         chart.draw_series(l.points.iter().map(|p| Circle::new((p.0, p.1), 5, color.stroke_width(2)))).map_err(err)?;
     }

@@ -124,10 +124,8 @@ pub fn notes(trials: &[pb::TrialFinal]) -> Vec<String> {
         notes.push(format!("Where the diverged trials diverged: {}.", named(&diverged)));
     }
 
-    let short: Vec<String> = trials
-        .iter()
-        .filter_map(|t| t.train_images_used.map(|n| format!("{} used {n}", trial_name(t))))
-        .collect();
+    let short: Vec<String> =
+        trials.iter().filter_map(|t| t.train_images_used.map(|n| format!("{} used {n}", trial_name(t)))).collect();
     if !short.is_empty() {
         notes.push(format!(
             "WARNING: {} trials trained on fewer images than [data] train_subset asked for (the dataset is \
@@ -166,7 +164,12 @@ mod tests {
         ts[1].train_images_used = Some(500);
         let n = notes(&ts);
         let all = n.join("\n");
-        assert!(all.contains("of the 3 trials that ran, 2 on cpu with 4 libtorch threads, 1 on cuda:0 (libtorch's default threads)"), "{all}");
+        assert!(
+            all.contains(
+                "of the 3 trials that ran, 2 on cpu with 4 libtorch threads, 1 on cuda:0 (libtorch's default threads)"
+            ),
+            "{all}"
+        );
         assert!(all.contains("mixes devices or thread counts"), "{all}");
         assert!(all.contains("number of libtorch threads"), "{all}");
         assert!(all.contains("depth=32 skip=off init=default batchnorm=off seed 0 at step 47"), "{all}");

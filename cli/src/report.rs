@@ -36,7 +36,6 @@ pub fn estimate_of(xs: &[f64]) -> Estimate {
     }
 }
 
-
 /// One report row (the JSON format is an array of these; see the README).
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -56,7 +55,6 @@ pub struct Row {
     pub best_test_accuracy: Estimate,
     pub wall_seconds: Estimate,
 }
-
 
 /// `mean ± half-width` (or just the mean with one seed, or `-` with none).
 pub fn pm(e: &Estimate, scale: f64, digits: usize) -> String {
@@ -102,8 +100,6 @@ pub fn cells(r: &Row) -> [String; 10] {
         r.wall_seconds.mean.map(|m| format!("{m:.1}")).unwrap_or_else(|| "-".into()),
     ]
 }
-
-
 
 /// The cell rows as CSV (the columns are a documented contract).
 pub fn cells_csv(rows: &[Row]) -> String {
@@ -290,9 +286,7 @@ fn design(trials: &[pb::TrialFinal]) -> Vec<Factor> {
     let init: BTreeSet<String> = keys.iter().map(|k| k.2.clone()).collect();
     let bn: BTreeSet<bool> = keys.iter().map(|k| k.3).collect();
     let mut inits: Vec<String> = init.into_iter().collect();
-    inits.sort_by_key(|i| {
-        sweep_core::InitScheme::ALL.iter().position(|s| s.as_str() == i).unwrap_or(usize::MAX)
-    });
+    inits.sort_by_key(|i| sweep_core::InitScheme::ALL.iter().position(|s| s.as_str() == i).unwrap_or(usize::MAX));
     vec![
         Factor::new("depth", depth.iter().map(|d| d.to_string())),
         Factor::new("skip", skip.iter().map(|b| b.to_string())),
@@ -304,9 +298,8 @@ fn design(trials: &[pb::TrialFinal]) -> Vec<Factor> {
 fn parse_baselines(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for a in args {
-        let (f, l) = a
-            .split_once('=')
-            .with_context(|| format!("--baseline {a:?}: expected FACTOR=LEVEL, e.g. skip=false"))?;
+        let (f, l) =
+            a.split_once('=').with_context(|| format!("--baseline {a:?}: expected FACTOR=LEVEL, e.g. skip=false"))?;
         let f = f.trim();
         if !FACTORS.contains(&f) {
             anyhow::bail!("--baseline {a:?}: unknown factor {f:?} (factors: {})", FACTORS.join(", "));
@@ -418,7 +411,8 @@ fn report_notes(trials: &[pb::TrialFinal], rows: &[Row], a: &Analysis, metric: M
         .filter(|r| r.succeeded == 0)
         .map(|r| {
             let mut why = Vec::new();
-            for (n, w) in [(r.running, "running"), (r.queued, "queued"), (r.diverged, "diverged"), (r.failed, "failed")] {
+            for (n, w) in [(r.running, "running"), (r.queued, "queued"), (r.diverged, "diverged"), (r.failed, "failed")]
+            {
                 if n > 0 {
                     why.push(format!("{n} {w}"));
                 }
@@ -437,9 +431,8 @@ fn report_notes(trials: &[pb::TrialFinal], rows: &[Row], a: &Analysis, metric: M
     let pending: u64 = rows.iter().map(|r| r.running + r.queued).sum();
     if pending > 0 {
         let cells = rows.iter().filter(|r| r.running + r.queued > 0).count();
-        notes.push(format!(
-            "{pending} trials in {cells} cells are still queued or running: these numbers will change."
-        ));
+        notes
+            .push(format!("{pending} trials in {cells} cells are still queued or running: these numbers will change."));
     }
     let done: BTreeSet<u64> = rows.iter().filter(|r| r.succeeded > 0).map(|r| r.succeeded).collect();
     if done.len() > 1 {
@@ -499,7 +492,10 @@ fn report_notes(trials: &[pb::TrialFinal], rows: &[Row], a: &Analysis, metric: M
         ));
     }
     if a.cells.iter().any(|c| c.n == 1) {
-        notes.push("Cells with a single finished seed have a mean but no interval, and so have the effects that use them.".into());
+        notes.push(
+            "Cells with a single finished seed have a mean but no interval, and so have the effects that use them."
+                .into(),
+        );
     }
     notes.push(format!(
         "Effects are on {}. Intervals are 95% Student-t: per cell over its seeds; for effects, Welch intervals of \
@@ -557,32 +553,43 @@ pub fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
         header.extend(order.iter().map(|s| s.to_string()));
         header.extend(["cells".into(), "trials".into(), format!("{} (95% CI)", m.label())]);
         let (scale, digits, _) = m.scale();
-        out.push(Table::new(
-            format!("Sweep {}: {} by {}", r.sweep_id, m.label(), order.join(", ")),
-            header,
-            r.analysis.groups.iter().map(|g| {
-                let mut row: Vec<String> = order.iter().map(|f| show_level(f, &g.levels[*f])).collect();
-                row.push(g.cells.to_string());
-                row.push(g.n.to_string());
-                row.push(match g.mean {
-                    Some(c) => match (c.ci95_lo, c.ci95_hi) {
-                        (Some(lo), Some(hi)) => {
-                            format!("{:.d$} ± {:.d$}", c.estimate * scale, (hi - lo) / 2.0 * scale, d = digits)
-                        }
-                        _ => format!("{:.d$}", c.estimate * scale, d = digits),
-                    },
-                    None => "-".into(),
-                });
-                row
-            }),
-        )
-        .caption("Means of cell means over the factors not listed, each cell weighted equally."));
+        out.push(
+            Table::new(
+                format!("Sweep {}: {} by {}", r.sweep_id, m.label(), order.join(", ")),
+                header,
+                r.analysis.groups.iter().map(|g| {
+                    let mut row: Vec<String> = order.iter().map(|f| show_level(f, &g.levels[*f])).collect();
+                    row.push(g.cells.to_string());
+                    row.push(g.n.to_string());
+                    row.push(match g.mean {
+                        Some(c) => match (c.ci95_lo, c.ci95_hi) {
+                            (Some(lo), Some(hi)) => {
+                                format!("{:.d$} ± {:.d$}", c.estimate * scale, (hi - lo) / 2.0 * scale, d = digits)
+                            }
+                            _ => format!("{:.d$}", c.estimate * scale, d = digits),
+                        },
+                        None => "-".into(),
+                    });
+                    row
+                }),
+            )
+            .caption("Means of cell means over the factors not listed, each cell weighted equally."),
+        );
     }
     if !r.analysis.main_effects.is_empty() {
         out.push(
             Table::new(
                 format!("Main effects on {}", m.label()),
-                ["factor", "level vs baseline", "level mean", "baseline mean", "effect [95% CI]", "p", "p (Holm)", "matched cell pairs"],
+                [
+                    "factor",
+                    "level vs baseline",
+                    "level mean",
+                    "baseline mean",
+                    "effect [95% CI]",
+                    "p",
+                    "p (Holm)",
+                    "matched cell pairs",
+                ],
                 r.analysis.main_effects.iter().map(|c| {
                     vec![
                         c.factor.clone(),
@@ -602,12 +609,8 @@ pub fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
             ),
         );
     }
-    let focus: BTreeSet<(&str, &str, &str)> = r
-        .analysis
-        .simple_effects
-        .iter()
-        .map(|c| (c.factor.as_str(), c.level.as_str(), c.baseline.as_str()))
-        .collect();
+    let focus: BTreeSet<(&str, &str, &str)> =
+        r.analysis.simple_effects.iter().map(|c| (c.factor.as_str(), c.level.as_str(), c.baseline.as_str())).collect();
     for (f, l, b) in focus {
         out.push(
             Table::new(
@@ -707,9 +710,12 @@ pub fn json(r: &FullReport) -> serde_json::Value {
 /// The tables as CSV files (for `--out`).
 pub fn tables_csv(r: &FullReport) -> Vec<(String, String)> {
     let mut files = vec![("cells.csv".to_owned(), cells_csv(&r.cells))];
-    let q = |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() };
+    let q =
+        |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() };
     let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
-    let mut eff = String::from("kind,factor,level,baseline,at,level_mean,baseline_mean,effect,ci95_lo,ci95_hi,df,p_value,p_holm\n");
+    let mut eff = String::from(
+        "kind,factor,level,baseline,at,level_mean,baseline_mean,effect,ci95_lo,ci95_hi,df,p_value,p_holm\n",
+    );
     for (kind, list) in [("main", &r.analysis.main_effects), ("simple", &r.analysis.simple_effects)] {
         for c in list.iter() {
             let e = c.effect;
@@ -731,7 +737,8 @@ pub fn tables_csv(r: &FullReport) -> Vec<(String, String)> {
         }
     }
     files.push(("effects.csv".into(), eff));
-    let mut paired = String::from("factor,level,baseline,at,shared_seeds,mean_diff,ci95_lo,ci95_hi,t,df,p_value,p_holm\n");
+    let mut paired =
+        String::from("factor,level,baseline,at,shared_seeds,mean_diff,ci95_lo,ci95_hi,t,df,p_value,p_holm\n");
     for p in &r.analysis.paired {
         let t = p.test;
         paired += &format!(

@@ -261,8 +261,14 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     };
     match ended {
         Ended::Interrupted(sig) => {
-            eprintln!("sweep run: {sig}: stopping the workers (their trials go back to the queue), then the coordinator");
-            workers.stop(grace, async { interrupts.nth(2).await; }).await;
+            eprintln!(
+                "sweep run: {sig}: stopping the workers (their trials go back to the queue), then the coordinator"
+            );
+            workers
+                .stop(grace, async {
+                    interrupts.nth(2).await;
+                })
+                .await;
             let (n, _) = coordinator.errors_of(&out.sweep_id, &[TrialState::Queued, TrialState::Running]).await;
             coordinator.stop().await;
             Err(interrupted(sig, &format!("{n} trials of {sweep} are not finished")))
@@ -284,7 +290,11 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             .into())
         }
         Ended::Finished(watched) => {
-            workers.stop(grace, async { interrupts.nth(2).await; }).await;
+            workers
+                .stop(grace, async {
+                    interrupts.nth(2).await;
+                })
+                .await;
             let status = match watched {
                 Ok(s) => s,
                 Err(e) => {
@@ -307,7 +317,11 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                 c.failed,
                 c.cancelled,
                 out.total_cells,
-                if errors.is_empty() { String::new() } else { format!("\nwhy the failed trials failed:{}", bullet(&errors)) }
+                if errors.is_empty() {
+                    String::new()
+                } else {
+                    format!("\nwhy the failed trials failed:{}", bullet(&errors))
+                }
             )
             .into())
         }
@@ -317,8 +331,5 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
 /// The failure after SIGTERM (exit 143) or SIGINT (exit 130).
 fn interrupted(sig: &str, what: &str) -> Failure {
     let code = if sig == "SIGINT" { 130 } else { 143 };
-    Failure::with_code(
-        code,
-        anyhow::anyhow!("stopped by {sig}: {what}; run the same command again to resume"),
-    )
+    Failure::with_code(code, anyhow::anyhow!("stopped by {sig}: {what}; run the same command again to resume"))
 }

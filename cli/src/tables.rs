@@ -43,7 +43,8 @@ pub fn render(tables: &[Table], notes: &[String], format: Format) -> String {
                 out += &format!("## {}\n\n", t.title);
                 out += &format!("| {} |\n|{}\n", t.header.join(" | "), "---|".repeat(t.header.len()));
                 for r in &t.rows {
-                    out += &format!("| {} |\n", r.iter().map(|c| c.replace('|', "\\|")).collect::<Vec<_>>().join(" | "));
+                    out +=
+                        &format!("| {} |\n", r.iter().map(|c| c.replace('|', "\\|")).collect::<Vec<_>>().join(" | "));
                 }
                 if let Some(c) = &t.caption {
                     out += &format!("\n{c}\n");
@@ -59,7 +60,10 @@ pub fn render(tables: &[Table], notes: &[String], format: Format) -> String {
             for t in tables {
                 out += &format!("\\begin{{table}}[ht]\n\\centering\n\\caption{{{}}}\n", latex_escape(&t.title));
                 out += &format!("\\begin{{tabular}}{{{}}}\n\\toprule\n", "l".repeat(t.header.len()));
-                out += &format!("{} \\\\\n\\midrule\n", t.header.iter().map(|h| latex_escape(h)).collect::<Vec<_>>().join(" & "));
+                out += &format!(
+                    "{} \\\\\n\\midrule\n",
+                    t.header.iter().map(|h| latex_escape(h)).collect::<Vec<_>>().join(" & ")
+                );
                 for r in &t.rows {
                     out += &format!("{} \\\\\n", r.iter().map(|c| latex_escape(c)).collect::<Vec<_>>().join(" & "));
                 }

@@ -17,13 +17,10 @@ const MAX_TRIAL_LINES: usize = 8;
 /// Follows a sweep until it finishes; returns its final status.
 pub async fn watch(sweep: &str, url: &str) -> Result<pb::SweepStatus, Failure> {
     let mut client = connect(url).await?;
-    let mut stream = client
-        .watch(pb::WatchRequest { sweep_id: sweep.to_owned() })
-        .await
-        .map_err(rpc)?
-        .into_inner();
+    let mut stream = client.watch(pb::WatchRequest { sweep_id: sweep.to_owned() }).await.map_err(rpc)?.into_inner();
     let tty = std::io::stderr().is_terminal();
-    let multi = MultiProgress::with_draw_target(if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let multi =
+        MultiProgress::with_draw_target(if tty { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
     let main = multi.add(ProgressBar::new(0));
     main.set_style(
         ProgressStyle::with_template("{prefix} [{bar:40.cyan/blue}] {pos}/{len} trials  {msg}  ETA {eta}")

@@ -8,14 +8,8 @@ use common::{run_ok, sweep, worker_bin, Server};
 
 use std::process::Command;
 
-
-
-
-
-
 /// The example grid, comments included.
 const EXAMPLE: &str = include_str!("../../examples/skip-ablation.toml");
-
 
 #[test]
 fn submit_is_idempotent_and_only_new_cells_are_added() {
@@ -122,10 +116,8 @@ fn sweep_run_prints_a_report_whose_rows_match_the_cells() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(report["sweep_id"], "small");
     let cells = report["cells"].as_array().unwrap();
-    let mut got: Vec<(u64, bool)> = cells
-        .iter()
-        .map(|c| (c["depth"].as_u64().unwrap(), c["skip"].as_bool().unwrap()))
-        .collect();
+    let mut got: Vec<(u64, bool)> =
+        cells.iter().map(|c| (c["depth"].as_u64().unwrap(), c["skip"].as_bool().unwrap())).collect();
     got.sort();
     assert_eq!(got, vec![(8, false), (8, true), (16, false), (16, true)]);
     for c in cells {
@@ -154,7 +146,13 @@ fn the_sweep_binary_does_not_link_libtorch() {
 
 #[test]
 fn help_teaches_with_examples() {
-    for cmd in [vec!["--help"], vec!["run", "--help"], vec!["submit", "--help"], vec!["serve", "--help"], vec!["report", "--help"]] {
+    for cmd in [
+        vec!["--help"],
+        vec!["run", "--help"],
+        vec!["submit", "--help"],
+        vec!["serve", "--help"],
+        vec!["report", "--help"],
+    ] {
         let out = run_ok(sweep().args(&cmd));
         assert!(out.contains("Example"), "`sweep {}` has no example:\n{out}", cmd.join(" "));
     }

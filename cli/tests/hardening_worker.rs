@@ -111,7 +111,11 @@ fn a_diverging_trial_ends_as_diverged_and_sweep_run_exits_with_the_report() {
     let (out, took) = finish(child, Duration::from_secs(180), "sweep run of a diverging trial");
     let all = text(&out);
     assert!(!out.status.success(), "a diverged trial is not a success: {all}");
-    assert!(all.contains("diverged"), "the report or summary does not say diverged:\n{all}\nworker log:\n{}", worker_log(&state));
+    assert!(
+        all.contains("diverged"),
+        "the report or summary does not say diverged:\n{all}\nworker log:\n{}",
+        worker_log(&state)
+    );
 
     let (t, metrics) = read_back(&db, "blowup");
     assert_eq!(t.state, TrialState::Diverged, "{t:?}\n{all}\nworker log:\n{}", worker_log(&state));
@@ -205,7 +209,11 @@ fn the_same_grid_against_a_fresh_database_trains_again_in_full() {
     assert_eq!(s1, steps, "first run's loss curve");
     // A succeeded trial's checkpoints are deleted once its result is acknowledged.
     let trial_dir = ckroot.join(&t1.trial_id);
-    assert!(!trial_dir.exists(), "checkpoints kept after success: {:?}", std::fs::read_dir(&trial_dir).ok().map(|d| d.count()));
+    assert!(
+        !trial_dir.exists(),
+        "checkpoints kept after success: {:?}",
+        std::fs::read_dir(&trial_dir).ok().map(|d| d.count())
+    );
 
     // Put the first run's checkpoint back: a stale checkpoint really is there.
     let planted = aside.join(&t1.trial_id);
@@ -215,7 +223,11 @@ fn the_same_grid_against_a_fresh_database_trains_again_in_full() {
         trial_dir.join(name)
     })
     .unwrap();
-    assert!(std::fs::read_dir(&trial_dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("ckpt-")));
+    assert!(std::fs::read_dir(&trial_dir).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("ckpt-")));
 
     // Run 2, same grid, same checkpoint folder, fresh database B.
     let db_b = dir.path().join("b.db");

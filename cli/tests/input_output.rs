@@ -97,8 +97,10 @@ fn an_error_prints_each_cause_once() {
     let file = dir.path().join("plain-file");
     std::fs::write(&file, "x").unwrap();
     let url = format!("sqlite://{}/sweep.db", file.display());
-    let (code, _, stderr) =
-        output_within(sweep().args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url]), Duration::from_secs(30));
+    let (code, _, stderr) = output_within(
+        sweep().args(["serve", "--listen", "127.0.0.1:0", "--database-url", &url]),
+        Duration::from_secs(30),
+    );
     assert_eq!(code, Some(1), "{stderr}");
     let line = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(line.contains("plain-file"), "{stderr}");
@@ -126,7 +128,12 @@ fn text_from_the_coordinator_reaches_the_terminal_escaped() {
         let channel = tonic::transport::Endpoint::from_shared(server.url.clone()).unwrap().connect().await.unwrap();
         let mut client = pb::worker_service_client::WorkerServiceClient::new(channel);
         client
-            .lease(pb::LeaseRequest { worker_id: evil.into(), device: "cpu".into(), wait_ms: 2000, ..Default::default() })
+            .lease(pb::LeaseRequest {
+                worker_id: evil.into(),
+                device: "cpu".into(),
+                wait_ms: 2000,
+                ..Default::default()
+            })
             .await
     });
     match leased {

@@ -275,11 +275,13 @@ fn a_killed_real_training_trial_resumes_from_its_checkpoint_on_another_worker() 
     submit(port, &grid);
     let mut a = worker(port, "first", &ckpt, &["--threads", "1"]);
     wait_until(Duration::from_secs(120), "the first epoch checkpoint", || {
-        std::fs::read_dir(&ckpt)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|trial| std::fs::read_dir(trial.path()).into_iter().flatten().flatten().any(|e| e.file_name().to_string_lossy().starts_with("ckpt-")))
+        std::fs::read_dir(&ckpt).into_iter().flatten().flatten().any(|trial| {
+            std::fs::read_dir(trial.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("ckpt-"))
+        })
     });
     kill(&mut a);
     // Its idle timer must outlast the dead worker's lease (3 s) plus a reap.
@@ -293,7 +295,10 @@ fn a_killed_real_training_trial_resumes_from_its_checkpoint_on_another_worker() 
     assert_eq!(t.state, TrialState::Succeeded, "{:?}", t.last_error);
     assert_eq!(t.attempts, 2);
     let resumed = t.resumed_step.expect("the second attempt reported where it resumed");
-    assert!(resumed >= 16 && resumed % 16 == 0 && resumed < 64, "resumed from step {resumed}, not an epoch boundary after epoch 1");
+    assert!(
+        resumed >= 16 && resumed % 16 == 0 && resumed < 64,
+        "resumed from step {resumed}, not an epoch boundary after epoch 1"
+    );
     let steps: Vec<i64> = rt
         .block_on(store.metrics(&t.trial_id))
         .unwrap()

@@ -11,12 +11,6 @@ use std::time::Instant;
 
 use sweep_coordinator::store::{FinalOutcome, MetricRow, SqliteStore, Store, TrialSummary};
 
-
-
-
-
-
-
 /// splitmix64, for deterministic noise.
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -134,7 +128,10 @@ fn report_over_thousands_of_stored_trials_renders_every_format() {
     assert!(notes.contains("Unbalanced seeds"), "{notes}");
     // Provenance: the thread dependence is said, diverged trials are listed,
     // and one row per trial carries device, threads and divergence step.
-    assert!(notes.contains("number of libtorch threads") && notes.contains("Where the diverged trials diverged"), "{notes}");
+    assert!(
+        notes.contains("number of libtorch threads") && notes.contains("Where the diverged trials diverged"),
+        "{notes}"
+    );
     let rows = v["trials"].as_array().unwrap();
     assert_eq!(rows.len(), 2400);
     for key in ["seed", "state", "device", "threads", "diverged_step", "train_images_used"] {
@@ -142,7 +139,9 @@ fn report_over_thousands_of_stored_trials_renders_every_format() {
     }
 
     let table = report(&[]);
-    for needle in ["Main effects", "Interactions: effect of skip on vs off", "Paired comparison", "depth=64", "diverged"] {
+    for needle in
+        ["Main effects", "Interactions: effect of skip on vs off", "Paired comparison", "depth=64", "diverged"]
+    {
         assert!(table.contains(needle), "table lacks {needle:?}:\n{table}");
     }
     let md = report(&["--format", "markdown"]);
@@ -151,7 +150,10 @@ fn report_over_thousands_of_stored_trials_renders_every_format() {
     assert_eq!(csv.lines().count(), 49);
     assert!(csv.starts_with("depth,skip,init,batchnorm,seeds_total,"));
     let tex = report(&["--format", "latex"]);
-    assert!(tex.contains("\\begin{tabular}") && tex.contains("kaiming\\_normal") && tex.contains("\\bottomrule"), "{tex}");
+    assert!(
+        tex.contains("\\begin{tabular}") && tex.contains("kaiming\\_normal") && tex.contains("\\bottomrule"),
+        "{tex}"
+    );
     assert_eq!(tex.matches("\\begin{table}").count(), tex.matches("\\end{table}").count());
 
     // Views: grouped, another baseline, another metric.
@@ -202,11 +204,7 @@ fn a_simulated_sweep_draws_the_three_pictures() {
     let out = dir.path().join("figures");
     let page = dir.path().join("report.html");
     let text = run_ok(
-        sweep()
-            .args(["report", "pics", "--coordinator", &server.url, "--out"])
-            .arg(&out)
-            .arg("--html")
-            .arg(&page),
+        sweep().args(["report", "pics", "--coordinator", &server.url, "--out"]).arg(&out).arg("--html").arg(&page),
     );
     assert!(text.contains("Main effects"), "{text}");
     for name in ["loss-curve", "accuracy-vs-depth", "gradient-flow"] {

@@ -154,7 +154,8 @@ fn start_long_run(dir: &Path, name: &str) -> (Child, std::thread::JoinHandle<Str
     // 2 epochs of 1,000 batches at 20 ms: far longer than the test.
     let grid = grid(dir, name, 4, "data", 4000);
     let state = dir.join("state");
-    let (mut child, stderr) = spawn_run(&grid, &state, &["--workers", "2", "--simulate-step-ms", "20", "--grace-secs", "2"]);
+    let (mut child, stderr) =
+        spawn_run(&grid, &state, &["--workers", "2", "--simulate-step-ms", "20", "--grace-secs", "2"]);
     let db = state.join(format!("{name}.db"));
     wait_until(Duration::from_secs(60), "both workers to run a trial", || {
         if let Some(s) = child.try_wait().unwrap() {
@@ -178,7 +179,10 @@ fn stop_with(signal: &str, code: i32, name: &str) {
     let status = wait_exit(&mut child, Duration::from_secs(30), "sweep run after the signal");
     let stderr = stderr.join().unwrap();
     assert_eq!(status.code(), Some(code), "{stderr}");
-    assert!(stderr.contains(&format!("SIG{signal}")) && stderr.contains("run the same command again to resume"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("SIG{signal}")) && stderr.contains("run the same command again to resume"),
+        "{stderr}"
+    );
     let left = processes_mentioning(&state.display().to_string());
     assert!(left.is_empty(), "processes left behind: {left:?}");
     let ts = trials(&state.join(format!("{name}.db")), name);

@@ -22,14 +22,18 @@ use sweep_proto::v1 as pb;
 mod bench_grid;
 use bench_grid::grid;
 
-
 async fn worker_loop(url: String, id: usize) -> u64 {
     let ch = tonic::transport::Endpoint::from_shared(url).unwrap().tcp_nodelay(true).connect().await.unwrap();
     let mut w = pb::worker_service_client::WorkerServiceClient::new(ch);
     let mut done = 0;
     loop {
         let a = w
-            .lease(pb::LeaseRequest { worker_id: format!("bench-{id}"), device: "cpu".into(), wait_ms: 0, ..Default::default() })
+            .lease(pb::LeaseRequest {
+                worker_id: format!("bench-{id}"),
+                device: "cpu".into(),
+                wait_ms: 0,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner()
@@ -38,7 +42,13 @@ async fn worker_loop(url: String, id: usize) -> u64 {
         let points = (1..=10)
             .map(|s| pb::MetricPoint { step: s, name: "train_loss".into(), value: 1.0 / s as f64, epoch: 1 })
             .collect();
-        let batch = pb::MetricBatch { lease_id: a.lease_id.clone(), seq: 1, points, truncate_after: None, checkpoint_step: None };
+        let batch = pb::MetricBatch {
+            lease_id: a.lease_id.clone(),
+            seq: 1,
+            points,
+            truncate_after: None,
+            checkpoint_step: None,
+        };
         let mut acks = w.push_metrics(tokio_stream::iter(vec![batch])).await.unwrap().into_inner();
         acks.message().await.unwrap().expect("ack");
         w.complete(pb::CompleteRequest {

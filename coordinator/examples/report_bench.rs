@@ -21,7 +21,6 @@ use sweep_proto::v1 as pb;
 mod bench_grid;
 use bench_grid::grid;
 
-
 async fn fill(store: &Arc<dyn Store>, trials: usize) -> (usize, Duration) {
     let t = Instant::now();
     let out = store.submit(&grid(trials), 1).await.unwrap();

@@ -64,12 +64,8 @@ pub fn load_tokens(file: Option<&Path>, env_var: &str) -> Result<Vec<String>, To
         Some(p) => std::fs::read_to_string(p).map_err(|source| TokenError::Read { path: p.to_owned(), source })?,
         None => std::env::var(env_var).unwrap_or_default().replace(',', "\n"),
     };
-    let tokens: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_owned)
-        .collect();
+    let tokens: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
     if let Some(t) = tokens.iter().find(|t| t.len() < 16) {
         return Err(TokenError::Invalid(format!(
             "a {} token is {} characters long; use at least 16 (e.g. `openssl rand -hex 32`)",
@@ -150,11 +146,8 @@ impl Auth {
     pub fn authenticate<T>(&self, req: &Request<T>, needed: Role) -> Result<Option<Caller>, Status> {
         let Some(tokens) = &self.0 else { return Ok(None) };
         let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "?".into());
-        let presented = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let presented =
+            req.metadata().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         let Some(token) = presented else {
             tracing::warn!(%peer, role = needed.as_str(), "call refused: no bearer token");
             return Err(Status::unauthenticated("missing bearer token (set SWEEP_TOKEN or --token-file)"));

@@ -120,10 +120,7 @@ pub fn metric_point(i: usize, name: &str, step_: i64, epoch: u32, value: f64) ->
 /// finite and non-negative, except that a diverged trial's non-finite losses
 /// (that is what diverged means) are stored as absent; wall seconds must be
 /// finite, non-negative and below [`WALL_SECONDS_LIMIT`].
-pub fn summary(
-    s: &sweep_proto::v1::TrialSummary,
-    diverged: bool,
-) -> Result<TrialSummary, Status> {
+pub fn summary(s: &sweep_proto::v1::TrialSummary, diverged: bool) -> Result<TrialSummary, Status> {
     let accuracy = |what: &str, v: Option<f64>| -> Result<Option<f64>, Status> {
         match v {
             Some(x) if !(0.0..=1.0).contains(&x) => {
@@ -143,9 +140,7 @@ pub fn summary(
     };
     let w = s.wall_seconds;
     if !w.is_finite() || w < 0.0 || w >= WALL_SECONDS_LIMIT {
-        return Err(invalid(format!(
-            "summary.wall_seconds: {w} is outside [0, {WALL_SECONDS_LIMIT:e})"
-        )));
+        return Err(invalid(format!("summary.wall_seconds: {w} is outside [0, {WALL_SECONDS_LIMIT:e})")));
     }
     Ok(TrialSummary {
         final_train_loss: loss("final_train_loss", s.final_train_loss)?,

@@ -10,13 +10,13 @@
 //! - [`serve`]: runs a coordinator on a listener until a shutdown future
 //!   resolves (tests call it with `127.0.0.1:0`).
 
-pub mod store;
-pub mod auth;
-pub mod error;
-pub mod service;
 pub mod analysis;
+pub mod auth;
 pub mod bounds;
+pub mod error;
 pub mod limits;
+pub mod service;
+pub mod store;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -126,9 +126,7 @@ pub async fn serve_with_limits(
     }
     // Nobody could heartbeat while no coordinator ran: give every running
     // lease a full TTL to re-attach before the reaper may expire it.
-    let extended = store
-        .extend_running_leases(service::now_ms(), config.lease_ttl.as_millis() as i64)
-        .await?;
+    let extended = store.extend_running_leases(service::now_ms(), config.lease_ttl.as_millis() as i64).await?;
     if extended > 0 {
         tracing::info!(leases = extended, "running leases extended after start-up; their workers can re-attach");
     }
@@ -137,12 +135,8 @@ pub async fn serve_with_limits(
     let reaper = coordinator.spawn_reaper();
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<SweepServiceServer<Coordinator>>()
-        .await;
-    health
-        .set_serving::<WorkerServiceServer<Coordinator>>()
-        .await;
+    health.set_serving::<SweepServiceServer<Coordinator>>().await;
+    health.set_serving::<WorkerServiceServer<Coordinator>>().await;
     health.set_serving::<sweep_proto::v1::analysis_service_server::AnalysisServiceServer<analysis::Analysis>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sweep_proto::v1::FILE_DESCRIPTOR_SET)

@@ -90,52 +90,28 @@ impl NetLimits {
     pub fn validate(&self) -> Result<(), LimitError> {
         let bad = |name, value: String, why| Err(LimitError { name, value, why });
         if self.max_connections == 0 || self.max_connections > Semaphore::MAX_PERMITS {
-            return bad(
-                "max_connections",
-                self.max_connections.to_string(),
-                "must be at least 1 (and at most 2^61)",
-            );
+            return bad("max_connections", self.max_connections.to_string(), "must be at least 1 (and at most 2^61)");
         }
         if self.handshake_timeout.is_zero() {
-            return bad(
-                "handshake_timeout",
-                format!("{:?}", self.handshake_timeout),
-                "must be positive",
-            );
+            return bad("handshake_timeout", format!("{:?}", self.handshake_timeout), "must be positive");
         }
         if self.http2_keepalive_interval.is_some_and(|d| d.is_zero()) {
-            return bad(
-                "http2_keepalive_interval",
-                "0s".into(),
-                "must be positive (or None to disable)",
-            );
+            return bad("http2_keepalive_interval", "0s".into(), "must be positive (or None to disable)");
         }
         if self.http2_keepalive_timeout.is_zero() {
             return bad("http2_keepalive_timeout", "0s".into(), "must be positive");
         }
         if self.tcp_keepalive.is_some_and(|d| d.is_zero()) {
-            return bad(
-                "tcp_keepalive",
-                "0s".into(),
-                "must be positive (or None to disable)",
-            );
+            return bad("tcp_keepalive", "0s".into(), "must be positive (or None to disable)");
         }
         if self.max_concurrent_streams == 0 {
             return bad("max_concurrent_streams", "0".into(), "must be at least 1");
         }
         if self.concurrency_limit_per_connection == 0 {
-            return bad(
-                "concurrency_limit_per_connection",
-                "0".into(),
-                "must be at least 1",
-            );
+            return bad("concurrency_limit_per_connection", "0".into(), "must be at least 1");
         }
         if self.max_header_list_size < 1024 {
-            return bad(
-                "max_header_list_size",
-                self.max_header_list_size.to_string(),
-                "must be at least 1024",
-            );
+            return bad("max_header_list_size", self.max_header_list_size.to_string(), "must be at least 1024");
         }
         Ok(())
     }
@@ -194,8 +170,7 @@ impl LimitedIo {
     }
 
     fn count_write(&mut self, polled: &Poll<io::Result<usize>>) {
-        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) && self.handed_off.load(Ordering::Relaxed)
-        {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) && self.handed_off.load(Ordering::Relaxed) {
             self.writes_after_handoff = self.writes_after_handoff.saturating_add(1);
         }
     }
@@ -211,11 +186,7 @@ impl Connected for LimitedIo {
 }
 
 impl AsyncRead for LimitedIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.deadline.is_some() && this.handshake_started() {
             this.deadline = None;
@@ -232,18 +203,11 @@ impl AsyncRead for LimitedIo {
         if let Some(deadline) = this.deadline.as_mut() {
             if deadline.as_mut().poll(cx).is_ready() {
                 this.deadline = None;
-                let peer = this
-                    .inner
-                    .peer_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|_| "?".into());
+                let peer = this.inner.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
                 tracing::debug!(%peer, timeout = ?this.timeout, "closing a connection that did not start its handshake");
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!(
-                        "no handshake from {peer} within {:?} of accepting the connection",
-                        this.timeout
-                    ),
+                    format!("no handshake from {peer} within {:?} of accepting the connection", this.timeout),
                 )));
             }
         }
@@ -252,11 +216,7 @@ impl AsyncRead for LimitedIo {
 }
 
 impl AsyncWrite for LimitedIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.count_write(&polled);
         polled
@@ -290,9 +250,7 @@ fn configure(stream: &TcpStream, limits: &NetLimits) {
         tracing::warn!(error = %e, "could not set TCP_NODELAY on an accepted connection");
     }
     if let Some(idle) = limits.tcp_keepalive {
-        let keepalive = socket2::TcpKeepalive::new()
-            .with_time(idle)
-            .with_interval(Duration::from_secs(10));
+        let keepalive = socket2::TcpKeepalive::new().with_time(idle).with_interval(Duration::from_secs(10));
         if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive) {
             tracing::warn!(error = %e, "could not set TCP keepalive on an accepted connection");
         }
@@ -311,36 +269,31 @@ pub fn incoming(
 ) -> impl Stream<Item = io::Result<LimitedIo>> + Send + 'static {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let limits = limits.clone();
-    futures::stream::unfold(
-        (listener, permits, limits),
-        move |(listener, permits, limits)| async move {
-            let permit = match permits.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => return None, // never closed
-            };
-            loop {
-                match listener.accept().await {
-                    Ok((stream, _)) => {
-                        configure(&stream, &limits);
-                        let io = LimitedIo::new(stream, permit, limits.handshake_timeout, tls);
-                        return Some((Ok(io), (listener, permits, limits)));
-                    }
-                    // The peer gave up before we accepted: nothing to log.
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::ConnectionAborted
-                                | io::ErrorKind::ConnectionReset
-                                | io::ErrorKind::Interrupted
-                        ) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accepting a connection failed; retrying in 100 ms");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
+    futures::stream::unfold((listener, permits, limits), move |(listener, permits, limits)| async move {
+        let permit = match permits.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return None, // never closed
+        };
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    configure(&stream, &limits);
+                    let io = LimitedIo::new(stream, permit, limits.handshake_timeout, tls);
+                    return Some((Ok(io), (listener, permits, limits)));
+                }
+                // The peer gave up before we accepted: nothing to log.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
-        },
-    )
+        }
+    })
 }
 
 /// Rewrites `OUT_OF_RANGE` answers of tonic's codec for a message over the
@@ -376,9 +329,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        self.0
-            .call(req)
-            .map_ok(remap_response as fn(GrpcResponse) -> GrpcResponse)
+        self.0.call(req).map_ok(remap_response as fn(GrpcResponse) -> GrpcResponse)
     }
 }
 
@@ -444,44 +395,27 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_zero_limits_are_refused() {
         NetLimits::default().validate().unwrap();
-        let err = NetLimits {
-            max_connections: 0,
-            ..Default::default()
-        }
-        .validate()
-        .unwrap_err();
+        let err = NetLimits { max_connections: 0, ..Default::default() }.validate().unwrap_err();
         assert!(err.to_string().contains("max_connections = 0"), "{err}");
-        let err = NetLimits {
-            handshake_timeout: Duration::ZERO,
-            ..Default::default()
-        }
-        .validate()
-        .unwrap_err();
+        let err = NetLimits { handshake_timeout: Duration::ZERO, ..Default::default() }.validate().unwrap_err();
         assert!(err.to_string().contains("handshake_timeout"), "{err}");
     }
 
     #[test]
     fn only_the_size_limit_out_of_range_is_remapped() {
         let mut h = HeaderMap::new();
-        tonic::Status::out_of_range(
-            "Error, decoded message length too large: found 17 bytes, the limit is: 16 bytes",
-        )
-        .add_header(&mut h)
-        .unwrap();
+        tonic::Status::out_of_range("Error, decoded message length too large: found 17 bytes, the limit is: 16 bytes")
+            .add_header(&mut h)
+            .unwrap();
         remap_status(&mut h);
         let s = tonic::Status::from_header_map(&h).unwrap();
         assert_eq!(s.code(), tonic::Code::ResourceExhausted);
         assert!(s.message().contains("found 17 bytes"), "{}", s.message());
 
         let mut h = HeaderMap::new();
-        tonic::Status::out_of_range("step past the end")
-            .add_header(&mut h)
-            .unwrap();
+        tonic::Status::out_of_range("step past the end").add_header(&mut h).unwrap();
         remap_status(&mut h);
-        assert_eq!(
-            tonic::Status::from_header_map(&h).unwrap().code(),
-            tonic::Code::OutOfRange
-        );
+        assert_eq!(tonic::Status::from_header_map(&h).unwrap().code(), tonic::Code::OutOfRange);
     }
 
     /// A body whose only frame is `trailers`.
@@ -503,18 +437,13 @@ mod tests {
     async fn size_limit_in_trailers_is_remapped() {
         // A streaming call fails mid-stream: its status is in the trailers.
         let mut t = HeaderMap::new();
-        tonic::Status::out_of_range(
-            "Error, decoded message length too large: found 9 bytes, the limit is: 8 bytes",
-        )
-        .add_header(&mut t)
-        .unwrap();
+        tonic::Status::out_of_range("Error, decoded message length too large: found 9 bytes, the limit is: 8 bytes")
+            .add_header(&mut t)
+            .unwrap();
         let resp = Response::new(tonic::body::Body::new(Trailers(Some(t))));
         let mut body = remap_response(resp).into_body();
         use http_body::Body as _;
-        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))
-            .await
-            .unwrap()
-            .unwrap();
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await.unwrap().unwrap();
         let trailers = frame.into_trailers().expect("a trailers frame");
         let s = tonic::Status::from_header_map(&trailers).unwrap();
         assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");

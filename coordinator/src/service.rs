@@ -84,12 +84,7 @@ pub struct Coordinator {
 
 impl Coordinator {
     pub fn new(store: Arc<dyn Store>, config: CoordinatorConfig) -> Self {
-        Self {
-            store,
-            config,
-            queue: Arc::new(watch::channel(0).0),
-            changes: Arc::new(watch::channel(0).0),
-        }
+        Self { store, config, queue: Arc::new(watch::channel(0).0), changes: Arc::new(watch::channel(0).0) }
     }
 
     /// Who holds `lease`, refusing a caller with another identity
@@ -199,11 +194,7 @@ impl pb::sweep_service_server::SweepService for Coordinator {
         let out = self.store.submit(&spec, now_ms()).await?;
         tracing::info!(sweep = %out.sweep_id, total = out.total, added = out.added, "sweep submitted");
         self.queue_changed();
-        Ok(Response::new(pb::SubmitResponse {
-            sweep_id: out.sweep_id,
-            total_cells: out.total,
-            added_cells: out.added,
-        }))
+        Ok(Response::new(pb::SubmitResponse { sweep_id: out.sweep_id, total_cells: out.total, added_cells: out.added }))
     }
 
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
@@ -339,15 +330,8 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         let req = req.into_inner();
         let lease = lease_id_arg(&req.lease_id)?;
         self.holder_check(&caller, lease).await?;
-        let progress = Progress {
-            epoch: req.epoch,
-            step: req.step,
-            loss: req.last_loss.filter(|l| l.is_finite()),
-        };
-        let verdict = self
-            .store
-            .heartbeat(lease, progress, now_ms(), self.config.lease_ttl.as_millis() as i64)
-            .await?;
+        let progress = Progress { epoch: req.epoch, step: req.step, loss: req.last_loss.filter(|l| l.is_finite()) };
+        let verdict = self.store.heartbeat(lease, progress, now_ms(), self.config.lease_ttl.as_millis() as i64).await?;
         self.changed();
         let directive = match verdict {
             HeartbeatVerdict::Continue => pb::Directive::Continue,
@@ -456,7 +440,8 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         // Counted against the worker that took the lease (as recorded then),
         // not the self-declared ID of this call.
         let (holder, worker) = owner.map_or((caller, worker_id.to_owned()), |o| (o.holder, o.worker_id));
-        let in_a_row = if worker.is_empty() { 0 } else { self.store.record_failure(&holder, &worker, now_ms()).await? };
+        let in_a_row =
+            if worker.is_empty() { 0 } else { self.store.record_failure(&holder, &worker, now_ms()).await? };
         tracing::warn!(lease = %lease, worker = %worker, requeued, reason = %reason, "trial failed");
         if in_a_row == self.config.quarantine_after {
             tracing::error!(worker = %worker, failed_in_a_row = in_a_row, "worker quarantined: it failed too many trials in a row (crash loop); its lease calls are refused, also after a coordinator restart");
@@ -524,10 +509,5 @@ pub fn validate_batch(batch: &pb::MetricBatch, max: usize) -> Result<Vec<MetricR
     if let Some(c) = batch.checkpoint_step {
         bounds::step("checkpoint_step", c)?;
     }
-    batch
-        .points
-        .iter()
-        .enumerate()
-        .map(|(i, p)| bounds::metric_point(i, &p.name, p.step, p.epoch, p.value))
-        .collect()
+    batch.points.iter().enumerate().map(|(i, p)| bounds::metric_point(i, &p.name, p.step, p.epoch, p.value)).collect()
 }

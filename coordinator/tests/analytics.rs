@@ -14,9 +14,7 @@ use std::sync::Arc;
 
 use common::{make_pg_store, make_sqlite_store, run_test, Ctx};
 use sweep_coordinator::store::analytics::{CellLevels, TrialFinal};
-use sweep_coordinator::store::{
-    FinalOutcome, MetricRow, Store, StoreError, TrialState, TrialSummary,
-};
+use sweep_coordinator::store::{FinalOutcome, MetricRow, Store, StoreError, TrialState, TrialSummary};
 use sweep_core::GridSpec;
 
 macro_rules! analytics_tests {
@@ -88,7 +86,8 @@ async fn populate(store: &Arc<dyn Store>, name: &str, points: impl Fn(u32, bool,
         if s.depth == 16 && !s.skip && s.seed == 1 {
             continue;
         }
-        let outcome = if s.depth == 16 && !s.skip && s.seed == 2 { FinalOutcome::Diverged } else { FinalOutcome::Succeeded };
+        let outcome =
+            if s.depth == 16 && !s.skip && s.seed == 2 { FinalOutcome::Diverged } else { FinalOutcome::Succeeded };
         let summary = TrialSummary {
             final_train_loss: Some(value(s.depth, s.skip, s.seed, 0)),
             final_test_loss: None,
@@ -198,7 +197,15 @@ async fn grad_flow_takes_each_trials_first_and_last_step(store: Arc<dyn Store>) 
             "stem" => {
                 let steps: Vec<i64> = seeds
                     .iter()
-                    .map(|&s| if a.last { 30 } else if s == 2 { 20 } else { 10 })
+                    .map(|&s| {
+                        if a.last {
+                            30
+                        } else if s == 2 {
+                            20
+                        } else {
+                            10
+                        }
+                    })
                     .collect();
                 let xs: Vec<f64> =
                     seeds.iter().zip(&steps).map(|(&s, &k)| value(a.cell.depth, a.cell.skip, s, k)).collect();

@@ -105,19 +105,39 @@ async fn another_workers_token_cannot_act_on_a_lease() {
 
     let denied = |what: &str, r: Result<(), tonic::Status>| match r {
         Err(s) if s.code() == Code::PermissionDenied => {
-            assert!(!s.message().contains(WORKER_A) && !s.message().contains(WORKER_B), "no token echoed: {}", s.message());
+            assert!(
+                !s.message().contains(WORKER_A) && !s.message().contains(WORKER_B),
+                "no token echoed: {}",
+                s.message()
+            );
         }
         other => panic!("{what} with another worker's token: expected PERMISSION_DENIED, got {other:?}"),
     };
-    denied("heartbeat", b.heartbeat(pb::HeartbeatRequest { lease_id: l.clone(), epoch: 1, step: 5, last_loss: None }).await.map(|_| ()));
+    denied(
+        "heartbeat",
+        b.heartbeat(pb::HeartbeatRequest { lease_id: l.clone(), epoch: 1, step: 5, last_loss: None }).await.map(|_| ()),
+    );
     let push = b.push_metrics(tokio_stream::iter(vec![batch(&l)])).await;
-    denied("push_metrics", match push {
-        Ok(acks) => acks.into_inner().message().await.map(|_| ()),
-        Err(s) => Err(s),
-    });
-    let complete = pb::CompleteRequest { lease_id: l.clone(), outcome: pb::Outcome::Succeeded as i32, summary: Some(summary()), worker_id: "node-a".into() };
+    denied(
+        "push_metrics",
+        match push {
+            Ok(acks) => acks.into_inner().message().await.map(|_| ()),
+            Err(s) => Err(s),
+        },
+    );
+    let complete = pb::CompleteRequest {
+        lease_id: l.clone(),
+        outcome: pb::Outcome::Succeeded as i32,
+        summary: Some(summary()),
+        worker_id: "node-a".into(),
+    };
     denied("complete", b.complete(complete.clone()).await.map(|_| ()));
-    denied("fail", b.fail(pb::FailRequest { lease_id: l.clone(), reason: "x".into(), worker_id: "node-a".into() }).await.map(|_| ()));
+    denied(
+        "fail",
+        b.fail(pb::FailRequest { lease_id: l.clone(), reason: "x".into(), worker_id: "node-a".into() })
+            .await
+            .map(|_| ()),
+    );
     denied("release", b.release(pb::ReleaseRequest { lease_id: l.clone(), reason: "x".into() }).await.map(|_| ()));
 
     // Nothing B tried changed the trial.
@@ -126,7 +146,8 @@ async fn another_workers_token_cannot_act_on_a_lease() {
     assert!(store.metrics(&held.trial_id).await.unwrap().is_empty());
 
     // The holder itself gets through every call.
-    let hb = a.heartbeat(pb::HeartbeatRequest { lease_id: l.clone(), epoch: 1, step: 5, last_loss: None }).await.unwrap();
+    let hb =
+        a.heartbeat(pb::HeartbeatRequest { lease_id: l.clone(), epoch: 1, step: 5, last_loss: None }).await.unwrap();
     assert_eq!(hb.into_inner().directive, pb::Directive::Continue as i32);
     let mut acks = a.push_metrics(tokio_stream::iter(vec![batch(&l)])).await.unwrap().into_inner();
     assert_eq!(acks.message().await.unwrap().unwrap().stored, 1);
@@ -155,12 +176,19 @@ async fn quarantine_survives_a_coordinator_restart() {
     // A worker that fails four in a row and then completes one starts over.
     for _ in 0..4 {
         let t = lease(&mut a, "flaky-node").await;
-        a.fail(pb::FailRequest { lease_id: t.lease_id, reason: "flaky".into(), worker_id: "flaky-node".into() }).await.unwrap();
+        a.fail(pb::FailRequest { lease_id: t.lease_id, reason: "flaky".into(), worker_id: "flaky-node".into() })
+            .await
+            .unwrap();
     }
     let t = lease(&mut a, "flaky-node").await;
-    a.complete(pb::CompleteRequest { lease_id: t.lease_id, outcome: pb::Outcome::Succeeded as i32, summary: Some(summary()), worker_id: "flaky-node".into() })
-        .await
-        .unwrap();
+    a.complete(pb::CompleteRequest {
+        lease_id: t.lease_id,
+        outcome: pb::Outcome::Succeeded as i32,
+        summary: Some(summary()),
+        worker_id: "flaky-node".into(),
+    })
+    .await
+    .unwrap();
 
     // A broken node fails five in a row (default quarantine_after = 5).
     for _ in 0..5 {
@@ -174,7 +202,10 @@ async fn quarantine_survives_a_coordinator_restart() {
     let refused = a.lease(lease_req("broken-node")).await.unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition);
     assert!(refused.message().contains("quarantined"), "{}", refused.message());
-    assert!(a.lease(lease_req("someone-else")).await.unwrap().into_inner().assignment.is_some(), "only the failing worker is quarantined");
+    assert!(
+        a.lease(lease_req("someone-else")).await.unwrap().into_inner().assignment.is_some(),
+        "only the failing worker is quarantined"
+    );
 
     // Stop the coordinator completely (its store, and the file lock, go with it).
     drop(a);
@@ -193,6 +224,9 @@ async fn quarantine_survives_a_coordinator_restart() {
     // The flaky node (reset by its success) and other identities still work.
     assert!(a.lease(lease_req("flaky-node")).await.unwrap().into_inner().assignment.is_some());
     let mut b = worker(&server.url, WORKER_B).await;
-    assert!(b.lease(lease_req("broken-node")).await.unwrap().into_inner().assignment.is_some(), "another identity is another worker");
+    assert!(
+        b.lease(lease_req("broken-node")).await.unwrap().into_inner().assignment.is_some(),
+        "another identity is another worker"
+    );
     let _ = server.stop.send(());
 }

@@ -27,40 +27,21 @@ async fn start(security: Security, net: NetLimits) -> Server {
     let (listener, addr) = common::loopback_listener().await;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        let served = sweep_coordinator::serve_with_limits(
-            store,
-            Default::default(),
-            security,
-            net,
-            listener,
-            async {
-                let _ = rx.await;
-            },
-        )
+        let served = sweep_coordinator::serve_with_limits(store, Default::default(), security, net, listener, async {
+            let _ = rx.await;
+        })
         .await;
         served.expect("coordinator failed");
     });
-    Server {
-        addr,
-        _stop: tx,
-        _dir: dir,
-    }
+    Server { addr, _stop: tx, _dir: dir }
 }
 
 fn small(cap: usize, handshake: Duration) -> NetLimits {
-    NetLimits {
-        max_connections: cap,
-        handshake_timeout: handshake,
-        ..Default::default()
-    }
+    NetLimits { max_connections: cap, handshake_timeout: handshake, ..Default::default() }
 }
 
 async fn channel(url: String) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(url)
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect")
+    tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.expect("connect")
 }
 
 /// Health check and Status on a fresh connection.
@@ -68,22 +49,13 @@ async fn normal_calls(url: String) {
     let ch = channel(url).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     let resp = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "sweep.v1.SweepService".into(),
-        })
+        .check(tonic_health::pb::HealthCheckRequest { service: "sweep.v1.SweepService".into() })
         .await
         .expect("health check")
         .into_inner();
-    assert_eq!(
-        resp.status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
+    assert_eq!(resp.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
     let mut client = pb::sweep_service_client::SweepServiceClient::new(ch);
-    let status = client
-        .status(pb::StatusRequest::default())
-        .await
-        .expect("Status")
-        .into_inner();
+    let status = client.status(pb::StatusRequest::default()).await.expect("Status").into_inner();
     assert!(status.sweeps.is_empty(), "{status:?}");
 }
 
@@ -111,16 +83,10 @@ async fn silent_connections_are_closed_and_do_not_starve_calls() {
     // a few seconds. The bound only detects starvation (it would wait
     // forever without the timeout, or fail to connect past the cap).
     let t0 = Instant::now();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        normal_calls(format!("http://{}", server.addr)),
-    )
-    .await
-    .expect("normal calls starved by silent connections");
-    eprintln!(
-        "normal calls answered {:?} after 300 silent connections",
-        t0.elapsed()
-    );
+    tokio::time::timeout(Duration::from_secs(30), normal_calls(format!("http://{}", server.addr)))
+        .await
+        .expect("normal calls starved by silent connections");
+    eprintln!("normal calls answered {:?} after 300 silent connections", t0.elapsed());
 
     // Every silent connection is closed by the server.
     for (i, s) in silent.iter_mut().enumerate() {
@@ -159,21 +125,14 @@ async fn connection_cap_holds_extra_connections_in_the_backlog() {
     }
     assert_eq!(seen, 8, "the first 8 connections should be accepted");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        accepted(&mut silent),
-        0,
-        "a connection past the cap of 8 was accepted"
-    );
+    assert_eq!(accepted(&mut silent), 0, "a connection past the cap of 8 was accepted");
 
     // Closing the held connections lets the waiting ones (and a normal
     // client) in.
     drop(silent);
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        normal_calls(format!("http://{}", server.addr)),
-    )
-    .await
-    .expect("normal calls after the silent connections closed");
+    tokio::time::timeout(Duration::from_secs(30), normal_calls(format!("http://{}", server.addr)))
+        .await
+        .expect("normal calls after the silent connections closed");
 }
 
 /// A Watch stream lives for several handshake timeouts: the deadline only
@@ -181,27 +140,13 @@ async fn connection_cap_holds_extra_connections_in_the_backlog() {
 async fn watch_outlives_handshake_timeout(ch: tonic::transport::Channel) {
     let mut client = pb::sweep_service_client::SweepServiceClient::new(ch);
     let spec = common::grid_spec("edge", 1, "8", "/data");
-    let id = client
-        .submit(pb::SubmitRequest {
-            spec: Some((&spec).into()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .sweep_id;
+    let id = client.submit(pb::SubmitRequest { spec: Some((&spec).into()) }).await.unwrap().into_inner().sweep_id;
     let t0 = Instant::now();
-    let mut stream = client
-        .watch(pb::WatchRequest { sweep_id: id })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut stream = client.watch(pb::WatchRequest { sweep_id: id }).await.unwrap().into_inner();
     // Watch sends a snapshot at once and then every two seconds.
     for _ in 0..3 {
-        let msg = tokio::time::timeout(Duration::from_secs(30), stream.message())
-            .await
-            .expect("watch stalled");
-        msg.expect("watch stream broken")
-            .expect("watch stream ended");
+        let msg = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.expect("watch stalled");
+        msg.expect("watch stream broken").expect("watch stream ended");
     }
     assert!(t0.elapsed() > Duration::from_secs(3), "{:?}", t0.elapsed());
 }
@@ -215,10 +160,7 @@ async fn established_connections_outlive_the_handshake_timeout() {
 #[tokio::test]
 async fn handshake_timeout_applies_before_tls() {
     let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let cert = CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
     let security = Security {
         tls: Some(ServerTls {
             cert_pem: cert.pem().into_bytes(),
@@ -231,9 +173,7 @@ async fn handshake_timeout_applies_before_tls() {
 
     // A silent TCP peer never sends a ClientHello: closed, without a byte.
     let mut silent = TcpStream::connect(server.addr).await.unwrap();
-    closed_by_server(&mut silent, Duration::from_secs(20))
-        .await
-        .expect("silent peer before TLS");
+    closed_by_server(&mut silent, Duration::from_secs(20)).await.expect("silent peer before TLS");
 
     // A peer that completes TLS and then never sends the HTTP/2 preface:
     // closed too (after reading the server's SETTINGS, if anything).
@@ -280,31 +220,18 @@ async fn raw_tls_client(
     config.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .expect("TLS handshake")
+    tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.expect("TLS handshake")
 }
 
 #[tokio::test]
 async fn oversized_submit_is_resource_exhausted() {
     let server = start(Security::default(), NetLimits::default()).await;
-    let mut client = pb::sweep_service_client::SweepServiceClient::new(
-        channel(format!("http://{}", server.addr)).await,
-    );
-    let spec = pb::GridSpec {
-        name: "x".repeat(MAX_MESSAGE_BYTES + 1024),
-        ..Default::default()
-    };
-    let err = client
-        .submit(pb::SubmitRequest { spec: Some(spec) })
-        .await
-        .unwrap_err();
+    let mut client =
+        pb::sweep_service_client::SweepServiceClient::new(channel(format!("http://{}", server.addr)).await);
+    let spec = pb::GridSpec { name: "x".repeat(MAX_MESSAGE_BYTES + 1024), ..Default::default() };
+    let err = client.submit(pb::SubmitRequest { spec: Some(spec) }).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("too large"), "{}", err.message());
     // The connection and the server are fine afterwards.
-    client
-        .status(pb::StatusRequest::default())
-        .await
-        .expect("Status after an oversized Submit");
+    client.status(pb::StatusRequest::default()).await.expect("Status after an oversized Submit");
 }

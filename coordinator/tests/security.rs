@@ -54,10 +54,7 @@ async fn start(security: Security) -> (String, tempfile::TempDir, tokio::sync::o
 }
 
 fn token_security() -> Security {
-    Security {
-        auth: Auth::new(Some(Tokens::new(vec![WORKER.into()], vec![CLIENT.into()]))),
-        ..Default::default()
-    }
+    Security { auth: Auth::new(Some(Tokens::new(vec![WORKER.into()], vec![CLIENT.into()]))), ..Default::default() }
 }
 
 async fn clients(

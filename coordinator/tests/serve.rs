@@ -56,11 +56,8 @@ async fn health_and_reflection_answer() {
     let ch = channel(&server.url).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     for service in ["sweep.v1.SweepService", "sweep.v1.WorkerService"] {
-        let resp = health
-            .check(tonic_health::pb::HealthCheckRequest { service: service.into() })
-            .await
-            .unwrap()
-            .into_inner();
+        let resp =
+            health.check(tonic_health::pb::HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
         assert_eq!(resp.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32, "{service}");
     }
 
@@ -69,7 +66,10 @@ async fn health_and_reflection_answer() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     use tonic_reflection::pb::v1::ServerReflectionRequest;
     let mut refl = ServerReflectionClient::new(ch);
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut resp = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
     let msg = resp.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else { panic!("{msg:?}") };
@@ -102,16 +102,39 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
     // Unknown sweeps.
     let nf = client.report(pb::ReportRequest { sweep_id: "nope".into() }).await.unwrap_err();
     assert_eq!(nf.code(), Code::NotFound);
-    assert_eq!(client.cancel(pb::CancelRequest { sweep_id: "".into() }).await.unwrap_err().code(), Code::InvalidArgument);
+    assert_eq!(
+        client.cancel(pb::CancelRequest { sweep_id: "".into() }).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
 
     // Worker calls under a lease that does not exist.
-    let hb = worker.heartbeat(pb::HeartbeatRequest { lease_id: "0123abcd".into(), ..Default::default() }).await.unwrap();
+    let hb =
+        worker.heartbeat(pb::HeartbeatRequest { lease_id: "0123abcd".into(), ..Default::default() }).await.unwrap();
     assert_eq!(hb.into_inner().directive, pb::Directive::LeaseLost as i32);
-    let bad = worker.heartbeat(pb::HeartbeatRequest { lease_id: "'; DROP TABLE trials; --".into(), ..Default::default() }).await.unwrap_err();
+    let bad = worker
+        .heartbeat(pb::HeartbeatRequest { lease_id: "'; DROP TABLE trials; --".into(), ..Default::default() })
+        .await
+        .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
-    let c = worker.complete(pb::CompleteRequest { lease_id: "0123abcd".into(), outcome: pb::Outcome::Succeeded as i32, summary: None, worker_id: String::new() }).await.unwrap_err();
+    let c = worker
+        .complete(pb::CompleteRequest {
+            lease_id: "0123abcd".into(),
+            outcome: pb::Outcome::Succeeded as i32,
+            summary: None,
+            worker_id: String::new(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(c.code(), Code::FailedPrecondition);
-    let c = worker.complete(pb::CompleteRequest { lease_id: "0123abcd".into(), outcome: 99, summary: None, worker_id: String::new() }).await.unwrap_err();
+    let c = worker
+        .complete(pb::CompleteRequest {
+            lease_id: "0123abcd".into(),
+            outcome: 99,
+            summary: None,
+            worker_id: String::new(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(c.code(), Code::InvalidArgument);
 
     // A real lease, then bad metric batches: refused, nothing stored.
@@ -128,7 +151,13 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
         ("negative step", pb::MetricPoint { step: -1, name: "train_loss".into(), value: 1.0, epoch: 1 }),
         ("empty name", pb::MetricPoint { step: 1, name: "".into(), value: 1.0, epoch: 1 }),
     ] {
-        let batch = pb::MetricBatch { lease_id: a.lease_id.clone(), seq: 1, points: vec![point], truncate_after: None, checkpoint_step: None };
+        let batch = pb::MetricBatch {
+            lease_id: a.lease_id.clone(),
+            seq: 1,
+            points: vec![point],
+            truncate_after: None,
+            checkpoint_step: None,
+        };
         let mut acks = worker.push_metrics(tokio_stream::iter(vec![batch])).await.unwrap().into_inner();
         let err = acks.message().await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
@@ -143,7 +172,11 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
         truncate_after: None,
         checkpoint_step: None,
     };
-    let mut acks = worker.push_metrics(tokio_stream::iter(vec![good.clone(), pb::MetricBatch { seq: 2, ..good }])).await.unwrap().into_inner();
+    let mut acks = worker
+        .push_metrics(tokio_stream::iter(vec![good.clone(), pb::MetricBatch { seq: 2, ..good }]))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(acks.message().await.unwrap().unwrap(), pb::MetricAck { seq: 1, stored: 1 });
     assert_eq!(acks.message().await.unwrap().unwrap(), pb::MetricAck { seq: 2, stored: 0 });
     assert_eq!(server.store.metrics(&a.trial_id).await.unwrap().len(), 1);
@@ -155,14 +188,20 @@ async fn a_worker_failing_trial_after_trial_is_quarantined() {
     let ch = channel(&server.url).await;
     let mut client = pb::sweep_service_client::SweepServiceClient::new(ch.clone());
     let mut worker = pb::worker_service_client::WorkerServiceClient::new(ch);
-    let spec = sweep_core::GridSpec::parse(&GRID.replace("seeds = 1", "seeds = 4"), std::path::Path::new("/g.toml")).unwrap();
+    let spec =
+        sweep_core::GridSpec::parse(&GRID.replace("seeds = 1", "seeds = 4"), std::path::Path::new("/g.toml")).unwrap();
     client.submit(pb::SubmitRequest { spec: Some((&spec).into()) }).await.unwrap();
-    let lease = |id: &str| pb::LeaseRequest { worker_id: id.into(), device: "cpu".into(), wait_ms: 0, ..Default::default() };
+    let lease =
+        |id: &str| pb::LeaseRequest { worker_id: id.into(), device: "cpu".into(), wait_ms: 0, ..Default::default() };
     // Default quarantine_after = 5: the broken node fails five in a row.
     for _ in 0..5 {
         let a = worker.lease(lease("broken-node")).await.unwrap().into_inner().assignment.unwrap();
         worker
-            .fail(pb::FailRequest { lease_id: a.lease_id, reason: "CUDA error: no kernel image".into(), worker_id: "broken-node".into() })
+            .fail(pb::FailRequest {
+                lease_id: a.lease_id,
+                reason: "CUDA error: no kernel image".into(),
+                worker_id: "broken-node".into(),
+            })
             .await
             .unwrap();
     }
@@ -177,12 +216,17 @@ async fn a_worker_failing_trial_after_trial_is_quarantined() {
 }
 
 /// A running coordinator with one leased trial: (server, worker client, assignment).
-async fn one_lease() -> (Server, pb::worker_service_client::WorkerServiceClient<tonic::transport::Channel>, pb::Assignment) {
+async fn one_lease(
+) -> (Server, pb::worker_service_client::WorkerServiceClient<tonic::transport::Channel>, pb::Assignment) {
     let server = start().await;
     let ch = channel(&server.url).await;
     let mut client = pb::sweep_service_client::SweepServiceClient::new(ch.clone());
     let mut worker = pb::worker_service_client::WorkerServiceClient::new(ch);
-    let spec = sweep_core::GridSpec::parse(&GRID.replace("[data]", "[run]\nkeep_weights = true\n[data]"), std::path::Path::new("/g.toml")).unwrap();
+    let spec = sweep_core::GridSpec::parse(
+        &GRID.replace("[data]", "[run]\nkeep_weights = true\n[data]"),
+        std::path::Path::new("/g.toml"),
+    )
+    .unwrap();
     client.submit(pb::SubmitRequest { spec: Some((&spec).into()) }).await.unwrap();
     let a = worker
         .lease(pb::LeaseRequest { worker_id: "w".into(), device: "cuda:0".into(), wait_ms: 0, threads: 3 })
@@ -215,7 +259,12 @@ async fn results_outside_their_domain_are_refused() {
         ("wall seconds 1e9", pb::TrialSummary { wall_seconds: 1e9, ..good }),
     ];
     for (what, s) in bad {
-        let req = pb::CompleteRequest { lease_id: a.lease_id.clone(), outcome: pb::Outcome::Succeeded as i32, summary: Some(s), worker_id: "w".into() };
+        let req = pb::CompleteRequest {
+            lease_id: a.lease_id.clone(),
+            outcome: pb::Outcome::Succeeded as i32,
+            summary: Some(s),
+            worker_id: "w".into(),
+        };
         let err = worker.complete(req).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
         assert!(err.message().contains("summary."), "{what}: names the field: {}", err.message());
@@ -223,14 +272,30 @@ async fn results_outside_their_domain_are_refused() {
     let t = &server.store.trials("edge").await.unwrap()[0];
     assert_eq!(t.state, sweep_coordinator::store::TrialState::Running, "no refused result was stored");
 
-    let point = |step: i64, epoch: u32, name: &str, value: f64| pb::MetricPoint { step, name: name.into(), value, epoch };
+    let point =
+        |step: i64, epoch: u32, name: &str, value: f64| pb::MetricPoint { step, name: name.into(), value, epoch };
     let bad_batches: Vec<(&str, pb::MetricBatch)> = vec![
-        ("step past 1e12", pb::MetricBatch { points: vec![point(1_000_000_000_001, 1, "train_loss", 1.0)], ..Default::default() }),
-        ("step i64::MAX", pb::MetricBatch { points: vec![point(i64::MAX, 1, "train_loss", 1.0)], ..Default::default() }),
-        ("epoch past 1e6", pb::MetricBatch { points: vec![point(1, 1_000_001, "train_loss", 1.0)], ..Default::default() }),
+        (
+            "step past 1e12",
+            pb::MetricBatch { points: vec![point(1_000_000_000_001, 1, "train_loss", 1.0)], ..Default::default() },
+        ),
+        (
+            "step i64::MAX",
+            pb::MetricBatch { points: vec![point(i64::MAX, 1, "train_loss", 1.0)], ..Default::default() },
+        ),
+        (
+            "epoch past 1e6",
+            pb::MetricBatch { points: vec![point(1, 1_000_001, "train_loss", 1.0)], ..Default::default() },
+        ),
         ("accuracy 1.5", pb::MetricBatch { points: vec![point(1, 1, "test_accuracy", 1.5)], ..Default::default() }),
-        ("class accuracy -0.5", pb::MetricBatch { points: vec![point(1, 1, "class_accuracy/3", -0.5)], ..Default::default() }),
-        ("infinite value", pb::MetricBatch { points: vec![point(1, 1, "train_loss", f64::INFINITY)], ..Default::default() }),
+        (
+            "class accuracy -0.5",
+            pb::MetricBatch { points: vec![point(1, 1, "class_accuracy/3", -0.5)], ..Default::default() },
+        ),
+        (
+            "infinite value",
+            pb::MetricBatch { points: vec![point(1, 1, "train_loss", f64::INFINITY)], ..Default::default() },
+        ),
         ("negative checkpoint step", pb::MetricBatch { checkpoint_step: Some(-1), ..Default::default() }),
         ("truncate past 1e12", pb::MetricBatch { truncate_after: Some(i64::MAX), ..Default::default() }),
     ];
@@ -255,11 +320,19 @@ async fn results_outside_their_domain_are_refused() {
     // A diverged trial's non-finite loss is stored as absent, not refused.
     let diverged = pb::TrialSummary { final_train_loss: Some(f64::NAN), ..good };
     worker
-        .complete(pb::CompleteRequest { lease_id: a.lease_id.clone(), outcome: pb::Outcome::Diverged as i32, summary: Some(diverged), worker_id: "w".into() })
+        .complete(pb::CompleteRequest {
+            lease_id: a.lease_id.clone(),
+            outcome: pb::Outcome::Diverged as i32,
+            summary: Some(diverged),
+            worker_id: "w".into(),
+        })
         .await
         .unwrap();
     let t = &server.store.trials("edge").await.unwrap()[0];
-    assert_eq!((t.state, t.summary.final_train_loss, t.summary.final_test_accuracy), (sweep_coordinator::store::TrialState::Diverged, None, Some(0.42)));
+    assert_eq!(
+        (t.state, t.summary.final_train_loss, t.summary.final_test_accuracy),
+        (sweep_coordinator::store::TrialState::Diverged, None, Some(0.42))
+    );
 }
 
 #[tokio::test]
@@ -268,14 +341,20 @@ async fn strings_past_their_bounds_are_refused() {
     let mut worker = pb::worker_service_client::WorkerServiceClient::new(channel(&server.url).await);
     let long = |n: usize| "x".repeat(n);
     for (what, req) in [
-        ("worker_id of 129 bytes", pb::LeaseRequest { worker_id: long(129), device: "cpu".into(), ..Default::default() }),
+        (
+            "worker_id of 129 bytes",
+            pb::LeaseRequest { worker_id: long(129), device: "cpu".into(), ..Default::default() },
+        ),
         ("empty worker_id", pb::LeaseRequest { worker_id: String::new(), device: "cpu".into(), ..Default::default() }),
         ("device of 33 bytes", pb::LeaseRequest { worker_id: "w".into(), device: long(33), ..Default::default() }),
     ] {
         let err = worker.lease(req).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
     }
-    assert!(worker.lease(pb::LeaseRequest { worker_id: long(128), device: long(32), ..Default::default() }).await.is_ok());
+    assert!(worker
+        .lease(pb::LeaseRequest { worker_id: long(128), device: long(32), ..Default::default() })
+        .await
+        .is_ok());
     let err = worker
         .fail(pb::FailRequest { lease_id: "0123abcd".into(), reason: "r".into(), worker_id: long(129) })
         .await
@@ -317,7 +396,12 @@ async fn the_assignment_carries_store_identity_vouched_step_and_provenance() {
     let mut acks = worker.push_metrics(tokio_stream::iter(vec![diverged_at])).await.unwrap().into_inner();
     acks.message().await.unwrap().unwrap();
     worker
-        .complete(pb::CompleteRequest { lease_id: again.lease_id, outcome: pb::Outcome::Diverged as i32, summary: None, worker_id: "w2".into() })
+        .complete(pb::CompleteRequest {
+            lease_id: again.lease_id,
+            outcome: pb::Outcome::Diverged as i32,
+            summary: None,
+            worker_id: "w2".into(),
+        })
         .await
         .unwrap();
 

@@ -67,7 +67,11 @@ async fn a_database_whose_wal_was_deleted_is_refused() {
     let db = dir.path().join("sweep.db");
     let store = store::open(&url(&db)).await.unwrap();
     let id = store.store_id().to_owned();
-    assert_eq!(std::fs::read_to_string(dir.path().join("sweep.db.id")).unwrap().trim(), id, "the identity is recorded beside the file");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("sweep.db.id")).unwrap().trim(),
+        id,
+        "the identity is recorded beside the file"
+    );
     store.submit(&grid(), 1).await.unwrap();
     let wal = dir.path().join("sweep.db-wal");
     assert!(std::fs::metadata(&wal).map(|m| m.len() > 0).unwrap_or(false), "the sweep is still in the WAL");

@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use common::{make_pg_store, make_sqlite_store, run_test, Ctx};
 use sweep_coordinator::store::{
-    self, FinalOutcome, HeartbeatVerdict, Leaser, MetricRow, Progress, SqliteStore, StateCounts, Store,
-    StoreError, Sums, TrialState, TrialSummary,
+    self, FinalOutcome, HeartbeatVerdict, Leaser, MetricRow, Progress, SqliteStore, StateCounts, Store, StoreError,
+    Sums, TrialState, TrialSummary,
 };
 use sweep_core::{GridSpec, TrialSpec};
 
@@ -158,13 +158,7 @@ async fn counts(store: &dyn Store, sweep: &str) -> StateCounts {
 }
 
 async fn trial_map(store: &dyn Store, sweep: &str) -> HashMap<String, store::TrialRecord> {
-    store
-        .trials(sweep)
-        .await
-        .expect("trials")
-        .into_iter()
-        .map(|t| (t.trial_id.clone(), t))
-        .collect()
+    store.trials(sweep).await.expect("trials").into_iter().map(|t| (t.trial_id.clone(), t)).collect()
 }
 
 fn point(name: &str, step: i64, epoch: u32, value: f64) -> MetricRow {
@@ -354,10 +348,7 @@ async fn state_survives_reopen(ctx: Ctx) {
     let spec = simple_grid("durable", 2, 2, "");
     ctx.store.submit(&spec, T0).await.unwrap();
     let lease = ctx.store.lease("w1", T0, TTL).await.unwrap().unwrap();
-    ctx.store
-        .complete(&lease.lease_id, FinalOutcome::Succeeded, &summary(0.5, 1.0), T0 + 1)
-        .await
-        .unwrap();
+    ctx.store.complete(&lease.lease_id, FinalOutcome::Succeeded, &summary(0.5, 1.0), T0 + 1).await.unwrap();
     let before = ctx.store.trials("durable").await.unwrap();
 
     // Opening the same database again runs the migrations again (a no-op)
@@ -370,7 +361,10 @@ async fn state_survives_reopen(ctx: Ctx) {
     // A lease taken through one handle is visible through the other.
     let l2 = second.lease("w2", T0 + 3, TTL).await.unwrap().unwrap();
     assert_ne!(l2.trial_id, lease.trial_id);
-    assert_eq!(ctx.store.heartbeat(&l2.lease_id, Progress::default(), T0 + 4, TTL).await.unwrap(), HeartbeatVerdict::Continue);
+    assert_eq!(
+        ctx.store.heartbeat(&l2.lease_id, Progress::default(), T0 + 4, TTL).await.unwrap(),
+        HeartbeatVerdict::Continue
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -448,8 +442,14 @@ async fn lease_never_hands_out_a_trial_twice(ctx: Ctx) {
     assert_eq!(again.attempt, 2);
     assert!(leases.iter().all(|x| x.lease_id != again.lease_id), "lease IDs are never reused");
     assert!(store.lease("w9", T0 + 23, TTL).await.unwrap().is_none());
-    assert_eq!(store.heartbeat(&first.lease_id, Progress::default(), T0 + 24, TTL).await.unwrap(), HeartbeatVerdict::LeaseLost);
-    assert_eq!(store.heartbeat(&again.lease_id, Progress::default(), T0 + 24, TTL).await.unwrap(), HeartbeatVerdict::Continue);
+    assert_eq!(
+        store.heartbeat(&first.lease_id, Progress::default(), T0 + 24, TTL).await.unwrap(),
+        HeartbeatVerdict::LeaseLost
+    );
+    assert_eq!(
+        store.heartbeat(&again.lease_id, Progress::default(), T0 + 24, TTL).await.unwrap(),
+        HeartbeatVerdict::Continue
+    );
 }
 
 async fn concurrent_leases_are_exclusive(ctx: Ctx) {
@@ -468,7 +468,8 @@ async fn concurrent_leases_are_exclusive(ctx: Ctx) {
             while let Some(lease) = store.lease(&worker, now, TTL).await.expect("lease") {
                 now += 1;
                 // Interleave the other writes a real worker makes.
-                let verdict = store.heartbeat(&lease.lease_id, Progress { epoch: 1, step: 10, loss: Some(1.0) }, now, TTL);
+                let verdict =
+                    store.heartbeat(&lease.lease_id, Progress { epoch: 1, step: 10, loss: Some(1.0) }, now, TTL);
                 assert_eq!(verdict.await.expect("heartbeat"), HeartbeatVerdict::Continue);
                 let new = store
                     .put_metrics(&lease.lease_id, &[point("loss", 10, 1, 1.0), point("loss", 20, 1, 0.5)], None)
@@ -521,10 +522,7 @@ async fn heartbeat_verdicts(ctx: Ctx) {
     assert_eq!(store.heartbeat(&a.lease_id, progress, T0 + 1000, TTL).await.unwrap(), HeartbeatVerdict::Continue);
 
     // Unknown lease.
-    assert_eq!(
-        store.heartbeat("no-such-lease", progress, T0 + 1000, TTL).await.unwrap(),
-        HeartbeatVerdict::LeaseLost
-    );
+    assert_eq!(store.heartbeat("no-such-lease", progress, T0 + 1000, TTL).await.unwrap(), HeartbeatVerdict::LeaseLost);
 
     // Expired (and reaped) lease: lost, and stays lost after the trial is
     // leased again under a new ID.
@@ -572,7 +570,8 @@ async fn put_metrics_stores_each_point_once(ctx: Ctx) {
     let l = store.lease("w", T0, TTL).await.unwrap().unwrap();
 
     assert_eq!(store.put_metrics(&l.lease_id, &[], None).await.unwrap(), 0, "an empty batch is fine");
-    let batch = [point("train_loss", 100, 1, 2.0), point("train_loss", 200, 1, 1.5), point("test_accuracy", 200, 1, 0.3)];
+    let batch =
+        [point("train_loss", 100, 1, 2.0), point("train_loss", 200, 1, 1.5), point("test_accuracy", 200, 1, 0.3)];
     assert_eq!(store.put_metrics(&l.lease_id, &batch, None).await.unwrap(), 3);
     // The whole batch re-sent (an upload whose answer was lost) plus one new point.
     let mut resent = batch.to_vec();
@@ -601,7 +600,10 @@ async fn put_metrics_stores_each_point_once(ctx: Ctx) {
     let retry = store.lease("w", T0 + 2, TTL).await.unwrap().unwrap();
     assert_eq!(retry.trial_id, l.trial_id, "the re-queued trial is the oldest queued one");
     assert_eq!(retry.attempt, 2);
-    assert_lease_lost(store.put_metrics(&l.lease_id, &[point("x", 1, 1, 1.0)], None).await, "old lease of a re-leased trial");
+    assert_lease_lost(
+        store.put_metrics(&l.lease_id, &[point("x", 1, 1, 1.0)], None).await,
+        "old lease of a re-leased trial",
+    );
     assert_eq!(store.put_metrics(&retry.lease_id, &[point("x", 1, 1, 1.0)], None).await.unwrap(), 1);
     store.complete(&retry.lease_id, FinalOutcome::Succeeded, &summary(0.5, 1.0), T0 + 4).await.unwrap();
     assert_lease_lost(store.put_metrics(&retry.lease_id, &[point("x", 2, 1, 1.0)], None).await, "finished trial");
@@ -677,10 +679,7 @@ async fn complete_records_outcome_and_is_idempotent(ctx: Ctx) {
     );
     // A lease that failed cannot complete.
     assert!(store.fail(&c.lease_id, "boom", T0 + 400).await.unwrap());
-    assert_lease_lost(
-        store.complete(&c.lease_id, FinalOutcome::Succeeded, &sa, T0 + 401).await,
-        "complete after fail",
-    );
+    assert_lease_lost(store.complete(&c.lease_id, FinalOutcome::Succeeded, &sa, T0 + 401).await, "complete after fail");
     assert_eq!(store.trial_state(&c.trial_id, "done").await, TrialState::Queued);
 }
 
@@ -882,10 +881,7 @@ async fn status_counts_and_running(ctx: Ctx) {
     let s = &s[0];
     assert_eq!(s.sweep_id, "status-a");
     assert!(!s.cancelled);
-    assert_eq!(
-        s.counts,
-        StateCounts { queued: 1, running: 2, succeeded: 1, diverged: 1, failed: 1, cancelled: 0 }
-    );
+    assert_eq!(s.counts, StateCounts { queued: 1, running: 2, succeeded: 1, diverged: 1, failed: 1, cancelled: 0 });
     assert_eq!(s.counts.total(), 6);
     assert!(!s.counts.finished());
     assert_eq!(s.running.len(), 2);
@@ -995,7 +991,8 @@ async fn report_aggregates_per_cell(ctx: Ctx) {
         total.running += row.counts.running;
 
         let ok: Vec<&store::TrialRecord> = trials.iter().filter(|t| t.state == TrialState::Succeeded).collect();
-        let values = |f: fn(&TrialSummary) -> Option<f64>| -> Vec<f64> { ok.iter().filter_map(|t| f(&t.summary)).collect() };
+        let values =
+            |f: fn(&TrialSummary) -> Option<f64>| -> Vec<f64> { ok.iter().filter_map(|t| f(&t.summary)).collect() };
         let checks: [(&str, Sums, Vec<f64>); 5] = [
             ("test_accuracy", row.test_accuracy, values(|s| s.final_test_accuracy)),
             ("train_loss", row.train_loss, values(|s| s.final_train_loss)),
@@ -1043,7 +1040,10 @@ async fn cancel_and_resubmit(ctx: Ctx) {
         store.heartbeat(&running.lease_id, Progress::default(), T0 + 4, TTL).await.unwrap(),
         HeartbeatVerdict::Cancel
     );
-    assert_lease_lost(store.put_metrics(&running.lease_id, &[point("loss", 1, 1, 1.0)], None).await, "metrics after cancel");
+    assert_lease_lost(
+        store.put_metrics(&running.lease_id, &[point("loss", 1, 1, 1.0)], None).await,
+        "metrics after cancel",
+    );
     assert_lease_lost(
         store.complete(&running.lease_id, FinalOutcome::Succeeded, &summary(0.5, 0.5), T0 + 5).await,
         "complete after cancel",
@@ -1165,7 +1165,10 @@ async fn lease_records_holder_and_provenance(ctx: Ctx) {
     let who = Leaser { worker_id: "gpu-node-3", holder: "a1b2c3d4e5f60718", device: "cuda:0", threads: 8 };
     let a = store.lease_for(who, T0, TTL).await.unwrap().unwrap();
     let owner = store.lease_owner(&a.lease_id).await.unwrap().expect("a current lease has an owner");
-    assert_eq!((owner.trial_id.as_str(), owner.holder.as_str(), owner.worker_id.as_str()), (a.trial_id.as_str(), "a1b2c3d4e5f60718", "gpu-node-3"));
+    assert_eq!(
+        (owner.trial_id.as_str(), owner.holder.as_str(), owner.worker_id.as_str()),
+        (a.trial_id.as_str(), "a1b2c3d4e5f60718", "gpu-node-3")
+    );
     let t = trial_map(store, "held").await;
     assert_eq!((t[&a.trial_id].device.as_deref(), t[&a.trial_id].threads), (Some("cuda:0"), Some(8)));
     // Without auth the holder is empty.
@@ -1208,8 +1211,14 @@ async fn trial_finals_carry_provenance_and_trainer_notes(ctx: Ctx) {
     };
     let fa = by_seed[&seed_of(&a.trial_id)];
     let fb = by_seed[&seed_of(&b.trial_id)];
-    assert_eq!((fa.device.as_deref(), fa.threads, fa.diverged_step, fa.train_images_used), (Some("cpu"), Some(4), Some(17), None));
-    assert_eq!((fb.device.as_deref(), fb.threads, fb.diverged_step, fb.train_images_used), (Some("cuda:1"), Some(0), None, Some(640)));
+    assert_eq!(
+        (fa.device.as_deref(), fa.threads, fa.diverged_step, fa.train_images_used),
+        (Some("cpu"), Some(4), Some(17), None)
+    );
+    assert_eq!(
+        (fb.device.as_deref(), fb.threads, fb.diverged_step, fb.train_images_used),
+        (Some("cuda:1"), Some(0), None, Some(640))
+    );
 }
 
 async fn quarantine_counts_are_kept_in_the_store(ctx: Ctx) {
@@ -1234,7 +1243,8 @@ async fn quarantine_counts_are_kept_in_the_store(ctx: Ctx) {
 async fn stored_spec_bytes(ctx: &Ctx) -> (i64, i64, i64) {
     use sqlx::Connection;
     const TRIALS: &str = "SELECT CAST(COALESCE(SUM(LENGTH(spec_json)), 0) AS BIGINT) FROM trials";
-    const SETTINGS: &str = "SELECT CAST(COALESCE(SUM(LENGTH(settings_json)), 0) AS BIGINT), CAST(COUNT(*) AS BIGINT) FROM trial_settings";
+    const SETTINGS: &str =
+        "SELECT CAST(COALESCE(SUM(LENGTH(settings_json)), 0) AS BIGINT), CAST(COUNT(*) AS BIGINT) FROM trial_settings";
     match &ctx.reopen {
         common::Reopen::Sqlite { url } => {
             let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
@@ -1301,7 +1311,12 @@ async fn shared_settings_are_stored_once(ctx: Ctx) {
     let old = simple_grid("old-rows", 1, 1, "priority = 9");
     store.submit(&old, T0).await.unwrap();
     let t = &old.expand()[0];
-    exec_raw(&ctx, "UPDATE trials SET settings_hash = NULL, spec_json = $1 WHERE sweep_id = 'old-rows'", &t.canonical()).await;
+    exec_raw(
+        &ctx,
+        "UPDATE trials SET settings_hash = NULL, spec_json = $1 WHERE sweep_id = 'old-rows'",
+        &t.canonical(),
+    )
+    .await;
     let l = store.lease("w", T0, TTL).await.unwrap().unwrap();
     assert_eq!((l.trial_id.clone(), &l.spec), (id_of(&old, t), t), "an old row leases with its full spec");
 }

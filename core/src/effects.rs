@@ -55,9 +55,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{
-    holm, p_two_sided, paired_t, t_interval, t_quantile, welch_satterthwaite, PairedT, Summary,
-};
+use crate::stats::{holm, p_two_sided, paired_t, t_interval, t_quantile, welch_satterthwaite, PairedT, Summary};
 
 /// Confidence level of every interval in an [`Analysis`].
 pub const LEVEL: f64 = 0.95;
@@ -303,17 +301,13 @@ impl Data<'_> {
             }
         }
         let k = used.len() as f64;
-        let terms: Vec<(f64, Summary)> =
-            used.iter().flat_map(|&(a, b)| [(1.0 / k, a), (-1.0 / k, b)]).collect();
+        let terms: Vec<(f64, Summary)> = used.iter().flat_map(|&(a, b)| [(1.0 / k, a), (-1.0 / k, b)]).collect();
         let mean = |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
         Comparison {
             factor: self.factors[f].name.clone(),
             level: self.factors[f].levels[level].clone(),
             baseline: self.factors[f].levels[baseline].clone(),
-            at: at
-                .iter()
-                .map(|&(g, l)| (self.factors[g].name.clone(), self.factors[g].levels[l].clone()))
-                .collect(),
+            at: at.iter().map(|&(g, l)| (self.factors[g].name.clone(), self.factors[g].levels[l].clone())).collect(),
             level_mean: mean(used.iter().map(|(a, _)| a.mean).collect()),
             baseline_mean: mean(used.iter().map(|(_, b)| b.mean).collect()),
             effect: contrast(&terms, LEVEL),
@@ -332,11 +326,7 @@ pub fn analyze(factors: &[Factor], obs: &[Observation], opts: &Options) -> Resul
         if o.levels.len() != factors.len() {
             return Err(EffectsError::Shape { got: o.levels.len(), expected: factors.len() });
         }
-        let key = factors
-            .iter()
-            .zip(&o.levels)
-            .map(|(f, l)| level_index(f, l))
-            .collect::<Result<Key, _>>()?;
+        let key = factors.iter().zip(&o.levels).map(|(f, l)| level_index(f, l)).collect::<Result<Key, _>>()?;
         if !o.value.is_finite() {
             return Err(EffectsError::NonFinite {
                 levels: factors
@@ -459,8 +449,7 @@ pub fn analyze(factors: &[Factor], obs: &[Observation], opts: &Options) -> Resul
 /// Holm-adjusts the given p-values (entries without one do not count towards
 /// the number of comparisons) and writes the results back.
 fn set_holm<'a>(items: impl Iterator<Item = (Option<f64>, &'a mut Option<f64>)>) {
-    let (ps, slots): (Vec<f64>, Vec<&mut Option<f64>>) =
-        items.map(|(p, slot)| (p.unwrap_or(f64::NAN), slot)).unzip();
+    let (ps, slots): (Vec<f64>, Vec<&mut Option<f64>>) = items.map(|(p, slot)| (p.unwrap_or(f64::NAN), slot)).unzip();
     for (adj, slot) in holm(&ps).into_iter().zip(slots) {
         *slot = (!adj.is_nan()).then_some(adj);
     }

@@ -50,17 +50,10 @@ impl std::fmt::Display for InitScheme {
 impl std::str::FromStr for InitScheme {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        InitScheme::ALL
-            .into_iter()
-            .find(|i| i.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<_> = InitScheme::ALL.iter().map(|i| i.as_str()).collect();
-                format!(
-                    "unknown init scheme {}; expected one of {}",
-                    crate::quote::short(s),
-                    names.join(", ")
-                )
-            })
+        InitScheme::ALL.into_iter().find(|i| i.as_str() == s).ok_or_else(|| {
+            let names: Vec<_> = InitScheme::ALL.iter().map(|i| i.as_str()).collect();
+            format!("unknown init scheme {}; expected one of {}", crate::quote::short(s), names.join(", "))
+        })
     }
 }
 
@@ -86,10 +79,7 @@ impl std::str::FromStr for Optimizer {
         match s {
             "sgd" => Ok(Optimizer::Sgd),
             "adam" => Ok(Optimizer::Adam),
-            _ => Err(format!(
-                "unknown optimizer {}; expected \"sgd\" or \"adam\"",
-                crate::quote::short(s)
-            )),
+            _ => Err(format!("unknown optimizer {}; expected \"sgd\" or \"adam\"", crate::quote::short(s))),
         }
     }
 }
@@ -163,11 +153,7 @@ pub struct RunConfig {
 
 impl Default for RunConfig {
     fn default() -> Self {
-        RunConfig {
-            max_attempts: 3,
-            priority: 0,
-            keep_weights: false,
-        }
+        RunConfig { max_attempts: 3, priority: 0, keep_weights: false }
     }
 }
 
@@ -216,13 +202,7 @@ pub enum GridError {
     /// `line`/`column` are 1-based; `key` is the dotted key (e.g. `grid.depth`),
     /// empty when a syntax error cannot be tied to one.
     #[error("{path}:{line}:{column}: {}{message}", key_prefix(.key))]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        key: String,
-        message: String,
-    },
+    Invalid { path: PathBuf, line: usize, column: usize, key: String, message: String },
     /// A spec that arrived without a file (e.g. over the wire) and is invalid.
     #[error("{key}: {message}")]
     Spec { key: String, message: String },
@@ -240,10 +220,7 @@ impl GridSpec {
     /// Reads and validates a grid file. Relative data paths resolve against
     /// the file's folder.
     pub fn from_file(path: &Path) -> Result<GridSpec, GridError> {
-        let text = std::fs::read_to_string(path).map_err(|source| GridError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| GridError::Io { path: path.to_owned(), source })?;
         GridSpec::parse(&text, path)
     }
 
@@ -294,9 +271,6 @@ impl GridSpec {
 
     /// Number of cells (factor combinations), not counting seeds.
     pub fn cell_count(&self) -> usize {
-        self.grid.depth.len()
-            * self.grid.skip.len()
-            * self.grid.init.len()
-            * self.grid.batchnorm.len()
+        self.grid.depth.len() * self.grid.skip.len() * self.grid.init.len() * self.grid.batchnorm.len()
     }
 }

@@ -28,26 +28,14 @@ type Value<'i> = Spanned<DeValue<'i>>;
 
 const ROOT_KEYS: &[&str] = &["name", "seeds", "grid", "train", "data", "run"];
 const GRID_KEYS: &[&str] = &["depth", "skip", "init", "batchnorm"];
-const TRAIN_KEYS: &[&str] = &[
-    "epochs",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "log_every",
-    "augment",
-];
+const TRAIN_KEYS: &[&str] =
+    &["epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "log_every", "augment"];
 const DATA_KEYS: &[&str] = &["dataset", "path", "train_subset", "test_subset"];
 const RUN_KEYS: &[&str] = &["max_attempts", "priority", "keep_weights"];
 /// The tables and their keys, so an unknown key can be pointed at the table
 /// where it belongs.
-const SECTIONS: &[(&str, &[&str])] = &[
-    ("grid", GRID_KEYS),
-    ("train", TRAIN_KEYS),
-    ("data", DATA_KEYS),
-    ("run", RUN_KEYS),
-];
+const SECTIONS: &[(&str, &[&str])] =
+    &[("grid", GRID_KEYS), ("train", TRAIN_KEYS), ("data", DATA_KEYS), ("run", RUN_KEYS)];
 
 /// The semantic rules, shared by the file parser and [`validate_spec`].
 ///
@@ -62,18 +50,10 @@ pub(crate) mod rules {
             return Err("must not be empty".into());
         }
         if name.chars().count() > MAX_NAME_LEN {
-            return Err(format!(
-                "is {} characters long; the limit is {MAX_NAME_LEN}",
-                name.chars().count()
-            ));
+            return Err(format!("is {} characters long; the limit is {MAX_NAME_LEN}", name.chars().count()));
         }
-        if let Some(c) = name
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-        {
-            return Err(format!(
-                "{name:?} contains {c:?}; use only letters, digits, '.', '_' and '-'"
-            ));
+        if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+            return Err(format!("{name:?} contains {c:?}; use only letters, digits, '.', '_' and '-'"));
         }
         // Names become file and folder names and command-line arguments:
         // `.`/`..` are folders already, `.x` is hidden and `-x` reads as an
@@ -98,18 +78,14 @@ pub(crate) mod rules {
         }
         // Every cell runs every seed, so more seeds than trials cannot fit.
         if n as u64 > MAX_TRIALS {
-            return Err(format!(
-                "{n} seeds are more than the limit of {MAX_TRIALS} trials per sweep"
-            ));
+            return Err(format!("{n} seeds are more than the limit of {MAX_TRIALS} trials per sweep"));
         }
         Ok(())
     }
 
     pub fn seed(seed: i64) -> Result<(), String> {
         if seed < 0 {
-            return Err(format!(
-                "seed {seed} is negative; seeds are non-negative integers"
-            ));
+            return Err(format!("seed {seed} is negative; seeds are non-negative integers"));
         }
         Ok(())
     }
@@ -136,14 +112,10 @@ pub(crate) mod rules {
 
     pub fn depth(depth: i64) -> Result<(), String> {
         if depth <= 0 || depth % 8 != 0 {
-            return Err(format!(
-                "{depth} is not a positive multiple of 8 (e.g. 8, 16, 32, 64)"
-            ));
+            return Err(format!("{depth} is not a positive multiple of 8 (e.g. 8, 16, 32, 64)"));
         }
         if depth > i64::from(MAX_DEPTH) {
-            return Err(format!(
-                "{depth} is deeper than the limit of {MAX_DEPTH} layers"
-            ));
+            return Err(format!("{depth} is deeper than the limit of {MAX_DEPTH} layers"));
         }
         Ok(())
     }
@@ -187,11 +159,7 @@ pub(crate) mod rules {
             ));
         }
         if !DATASETS.contains(&name) {
-            return Err(format!(
-                "unknown dataset {}; expected one of: {}",
-                short(name),
-                DATASETS.join(", ")
-            ));
+            return Err(format!("unknown dataset {}; expected one of: {}", short(name), DATASETS.join(", ")));
         }
         Ok(())
     }
@@ -203,19 +171,12 @@ pub(crate) mod rules {
             return Err("must not be empty; give the folder that holds the dataset".into());
         }
         if path.len() > MAX_PATH_LEN {
-            return Err(format!(
-                "{} is {} bytes long; the limit is {MAX_PATH_LEN}",
-                short(path),
-                path.len()
-            ));
+            return Err(format!("{} is {} bytes long; the limit is {MAX_PATH_LEN}", short(path), path.len()));
         }
         // NUL cannot be in a path; other control characters would reach
         // logs and terminals raw.
         if let Some(c) = path.chars().find(|c| c.is_control()) {
-            return Err(format!(
-                "{} contains the control character {c:?}; paths must be printable",
-                short(path)
-            ));
+            return Err(format!("{} contains the control character {c:?}; paths must be printable", short(path)));
         }
         Ok(())
     }
@@ -245,11 +206,7 @@ pub(crate) mod rules {
 pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
     let doc = Doc { text, path };
     let root = DeTable::parse(text).map_err(|e| doc.syntax_error(&e))?;
-    let root = Table {
-        name: "",
-        span: 0..0,
-        entries: root.get_ref(),
-    };
+    let root = Table { name: "", span: 0..0, entries: root.get_ref() };
     root.check_keys(&doc, ROOT_KEYS)?;
 
     let name_v = root.required(&doc, "name", "e.g. name = \"skip-ablation\"")?;
@@ -260,11 +217,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
     let seeds = parse_seeds(&doc, seeds_v)?;
 
     let grid_t = root.section(&doc, "grid")?.ok_or_else(|| {
-        doc.error(
-            0..0,
-            "grid",
-            "missing [grid] table with the factors depth, skip, init and batchnorm",
-        )
+        doc.error(0..0, "grid", "missing [grid] table with the factors depth, skip, init and batchnorm")
     })?;
     grid_t.check_keys(&doc, GRID_KEYS)?;
     let grid = Factors {
@@ -273,41 +226,28 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
             rules::depth(d).map_err(|m| doc.error(v.span(), "grid.depth", m))?;
             to_u32(&doc, "grid.depth", v, d)
         })?,
-        skip: factor(&doc, &grid_t, "skip", "skip = [true, false]", |v| {
-            boolean(&doc, "grid.skip", v)
+        skip: factor(&doc, &grid_t, "skip", "skip = [true, false]", |v| boolean(&doc, "grid.skip", v))?,
+        init: factor(&doc, &grid_t, "init", "init = [\"default\", \"kaiming_normal\"]", |v| {
+            let s = string(&doc, "grid.init", v)?;
+            s.parse::<InitScheme>().map_err(|m| doc.error(v.span(), "grid.init", m))
         })?,
-        init: factor(
-            &doc,
-            &grid_t,
-            "init",
-            "init = [\"default\", \"kaiming_normal\"]",
-            |v| {
-                let s = string(&doc, "grid.init", v)?;
-                s.parse::<InitScheme>()
-                    .map_err(|m| doc.error(v.span(), "grid.init", m))
-            },
-        )?,
-        batchnorm: factor(
-            &doc,
-            &grid_t,
-            "batchnorm",
-            "batchnorm = [true, false]",
-            |v| boolean(&doc, "grid.batchnorm", v),
-        )?,
+        batchnorm: factor(&doc, &grid_t, "batchnorm", "batchnorm = [true, false]", |v| {
+            boolean(&doc, "grid.batchnorm", v)
+        })?,
     };
 
     let no_table = DeTable::new();
-    let train_t = root.section(&doc, "train")?.unwrap_or(Table {
-        name: "train",
-        span: 0..0,
-        entries: &no_table,
-    });
+    let train_t = root.section(&doc, "train")?.unwrap_or(Table { name: "train", span: 0..0, entries: &no_table });
     train_t.check_keys(&doc, TRAIN_KEYS)?;
     let train = parse_train(&doc, &train_t)?;
 
-    let data_t = root
-        .section(&doc, "data")?
-        .ok_or_else(|| doc.error(0..0, "data", "missing [data] table; at least `path` is needed, e.g. path = \"data/cifar-10-batches-bin\""))?;
+    let data_t = root.section(&doc, "data")?.ok_or_else(|| {
+        doc.error(
+            0..0,
+            "data",
+            "missing [data] table; at least `path` is needed, e.g. path = \"data/cifar-10-batches-bin\"",
+        )
+    })?;
     data_t.check_keys(&doc, DATA_KEYS)?;
     let data = parse_data(&doc, &data_t)?;
 
@@ -320,17 +260,9 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
     };
 
     let cells = cell_count(&grid);
-    rules::trial_count(cells, seeds.len())
-        .map_err(|m| doc.error(grid_t.span.clone(), "grid", m))?;
+    rules::trial_count(cells, seeds.len()).map_err(|m| doc.error(grid_t.span.clone(), "grid", m))?;
 
-    Ok(GridSpec {
-        name: name.into_owned(),
-        seeds: seeds.materialise(),
-        grid,
-        train,
-        data,
-        run,
-    })
+    Ok(GridSpec { name: name.into_owned(), seeds: seeds.materialise(), grid, train, data, run })
 }
 
 /// Seeds as written: a count is kept as a count until the size check has
@@ -375,14 +307,9 @@ fn parse_seeds(doc: &Doc, v: &Value) -> Result<Seeds, GridError> {
             rules::distinct(&seeds).map_err(|(i, m)| err(items[i].span())(m))?;
             Ok(Seeds::List(seeds))
         }
-        other => Err(doc.error(
-            v.span(),
-            "seeds",
-            format!(
-                "expected a list of seeds or a count, found {}",
-                describe(other)
-            ),
-        )),
+        other => {
+            Err(doc.error(v.span(), "seeds", format!("expected a list of seeds or a count, found {}", describe(other))))
+        }
     }
 }
 
@@ -415,9 +342,9 @@ fn parse_train(doc: &Doc, t: &Table) -> Result<TrainConfig, GridError> {
         batch_size: positive_u32("batch_size", d.batch_size)?,
         optimizer: match t.get("optimizer") {
             None => d.optimizer,
-            Some(v) => string(doc, "train.optimizer", v)?
-                .parse()
-                .map_err(|m| doc.error(v.span(), "train.optimizer", m))?,
+            Some(v) => {
+                string(doc, "train.optimizer", v)?.parse().map_err(|m| doc.error(v.span(), "train.optimizer", m))?
+            }
         },
         lr: checked_float("lr", d.lr, rules::lr)?,
         momentum: checked_float("momentum", d.momentum, rules::momentum)?,
@@ -454,13 +381,8 @@ fn parse_data(doc: &Doc, t: &Table) -> Result<DataConfig, GridError> {
         }
     };
     let resolved = resolve_data_path(doc.path, Path::new(data_path.as_ref()));
-    rules::data_path(&resolved.to_string_lossy()).map_err(|m| {
-        doc.error(
-            path_v.span(),
-            "data.path",
-            format!("resolved against the grid file's folder, {m}"),
-        )
-    })?;
+    rules::data_path(&resolved.to_string_lossy())
+        .map_err(|m| doc.error(path_v.span(), "data.path", format!("resolved against the grid file's folder, {m}")))?;
     Ok(DataConfig {
         dataset,
         path: resolved,
@@ -484,11 +406,7 @@ fn parse_run(doc: &Doc, t: &Table) -> Result<RunConfig, GridError> {
         Some(v) => {
             let n = int(doc, "run.priority", v)?;
             i32::try_from(n).map_err(|_| {
-                doc.error(
-                    v.span(),
-                    "run.priority",
-                    format!("{n} is out of range ({} to {})", i32::MIN, i32::MAX),
-                )
+                doc.error(v.span(), "run.priority", format!("{n} is out of range ({} to {})", i32::MIN, i32::MAX))
             })?
         }
     };
@@ -496,11 +414,7 @@ fn parse_run(doc: &Doc, t: &Table) -> Result<RunConfig, GridError> {
         None => d.keep_weights,
         Some(v) => boolean(doc, "run.keep_weights", v)?,
     };
-    Ok(RunConfig {
-        max_attempts,
-        priority,
-        keep_weights,
-    })
+    Ok(RunConfig { max_attempts, priority, keep_weights })
 }
 
 /// A factor: one value (held fixed) or a non-empty list of distinct values,
@@ -513,11 +427,7 @@ fn factor<T: Hash + Eq + std::fmt::Display>(
     item: impl Fn(&Value) -> Result<T, GridError>,
 ) -> Result<Vec<T>, GridError> {
     let key = dotted("grid", name);
-    let v = table.required(
-        doc,
-        name,
-        &format!("give one value or a list, e.g. {example}"),
-    )?;
+    let v = table.required(doc, name, &format!("give one value or a list, e.g. {example}"))?;
     let items: &[Value] = match v.get_ref() {
         DeValue::Array(a) => a,
         _ => std::slice::from_ref(v),
@@ -543,13 +453,7 @@ struct Doc<'a> {
 impl Doc<'_> {
     fn error(&self, span: Range<usize>, key: &str, message: impl Into<String>) -> GridError {
         let (line, column) = line_col(self.text, span.start);
-        GridError::Invalid {
-            path: self.path.to_owned(),
-            line,
-            column,
-            key: key.to_owned(),
-            message: message.into(),
-        }
+        GridError::Invalid { path: self.path.to_owned(), line, column, key: key.to_owned(), message: message.into() }
     }
 
     fn syntax_error(&self, e: &toml::de::Error) -> GridError {
@@ -557,11 +461,7 @@ impl Doc<'_> {
         // toml's messages are sometimes several lines; errors here are one.
         let message = e.message().trim().replace('\n', "; ");
         let message = truncate(&message, 200);
-        self.error(
-            offset..offset,
-            &key_at(self.text, offset),
-            format!("invalid TOML: {message}"),
-        )
+        self.error(offset..offset, &key_at(self.text, offset), format!("invalid TOML: {message}"))
     }
 }
 
@@ -580,11 +480,7 @@ impl<'a, 'i> Table<'a, 'i> {
 
     fn required(&self, doc: &Doc, key: &str, hint: &str) -> Result<&'a Value<'i>, GridError> {
         self.get(key).ok_or_else(|| {
-            let place = if self.name.is_empty() {
-                String::new()
-            } else {
-                format!(" in [{}]", self.name)
-            };
+            let place = if self.name.is_empty() { String::new() } else { format!(" in [{}]", self.name) };
             doc.error(
                 self.span.clone(),
                 &dotted(self.name, key),
@@ -599,16 +495,8 @@ impl<'a, 'i> Table<'a, 'i> {
             return Ok(None);
         };
         match v.get_ref() {
-            DeValue::Table(entries) => Ok(Some(Table {
-                name,
-                span: v.span(),
-                entries,
-            })),
-            other => Err(doc.error(
-                v.span(),
-                name,
-                format!("expected a table ([{name}]), found {}", describe(other)),
-            )),
+            DeValue::Table(entries) => Ok(Some(Table { name, span: v.span(), entries })),
+            other => Err(doc.error(v.span(), name, format!("expected a table ([{name}]), found {}", describe(other)))),
         }
     }
 
@@ -623,18 +511,10 @@ impl<'a, 'i> Table<'a, 'i> {
             return Ok(());
         };
         let name: &str = key.get_ref();
-        let place = if self.name.is_empty() {
-            "at the top level".to_owned()
-        } else {
-            format!("in [{}]", self.name)
-        };
+        let place = if self.name.is_empty() { "at the top level".to_owned() } else { format!("in [{}]", self.name) };
         let hint = unknown_key_hint(self.name, name, allowed);
         let shown = short_bare(name);
-        Err(doc.error(
-            key.span(),
-            &dotted(self.name, &shown),
-            format!("unknown key `{shown}` {place}; {hint}"),
-        ))
+        Err(doc.error(key.span(), &dotted(self.name, &shown), format!("unknown key `{shown}` {place}; {hint}")))
     }
 }
 
@@ -645,15 +525,9 @@ const MAX_SUGGEST_LEN: usize = 64;
 /// Where an unknown key probably should have gone: a close spelling in the
 /// same table, or the table where that key exists.
 fn unknown_key_hint(table: &str, key: &str, allowed: &[&str]) -> String {
-    if let Some(&(home, _)) = SECTIONS
-        .iter()
-        .find(|(s, keys)| *s != table && keys.contains(&key))
-    {
+    if let Some(&(home, _)) = SECTIONS.iter().find(|(s, keys)| *s != table && keys.contains(&key)) {
         return if table == "grid" {
-            format!(
-                "`{key}` is a [{home}] setting, not a grid factor; the factors are {}",
-                GRID_KEYS.join(", ")
-            )
+            format!("`{key}` is a [{home}] setting, not a grid factor; the factors are {}", GRID_KEYS.join(", "))
         } else if table.is_empty() {
             format!("`{key}` belongs in [{home}]; move it below the [{home}] header")
         } else {
@@ -666,11 +540,7 @@ fn unknown_key_hint(table: &str, key: &str, allowed: &[&str]) -> String {
         return format!("expected one of: {}", allowed.join(", "));
     }
     let lower = key.to_lowercase();
-    let closest = allowed
-        .iter()
-        .filter(|a| a.len() <= MAX_SUGGEST_LEN)
-        .map(|a| (edit_distance(&lower, a), *a))
-        .min();
+    let closest = allowed.iter().filter(|a| a.len() <= MAX_SUGGEST_LEN).map(|a| (edit_distance(&lower, a), *a)).min();
     match closest {
         Some((d, a)) if d <= (a.len() / 3).max(1) => format!("did you mean `{a}`?"),
         _ => format!("expected one of: {}", allowed.join(", ")),
@@ -693,9 +563,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1)
-                .min(d[i][j - 1] + 1)
-                .min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }
@@ -720,11 +588,7 @@ fn describe(v: &DeValue) -> String {
         DeValue::Integer(i) => format!("the integer {i}"),
         DeValue::Float(f) => format!("the float {f}"),
         DeValue::Boolean(b) => format!("the boolean {b}"),
-        other => format!(
-            "a{} {}",
-            if other.is_array() { "n" } else { "" },
-            other.type_str()
-        ),
+        other => format!("a{} {}", if other.is_array() { "n" } else { "" }, other.type_str()),
     }
 }
 
@@ -745,25 +609,14 @@ fn wrong_type(doc: &Doc, key: &str, v: &Value, expected: &str) -> GridError {
 
 fn int(doc: &Doc, key: &str, v: &Value) -> Result<i64, GridError> {
     match v.get_ref() {
-        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix()).map_err(|_| {
-            doc.error(
-                v.span(),
-                key,
-                format!("{i} does not fit in a 64-bit integer"),
-            )
-        }),
+        DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+            .map_err(|_| doc.error(v.span(), key, format!("{i} does not fit in a 64-bit integer"))),
         _ => Err(wrong_type(doc, key, v, "an integer")),
     }
 }
 
 fn to_u32(doc: &Doc, key: &str, v: &Value, n: i64) -> Result<u32, GridError> {
-    u32::try_from(n).map_err(|_| {
-        doc.error(
-            v.span(),
-            key,
-            format!("{n} is too large; the limit is {}", u32::MAX),
-        )
-    })
+    u32::try_from(n).map_err(|_| doc.error(v.span(), key, format!("{n} is too large; the limit is {}", u32::MAX)))
 }
 
 /// A float setting; integers are accepted since `weight_decay = 0` is natural.
@@ -771,10 +624,7 @@ fn float(doc: &Doc, key: &str, v: &Value) -> Result<f64, GridError> {
     match v.get_ref() {
         DeValue::Integer(_) => Ok(int(doc, key, v)? as f64),
         DeValue::Float(f) => {
-            let x: f64 = f
-                .as_str()
-                .parse()
-                .map_err(|_| doc.error(v.span(), key, format!("{f} is not a number")))?;
+            let x: f64 = f.as_str().parse().map_err(|_| doc.error(v.span(), key, format!("{f} is not a number")))?;
             if x.is_infinite() && !f.as_str().contains("inf") {
                 return Err(doc.error(v.span(), key, format!("{f} is out of range")));
             }
@@ -785,9 +635,7 @@ fn float(doc: &Doc, key: &str, v: &Value) -> Result<f64, GridError> {
 }
 
 fn boolean(doc: &Doc, key: &str, v: &Value) -> Result<bool, GridError> {
-    v.get_ref()
-        .as_bool()
-        .ok_or_else(|| wrong_type(doc, key, v, "a boolean (true or false)"))
+    v.get_ref().as_bool().ok_or_else(|| wrong_type(doc, key, v, "a boolean (true or false)"))
 }
 
 fn string<'v>(doc: &Doc, key: &str, v: &'v Value) -> Result<Cow<'v, str>, GridError> {
@@ -819,22 +667,15 @@ fn key_at(text: &str, offset: usize) -> String {
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if i + 1 == line_no {
-            let bare = |s: &str| {
-                !s.is_empty()
-                    && s.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-            };
+            let bare =
+                |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
             return match line.split_once('=') {
-                Some((k, _)) if bare(k.trim()) => {
-                    dotted(&short_bare(&table), &short_bare(k.trim()))
-                }
+                Some((k, _)) if bare(k.trim()) => dotted(&short_bare(&table), &short_bare(k.trim())),
                 _ => String::new(),
             };
         }
         if let Some(header) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            table = header
-                .trim_matches(|c: char| c == '[' || c.is_whitespace())
-                .to_owned();
+            table = header.trim_matches(|c: char| c == '[' || c.is_whitespace()).to_owned();
         }
     }
     String::new()
@@ -870,17 +711,11 @@ fn resolve_data_path(grid_file: &Path, data: &Path) -> PathBuf {
 }
 
 fn bad(key: &str) -> impl Fn(String) -> GridError + '_ {
-    move |message| GridError::Spec {
-        key: key.to_owned(),
-        message,
-    }
+    move |message| GridError::Spec { key: key.to_owned(), message }
 }
 
 fn bad_at(key: &str) -> impl Fn((usize, String)) -> GridError + '_ {
-    move |(_, message)| GridError::Spec {
-        key: key.to_owned(),
-        message,
-    }
+    move |(_, message)| GridError::Spec { key: key.to_owned(), message }
 }
 
 /// TOML cannot write integers above `i64::MAX`, so neither may the wire.
@@ -943,17 +778,12 @@ fn validate_train(t: &TrainConfig) -> Result<(), GridError> {
 fn validate_data(d: &DataConfig) -> Result<(), GridError> {
     rules::dataset(&d.dataset).map_err(bad("data.dataset"))?;
     // A path that is not UTF-8 cannot have come from a grid file.
-    let path = d.path.to_str().ok_or_else(|| {
-        bad("data.path")(format!(
-            "{} is not valid UTF-8",
-            short(&d.path.to_string_lossy())
-        ))
-    })?;
+    let path = d
+        .path
+        .to_str()
+        .ok_or_else(|| bad("data.path")(format!("{} is not valid UTF-8", short(&d.path.to_string_lossy()))))?;
     rules::data_path(path).map_err(bad("data.path"))?;
-    for (key, subset) in [
-        ("data.train_subset", d.train_subset),
-        ("data.test_subset", d.test_subset),
-    ] {
+    for (key, subset) in [("data.train_subset", d.train_subset), ("data.test_subset", d.test_subset)] {
         if let Some(n) = subset {
             rules::positive(as_i64(key, n)?).map_err(bad(key))?;
         }

@@ -6,15 +6,15 @@
 //! CLI (which validates a grid before it is sent), the coordinator (which
 //! validates it again, since the wire is not trusted) and the worker.
 
+pub mod effects;
 pub mod grid;
 mod grid_parse;
-pub mod effects;
 pub mod quote;
 pub mod stats;
 pub mod trial;
 
 pub use grid::{
-    DataConfig, Factors, GridError, GridSpec, InitScheme, Optimizer, RunConfig, TrainConfig,
-    MAX_DATASET_LEN, MAX_DEPTH, MAX_NAME_LEN, MAX_PATH_LEN, MAX_TRIALS,
+    DataConfig, Factors, GridError, GridSpec, InitScheme, Optimizer, RunConfig, TrainConfig, MAX_DATASET_LEN,
+    MAX_DEPTH, MAX_NAME_LEN, MAX_PATH_LEN, MAX_TRIALS,
 };
 pub use trial::{TrialId, TrialSpec};

@@ -56,10 +56,7 @@ mod tests {
         let long = "é".repeat(1000);
         let q = short(&long);
         assert_eq!(q, format!("{:?}… (2000 bytes)", "é".repeat(QUOTE_CHARS)));
-        assert_eq!(
-            short_bare(&"k".repeat(100)),
-            format!("{}… (100 bytes)", "k".repeat(60))
-        );
+        assert_eq!(short_bare(&"k".repeat(100)), format!("{}… (100 bytes)", "k".repeat(60)));
         assert_eq!(truncate("a \"b\"", 10), "a \"b\"");
         assert_eq!(truncate("abcdef", 3), "abc… (6 bytes)");
     }

@@ -47,16 +47,11 @@ impl Summary {
         }
         let scale = pow2_scale(xs.iter().fold(0.0f64, |m, x| m.max(x.abs())));
         let mean = xs.iter().map(|x| x / scale).sum::<f64>() / n as f64;
-        let (dev, dev_sq) = xs.iter().map(|x| x / scale).fold((0.0, 0.0), |(s, s2), x| {
-            (s + (x - mean), s2 + (x - mean) * (x - mean))
-        });
+        let (dev, dev_sq) =
+            xs.iter().map(|x| x / scale).fold((0.0, 0.0), |(s, s2), x| (s + (x - mean), s2 + (x - mean) * (x - mean)));
         let m2 = dev_sq - dev * dev / n as f64;
         let s = Summary::from_m2(n as u64, mean + dev / n as f64, m2)?;
-        Some(Summary {
-            n: s.n,
-            mean: s.mean * scale,
-            sd: s.sd.map(|sd| sd * scale),
-        })
+        Some(Summary { n: s.n, mean: s.mean * scale, sd: s.sd.map(|sd| sd * scale) })
     }
 
     /// From the aggregates a SQL query returns: `COUNT(x)`, `SUM(x)` and
@@ -127,11 +122,7 @@ fn pow2_scale(m: f64) -> f64 {
 /// `sum df_i` is used then. `None` when there are no terms or a term is not
 /// finite.
 pub fn welch_satterthwaite(terms: &[(f64, f64)]) -> Option<(f64, f64)> {
-    if terms.is_empty()
-        || terms
-            .iter()
-            .any(|&(se, df)| !(se.is_finite() && se >= 0.0 && df > 0.0 && df.is_finite()))
-    {
+    if terms.is_empty() || terms.iter().any(|&(se, df)| !(se.is_finite() && se >= 0.0 && df > 0.0 && df.is_finite())) {
         return None;
     }
     let top = terms.iter().fold(0.0f64, |m, &(se, _)| m.max(se));
@@ -222,14 +213,7 @@ pub fn welch_diff(a: &Summary, b: &Summary, level: f64) -> Option<WelchDiff> {
     let diff = a.mean - b.mean;
     let half = critical(level, df)? * se;
     let t = ratio(diff, se);
-    Some(WelchDiff {
-        diff,
-        se,
-        df,
-        t,
-        p_two_sided: p_two_sided(t, df),
-        ci: (diff - half, diff + half),
-    })
+    Some(WelchDiff { diff, se, df, t, p_two_sided: p_two_sided(t, df), ci: (diff - half, diff + half) })
 }
 
 /// `num / den`, with 0/0 taken as 0: no difference and no noise is no
@@ -267,15 +251,7 @@ pub fn paired_t(diffs: &[f64]) -> Option<PairedT> {
     let df = (s.n - 1) as f64;
     let t = ratio(s.mean, se);
     let ci95 = t_interval(&s, 0.95)?;
-    Some(PairedT {
-        n: s.n,
-        mean_diff: s.mean,
-        sd,
-        t,
-        df,
-        p_two_sided: p_two_sided(t, df),
-        ci95,
-    })
+    Some(PairedT { n: s.n, mean_diff: s.mean, sd, t, df, p_two_sided: p_two_sided(t, df), ci95 })
 }
 
 /// Holm's step-down adjustment of p-values for multiple comparisons, in the
@@ -286,9 +262,7 @@ pub fn paired_t(diffs: &[f64]) -> Option<PairedT> {
 /// they are capped at 1. As in R's `p.adjust`, NaN entries stay NaN and do
 /// not count towards m.
 pub fn holm(p_values: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..p_values.len())
-        .filter(|&i| !p_values[i].is_nan())
-        .collect();
+    let mut order: Vec<usize> = (0..p_values.len()).filter(|&i| !p_values[i].is_nan()).collect();
     order.sort_by(|&i, &j| p_values[i].total_cmp(&p_values[j]));
     let m = order.len();
     let mut adjusted = vec![f64::NAN; p_values.len()];
@@ -308,10 +282,7 @@ mod tests {
     #[track_caller]
     fn close(actual: f64, expected: f64, rel: f64) {
         let err = (actual - expected).abs() / expected.abs().max(1e-300);
-        assert!(
-            err <= rel,
-            "{actual} vs {expected}: relative error {err:e} > {rel:e}"
-        );
+        assert!(err <= rel, "{actual} vs {expected}: relative error {err:e} > {rel:e}");
     }
 
     // Student t quantiles, from mpmath 1.4.1 at 40 digits (root of
@@ -401,14 +372,7 @@ mod tests {
     #[test]
     fn one_sample_has_no_spread_and_none_has_no_summary() {
         let one = Summary::from_samples(&[0.5]).unwrap();
-        assert_eq!(
-            one,
-            Summary {
-                n: 1,
-                mean: 0.5,
-                sd: None
-            }
-        );
+        assert_eq!(one, Summary { n: 1, mean: 0.5, sd: None });
         assert_eq!(t_interval(&one, 0.95), None);
         assert_eq!(Summary::from_samples(&[]), None);
         assert_eq!(Summary::from_sums(0, 0.0, 0.0), None);
@@ -475,10 +439,7 @@ mod tests {
         for k in [1e-80, 1e80, 1e-85, 1e85, 1e-200, 1e200] {
             let a: Vec<f64> = SLEEP_1.iter().map(|x| x * k).collect();
             let b: Vec<f64> = SLEEP_2.iter().map(|x| x * k).collect();
-            let (a, b) = (
-                Summary::from_samples(&a).unwrap(),
-                Summary::from_samples(&b).unwrap(),
-            );
+            let (a, b) = (Summary::from_samples(&a).unwrap(), Summary::from_samples(&b).unwrap());
             let w = welch_diff(&a, &b, 0.95).unwrap();
             close(w.df, WELCH_DF, 1e-12);
             close(w.t, WELCH_T, 1e-12);
@@ -496,11 +457,7 @@ mod tests {
             let k = 2f64.powi(e);
             let ys: Vec<f64> = Y.iter().map(|y| y * k).collect();
             let s = Summary::from_samples(&ys).unwrap();
-            assert_eq!(
-                (s.mean / k, s.sd.unwrap() / k),
-                (base.mean, base.sd.unwrap()),
-                "2^{e}"
-            );
+            assert_eq!((s.mean / k, s.sd.unwrap() / k), (base.mean, base.sd.unwrap()), "2^{e}");
         }
     }
 
@@ -509,10 +466,7 @@ mod tests {
         assert_eq!(welch_satterthwaite(&[]), None);
         assert_eq!(welch_satterthwaite(&[(f64::NAN, 2.0)]), None);
         assert_eq!(welch_satterthwaite(&[(1.0, f64::INFINITY)]), None);
-        assert_eq!(
-            welch_satterthwaite(&[(0.0, 2.0), (0.0, 3.0)]),
-            Some((0.0, 5.0))
-        );
+        assert_eq!(welch_satterthwaite(&[(0.0, 2.0), (0.0, 3.0)]), Some((0.0, 5.0)));
         // One term: its own df, whatever its size.
         for se in [1e-300, 1.0, 1e300] {
             assert_eq!(welch_satterthwaite(&[(se, 4.0)]), Some((se, 4.0)));
@@ -545,10 +499,7 @@ mod tests {
     #[test]
     fn paired_t_with_constant_differences() {
         let p = paired_t(&[0.02, 0.02, 0.02]).unwrap();
-        assert_eq!(
-            (p.t, p.p_two_sided, p.ci95),
-            (f64::INFINITY, 0.0, (0.02, 0.02))
-        );
+        assert_eq!((p.t, p.p_two_sided, p.ci95), (f64::INFINITY, 0.0, (0.02, 0.02)));
         let p = paired_t(&[0.0, 0.0]).unwrap();
         assert_eq!((p.t, p.p_two_sided), (0.0, 1.0));
     }

@@ -51,9 +51,7 @@ impl TrialSpec {
     /// The canonical form without the seed: equal for all seeds of one cell.
     pub fn cell_canonical(&self) -> String {
         let mut v = serde_json::to_value(self).expect("a TrialSpec always serialises");
-        v.as_object_mut()
-            .expect("a struct serialises to an object")
-            .remove("seed");
+        v.as_object_mut().expect("a struct serialises to an object").remove("seed");
         v.to_string()
     }
 

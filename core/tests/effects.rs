@@ -121,7 +121,14 @@ fn cells_main_effects_simple_effects_and_paired_match_scipy() {
     // across the two cells.
     assert_eq!(a.paired.len(), 2);
     let refs = [
-        ("8", 10.392304845413257, 0.009132611386275467, 0.035158622882496694, 0.08484137711750334, 0.018265222772550934),
+        (
+            "8",
+            10.392304845413257,
+            0.009132611386275467,
+            0.035158622882496694,
+            0.08484137711750334,
+            0.018265222772550934,
+        ),
         ("32", 3.4579395557996633, 0.07441570787225639, -0.07084184569813629, 0.6508418456981362, 0.07441570787225639),
     ];
     for (p, (d, t, pv, lo, hi, holm)) in a.paired.iter().zip(refs) {
@@ -208,7 +215,9 @@ fn effects_at_1e_plus_minus_80_and_beyond_match_the_unscaled_ones() {
     for k in [1e-80, 1e80, 1e-150, 1e150, 1e-250, 1e250] {
         let a = analyze(&factors(), &scaled(k), &opts()).unwrap();
         assert!(!format!("{a:?}").contains("NaN"), "{k:e}: {a:?}");
-        for (x, y) in base.main_effects.iter().chain(&base.simple_effects).zip(a.main_effects.iter().chain(&a.simple_effects)) {
+        for (x, y) in
+            base.main_effects.iter().chain(&base.simple_effects).zip(a.main_effects.iter().chain(&a.simple_effects))
+        {
             let (ex, ey) = (x.effect.unwrap(), y.effect.unwrap());
             close(ey.estimate / k, ex.estimate, 1e-12);
             close(ey.se.unwrap() / k, ex.se.unwrap(), 1e-12);

@@ -21,27 +21,15 @@ fn parse(text: &str) -> Result<GridSpec, GridError> {
 
 /// The example with `old` (which must occur exactly once) replaced.
 fn edit(old: &str, new: &str) -> String {
-    assert_eq!(
-        EXAMPLE.matches(old).count(),
-        1,
-        "{old:?} must occur once in EXAMPLE"
-    );
+    assert_eq!(EXAMPLE.matches(old).count(), 1, "{old:?} must occur once in EXAMPLE");
     EXAMPLE.replacen(old, new, 1)
 }
 
 /// The example without the line that starts with `prefix`.
 fn without_line(prefix: &str) -> String {
     let lines: Vec<&str> = EXAMPLE.lines().collect();
-    assert_eq!(
-        lines.iter().filter(|l| l.starts_with(prefix)).count(),
-        1,
-        "{prefix:?}"
-    );
-    lines
-        .iter()
-        .filter(|l| !l.starts_with(prefix))
-        .map(|l| format!("{l}\n"))
-        .collect()
+    assert_eq!(lines.iter().filter(|l| l.starts_with(prefix)).count(), 1, "{prefix:?}");
+    lines.iter().filter(|l| !l.starts_with(prefix)).map(|l| format!("{l}\n")).collect()
 }
 
 /// Asserts the text is rejected with this key, at this line, with a message
@@ -50,13 +38,7 @@ fn without_line(prefix: &str) -> String {
 fn rejects(text: &str, key: &str, line: usize, fragments: &[&str]) -> usize {
     match parse(text) {
         Ok(_) => panic!("accepted, expected an error for {key}:\n{text}"),
-        Err(GridError::Invalid {
-            path,
-            line: l,
-            column,
-            key: k,
-            message,
-        }) => {
+        Err(GridError::Invalid { path, line: l, column, key: k, message }) => {
             let shown = format!("{path:?}:{l}:{column}: {k}: {message}");
             assert_eq!(path, PathBuf::from(GRID_FILE));
             assert_eq!(k, key, "key in {shown}");
@@ -83,20 +65,10 @@ fn example_parses_to_the_documented_values() {
     assert_eq!(spec.seeds, vec![0, 1, 2]);
     assert_eq!(spec.grid.depth, vec![8, 16, 32, 64]);
     assert_eq!(spec.grid.skip, vec![true, false]);
-    assert_eq!(
-        spec.grid.init,
-        vec![
-            InitScheme::Default,
-            InitScheme::XavierNormal,
-            InitScheme::KaimingNormal
-        ]
-    );
+    assert_eq!(spec.grid.init, vec![InitScheme::Default, InitScheme::XavierNormal, InitScheme::KaimingNormal]);
     assert_eq!(spec.train.optimizer, Optimizer::Sgd);
     assert_eq!(spec.train.lr, 1e-4);
-    assert_eq!(
-        spec.data.path,
-        PathBuf::from("/sweeps/ablation/data/cifar-10-batches-bin")
-    );
+    assert_eq!(spec.data.path, PathBuf::from("/sweeps/ablation/data/cifar-10-batches-bin"));
     assert_eq!(spec.data.train_subset, Some(50000));
     assert_eq!(spec.run.max_attempts, 3);
     spec.validate().unwrap();
@@ -109,11 +81,7 @@ fn example_expands_to_144_distinct_trials() {
     let ids = ids(&spec);
     assert_eq!(ids.len(), 4 * 2 * 3 * 2 * 3);
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 144);
-    let cells: HashSet<_> = spec
-        .expand()
-        .iter()
-        .map(|t| t.cell_key(&spec.name))
-        .collect();
+    let cells: HashSet<_> = spec.expand().iter().map(|t| t.cell_key(&spec.name)).collect();
     assert_eq!(cells.len(), 48);
 }
 
@@ -122,19 +90,14 @@ fn the_same_file_gives_the_same_ids() {
     assert_eq!(ids(&parse(EXAMPLE).unwrap()), ids(&parse(EXAMPLE).unwrap()));
     // Formatting and the seeds' spelling are not part of identity.
     let respelled = edit("seeds = [0, 1, 2]", "seeds = 3").replace("  ", " ");
-    assert_eq!(
-        ids(&parse(EXAMPLE).unwrap()),
-        ids(&parse(&respelled).unwrap())
-    );
+    assert_eq!(ids(&parse(EXAMPLE).unwrap()), ids(&parse(&respelled).unwrap()));
 }
 
 #[test]
 fn adding_a_seed_adds_exactly_48_trials() {
     let before: HashSet<_> = ids(&parse(EXAMPLE).unwrap()).into_iter().collect();
     let after: HashSet<_> =
-        ids(&parse(&edit("seeds = [0, 1, 2]", "seeds = [0, 1, 2, 3]")).unwrap())
-            .into_iter()
-            .collect();
+        ids(&parse(&edit("seeds = [0, 1, 2]", "seeds = [0, 1, 2, 3]")).unwrap()).into_iter().collect();
     assert!(before.is_subset(&after));
     assert_eq!(after.difference(&before).count(), 48);
 }
@@ -142,9 +105,8 @@ fn adding_a_seed_adds_exactly_48_trials() {
 #[test]
 fn adding_a_depth_adds_only_its_cells() {
     let before: HashSet<_> = ids(&parse(EXAMPLE).unwrap()).into_iter().collect();
-    let after: HashSet<_> = ids(&parse(&edit("[8, 16, 32, 64]", "[8, 16, 32, 64, 128]")).unwrap())
-        .into_iter()
-        .collect();
+    let after: HashSet<_> =
+        ids(&parse(&edit("[8, 16, 32, 64]", "[8, 16, 32, 64, 128]")).unwrap()).into_iter().collect();
     assert!(before.is_subset(&after));
     assert_eq!(after.len() - before.len(), 2 * 3 * 2 * 3);
 }
@@ -193,11 +155,7 @@ fn integers_are_accepted_for_float_settings() {
 
 #[test]
 fn absolute_data_paths_are_kept_and_normalised() {
-    let spec = parse(&edit(
-        "\"data/cifar-10-batches-bin\"",
-        "\"/srv/./data/../cifar\"",
-    ))
-    .unwrap();
+    let spec = parse(&edit("\"data/cifar-10-batches-bin\"", "\"/srv/./data/../cifar\"")).unwrap();
     assert_eq!(spec.data.path, PathBuf::from("/srv/cifar"));
 }
 
@@ -214,23 +172,13 @@ fn errors_render_as_file_line_column_key_message() {
 
 #[test]
 fn toml_syntax_error() {
-    rejects(
-        &edit("epochs = 6", "epochs = 6 6"),
-        "train.epochs",
-        11,
-        &["invalid TOML"],
-    );
+    rejects(&edit("epochs = 6", "epochs = 6 6"), "train.epochs", 11, &["invalid TOML"]);
     rejects(&edit("[train]", "[train"), "", 10, &["invalid TOML"]);
 }
 
 #[test]
 fn duplicate_key() {
-    rejects(
-        &edit("epochs = 6", "epochs = 6\nepochs = 7"),
-        "train.epochs",
-        12,
-        &["duplicate key"],
-    );
+    rejects(&edit("epochs = 6", "epochs = 6\nepochs = 7"), "train.epochs", 12, &["duplicate key"]);
 }
 
 #[test]
@@ -239,27 +187,14 @@ fn unknown_top_level_key() {
         &edit("seeds = [0, 1, 2]", "seeds = [0, 1, 2]\ncolour = \"red\""),
         "colour",
         3,
-        &[
-            "unknown key `colour` at the top level",
-            "expected one of: name, seeds",
-        ],
+        &["unknown key `colour` at the top level", "expected one of: name, seeds"],
     );
-    rejects(
-        &edit("seeds = [0, 1, 2]", "seeds = [0, 1, 2]\nseed = 4"),
-        "seed",
-        3,
-        &["did you mean `seeds`?"],
-    );
+    rejects(&edit("seeds = [0, 1, 2]", "seeds = [0, 1, 2]\nseed = 4"), "seed", 3, &["did you mean `seeds`?"]);
 }
 
 #[test]
 fn section_key_at_the_top_level() {
-    rejects(
-        &edit("seeds = [0, 1, 2]", "seeds = [0, 1, 2]\nepochs = 6"),
-        "epochs",
-        3,
-        &["belongs in [train]"],
-    );
+    rejects(&edit("seeds = [0, 1, 2]", "seeds = [0, 1, 2]\nepochs = 6"), "epochs", 3, &["belongs in [train]"]);
 }
 
 #[test]
@@ -271,10 +206,7 @@ fn unknown_key_in_grid() {
         &["unknown key `depht` in [grid]", "did you mean `depth`?"],
     );
     rejects(
-        &edit(
-            "skip = [true, false]",
-            "skip = [true, false]\nlr = [0.1, 0.01]",
-        ),
+        &edit("skip = [true, false]", "skip = [true, false]\nlr = [0.1, 0.01]"),
         "grid.lr",
         7,
         &["not a grid factor"],
@@ -283,12 +215,7 @@ fn unknown_key_in_grid() {
 
 #[test]
 fn unknown_key_in_train() {
-    rejects(
-        &edit("batch_size = 4", "batchsize = 4"),
-        "train.batchsize",
-        12,
-        &["did you mean `batch_size`?"],
-    );
+    rejects(&edit("batch_size = 4", "batchsize = 4"), "train.batchsize", 12, &["did you mean `batch_size`?"]);
 }
 
 #[test]
@@ -303,38 +230,18 @@ fn unknown_key_in_data() {
 
 #[test]
 fn unknown_key_in_run() {
-    rejects(
-        &edit("priority = 0", "priorty = 0"),
-        "run.priorty",
-        28,
-        &["did you mean `priority`?"],
-    );
-    rejects(
-        &edit("priority = 0", "workers = 4"),
-        "run.workers",
-        28,
-        &["expected one of: max_attempts, priority"],
-    );
+    rejects(&edit("priority = 0", "priorty = 0"), "run.priorty", 28, &["did you mean `priority`?"]);
+    rejects(&edit("priority = 0", "workers = 4"), "run.workers", 28, &["expected one of: max_attempts, priority"]);
 }
 
 #[test]
 fn missing_name() {
-    rejects(
-        &without_line("name ="),
-        "name",
-        1,
-        &["missing required key `name`"],
-    );
+    rejects(&without_line("name ="), "name", 1, &["missing required key `name`"]);
 }
 
 #[test]
 fn missing_seeds() {
-    rejects(
-        &without_line("seeds ="),
-        "seeds",
-        1,
-        &["missing required key `seeds`"],
-    );
+    rejects(&without_line("seeds ="), "seeds", 1, &["missing required key `seeds`"]);
 }
 
 #[test]
@@ -343,51 +250,26 @@ fn missing_factor() {
         &without_line("batchnorm ="),
         "grid.batchnorm",
         4,
-        &[
-            "missing required key `batchnorm` in [grid]",
-            "batchnorm = [true, false]",
-        ],
+        &["missing required key `batchnorm` in [grid]", "batchnorm = [true, false]"],
     );
 }
 
 #[test]
 fn missing_tables_and_paths() {
-    let no_grid: String = EXAMPLE
-        .lines()
-        .filter(|l| !l.starts_with("[grid]"))
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let no_grid: String = EXAMPLE.lines().filter(|l| !l.starts_with("[grid]")).map(|l| format!("{l}\n")).collect();
     // Without the header the factors land at the top level.
     rejects(&no_grid, "depth", 4, &["belongs in [grid]"]);
-    rejects(
-        &without_line("path ="),
-        "data.path",
-        20,
-        &["missing required key `path` in [data]"],
-    );
-    rejects(
-        "name = \"x\"\nseeds = 1\n[data]\npath = \"d\"\n",
-        "grid",
-        1,
-        &["missing [grid] table"],
-    );
+    rejects(&without_line("path ="), "data.path", 20, &["missing required key `path` in [data]"]);
+    rejects("name = \"x\"\nseeds = 1\n[data]\npath = \"d\"\n", "grid", 1, &["missing [grid] table"]);
     let no_data = EXAMPLE.split("[data]").next().unwrap();
     rejects(no_data, "data", 1, &["missing [data] table"]);
-    rejects(
-        &edit("[grid] ", "[[grid]] "),
-        "grid",
-        4,
-        &["expected a table ([grid]), found an array"],
-    );
+    rejects(&edit("[grid] ", "[[grid]] "), "grid", 4, &["expected a table ([grid]), found an array"]);
 }
 
 #[test]
 fn empty_factor_list() {
     rejects(
-        &edit(
-            "init = [\"default\", \"xavier_normal\", \"kaiming_normal\"]",
-            "init = []",
-        ),
+        &edit("init = [\"default\", \"xavier_normal\", \"kaiming_normal\"]", "init = []"),
         "grid.init",
         7,
         &["empty list"],
@@ -400,48 +282,15 @@ fn wrong_type() {
         &edit("depth = [8, 16, 32, 64]", "depth = \"8\""),
         "grid.depth",
         5,
-        &[
-            "expected an integer, found the string \"8\"",
-            "remove the quotes",
-        ],
+        &["expected an integer, found the string \"8\"", "remove the quotes"],
     );
     assert_eq!(col, 9);
-    rejects(
-        &edit("skip = [true, false]", "skip = [true, 1]"),
-        "grid.skip",
-        6,
-        &["expected a boolean"],
-    );
-    rejects(
-        &edit("epochs = 6", "epochs = 6.0"),
-        "train.epochs",
-        11,
-        &["expected an integer, found the float 6.0"],
-    );
-    rejects(
-        &edit("lr = 1e-4", "lr = \"fast\""),
-        "train.lr",
-        14,
-        &["expected a number"],
-    );
-    rejects(
-        &edit("augment = false", "augment = \"no\""),
-        "train.augment",
-        18,
-        &["expected a boolean"],
-    );
-    rejects(
-        &edit("name = \"skip-ablation\"", "name = 7"),
-        "name",
-        1,
-        &["expected a string"],
-    );
-    rejects(
-        &edit("[0, 1, 2]", "\"three\""),
-        "seeds",
-        2,
-        &["expected a list of seeds or a count"],
-    );
+    rejects(&edit("skip = [true, false]", "skip = [true, 1]"), "grid.skip", 6, &["expected a boolean"]);
+    rejects(&edit("epochs = 6", "epochs = 6.0"), "train.epochs", 11, &["expected an integer, found the float 6.0"]);
+    rejects(&edit("lr = 1e-4", "lr = \"fast\""), "train.lr", 14, &["expected a number"]);
+    rejects(&edit("augment = false", "augment = \"no\""), "train.augment", 18, &["expected a boolean"]);
+    rejects(&edit("name = \"skip-ablation\"", "name = 7"), "name", 1, &["expected a string"]);
+    rejects(&edit("[0, 1, 2]", "\"three\""), "seeds", 2, &["expected a list of seeds or a count"]);
 }
 
 #[test]
@@ -455,12 +304,7 @@ fn depth_not_a_positive_multiple_of_8() {
         );
         assert_eq!(col, 13, "the column of the offending element");
     }
-    rejects(
-        &edit("[8, 16, 32, 64]", "8589934592"),
-        "grid.depth",
-        5,
-        &["8589934592 is deeper than the limit of 1024"],
-    );
+    rejects(&edit("[8, 16, 32, 64]", "8589934592"), "grid.depth", 5, &["8589934592 is deeper than the limit of 1024"]);
 }
 
 #[test]
@@ -469,148 +313,61 @@ fn unknown_init_name() {
         &edit("\"xavier_normal\"", "\"xavier\""),
         "grid.init",
         7,
-        &[
-            "unknown init scheme \"xavier\"",
-            "default, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal",
-        ],
+        &["unknown init scheme \"xavier\"", "default, xavier_uniform, xavier_normal, kaiming_uniform, kaiming_normal"],
     );
 }
 
 #[test]
 fn duplicate_factor_values() {
-    let col = rejects(
-        &edit("[8, 16, 32, 64]", "[8, 16, 8]"),
-        "grid.depth",
-        5,
-        &["8 is listed more than once"],
-    );
+    let col = rejects(&edit("[8, 16, 32, 64]", "[8, 16, 8]"), "grid.depth", 5, &["8 is listed more than once"]);
     assert_eq!(col, 17, "points at the repetition");
-    rejects(
-        &edit("[true, false]\ninit", "[true, true]\ninit"),
-        "grid.skip",
-        6,
-        &["listed more than once"],
-    );
+    rejects(&edit("[true, false]\ninit", "[true, true]\ninit"), "grid.skip", 6, &["listed more than once"]);
 }
 
 #[test]
 fn duplicate_seeds() {
-    rejects(
-        &edit("[0, 1, 2]", "[0, 1, 1]"),
-        "seeds",
-        2,
-        &["1 is listed more than once"],
-    );
+    rejects(&edit("[0, 1, 2]", "[0, 1, 1]"), "seeds", 2, &["1 is listed more than once"]);
 }
 
 #[test]
 fn negative_seed() {
-    rejects(
-        &edit("[0, 1, 2]", "[0, -1]"),
-        "seeds",
-        2,
-        &["seed -1 is negative"],
-    );
+    rejects(&edit("[0, 1, 2]", "[0, -1]"), "seeds", 2, &["seed -1 is negative"]);
 }
 
 #[test]
 fn no_seeds() {
-    rejects(
-        &edit("[0, 1, 2]", "[]"),
-        "seeds",
-        2,
-        &["at least one seed is needed"],
-    );
-    rejects(
-        &edit("[0, 1, 2]", "0"),
-        "seeds",
-        2,
-        &["at least one seed is needed (got 0)"],
-    );
-    rejects(
-        &edit("[0, 1, 2]", "-3"),
-        "seeds",
-        2,
-        &["at least one seed is needed (got -3)"],
-    );
+    rejects(&edit("[0, 1, 2]", "[]"), "seeds", 2, &["at least one seed is needed"]);
+    rejects(&edit("[0, 1, 2]", "0"), "seeds", 2, &["at least one seed is needed (got 0)"]);
+    rejects(&edit("[0, 1, 2]", "-3"), "seeds", 2, &["at least one seed is needed (got -3)"]);
 }
 
 #[test]
 fn bad_names() {
-    rejects(
-        &edit("\"skip-ablation\"", "\"\""),
-        "name",
-        1,
-        &["must not be empty"],
-    );
-    rejects(
-        &edit("\"skip-ablation\"", "\"skip ablation\""),
-        "name",
-        1,
-        &["contains ' '", "letters, digits"],
-    );
-    rejects(
-        &edit("\"skip-ablation\"", "\"a/b\""),
-        "name",
-        1,
-        &["contains '/'"],
-    );
+    rejects(&edit("\"skip-ablation\"", "\"\""), "name", 1, &["must not be empty"]);
+    rejects(&edit("\"skip-ablation\"", "\"skip ablation\""), "name", 1, &["contains ' '", "letters, digits"]);
+    rejects(&edit("\"skip-ablation\"", "\"a/b\""), "name", 1, &["contains '/'"]);
     let long = format!("\"{}\"", "x".repeat(65));
-    rejects(
-        &edit("\"skip-ablation\"", &long),
-        "name",
-        1,
-        &["65 characters long; the limit is 64"],
-    );
-    parse(&edit(
-        "\"skip-ablation\"",
-        &format!("\"{}\"", "x".repeat(64)),
-    ))
-    .unwrap();
+    rejects(&edit("\"skip-ablation\"", &long), "name", 1, &["65 characters long; the limit is 64"]);
+    parse(&edit("\"skip-ablation\"", &format!("\"{}\"", "x".repeat(64)))).unwrap();
 }
 
 #[test]
 fn zero_epochs() {
-    rejects(
-        &edit("epochs = 6", "epochs = 0"),
-        "train.epochs",
-        11,
-        &["must be at least 1, got 0"],
-    );
+    rejects(&edit("epochs = 6", "epochs = 0"), "train.epochs", 11, &["must be at least 1, got 0"]);
 }
 
 #[test]
 fn zero_batch_size() {
-    rejects(
-        &edit("batch_size = 4", "batch_size = 0"),
-        "train.batch_size",
-        12,
-        &["at least 1"],
-    );
+    rejects(&edit("batch_size = 4", "batch_size = 0"), "train.batch_size", 12, &["at least 1"]);
 }
 
 #[test]
 fn bad_learning_rate() {
     for bad in ["0", "-1e-3", "nan", "inf", "-inf"] {
-        rejects(
-            &edit("lr = 1e-4", &format!("lr = {bad}")),
-            "train.lr",
-            14,
-            &["must be a positive finite number"],
-        );
+        rejects(&edit("lr = 1e-4", &format!("lr = {bad}")), "train.lr", 14, &["must be a positive finite number"]);
     }
-    rejects(
-        &edit("lr = 1e-4", "lr = 1e400"),
-        "train.lr",
-        14,
-        &["out of range"],
-    );
-    rejects(
-        &edit("lr = 1e-4", "lr = 0.0"),
-        "train.lr",
-        14,
-        &["must be a positive finite number"],
-    );
+    rejects(&edit("lr = 1e-4", "lr = 1e400"), "train.lr", 14, &["out of range"]);
+    rejects(&edit("lr = 1e-4", "lr = 0.0"), "train.lr", 14, &["must be a positive finite number"]);
 }
 
 #[test]
@@ -628,22 +385,12 @@ fn momentum_out_of_range() {
 
 #[test]
 fn negative_weight_decay() {
-    rejects(
-        &edit("weight_decay = 0.0", "weight_decay = -1e-4"),
-        "train.weight_decay",
-        16,
-        &[">= 0"],
-    );
+    rejects(&edit("weight_decay = 0.0", "weight_decay = -1e-4"), "train.weight_decay", 16, &[">= 0"]);
 }
 
 #[test]
 fn zero_log_every() {
-    rejects(
-        &edit("log_every = 2000", "log_every = 0"),
-        "train.log_every",
-        17,
-        &["at least 1"],
-    );
+    rejects(&edit("log_every = 2000", "log_every = 0"), "train.log_every", 17, &["at least 1"]);
 }
 
 #[test]
@@ -658,68 +405,33 @@ fn unknown_optimizer() {
 
 #[test]
 fn unknown_dataset() {
-    rejects(
-        &edit("\"cifar10\"", "\"mnist\""),
-        "data.dataset",
-        21,
-        &["unknown dataset \"mnist\"", "cifar10"],
-    );
+    rejects(&edit("\"cifar10\"", "\"mnist\""), "data.dataset", 21, &["unknown dataset \"mnist\"", "cifar10"]);
 }
 
 #[test]
 fn empty_data_path() {
-    rejects(
-        &edit("\"data/cifar-10-batches-bin\"", "\"\""),
-        "data.path",
-        22,
-        &["must not be empty"],
-    );
+    rejects(&edit("\"data/cifar-10-batches-bin\"", "\"\""), "data.path", 22, &["must not be empty"]);
 }
 
 #[test]
 fn zero_subsets() {
-    rejects(
-        &edit("train_subset = 50000", "train_subset = 0"),
-        "data.train_subset",
-        23,
-        &["at least 1"],
-    );
-    rejects(
-        &edit("test_subset = 10000", "test_subset = -5"),
-        "data.test_subset",
-        24,
-        &["at least 1, got -5"],
-    );
+    rejects(&edit("train_subset = 50000", "train_subset = 0"), "data.train_subset", 23, &["at least 1"]);
+    rejects(&edit("test_subset = 10000", "test_subset = -5"), "data.test_subset", 24, &["at least 1, got -5"]);
 }
 
 #[test]
 fn zero_max_attempts() {
-    rejects(
-        &edit("max_attempts = 3", "max_attempts = 0"),
-        "run.max_attempts",
-        27,
-        &["at least 1"],
-    );
+    rejects(&edit("max_attempts = 3", "max_attempts = 0"), "run.max_attempts", 27, &["at least 1"]);
 }
 
 #[test]
 fn priority_out_of_range() {
-    rejects(
-        &edit("priority = 0", "priority = 3000000000"),
-        "run.priority",
-        28,
-        &["out of range"],
-    );
+    rejects(&edit("priority = 0", "priority = 3000000000"), "run.priority", 28, &["out of range"]);
 }
 
 #[test]
 fn excessive_size() {
-    rejects(
-        &edit("[0, 1, 2]", "2084"),
-        "grid",
-        4,
-        &["48 cells x 2084 seeds = 100032 trials", "limit of 100000"],
-    );
+    rejects(&edit("[0, 1, 2]", "2084"), "grid", 4, &["48 cells x 2084 seeds = 100032 trials", "limit of 100000"]);
     // A huge count is refused before it is turned into a list.
     rejects(
         &edit("[0, 1, 2]", "9000000000000000000"),
@@ -739,12 +451,7 @@ const MB20: usize = 20 * 1024 * 1024;
 fn short_error(text: &str, key: &str, line: usize, fragments: &[&str]) -> String {
     rejects(text, key, line, fragments);
     let shown = parse(text).unwrap_err().to_string();
-    assert!(
-        shown.len() < 400,
-        "{} bytes: {}…",
-        shown.len(),
-        &shown[..400]
-    );
+    assert!(shown.len() < 400, "{} bytes: {}…", shown.len(), &shown[..400]);
     shown
 }
 
@@ -757,51 +464,25 @@ fn a_20_mb_unknown_key_is_refused_with_a_short_message() {
         &format!("{key} = 1\n{EXAMPLE}"),
         &format!("{}… ({MB20} bytes)", "k".repeat(60)),
         1,
-        &[
-            "unknown key `kkkk",
-            &format!("… ({MB20} bytes)` at the top level"),
-            "expected one of: name, seeds",
-        ],
+        &["unknown key `kkkk", &format!("… ({MB20} bytes)` at the top level"), "expected one of: name, seeds"],
     );
     assert!(!shown.contains("did you mean"), "{shown}");
     // The same in a table, and for a key just past the suggestion limit.
-    let text = edit(
-        "skip = [true, false]",
-        &format!("skip = [true, false]\n{key} = 8"),
-    );
-    short_error(
-        &text,
-        &format!("grid.{}… ({MB20} bytes)", "k".repeat(60)),
-        7,
-        &["in [grid]; expected one of: depth"],
-    );
+    let text = edit("skip = [true, false]", &format!("skip = [true, false]\n{key} = 8"));
+    short_error(&text, &format!("grid.{}… ({MB20} bytes)", "k".repeat(60)), 7, &["in [grid]; expected one of: depth"]);
     let long = format!("depth{}", "h".repeat(60));
-    let text = edit(
-        "skip = [true, false]",
-        &format!("skip = [true, false]\n{long} = 8"),
-    );
-    short_error(
-        &text,
-        &format!("grid.{}… (65 bytes)", &long[..60]),
-        7,
-        &["expected one of: depth"],
-    );
+    let text = edit("skip = [true, false]", &format!("skip = [true, false]\n{long} = 8"));
+    short_error(&text, &format!("grid.{}… (65 bytes)", &long[..60]), 7, &["expected one of: depth"]);
 }
 
 #[test]
 fn a_20_mb_init_value_is_refused_with_a_short_message() {
     let value = "x".repeat(MB20);
     short_error(
-        &edit(
-            "\"default\", \"xavier_normal\", \"kaiming_normal\"",
-            &format!("\"{value}\""),
-        ),
+        &edit("\"default\", \"xavier_normal\", \"kaiming_normal\"", &format!("\"{value}\"")),
         "grid.init",
         7,
-        &[
-            "unknown init scheme \"xxxx",
-            &format!("… ({MB20} bytes); expected one of default"),
-        ],
+        &["unknown init scheme \"xxxx", &format!("… ({MB20} bytes); expected one of default")],
     );
 }
 
@@ -833,12 +514,7 @@ fn every_other_huge_string_is_refused_with_a_short_message() {
         &["1048576 bytes long; the limit is 4096"],
     );
     // A syntax error inside a huge value: toml's message, cut short.
-    short_error(
-        &edit("\"skip-ablation\"", &format!("\"{big}")),
-        "name",
-        1,
-        &["invalid TOML"],
-    );
+    short_error(&edit("\"skip-ablation\"", &format!("\"{big}")), "name", 1, &["invalid TOML"]);
     // A huge seed list is refused by its length.
     let seeds = vec!["0"; 100_001].join(",");
     short_error(
@@ -853,18 +529,8 @@ fn every_other_huge_string_is_refused_with_a_short_message() {
 fn depth_is_capped_at_1024() {
     let spec = parse(&edit("[8, 16, 32, 64]", "[8, 1024]")).unwrap();
     assert_eq!(spec.grid.depth, vec![8, 1024]);
-    rejects(
-        &edit("[8, 16, 32, 64]", "[8, 1032]"),
-        "grid.depth",
-        5,
-        &["1032 is deeper than the limit of 1024 layers"],
-    );
-    rejects(
-        &edit("[8, 16, 32, 64]", "4294967296"),
-        "grid.depth",
-        5,
-        &["deeper than the limit of 1024"],
-    );
+    rejects(&edit("[8, 16, 32, 64]", "[8, 1032]"), "grid.depth", 5, &["1032 is deeper than the limit of 1024 layers"]);
+    rejects(&edit("[8, 16, 32, 64]", "4294967296"), "grid.depth", 5, &["deeper than the limit of 1024"]);
 }
 
 #[test]
@@ -878,24 +544,11 @@ fn names_that_are_folders_hidden_files_or_options_are_refused() {
         );
     }
     for name in ["x\u{1b}[2J", "a\tb", "a\nb", "caf\u{e9}"] {
-        let toml = name
-            .replace('\u{1b}', "\\u001b")
-            .replace('\t', "\\t")
-            .replace('\n', "\\n");
-        rejects(
-            &edit("\"skip-ablation\"", &format!("\"{toml}\"")),
-            "name",
-            1,
-            &["use only letters, digits"],
-        );
+        let toml = name.replace('\u{1b}', "\\u001b").replace('\t', "\\t").replace('\n', "\\n");
+        rejects(&edit("\"skip-ablation\"", &format!("\"{toml}\"")), "name", 1, &["use only letters, digits"]);
     }
     for name in ["_x", "0.1-lr", "a..b", "x-"] {
-        assert_eq!(
-            parse(&edit("\"skip-ablation\"", &format!("\"{name}\"")))
-                .unwrap()
-                .name,
-            name
-        );
+        assert_eq!(parse(&edit("\"skip-ablation\"", &format!("\"{name}\""))).unwrap().name, name);
     }
 }
 
@@ -904,31 +557,11 @@ fn data_paths_are_bounded_and_printable() {
     let path = |p: &str| edit("\"data/cifar-10-batches-bin\"", &format!("\"{p}\""));
     let max = format!("/{}", "p".repeat(4095));
     assert_eq!(parse(&path(&max)).unwrap().data.path, PathBuf::from(&max));
-    rejects(
-        &path(&format!("/{}", "p".repeat(4096))),
-        "data.path",
-        22,
-        &["4097 bytes long; the limit is 4096"],
-    );
+    rejects(&path(&format!("/{}", "p".repeat(4096))), "data.path", 22, &["4097 bytes long; the limit is 4096"]);
     // Short as written, too long once resolved against the grid's folder.
-    rejects(
-        &path(&"p".repeat(4090)),
-        "data.path",
-        22,
-        &["resolved against the grid file's folder", "4107 bytes long"],
-    );
-    rejects(
-        &path("data\\u001b[2Jx"),
-        "data.path",
-        22,
-        &["control character '\\u{1b}'"],
-    );
-    rejects(
-        &path("data\\u0000"),
-        "data.path",
-        22,
-        &["control character '\\0'"],
-    );
+    rejects(&path(&"p".repeat(4090)), "data.path", 22, &["resolved against the grid file's folder", "4107 bytes long"]);
+    rejects(&path("data\\u001b[2Jx"), "data.path", 22, &["control character '\\u{1b}'"]);
+    rejects(&path("data\\u0000"), "data.path", 22, &["control character '\\0'"]);
 }
 
 #[test]
@@ -940,12 +573,7 @@ fn dataset_names_are_bounded() {
         21,
         &["33 bytes long; the limit is 32", "expected one of: cifar10"],
     );
-    rejects(
-        &edit("\"cifar10\"", "\"mnist\""),
-        "data.dataset",
-        21,
-        &["unknown dataset \"mnist\""],
-    );
+    rejects(&edit("\"cifar10\"", "\"mnist\""), "data.dataset", 21, &["unknown dataset \"mnist\""]);
 }
 
 #[test]
@@ -960,19 +588,14 @@ fn keep_weights_parses_and_a_wrong_type_is_refused() {
         &["expected a boolean (true or false), found the string \"yes\""],
     );
     assert_eq!(col, 16);
-    let shown = parse(&edit("priority = 0", "priority = 0\nkeep_weights = 1"))
-        .unwrap_err()
-        .to_string();
+    let shown = parse(&edit("priority = 0", "priority = 0\nkeep_weights = 1")).unwrap_err().to_string();
     assert_eq!(
         shown,
         "/sweeps/ablation/grid.toml:29:16: run.keep_weights: expected a boolean (true or false), found the integer 1"
     );
     // It is a [run] key: at the top level it is pointed there.
     rejects(
-        &edit(
-            "seeds = [0, 1, 2]",
-            "seeds = [0, 1, 2]\nkeep_weights = true",
-        ),
+        &edit("seeds = [0, 1, 2]", "seeds = [0, 1, 2]\nkeep_weights = true"),
         "keep_weights",
         3,
         &["belongs in [run]"],
@@ -984,34 +607,14 @@ fn wire_specs_get_the_same_bounds() {
     let good = parse(EXAMPLE).unwrap();
     type Mutation = fn(&mut GridSpec);
     let cases: &[(&str, Mutation, &str)] = &[
-        (
-            "grid.depth",
-            |s| s.grid.depth = vec![8, 1032],
-            "deeper than the limit of 1024",
-        ),
+        ("grid.depth", |s| s.grid.depth = vec![8, 1032], "deeper than the limit of 1024"),
         ("name", |s| s.name = "..".into(), "begins with"),
         ("name", |s| s.name = "-x".into(), "begins with"),
         ("name", |s| s.name = "n".repeat(1 << 20), "the limit is 64"),
-        (
-            "data.path",
-            |s| s.data.path = PathBuf::from(format!("/{}", "p".repeat(4096))),
-            "the limit is 4096",
-        ),
-        (
-            "data.path",
-            |s| s.data.path = PathBuf::from("/data/\u{7}"),
-            "control character",
-        ),
-        (
-            "data.dataset",
-            |s| s.data.dataset = "d".repeat(1 << 20),
-            "the limit is 32",
-        ),
-        (
-            "seeds",
-            |s| s.seeds = (0..100_001).collect(),
-            "more than the limit of 100000",
-        ),
+        ("data.path", |s| s.data.path = PathBuf::from(format!("/{}", "p".repeat(4096))), "the limit is 4096"),
+        ("data.path", |s| s.data.path = PathBuf::from("/data/\u{7}"), "control character"),
+        ("data.dataset", |s| s.data.dataset = "d".repeat(1 << 20), "the limit is 32"),
+        ("seeds", |s| s.seeds = (0..100_001).collect(), "more than the limit of 100000"),
     ];
     for (key, mutate, fragment) in cases {
         let mut spec = good.clone();
@@ -1019,10 +622,7 @@ fn wire_specs_get_the_same_bounds() {
         match spec.validate() {
             Err(e @ GridError::Spec { .. }) => {
                 let shown = e.to_string();
-                assert!(
-                    shown.starts_with(&format!("{key}: ")) && shown.contains(fragment),
-                    "{key}: {shown}"
-                );
+                assert!(shown.starts_with(&format!("{key}: ")) && shown.contains(fragment), "{key}: {shown}");
                 assert!(shown.len() < 300, "{key}: {} bytes", shown.len());
             }
             other => panic!("{key}: expected a Spec error, got {other:?}"),
@@ -1040,27 +640,11 @@ fn trial_specs_are_checked_by_the_same_rules() {
         ("depth", |t| t.depth = 12, "not a positive multiple of 8"),
         ("depth", |t| t.depth = 1032, "deeper than the limit of 1024"),
         ("seed", |t| t.seed = u64::MAX, "larger than"),
-        (
-            "train.lr",
-            |t| t.train.lr = f64::INFINITY,
-            "positive finite",
-        ),
+        ("train.lr", |t| t.train.lr = f64::INFINITY, "positive finite"),
         ("train.batch_size", |t| t.train.batch_size = 0, "at least 1"),
-        (
-            "data.path",
-            |t| t.data.path = PathBuf::from("p".repeat(5000)),
-            "the limit is 4096",
-        ),
-        (
-            "data.dataset",
-            |t| t.data.dataset = "mnist".into(),
-            "unknown dataset",
-        ),
-        (
-            "data.test_subset",
-            |t| t.data.test_subset = Some(0),
-            "at least 1",
-        ),
+        ("data.path", |t| t.data.path = PathBuf::from("p".repeat(5000)), "the limit is 4096"),
+        ("data.dataset", |t| t.data.dataset = "mnist".into(), "unknown dataset"),
+        ("data.test_subset", |t| t.data.test_subset = Some(0), "at least 1"),
     ];
     for (key, mutate, fragment) in cases {
         let mut t = trial.clone();
@@ -1100,9 +684,7 @@ fn validate_rejects_what_the_parser_rejects() {
         ("grid.depth", |s| s.grid.depth = vec![12]),
         ("grid.depth", |s| s.grid.depth = vec![8, 8]),
         ("grid.skip", |s| s.grid.skip.clear()),
-        ("grid.init", |s| {
-            s.grid.init = vec![InitScheme::Default, InitScheme::Default]
-        }),
+        ("grid.init", |s| s.grid.init = vec![InitScheme::Default, InitScheme::Default]),
         ("grid.batchnorm", |s| s.grid.batchnorm.clear()),
         ("train.epochs", |s| s.train.epochs = 0),
         ("train.batch_size", |s| s.train.batch_size = 0),
@@ -1138,17 +720,7 @@ fn both_paths_say_the_same_thing() {
     spec.grid.depth = vec![8, 12];
     let from_wire = spec.validate().unwrap_err();
     match (from_file, from_wire) {
-        (
-            GridError::Invalid {
-                key: k1,
-                message: m1,
-                ..
-            },
-            GridError::Spec {
-                key: k2,
-                message: m2,
-            },
-        ) => {
+        (GridError::Invalid { key: k1, message: m1, .. }, GridError::Spec { key: k2, message: m2 }) => {
             assert_eq!((k1, m1), (k2, m2));
         }
         other => panic!("{other:?}"),
@@ -1206,10 +778,7 @@ const ODD_VALUES: &[&str] = &[
 ];
 
 fn mutation() -> impl Strategy<Value = Mutation> {
-    let byte = prop_oneof![
-        any::<u8>(),
-        prop::sample::select(b"[]=\"'#,.\n -0189{}".to_vec())
-    ];
+    let byte = prop_oneof![any::<u8>(), prop::sample::select(b"[]=\"'#,.\n -0189{}".to_vec())];
     prop_oneof![
         (any::<usize>(), byte.clone()).prop_map(|(i, b)| Mutation::SetByte(i, b)),
         (any::<usize>(), byte).prop_map(|(i, b)| Mutation::InsertByte(i, b)),
@@ -1217,8 +786,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         any::<usize>().prop_map(Mutation::DeleteLine),
         any::<usize>().prop_map(Mutation::DuplicateLine),
         (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Mutation::SwapValues(a, b)),
-        (any::<usize>(), prop::sample::select(ODD_VALUES))
-            .prop_map(|(a, v)| Mutation::ReplaceValue(a, v)),
+        (any::<usize>(), prop::sample::select(ODD_VALUES)).prop_map(|(a, v)| Mutation::ReplaceValue(a, v)),
     ]
 }
 
@@ -1229,9 +797,7 @@ fn apply(text: &str, mutations: &[Mutation]) -> String {
         let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
         let n = bytes.len().max(1);
         let nl = lines.len().max(1);
-        let value_lines: Vec<usize> = (0..lines.len())
-            .filter(|&i| lines[i].contains('='))
-            .collect();
+        let value_lines: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains('=')).collect();
         match *m {
             Mutation::SetByte(i, b) if !bytes.is_empty() => bytes[i % n] = b,
             Mutation::InsertByte(i, b) => bytes.insert(i % (bytes.len() + 1), b),
@@ -1248,10 +814,7 @@ fn apply(text: &str, mutations: &[Mutation]) -> String {
                 bytes = lines.join("\n").into_bytes();
             }
             Mutation::SwapValues(a, b) if !value_lines.is_empty() => {
-                let (a, b) = (
-                    value_lines[a % value_lines.len()],
-                    value_lines[b % value_lines.len()],
-                );
+                let (a, b) = (value_lines[a % value_lines.len()], value_lines[b % value_lines.len()]);
                 let split = |l: &str| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()));
                 if let (Some((ka, va)), Some((kb, vb))) = (split(&lines[a]), split(&lines[b])) {
                     lines[a] = format!("{ka}={vb}");
@@ -1278,21 +841,10 @@ fn apply(text: &str, mutations: &[Mutation]) -> String {
 fn check_any_input(text: &str) -> Result<(), TestCaseError> {
     match parse(text) {
         Ok(spec) => {
-            prop_assert!(
-                spec.validate().is_ok(),
-                "parsed but invalid: {:?}",
-                spec.validate()
-            );
-            prop_assert!(
-                (spec.cell_count() * spec.seeds.len()) as u64 <= sweep_core::grid::MAX_TRIALS
-            );
+            prop_assert!(spec.validate().is_ok(), "parsed but invalid: {:?}", spec.validate());
+            prop_assert!((spec.cell_count() * spec.seeds.len()) as u64 <= sweep_core::grid::MAX_TRIALS);
         }
-        Err(GridError::Invalid {
-            line,
-            column,
-            ref message,
-            ..
-        }) => {
+        Err(GridError::Invalid { line, column, ref message, .. }) => {
             let lines = text.split('\n').count();
             prop_assert!(line >= 1 && line <= lines, "line {} of {}", line, lines);
             prop_assert!(column >= 1);
@@ -1329,11 +881,7 @@ proptest! {
 fn deeply_nested_values_are_refused_not_a_stack_overflow() {
     for depth in [1_000usize, 100_000, 1_000_000] {
         for (open, close) in [("[", "]"), ("{a=", "}")] {
-            let text = format!(
-                "x = {}1{}\n{EXAMPLE}",
-                open.repeat(depth),
-                close.repeat(depth)
-            );
+            let text = format!("x = {}1{}\n{EXAMPLE}", open.repeat(depth), close.repeat(depth));
             let e = parse(&text).unwrap_err().to_string();
             assert!(e.len() < 400, "{depth}: {} bytes", e.len());
         }

@@ -80,9 +80,7 @@ impl ClientSecurity {
             .tcp_nodelay(true);
         if url.starts_with("https://") || self.tls_ca.is_some() {
             if url.starts_with("http://") {
-                return Err(ClientError::Config(format!(
-                    "{url}: a TLS CA is set, so use an https:// coordinator URL"
-                )));
+                return Err(ClientError::Config(format!("{url}: a TLS CA is set, so use an https:// coordinator URL")));
             }
             let mut tls = ClientTlsConfig::new();
             if let Some(ca) = &self.tls_ca {

@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use sweep_core::{DataConfig, Factors, GridError, GridSpec, InitScheme, RunConfig, TrainConfig, TrialSpec};
 use crate::v1 as pb;
+use sweep_core::{DataConfig, Factors, GridError, GridSpec, InitScheme, RunConfig, TrainConfig, TrialSpec};
 
 /// A wire message that does not make a valid domain value.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,11 @@ impl From<&GridSpec> for pb::GridSpec {
             }),
             train: Some((&g.train).into()),
             data: Some((&g.data).into()),
-            run: Some(pb::RunSettings { max_attempts: g.run.max_attempts, priority: g.run.priority, keep_weights: g.run.keep_weights }),
+            run: Some(pb::RunSettings {
+                max_attempts: g.run.max_attempts,
+                priority: g.run.priority,
+                keep_weights: g.run.keep_weights,
+            }),
         }
     }
 }

@@ -8,9 +8,8 @@ pub mod v1 {
     tonic::include_proto!("sweep.v1");
 
     /// Encoded `FileDescriptorSet`, for tonic-reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/sweep_descriptor.bin"));
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sweep_descriptor.bin"));
 }
 
-pub mod convert;
 pub mod client;
+pub mod convert;

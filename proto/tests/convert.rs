@@ -36,10 +36,7 @@ fn refused_trial(t: pb::TrialSpec) -> ConvertError {
 #[test]
 fn trial_specs_round_trip() {
     let domain = grid().expand().remove(0);
-    assert_eq!(
-        TrialSpec::try_from(pb::TrialSpec::from(&domain)).unwrap(),
-        domain
-    );
+    assert_eq!(TrialSpec::try_from(pb::TrialSpec::from(&domain)).unwrap(), domain);
 }
 
 #[test]
@@ -57,11 +54,7 @@ fn trial_depth_uses_the_core_rule_including_the_cap() {
         // The same words as a grid file's error for that depth.
         let mut domain = grid().expand().remove(0);
         domain.depth = depth;
-        assert!(domain
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .ends_with(&e.message));
+        assert!(domain.validate().unwrap_err().to_string().ends_with(&e.message));
     }
     let mut t = trial();
     t.depth = 1024;
@@ -77,19 +70,13 @@ fn trial_training_and_data_settings_are_checked() {
     t.data.as_mut().unwrap().path = format!("/{}", "p".repeat(1 << 20));
     let e = refused_trial(t);
     assert_eq!(e.field, "spec.data.path");
-    assert!(
-        e.message.contains("1048577 bytes long; the limit is 4096"),
-        "{e}"
-    );
+    assert!(e.message.contains("1048577 bytes long; the limit is 4096"), "{e}");
     assert!(e.to_string().len() < 300, "{} bytes", e.to_string().len());
     let mut t = trial();
     t.init = "i".repeat(1 << 20);
     let e = refused_trial(t);
     assert_eq!(e.field, "spec.init");
-    assert!(
-        e.message.contains("… (1048576 bytes)") && e.to_string().len() < 300,
-        "{e}"
-    );
+    assert!(e.message.contains("… (1048576 bytes)") && e.to_string().len() < 300, "{e}");
 }
 
 #[test]

@@ -124,9 +124,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         tch::get_num_threads(),
         data.display(),
         last,
-        ips.iter()
-            .map(|v| (v * 100.0).round() / 100.0)
-            .collect::<Vec<_>>()
+        ips.iter().map(|v| (v * 100.0).round() / 100.0).collect::<Vec<_>>()
     );
     Ok(())
 }

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
 use sweep_proto::client::{AuthChannel, ClientSecurity};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::Code;
 
 use sweep_core::TrialSpec;
@@ -275,7 +275,10 @@ async fn lease_loop(
                 }
             }
             Err(status)
-                if matches!(status.code(), Code::Unauthenticated | Code::PermissionDenied | Code::FailedPrecondition) =>
+                if matches!(
+                    status.code(),
+                    Code::Unauthenticated | Code::PermissionDenied | Code::FailedPrecondition
+                ) =>
             {
                 tracing::error!(code = ?status.code(), message = %status.message(), "the coordinator refused this worker");
                 return Err(WorkerError::Refused(status.message().to_owned()));
@@ -432,12 +435,7 @@ async fn discard(dir: &std::path::Path, keep_final: bool) {
 
 /// Renews the lease every `every` until aborted; turns the coordinator's
 /// directives into stop requests.
-async fn heartbeats(
-    client: Client,
-    progress: Arc<Mutex<pb::HeartbeatRequest>>,
-    stop: StopFlag,
-    every: Duration,
-) {
+async fn heartbeats(client: Client, progress: Arc<Mutex<pb::HeartbeatRequest>>, stop: StopFlag, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {

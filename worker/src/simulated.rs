@@ -143,15 +143,22 @@ impl Trainer for SimulatedTrainer {
                             g => format!("block{g:02}"),
                         };
                         let decay = if s.skip { 0.02 } else { 0.2 } * (groups - 1 - g) as f64;
-                        let v = 0.5 * (-decay).exp() * (0.3 + 0.7 * (-rate * step as f64 / steps_per_epoch as f64).exp());
-                        ctx.metric(step as i64, epoch, format!("grad_norm/{name}"), v * (1.0 + 0.1 * noise(s.seed ^ g as u64, step)))?;
+                        let v =
+                            0.5 * (-decay).exp() * (0.3 + 0.7 * (-rate * step as f64 / steps_per_epoch as f64).exp());
+                        ctx.metric(
+                            step as i64,
+                            epoch,
+                            format!("grad_norm/{name}"),
+                            v * (1.0 + 0.1 * noise(s.seed ^ g as u64, step)),
+                        )?;
                     }
                     ctx.progress(epoch, step as i64, Some(mean))?;
                     summary.final_train_loss = Some(mean);
                 }
             }
             let step = (epoch as u64 * steps_per_epoch) as i64;
-            let acc = (0.1 + 0.8 * (1.0 - (-rate * epoch as f64).exp()) + 0.02 * noise(s.seed ^ 7, epoch as u64)).clamp(0.0, 1.0);
+            let acc = (0.1 + 0.8 * (1.0 - (-rate * epoch as f64).exp()) + 0.02 * noise(s.seed ^ 7, epoch as u64))
+                .clamp(0.0, 1.0);
             let test_loss = loss_at(step as u64) + 0.1;
             ctx.metric(step, epoch, "test_accuracy", acc)?;
             ctx.metric(step, epoch, "test_loss", test_loss)?;

@@ -52,9 +52,9 @@ impl TrialJob {
         }
         match self.resume_step {
             None => Err("the coordinator vouches for no checkpoint of this trial".into()),
-            Some(r) if step > r => Err(format!(
-                "its step {step} is past the newest step the coordinator vouches for ({r})"
-            )),
+            Some(r) if step > r => {
+                Err(format!("its step {step} is past the newest step the coordinator vouches for ({r})"))
+            }
             Some(_) => Ok(()),
         }
     }
@@ -109,16 +109,25 @@ pub enum TrainEvent {
     Metric(Metric),
     /// Progress for heartbeats and `sweep watch`: the epoch being trained
     /// (1-based), the global step, the last logged mean loss.
-    Progress { epoch: u32, step: i64, loss: Option<f64> },
+    Progress {
+        epoch: u32,
+        step: i64,
+        loss: Option<f64>,
+    },
     /// The attempt starts at this global step: its checkpoint's step, or 0
     /// when it starts over. Sent once, before any metric.
-    Resumed { step: i64 },
+    Resumed {
+        step: i64,
+    },
     /// Answer on the channel once every metric sent before this event is
     /// acknowledged by the coordinator (see [`TrainContext::checkpoint`]).
     /// With `checkpoint_step`, the batch that carries the last of those
     /// points also carries `checkpoint_step`, so the coordinator vouches for
     /// a checkpoint at that step.
-    Barrier { checkpoint_step: Option<i64>, ack: FlushAck },
+    Barrier {
+        checkpoint_step: Option<i64>,
+        ack: FlushAck,
+    },
 }
 
 /// The answer channel of a [`TrainEvent::Barrier`]: `true` once acknowledged.
@@ -166,9 +175,7 @@ impl StopFlag {
         Self::default()
     }
     pub fn stop(&self, reason: StopReason) {
-        let _ = self
-            .0
-            .compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst);
+        let _ = self.0.compare_exchange(0, reason as u8, Ordering::SeqCst, Ordering::SeqCst);
     }
     pub fn reason(&self) -> Option<StopReason> {
         match self.0.load(Ordering::SeqCst) {

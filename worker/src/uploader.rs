@@ -83,7 +83,14 @@ pub struct Outbox {
 
 impl Outbox {
     pub fn new(lease: impl Into<String>) -> Self {
-        Self { lease: lease.into(), seq: 0, buf: Vec::new(), unacked: BTreeMap::new(), barriers: Vec::new(), dropped: 0 }
+        Self {
+            lease: lease.into(),
+            seq: 0,
+            buf: Vec::new(),
+            unacked: BTreeMap::new(),
+            barriers: Vec::new(),
+            dropped: 0,
+        }
     }
 
     /// Buffers a point; a non-finite value is dropped with a warning and
@@ -108,9 +115,15 @@ impl Outbox {
         self.dropped
     }
 
-    fn new_batch(&mut self, points: Vec<pb::MetricPoint>, truncate_after: Option<i64>, checkpoint_step: Option<i64>) -> pb::MetricBatch {
+    fn new_batch(
+        &mut self,
+        points: Vec<pb::MetricPoint>,
+        truncate_after: Option<i64>,
+        checkpoint_step: Option<i64>,
+    ) -> pb::MetricBatch {
         self.seq += 1;
-        let batch = pb::MetricBatch { lease_id: self.lease.clone(), seq: self.seq, points, truncate_after, checkpoint_step };
+        let batch =
+            pb::MetricBatch { lease_id: self.lease.clone(), seq: self.seq, points, truncate_after, checkpoint_step };
         self.unacked.insert(self.seq, batch.clone());
         batch
     }
@@ -185,7 +198,9 @@ impl Outbox {
             None => "no batch".into(),
             Some(b) => {
                 let mut s = format!("metric batch {} ({} points", b.seq, b.points.len());
-                if let (Some(lo), Some(hi)) = (b.points.iter().map(|p| p.step).min(), b.points.iter().map(|p| p.step).max()) {
+                if let (Some(lo), Some(hi)) =
+                    (b.points.iter().map(|p| p.step).min(), b.points.iter().map(|p| p.step).max())
+                {
                     s.push_str(&format!(", steps {lo}..={hi}"));
                 }
                 if let Some(t) = b.truncate_after {

@@ -36,9 +36,7 @@ use sweep_worker::torch::bmenet::{BmeConfig, BmeNet};
 use sweep_worker::torch::cifar;
 use sweep_worker::torch::train::epoch_permutation;
 use sweep_worker::torch::TorchTrainer;
-use sweep_worker::trainer::{
-    StopFlag, StopReason, TrainContext, TrainEvent, TrainOutcome, Trainer, TrialJob,
-};
+use sweep_worker::trainer::{StopFlag, StopReason, TrainContext, TrainEvent, TrainOutcome, Trainer, TrialJob};
 use tch::{nn, Device, Kind, Tensor};
 
 /// libtorch's RNG and thread count are process-global: cases take turns.
@@ -180,13 +178,9 @@ fn python() -> PathBuf {
 fn find_python() -> PathBuf {
     let py = std::env::var_os("SWEEP_PYTHON")
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("VIRTUAL_ENV").map(|v| PathBuf::from(v).join("bin").join("python"))
-        })
+        .or_else(|| std::env::var_os("VIRTUAL_ENV").map(|v| PathBuf::from(v).join("bin").join("python")))
         .unwrap_or_else(|| PathBuf::from("python3"));
-    let probe = Command::new(&py)
-        .args(["-c", "import torch; print(torch.__version__)"])
-        .output();
+    let probe = Command::new(&py).args(["-c", "import torch; print(torch.__version__)"]).output();
     match probe {
         Ok(o) if o.status.success() => py,
         Ok(o) => panic!(
@@ -204,10 +198,7 @@ fn find_python() -> PathBuf {
 }
 
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("bench")
-        .join("fidelity_pytorch.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("bench").join("fidelity_pytorch.py")
 }
 
 /// What our trainer did: the loss of every step (index = step - 1) and how
@@ -256,27 +247,17 @@ fn run_ours(spec: &TrialSpec, ckpt: &Path, stop_after: Option<i64>) -> Ours {
         keep_weights: false,
     };
     let mut trainer = TorchTrainer::new(Device::Cpu, None);
-    let outcome = trainer
-        .train(&job, &ctx)
-        .unwrap_or_else(|e| panic!("our trainer failed: {e}"));
+    let outcome = trainer.train(&job, &ctx).unwrap_or_else(|e| panic!("our trainer failed: {e}"));
     drop(ctx);
     let steps = drain.join().unwrap();
     for (i, (step, _)) in steps.iter().enumerate() {
         assert_eq!(*step, i as i64 + 1, "train_loss steps are not 1, 2, ...");
     }
-    Ours {
-        outcome,
-        losses: steps.into_iter().map(|(_, v)| v).collect(),
-    }
+    Ours { outcome, losses: steps.into_iter().map(|(_, v)| v).collect() }
 }
 
 fn bme_config(spec: &TrialSpec) -> BmeConfig {
-    BmeConfig {
-        depth: spec.depth,
-        skip: spec.skip,
-        batchnorm: spec.batchnorm,
-        init: spec.init,
-    }
+    BmeConfig { depth: spec.depth, skip: spec.skip, batchnorm: spec.batchnorm, init: spec.init }
 }
 
 /// The trainer's initial weights, made the way `run_trial` makes them.
@@ -294,9 +275,7 @@ fn checkpoint_weights(spec: &TrialSpec, ckpt: &Path) -> HashMap<String, Tensor> 
         .unwrap()
         .filter_map(|e| {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
-            name.strip_prefix("ckpt-")
-                .and_then(|s| s.parse::<i64>().ok())
-                .map(|step| (step, name))
+            name.strip_prefix("ckpt-").and_then(|s| s.parse::<i64>().ok()).map(|step| (step, name))
         })
         .max()
         .expect("the trainer wrote no checkpoint");
@@ -327,9 +306,7 @@ fn run_pytorch_runs(
     max_steps: Option<i64>,
     runs: &[Replay],
 ) -> Vec<Theirs> {
-    let perms: Vec<Vec<usize>> = (1..=spec.train.epochs)
-        .map(|e| epoch_permutation(spec.seed, e, n))
-        .collect();
+    let perms: Vec<Vec<usize>> = (1..=spec.train.epochs).map(|e| epoch_permutation(spec.seed, e, n)).collect();
     let mut cmd = Command::new(python());
     cmd.arg(script());
     let mut outs = Vec::new();
@@ -371,20 +348,10 @@ fn run_pytorch_runs(
     );
     outs.into_iter()
         .map(|(losses_out, weights_out)| {
-            let v: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&losses_out).unwrap()).unwrap();
-            let losses = v["losses"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64())
-                .collect();
-            let weights = max_steps.is_none().then(|| {
-                Tensor::read_safetensors(&weights_out)
-                    .unwrap()
-                    .into_iter()
-                    .collect()
-            });
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&losses_out).unwrap()).unwrap();
+            let losses = v["losses"].as_array().unwrap().iter().map(|x| x.as_f64()).collect();
+            let weights =
+                max_steps.is_none().then(|| Tensor::read_safetensors(&weights_out).unwrap().into_iter().collect());
             Theirs { losses, weights }
         })
         .collect()
@@ -420,12 +387,7 @@ fn noise_envelope(r1: &[Option<f64>], r2: &[Option<f64>]) -> Vec<f64> {
 /// step outside the tolerance and shows the steps around it.
 fn compare_losses(ours: &[f64], r1: &[Option<f64>], r2: &[Option<f64>]) -> Result<Errors, String> {
     if ours.len() != r1.len() || r1.len() != r2.len() {
-        return Err(format!(
-            "ours logged {} steps, PyTorch trained {} and {}",
-            ours.len(),
-            r1.len(),
-            r2.len()
-        ));
+        return Err(format!("ours logged {} steps, PyTorch trained {} and {}", ours.len(), r1.len(), r2.len()));
     }
     let env = noise_envelope(r1, r2);
     let mut e = Errors::default();
@@ -436,9 +398,7 @@ fn compare_losses(ours: &[f64], r1: &[Option<f64>], r2: &[Option<f64>]) -> Resul
             continue;
         };
         e.max_abs = e.max_abs.max((a - b).abs());
-        e.max_rel = e
-            .max_rel
-            .max((a - b).abs() / b.abs().max(f64::MIN_POSITIVE));
+        e.max_rel = e.max_rel.max((a - b).abs() / b.abs().max(f64::MIN_POSITIVE));
         e.noise = e.noise.max(env[i]);
         let tol = LOSS_ATOL + LOSS_RTOL * b.abs() + NOISE_FACTOR * env[i];
         if !((a - b).abs() <= tol) {
@@ -473,10 +433,7 @@ fn compare_losses(ours: &[f64], r1: &[Option<f64>], r2: &[Option<f64>]) -> Resul
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
-        .abs()
-        .max()
-        .double_value(&[])
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
 }
 
 /// Per-tensor final-weight comparison against `r1`, with `r2` setting the
@@ -503,10 +460,7 @@ fn compare_weights(
         };
         let a = &ours[n];
         if a.size() != b.size() {
-            problems.push((
-                f64::INFINITY,
-                format!("  {n}: shape {:?} vs PyTorch {:?}", a.size(), b.size()),
-            ));
+            problems.push((f64::INFINITY, format!("  {n}: shape {:?} vs PyTorch {:?}", a.size(), b.size())));
             continue;
         }
         if a.numel() == 0 {
@@ -574,10 +528,7 @@ fn check(cases: &[Case], power_check: bool) {
             // The test's own power, on a case where PyTorch's noise is large:
             // PyTorch with momentum 0.85 instead of 0.9 (a plausible bug)
             // must be told apart from PyTorch as it is.
-            runs.push((
-                1,
-                Some(serde_json::json!({ "momentum": case.momentum - 0.05 })),
-            ));
+            runs.push((1, Some(serde_json::json!({ "momentum": case.momentum - 0.05 }))));
         }
         let mut replays = run_pytorch_runs(&spec, &init, dir.path(), case.train_n, None, &runs);
         let mutant = power.then(|| replays.pop().unwrap());
@@ -590,10 +541,7 @@ fn check(cases: &[Case], power_check: bool) {
             r2.weights.as_ref().unwrap(),
         );
         let fmt = |r: &Result<Errors, String>| match r {
-            Ok(e) => format!(
-                "max abs {:.1e} rel {:.1e} (noise {:.1e})",
-                e.max_abs, e.max_rel, e.noise
-            ),
+            Ok(e) => format!("max abs {:.1e} rel {:.1e} (noise {:.1e})", e.max_abs, e.max_rel, e.noise),
             Err(_) => "DISAGREES".into(),
         };
         eprintln!(
@@ -608,11 +556,7 @@ fn check(cases: &[Case], power_check: bool) {
         );
         if let Some(mutant) = mutant {
             let seen = compare_losses(
-                &mutant
-                    .losses
-                    .iter()
-                    .map(|l| l.unwrap_or(f64::NAN))
-                    .collect::<Vec<_>>(),
+                &mutant.losses.iter().map(|l| l.unwrap_or(f64::NAN)).collect::<Vec<_>>(),
                 &r1.losses,
                 &r2.losses,
             );
@@ -640,11 +584,7 @@ fn check(cases: &[Case], power_check: bool) {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "our trainer and PyTorch disagree:\n{}",
-        failures.join("\n\n")
-    );
+    assert!(failures.is_empty(), "our trainer and PyTorch disagree:\n{}", failures.join("\n\n"));
 }
 
 /// Depth 8: every skip x batch-norm cell, SGD (momentum 0.9, weight decay)
@@ -734,18 +674,14 @@ fn depth32_real_cifar_study() {
             // change of summation order alone moves this training.
             let mut runs: Vec<Replay> = vec![(threads, None)];
             runs.extend((1..=noise).map(|k| (threads + k, None)));
-            let mut replays =
-                run_pytorch_runs(&spec, &init, dir.path(), images, Some(steps), &runs);
+            let mut replays = run_pytorch_runs(&spec, &init, dir.path(), images, Some(steps), &runs);
             let more: Vec<Theirs> = replays.drain(1..).collect();
             let theirs = replays.pop().unwrap();
-            let more_nonfinite: Vec<Option<usize>> = more
-                .iter()
-                .map(|t| t.losses.iter().position(|l| l.is_none()).map(|i| i + 1))
-                .collect();
+            let more_nonfinite: Vec<Option<usize>> =
+                more.iter().map(|t| t.losses.iter().position(|l| l.is_none()).map(|i| i + 1)).collect();
             let theirs2 = more.into_iter().next();
-            let nonfinite_theirs2 = theirs2
-                .as_ref()
-                .and_then(|t| t.losses.iter().position(|l| l.is_none()).map(|i| i + 1));
+            let nonfinite_theirs2 =
+                theirs2.as_ref().and_then(|t| t.losses.iter().position(|l| l.is_none()).map(|i| i + 1));
             let first_self_diff = theirs2.as_ref().and_then(|t2| {
                 theirs
                     .losses
@@ -762,15 +698,8 @@ fn depth32_real_cifar_study() {
                 .iter()
                 .position(|l| !l.is_finite())
                 .map(|i| i + 1)
-                .or_else(|| {
-                    matches!(ours.outcome, TrainOutcome::Diverged(_))
-                        .then_some(ours.losses.len() + 1)
-                });
-            let nonfinite_theirs = theirs
-                .losses
-                .iter()
-                .position(|l| l.is_none())
-                .map(|i| i + 1);
+                .or_else(|| matches!(ours.outcome, TrainOutcome::Diverged(_)).then_some(ours.losses.len() + 1));
+            let nonfinite_theirs = theirs.losses.iter().position(|l| l.is_none()).map(|i| i + 1);
             let first_diff = ours
                 .losses
                 .iter()
@@ -804,11 +733,7 @@ fn depth32_real_cifar_study() {
                 started.elapsed().as_secs_f64()
             );
             use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&out)
-                .unwrap();
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&out).unwrap();
             writeln!(f, "{line}").unwrap();
         }
     }

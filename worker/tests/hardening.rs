@@ -156,14 +156,19 @@ async fn closed_stdin_shuts_down_only_a_worker_that_watches_it() {
 
     // Without the flag: the pipe closes, the worker carries on.
     let log = dir.path().join("plain.log");
-    let mut p = worker_cmd(&coord.url, "plain", &ckpt, &log, &["--grace-secs", "2"]).stdin(Stdio::piped()).spawn().unwrap();
+    let mut p =
+        worker_cmd(&coord.url, "plain", &ckpt, &log, &["--grace-secs", "2"]).stdin(Stdio::piped()).spawn().unwrap();
     drop(p.stdin.take());
     wait_for(&coord.store, "long", Duration::from_secs(30), "the trial to run again", |s| {
         s.running.first().is_some_and(|r| r.worker_id == "plain" && r.progress.step >= 2)
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(p.try_wait().unwrap().is_none(), "a worker without --watch-stdin exited when its stdin closed:\n{}", read(&log));
+    assert!(
+        p.try_wait().unwrap().is_none(),
+        "a worker without --watch-stdin exited when its stdin closed:\n{}",
+        read(&log)
+    );
     sigterm(p.id());
     let (status, _) = tokio::task::block_in_place(|| wait_exit(&mut p, Duration::from_secs(10)));
     assert!(status.is_some_and(|s| s.success()), "log:\n{}", read(&log));
@@ -179,9 +184,15 @@ async fn a_permanently_refused_batch_fails_the_trial_instead_of_looping() {
     let coord = Coordinator::start(dir.path(), fast_config(Duration::from_secs(30))).await;
     coord.store.submit(&long_grid(), 0).await.unwrap();
     let log = dir.path().join("worker.log");
-    let mut w = worker_cmd(&coord.url, "refused", &dir.path().join("ck"), &log, &["--simulate-refused-metric", "--max-trials", "1"])
-        .spawn()
-        .unwrap();
+    let mut w = worker_cmd(
+        &coord.url,
+        "refused",
+        &dir.path().join("ck"),
+        &log,
+        &["--simulate-refused-metric", "--max-trials", "1"],
+    )
+    .spawn()
+    .unwrap();
     let (status, took) = tokio::task::block_in_place(|| wait_exit(&mut w, Duration::from_secs(20)));
     let text = read(&log);
     assert!(status.is_some_and(|s| s.success()), "worker did not finish its one trial within {took:?}; log:\n{text}");
@@ -226,8 +237,15 @@ async fn a_foreign_checkpoint_is_ignored_and_checkpoints_go_after_success() {
     let t = coord.store.trials("short").await.unwrap().remove(0);
     assert_eq!(t.state, TrialState::Succeeded, "{t:?}\n{text}");
     assert_eq!(t.resumed_step, Some(0), "trained from scratch");
-    let mut steps: Vec<i64> =
-        coord.store.metrics(&trial).await.unwrap().into_iter().filter(|m| m.name == "train_loss").map(|m| m.step).collect();
+    let mut steps: Vec<i64> = coord
+        .store
+        .metrics(&trial)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.name == "train_loss")
+        .map(|m| m.step)
+        .collect();
     steps.sort();
     assert_eq!(steps, vec![1, 2, 3, 4], "the full loss curve");
     assert!(text.contains("ignoring checkpoint") && text.contains("another coordinator database"), "{text}");

@@ -45,12 +45,12 @@ async fn sixteen_workers_race_and_every_trial_runs_exactly_once() {
     assert_eq!((out.total, out.added), (500, 500));
 
     let ckpt = dir.path().join("checkpoints");
-    let mut workers: Vec<_> = (0..16)
-        .map(|i| spawn_worker(&coord.url, &format!("w{i:02}"), &ckpt, 0, &["--idle-exit-secs", "3"]))
-        .collect();
+    let mut workers: Vec<_> =
+        (0..16).map(|i| spawn_worker(&coord.url, &format!("w{i:02}"), &ckpt, 0, &["--idle-exit-secs", "3"])).collect();
     wait_for(&coord.store, "race", Duration::from_secs(240), "all 500 trials to finish", |s| s.counts.finished()).await;
     for w in &mut workers {
-        let status = tokio::time::timeout(Duration::from_secs(30), w.wait()).await.expect("worker exits when idle").unwrap();
+        let status =
+            tokio::time::timeout(Duration::from_secs(30), w.wait()).await.expect("worker exits when idle").unwrap();
         assert!(status.success(), "worker exited with {status}");
     }
 

@@ -37,44 +37,22 @@ fn expected(depth: u32, bn: bool) -> (u64, u64) {
 
 fn build(depth: u32, skip: bool, batchnorm: bool, init: InitScheme) -> (nn::VarStore, BmeNet) {
     let vs = nn::VarStore::new(Device::Cpu);
-    let net = BmeNet::new(
-        &vs.root(),
-        &BmeConfig {
-            depth,
-            skip,
-            batchnorm,
-            init,
-        },
-    )
-    .unwrap();
+    let net = BmeNet::new(&vs.root(), &BmeConfig { depth, skip, batchnorm, init }).unwrap();
     (vs, net)
 }
 
 fn trainable_numel(vs: &nn::VarStore) -> u64 {
-    vs.trainable_variables()
-        .iter()
-        .map(|t| t.numel() as u64)
-        .sum()
+    vs.trainable_variables().iter().map(|t| t.numel() as u64).sum()
 }
 
 #[test]
 fn lecture_figures_at_depth_32() {
-    assert_eq!(
-        param_counts(32, true, true).unwrap(),
-        (5_483_714, 5_504_386)
-    );
+    assert_eq!(param_counts(32, true, true).unwrap(), (5_483_714, 5_504_386));
     assert_eq!(expected(32, true), (5_483_714, 5_504_386));
     // The lecture's 5,578,498 is ours plus the unused second 64->128 conv + BN.
     assert_eq!(5_504_386 + conv(64, 128, 3) + 256, 5_578_498);
     let t = model_table(32, true, true);
-    for s in [
-        "5,483,714",
-        "5,504,386",
-        "5,578,498",
-        "Conv2d-1",
-        "[-1, 64, 32, 32]",
-        "Linear",
-    ] {
+    for s in ["5,483,714", "5,504,386", "5,578,498", "Conv2d-1", "[-1, 64, 32, 32]", "Linear"] {
         assert!(t.contains(s), "table lacks {s}:\n{t}");
     }
 }
@@ -85,24 +63,12 @@ fn parameter_totals_all_configs() {
         for skip in [true, false] {
             for bn in [true, false] {
                 let want = expected(depth, bn);
-                assert_eq!(
-                    param_counts(depth, skip, bn).unwrap(),
-                    want,
-                    "d={depth} s={skip} bn={bn}"
-                );
+                assert_eq!(param_counts(depth, skip, bn).unwrap(), want, "d={depth} s={skip} bn={bn}");
                 let (vs, net) = build(depth, skip, bn, InitScheme::Default);
-                assert_eq!(
-                    trainable_numel(&vs),
-                    want.0,
-                    "real net d={depth} s={skip} bn={bn}"
-                );
+                assert_eq!(trainable_numel(&vs), want.0, "real net d={depth} s={skip} bn={bn}");
                 // Groups hold every trainable parameter exactly once.
                 let groups = net.param_groups();
-                let in_groups: u64 = groups
-                    .iter()
-                    .flat_map(|g| &g.params)
-                    .map(|t| t.numel() as u64)
-                    .sum();
+                let in_groups: u64 = groups.iter().flat_map(|g| &g.params).map(|t| t.numel() as u64).sum();
                 assert_eq!(in_groups, want.0);
                 let names: Vec<_> = groups.iter().map(|g| g.name.clone()).collect();
                 assert_eq!(names, bmenet::group_names(depth).unwrap());
@@ -125,12 +91,7 @@ fn bad_depth_is_an_error_not_a_panic() {
         assert!(summary::try_model_table(d, true, true).is_err());
         assert!(model_table(d, true, true).contains("multiple of 8"));
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg = BmeConfig {
-            depth: d,
-            skip: true,
-            batchnorm: true,
-            init: InitScheme::Default,
-        };
+        let cfg = BmeConfig { depth: d, skip: true, batchnorm: true, init: InitScheme::Default };
         assert!(BmeNet::new(&vs.root(), &cfg).is_err());
     }
 }
@@ -168,15 +129,9 @@ fn gradients_reach_every_group() {
         let (_vs, net) = build(8, skip, true, InitScheme::Default);
         let x = Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu));
         let y = Tensor::from_slice(&[0i64, 1, 2, 3]);
-        net.forward_t(&x, true)
-            .cross_entropy_for_logits(&y)
-            .backward();
+        net.forward_t(&x, true).cross_entropy_for_logits(&y).backward();
         for g in net.param_groups() {
-            let n: f64 = g
-                .params
-                .iter()
-                .map(|p| p.grad().square().sum(Kind::Double).double_value(&[]))
-                .sum();
+            let n: f64 = g.params.iter().map(|p| p.grad().square().sum(Kind::Double).double_value(&[])).sum();
             assert!(n > 0.0 && n.is_finite(), "group {} has no gradient", g.name);
         }
     }
@@ -207,49 +162,27 @@ fn init_schemes_have_expected_spread() {
             let w = &vars[name];
             let theory = match init {
                 InitScheme::Default => 1.0 / (3.0 * fan_in).sqrt(),
-                InitScheme::XavierUniform | InitScheme::XavierNormal => {
-                    (2.0 / (fan_in + fan_out)).sqrt()
-                }
+                InitScheme::XavierUniform | InitScheme::XavierNormal => (2.0 / (fan_in + fan_out)).sqrt(),
                 InitScheme::KaimingUniform | InitScheme::KaimingNormal => (2.0 / fan_in).sqrt(),
             };
             let s = std_of(w);
-            assert!(
-                (s / theory - 1.0).abs() < 0.03,
-                "{init} {name}: std {s} vs {theory}"
-            );
-            assert!(
-                mean_of(w).abs() < 0.05 * theory,
-                "{init} {name}: mean {}",
-                mean_of(w)
-            );
+            assert!((s / theory - 1.0).abs() < 0.03, "{init} {name}: std {s} vs {theory}");
+            assert!(mean_of(w).abs() < 0.05 * theory, "{init} {name}: mean {}", mean_of(w));
             let max = w.abs().max().double_value(&[]);
             match init {
                 InitScheme::Default | InitScheme::XavierUniform | InitScheme::KaimingUniform => {
                     // Uniform: bounded by sqrt(3) std.
-                    assert!(
-                        max <= 3f64.sqrt() * theory * 1.0001,
-                        "{init} {name}: max {max}"
-                    );
+                    assert!(max <= 3f64.sqrt() * theory * 1.0001, "{init} {name}: max {max}");
                 }
-                _ => assert!(
-                    max > 3f64.sqrt() * theory,
-                    "{init} {name}: normal tails expected"
-                ),
+                _ => assert!(max > 3f64.sqrt() * theory, "{init} {name}: normal tails expected"),
             }
             let bias = &vars[&name.replace("weight", "bias")];
             if init == InitScheme::Default {
                 let bound = 1.0 / fan_in.sqrt();
                 let bmax = bias.abs().max().double_value(&[]);
-                assert!(
-                    bmax > 0.0 && bmax <= bound * 1.0001,
-                    "{name}: bias max {bmax}"
-                );
+                assert!(bmax > 0.0 && bmax <= bound * 1.0001, "{name}: bias max {bmax}");
             } else {
-                assert_eq!(
-                    bias.abs().max().double_value(&[]),
-                    0.0,
-                    "{init} {name}: bias not 0"
-                );
+                assert_eq!(bias.abs().max().double_value(&[]), 0.0, "{init} {name}: bias not 0");
             }
         }
         for (k, v) in &vars {

@@ -10,8 +10,7 @@ use sweep_core::{DataConfig, InitScheme, Optimizer, TrainConfig, TrialSpec};
 use sweep_worker::torch::cifar::{self, CifarError, IMAGE_BYTES, RECORD_BYTES};
 use sweep_worker::torch::TorchTrainer;
 use sweep_worker::trainer::{
-    Metric, StopFlag, StopReason, TrainContext, TrainError, TrainEvent, TrainOutcome, Trainer,
-    TrialJob,
+    Metric, StopFlag, StopReason, TrainContext, TrainError, TrainEvent, TrainOutcome, Trainer, TrialJob,
 };
 use tch::Device;
 
@@ -41,11 +40,7 @@ fn cifar_round_trip_labels_and_pixel_order() {
     let path = dir.path().join("b.bin");
     let labels: Vec<u8> = vec![3, 0, 9, 5, 1];
     let images: Vec<Vec<u8>> = labels.iter().map(|&l| image(l)).collect();
-    let n = cifar::write_cifar_bin(
-        &path,
-        labels.iter().zip(&images).map(|(l, i)| (*l, i.as_slice())),
-    )
-    .unwrap();
+    let n = cifar::write_cifar_bin(&path, labels.iter().zip(&images).map(|(l, i)| (*l, i.as_slice()))).unwrap();
     assert_eq!(n, 5);
     // The raw layout: label byte, then R plane, G plane, B plane, row-major.
     let raw = std::fs::read(&path).unwrap();
@@ -78,10 +73,7 @@ fn cifar_errors_name_file_and_record() {
     raw.truncate(2 * RECORD_BYTES - 100);
     std::fs::write(&path, &raw).unwrap();
     let err = cifar::read_batch_file(&path, None).unwrap_err();
-    assert!(
-        matches!(err, CifarError::Truncated { record: 1, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, CifarError::Truncated { record: 1, .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("t.bin") && msg.contains("record 1"), "{msg}");
     // A label out of range, in record 1.
@@ -91,17 +83,7 @@ fn cifar_errors_name_file_and_record() {
     raw[RECORD_BYTES] = 10;
     std::fs::write(&path, &raw).unwrap();
     let err = cifar::read_batch_file(&path, None).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CifarError::BadLabel {
-                record: 1,
-                label: 10,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, CifarError::BadLabel { record: 1, label: 10, .. }), "{err:?}");
     // Writing refuses bad records instead of producing a bad file.
     assert!(cifar::write_cifar_bin(&path, [(11u8, img.as_slice())]).is_err());
     assert!(cifar::write_cifar_bin(&path, [(1u8, &img[..100])]).is_err());
@@ -136,11 +118,7 @@ fn cifar_folder_forms_subsets_and_cache() {
 
 #[test]
 fn cifar_tar_gz_is_unpacked_once() {
-    if std::process::Command::new("tar")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
+    if std::process::Command::new("tar").arg("--version").output().is_err() {
         eprintln!("no tar on this machine; skipped");
         return;
     }
@@ -261,10 +239,7 @@ fn series<'a>(ms: &'a [Metric], name: &str) -> Vec<&'a Metric> {
 
 /// Every metric except the timing one, as comparable tuples.
 fn comparable(ms: &[Metric]) -> Vec<(String, i64, u32, f64)> {
-    ms.iter()
-        .filter(|m| m.name != "images_per_sec")
-        .map(|m| (m.name.clone(), m.step, m.epoch, m.value))
-        .collect()
+    ms.iter().filter(|m| m.name != "images_per_sec").map(|m| (m.name.clone(), m.step, m.epoch, m.value)).collect()
 }
 
 #[test]
@@ -278,9 +253,7 @@ fn one_epoch_lowers_the_loss_and_reports_everything() {
     s.train.lr = 3e-4;
     s.train.augment = false;
     let (r, ms) = run(&job(s, ck.path()), |_| None);
-    let TrainOutcome::Succeeded(summary) = r.unwrap() else {
-        panic!("not succeeded")
-    };
+    let TrainOutcome::Succeeded(summary) = r.unwrap() else { panic!("not succeeded") };
     let losses: Vec<f64> = series(&ms, "train_loss").iter().map(|m| m.value).collect();
     // 120 images / batch 8 = 15 batches, logged every 3.
     assert_eq!(losses.len(), 5, "{losses:?}");
@@ -301,37 +274,17 @@ fn one_epoch_lowers_the_loss_and_reports_everything() {
     for g in &groups {
         let s = series(&ms, &format!("grad_norm/{g}"));
         assert_eq!(s.len(), 5, "{g}");
-        assert!(
-            s.iter().all(|m| m.value.is_finite() && m.value > 0.0),
-            "{g}"
-        );
+        assert!(s.iter().all(|m| m.value.is_finite() && m.value > 0.0), "{g}");
     }
     // The confusion matrix counts every test image once.
-    let conf: f64 = ms
-        .iter()
-        .filter(|m| m.name.starts_with("confusion/"))
-        .map(|m| m.value)
-        .sum();
+    let conf: f64 = ms.iter().filter(|m| m.name.starts_with("confusion/")).map(|m| m.value).sum();
     assert_eq!(conf, 40.0);
-    assert_eq!(
-        ms.iter()
-            .filter(|m| m.name.starts_with("confusion/"))
-            .count(),
-        100
-    );
-    assert_eq!(
-        ms.iter()
-            .filter(|m| m.name.starts_with("class_accuracy/"))
-            .count(),
-        10
-    );
+    assert_eq!(ms.iter().filter(|m| m.name.starts_with("confusion/")).count(), 100);
+    assert_eq!(ms.iter().filter(|m| m.name.starts_with("class_accuracy/")).count(), 10);
     // A checkpoint was written.
-    assert!(std::fs::read_dir(ck.path()).unwrap().any(|e| {
-        e.unwrap()
-            .file_name()
-            .to_string_lossy()
-            .starts_with("ckpt-")
-    }));
+    assert!(std::fs::read_dir(ck.path())
+        .unwrap()
+        .any(|e| { e.unwrap().file_name().to_string_lossy().starts_with("ckpt-") }));
 }
 
 #[test]
@@ -355,25 +308,17 @@ fn same_seed_same_curve_and_resume_continues_exactly() {
     other.train.epochs = 1;
     let o_dir = tempfile::tempdir().unwrap();
     let (_, o) = run(&job(other, o_dir.path()), |_| None);
-    assert_ne!(
-        series(&a, "train_loss")[0].value,
-        series(&o, "train_loss")[0].value
-    );
+    assert_ne!(series(&a, "train_loss")[0].value, series(&o, "train_loss")[0].value);
 
     // Stop (as on SIGTERM) once epoch 1 is evaluated, then run the same
     // trial again on the same checkpoint folder.
     let c_dir = tempfile::tempdir().unwrap();
     let j = job(s.clone(), c_dir.path());
     let (r1, part1) = run(&j, |ev| match ev {
-        TrainEvent::Metric(m) if m.name == "test_accuracy" && m.epoch == 1 => {
-            Some(StopReason::Shutdown)
-        }
+        TrainEvent::Metric(m) if m.name == "test_accuracy" && m.epoch == 1 => Some(StopReason::Shutdown),
         _ => None,
     });
-    assert!(matches!(
-        r1.unwrap(),
-        TrainOutcome::Stopped(StopReason::Shutdown)
-    ));
+    assert!(matches!(r1.unwrap(), TrainOutcome::Stopped(StopReason::Shutdown)));
     assert!(series(&part1, "test_accuracy").len() == 1);
     let (r2, part2) = run(&j, |_| None);
     assert!(matches!(r2.unwrap(), TrainOutcome::Succeeded(_)));
@@ -384,12 +329,7 @@ fn same_seed_same_curve_and_resume_continues_exactly() {
     assert!(first_train2.step > last1);
     let keys1: HashSet<(String, i64)> = part1.iter().map(|m| (m.name.clone(), m.step)).collect();
     for m in &part2 {
-        assert!(
-            !keys1.contains(&(m.name.clone(), m.step)),
-            "re-emitted {} at {}",
-            m.name,
-            m.step
-        );
+        assert!(!keys1.contains(&(m.name.clone(), m.step)), "re-emitted {} at {}", m.name, m.step);
     }
     // And together they are the uninterrupted run, number for number
     // (weights, BN statistics and momentum were all restored).
@@ -421,10 +361,7 @@ fn a_blown_up_loss_ends_as_diverged() {
             assert!(d[0].step >= 1 && d[0].step <= 48 / 8);
             assert!(series(&ms, "train_loss").iter().all(|m| m.step < d[0].step));
         }
-        other => panic!(
-            "expected Diverged, got {other:?} with {:?}",
-            series(&ms, "train_loss")
-        ),
+        other => panic!("expected Diverged, got {other:?} with {:?}", series(&ms, "train_loss")),
     }
 }
 

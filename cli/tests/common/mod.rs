@@ -58,11 +58,7 @@ pub struct Server {
 
 impl Server {
     pub fn start(db: &Path) -> Server {
-        let mut child = serve_cmd(db)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sweep serve");
+        let mut child = serve_cmd(db).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("start sweep serve");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = loop {
             let line = lines.next().expect("sweep serve printed its address").unwrap();

@@ -162,9 +162,7 @@ macro_rules! impl_analytics {
                     .bind(sweep_id)
                     .fetch_optional(&self.read)
                     .await?;
-                found
-                    .map(|_| ())
-                    .ok_or_else(|| $crate::store::StoreError::NotFound(format!("sweep {sweep_id:?}")))
+                found.map(|_| ()).ok_or_else(|| $crate::store::StoreError::NotFound(format!("sweep {sweep_id:?}")))
             }
         }
 
@@ -195,9 +193,7 @@ macro_rules! impl_analytics {
                         best_test_accuracy: row.try_get("best_test_accuracy")?,
                         wall_seconds: row.try_get("wall_seconds")?,
                         device: row.try_get("device")?,
-                        threads: row
-                            .try_get::<Option<i64>, _>("threads")?
-                            .map(|t| t.clamp(0, u32::MAX as i64) as u32),
+                        threads: row.try_get::<Option<i64>, _>("threads")?.map(|t| t.clamp(0, u32::MAX as i64) as u32),
                         diverged_step: row
                             .try_get::<Option<f64>, _>("diverged_step")?
                             .filter(|v| v.is_finite() && *v >= 0.0)

@@ -474,8 +474,14 @@ pub(crate) fn shared_settings(spec: &GridSpec) -> (String, String) {
 
 /// What a trial row stores of its spec: everything but the shared settings.
 pub(crate) fn own_part(t: &TrialSpec) -> String {
-    serde_json::to_string(&OwnPart { depth: t.depth, skip: t.skip, init: &t.init, batchnorm: t.batchnorm, seed: t.seed })
-        .expect("a trial part always serialises")
+    serde_json::to_string(&OwnPart {
+        depth: t.depth,
+        skip: t.skip,
+        init: &t.init,
+        batchnorm: t.batchnorm,
+        seed: t.seed,
+    })
+    .expect("a trial part always serialises")
 }
 
 /// A stored trial spec: the row's `spec_json` alone (rows written before
@@ -515,7 +521,8 @@ pub(crate) fn sd_from_sums(s: Sums) -> Option<f64> {
 // The SQL both backends share. Placeholders are `$N`: PostgreSQL's native
 // form, and SQLite (through sqlx) maps `$N` to argument N as well.
 pub(crate) mod sql {
-    pub const HEARTBEAT: &str = "UPDATE trials SET lease_expires_ms = $2, progress_epoch = $3, progress_step = $4, progress_loss = $5 \
+    pub const HEARTBEAT: &str =
+        "UPDATE trials SET lease_expires_ms = $2, progress_epoch = $3, progress_step = $4, progress_loss = $5 \
          WHERE lease_id = $1 AND state = 'running' RETURNING id";
 
     pub const STATE_BY_LEASE: &str = "SELECT id, state FROM trials WHERE lease_id = $1";
@@ -538,17 +545,21 @@ pub(crate) mod sql {
          WHERE state = 'running' AND lease_expires_ms < $1";
 
     pub const COUNTS_ALL: &str = "SELECT sweep_id, state, COUNT(*) AS n FROM trials GROUP BY sweep_id, state";
-    pub const COUNTS_ONE: &str = "SELECT sweep_id, state, COUNT(*) AS n FROM trials WHERE sweep_id = $1 GROUP BY sweep_id, state";
+    pub const COUNTS_ONE: &str =
+        "SELECT sweep_id, state, COUNT(*) AS n FROM trials WHERE sweep_id = $1 GROUP BY sweep_id, state";
     pub const SWEEPS_ALL: &str = "SELECT id, cancelled FROM sweeps ORDER BY created_ms, id";
     pub const SWEEPS_ONE: &str = "SELECT id, cancelled FROM sweeps WHERE id = $1";
-    pub const RUNNING_ALL: &str = "SELECT t.id, t.sweep_id, t.worker_id, t.spec_json, t.settings_hash, s.settings_json, t.attempts, \
+    pub const RUNNING_ALL: &str =
+        "SELECT t.id, t.sweep_id, t.worker_id, t.spec_json, t.settings_hash, s.settings_json, t.attempts, \
          t.progress_epoch, t.progress_step, t.progress_loss \
          FROM trials t LEFT JOIN trial_settings s ON s.hash = t.settings_hash WHERE t.state = 'running' ORDER BY t.seq";
-    pub const RUNNING_ONE: &str = "SELECT t.id, t.sweep_id, t.worker_id, t.spec_json, t.settings_hash, s.settings_json, t.attempts, \
+    pub const RUNNING_ONE: &str =
+        "SELECT t.id, t.sweep_id, t.worker_id, t.spec_json, t.settings_hash, s.settings_json, t.attempts, \
          t.progress_epoch, t.progress_step, t.progress_loss \
          FROM trials t LEFT JOIN trial_settings s ON s.hash = t.settings_hash \
          WHERE t.state = 'running' AND t.sweep_id = $1 ORDER BY t.seq";
-    pub const SETTINGS_INSERT: &str = "INSERT INTO trial_settings (hash, settings_json) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING";
+    pub const SETTINGS_INSERT: &str =
+        "INSERT INTO trial_settings (hash, settings_json) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING";
     pub const SETTINGS: &str = "SELECT settings_json FROM trial_settings WHERE hash = $1";
 
     pub const REPORT: &str = "SELECT depth, skip, init, batchnorm, \
@@ -600,10 +611,12 @@ pub(crate) mod sql {
     pub const LEASE_OWNER: &str = "SELECT id, holder, worker_id FROM trials WHERE lease_id = $1 AND state = 'running'";
     pub const KEEP_WEIGHTS: &str = "SELECT keep_weights FROM sweeps WHERE id = $1";
 
-    pub const STORE_ID_INSERT: &str = "INSERT INTO store_meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING";
+    pub const STORE_ID_INSERT: &str =
+        "INSERT INTO store_meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING";
     pub const STORE_ID: &str = "SELECT value FROM store_meta WHERE key = 'store_id'";
 
-    pub const QUARANTINE_FAIL: &str = "INSERT INTO quarantine (holder, worker_id, failures, updated_ms) VALUES ($1, $2, 1, $3) \
+    pub const QUARANTINE_FAIL: &str =
+        "INSERT INTO quarantine (holder, worker_id, failures, updated_ms) VALUES ($1, $2, 1, $3) \
          ON CONFLICT (holder, worker_id) DO UPDATE SET failures = quarantine.failures + 1, updated_ms = $3 \
          RETURNING failures";
     pub const QUARANTINE_CLEAR: &str = "DELETE FROM quarantine WHERE holder = $1 AND worker_id = $2";

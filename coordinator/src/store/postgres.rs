@@ -34,16 +34,10 @@ impl PostgresStore {
 
     /// Connects with explicit options (tests use this to pick a schema).
     pub async fn open_with(opts: PgConnectOptions) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts)
-            .await?;
+        let pool =
+            PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(30)).connect_with(opts).await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        sqlx::query(super::sql::STORE_ID_INSERT)
-            .bind(super::new_store_id())
-            .execute(&pool)
-            .await?;
+        sqlx::query(super::sql::STORE_ID_INSERT).bind(super::new_store_id()).execute(&pool).await?;
         let (store_id,): (String,) = sqlx::query_as(super::sql::STORE_ID).fetch_one(&pool).await?;
         Ok(Self { write: pool.clone(), read: pool, store_id })
     }

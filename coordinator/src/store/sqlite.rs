@@ -91,20 +91,14 @@ impl SqliteStore {
             .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&write).await?;
-        sqlx::query(super::sql::STORE_ID_INSERT)
-            .bind(super::new_store_id())
-            .execute(&write)
-            .await?;
+        sqlx::query(super::sql::STORE_ID_INSERT).bind(super::new_store_id()).execute(&write).await?;
         let (store_id,): (String,) = sqlx::query_as(super::sql::STORE_ID).fetch_one(&write).await?;
         // An in-memory database exists per connection: readers must share the
         // writer's connection.
         let read = if memory {
             write.clone()
         } else {
-            SqlitePoolOptions::new()
-                .max_connections(4)
-                .connect_with(opts.read_only(true))
-                .await?
+            SqlitePoolOptions::new().max_connections(4).connect_with(opts.read_only(true)).await?
         };
         Ok(Self { write, read, store_id, _lock: lock })
     }

@@ -44,13 +44,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 /// dropped) and writes our PID into it.
 pub(crate) fn lock(db: &Path) -> Result<File, StoreError> {
     let path = lock_path(db);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(io(&path))?;
+    let mut file =
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io(&path))?;
     match file.try_lock() {
         Ok(()) => {
             file.set_len(0).map_err(io(&path))?;
@@ -101,7 +96,12 @@ pub(crate) async fn check_existing(db: &Path, opts: &SqliteConnectOptions) -> Re
     let recorded = recorded_id(db)?;
     let opts = opts.clone().create_if_missing(false);
     let mut conn = opts.connect().await.map_err(|e| {
-        unsafe_db(db, format!("cannot open it as SQLite ({e}); restore it from a backup, or move it aside to start a fresh database"))
+        unsafe_db(
+            db,
+            format!(
+                "cannot open it as SQLite ({e}); restore it from a backup, or move it aside to start a fresh database"
+            ),
+        )
     })?;
     let checked: Result<Vec<(String,)>, sqlx::Error> =
         sqlx::query_as("PRAGMA quick_check(5)").fetch_all(&mut conn).await;

@@ -36,11 +36,9 @@ impl Ctx {
     pub async fn reopen(&self) -> Arc<dyn Store> {
         match &self.reopen {
             Reopen::Sqlite { url } => Arc::new(SqliteStore::open(url).await.expect("reopen sqlite store")),
-            Reopen::Postgres { url, schema } => Arc::new(
-                PostgresStore::open_with(pg_options(url, schema))
-                    .await
-                    .expect("reopen postgres store"),
-            ),
+            Reopen::Postgres { url, schema } => {
+                Arc::new(PostgresStore::open_with(pg_options(url, schema)).await.expect("reopen postgres store"))
+            }
         }
     }
 }
@@ -59,9 +57,8 @@ impl Guard {
                 // Best effort: a leftover schema is harmless, only untidy.
                 match sqlx::PgConnection::connect(&url).await {
                     Ok(mut conn) => {
-                        if let Err(e) = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                            .execute(&mut conn)
-                            .await
+                        if let Err(e) =
+                            sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut conn).await
                         {
                             eprintln!("warning: could not drop test schema {schema}: {e}");
                         }
@@ -102,10 +99,7 @@ pub async fn make_pg_store() -> Option<(Ctx, Guard)> {
     let mut admin = sqlx::PgConnection::connect(&url)
         .await
         .unwrap_or_else(|e| panic!("cannot connect to {PG_URL_VAR}={url:?}: {e}"));
-    sqlx::query(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .expect("create test schema");
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await.expect("create test schema");
     let _ = admin.close().await;
     let guard = Guard::Postgres { url: url.clone(), schema: schema.clone() };
     match PostgresStore::open_with(pg_options(&url, &schema)).await {
@@ -133,7 +127,6 @@ where
         std::panic::resume_unwind(panic);
     }
 }
-
 
 /// A small grid: `seeds` seeds over `depth` (a TOML value: `8`, `[8, 16]`),
 /// skip connections, default init, batch norm, data at `path`.

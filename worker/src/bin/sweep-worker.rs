@@ -174,7 +174,9 @@ fn real_trainer(args: &RunArgs) -> anyhow::Result<TrainerFactory> {
 
 #[cfg(not(feature = "torch"))]
 fn real_trainer(_args: &RunArgs) -> anyhow::Result<TrainerFactory> {
-    anyhow::bail!("this sweep-worker was built without the `torch` feature and cannot train; rebuild with default features")
+    anyhow::bail!(
+        "this sweep-worker was built without the `torch` feature and cannot train; rebuild with default features"
+    )
 }
 
 /// Resolves when stdin reaches end of file (or fails): read on a plain
@@ -238,9 +240,7 @@ async fn shutdown_signal(watch_stdin: bool, grace: Duration) {
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -104,14 +104,7 @@ pub fn layout(depth: u32) -> Result<Vec<BlockSpec>, ModelError> {
     let mut specs = Vec::with_capacity(total);
     let mut push = |kind, in_ch, out_ch, in_size, out_size| {
         let name = format!("block{:0width$}", specs.len() + 1);
-        specs.push(BlockSpec {
-            name,
-            kind,
-            in_ch,
-            out_ch,
-            in_size,
-            out_size,
-        });
+        specs.push(BlockSpec { name, kind, in_ch, out_ch, in_size, out_size });
     };
     for _ in 0..n {
         push(BlockKind::Plain, 64, 64, 16, 16);
@@ -160,18 +153,12 @@ pub fn weight_init(scheme: InitScheme, fan_in: i64, fan_out: i64) -> nn::Init {
             let b = (6.0 / (fi + fo)).sqrt();
             nn::Init::Uniform { lo: -b, up: b }
         }
-        InitScheme::XavierNormal => nn::Init::Randn {
-            mean: 0.0,
-            stdev: (2.0 / (fi + fo)).sqrt(),
-        },
+        InitScheme::XavierNormal => nn::Init::Randn { mean: 0.0, stdev: (2.0 / (fi + fo)).sqrt() },
         InitScheme::KaimingUniform => {
             let b = (6.0 / fi).sqrt();
             nn::Init::Uniform { lo: -b, up: b }
         }
-        InitScheme::KaimingNormal => nn::Init::Randn {
-            mean: 0.0,
-            stdev: (2.0 / fi).sqrt(),
-        },
+        InitScheme::KaimingNormal => nn::Init::Randn { mean: 0.0, stdev: (2.0 / fi).sqrt() },
     }
 }
 
@@ -200,21 +187,14 @@ fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, init: InitScheme)
 
 fn batch_norm(p: nn::Path, c: i64, on: bool) -> Option<nn::BatchNorm> {
     on.then(|| {
-        let cfg = nn::BatchNormConfig {
-            ws_init: nn::Init::Const(1.0),
-            bs_init: nn::Init::Const(0.0),
-            ..Default::default()
-        };
+        let cfg =
+            nn::BatchNormConfig { ws_init: nn::Init::Const(1.0), bs_init: nn::Init::Const(0.0), ..Default::default() };
         nn::batch_norm2d(p, c, cfg)
     })
 }
 
 fn linear(p: nn::Path, i: i64, o: i64, init: InitScheme) -> nn::Linear {
-    let cfg = nn::LinearConfig {
-        ws_init: weight_init(init, i, o),
-        bs_init: Some(bias_init(init, i)),
-        bias: true,
-    };
+    let cfg = nn::LinearConfig { ws_init: weight_init(init, i, o), bs_init: Some(bias_init(init, i)), bias: true };
     nn::linear(p, i, o, cfg)
 }
 
@@ -240,22 +220,10 @@ pub fn skip_block(p: nn::Path, spec: &BlockSpec, cfg: &BmeConfig) -> SkipBlock {
     let (conv2, bn2) = if spec.kind == BlockKind::Widen {
         (None, None)
     } else {
-        (
-            Some(conv(&p / "conv2", cout, cout, 3, 1, cfg.init)),
-            batch_norm(&p / "bn2", cout, cfg.batchnorm),
-        )
+        (Some(conv(&p / "conv2", cout, cout, 3, 1, cfg.init)), batch_norm(&p / "bn2", cout, cfg.batchnorm))
     };
-    let downsampler = (spec.kind == BlockKind::Downsample)
-        .then(|| conv(&p / "downsampler", cin, cout, 1, 2, cfg.init));
-    SkipBlock {
-        spec: spec.clone(),
-        skip: cfg.skip,
-        conv1,
-        bn1,
-        conv2,
-        bn2,
-        downsampler,
-    }
+    let downsampler = (spec.kind == BlockKind::Downsample).then(|| conv(&p / "downsampler", cin, cout, 1, 2, cfg.init));
+    SkipBlock { spec: spec.clone(), skip: cfg.skip, conv1, bn1, conv2, bn2, downsampler }
 }
 
 impl SkipBlock {
@@ -272,22 +240,15 @@ impl SkipBlock {
 }
 
 fn conv_params(c: &nn::Conv2D) -> Vec<Tensor> {
-    std::iter::once(c.ws.shallow_clone())
-        .chain(c.bs.iter().map(|b| b.shallow_clone()))
-        .collect()
+    std::iter::once(c.ws.shallow_clone()).chain(c.bs.iter().map(|b| b.shallow_clone())).collect()
 }
 
 fn bn_params(b: &nn::BatchNorm) -> Vec<Tensor> {
-    b.ws.iter()
-        .chain(b.bs.iter())
-        .map(|t| t.shallow_clone())
-        .collect()
+    b.ws.iter().chain(b.bs.iter()).map(|t| t.shallow_clone()).collect()
 }
 
 fn linear_params(l: &nn::Linear) -> Vec<Tensor> {
-    std::iter::once(l.ws.shallow_clone())
-        .chain(l.bs.iter().map(|b| b.shallow_clone()))
-        .collect()
+    std::iter::once(l.ws.shallow_clone()).chain(l.bs.iter().map(|b| b.shallow_clone())).collect()
 }
 
 impl ModuleT for SkipBlock {
@@ -345,19 +306,10 @@ impl BmeNet {
     pub fn new(p: &nn::Path, cfg: &BmeConfig) -> Result<BmeNet, ModelError> {
         let specs = layout(cfg.depth)?;
         let stem = conv(p / "stem", 3, 64, 3, 1, cfg.init);
-        let blocks = specs
-            .iter()
-            .map(|s| skip_block(p / s.name.as_str(), s, cfg))
-            .collect();
+        let blocks = specs.iter().map(|s| skip_block(p / s.name.as_str(), s, cfg)).collect();
         let fc1 = linear(p / "fc1", 2048, 1000, cfg.init);
         let fc2 = linear(p / "fc2", 1000, 10, cfg.init);
-        Ok(BmeNet {
-            config: *cfg,
-            stem,
-            blocks,
-            fc1,
-            fc2,
-        })
+        Ok(BmeNet { config: *cfg, stem, blocks, fc1, fc2 })
     }
 
     pub fn blocks(&self) -> &[SkipBlock] {
@@ -367,22 +319,10 @@ impl BmeNet {
     /// The gradient-norm groups, input to output: `stem`, every SkipBlock,
     /// `fc1`, `fc2`. Together they hold every trainable parameter once.
     pub fn param_groups(&self) -> Vec<ParamGroup> {
-        let mut g = vec![ParamGroup {
-            name: "stem".into(),
-            params: conv_params(&self.stem),
-        }];
-        g.extend(self.blocks.iter().map(|b| ParamGroup {
-            name: b.spec.name.clone(),
-            params: b.parameters(),
-        }));
-        g.push(ParamGroup {
-            name: "fc1".into(),
-            params: linear_params(&self.fc1),
-        });
-        g.push(ParamGroup {
-            name: "fc2".into(),
-            params: linear_params(&self.fc2),
-        });
+        let mut g = vec![ParamGroup { name: "stem".into(), params: conv_params(&self.stem) }];
+        g.extend(self.blocks.iter().map(|b| ParamGroup { name: b.spec.name.clone(), params: b.parameters() }));
+        g.push(ParamGroup { name: "fc1".into(), params: linear_params(&self.fc1) });
+        g.push(ParamGroup { name: "fc2".into(), params: linear_params(&self.fc2) });
         g
     }
 
@@ -410,9 +350,6 @@ impl ModuleT for BmeNet {
         for b in &self.blocks {
             x = x.apply_t(b, train);
         }
-        x.reshape([-1, 2048])
-            .apply(&self.fc1)
-            .relu()
-            .apply(&self.fc2)
+        x.reshape([-1, 2048]).apply(&self.fc1).relu().apply(&self.fc2)
     }
 }

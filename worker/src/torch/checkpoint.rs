@@ -124,10 +124,8 @@ pub fn latest(dir: &Path) -> Result<Latest, String> {
         return Ok(Latest::None);
     };
     let meta_path = ckpt.join("meta.json");
-    let text =
-        std::fs::read_to_string(&meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let text = std::fs::read_to_string(&meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", meta_path.display()))?;
     let version = value.get("version").and_then(|v| v.as_u64());
     if version != Some(FORMAT_VERSION as u64) {
         let shown = version.map_or_else(|| "without a version".to_owned(), |v| v.to_string());
@@ -136,8 +134,7 @@ pub fn latest(dir: &Path) -> Result<Latest, String> {
             reason: format!("checkpoint format {shown}, this worker reads format {FORMAT_VERSION}"),
         });
     }
-    let meta: CheckpointMeta =
-        serde_json::from_value(value).map_err(|e| format!("{}: {e}", meta_path.display()))?;
+    let meta: CheckpointMeta = serde_json::from_value(value).map_err(|e| format!("{}: {e}", meta_path.display()))?;
     Ok(Latest::Found(Box::new(Found { dir: ckpt, meta })))
 }
 
@@ -206,9 +203,7 @@ impl Staged<'_> {
 }
 
 fn sync_file(path: &Path) -> Result<(), String> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Writes a checkpoint atomically. `write_tensors(dir)` saves `weights.ot`

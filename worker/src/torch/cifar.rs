@@ -31,13 +31,8 @@ pub const IMAGE_BYTES: usize = 3 * 32 * 32;
 /// Number of classes.
 pub const CLASSES: usize = 10;
 /// The training files, in the order their records are used.
-pub const TRAIN_FILES: [&str; 5] = [
-    "data_batch_1.bin",
-    "data_batch_2.bin",
-    "data_batch_3.bin",
-    "data_batch_4.bin",
-    "data_batch_5.bin",
-];
+pub const TRAIN_FILES: [&str; 5] =
+    ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
 /// The test file.
 pub const TEST_FILE: &str = "test_batch.bin";
 /// The folder name the official archive unpacks to.
@@ -45,18 +40,8 @@ pub const BATCHES_DIR: &str = "cifar-10-batches-bin";
 /// The official archive's file name.
 pub const ARCHIVE: &str = "cifar-10-binary.tar.gz";
 /// Class names in label order (as in `batches.meta.txt`).
-pub const CLASS_NAMES: [&str; CLASSES] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+pub const CLASS_NAMES: [&str; CLASSES] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// A dataset that cannot be used, with the file and record at fault.
 #[derive(Debug, thiserror::Error)]
@@ -71,18 +56,9 @@ pub enum CifarError {
         "{path}: {size} bytes is not a whole number of 3073-byte CIFAR-10 records \
          (record {record} is truncated after {tail} bytes)"
     )]
-    Truncated {
-        path: PathBuf,
-        size: u64,
-        record: u64,
-        tail: u64,
-    },
+    Truncated { path: PathBuf, size: u64, record: u64, tail: u64 },
     #[error("{path}: record {record}: label {label} is not a CIFAR-10 class (0-9)")]
-    BadLabel {
-        path: PathBuf,
-        record: u64,
-        label: u8,
-    },
+    BadLabel { path: PathBuf, record: u64, label: u8 },
     #[error(
         "{path}: no CIFAR-10 binary data: expected data_batch_1.bin .. data_batch_5.bin and \
          test_batch.bin in it or in its {BATCHES_DIR}/ subfolder, or a {ARCHIVE}"
@@ -95,10 +71,7 @@ pub enum CifarError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CifarError + '_ {
-    move |source| CifarError::Io {
-        path: path.to_owned(),
-        source,
-    }
+    move |source| CifarError::Io { path: path.to_owned(), source }
 }
 
 /// Labelled images of one split, as bytes.
@@ -145,29 +118,17 @@ pub fn read_batch_file(path: &Path, limit: Option<usize>) -> Result<CifarSplit, 
     let size = file.metadata().map_err(io_err(path))?.len();
     let rec = RECORD_BYTES as u64;
     if size % rec != 0 {
-        return Err(CifarError::Truncated {
-            path: path.to_owned(),
-            size,
-            record: size / rec,
-            tail: size % rec,
-        });
+        return Err(CifarError::Truncated { path: path.to_owned(), size, record: size / rec, tail: size % rec });
     }
     let records = (size / rec) as usize;
     let n = limit.map_or(records, |l| l.min(records));
     let mut raw = vec![0u8; n * RECORD_BYTES];
     file.read_exact(&mut raw).map_err(io_err(path))?;
-    let mut split = CifarSplit {
-        labels: Vec::with_capacity(n),
-        pixels: Vec::with_capacity(n * IMAGE_BYTES),
-    };
+    let mut split = CifarSplit { labels: Vec::with_capacity(n), pixels: Vec::with_capacity(n * IMAGE_BYTES) };
     for (i, r) in raw.chunks_exact(RECORD_BYTES).enumerate() {
         let label = r[0];
         if label as usize >= CLASSES {
-            return Err(CifarError::BadLabel {
-                path: path.to_owned(),
-                record: i as u64,
-                label,
-            });
+            return Err(CifarError::BadLabel { path: path.to_owned(), record: i as u64, label });
         }
         split.labels.push(label);
         split.pixels.extend_from_slice(&r[1..]);
@@ -216,10 +177,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CifarError> {
 }
 
 fn tmp_sibling(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(format!(".tmp{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -272,12 +230,7 @@ pub fn synthetic_image(label: u8, rng: &mut impl Rng) -> Vec<u8> {
 /// `n_test` in `test_batch.bin`, plus `batches.meta.txt`. Labels cycle
 /// through the classes in a seeded random order, so every class is present
 /// when `n >= 10`. The same seed gives the same bytes. Returns `dir`.
-pub fn generate_synthetic(
-    dir: &Path,
-    n_train: usize,
-    n_test: usize,
-    seed: u64,
-) -> Result<PathBuf, CifarError> {
+pub fn generate_synthetic(dir: &Path, n_train: usize, n_test: usize, seed: u64) -> Result<PathBuf, CifarError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_C1FA_0000_0010);
     let make = |n: usize, rng: &mut StdRng| -> Vec<(u8, Vec<u8>)> {
@@ -285,11 +238,7 @@ pub fn generate_synthetic(
             .map(|i| {
                 let label = ((i + rng.random_range(0..CLASSES)) % CLASSES) as u8;
                 // Balance: every block of 10 holds each class once.
-                let label = if n >= CLASSES {
-                    (i % CLASSES) as u8
-                } else {
-                    label
-                };
+                let label = if n >= CLASSES { (i % CLASSES) as u8 } else { label };
                 (label, synthetic_image(label, rng))
             })
             .collect()
@@ -305,15 +254,9 @@ pub fn generate_synthetic(
     for (f, name) in TRAIN_FILES.iter().enumerate() {
         let lo = (f * per_file).min(train.len());
         let hi = ((f + 1) * per_file).min(train.len());
-        write_cifar_bin(
-            &dir.join(name),
-            train[lo..hi].iter().map(|(l, p)| (*l, p.as_slice())),
-        )?;
+        write_cifar_bin(&dir.join(name), train[lo..hi].iter().map(|(l, p)| (*l, p.as_slice())))?;
     }
-    write_cifar_bin(
-        &dir.join(TEST_FILE),
-        test.iter().map(|(l, p)| (*l, p.as_slice())),
-    )?;
+    write_cifar_bin(&dir.join(TEST_FILE), test.iter().map(|(l, p)| (*l, p.as_slice())))?;
     let meta = CLASS_NAMES.join("\n") + "\n";
     write_atomic(&dir.join("batches.meta.txt"), meta.as_bytes())?;
     Ok(dir.to_owned())
@@ -344,9 +287,7 @@ pub fn resolve_root(path: &Path) -> Result<PathBuf, CifarError> {
     } else if path.is_file() && path.to_string_lossy().ends_with(".tar.gz") {
         return unpack_archive(path);
     }
-    Err(CifarError::NotFound {
-        path: path.to_owned(),
-    })
+    Err(CifarError::NotFound { path: path.to_owned() })
 }
 
 /// The cache folder for unpacked archives: `SWEEP_CACHE_DIR`, else
@@ -371,11 +312,8 @@ fn cache_dir() -> PathBuf {
 /// crash never leaves a half-unpacked cache that looks complete.
 pub fn unpack_archive(archive: &Path) -> Result<PathBuf, CifarError> {
     let meta = std::fs::metadata(archive).map_err(io_err(archive))?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
+    let mtime =
+        meta.modified().ok().and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
     let dest = cache_dir().join(format!("cifar10-{}-{}", meta.len(), mtime));
     let root = dest.join(BATCHES_DIR);
     if has_batches(&root) {
@@ -392,10 +330,7 @@ pub fn unpack_archive(archive: &Path) -> Result<PathBuf, CifarError> {
         .arg("-C")
         .arg(&tmp)
         .output()
-        .map_err(|e| CifarError::Unpack {
-            path: archive.to_owned(),
-            message: format!("cannot run tar: {e}"),
-        })?;
+        .map_err(|e| CifarError::Unpack { path: archive.to_owned(), message: format!("cannot run tar: {e}") })?;
     if !out.status.success() {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(CifarError::Unpack {
@@ -416,12 +351,7 @@ pub fn unpack_archive(archive: &Path) -> Result<PathBuf, CifarError> {
         Err(_) if has_batches(&root) => {
             let _ = std::fs::remove_dir_all(&tmp);
         }
-        Err(e) => {
-            return Err(CifarError::Io {
-                path: dest,
-                source: e,
-            })
-        }
+        Err(e) => return Err(CifarError::Io { path: dest, source: e }),
     }
     Ok(root)
 }
@@ -429,11 +359,7 @@ pub fn unpack_archive(archive: &Path) -> Result<PathBuf, CifarError> {
 /// Reads a dataset: the first `train_subset` training records (across the
 /// five training files in order) and the first `test_subset` test records
 /// (`None`: all).
-pub fn load(
-    path: &Path,
-    train_subset: Option<u64>,
-    test_subset: Option<u64>,
-) -> Result<CifarData, CifarError> {
+pub fn load(path: &Path, train_subset: Option<u64>, test_subset: Option<u64>) -> Result<CifarData, CifarError> {
     let root = resolve_root(path)?;
     let cap = |s: Option<u64>| s.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let train_limit = cap(train_subset);

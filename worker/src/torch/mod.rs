@@ -39,11 +39,7 @@ pub enum DeviceError {
     #[error("device {0:?}: expected cpu, cuda, cuda:N or auto")]
     Unknown(String),
     #[error("device {name:?}: libtorch sees {available} CUDA device(s){hint}")]
-    Unavailable {
-        name: String,
-        available: usize,
-        hint: &'static str,
-    },
+    Unavailable { name: String, available: usize, hint: &'static str },
 }
 
 /// Parses `cpu`, `cuda` (= `cuda:0`), `cuda:N` or `auto` (first GPU, else
@@ -60,22 +56,10 @@ pub fn parse_device(s: &str) -> Result<tch::Device, DeviceError> {
             _ => return Err(DeviceError::Unknown(s.to_owned())),
         },
     };
-    let available = if tch::Cuda::is_available() {
-        tch::Cuda::device_count().max(0) as usize
-    } else {
-        0
-    };
+    let available = if tch::Cuda::is_available() { tch::Cuda::device_count().max(0) as usize } else { 0 };
     if index >= available {
-        let hint = if available == 0 {
-            " (a CPU-only build, no GPU, or libtorch_cuda not linked)"
-        } else {
-            ""
-        };
-        return Err(DeviceError::Unavailable {
-            name: s.to_owned(),
-            available,
-            hint,
-        });
+        let hint = if available == 0 { " (a CPU-only build, no GPU, or libtorch_cuda not linked)" } else { "" };
+        return Err(DeviceError::Unavailable { name: s.to_owned(), available, hint });
     }
     Ok(tch::Device::Cuda(index))
 }

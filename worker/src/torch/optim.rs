@@ -44,19 +44,8 @@ impl Optimizer {
     /// of the state in checkpoints, so pass them sorted by name.
     pub fn sgd(params: Vec<(String, Tensor)>, lr: f64, momentum: f64, weight_decay: f64) -> Self {
         let (names, params): (Vec<_>, Vec<_>) = params.into_iter().unzip();
-        let bufs = if momentum != 0.0 {
-            zeros_like_all(&params)
-        } else {
-            Vec::new()
-        };
-        Optimizer {
-            names,
-            params,
-            lr,
-            weight_decay,
-            steps: 0,
-            rule: Rule::Sgd { momentum, bufs },
-        }
+        let bufs = if momentum != 0.0 { zeros_like_all(&params) } else { Vec::new() };
+        Optimizer { names, params, lr, weight_decay, steps: 0, rule: Rule::Sgd { momentum, bufs } }
     }
 
     /// Adam over `params` (name, tensor), betas (0.9, 0.999), eps 1e-8.
@@ -64,14 +53,7 @@ impl Optimizer {
         let (names, params): (Vec<_>, Vec<_>) = params.into_iter().unzip();
         let m = zeros_like_all(&params);
         let v = zeros_like_all(&params);
-        Optimizer {
-            names,
-            params,
-            lr,
-            weight_decay,
-            steps: 0,
-            rule: Rule::Adam { m, v },
-        }
+        Optimizer { names, params, lr, weight_decay, steps: 0, rule: Rule::Adam { m, v } }
     }
 
     /// Optimiser steps taken (restored from checkpoints).
@@ -106,11 +88,7 @@ impl Optimizer {
                     if !g.defined() {
                         continue;
                     }
-                    let d = if wd != 0.0 {
-                        g.f_add(&p.f_mul_scalar(wd)?)?
-                    } else {
-                        g
-                    };
+                    let d = if wd != 0.0 { g.f_add(&p.f_mul_scalar(wd)?)? } else { g };
                     if *momentum != 0.0 {
                         // buf = momentum * buf + d (PyTorch starts buf at d,
                         // which is the same as starting it at zero).
@@ -134,11 +112,7 @@ impl Optimizer {
                     if !g.defined() {
                         continue;
                     }
-                    let g = if wd != 0.0 {
-                        g.f_add(&p.f_mul_scalar(wd)?)?
-                    } else {
-                        g
-                    };
+                    let g = if wd != 0.0 { g.f_add(&p.f_mul_scalar(wd)?)? } else { g };
                     // The operations (and so the rounding) of
                     // torch.optim.Adam's single-tensor path:
                     //   exp_avg.lerp_(grad, 1 - beta1)
@@ -153,10 +127,7 @@ impl Optimizer {
                     let _ = m[i].f_lerp_(&g, 1.0 - b1)?;
                     let _ = v[i].f_mul_scalar_(b2)?;
                     let _ = v[i].f_addcmul_(&g.f_mul_scalar(1.0 - b2)?, &g)?;
-                    let denom = v[i]
-                        .f_sqrt()?
-                        .f_div_scalar(bc2.sqrt())?
-                        .f_add_scalar(ADAM_EPS)?;
+                    let denom = v[i].f_sqrt()?.f_div_scalar(bc2.sqrt())?.f_add_scalar(ADAM_EPS)?;
                     let _ = p.f_addcdiv_(&m[i].f_mul_scalar(-step_size)?, &denom)?;
                 }
             }
@@ -189,25 +160,15 @@ impl Optimizer {
 
     /// Restores what [`Optimizer::state_tensors`] saved. Every expected
     /// tensor must be present with the right shape.
-    pub fn load_state(
-        &mut self,
-        saved: &HashMap<String, Tensor>,
-        steps: i64,
-    ) -> Result<(), String> {
+    pub fn load_state(&mut self, saved: &HashMap<String, Tensor>, steps: i64) -> Result<(), String> {
         let _guard = tch::no_grad_guard();
         let names = self.names.clone();
         let restore = |prefix: &str, dst: &mut [Tensor]| -> Result<(), String> {
             for (n, d) in names.iter().zip(dst.iter_mut()) {
                 let key = format!("{prefix}.{n}");
-                let src = saved
-                    .get(&key)
-                    .ok_or_else(|| format!("optimizer state lacks {key}"))?;
+                let src = saved.get(&key).ok_or_else(|| format!("optimizer state lacks {key}"))?;
                 if src.size() != d.size() {
-                    return Err(format!(
-                        "{key}: shape {:?}, expected {:?}",
-                        src.size(),
-                        d.size()
-                    ));
+                    return Err(format!("{key}: shape {:?}, expected {:?}", src.size(), d.size()));
                 }
                 d.f_copy_(src).map_err(|e| format!("{key}: {e}"))?;
             }

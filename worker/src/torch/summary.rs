@@ -46,43 +46,19 @@ pub fn layer_rows(depth: u32, skip: bool, batchnorm: bool) -> Result<Vec<LayerRo
     let mut rows: Vec<LayerRow> = Vec::new();
     let mut add = |kind: &str, group: &str, shape: Vec<i64>, params: u64, repeat: bool| {
         let layer = format!("{kind}-{}", rows.len() + 1);
-        rows.push(LayerRow {
-            layer,
-            group: group.to_owned(),
-            shape,
-            params,
-            repeat_call: repeat,
-        });
+        rows.push(LayerRow { layer, group: group.to_owned(), shape, params, repeat_call: repeat });
     };
-    add(
-        "Conv2d",
-        "stem",
-        vec![-1, 64, 32, 32],
-        conv_params(3, 64, 3),
-        false,
-    );
+    add("Conv2d", "stem", vec![-1, 64, 32, 32], conv_params(3, 64, 3), false);
     add("MaxPool2d", "stem", vec![-1, 64, 16, 16], 0, false);
     for b in &specs {
         let g = b.name.as_str();
         let full = vec![-1, b.out_ch, b.in_size, b.in_size];
-        add(
-            "Conv2d",
-            g,
-            full.clone(),
-            conv_params(b.in_ch, b.out_ch, 3),
-            false,
-        );
+        add("Conv2d", g, full.clone(), conv_params(b.in_ch, b.out_ch, 3), false);
         if batchnorm {
             add("BatchNorm2d", g, full.clone(), 2 * b.out_ch as u64, false);
         }
         if b.kind != BlockKind::Widen {
-            add(
-                "Conv2d",
-                g,
-                full.clone(),
-                conv_params(b.out_ch, b.out_ch, 3),
-                false,
-            );
+            add("Conv2d", g, full.clone(), conv_params(b.out_ch, b.out_ch, 3), false);
             if batchnorm {
                 add("BatchNorm2d", g, full.clone(), 2 * b.out_ch as u64, false);
             }
@@ -104,11 +80,7 @@ pub fn layer_rows(depth: u32, skip: bool, batchnorm: bool) -> Result<Vec<LayerRo
 pub fn param_counts(depth: u32, skip: bool, batchnorm: bool) -> Result<(u64, u64), ModelError> {
     let rows = layer_rows(depth, skip, batchnorm)?;
     let per_call = rows.iter().map(|r| r.params).sum();
-    let distinct = rows
-        .iter()
-        .filter(|r| !r.repeat_call)
-        .map(|r| r.params)
-        .sum();
+    let distinct = rows.iter().filter(|r| !r.repeat_call).map(|r| r.params).sum();
     Ok((distinct, per_call))
 }
 
@@ -139,56 +111,25 @@ pub fn try_model_table(depth: u32, skip: bool, batchnorm: bool) -> Result<String
     let (distinct, per_call) = param_counts(depth, skip, batchnorm)?;
     let on = |b: bool| if b { "on" } else { "off" };
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "BMEnet depth={depth} skip={} batchnorm={} (input [-1, 3, 32, 32])",
-        on(skip),
-        on(batchnorm)
-    );
+    let _ = writeln!(s, "BMEnet depth={depth} skip={} batchnorm={} (input [-1, 3, 32, 32])", on(skip), on(batchnorm));
     let rule = "-".repeat(68);
     let _ = writeln!(s, "{rule}");
-    let _ = writeln!(
-        s,
-        "{:<18} {:<9} {:<22} {:>15}",
-        "Layer (type)", "Block", "Output Shape", "Param #"
-    );
+    let _ = writeln!(s, "{:<18} {:<9} {:<22} {:>15}", "Layer (type)", "Block", "Output Shape", "Param #");
     let _ = writeln!(s, "{}", "=".repeat(68));
     for r in &rows {
-        let shape = format!(
-            "[{}]",
-            r.shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let shape = format!("[{}]", r.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
         let mark = if r.repeat_call { " *" } else { "" };
-        let _ = writeln!(
-            s,
-            "{:<18} {:<9} {:<22} {:>15}{mark}",
-            r.layer,
-            r.group,
-            shape,
-            thousands(r.params)
-        );
+        let _ = writeln!(s, "{:<18} {:<9} {:<22} {:>15}{mark}", r.layer, r.group, shape, thousands(r.params));
     }
     let _ = writeln!(s, "{}", "=".repeat(68));
     let _ = writeln!(s, "Distinct trainable params: {}", thousands(distinct));
-    let _ = writeln!(
-        s,
-        "Params counted per call (torchsummary): {}",
-        thousands(per_call)
-    );
+    let _ = writeln!(s, "Params counted per call (torchsummary): {}", thousands(per_call));
     let _ = writeln!(s, "{rule}");
     let _ = writeln!(
         s,
         "* second call of the downsampling 1x1 conv (identity path): counted per call,\n  \
          not a distinct parameter.{}",
-        if skip {
-            ""
-        } else {
-            " With skip off our network does not make this call."
-        }
+        if skip { "" } else { " With skip off our network does not make this call." }
     );
     let _ = writeln!(
         s,

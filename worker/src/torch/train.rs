@@ -51,9 +51,7 @@ use super::bmenet::{BmeConfig, BmeNet, ParamGroup};
 use super::checkpoint::{self, CheckpointMeta, Latest};
 use super::cifar::{self, CifarSplit, CLASSES, IMAGE_BYTES};
 use super::optim::Optimizer;
-use crate::trainer::{
-    StopReason, Summary, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob,
-};
+use crate::trainer::{StopReason, Summary, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob};
 
 /// Test images per forward pass when evaluating (BN uses running stats in
 /// eval mode, so this does not change results, only speed and memory).
@@ -73,10 +71,7 @@ impl TorchTrainer {
     /// `data_root_override` replaces every trial's `data.path` (a worker
     /// whose copy of CIFAR-10 lives elsewhere than the submitter's).
     pub fn new(device: Device, data_root_override: Option<PathBuf>) -> Self {
-        TorchTrainer {
-            device,
-            data_root_override,
-        }
+        TorchTrainer { device, data_root_override }
     }
 
     pub fn device(&self) -> Device {
@@ -88,9 +83,8 @@ impl Trainer for TorchTrainer {
     fn train(&mut self, job: &TrialJob, ctx: &TrainContext) -> Result<TrainOutcome, TrainError> {
         // tch's non-fallible calls panic on a libtorch error (e.g. CUDA out
         // of memory); that must fail this trial, not kill the worker.
-        let run = catch_unwind(AssertUnwindSafe(|| {
-            run_trial(self.device, self.data_root_override.as_deref(), job, ctx)
-        }));
+        let run =
+            catch_unwind(AssertUnwindSafe(|| run_trial(self.device, self.data_root_override.as_deref(), job, ctx)));
         match run {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(Halt::Stop(reason))) => Ok(TrainOutcome::Stopped(reason)),
@@ -225,9 +219,7 @@ fn make_batch(
         .and_then(|t| t.f_view([n, 3, 32, 32]))
         .and_then(|t| t.f_to_device(device))
         .map_err(torch_err)?;
-    let y = Tensor::f_from_slice(&ys)
-        .and_then(|t| t.f_to_device(device))
-        .map_err(torch_err)?;
+    let y = Tensor::f_from_slice(&ys).and_then(|t| t.f_to_device(device)).map_err(torch_err)?;
     Ok((x, y))
 }
 
@@ -240,12 +232,7 @@ struct Eval {
     confusion: [[u64; CLASSES]; CLASSES],
 }
 
-fn evaluate(
-    net: &BmeNet,
-    split: &CifarSplit,
-    table: &[f32; 256],
-    device: Device,
-) -> Result<Eval, Halt> {
+fn evaluate(net: &BmeNet, split: &CifarSplit, table: &[f32; 256], device: Device) -> Result<Eval, Halt> {
     let _guard = tch::no_grad_guard();
     let mut confusion = [[0u64; CLASSES]; CLASSES];
     let mut loss_sum = 0.0;
@@ -259,10 +246,7 @@ fn evaluate(
             .and_then(|l| l.f_double_value(&[]))
             .map_err(torch_err)?;
         loss_sum += loss;
-        let preds = logits
-            .f_argmax(-1, false)
-            .and_then(|p| p.f_to_device(Device::Cpu))
-            .map_err(torch_err)?;
+        let preds = logits.f_argmax(-1, false).and_then(|p| p.f_to_device(Device::Cpu)).map_err(torch_err)?;
         let preds = Vec::<i64>::try_from(&preds).map_err(torch_err)?;
         for (&i, &p) in chunk.iter().zip(&preds) {
             let t = split.labels[i] as usize;
@@ -275,11 +259,7 @@ fn evaluate(
     }
     let n = split.len().max(1) as f64;
     let correct: u64 = (0..CLASSES).map(|k| confusion[k][k]).sum();
-    Ok(Eval {
-        loss: loss_sum / n,
-        accuracy: correct as f64 / n,
-        confusion,
-    })
+    Ok(Eval { loss: loss_sum / n, accuracy: correct as f64 / n, confusion })
 }
 
 /// L2 norm of the current gradient over each group's parameters, in group
@@ -294,11 +274,8 @@ fn grad_norms(groups: &[ParamGroup]) -> Result<Vec<f64>, Halt> {
             if !grad.defined() {
                 continue;
             }
-            let s = grad
-                .f_square()
-                .and_then(|s| s.f_sum(Kind::Float))
-                .and_then(|s| s.f_reshape([1]))
-                .map_err(torch_err)?;
+            let s =
+                grad.f_square().and_then(|s| s.f_sum(Kind::Float)).and_then(|s| s.f_reshape([1])).map_err(torch_err)?;
             acc = Some(match acc {
                 None => s,
                 Some(a) => a.f_add(&s).map_err(torch_err)?,
@@ -368,20 +345,16 @@ impl Run<'_> {
             wall_seconds: p.prior_wall + self.started.elapsed().as_secs_f64(),
         };
         checkpoint::save(&self.job.checkpoint_dir, &meta, |dir| {
-            self.vs
-                .save(dir.join("weights.ot"))
-                .map_err(|e| format!("weights: {e}"))?;
+            self.vs.save(dir.join("weights.ot")).map_err(|e| format!("weights: {e}"))?;
             let mut state = self.opt.state_tensors();
             if state.is_empty() {
                 // Plain SGD has no state; write a valid file anyway so every
                 // checkpoint has the same three files.
-                let empty =
-                    Tensor::f_zeros([0], (Kind::Float, Device::Cpu)).map_err(|e| e.to_string())?;
+                let empty = Tensor::f_zeros([0], (Kind::Float, Device::Cpu)).map_err(|e| e.to_string())?;
                 state.push(("empty".to_owned(), empty));
             }
             let refs: Vec<(&str, &Tensor)> = state.iter().map(|(n, t)| (n.as_str(), t)).collect();
-            Tensor::save_multi(&refs, dir.join("optimizer.ot"))
-                .map_err(|e| format!("optimizer state: {e}"))
+            Tensor::save_multi(&refs, dir.join("optimizer.ot")).map_err(|e| format!("optimizer state: {e}"))
         })
         .map_err(|e| Halt::Fail(TrainError::Checkpoint(e)))?;
         Ok(())
@@ -420,9 +393,10 @@ impl Run<'_> {
 /// Deletes a trial's checkpoint folder that must not be resumed from.
 fn discard_folder(dir: &Path) -> Result<(), Halt> {
     match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Halt::Fail(TrainError::Checkpoint(
-            format!("{}: cannot delete an unusable checkpoint folder: {e}", dir.display()),
-        ))),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Halt::Fail(TrainError::Checkpoint(format!(
+            "{}: cannot delete an unusable checkpoint folder: {e}",
+            dir.display()
+        )))),
         _ => Ok(()),
     }
 }
@@ -441,9 +415,7 @@ fn run_trial(
     let data = cifar::load_cached(data_path, spec.data.train_subset, spec.data.test_subset)
         .map_err(|e| TrainError::Data(e.to_string()))?;
     if data.train.is_empty() {
-        return Err(
-            TrainError::Data(format!("{}: no training images", data.root.display())).into(),
-        );
+        return Err(TrainError::Data(format!("{}: no training images", data.root.display())).into());
     }
     if data.test.is_empty() {
         return Err(TrainError::Data(format!("{}: no test images", data.root.display())).into());
@@ -452,31 +424,17 @@ fn run_trial(
     // Seed before building: the initial weights depend on the seed alone.
     tch::manual_seed(spec.seed as i64);
     let vs = nn::VarStore::new(device);
-    let cfg = BmeConfig {
-        depth: spec.depth,
-        skip: spec.skip,
-        batchnorm: spec.batchnorm,
-        init: spec.init,
-    };
+    let cfg = BmeConfig { depth: spec.depth, skip: spec.skip, batchnorm: spec.batchnorm, init: spec.init };
     let net = BmeNet::new(&vs.root(), &cfg).map_err(|e| TrainError::Model(e.to_string()))?;
     let groups = net.param_groups();
 
-    let mut named: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .collect();
+    let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let opt = match tc.optimizer {
         OptKind::Sgd => Optimizer::sgd(named, tc.lr, tc.momentum, tc.weight_decay),
         OptKind::Adam => Optimizer::adam(named, tc.lr, tc.weight_decay),
     };
-    let mut run = Run {
-        job,
-        vs,
-        opt,
-        started,
-    };
+    let mut run = Run { job, vs, opt, started };
 
     let mut p = Progress {
         next_epoch: 1,
@@ -509,11 +467,9 @@ fn run_trial(
     if let Some(ck) = found {
         let m = &ck.meta;
         if m.spec != spec.canonical() {
-            return Err(TrainError::Checkpoint(format!(
-                "{}: checkpoint of a different trial spec",
-                ck.dir.display()
-            ))
-            .into());
+            return Err(
+                TrainError::Checkpoint(format!("{}: checkpoint of a different trial spec", ck.dir.display())).into()
+            );
         }
         if m.optimizer != run.opt.kind() {
             return Err(TrainError::Checkpoint(format!(
@@ -524,9 +480,7 @@ fn run_trial(
             ))
             .into());
         }
-        run.vs
-            .load(ck.weights())
-            .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.weights().display())))?;
+        run.vs.load(ck.weights()).map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.weights().display())))?;
         let saved: HashMap<String, Tensor> = Tensor::load_multi_with_device(ck.optimizer(), device)
             .map_err(|e| TrainError::Checkpoint(format!("{}: {e}", ck.optimizer().display())))?
             .into_iter()
@@ -584,11 +538,7 @@ fn run_trial(
 
     for epoch in p.next_epoch..=tc.epochs {
         let order = epoch_permutation(spec.seed, epoch, n);
-        let first = if epoch == p.next_epoch {
-            p.next_batch.min(batches)
-        } else {
-            0
-        };
+        let first = if epoch == p.next_epoch { p.next_batch.min(batches) } else { 0 };
         let epoch_started = Instant::now();
         let mut images = 0usize;
         // The window's loss stays on the device between logging steps, so
@@ -621,10 +571,7 @@ fn run_trial(
             loss.f_backward().map_err(torch_err)?;
             // Summed in f64 so a window split by a checkpoint adds up the
             // same as an uninterrupted one.
-            let l = loss
-                .f_detach()
-                .and_then(|l| l.f_to_kind(Kind::Double))
-                .map_err(torch_err)?;
+            let l = loss.f_detach().and_then(|l| l.f_to_kind(Kind::Double)).map_err(torch_err)?;
             window = Some(match window.take() {
                 None => l,
                 Some(w) => w.f_add(&l).map_err(torch_err)?,
@@ -659,10 +606,7 @@ fn run_trial(
         let eval = evaluate(&net, &data.test, &table, device)?;
         p.last_test_loss = Some(eval.loss);
         p.last_test_accuracy = Some(eval.accuracy);
-        p.best_test_accuracy = Some(
-            p.best_test_accuracy
-                .map_or(eval.accuracy, |b| b.max(eval.accuracy)),
-        );
+        p.best_test_accuracy = Some(p.best_test_accuracy.map_or(eval.accuracy, |b| b.max(eval.accuracy)));
         send(ctx.metric(p.step, epoch, "test_loss", eval.loss))?;
         send(ctx.metric(p.step, epoch, "test_accuracy", eval.accuracy))?;
         if images > 0 && secs > 0.0 {
@@ -699,9 +643,7 @@ fn run_trial(
             send(ctx.metric(p.step, final_epoch, format!("confusion/{t}/{q}"), c))?;
         }
     }
-    let final_train_loss = p
-        .last_train_loss
-        .or_else(|| (p.window_n > 0).then(|| p.window_sum / p.window_n as f64));
+    let final_train_loss = p.last_train_loss.or_else(|| (p.window_n > 0).then(|| p.window_sum / p.window_n as f64));
     if job.keep_weights {
         run.save_final()?;
     }
