@@ -3,129 +3,26 @@
 //! The key names here are a user contract (see the README's grid.toml
 //! reference); renaming one breaks every grid file out there.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Weight-initialisation schemes (grid factor `init`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InitScheme {
-    /// libtorch's own defaults.
-    Default,
-    XavierUniform,
-    XavierNormal,
-    /// Fan-in, ReLU gain.
-    KaimingUniform,
-    /// Fan-in, ReLU gain.
-    KaimingNormal,
-}
+use crate::cell::Cell;
+use crate::level::Level;
+use crate::schema::Schema;
 
-impl InitScheme {
-    pub const ALL: [InitScheme; 5] = [
-        InitScheme::Default,
-        InitScheme::XavierUniform,
-        InitScheme::XavierNormal,
-        InitScheme::KaimingUniform,
-        InitScheme::KaimingNormal,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InitScheme::Default => "default",
-            InitScheme::XavierUniform => "xavier_uniform",
-            InitScheme::XavierNormal => "xavier_normal",
-            InitScheme::KaimingUniform => "kaiming_uniform",
-            InitScheme::KaimingNormal => "kaiming_normal",
-        }
-    }
-}
-
-impl std::fmt::Display for InitScheme {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for InitScheme {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        InitScheme::ALL.into_iter().find(|i| i.as_str() == s).ok_or_else(|| {
-            let names: Vec<_> = InitScheme::ALL.iter().map(|i| i.as_str()).collect();
-            format!("unknown init scheme {}; expected one of {}", crate::quote::short(s), names.join(", "))
-        })
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Optimizer {
-    Sgd,
-    Adam,
-}
-
-impl Optimizer {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Optimizer::Sgd => "sgd",
-            Optimizer::Adam => "adam",
-        }
-    }
-}
-
-impl std::str::FromStr for Optimizer {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "sgd" => Ok(Optimizer::Sgd),
-            "adam" => Ok(Optimizer::Adam),
-            _ => Err(format!("unknown optimizer {}; expected \"sgd\" or \"adam\"", crate::quote::short(s))),
-        }
-    }
-}
-
-/// The factors, crossed as a full factorial. Each list is non-empty.
+/// One factor of a grid: a name the trainer's schema knows and its levels
+/// (non-empty, distinct, each valid for the key), crossed with the others.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Factors {
-    pub depth: Vec<u32>,
-    pub skip: Vec<bool>,
-    pub init: Vec<InitScheme>,
-    pub batchnorm: Vec<bool>,
+pub struct Factor {
+    pub name: String,
+    pub levels: Vec<Level>,
 }
 
-/// `[train]`: how every trial trains. Part of each trial's identity.
-///
-/// Every key may be left out of the file; the [`Default`] values are the
-/// lecture demo's settings (6 epochs, batch size 4, SGD with lr 1e-4 and
-/// momentum 0.9, no weight decay, a logged loss every 2000 batches, no
-/// augmentation), so a grid that only varies the factors stays short.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainConfig {
-    pub epochs: u32,
-    pub batch_size: u32,
-    pub optimizer: Optimizer,
-    pub lr: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    /// Batches between logged mean training losses.
-    pub log_every: u32,
-    pub augment: bool,
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        TrainConfig {
-            epochs: 6,
-            batch_size: 4,
-            optimizer: Optimizer::Sgd,
-            lr: 1e-4,
-            momentum: 0.9,
-            weight_decay: 0.0,
-            log_every: 2000,
-            augment: false,
-        }
-    }
-}
+/// Fixed settings: every `[train]` key that is not a factor, with its value
+/// (defaults filled in). Sorted by key: part of each trial's identity.
+pub type Settings = BTreeMap<String, Level>;
 
 /// `[data]`: where the data is and how much of it to use.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,18 +71,15 @@ pub const MAX_PATH_LEN: usize = 4096;
 /// The longest `data.dataset`, in bytes.
 pub const MAX_DATASET_LEN: usize = 32;
 
-/// The deepest network a grid may ask for (`grid.depth`). Far beyond what
-/// the ablations need (64), and small enough that one trial cannot build a
-/// model that exhausts a worker.
-pub const MAX_DEPTH: u32 = 1024;
-
 /// A parsed, validated grid file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GridSpec {
     pub name: String,
     pub seeds: Vec<u64>,
-    pub grid: Factors,
-    pub train: TrainConfig,
+    /// The factors in the schema's key order (expansion and display order).
+    pub factors: Vec<Factor>,
+    /// `[train]`: the settings that are not factors.
+    pub train: Settings,
     pub data: DataConfig,
     pub run: RunConfig,
 }
@@ -244,33 +138,58 @@ impl GridSpec {
         crate::grid_parse::validate_spec(self)
     }
 
-    /// The full factorial, seeds innermost, in a stable order.
+    /// The full factorial in factor order (the last factor varying
+    /// fastest), seeds innermost.
     pub fn expand(&self) -> Vec<crate::TrialSpec> {
         let mut out = Vec::with_capacity(self.cell_count() * self.seeds.len());
-        for &depth in &self.grid.depth {
-            for &skip in &self.grid.skip {
-                for &init in &self.grid.init {
-                    for &batchnorm in &self.grid.batchnorm {
-                        for &seed in &self.seeds {
-                            out.push(crate::TrialSpec {
-                                depth,
-                                skip,
-                                init,
-                                batchnorm,
-                                seed,
-                                train: self.train.clone(),
-                                data: self.data.clone(),
-                            });
-                        }
-                    }
+        let mut index = vec![0usize; self.factors.len()];
+        if self.factors.iter().any(|f| f.levels.is_empty()) {
+            return out;
+        }
+        loop {
+            let cell: Cell =
+                self.factors.iter().zip(&index).map(|(f, &i)| (f.name.clone(), f.levels[i].clone())).collect();
+            for &seed in &self.seeds {
+                out.push(crate::TrialSpec {
+                    cell: cell.clone(),
+                    train: self.train.clone(),
+                    data: self.data.clone(),
+                    seed,
+                });
+            }
+            // Odometer: advance the last factor, carrying leftwards.
+            let mut k = self.factors.len();
+            loop {
+                if k == 0 {
+                    return out;
                 }
+                k -= 1;
+                index[k] += 1;
+                if index[k] < self.factors[k].levels.len() {
+                    break;
+                }
+                index[k] = 0;
             }
         }
-        out
     }
 
     /// Number of cells (factor combinations), not counting seeds.
     pub fn cell_count(&self) -> usize {
-        self.grid.depth.len() * self.grid.skip.len() * self.grid.init.len() * self.grid.batchnorm.len()
+        self.factors.iter().map(|f| f.levels.len()).product()
+    }
+
+    /// The factor called `name`, if the grid varies (or fixes) it there.
+    pub fn factor(&self, name: &str) -> Option<&Factor> {
+        self.factors.iter().find(|f| f.name == name)
+    }
+
+    /// The levels of factor `name` (empty when it is not a factor).
+    pub fn levels(&self, name: &str) -> &[Level] {
+        self.factor(name).map_or(&[], |f| &f.levels)
+    }
+
+    /// The schema of the trainer this grid is for (only BMEnet today).
+    pub fn schema(&self) -> &'static Schema {
+        crate::schema()
     }
 }

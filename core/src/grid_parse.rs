@@ -22,20 +22,27 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::grid::*;
+use crate::level::{Level, LevelKind};
 use crate::quote::{short, short_bare, truncate};
+use crate::schema::{Key, Place, Schema};
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
 const ROOT_KEYS: &[&str] = &["name", "seeds", "grid", "train", "data", "run"];
-const GRID_KEYS: &[&str] = &["depth", "skip", "init", "batchnorm"];
-const TRAIN_KEYS: &[&str] =
-    &["epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "log_every", "augment"];
 const DATA_KEYS: &[&str] = &["dataset", "path", "train_subset", "test_subset"];
 const RUN_KEYS: &[&str] = &["max_attempts", "priority", "keep_weights"];
+
 /// The tables and their keys, so an unknown key can be pointed at the table
-/// where it belongs.
-const SECTIONS: &[(&str, &[&str])] =
-    &[("grid", GRID_KEYS), ("train", TRAIN_KEYS), ("data", DATA_KEYS), ("run", RUN_KEYS)];
+/// where it belongs (`[train]` before `[grid]`: a setting written at the top
+/// level belongs in `[train]`, though it may also be a factor).
+fn sections(schema: &Schema) -> Vec<(&'static str, Vec<&'static str>)> {
+    vec![
+        ("train", schema.names(Place::Setting)),
+        ("grid", schema.factor_names()),
+        ("data", DATA_KEYS.to_vec()),
+        ("run", RUN_KEYS.to_vec()),
+    ]
+}
 
 /// The semantic rules, shared by the file parser and [`validate_spec`].
 ///
@@ -110,15 +117,6 @@ pub(crate) mod rules {
         Ok(())
     }
 
-    pub fn depth(depth: i64) -> Result<(), String> {
-        if depth <= 0 || depth % 8 != 0 {
-            return Err(format!("{depth} is not a positive multiple of 8 (e.g. 8, 16, 32, 64)"));
-        }
-        if depth > i64::from(MAX_DEPTH) {
-            return Err(format!("{depth} is deeper than the limit of {MAX_DEPTH} layers"));
-        }
-        Ok(())
-    }
 
     /// For counts that must be at least 1 (epochs, batch size, ...).
     pub fn positive(n: i64) -> Result<(), String> {
@@ -128,26 +126,8 @@ pub(crate) mod rules {
         Ok(())
     }
 
-    pub fn lr(lr: f64) -> Result<(), String> {
-        if !(lr.is_finite() && lr > 0.0) {
-            return Err(format!("must be a positive finite number, got {lr}"));
-        }
-        Ok(())
-    }
 
-    pub fn momentum(m: f64) -> Result<(), String> {
-        if !(m.is_finite() && (0.0..1.0).contains(&m)) {
-            return Err(format!("must be at least 0 and less than 1, got {m}"));
-        }
-        Ok(())
-    }
 
-    pub fn weight_decay(wd: f64) -> Result<(), String> {
-        if !(wd.is_finite() && wd >= 0.0) {
-            return Err(format!("must be a finite number >= 0, got {wd}"));
-        }
-        Ok(())
-    }
 
     pub fn dataset(name: &str) -> Result<(), String> {
         if name.len() > MAX_DATASET_LEN {
@@ -207,7 +187,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
     let doc = Doc { text, path };
     let root = DeTable::parse(text).map_err(|e| doc.syntax_error(&e))?;
     let root = Table { name: "", span: 0..0, entries: root.get_ref() };
-    root.check_keys(&doc, ROOT_KEYS)?;
+    root.check_keys(&doc, ROOT_KEYS, crate::schema())?;
 
     let name_v = root.required(&doc, "name", "e.g. name = \"skip-ablation\"")?;
     let name = string(&doc, "name", name_v)?;
@@ -216,30 +196,15 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
     let seeds_v = root.required(&doc, "seeds", "e.g. seeds = [0, 1, 2] or seeds = 3")?;
     let seeds = parse_seeds(&doc, seeds_v)?;
 
+    let schema = crate::schema();
     let grid_t = root.section(&doc, "grid")?.ok_or_else(|| {
-        doc.error(0..0, "grid", "missing [grid] table with the factors depth, skip, init and batchnorm")
+        doc.error(0..0, "grid", format!("missing [grid] table with the factors {}", schema.names(Place::Factor).join(", ")))
     })?;
-    grid_t.check_keys(&doc, GRID_KEYS)?;
-    let grid = Factors {
-        depth: factor(&doc, &grid_t, "depth", "depth = [8, 16, 32, 64]", |v| {
-            let d = int(&doc, "grid.depth", v)?;
-            rules::depth(d).map_err(|m| doc.error(v.span(), "grid.depth", m))?;
-            to_u32(&doc, "grid.depth", v, d)
-        })?,
-        skip: factor(&doc, &grid_t, "skip", "skip = [true, false]", |v| boolean(&doc, "grid.skip", v))?,
-        init: factor(&doc, &grid_t, "init", "init = [\"default\", \"kaiming_normal\"]", |v| {
-            let s = string(&doc, "grid.init", v)?;
-            s.parse::<InitScheme>().map_err(|m| doc.error(v.span(), "grid.init", m))
-        })?,
-        batchnorm: factor(&doc, &grid_t, "batchnorm", "batchnorm = [true, false]", |v| {
-            boolean(&doc, "grid.batchnorm", v)
-        })?,
-    };
-
+    grid_t.check_keys(&doc, &schema.factor_names(), schema)?;
     let no_table = DeTable::new();
     let train_t = root.section(&doc, "train")?.unwrap_or(Table { name: "train", span: 0..0, entries: &no_table });
-    train_t.check_keys(&doc, TRAIN_KEYS)?;
-    let train = parse_train(&doc, &train_t)?;
+    train_t.check_keys(&doc, &schema.names(Place::Setting), schema)?;
+    let (factors, train) = parse_factors_and_settings(&doc, schema, &grid_t, &train_t)?;
 
     let data_t = root.section(&doc, "data")?.ok_or_else(|| {
         doc.error(
@@ -248,21 +213,21 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
             "missing [data] table; at least `path` is needed, e.g. path = \"data/cifar-10-batches-bin\"",
         )
     })?;
-    data_t.check_keys(&doc, DATA_KEYS)?;
+    data_t.check_keys(&doc, DATA_KEYS, schema)?;
     let data = parse_data(&doc, &data_t)?;
 
     let run = match root.section(&doc, "run")? {
         Some(run_t) => {
-            run_t.check_keys(&doc, RUN_KEYS)?;
+            run_t.check_keys(&doc, RUN_KEYS, schema)?;
             parse_run(&doc, &run_t)?
         }
         None => RunConfig::default(),
     };
 
-    let cells = cell_count(&grid);
+    let cells = cell_count(&factors);
     rules::trial_count(cells, seeds.len()).map_err(|m| doc.error(grid_t.span.clone(), "grid", m))?;
 
-    Ok(GridSpec { name: name.into_owned(), seeds: seeds.materialise(), grid, train, data, run })
+    Ok(GridSpec { name: name.into_owned(), seeds: seeds.materialise(), factors, train, data, run })
 }
 
 /// Seeds as written: a count is kept as a count until the size check has
@@ -313,48 +278,65 @@ fn parse_seeds(doc: &Doc, v: &Value) -> Result<Seeds, GridError> {
     }
 }
 
-fn parse_train(doc: &Doc, t: &Table) -> Result<TrainConfig, GridError> {
-    let d = TrainConfig::default();
-    let positive_u32 = |name: &str, default: u32| -> Result<u32, GridError> {
-        let key = dotted("train", name);
-        match t.get(name) {
-            None => Ok(default),
-            Some(v) => {
-                let n = int(doc, &key, v)?;
-                rules::positive(n).map_err(|m| doc.error(v.span(), &key, m))?;
-                to_u32(doc, &key, v, n)
+/// `[grid]` and `[train]` through the schema: every key written in `[grid]`
+/// is a factor (in the schema's order), every factor-only key must be
+/// there, and each setting not made a factor is taken from `[train]` or its
+/// default. A key in both tables is an error naming both places.
+fn parse_factors_and_settings(
+    doc: &Doc,
+    schema: &Schema,
+    grid_t: &Table,
+    train_t: &Table,
+) -> Result<(Vec<Factor>, Settings), GridError> {
+    if let Some((k, v)) =
+        train_t.entries.iter().filter(|(k, _)| grid_t.get(k.get_ref()).is_some()).min_by_key(|(k, _)| k.span().start)
+    {
+        let name: &str = k.get_ref();
+        let (line, column) = line_col(doc.text, grid_t.get(name).map_or(0, |g| g.span().start));
+        return Err(doc.error(
+            v.span(),
+            &dotted("train", name),
+            format!(
+                "`{name}` is also a factor in [grid] (line {line}, column {column}); a key is either a factor \
+                 or a fixed setting: remove one of them"
+            ),
+        ));
+    }
+    let mut factors = Vec::new();
+    let mut train = Settings::new();
+    for key in schema.keys {
+        match (grid_t.get(key.name), key.place) {
+            (Some(v), _) => factors.push(Factor { name: key.name.to_owned(), levels: factor(doc, grid_t, key, v)? }),
+            (None, Place::Factor) => {
+                grid_t.required(doc, key.name, &format!("give one value or a list, e.g. {}", key.example))?;
+            }
+            (None, Place::Setting) => {
+                let level = match (train_t.get(key.name), key.default) {
+                    (Some(v), _) => typed(doc, key, &dotted("train", key.name), v)?,
+                    (None, Some(d)) => d.level(),
+                    (None, None) => {
+                        train_t.required(doc, key.name, &format!("e.g. {}", key.example))?;
+                        continue;
+                    }
+                };
+                train.insert(key.name.to_owned(), level);
             }
         }
+    }
+    Ok((factors, train))
+}
+
+/// One value for `key`, of its kind (floats accept integers), checked by
+/// its rule; errors point at the value.
+fn typed(doc: &Doc, key: &Key, dotted_key: &str, v: &Value) -> Result<Level, GridError> {
+    let level = match key.kind {
+        LevelKind::Int => Level::Int(int(doc, dotted_key, v)?),
+        LevelKind::Float => Level::Float(float(doc, dotted_key, v)?),
+        LevelKind::Bool => Level::Bool(boolean(doc, dotted_key, v)?),
+        LevelKind::Str => Level::Str(string(doc, dotted_key, v)?.into_owned()),
     };
-    let checked_float = |name: &str, default: f64, rule: fn(f64) -> Result<(), String>| {
-        let key = dotted("train", name);
-        match t.get(name) {
-            None => Ok(default),
-            Some(v) => {
-                let x = float(doc, &key, v)?;
-                rule(x).map_err(|m| doc.error(v.span(), &key, m))?;
-                Ok(x)
-            }
-        }
-    };
-    Ok(TrainConfig {
-        epochs: positive_u32("epochs", d.epochs)?,
-        batch_size: positive_u32("batch_size", d.batch_size)?,
-        optimizer: match t.get("optimizer") {
-            None => d.optimizer,
-            Some(v) => {
-                string(doc, "train.optimizer", v)?.parse().map_err(|m| doc.error(v.span(), "train.optimizer", m))?
-            }
-        },
-        lr: checked_float("lr", d.lr, rules::lr)?,
-        momentum: checked_float("momentum", d.momentum, rules::momentum)?,
-        weight_decay: checked_float("weight_decay", d.weight_decay, rules::weight_decay)?,
-        log_every: positive_u32("log_every", d.log_every)?,
-        augment: match t.get("augment") {
-            None => d.augment,
-            Some(v) => boolean(doc, "train.augment", v)?,
-        },
-    })
+    (key.rule)(&level).map_err(|m| doc.error(v.span(), dotted_key, m))?;
+    Ok(level)
 }
 
 fn parse_data(doc: &Doc, t: &Table) -> Result<DataConfig, GridError> {
@@ -417,31 +399,22 @@ fn parse_run(doc: &Doc, t: &Table) -> Result<RunConfig, GridError> {
     Ok(RunConfig { max_attempts, priority, keep_weights })
 }
 
-/// A factor: one value (held fixed) or a non-empty list of distinct values,
-/// each converted and checked by `item`.
-fn factor<T: Hash + Eq + std::fmt::Display>(
-    doc: &Doc,
-    table: &Table,
-    name: &str,
-    example: &str,
-    item: impl Fn(&Value) -> Result<T, GridError>,
-) -> Result<Vec<T>, GridError> {
-    let key = dotted("grid", name);
-    let v = table.required(doc, name, &format!("give one value or a list, e.g. {example}"))?;
+/// A factor's levels: one value (held fixed) or a non-empty list of
+/// distinct values, each of the key's kind and valid by its rule.
+fn factor(doc: &Doc, table: &Table, key: &Key, v: &Value) -> Result<Vec<Level>, GridError> {
+    let dotted_key = dotted(table.name, key.name);
     let items: &[Value] = match v.get_ref() {
         DeValue::Array(a) => a,
         _ => std::slice::from_ref(v),
     };
-    rules::non_empty(items.len()).map_err(|m| doc.error(v.span(), &key, m))?;
-    let values = items.iter().map(item).collect::<Result<Vec<T>, _>>()?;
-    rules::distinct(&values).map_err(|(i, m)| doc.error(items[i].span(), &key, m))?;
-    Ok(values)
+    rules::non_empty(items.len()).map_err(|m| doc.error(v.span(), &dotted_key, m))?;
+    let levels = items.iter().map(|item| typed(doc, key, &dotted_key, item)).collect::<Result<Vec<_>, _>>()?;
+    rules::distinct(&levels).map_err(|(i, m)| doc.error(items[i].span(), &dotted_key, m))?;
+    Ok(levels)
 }
 
-fn cell_count(f: &Factors) -> u64 {
-    [f.depth.len(), f.skip.len(), f.init.len(), f.batchnorm.len()]
-        .into_iter()
-        .fold(1u64, |acc, n| acc.saturating_mul(n as u64))
+fn cell_count(factors: &[Factor]) -> u64 {
+    factors.iter().fold(1u64, |acc, f| acc.saturating_mul(f.levels.len() as u64))
 }
 
 /// The text and file name, to turn spans into `file:line:column` errors.
@@ -501,7 +474,7 @@ impl<'a, 'i> Table<'a, 'i> {
     }
 
     /// Rejects the first key (in file order) that is not in `allowed`.
-    fn check_keys(&self, doc: &Doc, allowed: &[&str]) -> Result<(), GridError> {
+    fn check_keys(&self, doc: &Doc, allowed: &[&str], schema: &Schema) -> Result<(), GridError> {
         let first_unknown = self
             .entries
             .iter()
@@ -512,7 +485,7 @@ impl<'a, 'i> Table<'a, 'i> {
         };
         let name: &str = key.get_ref();
         let place = if self.name.is_empty() { "at the top level".to_owned() } else { format!("in [{}]", self.name) };
-        let hint = unknown_key_hint(self.name, name, allowed);
+        let hint = unknown_key_hint(schema, self.name, name, allowed);
         let shown = short_bare(name);
         Err(doc.error(key.span(), &dotted(self.name, &shown), format!("unknown key `{shown}` {place}; {hint}")))
     }
@@ -524,10 +497,13 @@ const MAX_SUGGEST_LEN: usize = 64;
 
 /// Where an unknown key probably should have gone: a close spelling in the
 /// same table, or the table where that key exists.
-fn unknown_key_hint(table: &str, key: &str, allowed: &[&str]) -> String {
-    if let Some(&(home, _)) = SECTIONS.iter().find(|(s, keys)| *s != table && keys.contains(&key)) {
+fn unknown_key_hint(schema: &Schema, table: &str, key: &str, allowed: &[&str]) -> String {
+    if let Some((home, _)) = sections(schema).into_iter().find(|(s, keys)| *s != table && keys.contains(&key)) {
         return if table == "grid" {
-            format!("`{key}` is a [{home}] setting, not a grid factor; the factors are {}", GRID_KEYS.join(", "))
+            format!(
+                "`{key}` is a [{home}] setting, not a grid factor; the factors are {} and any [train] key",
+                schema.names(Place::Factor).join(", ")
+            )
         } else if table.is_empty() {
             format!("`{key}` belongs in [{home}]; move it below the [{home}] header")
         } else {
@@ -726,16 +702,7 @@ fn as_i64(key: &str, n: u64) -> Result<i64, GridError> {
 /// Checks a spec built without a file (e.g. received over gRPC) against the
 /// same rules the parser applies.
 pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
-    fn check_factor<T: Hash + Eq + std::fmt::Display>(
-        key: &str,
-        values: &[T],
-        item: impl Fn(&T) -> Result<(), String>,
-    ) -> Result<(), GridError> {
-        rules::non_empty(values.len()).map_err(bad(key))?;
-        values.iter().try_for_each(&item).map_err(bad(key))?;
-        rules::distinct(values).map_err(bad_at(key))
-    }
-
+    let schema = crate::schema();
     rules::name(&spec.name).map_err(bad("name"))?;
     rules::seed_count(as_i64("seeds", spec.seeds.len() as u64)?).map_err(bad("seeds"))?;
     for &s in &spec.seeds {
@@ -743,36 +710,101 @@ pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
     }
     rules::distinct(&spec.seeds).map_err(bad_at("seeds"))?;
 
-    let g = &spec.grid;
-    check_factor("grid.depth", &g.depth, |&d| rules::depth(i64::from(d)))?;
-    check_factor("grid.skip", &g.skip, |_| Ok(()))?;
-    check_factor("grid.init", &g.init, |_| Ok(()))?;
-    check_factor("grid.batchnorm", &g.batchnorm, |_| Ok(()))?;
-
-    validate_train(&spec.train)?;
+    let mut last = None;
+    for f in &spec.factors {
+        let key = format!("grid.{}", short_bare(&f.name));
+        let position = schema.position(&f.name);
+        if position == usize::MAX {
+            return Err(bad(&key)(unknown_factor(schema, &f.name)));
+        }
+        if last.is_some_and(|p| p >= position) {
+            return Err(bad(&key)("is out of order or given twice; factors follow the schema's key order".into()));
+        }
+        last = Some(position);
+        rules::non_empty(f.levels.len()).map_err(bad(&key))?;
+        for l in &f.levels {
+            check_exact(schema, &f.name, l).map_err(bad(&key))?;
+        }
+        rules::distinct(&f.levels).map_err(bad_at(&key))?;
+    }
+    for name in schema.names(Place::Factor) {
+        if spec.factor(name).is_none() {
+            return Err(bad(&format!("grid.{name}"))("missing; this factor is required".into()));
+        }
+    }
+    check_settings(schema, &spec.train, |name| spec.factor(name).is_some())?;
     validate_data(&spec.data)?;
 
     rules::positive(spec.run.max_attempts.into()).map_err(bad("run.max_attempts"))?;
-    rules::trial_count(cell_count(g), spec.seeds.len() as u64).map_err(bad("grid"))
+    rules::trial_count(cell_count(&spec.factors), spec.seeds.len() as u64).map_err(bad("grid"))
 }
 
-/// Checks one trial's spec (e.g. an assignment received by a worker) against
-/// the rules for its factor values, seed, training and data settings. Keys
-/// are the trial's field names (`depth`, `train.lr`, ...).
+/// Checks one trial's spec (e.g. an assignment received by a worker): every
+/// schema key exactly once, as a cell level or a fixed setting, each valid;
+/// the seed; the data settings. Keys are `depth` for factor-only keys and
+/// `train.lr` for settings, wherever they are given.
 pub(crate) fn validate_trial(t: &crate::TrialSpec) -> Result<(), GridError> {
-    rules::depth(i64::from(t.depth)).map_err(bad("depth"))?;
+    let schema = crate::schema();
+    let key_of = |name: &str| match schema.key(name).map(|k| k.place) {
+        Some(Place::Setting) => format!("train.{}", short_bare(name)),
+        _ => short_bare(name),
+    };
+    for (name, l) in t.cell.iter() {
+        if schema.key(name).is_none() {
+            return Err(bad(&key_of(name))(unknown_factor(schema, name)));
+        }
+        check_exact(schema, name, l).map_err(bad(&key_of(name)))?;
+    }
+    for name in schema.names(Place::Factor) {
+        if t.cell.get(name).is_none() {
+            return Err(bad(name)("missing from the trial's cell".into()));
+        }
+    }
+    check_settings(schema, &t.train, |name| t.cell.get(name).is_some())?;
     rules::seed(as_i64("seed", t.seed)?).map_err(bad("seed"))?;
-    validate_train(&t.train)?;
     validate_data(&t.data)
 }
 
-fn validate_train(t: &TrainConfig) -> Result<(), GridError> {
-    rules::positive(t.epochs.into()).map_err(bad("train.epochs"))?;
-    rules::positive(t.batch_size.into()).map_err(bad("train.batch_size"))?;
-    rules::lr(t.lr).map_err(bad("train.lr"))?;
-    rules::momentum(t.momentum).map_err(bad("train.momentum"))?;
-    rules::weight_decay(t.weight_decay).map_err(bad("train.weight_decay"))?;
-    rules::positive(t.log_every.into()).map_err(bad("train.log_every"))
+/// Fixed settings: each a known `[train]` key, not also a factor, valid;
+/// and every `[train]` key that is not a factor present.
+fn check_settings(schema: &Schema, train: &Settings, is_factor: impl Fn(&str) -> bool) -> Result<(), GridError> {
+    for (name, l) in train {
+        let key = format!("train.{}", short_bare(name));
+        match schema.key(name) {
+            Some(k) if k.place == Place::Setting => {}
+            _ => {
+                let known = schema.names(Place::Setting).join(", ");
+                return Err(bad(&key)(format!("unknown setting; expected one of: {known}")));
+            }
+        }
+        if is_factor(name) {
+            return Err(bad(&key)("is both a factor and a fixed setting; a key is either one or the other".into()));
+        }
+        check_exact(schema, name, l).map_err(bad(&key))?;
+    }
+    for name in schema.names(Place::Setting) {
+        if !is_factor(name) && !train.contains_key(name) {
+            return Err(bad(&format!("train.{name}"))("missing; give it as a setting or a factor".into()));
+        }
+    }
+    Ok(())
+}
+
+/// A level already of the key's kind (the wire carries typed values) and
+/// valid by its rule.
+fn check_exact(schema: &Schema, name: &str, level: &Level) -> Result<(), String> {
+    let expected = schema.key(name).map(|k| k.kind);
+    schema.check(name, level.clone())?;
+    match expected {
+        Some(kind) if kind != level.kind() => {
+            Err(format!("expected {}, found {}", kind.describe(), level.describe()))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn unknown_factor(schema: &Schema, name: &str) -> String {
+    format!("unknown factor {}; {} understands: {}", short(name), schema.trainer, schema.factor_names().join(", "))
 }
 
 fn validate_data(d: &DataConfig) -> Result<(), GridError> {

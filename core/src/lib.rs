@@ -6,15 +6,33 @@
 //! CLI (which validates a grid before it is sent), the coordinator (which
 //! validates it again, since the wire is not trusted) and the worker.
 
+pub mod bmenet;
+pub mod cell;
 pub mod effects;
 pub mod grid;
 mod grid_parse;
+pub mod level;
 pub mod quote;
+pub mod results;
+pub mod schema;
+pub mod state;
 pub mod stats;
 pub mod trial;
 
+pub use bmenet::{InitScheme, Optimizer, TrainConfig, MAX_DEPTH};
+pub use cell::Cell;
 pub use grid::{
-    DataConfig, Factors, GridError, GridSpec, InitScheme, Optimizer, RunConfig, TrainConfig, MAX_DATASET_LEN,
-    MAX_DEPTH, MAX_NAME_LEN, MAX_PATH_LEN, MAX_TRIALS,
+    DataConfig, Factor, GridError, GridSpec, RunConfig, Settings, MAX_DATASET_LEN, MAX_NAME_LEN, MAX_PATH_LEN,
+    MAX_TRIALS,
 };
+pub use level::{Level, LevelKind};
+pub use results::{CurveSums, GradFlowSums, SweepResults, TrialResult};
+pub use schema::Schema;
+pub use state::TrialState;
 pub use trial::{TrialId, TrialSpec};
+
+/// The schema of the trainer grids are for. Only BMEnet exists today; a
+/// grid key naming the trainer would choose among schemas here.
+pub fn schema() -> &'static Schema {
+    &bmenet::SCHEMA
+}

@@ -3,20 +3,22 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::grid::{DataConfig, InitScheme, TrainConfig};
+use crate::cell::Cell;
+use crate::grid::{DataConfig, Settings};
+use crate::level::Level;
 
-/// Everything that makes one trial: the factor values of its cell, the
-/// training and data settings, and the seed. Two trials with equal specs are
-/// the same trial, whoever submits them and however often.
+/// Everything that makes one trial: its cell (the factor levels), the
+/// fixed training settings, the data settings, and the seed. Two trials
+/// with equal specs are the same trial, whoever submits them and however
+/// often.
+///
+/// Field order is the canonical JSON's key order; do not reorder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialSpec {
-    pub depth: u32,
-    pub skip: bool,
-    pub init: InitScheme,
-    pub batchnorm: bool,
-    pub seed: u64,
-    pub train: TrainConfig,
+    pub cell: Cell,
+    pub train: Settings,
     pub data: DataConfig,
+    pub seed: u64,
 }
 
 /// A trial's stable ID: the first 16 bytes of the SHA-256 of its canonical
@@ -40,10 +42,16 @@ fn short_hash(domain: &str, parts: &[&str]) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
+/// The hash domain of trial IDs. Version 1 hashed a struct with the four
+/// BMEnet factors as fields; version 2 hashes the cell as a sorted map.
+pub const TRIAL_ID_DOMAIN: &str = "sweep.trial.v2";
+/// The hash domain of cell keys (see [`TRIAL_ID_DOMAIN`]).
+pub const CELL_KEY_DOMAIN: &str = "sweep.cell.v2";
+
 impl TrialSpec {
-    /// The canonical form: JSON with a fixed key order (struct order) and
-    /// shortest round-trip float formatting. Changing it changes every ID, so
-    /// it is versioned through the hash domain in [`TrialSpec::id`].
+    /// The canonical form: JSON with a fixed key order (struct order, maps
+    /// sorted) and shortest round-trip float formatting. Changing it changes
+    /// every ID, so it is versioned through [`TRIAL_ID_DOMAIN`].
     pub fn canonical(&self) -> String {
         serde_json::to_string(self).expect("a TrialSpec always serialises")
     }
@@ -55,40 +63,31 @@ impl TrialSpec {
         v.to_string()
     }
 
-    /// Checks the spec against the grid rules (depth, seed, training and
-    /// data settings), for a spec that arrived without a grid (e.g. over
-    /// the wire). The error's key is the trial field (`depth`, `train.lr`).
+    /// Checks the spec against its trainer's schema (every key once, as a
+    /// factor level or a setting, each valid), the seed and the data
+    /// settings, for a spec that arrived without a grid (e.g. over the
+    /// wire). The error's key is the factor or `train.`/`data.` key.
     pub fn validate(&self) -> Result<(), crate::GridError> {
         crate::grid_parse::validate_trial(self)
     }
 
-    /// The trial's ID within the sweep named `sweep`.
-    pub fn id(&self, sweep: &str) -> TrialId {
-        TrialId(short_hash("sweep.trial.v1", &[sweep, &self.canonical()]))
+    /// The level of key `name`: the cell's, else the fixed setting's.
+    pub fn level(&self, name: &str) -> Option<&Level> {
+        self.cell.get(name).or_else(|| self.train.get(name))
     }
 
-    /// The ID of the trial's cell (the same for every seed).
+    /// The trial's ID within the sweep named `sweep`.
+    pub fn id(&self, sweep: &str) -> TrialId {
+        TrialId(short_hash(TRIAL_ID_DOMAIN, &[sweep, &self.canonical()]))
+    }
+
+    /// The ID of the trial's cell with its settings (the same for every seed).
     pub fn cell_key(&self, sweep: &str) -> String {
-        short_hash("sweep.cell.v1", &[sweep, &self.cell_canonical()])
+        short_hash(CELL_KEY_DOMAIN, &[sweep, &self.cell_canonical()])
     }
 
     /// A short human label, e.g. `depth=32 skip=on init=default bn=on seed=1`.
     pub fn label(&self) -> String {
-        format!(
-            "depth={} skip={} init={} bn={} seed={}",
-            self.depth,
-            on_off(self.skip),
-            self.init,
-            on_off(self.batchnorm),
-            self.seed
-        )
-    }
-}
-
-fn on_off(b: bool) -> &'static str {
-    if b {
-        "on"
-    } else {
-        "off"
+        format!("{} seed={}", self.cell.label(crate::schema()), self.seed)
     }
 }

@@ -1,10 +1,17 @@
-//! Protobuf <-> domain conversions. Wire input is untrusted: every
-//! `TryFrom` here validates, and the error names the offending field.
+//! Protobuf <-> domain conversions, in both directions and for every
+//! message that carries domain values: grid and trial specs, levels, trial
+//! states and the analysis results. Wire input is untrusted: every
+//! `TryFrom` here validates (through sweep-core's rules, their one copy),
+//! and the error names the offending field.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use crate::v1 as pb;
-use sweep_core::{DataConfig, Factors, GridError, GridSpec, InitScheme, RunConfig, TrainConfig, TrialSpec};
+use sweep_core::{
+    Cell, CurveSums, DataConfig, Factor, GradFlowSums, GridError, GridSpec, Level, RunConfig, Settings, SweepResults,
+    TrialResult, TrialSpec, TrialState,
+};
 
 /// A wire message that does not make a valid domain value.
 #[derive(Debug, thiserror::Error)]
@@ -18,39 +25,57 @@ fn err(field: &str, message: impl Into<String>) -> ConvertError {
     ConvertError { field: field.to_owned(), message: message.into() }
 }
 
-fn init(field: &str, s: &str) -> Result<InitScheme, ConvertError> {
-    s.parse().map_err(|m: String| err(field, m))
-}
-
-impl From<&TrainConfig> for pb::TrainSettings {
-    fn from(t: &TrainConfig) -> Self {
-        pb::TrainSettings {
-            epochs: t.epochs,
-            batch_size: t.batch_size,
-            optimizer: t.optimizer.as_str().to_owned(),
-            lr: t.lr,
-            momentum: t.momentum,
-            weight_decay: t.weight_decay,
-            log_every: t.log_every,
-            augment: t.augment,
+impl From<&Level> for pb::Level {
+    fn from(l: &Level) -> Self {
+        use pb::level::Kind;
+        pb::Level {
+            kind: Some(match l {
+                Level::Int(i) => Kind::Int(*i),
+                Level::Float(x) => Kind::Float(*x),
+                Level::Bool(b) => Kind::Flag(*b),
+                Level::Str(s) => Kind::Text(s.clone()),
+            }),
         }
     }
 }
 
-impl TryFrom<pb::TrainSettings> for TrainConfig {
-    type Error = ConvertError;
-    fn try_from(t: pb::TrainSettings) -> Result<Self, ConvertError> {
-        Ok(TrainConfig {
-            epochs: t.epochs,
-            batch_size: t.batch_size,
-            optimizer: t.optimizer.parse().map_err(|m: String| err("train.optimizer", m))?,
-            lr: t.lr,
-            momentum: t.momentum,
-            weight_decay: t.weight_decay,
-            log_every: t.log_every,
-            augment: t.augment,
-        })
+/// A level off the wire (`field` names it in errors): a kind must be set and
+/// a float must be finite.
+fn level(field: &str, l: pb::Level) -> Result<Level, ConvertError> {
+    use pb::level::Kind;
+    match l.kind {
+        None => Err(err(field, "a level without a value")),
+        Some(Kind::Int(i)) => Ok(Level::Int(i)),
+        Some(Kind::Float(x)) if x.is_finite() => Ok(Level::Float(x)),
+        Some(Kind::Float(x)) => Err(err(field, format!("{x} is not a finite number"))),
+        Some(Kind::Flag(b)) => Ok(Level::Bool(b)),
+        Some(Kind::Text(s)) => Ok(Level::Str(s)),
     }
+}
+
+fn levels_out<'a>(m: impl IntoIterator<Item = (&'a String, &'a Level)>) -> HashMap<String, pb::Level> {
+    m.into_iter().map(|(k, v)| (k.clone(), v.into())).collect()
+}
+
+/// A name -> level map off the wire; `prefix` + name is the field in errors.
+fn levels_in(prefix: &str, m: HashMap<String, pb::Level>) -> Result<BTreeMap<String, Level>, ConvertError> {
+    m.into_iter()
+        .map(|(k, v)| {
+            let l = level(&format!("{prefix}{}", sweep_core::quote::short_bare(&k)), v)?;
+            Ok((k, l))
+        })
+        .collect()
+}
+
+/// A cell as the wire carries it.
+pub fn cell_to_wire(c: &Cell) -> HashMap<String, pb::Level> {
+    levels_out(c.iter())
+}
+
+/// A cell off the wire (no schema check: report data names whatever the
+/// sweep's factors were).
+pub fn cell_from_wire(field: &str, m: HashMap<String, pb::Level>) -> Result<Cell, ConvertError> {
+    Ok(Cell(levels_in(&format!("{field}."), m)?))
 }
 
 impl From<&DataConfig> for pb::DataSettings {
@@ -80,13 +105,12 @@ impl From<&GridSpec> for pb::GridSpec {
         pb::GridSpec {
             name: g.name.clone(),
             seeds: g.seeds.clone(),
-            grid: Some(pb::Factors {
-                depth: g.grid.depth.clone(),
-                skip: g.grid.skip.clone(),
-                init: g.grid.init.iter().map(|i| i.as_str().to_owned()).collect(),
-                batchnorm: g.grid.batchnorm.clone(),
-            }),
-            train: Some((&g.train).into()),
+            factors: g
+                .factors
+                .iter()
+                .map(|f| pb::Factor { name: f.name.clone(), levels: f.levels.iter().map(Into::into).collect() })
+                .collect(),
+            train: levels_out(&g.train),
             data: Some((&g.data).into()),
             run: Some(pb::RunSettings {
                 max_attempts: g.run.max_attempts,
@@ -100,18 +124,21 @@ impl From<&GridSpec> for pb::GridSpec {
 impl TryFrom<pb::GridSpec> for GridSpec {
     type Error = ConvertError;
     fn try_from(g: pb::GridSpec) -> Result<Self, ConvertError> {
-        let f = g.grid.ok_or_else(|| err("grid", "missing"))?;
         let run = g.run.ok_or_else(|| err("run", "missing"))?;
+        let factors = g
+            .factors
+            .into_iter()
+            .map(|f| {
+                let field = format!("grid.{}", sweep_core::quote::short_bare(&f.name));
+                let levels = f.levels.into_iter().map(|l| level(&field, l)).collect::<Result<_, _>>()?;
+                Ok(Factor { name: f.name, levels })
+            })
+            .collect::<Result<Vec<_>, ConvertError>>()?;
         let spec = GridSpec {
             name: g.name,
             seeds: g.seeds,
-            grid: Factors {
-                depth: f.depth,
-                skip: f.skip,
-                init: f.init.iter().map(|s| init("grid.init", s)).collect::<Result<_, _>>()?,
-                batchnorm: f.batchnorm,
-            },
-            train: g.train.ok_or_else(|| err("train", "missing"))?.try_into()?,
+            factors,
+            train: levels_in("train.", g.train)?,
             data: g.data.ok_or_else(|| err("data", "missing"))?.into(),
             run: RunConfig { max_attempts: run.max_attempts, priority: run.priority, keep_weights: run.keep_weights },
         };
@@ -123,12 +150,9 @@ impl TryFrom<pb::GridSpec> for GridSpec {
 impl From<&TrialSpec> for pb::TrialSpec {
     fn from(t: &TrialSpec) -> Self {
         pb::TrialSpec {
-            depth: t.depth,
-            skip: t.skip,
-            init: t.init.as_str().to_owned(),
-            batchnorm: t.batchnorm,
+            cell: cell_to_wire(&t.cell),
+            train: levels_out(&t.train),
             seed: t.seed,
-            train: Some((&t.train).into()),
             data: Some((&t.data).into()),
         }
     }
@@ -137,17 +161,15 @@ impl From<&TrialSpec> for pb::TrialSpec {
 impl TryFrom<pb::TrialSpec> for TrialSpec {
     type Error = ConvertError;
     fn try_from(t: pb::TrialSpec) -> Result<Self, ConvertError> {
+        let train: Settings = levels_in("spec.train.", t.train)?;
         let spec = TrialSpec {
-            depth: t.depth,
-            skip: t.skip,
-            init: init("spec.init", &t.init)?,
-            batchnorm: t.batchnorm,
-            seed: t.seed,
-            train: t.train.ok_or_else(|| err("spec.train", "missing"))?.try_into()?,
+            cell: cell_from_wire("spec.cell", t.cell)?,
+            train,
             data: t.data.ok_or_else(|| err("spec.data", "missing"))?.into(),
+            seed: t.seed,
         };
-        // The grid's rules (depth, seed, training and data settings), from
-        // their one copy in sweep-core.
+        // The schema's rules (every key once, each valid), the seed and the
+        // data settings, from their one copy in sweep-core.
         spec.validate().map_err(|e| from_grid_error("spec.", e))?;
         Ok(spec)
     }
@@ -161,6 +183,152 @@ fn from_grid_error(prefix: &str, e: GridError) -> ConvertError {
             let field = prefix.trim_end_matches('.');
             err(if field.is_empty() { "spec" } else { field }, other.to_string())
         }
+    }
+}
+
+impl From<TrialState> for pb::TrialState {
+    fn from(s: TrialState) -> Self {
+        match s {
+            TrialState::Queued => pb::TrialState::Queued,
+            TrialState::Running => pb::TrialState::Running,
+            TrialState::Succeeded => pb::TrialState::Succeeded,
+            TrialState::Diverged => pb::TrialState::Diverged,
+            TrialState::Failed => pb::TrialState::Failed,
+            TrialState::Cancelled => pb::TrialState::Cancelled,
+        }
+    }
+}
+
+/// A trial state off the wire (the raw enum value, as prost keeps it).
+pub fn trial_state(field: &str, raw: i32) -> Result<TrialState, ConvertError> {
+    match pb::TrialState::try_from(raw) {
+        Ok(pb::TrialState::Queued) => Ok(TrialState::Queued),
+        Ok(pb::TrialState::Running) => Ok(TrialState::Running),
+        Ok(pb::TrialState::Succeeded) => Ok(TrialState::Succeeded),
+        Ok(pb::TrialState::Diverged) => Ok(TrialState::Diverged),
+        Ok(pb::TrialState::Failed) => Ok(TrialState::Failed),
+        Ok(pb::TrialState::Cancelled) => Ok(TrialState::Cancelled),
+        Ok(pb::TrialState::Unspecified) | Err(_) => Err(err(field, format!("unknown trial state {raw}"))),
+    }
+}
+
+impl From<&TrialResult> for pb::TrialFinal {
+    fn from(t: &TrialResult) -> Self {
+        pb::TrialFinal {
+            cell: cell_to_wire(&t.cell),
+            seed: t.seed,
+            state: pb::TrialState::from(t.state).into(),
+            final_train_loss: t.final_train_loss,
+            final_test_loss: t.final_test_loss,
+            final_test_accuracy: t.final_test_accuracy,
+            best_test_accuracy: t.best_test_accuracy,
+            wall_seconds: t.wall_seconds,
+            cell_key: t.cell_key.clone(),
+            device: t.device.clone(),
+            threads: t.threads,
+            diverged_step: t.diverged_step,
+            train_images_used: t.train_images_used,
+        }
+    }
+}
+
+impl TryFrom<pb::TrialFinal> for TrialResult {
+    type Error = ConvertError;
+    fn try_from(t: pb::TrialFinal) -> Result<Self, ConvertError> {
+        Ok(TrialResult {
+            cell: cell_from_wire("trials.cell", t.cell)?,
+            cell_key: t.cell_key,
+            seed: t.seed,
+            state: trial_state("trials.state", t.state)?,
+            final_train_loss: t.final_train_loss,
+            final_test_loss: t.final_test_loss,
+            final_test_accuracy: t.final_test_accuracy,
+            best_test_accuracy: t.best_test_accuracy,
+            wall_seconds: t.wall_seconds,
+            device: t.device,
+            threads: t.threads,
+            diverged_step: t.diverged_step,
+            train_images_used: t.train_images_used,
+        })
+    }
+}
+
+impl From<&CurveSums> for pb::CurveAggregate {
+    fn from(c: &CurveSums) -> Self {
+        pb::CurveAggregate {
+            cell: cell_to_wire(&c.cell),
+            metric: c.metric.clone(),
+            step: c.step,
+            n: c.n,
+            sum: c.sum,
+            sum_sq: c.sum_sq,
+        }
+    }
+}
+
+impl TryFrom<pb::CurveAggregate> for CurveSums {
+    type Error = ConvertError;
+    fn try_from(c: pb::CurveAggregate) -> Result<Self, ConvertError> {
+        Ok(CurveSums {
+            cell: cell_from_wire("curves.cell", c.cell)?,
+            metric: c.metric,
+            step: c.step,
+            n: c.n,
+            sum: c.sum,
+            sum_sq: c.sum_sq,
+        })
+    }
+}
+
+impl From<&GradFlowSums> for pb::GradFlowAggregate {
+    fn from(g: &GradFlowSums) -> Self {
+        pb::GradFlowAggregate {
+            cell: cell_to_wire(&g.cell),
+            block: g.block.clone(),
+            last: g.last,
+            n: g.n,
+            sum: g.sum,
+            sum_sq: g.sum_sq,
+            mean_step: g.mean_step,
+        }
+    }
+}
+
+impl TryFrom<pb::GradFlowAggregate> for GradFlowSums {
+    type Error = ConvertError;
+    fn try_from(g: pb::GradFlowAggregate) -> Result<Self, ConvertError> {
+        Ok(GradFlowSums {
+            cell: cell_from_wire("grad_flow.cell", g.cell)?,
+            block: g.block,
+            last: g.last,
+            n: g.n,
+            sum: g.sum,
+            sum_sq: g.sum_sq,
+            mean_step: g.mean_step,
+        })
+    }
+}
+
+impl From<&SweepResults> for pb::AnalyzeResponse {
+    fn from(r: &SweepResults) -> Self {
+        pb::AnalyzeResponse {
+            sweep_id: r.sweep_id.clone(),
+            trials: r.trials.iter().map(Into::into).collect(),
+            curves: r.curves.iter().map(Into::into).collect(),
+            grad_flow: r.grad_flow.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::AnalyzeResponse> for SweepResults {
+    type Error = ConvertError;
+    fn try_from(r: pb::AnalyzeResponse) -> Result<Self, ConvertError> {
+        Ok(SweepResults {
+            sweep_id: r.sweep_id,
+            trials: r.trials.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+            curves: r.curves.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+            grad_flow: r.grad_flow.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+        })
     }
 }
 

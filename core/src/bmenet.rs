@@ -1,0 +1,337 @@
+//! The BMEnet trainer's grid schema: its architecture factors (`depth`,
+//! `skip`, `init`, `batchnorm`), its training settings (each may be a
+//! factor), their kinds, defaults and rules; and [`BmenetTrial`], a trial's
+//! typed configuration, made by [`resolve`].
+//!
+//! This module and the trainer in `sweep-worker` are the only places that
+//! know these names: everything else reads a grid through [`SCHEMA`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::grid::{DataConfig, GridError};
+use crate::level::{Level, LevelKind};
+use crate::schema::{DefaultLevel, Key, Place, Schema};
+use crate::trial::TrialSpec;
+
+/// The deepest network a grid may ask for (`grid.depth`). Far beyond what
+/// the ablations need (64), and small enough that one trial cannot build a
+/// model that exhausts a worker.
+pub const MAX_DEPTH: u32 = 1024;
+
+/// Weight-initialisation schemes (factor `init`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InitScheme {
+    /// libtorch's own defaults.
+    Default,
+    XavierUniform,
+    XavierNormal,
+    /// Fan-in, ReLU gain.
+    KaimingUniform,
+    /// Fan-in, ReLU gain.
+    KaimingNormal,
+}
+
+impl InitScheme {
+    pub const ALL: [InitScheme; 5] = [
+        InitScheme::Default,
+        InitScheme::XavierUniform,
+        InitScheme::XavierNormal,
+        InitScheme::KaimingUniform,
+        InitScheme::KaimingNormal,
+    ];
+    const NAMES: [&'static str; 5] = ["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"];
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+impl std::fmt::Display for InitScheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for InitScheme {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        InitScheme::ALL.into_iter().find(|i| i.as_str() == s).ok_or_else(|| {
+            format!("unknown init scheme {}; expected one of {}", crate::quote::short(s), Self::NAMES.join(", "))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    Sgd,
+    Adam,
+}
+
+impl Optimizer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Optimizer::Sgd => "sgd",
+            Optimizer::Adam => "adam",
+        }
+    }
+}
+
+impl std::str::FromStr for Optimizer {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sgd" => Ok(Optimizer::Sgd),
+            "adam" => Ok(Optimizer::Adam),
+            _ => Err(format!("unknown optimizer {}; expected \"sgd\" or \"adam\"", crate::quote::short(s))),
+        }
+    }
+}
+
+/// How one trial trains: every `[train]` key, from the fixed settings and
+/// the trial's factor levels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub optimizer: Optimizer,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Batches between logged mean training losses.
+    pub log_every: u32,
+    pub augment: bool,
+}
+
+/// The lecture demo's settings (6 epochs, batch size 4, SGD with lr 1e-4
+/// and momentum 0.9, no weight decay, a logged loss every 2000 batches, no
+/// augmentation): the defaults of [`SCHEMA`]'s settings.
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 6,
+            batch_size: 4,
+            optimizer: Optimizer::Sgd,
+            lr: 1e-4,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            log_every: 2000,
+            augment: false,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The settings as levels, keyed by `[train]` key.
+    pub fn levels(&self) -> crate::Settings {
+        [
+            ("epochs", Level::Int(self.epochs.into())),
+            ("batch_size", Level::Int(self.batch_size.into())),
+            ("optimizer", Level::Str(self.optimizer.as_str().into())),
+            ("lr", Level::Float(self.lr)),
+            ("momentum", Level::Float(self.momentum)),
+            ("weight_decay", Level::Float(self.weight_decay)),
+            ("log_every", Level::Int(self.log_every.into())),
+            ("augment", Level::Bool(self.augment)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+/// One trial, typed: what the BMEnet trainer builds and trains.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BmenetTrial {
+    pub depth: u32,
+    pub skip: bool,
+    pub init: InitScheme,
+    pub batchnorm: bool,
+    pub seed: u64,
+    pub train: TrainConfig,
+    pub data: DataConfig,
+}
+
+/// Checks a trial against [`SCHEMA`] and types it.
+pub fn resolve(spec: &TrialSpec) -> Result<BmenetTrial, GridError> {
+    spec.validate()?;
+    let get = |name: &str| spec.level(name).expect("validated: every key has a level");
+    let int = |name: &str| get(name).as_int().expect("validated: an integer") as u32;
+    let float = |name: &str| get(name).as_f64().expect("validated: a number");
+    let flag = |name: &str| get(name).as_bool().expect("validated: a boolean");
+    let text = |name: &str| get(name).as_str().expect("validated: a string");
+    let bad = |key: &str, message: String| GridError::Spec { key: key.into(), message };
+    Ok(BmenetTrial {
+        depth: int("depth"),
+        skip: flag("skip"),
+        init: text("init").parse().map_err(|m| bad("init", m))?,
+        batchnorm: flag("batchnorm"),
+        seed: spec.seed,
+        train: TrainConfig {
+            epochs: int("epochs"),
+            batch_size: int("batch_size"),
+            optimizer: text("optimizer").parse().map_err(|m| bad("train.optimizer", m))?,
+            lr: float("lr"),
+            momentum: float("momentum"),
+            weight_decay: float("weight_decay"),
+            log_every: int("log_every"),
+            augment: flag("augment"),
+        },
+        data: spec.data.clone(),
+    })
+}
+
+/// The rules of BMEnet's keys (one copy; [`SCHEMA`] points at them).
+pub mod rules {
+    use super::*;
+
+    pub fn depth(l: &Level) -> Result<(), String> {
+        let depth = l.as_int().unwrap_or(0);
+        if depth <= 0 || depth % 8 != 0 {
+            return Err(format!("{depth} is not a positive multiple of 8 (e.g. 8, 16, 32, 64)"));
+        }
+        if depth > i64::from(MAX_DEPTH) {
+            return Err(format!("{depth} is deeper than the limit of {MAX_DEPTH} layers"));
+        }
+        Ok(())
+    }
+
+    /// Counts that must be at least 1 and fit in 32 bits (epochs, ...).
+    pub fn positive_u32(l: &Level) -> Result<(), String> {
+        let n = l.as_int().unwrap_or(0);
+        crate::grid_parse::rules::positive(n)?;
+        if n > i64::from(u32::MAX) {
+            return Err(format!("{n} is too large; the limit is {}", u32::MAX));
+        }
+        Ok(())
+    }
+
+    pub fn lr(l: &Level) -> Result<(), String> {
+        let lr = l.as_f64().unwrap_or(f64::NAN);
+        if !(lr.is_finite() && lr > 0.0) {
+            return Err(format!("must be a positive finite number, got {lr}"));
+        }
+        Ok(())
+    }
+
+    pub fn momentum(l: &Level) -> Result<(), String> {
+        let m = l.as_f64().unwrap_or(f64::NAN);
+        if !(m.is_finite() && (0.0..1.0).contains(&m)) {
+            return Err(format!("must be at least 0 and less than 1, got {m}"));
+        }
+        Ok(())
+    }
+
+    pub fn weight_decay(l: &Level) -> Result<(), String> {
+        let wd = l.as_f64().unwrap_or(f64::NAN);
+        if !(wd.is_finite() && wd >= 0.0) {
+            return Err(format!("must be a finite number >= 0, got {wd}"));
+        }
+        Ok(())
+    }
+
+    pub fn init(l: &Level) -> Result<(), String> {
+        l.as_str().unwrap_or_default().parse::<InitScheme>().map(|_| ())
+    }
+
+    pub fn optimizer(l: &Level) -> Result<(), String> {
+        l.as_str().unwrap_or_default().parse::<Optimizer>().map(|_| ())
+    }
+
+    pub fn any(_: &Level) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+const fn key(
+    name: &'static str,
+    place: Place,
+    kind: LevelKind,
+    default: Option<DefaultLevel>,
+    example: &'static str,
+    rule: fn(&Level) -> Result<(), String>,
+) -> Key {
+    Key { name, place, kind, label: name, choices: &[], default, example, rule }
+}
+
+/// BMEnet's keys in display order: the four architecture factors, then the
+/// `[train]` settings.
+pub static SCHEMA: Schema = Schema {
+    trainer: "bmenet",
+    keys: &[
+        key("depth", Place::Factor, LevelKind::Int, None, "depth = [8, 16, 32, 64]", rules::depth),
+        key("skip", Place::Factor, LevelKind::Bool, None, "skip = [true, false]", rules::any),
+        Key {
+            choices: &InitScheme::NAMES,
+            ..key("init", Place::Factor, LevelKind::Str, None, "init = [\"default\", \"kaiming_normal\"]", rules::init)
+        },
+        Key {
+            label: "bn",
+            ..key("batchnorm", Place::Factor, LevelKind::Bool, None, "batchnorm = [true, false]", rules::any)
+        },
+        key("epochs", Place::Setting, LevelKind::Int, Some(DefaultLevel::Int(6)), "epochs = 6", rules::positive_u32),
+        key(
+            "batch_size",
+            Place::Setting,
+            LevelKind::Int,
+            Some(DefaultLevel::Int(4)),
+            "batch_size = 4",
+            rules::positive_u32,
+        ),
+        Key {
+            choices: &["sgd", "adam"],
+            ..key(
+                "optimizer",
+                Place::Setting,
+                LevelKind::Str,
+                Some(DefaultLevel::Str("sgd")),
+                "optimizer = \"sgd\"",
+                rules::optimizer,
+            )
+        },
+        key("lr", Place::Setting, LevelKind::Float, Some(DefaultLevel::Float(1e-4)), "lr = 1e-4", rules::lr),
+        key(
+            "momentum",
+            Place::Setting,
+            LevelKind::Float,
+            Some(DefaultLevel::Float(0.9)),
+            "momentum = 0.9",
+            rules::momentum,
+        ),
+        key(
+            "weight_decay",
+            Place::Setting,
+            LevelKind::Float,
+            Some(DefaultLevel::Float(0.0)),
+            "weight_decay = 0",
+            rules::weight_decay,
+        ),
+        key(
+            "log_every",
+            Place::Setting,
+            LevelKind::Int,
+            Some(DefaultLevel::Int(2000)),
+            "log_every = 2000",
+            rules::positive_u32,
+        ),
+        key("augment", Place::Setting, LevelKind::Bool, Some(DefaultLevel::Bool(false)), "augment = false", rules::any),
+    ],
+    default_focus: "skip",
+    default_x: "depth",
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_defaults_are_the_train_config_defaults() {
+        let from_schema: crate::Settings = SCHEMA
+            .keys
+            .iter()
+            .filter_map(|k| k.default.map(|d| (k.name.to_owned(), d.level())))
+            .collect();
+        assert_eq!(from_schema, TrainConfig::default().levels());
+    }
+}

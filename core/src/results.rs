@@ -1,0 +1,68 @@
+//! What a sweep produced, as the report reads it: every trial's final row
+//! and per-cell sums of its curves and gradient norms. The coordinator
+//! builds these from set-based queries; the wire carries them
+//! (`AnalysisService.Analyze`); the CLI computes statistics from them.
+
+use crate::cell::Cell;
+use crate::state::TrialState;
+
+/// One trial's final row: its cell, seed, state and result values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialResult {
+    pub cell: Cell,
+    /// Hash of the cell with its train/data settings: two trials with the
+    /// same levels but different `cell_key`s were trained differently.
+    pub cell_key: String,
+    pub seed: u64,
+    pub state: TrialState,
+    pub final_train_loss: Option<f64>,
+    pub final_test_loss: Option<f64>,
+    pub final_test_accuracy: Option<f64>,
+    pub best_test_accuracy: Option<f64>,
+    pub wall_seconds: Option<f64>,
+    /// Provenance of the latest attempt: the worker's device (empty when
+    /// unknown) and libtorch threads (0 when unknown or the default).
+    pub device: String,
+    pub threads: u32,
+    /// The step at which the training loss became NaN or infinite
+    /// (diverged trials that said so).
+    pub diverged_step: Option<i64>,
+    /// Training images the trial used, when fewer than asked for.
+    pub train_images_used: Option<u64>,
+}
+
+/// COUNT, SUM and SUM of squares of a metric at one step over a cell's
+/// succeeded trials.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CurveSums {
+    pub cell: Cell,
+    pub metric: String,
+    pub step: i64,
+    pub n: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
+}
+
+/// Gradient norm of one block at the first (`last == false`) or last logged
+/// step of each succeeded trial, summed over a cell's trials.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GradFlowSums {
+    pub cell: Cell,
+    /// The block name without the `grad_norm/` prefix (`stem`, `block01`, ..., `fc2`).
+    pub block: String,
+    pub last: bool,
+    pub n: u64,
+    pub sum: f64,
+    pub sum_sq: f64,
+    /// Mean over the trials of the step the value was logged at.
+    pub mean_step: f64,
+}
+
+/// Everything a report is computed from.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SweepResults {
+    pub sweep_id: String,
+    pub trials: Vec<TrialResult>,
+    pub curves: Vec<CurveSums>,
+    pub grad_flow: Vec<GradFlowSums>,
+}

@@ -1,0 +1,125 @@
+//! [`Schema`]: the keys a trainer understands, with their kinds, defaults,
+//! labels and rules. The grid parser, the wire conversion and the worker
+//! all check levels through it, so each rule has one home (the trainer's
+//! schema module, e.g. [`crate::bmenet`]).
+
+use crate::level::{Level, LevelKind};
+
+/// Where a key may be written in `grid.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// Only in `[grid]`, always (an architecture factor such as `depth`):
+    /// one level holds it fixed.
+    Factor,
+    /// In `[train]` as a fixed setting (with a default), or in `[grid]` as
+    /// a factor, never both.
+    Setting,
+}
+
+/// A default value, written as a constant.
+#[derive(Debug, Clone, Copy)]
+pub enum DefaultLevel {
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Str(&'static str),
+}
+
+impl DefaultLevel {
+    pub fn level(self) -> Level {
+        match self {
+            DefaultLevel::Int(i) => Level::Int(i),
+            DefaultLevel::Float(x) => Level::Float(x),
+            DefaultLevel::Bool(b) => Level::Bool(b),
+            DefaultLevel::Str(s) => Level::Str(s.to_owned()),
+        }
+    }
+}
+
+/// One key a trainer understands.
+#[derive(Debug)]
+pub struct Key {
+    pub name: &'static str,
+    pub place: Place,
+    pub kind: LevelKind,
+    /// Short name in labels (`bn` for `batchnorm`).
+    pub label: &'static str,
+    /// For string keys with a fixed set of values: those values in display
+    /// order (the first is a factor's default baseline).
+    pub choices: &'static [&'static str],
+    /// The value of a [`Place::Setting`] key left out of `[train]`.
+    pub default: Option<DefaultLevel>,
+    /// Shown when the key is missing, e.g. `depth = [8, 16, 32, 64]`.
+    pub example: &'static str,
+    /// The key's rule, given a level of the right kind.
+    pub rule: fn(&Level) -> Result<(), String>,
+}
+
+/// The keys of one trainer, in display order.
+#[derive(Debug)]
+pub struct Schema {
+    /// The trainer's name, e.g. `bmenet`.
+    pub trainer: &'static str,
+    pub keys: &'static [Key],
+    /// The report's focus factor when present and no `--baseline` names one.
+    pub default_focus: &'static str,
+    /// The picture's x axis when present and no `--x` names one.
+    pub default_x: &'static str,
+}
+
+impl Schema {
+    pub fn key(&self, name: &str) -> Option<&Key> {
+        self.keys.iter().find(|k| k.name == name)
+    }
+
+    /// Display position of a key (unknown names sort last).
+    pub fn position(&self, name: &str) -> usize {
+        self.keys.iter().position(|k| k.name == name).unwrap_or(usize::MAX)
+    }
+
+    /// The key's short label, or the name itself.
+    pub fn label<'a>(&self, name: &'a str) -> &'a str {
+        match self.key(name) {
+            Some(k) => k.label,
+            None => name,
+        }
+    }
+
+    /// Names of the keys written at `place`.
+    pub fn names(&self, place: Place) -> Vec<&'static str> {
+        self.keys.iter().filter(|k| k.place == place).map(|k| k.name).collect()
+    }
+
+    /// Every key that may be a factor (all of them), for "expected one of".
+    pub fn factor_names(&self) -> Vec<&'static str> {
+        self.keys.iter().map(|k| k.name).collect()
+    }
+
+    /// Checks `level` for the key `name`: known key, right kind (an integer
+    /// is accepted for a float), the key's rule. Returns the level as the
+    /// key's kind. The message is what follows the key in an error.
+    pub fn check(&self, name: &str, level: Level) -> Result<Level, String> {
+        let key = self.key(name).ok_or_else(|| {
+            format!(
+                "unknown factor {}; {} understands: {}",
+                crate::quote::short(name),
+                self.trainer,
+                self.factor_names().join(", ")
+            )
+        })?;
+        let level = level.coerce(key.kind)?;
+        (key.rule)(&level)?;
+        Ok(level)
+    }
+
+    /// A sort key for levels of factor `name` in display order: a string
+    /// key's declared choices first (in their order), otherwise the levels'
+    /// own order (numbers ascending, off before on).
+    pub fn level_rank(&self, name: &str, level: &Level) -> (usize, Level) {
+        let declared = self.key(name).and_then(|k| match level {
+            Level::Str(s) => k.choices.iter().position(|c| c == s),
+            _ => None,
+        });
+        (declared.unwrap_or(usize::MAX), level.clone())
+    }
+}
