@@ -24,5 +24,13 @@ fi
 # runs, so the CLI tests find `sweep-worker` next to `sweep`. (A separate
 # `cargo build --bins` first would compile libtorch's bindings twice: dev-
 # dependencies change the feature set.)
+# Style first: one format (rustfmt.toml) and no lint warnings (the
+# [workspace.lints] table in Cargo.toml), so a failure says so before the
+# long build.
+say "checking the format (cargo fmt --check)"
+cargo fmt --all --check
+say "linting (cargo clippy -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 say "building and running the tests"
 cargo test --workspace --locked -- --test-threads="${SWEEP_TEST_THREADS:-2}"

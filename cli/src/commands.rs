@@ -163,10 +163,10 @@ pub async fn submit(grid: &Path, dry_run: bool, url: &str) -> Result<(), Failure
     let sweep_id = printable(&out.sweep_id);
     println!(
         "submitted {sweep_id}: {} trials ({} cells x {} seeds), {} new",
-        out.total_cells,
+        out.total_trials,
         spec.cell_count(),
         spec.seeds.len(),
-        out.added_cells
+        out.added_trials
     );
     println!("{sweep_id}");
     Ok(())
@@ -182,7 +182,7 @@ fn print_cells(spec: &GridSpec) {
     let trials = spec.expand();
     let mut cells: Vec<String> = Vec::new();
     for t in &trials {
-        let label = format!("depth={:<3} skip={:<5} init={:<15} batchnorm={}", t.depth, t.skip, t.init, t.batchnorm);
+        let label = t.cell.label(spec.schema());
         if cells.last() != Some(&label) {
             cells.push(label);
         }

@@ -3,11 +3,8 @@
 
 mod commands;
 mod failure;
-mod html;
 mod local_workers;
-mod plots;
 mod printable;
-mod provenance;
 mod report;
 mod run;
 mod tables;

@@ -211,7 +211,7 @@ fn a_simulated_sweep_draws_the_three_pictures() {
         check_png(&out.join(format!("{name}.png")));
         let svg = check_svg(&out.join(format!("{name}.svg")));
         let words = match name {
-            "loss-curve" => ["Training loss", "iterations", "skip connections on"],
+            "loss-curve" => ["Training loss", "iterations", "skip on"],
             "accuracy-vs-depth" => ["test accuracy", "depth", "skip off"],
             _ => ["Gradient flow", "log scale", "stem"],
         };

@@ -1,6 +1,21 @@
 //! The one table mapping coordinator errors to gRPC status codes. Clients and
 //! workers act on the code (a worker treats `FailedPrecondition` as "your
-//! lease is gone, stop"), so every error path goes through here.
+//! lease is gone, stop" and `PermissionDenied` as "this worker may not work
+//! here: stop"; see `worker/src/retry.rs`), so every error path goes through
+//! here.
+//!
+//! | error | code |
+//! |---|---|
+//! | unknown sweep or trial | `NOT_FOUND` |
+//! | lease expired, re-leased or cancelled | `FAILED_PRECONDITION` |
+//! | worker quarantined (too many failed trials in a row) | `PERMISSION_DENIED` |
+//! | bad argument (also wire validation, `ConvertError`) | `INVALID_ARGUMENT` |
+//! | stored data this code cannot read | `DATA_LOSS` |
+//! | database busy, unreachable or closed | `UNAVAILABLE` |
+//! | any other database, migration or file error | `INTERNAL` |
+//!
+//! (Bad tokens are `UNAUTHENTICATED`/`PERMISSION_DENIED` from the interceptors
+//! in `auth.rs`; over-size messages `RESOURCE_EXHAUSTED` from `limits.rs`.)
 
 use tonic::{Code, Status};
 
@@ -31,4 +46,10 @@ impl From<StoreError> for Status {
         }
         Status::new(code, e.to_string())
     }
+}
+
+/// A quarantined worker asks for work: refused with its own code, so the
+/// worker stops instead of treating it like a lost lease.
+pub fn quarantined(message: String) -> Status {
+    Status::permission_denied(message)
 }

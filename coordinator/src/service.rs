@@ -162,7 +162,7 @@ fn status_to_pb(s: store::SweepStatus) -> pb::SweepStatus {
             .into_iter()
             .map(|r| pb::RunningTrial {
                 label: r.spec.label(),
-                epochs: r.spec.train.epochs,
+                epochs: sweep_core::schema().epochs_of(&r.spec),
                 trial_id: r.trial_id,
                 worker_id: r.worker_id,
                 attempt: r.attempt,
@@ -176,14 +176,6 @@ fn status_to_pb(s: store::SweepStatus) -> pb::SweepStatus {
     }
 }
 
-fn moments(s: store::Sums) -> pb::Moments {
-    pb::Moments {
-        n: s.n,
-        mean: if s.n > 0 { s.sum / s.n as f64 } else { 0.0 },
-        sd: store::sd_from_sums(s).unwrap_or(0.0),
-    }
-}
-
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -194,7 +186,7 @@ impl pb::sweep_service_server::SweepService for Coordinator {
         let out = self.store.submit(&spec, now_ms()).await?;
         tracing::info!(sweep = %out.sweep_id, total = out.total, added = out.added, "sweep submitted");
         self.queue_changed();
-        Ok(Response::new(pb::SubmitResponse { sweep_id: out.sweep_id, total_cells: out.total, added_cells: out.added }))
+        Ok(Response::new(pb::SubmitResponse { sweep_id: out.sweep_id, total_trials: out.total, added_trials: out.added }))
     }
 
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
@@ -238,34 +230,6 @@ impl pb::sweep_service_server::SweepService for Coordinator {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn report(&self, req: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
-        let id = sweep_id_arg(&req.into_inner().sweep_id)?.to_owned();
-        let cells = self.store.report(&id).await?;
-        Ok(Response::new(pb::ReportResponse {
-            sweep_id: id,
-            cells: cells
-                .into_iter()
-                .map(|c| pb::CellReport {
-                    depth: c.depth,
-                    skip: c.skip,
-                    init: c.init,
-                    batchnorm: c.batchnorm,
-                    seeds_total: c.counts.total(),
-                    succeeded: c.counts.succeeded,
-                    diverged: c.counts.diverged,
-                    failed: c.counts.failed,
-                    running: c.counts.running,
-                    queued: c.counts.queued,
-                    test_accuracy: Some(moments(c.test_accuracy)),
-                    train_loss: Some(moments(c.train_loss)),
-                    test_loss: Some(moments(c.test_loss)),
-                    best_test_accuracy: Some(moments(c.best_test_accuracy)),
-                    wall_seconds: Some(moments(c.wall_seconds)),
-                })
-                .collect(),
-        }))
-    }
-
     async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
         let id = sweep_id_arg(&req.into_inner().sweep_id)?.to_owned();
         let n = self.store.cancel(&id, now_ms()).await?;
@@ -285,7 +249,7 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         let failed = self.store.failures_in_a_row(&caller, worker_id).await?;
         if failed >= self.config.quarantine_after {
             tracing::error!(worker = %worker_id, failed_in_a_row = failed, "lease refused: worker is quarantined (crash loop)");
-            return Err(Status::failed_precondition(format!(
+            return Err(crate::error::quarantined(format!(
                 "worker {worker_id} is quarantined: it failed {failed} trials in a row (the limit is {}), so it gets no more \
                  trials. The count is kept in the coordinator's database, so restarting the coordinator does not lift it. \
                  Read the trials' errors (`sweep status --trials`) and this worker's log, fix the node, then start the worker \

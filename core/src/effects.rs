@@ -55,7 +55,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{holm, p_two_sided, paired_t, t_interval, t_quantile, welch_satterthwaite, PairedT, Summary};
+use crate::stats::{holm, p_two_sided, paired_t, t_interval, t_quantile, welch_satterthwaite, PairedT, Moments};
 
 /// Confidence level of every interval in an [`Analysis`].
 pub const LEVEL: f64 = 0.95;
@@ -134,7 +134,7 @@ pub struct Contrast {
 /// Welch–Satterthwaite df is 0/0; the pooled df `sum (n_i - 1)` is used then,
 /// as [`crate::stats::welch_diff`] does. The df is computed from normalised
 /// variances ([`welch_satterthwaite`]), so it exists at any data scale.
-pub fn contrast(terms: &[(f64, Summary)], level: f64) -> Option<Contrast> {
+pub fn contrast(terms: &[(f64, Moments)], level: f64) -> Option<Contrast> {
     if terms.is_empty() {
         return None;
     }
@@ -248,7 +248,7 @@ struct Data<'a> {
     factors: &'a [Factor],
     /// cell -> seed -> value (a repeated seed keeps its last value).
     cells: BTreeMap<Key, BTreeMap<u64, f64>>,
-    summaries: BTreeMap<Key, Summary>,
+    summaries: BTreeMap<Key, Moments>,
 }
 
 fn factor_index(factors: &[Factor], name: &str) -> Result<usize, EffectsError> {
@@ -301,7 +301,7 @@ impl Data<'_> {
             }
         }
         let k = used.len() as f64;
-        let terms: Vec<(f64, Summary)> = used.iter().flat_map(|&(a, b)| [(1.0 / k, a), (-1.0 / k, b)]).collect();
+        let terms: Vec<(f64, Moments)> = used.iter().flat_map(|&(a, b)| [(1.0 / k, a), (-1.0 / k, b)]).collect();
         let mean = |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
         Comparison {
             factor: self.factors[f].name.clone(),
@@ -341,9 +341,9 @@ pub fn analyze(factors: &[Factor], obs: &[Observation], opts: &Options) -> Resul
         }
         cells.entry(key).or_default().insert(o.seed, o.value);
     }
-    let summaries: BTreeMap<Key, Summary> = cells
+    let summaries: BTreeMap<Key, Moments> = cells
         .iter()
-        .filter_map(|(k, v)| Summary::from_samples(&v.values().copied().collect::<Vec<_>>()).map(|s| (k.clone(), s)))
+        .filter_map(|(k, v)| Moments::from_samples(&v.values().copied().collect::<Vec<_>>()).map(|s| (k.clone(), s)))
         .collect();
     let data = Data { factors, cells, summaries };
 
@@ -416,7 +416,7 @@ pub fn analyze(factors: &[Factor], obs: &[Observation], opts: &Options) -> Resul
     if !by.is_empty() {
         let rest: Vec<usize> = (0..factors.len()).filter(|g| !by.contains(g)).collect();
         for fixed in data.strata(&by, &[]) {
-            let members: Vec<Summary> = data
+            let members: Vec<Moments> = data
                 .strata(&rest, &by.iter().map(|&g| (g, fixed[g])).collect::<Vec<_>>())
                 .iter()
                 .filter_map(|k| data.summaries.get(k).copied())
@@ -425,7 +425,7 @@ pub fn analyze(factors: &[Factor], obs: &[Observation], opts: &Options) -> Resul
                 continue;
             }
             let w = 1.0 / members.len() as f64;
-            let terms: Vec<(f64, Summary)> = members.iter().map(|s| (w, *s)).collect();
+            let terms: Vec<(f64, Moments)> = members.iter().map(|s| (w, *s)).collect();
             groups.push(Group {
                 levels: by.iter().map(|&g| (factors[g].name.clone(), factors[g].levels[fixed[g]].clone())).collect(),
                 cells: members.len(),

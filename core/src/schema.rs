@@ -65,9 +65,16 @@ pub struct Schema {
     pub default_focus: &'static str,
     /// The picture's x axis when present and no `--x` names one.
     pub default_x: &'static str,
+    /// The setting that counts epochs (progress shows `epoch E/N`).
+    pub epochs_key: &'static str,
 }
 
 impl Schema {
+    /// A trial's epoch count (0 when its trainer has none).
+    pub fn epochs_of(&self, spec: &crate::TrialSpec) -> u32 {
+        spec.level(self.epochs_key).and_then(Level::as_int).map_or(0, |n| n.clamp(0, u32::MAX.into()) as u32)
+    }
+
     pub fn key(&self, name: &str) -> Option<&Key> {
         self.keys.iter().find(|k| k.name == name)
     }

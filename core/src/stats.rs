@@ -8,7 +8,7 @@
 //! no spread, so no interval) instead of a NaN that would leak into tables.
 //!
 //! Non-finite inputs are refused the same way: a NaN or infinite sample has
-//! no mean or spread, so [`Summary::from_samples`] returns `None` for it
+//! no mean or spread, so [`Moments::from_samples`] returns `None` for it
 //! (before, NaN went through `max(0)` and came out as "sd 0"). Callers that
 //! must say which value was bad check first (as
 //! [`crate::effects::analyze`] does, with an error naming the cell and seed).
@@ -25,14 +25,14 @@ use statrs::distribution::{ContinuousCDF, StudentsT};
 
 /// The mean and spread of one group of samples (e.g. one cell's seeds).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Summary {
+pub struct Moments {
     pub n: u64,
     pub mean: f64,
     /// Sample standard deviation (divisor n - 1); `None` when n = 1.
     pub sd: Option<f64>,
 }
 
-impl Summary {
+impl Moments {
     /// From the samples themselves; `None` when there are none.
     ///
     /// Uses the corrected two-pass algorithm (Chan, Golub & LeVeque 1983):
@@ -40,7 +40,7 @@ impl Summary {
     ///
     /// `None` also when a sample is NaN or infinite: such a group has no
     /// summary (see the module docs).
-    pub fn from_samples(xs: &[f64]) -> Option<Summary> {
+    pub fn from_samples(xs: &[f64]) -> Option<Moments> {
         let n = xs.len();
         if n == 0 || xs.iter().any(|x| !x.is_finite()) {
             return None;
@@ -50,8 +50,8 @@ impl Summary {
         let (dev, dev_sq) =
             xs.iter().map(|x| x / scale).fold((0.0, 0.0), |(s, s2), x| (s + (x - mean), s2 + (x - mean) * (x - mean)));
         let m2 = dev_sq - dev * dev / n as f64;
-        let s = Summary::from_m2(n as u64, mean + dev / n as f64, m2)?;
-        Some(Summary { n: s.n, mean: s.mean * scale, sd: s.sd.map(|sd| sd * scale) })
+        let s = Moments::from_m2(n as u64, mean + dev / n as f64, m2)?;
+        Some(Moments { n: s.n, mean: s.mean * scale, sd: s.sd.map(|sd| sd * scale) })
     }
 
     /// From the aggregates a SQL query returns: `COUNT(x)`, `SUM(x)` and
@@ -60,9 +60,9 @@ impl Summary {
     /// `SUM(x*x) - SUM(x)^2/n` cancels catastrophically when the spread is
     /// tiny next to the mean (accuracies of 0.91 ± 0.001 lose about 6 of 16
     /// digits). Where that matters, aggregate deviations from a value near
-    /// the data instead and use [`Summary::from_shifted_sums`].
-    pub fn from_sums(n: u64, sum: f64, sum_sq: f64) -> Option<Summary> {
-        Summary::from_shifted_sums(n, 0.0, sum, sum_sq)
+    /// the data instead and use [`Moments::from_shifted_sums`].
+    pub fn from_sums(n: u64, sum: f64, sum_sq: f64) -> Option<Moments> {
+        Moments::from_shifted_sums(n, 0.0, sum, sum_sq)
     }
 
     /// From `COUNT(x)`, `SUM(x - shift)` and `SUM((x - shift) * (x - shift))`
@@ -72,26 +72,26 @@ impl Summary {
     ///
     /// `None` when `n` is 0 or an aggregate is not finite (a NaN or infinite
     /// value went into it, or a square overflowed: values beyond about
-    /// 1e154 need [`Summary::from_samples`]).
-    pub fn from_shifted_sums(n: u64, shift: f64, sum: f64, sum_sq: f64) -> Option<Summary> {
+    /// 1e154 need [`Moments::from_samples`]).
+    pub fn from_shifted_sums(n: u64, shift: f64, sum: f64, sum_sq: f64) -> Option<Moments> {
         if n == 0 || !(shift.is_finite() && sum.is_finite() && sum_sq.is_finite()) {
             return None;
         }
         let nf = n as f64;
         let dev_mean = sum / nf;
         let m2 = sum_sq - sum * dev_mean;
-        Summary::from_m2(n, shift + dev_mean, m2)
+        Moments::from_m2(n, shift + dev_mean, m2)
     }
 
     /// `m2` is the sum of squared deviations from the mean. Rounding can make
     /// it slightly negative for constant data; that is a spread of zero.
     /// `None` rather than a NaN or infinite mean or spread.
-    fn from_m2(n: u64, mean: f64, m2: f64) -> Option<Summary> {
+    fn from_m2(n: u64, mean: f64, m2: f64) -> Option<Moments> {
         if !(mean.is_finite() && m2.is_finite()) {
             return None;
         }
         let sd = (n > 1).then(|| (m2.max(0.0) / (n - 1) as f64).sqrt());
-        Some(Summary { n, mean, sd })
+        Some(Moments { n, mean, sd })
     }
 
     /// Standard error of the mean; `None` when n = 1.
@@ -177,7 +177,7 @@ fn critical(level: f64, df: f64) -> Option<f64> {
 /// The two-sided Student t confidence interval for the mean at `level`
 /// (e.g. 0.95), as `(lo, hi)`. `None` when n = 1 (no spread to scale by),
 /// the level is not strictly between 0 and 1, or a bound overflows.
-pub fn t_interval(summary: &Summary, level: f64) -> Option<(f64, f64)> {
+pub fn t_interval(summary: &Moments, level: f64) -> Option<(f64, f64)> {
     let se = summary.se()?;
     let half = critical(level, (summary.n - 1) as f64)? * se;
     let (lo, hi) = (summary.mean - half, summary.mean + half);
@@ -206,7 +206,7 @@ pub struct WelchDiff {
 /// Welch–Satterthwaite df is 0/0; the pooled df `n_a + n_b - 2` is used
 /// then, the interval collapses to the difference, and `t` is ±inf (p = 0)
 /// or, for equal constants, 0 (p = 1).
-pub fn welch_diff(a: &Summary, b: &Summary, level: f64) -> Option<WelchDiff> {
+pub fn welch_diff(a: &Moments, b: &Moments, level: f64) -> Option<WelchDiff> {
     let (sa, sb) = (a.sd?, b.sd?);
     let (na, nb) = (a.n as f64, b.n as f64);
     let (se, df) = welch_satterthwaite(&[(sa / na.sqrt(), na - 1.0), (sb / nb.sqrt(), nb - 1.0)])?;
@@ -245,7 +245,7 @@ pub struct PairedT {
 /// fewer than 2 pairs. Constant differences give t = ±inf (p = 0), or t = 0
 /// (p = 1) when they are all zero.
 pub fn paired_t(diffs: &[f64]) -> Option<PairedT> {
-    let s = Summary::from_samples(diffs)?;
+    let s = Moments::from_samples(diffs)?;
     let sd = s.sd?;
     let se = s.se()?;
     let df = (s.n - 1) as f64;
@@ -354,13 +354,13 @@ mod tests {
 
     #[test]
     fn summaries_and_t_intervals() {
-        let x = Summary::from_samples(&X).unwrap();
+        let x = Moments::from_samples(&X).unwrap();
         assert_eq!(x.n, 3);
         close(x.mean, 0.61, 1e-15);
         close(x.sd.unwrap(), X_SD, 1e-12);
         close_pair(t_interval(&x, 0.95).unwrap(), X_CI95, 1e-12);
 
-        let y = Summary::from_samples(&Y).unwrap();
+        let y = Moments::from_samples(&Y).unwrap();
         close(y.mean, Y_MEAN, 1e-15);
         close(y.sd.unwrap(), Y_SD, 1e-12);
         close_pair(t_interval(&y, 0.95).unwrap(), Y_CI95, 1e-12);
@@ -371,12 +371,12 @@ mod tests {
 
     #[test]
     fn one_sample_has_no_spread_and_none_has_no_summary() {
-        let one = Summary::from_samples(&[0.5]).unwrap();
-        assert_eq!(one, Summary { n: 1, mean: 0.5, sd: None });
+        let one = Moments::from_samples(&[0.5]).unwrap();
+        assert_eq!(one, Moments { n: 1, mean: 0.5, sd: None });
         assert_eq!(t_interval(&one, 0.95), None);
-        assert_eq!(Summary::from_samples(&[]), None);
-        assert_eq!(Summary::from_sums(0, 0.0, 0.0), None);
-        assert_eq!(Summary::from_sums(1, 0.5, 0.25).unwrap().sd, None);
+        assert_eq!(Moments::from_samples(&[]), None);
+        assert_eq!(Moments::from_sums(0, 0.0, 0.0), None);
+        assert_eq!(Moments::from_sums(1, 0.5, 0.25).unwrap().sd, None);
         assert_eq!(paired_t(&[1.0]), None);
     }
 
@@ -384,14 +384,14 @@ mod tests {
     fn sql_sums_agree_with_samples() {
         let sum: f64 = Y.iter().sum();
         let sum_sq: f64 = Y.iter().map(|v| v * v).sum();
-        let s = Summary::from_sums(5, sum, sum_sq).unwrap();
+        let s = Moments::from_sums(5, sum, sum_sq).unwrap();
         close(s.mean, Y_MEAN, 1e-15);
         // Unshifted sums lose digits here (spread 0.009 on a mean of 0.91).
         close(s.sd.unwrap(), Y_SD, 1e-9);
         let shift = 0.9;
         let sum: f64 = Y.iter().map(|v| v - shift).sum();
         let sum_sq: f64 = Y.iter().map(|v| (v - shift) * (v - shift)).sum();
-        let s = Summary::from_shifted_sums(5, shift, sum, sum_sq).unwrap();
+        let s = Moments::from_shifted_sums(5, shift, sum, sum_sq).unwrap();
         close(s.mean, Y_MEAN, 1e-15);
         close(s.sd.unwrap(), Y_SD, 1e-13);
     }
@@ -400,23 +400,23 @@ mod tests {
     fn large_offsets_need_the_shift_and_never_give_nan() {
         // 1e9 + {1, 2, 3}: mean 1e9 + 2, sd exactly 1.
         let xs = [1e9 + 1.0, 1e9 + 2.0, 1e9 + 3.0];
-        let s = Summary::from_samples(&xs).unwrap();
+        let s = Moments::from_samples(&xs).unwrap();
         assert_eq!((s.mean, s.sd), (1e9 + 2.0, Some(1.0)));
-        let s = Summary::from_shifted_sums(3, 1e9, 6.0, 14.0).unwrap();
+        let s = Moments::from_shifted_sums(3, 1e9, 6.0, 14.0).unwrap();
         assert_eq!((s.mean, s.sd), (1e9 + 2.0, Some(1.0)));
         // Constant data: rounding may push the raw variance below zero.
         for v in [0.1, 0.7, 1e9 + 0.1] {
-            let s = Summary::from_sums(3, 3.0 * v, 3.0 * v * v).unwrap();
+            let s = Moments::from_sums(3, 3.0 * v, 3.0 * v * v).unwrap();
             let sd = s.sd.unwrap();
             assert!(sd >= 0.0 && sd.is_finite(), "{v}: {sd}");
-            assert_eq!(Summary::from_samples(&[v, v, v]).unwrap().sd, Some(0.0));
+            assert_eq!(Moments::from_samples(&[v, v, v]).unwrap().sd, Some(0.0));
         }
     }
 
     #[test]
     fn welch_difference_matches_scipy_and_r() {
-        let a = Summary::from_samples(&SLEEP_1).unwrap();
-        let b = Summary::from_samples(&SLEEP_2).unwrap();
+        let a = Moments::from_samples(&SLEEP_1).unwrap();
+        let b = Moments::from_samples(&SLEEP_2).unwrap();
         let w = welch_diff(&a, &b, 0.95).unwrap();
         close(w.diff, -1.58, 1e-13);
         close(w.t, WELCH_T, 1e-12);
@@ -428,7 +428,7 @@ mod tests {
         let r = welch_diff(&b, &a, 0.95).unwrap();
         close(r.t, -WELCH_T, 1e-12);
         close(r.p_two_sided, WELCH_P, 1e-10);
-        let one = Summary::from_samples(&[1.0]).unwrap();
+        let one = Moments::from_samples(&[1.0]).unwrap();
         assert_eq!(welch_diff(&a, &one, 0.95), None);
     }
 
@@ -439,7 +439,7 @@ mod tests {
         for k in [1e-80, 1e80, 1e-85, 1e85, 1e-200, 1e200] {
             let a: Vec<f64> = SLEEP_1.iter().map(|x| x * k).collect();
             let b: Vec<f64> = SLEEP_2.iter().map(|x| x * k).collect();
-            let (a, b) = (Summary::from_samples(&a).unwrap(), Summary::from_samples(&b).unwrap());
+            let (a, b) = (Moments::from_samples(&a).unwrap(), Moments::from_samples(&b).unwrap());
             let w = welch_diff(&a, &b, 0.95).unwrap();
             close(w.df, WELCH_DF, 1e-12);
             close(w.t, WELCH_T, 1e-12);
@@ -452,11 +452,11 @@ mod tests {
     fn summaries_are_exact_under_power_of_two_scaling() {
         // The samples are scaled by a power of two internally, so data whose
         // squares would overflow (or underflow) gets the unscaled answer.
-        let base = Summary::from_samples(&Y).unwrap();
+        let base = Moments::from_samples(&Y).unwrap();
         for e in [-900, -300, 300, 900] {
             let k = 2f64.powi(e);
             let ys: Vec<f64> = Y.iter().map(|y| y * k).collect();
-            let s = Summary::from_samples(&ys).unwrap();
+            let s = Moments::from_samples(&ys).unwrap();
             assert_eq!((s.mean / k, s.sd.unwrap() / k), (base.mean, base.sd.unwrap()), "2^{e}");
         }
     }
@@ -475,8 +475,8 @@ mod tests {
 
     #[test]
     fn welch_with_constant_groups() {
-        let a = Summary::from_samples(&[0.1, 0.1, 0.1]).unwrap();
-        let b = Summary::from_samples(&[0.3, 0.3]).unwrap();
+        let a = Moments::from_samples(&[0.1, 0.1, 0.1]).unwrap();
+        let b = Moments::from_samples(&[0.3, 0.3]).unwrap();
         let w = welch_diff(&a, &b, 0.95).unwrap();
         assert_eq!((w.se, w.df, w.ci), (0.0, 3.0, (w.diff, w.diff)));
         assert_eq!((w.t, w.p_two_sided), (f64::NEG_INFINITY, 0.0));
@@ -549,11 +549,11 @@ mod tests {
         fn shifted_sums_agree_with_samples(
             xs in proptest::collection::vec(-1e3f64..1e3, 2..30),
         ) {
-            let direct = Summary::from_samples(&xs).unwrap();
+            let direct = Moments::from_samples(&xs).unwrap();
             let shift = xs[0];
             let sum: f64 = xs.iter().map(|x| x - shift).sum();
             let sum_sq: f64 = xs.iter().map(|x| (x - shift) * (x - shift)).sum();
-            let agg = Summary::from_shifted_sums(xs.len() as u64, shift, sum, sum_sq).unwrap();
+            let agg = Moments::from_shifted_sums(xs.len() as u64, shift, sum, sum_sq).unwrap();
             let scale = xs.iter().fold(1.0f64, |m, x| m.max(x.abs()));
             proptest::prop_assert!((direct.mean - agg.mean).abs() <= 1e-12 * scale);
             proptest::prop_assert!((direct.sd.unwrap() - agg.sd.unwrap()).abs() <= 1e-6 * scale);

@@ -58,7 +58,17 @@ pub struct Server {
 
 impl Server {
     pub fn start(db: &Path) -> Server {
-        let mut child = serve_cmd(db).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("start sweep serve");
+        Server::start_url(&format!("sqlite://{}", db.display()))
+    }
+
+    /// `sweep serve` over any database URL (SQLite or PostgreSQL).
+    pub fn start_url(database_url: &str) -> Server {
+        let mut child = sweep()
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", database_url])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start sweep serve");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = loop {
             let line = lines.next().expect("sweep serve printed its address").unwrap();

@@ -26,6 +26,8 @@
 mod shared;
 #[macro_use]
 pub mod analytics;
+#[macro_use]
+pub(crate) mod upgrade;
 mod postgres;
 mod sqlite;
 mod sqlite_guard;
@@ -37,45 +39,12 @@ pub use analytics::Analytics;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
-/// Trial states as stored (`trials.state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TrialState {
-    Queued,
-    Running,
-    Succeeded,
-    Diverged,
-    Failed,
-    Cancelled,
-}
+/// Trial states, as stored (`trials.state`, [`TrialState::as_str`]).
+pub use sweep_core::TrialState;
 
-impl TrialState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TrialState::Queued => "queued",
-            TrialState::Running => "running",
-            TrialState::Succeeded => "succeeded",
-            TrialState::Diverged => "diverged",
-            TrialState::Failed => "failed",
-            TrialState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "queued" => TrialState::Queued,
-            "running" => TrialState::Running,
-            "succeeded" => TrialState::Succeeded,
-            "diverged" => TrialState::Diverged,
-            "failed" => TrialState::Failed,
-            "cancelled" => TrialState::Cancelled,
-            other => return Err(StoreError::Corrupt(format!("unknown trial state {other:?}"))),
-        })
-    }
-
-    /// Whether the trial is finished for good.
-    pub fn is_final(self) -> bool {
-        !matches!(self, TrialState::Queued | TrialState::Running)
-    }
+/// A stored state name read back.
+pub(crate) fn parse_state(s: &str) -> Result<TrialState, StoreError> {
+    TrialState::parse(s).map_err(StoreError::Corrupt)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -242,30 +211,6 @@ pub struct SweepStatus {
     pub cancelled: bool,
 }
 
-/// n, sum and sum of squares of one value over a cell's succeeded trials, as
-/// aggregated by the database.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Sums {
-    pub n: u64,
-    pub sum: f64,
-    pub sum_sq: f64,
-}
-
-/// One cell (factor combination) of a sweep, aggregated over its seeds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CellAggregate {
-    pub depth: u32,
-    pub skip: bool,
-    pub init: String,
-    pub batchnorm: bool,
-    pub counts: StateCounts,
-    pub test_accuracy: Sums,
-    pub train_loss: Sums,
-    pub test_loss: Sums,
-    pub best_test_accuracy: Sums,
-    pub wall_seconds: Sums,
-}
-
 /// A stored trial, for inspection and tests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrialRecord {
@@ -402,8 +347,6 @@ pub trait Store: Analytics + Send + Sync + 'static {
     /// Counts and running trials for one sweep, or all sweeps when `None`.
     async fn status(&self, sweep_id: Option<&str>) -> Result<Vec<SweepStatus>, StoreError>;
 
-    /// Per-cell aggregates of a sweep, computed in one set-based query.
-    async fn report(&self, sweep_id: &str) -> Result<Vec<CellAggregate>, StoreError>;
 
     /// Cancels the queued and running trials of a sweep; returns how many.
     async fn cancel(&self, sweep_id: &str, now_ms: i64) -> Result<u64, StoreError>;
@@ -441,62 +384,49 @@ pub(crate) fn new_lease_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-pub(crate) fn parse_spec(json: &str) -> Result<TrialSpec, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("stored trial spec: {e}")))
-}
 
 /// The settings every trial of a grid shares (`train`, `data`), stored once
 /// per distinct value in `trial_settings`, and each trial's own part.
 #[derive(serde::Serialize)]
 struct SharedSettings<'a> {
-    train: &'a sweep_core::TrainConfig,
+    train: &'a sweep_core::Settings,
     data: &'a sweep_core::DataConfig,
 }
 
 #[derive(serde::Serialize)]
 struct OwnPart<'a> {
-    depth: u32,
-    skip: bool,
-    init: &'a sweep_core::InitScheme,
-    batchnorm: bool,
+    cell: &'a sweep_core::Cell,
     seed: u64,
 }
 
-/// `(hash, JSON)` of a grid's shared settings: the SHA-256 (hex) of the
-/// canonical JSON (struct field order, serde_json's float formatting).
-pub(crate) fn shared_settings(spec: &GridSpec) -> (String, String) {
+/// `(hash, JSON)` of a trial's shared settings: the SHA-256 (hex) of the
+/// canonical JSON (struct field order, sorted settings).
+pub(crate) fn shared_settings(train: &sweep_core::Settings, data: &sweep_core::DataConfig) -> (String, String) {
     use sha2::{Digest, Sha256};
-    let json = serde_json::to_string(&SharedSettings { train: &spec.train, data: &spec.data })
-        .expect("settings always serialise");
+    let json = serde_json::to_string(&SharedSettings { train, data }).expect("settings always serialise");
     let hash = hex::encode(Sha256::digest(json.as_bytes()));
     (hash, json)
 }
 
 /// What a trial row stores of its spec: everything but the shared settings.
 pub(crate) fn own_part(t: &TrialSpec) -> String {
-    serde_json::to_string(&OwnPart {
-        depth: t.depth,
-        skip: t.skip,
-        init: &t.init,
-        batchnorm: t.batchnorm,
-        seed: t.seed,
-    })
-    .expect("a trial part always serialises")
+    serde_json::to_string(&OwnPart { cell: &t.cell, seed: t.seed }).expect("a trial part always serialises")
 }
 
-/// A stored trial spec: the row's `spec_json` alone (rows written before
-/// settings were shared), or its own part merged with the shared settings.
-pub(crate) fn stored_spec(
+/// The JSON object of a stored spec: its own part merged with the shared
+/// settings (or the row's `spec_json` alone, for rows written before
+/// settings were shared).
+pub(crate) fn stored_json(
     own: &str,
     settings_hash: Option<&str>,
     settings: Option<&str>,
-) -> Result<TrialSpec, StoreError> {
-    let Some(hash) = settings_hash else { return parse_spec(own) };
+) -> Result<serde_json::Value, StoreError> {
+    let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("stored trial spec: {e}"));
+    let mut v: serde_json::Value = serde_json::from_str(own).map_err(corrupt)?;
+    let Some(hash) = settings_hash else { return Ok(v) };
     let Some(settings) = settings else {
         return Err(StoreError::Corrupt(format!("trial settings {hash} are missing")));
     };
-    let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("stored trial spec: {e}"));
-    let mut v: serde_json::Value = serde_json::from_str(own).map_err(corrupt)?;
     let shared: serde_json::Value = serde_json::from_str(settings).map_err(corrupt)?;
     match (v.as_object_mut(), shared.as_object()) {
         (Some(obj), Some(sh)) => {
@@ -506,16 +436,18 @@ pub(crate) fn stored_spec(
         }
         _ => return Err(StoreError::Corrupt("stored trial spec: not a JSON object".into())),
     }
-    serde_json::from_value(v).map_err(corrupt)
+    Ok(v)
 }
 
-pub(crate) fn sd_from_sums(s: Sums) -> Option<f64> {
-    if s.n < 2 {
-        return None;
-    }
-    let n = s.n as f64;
-    let var = (s.sum_sq - s.sum * s.sum / n) / (n - 1.0);
-    Some(var.max(0.0).sqrt())
+/// A stored trial spec (the only reader of `spec_json`; rows are in the v2
+/// form once [`upgrade`] has run).
+pub(crate) fn stored_spec(
+    own: &str,
+    settings_hash: Option<&str>,
+    settings: Option<&str>,
+) -> Result<TrialSpec, StoreError> {
+    let v = stored_json(own, settings_hash, settings)?;
+    serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("stored trial spec: {e}")))
 }
 
 // The SQL both backends share. Placeholders are `$N`: PostgreSQL's native
@@ -561,32 +493,6 @@ pub(crate) mod sql {
     pub const SETTINGS_INSERT: &str =
         "INSERT INTO trial_settings (hash, settings_json) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING";
     pub const SETTINGS: &str = "SELECT settings_json FROM trial_settings WHERE hash = $1";
-
-    pub const REPORT: &str = "SELECT depth, skip, init, batchnorm, \
-         COUNT(CASE WHEN state = 'queued' THEN 1 END) AS queued, \
-         COUNT(CASE WHEN state = 'running' THEN 1 END) AS running, \
-         COUNT(CASE WHEN state = 'succeeded' THEN 1 END) AS succeeded, \
-         COUNT(CASE WHEN state = 'diverged' THEN 1 END) AS diverged, \
-         COUNT(CASE WHEN state = 'failed' THEN 1 END) AS failed, \
-         COUNT(CASE WHEN state = 'cancelled' THEN 1 END) AS cancelled, \
-         COUNT(CASE WHEN state = 'succeeded' THEN final_test_accuracy END) AS acc_n, \
-         SUM(CASE WHEN state = 'succeeded' THEN final_test_accuracy END) AS acc_s, \
-         SUM(CASE WHEN state = 'succeeded' THEN final_test_accuracy * final_test_accuracy END) AS acc_q, \
-         COUNT(CASE WHEN state = 'succeeded' THEN final_train_loss END) AS tl_n, \
-         SUM(CASE WHEN state = 'succeeded' THEN final_train_loss END) AS tl_s, \
-         SUM(CASE WHEN state = 'succeeded' THEN final_train_loss * final_train_loss END) AS tl_q, \
-         COUNT(CASE WHEN state = 'succeeded' THEN final_test_loss END) AS vl_n, \
-         SUM(CASE WHEN state = 'succeeded' THEN final_test_loss END) AS vl_s, \
-         SUM(CASE WHEN state = 'succeeded' THEN final_test_loss * final_test_loss END) AS vl_q, \
-         COUNT(CASE WHEN state = 'succeeded' THEN best_test_accuracy END) AS ba_n, \
-         SUM(CASE WHEN state = 'succeeded' THEN best_test_accuracy END) AS ba_s, \
-         SUM(CASE WHEN state = 'succeeded' THEN best_test_accuracy * best_test_accuracy END) AS ba_q, \
-         COUNT(CASE WHEN state = 'succeeded' THEN wall_seconds END) AS ws_n, \
-         SUM(CASE WHEN state = 'succeeded' THEN wall_seconds END) AS ws_s, \
-         SUM(CASE WHEN state = 'succeeded' THEN wall_seconds * wall_seconds END) AS ws_q \
-         FROM trials WHERE sweep_id = $1 \
-         GROUP BY cell_key, depth, skip, init, batchnorm \
-         ORDER BY depth, skip DESC, init, batchnorm DESC, cell_key";
 
     pub const CANCEL_SWEEP: &str = "UPDATE sweeps SET cancelled = TRUE WHERE id = $1";
     pub const CANCEL_TRIALS: &str = "UPDATE trials SET state = 'cancelled', finished_ms = $2, lease_expires_ms = NULL \

@@ -39,9 +39,12 @@ impl PostgresStore {
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
         sqlx::query(super::sql::STORE_ID_INSERT).bind(super::new_store_id()).execute(&pool).await?;
         let (store_id,): (String,) = sqlx::query_as(super::sql::STORE_ID).fetch_one(&pool).await?;
-        Ok(Self { write: pool.clone(), read: pool, store_id })
+        let store = Self { write: pool.clone(), read: pool, store_id };
+        store.upgrade_v1_rows().await?;
+        Ok(store)
     }
 }
 
 impl_store!(PostgresStore, sqlx::Postgres);
 impl_analytics!(PostgresStore, sqlx::Postgres);
+impl_upgrade!(PostgresStore, sqlx::Postgres);

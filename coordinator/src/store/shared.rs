@@ -63,7 +63,7 @@ macro_rules! impl_store {
                 }
                 // The grid's train and data settings are stored once; each
                 // trial row keeps only its cell and seed.
-                let (settings_hash, settings_json) = $crate::store::shared_settings(spec);
+                let (settings_hash, settings_json) = $crate::store::shared_settings(&spec.train, &spec.data);
                 sqlx::query($crate::store::sql::SETTINGS_INSERT)
                     .bind(&settings_hash)
                     .bind(&settings_json)
@@ -76,17 +76,16 @@ macro_rules! impl_store {
                 let rows: Vec<(usize, &sweep_core::TrialSpec)> = trials.iter().enumerate().collect();
                 for chunk in rows.chunks(500) {
                     let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO trials (id, sweep_id, cell_key, seq, depth, skip, init, batchnorm, seed, spec_json, settings_hash, priority, max_attempts, state) ",
+                        "INSERT INTO trials (id, identity, sweep_id, cell_key, seq, cell, seed, spec_json, settings_hash, priority, max_attempts, state) ",
                     );
                     qb.push_values(chunk, |mut b, (i, t)| {
-                        b.push_bind(t.id(&spec.name).0)
+                        let id = t.id(&spec.name).0;
+                        b.push_bind(id.clone())
+                            .push_bind(id)
                             .push_bind(spec.name.clone())
                             .push_bind(t.cell_key(&spec.name))
                             .push_bind(base_seq + 1 + *i as i64)
-                            .push_bind(t.depth as i64)
-                            .push_bind(t.skip)
-                            .push_bind(t.init.as_str())
-                            .push_bind(t.batchnorm)
+                            .push_bind(t.cell.canonical())
                             .push_bind(t.seed as i64)
                             .push_bind($crate::store::own_part(t))
                             .push_bind(settings_hash.clone())
@@ -94,7 +93,9 @@ macro_rules! impl_store {
                             .push_bind(spec.run.max_attempts as i64)
                             .push_bind("queued");
                     });
-                    qb.push(" ON CONFLICT (id) DO NOTHING");
+                    // Any unique key: `id`, or `identity` for a row stored
+                    // under an older ID scheme (see store/upgrade.rs).
+                    qb.push(" ON CONFLICT DO NOTHING");
                     added += qb.build().execute(&mut *tx).await?.rows_affected();
                 }
                 let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM trials WHERE sweep_id = $1")
@@ -356,7 +357,7 @@ macro_rules! impl_store {
                 sweep_id: Option<&str>,
             ) -> Result<Vec<$crate::store::SweepStatus>, $crate::store::StoreError> {
                 use sqlx::Row;
-                use $crate::store::{sql, Progress, RunningTrial, StateCounts, StoreError, SweepStatus, TrialState};
+                use $crate::store::{sql, Progress, RunningTrial, StateCounts, StoreError, SweepStatus};
                 let sweeps: Vec<(String, bool)> = match sweep_id {
                     Some(id) => sqlx::query_as(sql::SWEEPS_ONE).bind(id).fetch_all(&self.read).await?,
                     None => sqlx::query_as(sql::SWEEPS_ALL).fetch_all(&self.read).await?,
@@ -385,7 +386,7 @@ macro_rules! impl_store {
                     out.iter().enumerate().map(|(i, s)| (s.sweep_id.clone(), i)).collect();
                 for (sweep, state, n) in counts {
                     if let Some(&i) = index.get(&sweep) {
-                        out[i].counts.add(TrialState::parse(&state)?, n as u64);
+                        out[i].counts.add($crate::store::parse_state(&state)?, n as u64);
                     }
                 }
                 for row in running {
@@ -410,56 +411,6 @@ macro_rules! impl_store {
                 Ok(out)
             }
 
-            async fn report(
-                &self,
-                sweep_id: &str,
-            ) -> Result<Vec<$crate::store::CellAggregate>, $crate::store::StoreError> {
-                use sqlx::Row;
-                use $crate::store::{sql, CellAggregate, StateCounts, StoreError, Sums};
-                let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM sweeps WHERE id = $1")
-                    .bind(sweep_id)
-                    .fetch_optional(&self.read)
-                    .await?;
-                if exists.is_none() {
-                    return Err(StoreError::NotFound(format!("sweep {sweep_id:?}")));
-                }
-                let rows = sqlx::query(sql::REPORT).bind(sweep_id).fetch_all(&self.read).await?;
-                let sums = |row: &<$db as sqlx::Database>::Row, p: &str| -> Result<Sums, sqlx::Error> {
-                    Ok(Sums {
-                        n: row.try_get::<i64, _>(format!("{p}_n").as_str())? as u64,
-                        sum: row.try_get::<Option<f64>, _>(format!("{p}_s").as_str())?.unwrap_or(0.0),
-                        sum_sq: row.try_get::<Option<f64>, _>(format!("{p}_q").as_str())?.unwrap_or(0.0),
-                    })
-                };
-                let count = |row: &<$db as sqlx::Database>::Row, c: &str| -> Result<u64, sqlx::Error> {
-                    Ok(row.try_get::<i64, _>(c)? as u64)
-                };
-                rows.iter()
-                    .map(|row| {
-                        Ok(CellAggregate {
-                            depth: row.try_get::<i64, _>("depth")? as u32,
-                            skip: row.try_get("skip")?,
-                            init: row.try_get("init")?,
-                            batchnorm: row.try_get("batchnorm")?,
-                            counts: StateCounts {
-                                queued: count(row, "queued")?,
-                                running: count(row, "running")?,
-                                succeeded: count(row, "succeeded")?,
-                                diverged: count(row, "diverged")?,
-                                failed: count(row, "failed")?,
-                                cancelled: count(row, "cancelled")?,
-                            },
-                            test_accuracy: sums(row, "acc")?,
-                            train_loss: sums(row, "tl")?,
-                            test_loss: sums(row, "vl")?,
-                            best_test_accuracy: sums(row, "ba")?,
-                            wall_seconds: sums(row, "ws")?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-                    .map_err(StoreError::from)
-            }
-
             async fn cancel(&self, sweep_id: &str, now_ms: i64) -> Result<u64, $crate::store::StoreError> {
                 use $crate::store::{sql, StoreError};
                 let mut tx = self.write.begin().await?;
@@ -482,14 +433,14 @@ macro_rules! impl_store {
                 sweep_id: &str,
             ) -> Result<Vec<$crate::store::TrialRecord>, $crate::store::StoreError> {
                 use sqlx::Row;
-                use $crate::store::{sql, TrialRecord, TrialState, TrialSummary};
+                use $crate::store::{sql, TrialRecord, TrialSummary};
                 let rows = sqlx::query(sql::TRIALS).bind(sweep_id).fetch_all(&self.read).await?;
                 rows.iter()
                     .map(|row| {
                         Ok(TrialRecord {
                             trial_id: row.try_get("id")?,
                             sweep_id: row.try_get("sweep_id")?,
-                            state: TrialState::parse(&row.try_get::<String, _>("state")?)?,
+                            state: $crate::store::parse_state(&row.try_get::<String, _>("state")?)?,
                             attempts: row.try_get::<i64, _>("attempts")? as u32,
                             failures: row.try_get::<i64, _>("failures")? as u32,
                             infra_failures: row.try_get::<i64, _>("infra_failures")? as u32,

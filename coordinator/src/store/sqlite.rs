@@ -100,7 +100,9 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new().max_connections(4).connect_with(opts.read_only(true)).await?
         };
-        Ok(Self { write, read, store_id, _lock: lock })
+        let store = Self { write, read, store_id, _lock: lock };
+        store.upgrade_v1_rows().await?;
+        Ok(store)
     }
 }
 
@@ -112,3 +114,4 @@ const LEASE_SQL_TEXT: &str = "UPDATE trials SET state = 'running', lease_id = $1
 
 impl_store!(SqliteStore, sqlx::Sqlite);
 impl_analytics!(SqliteStore, sqlx::Sqlite);
+impl_upgrade!(SqliteStore, sqlx::Sqlite);

@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sweep_proto::v1 as pb;
+use sweep_core::{Cell, TrialResult, TrialState};
 
-use crate::report::on_off;
+use super::design::Design;
 
 /// Most trials named in one note.
 const MAX_NAMED: usize = 8;
@@ -16,12 +16,11 @@ const MAX_NAMED: usize = 8;
 /// One trial's provenance (the JSON report's `trials` array).
 #[derive(Debug, Serialize, PartialEq)]
 pub struct TrialRow {
-    pub depth: u32,
-    pub skip: bool,
-    pub init: String,
-    pub batchnorm: bool,
+    /// One key per factor.
+    #[serde(flatten)]
+    pub cell: Cell,
     pub seed: u64,
-    pub state: String,
+    pub state: TrialState,
     /// `cpu`, `cuda:0`; empty when the coordinator did not record it.
     pub device: String,
     /// libtorch intra-op threads; 0 when unknown or libtorch's default.
@@ -31,37 +30,24 @@ pub struct TrialRow {
     pub train_images_used: Option<u64>,
 }
 
-pub fn trial_rows(trials: &[pb::TrialFinal]) -> Vec<TrialRow> {
+/// One row per trial, in the order given (the report sorts trials first).
+pub fn trial_rows(_design: &Design, trials: &[TrialResult]) -> Vec<TrialRow> {
     trials
         .iter()
-        .map(|t| {
-            let c = t.cell.clone().unwrap_or_default();
-            TrialRow {
-                depth: c.depth,
-                skip: c.skip,
-                init: c.init,
-                batchnorm: c.batchnorm,
-                seed: t.seed,
-                state: t.state.clone(),
-                device: t.device.clone(),
-                threads: t.threads,
-                diverged_step: t.diverged_step,
-                train_images_used: t.train_images_used,
-            }
+        .map(|t| TrialRow {
+            cell: t.cell.clone(),
+            seed: t.seed,
+            state: t.state,
+            device: t.device.clone(),
+            threads: t.threads,
+            diverged_step: t.diverged_step,
+            train_images_used: t.train_images_used,
         })
         .collect()
 }
 
-fn trial_name(t: &pb::TrialFinal) -> String {
-    let c = t.cell.clone().unwrap_or_default();
-    format!(
-        "depth={} skip={} init={} batchnorm={} seed {}",
-        c.depth,
-        on_off(c.skip),
-        c.init,
-        on_off(c.batchnorm),
-        t.seed
-    )
+fn trial_name(design: &Design, t: &TrialResult) -> String {
+    format!("{} seed {}", design.cell_name(&t.cell), t.seed)
 }
 
 fn named(items: &[String]) -> String {
@@ -81,10 +67,12 @@ fn setting(device: &str, threads: u32) -> String {
 }
 
 /// The provenance notes under the report's tables.
-pub fn notes(trials: &[pb::TrialFinal]) -> Vec<String> {
+pub fn notes(design: &Design, trials: &[TrialResult]) -> Vec<String> {
     let mut notes = Vec::new();
-    let ran: Vec<&pb::TrialFinal> =
-        trials.iter().filter(|t| matches!(t.state.as_str(), "succeeded" | "diverged" | "failed")).collect();
+    let ran: Vec<&TrialResult> = trials
+        .iter()
+        .filter(|t| matches!(t.state, TrialState::Succeeded | TrialState::Diverged | TrialState::Failed))
+        .collect();
     let mut settings: BTreeMap<(String, u32), usize> = BTreeMap::new();
     let mut unrecorded = 0;
     for t in &ran {
@@ -114,10 +102,10 @@ pub fn notes(trials: &[pb::TrialFinal]) -> Vec<String> {
 
     let diverged: Vec<String> = trials
         .iter()
-        .filter(|t| t.state == "diverged")
+        .filter(|t| t.state == TrialState::Diverged)
         .map(|t| match t.diverged_step {
-            Some(s) => format!("{} at step {s}", trial_name(t)),
-            None => format!("{} (step not recorded)", trial_name(t)),
+            Some(s) => format!("{} at step {s}", trial_name(design, t)),
+            None => format!("{} (step not recorded)", trial_name(design, t)),
         })
         .collect();
     if !diverged.is_empty() {
@@ -125,7 +113,7 @@ pub fn notes(trials: &[pb::TrialFinal]) -> Vec<String> {
     }
 
     let short: Vec<String> =
-        trials.iter().filter_map(|t| t.train_images_used.map(|n| format!("{} used {n}", trial_name(t)))).collect();
+        trials.iter().filter_map(|t| t.train_images_used.map(|n| format!("{} used {n}", trial_name(design, t)))).collect();
     if !short.is_empty() {
         notes.push(format!(
             "WARNING: {} trials trained on fewer images than [data] train_subset asked for (the dataset is \
@@ -140,29 +128,47 @@ pub fn notes(trials: &[pb::TrialFinal]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sweep_core::Level;
 
-    fn trial(depth: u32, seed: u64, state: &str, device: &str, threads: u32) -> pb::TrialFinal {
-        pb::TrialFinal {
-            cell: Some(pb::AnalysisCell { depth, skip: false, init: "default".into(), batchnorm: false }),
+    fn trial(depth: i64, seed: u64, state: TrialState, device: &str, threads: u32) -> TrialResult {
+        let cell: Cell = [
+            ("depth", Level::Int(depth)),
+            ("skip", Level::Bool(false)),
+            ("init", Level::Str("default".into())),
+            ("batchnorm", Level::Bool(false)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        TrialResult {
+            cell,
+            cell_key: String::new(),
             seed,
-            state: state.into(),
+            state,
+            final_train_loss: None,
+            final_test_loss: None,
+            final_test_accuracy: None,
+            best_test_accuracy: None,
+            wall_seconds: None,
             device: device.into(),
             threads,
-            ..Default::default()
+            diverged_step: None,
+            train_images_used: None,
         }
     }
 
     #[test]
     fn notes_name_devices_threads_divergence_steps_and_short_data() {
         let mut ts = vec![
-            trial(8, 0, "succeeded", "cpu", 4),
-            trial(8, 1, "succeeded", "cpu", 4),
-            trial(32, 0, "diverged", "cuda:0", 0),
-            trial(32, 1, "queued", "", 0),
+            trial(8, 0, TrialState::Succeeded, "cpu", 4),
+            trial(8, 1, TrialState::Succeeded, "cpu", 4),
+            trial(32, 0, TrialState::Diverged, "cuda:0", 0),
+            trial(32, 1, TrialState::Queued, "", 0),
         ];
         ts[2].diverged_step = Some(47);
         ts[1].train_images_used = Some(500);
-        let n = notes(&ts);
+        let design = Design::of(&ts);
+        let n = notes(&design, &ts);
         let all = n.join("\n");
         assert!(
             all.contains(
@@ -174,14 +180,15 @@ mod tests {
         assert!(all.contains("number of libtorch threads"), "{all}");
         assert!(all.contains("depth=32 skip=off init=default batchnorm=off seed 0 at step 47"), "{all}");
         assert!(all.contains("WARNING: 1 trials trained on fewer images") && all.contains("seed 1 used 500"), "{all}");
-        let rows = trial_rows(&ts);
+        let rows = trial_rows(&design, &ts);
         assert_eq!(rows[2].diverged_step, Some(47));
         assert_eq!((rows[0].device.as_str(), rows[0].threads), ("cpu", 4));
     }
 
     #[test]
     fn one_setting_is_not_called_a_mix_and_the_thread_dependence_is_always_said() {
-        let n = notes(&[trial(8, 0, "succeeded", "cpu", 2)]).join("\n");
+        let ts = [trial(8, 0, TrialState::Succeeded, "cpu", 2)];
+        let n = notes(&Design::of(&ts), &ts).join("\n");
         assert!(!n.contains("mixes"), "{n}");
         assert!(n.contains("1 on cpu with 2 libtorch threads") && n.contains("--threads"), "{n}");
         assert!(!n.contains("diverged trials") && !n.contains("WARNING"), "{n}");

@@ -1,8 +1,8 @@
 //! `sweep report --html FILE`: one self-contained page (no scripts, no
 //! external files): the tables, the notes, and the pictures inlined as SVG.
 
-use crate::plots::Pic;
-use crate::report::FullReport;
+use super::plots::Pic;
+use super::FullReport;
 use crate::tables::{html, html_escape};
 
 const STYLE: &str = "body{font-family:'DejaVu Sans',Helvetica,Arial,sans-serif;max-width:1180px;margin:2em auto;\
@@ -18,7 +18,7 @@ pub fn page(r: &FullReport, pics: &[Pic]) -> String {
         html_escape(&r.sweep_id),
         html_escape(&r.sweep_id)
     );
-    let tables = crate::report::tables(r);
+    let tables = super::render::tables(r);
     if let Some(first) = tables.first() {
         out += &html(first);
     }
@@ -40,7 +40,7 @@ pub fn page(r: &FullReport, pics: &[Pic]) -> String {
         let svg = p.svg.find("<svg").map(|i| &p.svg[i..]).unwrap_or(&p.svg);
         out += &format!(
             "<figure id=\"{}\">\n{svg}\n<figcaption>{}</figcaption>\n</figure>\n",
-            p.name,
+            html_escape(&p.name),
             html_escape(&p.title)
         );
     }

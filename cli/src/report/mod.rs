@@ -1,0 +1,206 @@
+//! `sweep report`: the per-cell table, factorial effects with 95% intervals,
+//! paired comparisons, plain-words flags, and (with `--html`/`--out`) the
+//! pictures. Rendered as a terminal table, markdown, CSV, JSON or LaTeX.
+//!
+//! Means come with 95% Student-t intervals over the cell's seeds (never
+//! z = 1.96: with 3 seeds that would understate the interval by half). The
+//! effects are computed by `sweep_core::effects` (see its docs for how
+//! marginal means and their intervals are defined) from the trial rows the
+//! coordinator's `Analyze` call returns; the coordinator only runs
+//! set-based queries. The answer is converted to domain types
+//! ([`SweepResults`]) on arrival; nothing below this module sees the wire.
+//!
+//! - `args`: the options; `design`: the factors the trials show;
+//!   `cells`: the per-cell rows; `notes`: the flags; `render`: tables,
+//!   JSON, CSV; `provenance`: where trials ran; `plots`, `html`: pictures
+//!   and the page.
+
+mod args;
+mod cells;
+mod design;
+mod html;
+mod notes;
+mod plots;
+mod provenance;
+mod render;
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use sweep_core::effects::{self, Analysis, Observation};
+use sweep_core::{SweepResults, TrialState};
+use sweep_proto::v1 as pb;
+
+pub use args::{Measure, ReportArgs};
+use cells::{cell_rows, Row};
+use design::Design;
+pub use render::render_full;
+
+/// Everything a report shows, ready for every format.
+#[derive(Debug)]
+pub struct FullReport {
+    pub sweep_id: String,
+    pub design: Design,
+    /// One row per cell (the documented JSON rows).
+    pub cells: Vec<Row>,
+    pub metric: Measure,
+    pub analysis: Analysis,
+    pub notes: Vec<String>,
+    pub results: SweepResults,
+    /// The picture options (`--x`, `--at`).
+    pub x: Option<String>,
+    pub at: BTreeMap<String, String>,
+    /// The focus factors (their levels are the pictures' lines).
+    pub focus: Vec<String>,
+}
+
+/// Builds the report from the coordinator's results.
+pub fn build(mut results: SweepResults, args: &ReportArgs) -> anyhow::Result<FullReport> {
+    let design = Design::of(&results.trials);
+    // Trials in display order: factor levels, then seed (the JSON `trials`).
+    results.trials.sort_by(|a, b| {
+        let key = |t: &sweep_core::TrialResult| {
+            (design.factors.iter().map(|f| t.cell.get(&f.name).cloned()).collect::<Vec<_>>(), t.seed)
+        };
+        key(a).cmp(&key(b)).then_with(|| a.cell_key.cmp(&b.cell_key))
+    });
+    let mut baselines = BTreeMap::new();
+    for b in &args.baseline {
+        let (f, l) = design.parse_assignment("--baseline", b)?;
+        baselines.insert(f, l);
+    }
+    for f in &args.by {
+        design.known("--by", f, f)?;
+    }
+    let mut at = BTreeMap::new();
+    for a in &args.at {
+        let (f, l) = design.parse_assignment("--at", a)?;
+        at.insert(f, l);
+    }
+    design.x_factor(args.x.as_deref())?;
+    let focus = design.focus(&baselines);
+    let obs: Vec<Observation> = results
+        .trials
+        .iter()
+        .filter(|t| t.state == TrialState::Succeeded)
+        .filter_map(|t| {
+            let value = args.metric.value(t)?;
+            Some(Observation { levels: design.level_texts(&t.cell), seed: t.seed, value })
+        })
+        .collect();
+    let factors: Vec<effects::Factor> = design
+        .factors
+        .iter()
+        .map(|f| effects::Factor::new(&f.name, f.levels.iter().map(ToString::to_string)))
+        .collect();
+    let opts = effects::Options { baselines, focus: focus.clone(), by: args.by.clone() };
+    let analysis = effects::analyze(&factors, &obs, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cells = cell_rows(&design, &results.trials);
+    let mut notes = notes::notes(&design, &results.trials, &cells, &analysis, args.metric);
+    notes.extend(provenance::notes(&design, &results.trials));
+    Ok(FullReport {
+        sweep_id: results.sweep_id.clone(),
+        design,
+        cells,
+        metric: args.metric,
+        analysis,
+        notes,
+        results,
+        x: args.x.clone(),
+        at,
+        focus,
+    })
+}
+
+/// The coordinator's answer with every string it carries made safe to print
+/// (see [`crate::printable`]): the report shows them in every format.
+fn escaped(mut r: SweepResults) -> SweepResults {
+    fn fix(s: &mut String) {
+        if let std::borrow::Cow::Owned(o) = crate::printable::printable(s) {
+            *s = o;
+        }
+    }
+    fn fix_cell(c: &mut sweep_core::Cell) {
+        let fixed = std::mem::take(&mut c.0)
+            .into_iter()
+            .map(|(mut k, mut v)| {
+                fix(&mut k);
+                if let sweep_core::Level::Str(s) = &mut v {
+                    fix(s);
+                }
+                (k, v)
+            })
+            .collect();
+        c.0 = fixed;
+    }
+    fix(&mut r.sweep_id);
+    for t in &mut r.trials {
+        fix_cell(&mut t.cell);
+        fix(&mut t.cell_key);
+        fix(&mut t.device);
+    }
+    for c in &mut r.curves {
+        fix_cell(&mut c.cell);
+        fix(&mut c.metric);
+    }
+    for g in &mut r.grad_flow {
+        fix_cell(&mut g.cell);
+        fix(&mut g.block);
+    }
+    r
+}
+
+/// Connects to the coordinator's `AnalysisService` (with the token and TLS
+/// settings every client command uses).
+async fn analysis_client(
+    url: &str,
+) -> anyhow::Result<pb::analysis_service_client::AnalysisServiceClient<sweep_proto::client::AuthChannel>> {
+    Ok(pb::analysis_service_client::AnalysisServiceClient::new(crate::commands::channel(url).await?)
+        .max_decoding_message_size(256 * 1024 * 1024))
+}
+
+/// Fetches a sweep's results, as domain types.
+async fn fetch(sweep: &str, pictures: bool, url: &str) -> Result<SweepResults, crate::Failure> {
+    let mut client = analysis_client(url).await?;
+    let data = client
+        .analyze(pb::AnalyzeRequest {
+            sweep_id: sweep.to_owned(),
+            curve_metrics: if pictures { vec!["train_loss".into()] } else { Vec::new() },
+            grad_flow: pictures,
+        })
+        .await
+        .map_err(crate::commands::rpc)?
+        .into_inner();
+    let results = SweepResults::try_from(data).context("the coordinator's report data")?;
+    Ok(escaped(results))
+}
+
+/// `sweep report`: fetch, compute, print; write the page and pictures.
+pub async fn command(sweep: &str, args: &ReportArgs, url: &str) -> Result<(), crate::Failure> {
+    let pictures = args.html.is_some() || args.out.is_some();
+    let results = fetch(sweep, pictures, url).await?;
+    let report = build(results, args)?;
+    print!("{}", render_full(&report, args.format)?);
+    if pictures {
+        let pics = plots::all(&report)?;
+        if let Some(dir) = &args.out {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for p in &pics {
+                let png = dir.join(format!("{}.png", p.name));
+                std::fs::write(&png, &p.png).with_context(|| format!("writing {}", png.display()))?;
+                let svg = dir.join(format!("{}.svg", p.name));
+                std::fs::write(&svg, &p.svg).with_context(|| format!("writing {}", svg.display()))?;
+            }
+            for (name, text) in render::tables_csv(&report) {
+                std::fs::write(dir.join(&name), text).with_context(|| format!("writing {name}"))?;
+            }
+            eprintln!("wrote {} pictures (PNG and SVG) and the tables as CSV to {}", pics.len(), dir.display());
+        }
+        if let Some(file) = &args.html {
+            let page = html::page(&report, &pics);
+            std::fs::write(file, page).with_context(|| format!("writing {}", file.display()))?;
+            eprintln!("wrote {}", file.display());
+        }
+    }
+    Ok(())
+}

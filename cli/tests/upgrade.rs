@@ -1,0 +1,146 @@
+//! A database made by the code before factors became data (schema v3:
+//! migrations 0001-0003, four factor columns) upgrades in place when today's
+//! coordinator opens it, on SQLite and on PostgreSQL, and reports exactly
+//! what the old code reported: the same markdown, CSV and JSON, the same
+//! `sweep status`, and resubmitting the old grid adds nothing.
+//!
+//! The rows and the old outputs are in tests/fixtures/upgrade (see its
+//! README for how they were made).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{run_ok, sweep};
+use sqlx::Executor;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upgrade").join(name)
+}
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The migrations of schema v3 (0001-0003), copied to their own folder.
+fn v3_migrations(dir: &Path) -> PathBuf {
+    let out = dir.join("migrations-v3");
+    std::fs::create_dir_all(&out).unwrap();
+    let backend = if dir.join("pg").exists() { "postgres" } else { "sqlite" };
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../migrations").join(backend);
+    for name in ["0001_init.sql", "0002_reliability.sql", "0003_hardening.sql"] {
+        std::fs::copy(src.join(name), out.join(name)).unwrap();
+    }
+    out
+}
+
+/// Fills a schema-v3 database at `url` with the fixture's rows.
+async fn make_v3<DB: sqlx::Database>(pool: &sqlx::Pool<DB>, migrations: &Path)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Connection: sqlx::migrate::Migrate,
+{
+    let migrator = sqlx::migrate::Migrator::new(migrations).await.expect("read the v3 migrations");
+    migrator.run(pool).await.expect("apply the v3 migrations");
+    pool.execute(sqlx::raw_sql(&read("schema_v3.sql"))).await.expect("load the v3 rows");
+}
+
+const GRID: &str = r#"
+name = "NAME"
+seeds = 3
+[grid]
+depth = [8, 32]
+skip = [true, false]
+init = ["default", "kaiming_normal", "xavier_uniform"]
+batchnorm = [true, false]
+[train]
+epochs = 2
+lr = 0.01
+[data]
+path = "/data/cifar-10-batches-bin"
+train_subset = 512
+test_subset = 256
+"#;
+
+/// Starts today's coordinator over `database_url` and checks every output
+/// against the old code's, twice (the upgrade runs once; a restart changes
+/// nothing).
+fn check_reports(database_url: &str, dir: &Path) {
+    for round in 0..2 {
+        let server = common::Server::start_url(database_url);
+        let report = |sweep_name: &str, args: &[&str]| {
+            run_ok(sweep().args(["report", sweep_name, "--coordinator", &server.url]).args(args))
+        };
+        for name in ["lecture", "legacy"] {
+            let md = report(name, &["--format", "markdown"]);
+            assert_eq!(md, read(&format!("{name}.md")), "round {round}: {name} markdown report differs");
+            let by = report(name, &["--format", "markdown", "--by", "depth,skip", "--baseline", "batchnorm=on"]);
+            assert_eq!(by, read(&format!("{name}-by.md")), "round {round}: {name} --by report differs");
+            let csv = report(name, &["--format", "csv"]);
+            assert_eq!(csv, read(&format!("{name}.csv")), "round {round}: {name} CSV differs");
+            let json: serde_json::Value = serde_json::from_str(&report(name, &["--format", "json"])).unwrap();
+            let old: serde_json::Value = serde_json::from_str(&read(&format!("{name}.json"))).unwrap();
+            assert_eq!(json, old, "round {round}: {name} JSON report differs");
+        }
+        let status = run_ok(sweep().args(["status", "--coordinator", &server.url]));
+        assert_eq!(status, read("status.txt"), "round {round}: status differs");
+        // The old grids, submitted again, are already stored in full.
+        for name in ["lecture", "legacy"] {
+            let grid = dir.join(format!("{name}.toml"));
+            std::fs::write(&grid, GRID.replace("NAME", name)).unwrap();
+            let out = run_ok(sweep().args(["submit"]).arg(&grid).args(["--coordinator", &server.url]));
+            assert!(out.contains("72 trials (24 cells x 3 seeds), 0 new"), "round {round}: resubmitting {name}: {out}");
+        }
+    }
+}
+
+#[test]
+fn a_v3_sqlite_database_upgrades_and_reports_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v3.db");
+    let url = format!("sqlite://{}", db.display());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let opts: sqlx::sqlite::SqliteConnectOptions = url.parse().unwrap();
+        let pool = sqlx::SqlitePool::connect_with(opts.create_if_missing(true)).await.unwrap();
+        make_v3(&pool, &v3_migrations(dir.path())).await;
+        pool.close().await;
+    });
+    check_reports(&url, dir.path());
+}
+
+#[test]
+fn a_v3_postgres_database_upgrades_and_reports_identically() {
+    let Ok(base) = std::env::var("SWEEP_TEST_POSTGRES_URL") else {
+        assert_ne!(
+            std::env::var("SWEEP_REQUIRE_POSTGRES").as_deref(),
+            Ok("1"),
+            "SWEEP_REQUIRE_POSTGRES=1 but SWEEP_TEST_POSTGRES_URL is not set"
+        );
+        println!("skipped: SWEEP_TEST_POSTGRES_URL not set");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("pg")).unwrap();
+    let schema = format!("sweep_upgrade_{}", uuid::Uuid::new_v4().simple());
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = sqlx::PgPool::connect(&base).await.expect("connect to PostgreSQL");
+        admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await.unwrap();
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        make_v3(&pool, &v3_migrations(dir.path())).await;
+        pool.close().await;
+        admin.close().await;
+    });
+    let result = std::panic::catch_unwind(|| check_reports(&url, dir.path()));
+    rt.block_on(async {
+        if let Ok(admin) = sqlx::PgPool::connect(&base).await {
+            let _ = admin.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str()).await;
+        }
+    });
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
