@@ -88,9 +88,7 @@ impl Level {
     pub fn coerce(self, kind: LevelKind) -> Result<Level, String> {
         match (self, kind) {
             (Level::Int(i), LevelKind::Float) => Ok(Level::Float(i as f64)),
-            (Level::Float(x), LevelKind::Float) if !x.is_finite() => {
-                Err(format!("{x} is not a finite number"))
-            }
+            (Level::Float(x), LevelKind::Float) if !x.is_finite() => Err(format!("{x} is not a finite number")),
             (l, k) if l.kind() == k => Ok(l),
             (l, k) => Err(format!("expected {}, found {}", k.describe(), l.describe())),
         }
