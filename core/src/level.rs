@@ -3,7 +3,7 @@
 //!
 //! The JSON form is part of every trial's identity: an integer is written
 //! without a fraction (`32`), a float always with one or an exponent (`1.0`,
-//! `0.001`, `1e20`), so the kind survives a round trip through the store.
+//! `0.001`, `1e+20`), so the kind survives a round trip through the store.
 
 use std::cmp::Ordering;
 use std::fmt;
