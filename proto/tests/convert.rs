@@ -4,9 +4,10 @@
 
 use std::path::Path;
 
-use sweep_core::{GridSpec, TrialSpec};
+use sweep_core::{GridSpec, Level, TrialSpec};
 use sweep_proto::convert::ConvertError;
 use sweep_proto::v1 as pb;
+use sweep_proto::v1::level::Kind;
 
 const GRID: &str = r#"
 name = "wire"
@@ -28,6 +29,15 @@ fn trial() -> pb::TrialSpec {
     (&grid().expand()[0]).into()
 }
 
+fn wire(kind: Kind) -> pb::Level {
+    pb::Level { kind: Some(kind) }
+}
+
+/// The levels of factor `name` in a wire grid spec.
+fn wire_levels<'a>(g: &'a mut pb::GridSpec, name: &str) -> &'a mut Vec<pb::Level> {
+    &mut g.factors.iter_mut().find(|f| f.name == name).unwrap_or_else(|| panic!("no factor {name}")).levels
+}
+
 #[track_caller]
 fn refused_trial(t: pb::TrialSpec) -> ConvertError {
     TrialSpec::try_from(t).expect_err("accepted an invalid trial spec")
@@ -47,24 +57,24 @@ fn trial_depth_uses_the_core_rule_including_the_cap() {
         (1032, "deeper than the limit of 1024"),
     ] {
         let mut t = trial();
-        t.depth = depth;
+        t.cell.insert("depth".into(), wire(Kind::Int(depth)));
         let e = refused_trial(t);
         assert_eq!(e.field, "spec.depth");
         assert!(e.message.contains(fragment), "{depth}: {e}");
         // The same words as a grid file's error for that depth.
         let mut domain = grid().expand().remove(0);
-        domain.depth = depth;
+        domain.cell.insert("depth", Level::Int(depth));
         assert!(domain.validate().unwrap_err().to_string().ends_with(&e.message));
     }
     let mut t = trial();
-    t.depth = 1024;
-    assert_eq!(TrialSpec::try_from(t).unwrap().depth, 1024);
+    t.cell.insert("depth".into(), wire(Kind::Int(1024)));
+    assert_eq!(TrialSpec::try_from(t).unwrap().cell.get("depth"), Some(&Level::Int(1024)));
 }
 
 #[test]
 fn trial_training_and_data_settings_are_checked() {
     let mut t = trial();
-    t.train.as_mut().unwrap().lr = f64::NAN;
+    t.train.insert("lr".into(), wire(Kind::Float(f64::NAN)));
     assert_eq!(refused_trial(t).field, "spec.train.lr");
     let mut t = trial();
     t.data.as_mut().unwrap().path = format!("/{}", "p".repeat(1 << 20));
@@ -73,7 +83,7 @@ fn trial_training_and_data_settings_are_checked() {
     assert!(e.message.contains("1048577 bytes long; the limit is 4096"), "{e}");
     assert!(e.to_string().len() < 300, "{} bytes", e.to_string().len());
     let mut t = trial();
-    t.init = "i".repeat(1 << 20);
+    t.cell.insert("init".into(), wire(Kind::Text("i".repeat(1 << 20))));
     let e = refused_trial(t);
     assert_eq!(e.field, "spec.init");
     assert!(e.message.contains("… (1048576 bytes)") && e.to_string().len() < 300, "{e}");
@@ -89,7 +99,7 @@ fn grid_specs_are_refused_by_field_with_short_messages() {
     assert!(e.message.contains("begins with"), "{e}");
 
     let mut g: pb::GridSpec = (&grid()).into();
-    g.grid.as_mut().unwrap().depth = vec![8, 2048];
+    *wire_levels(&mut g, "depth") = vec![wire(Kind::Int(8)), wire(Kind::Int(2048))];
     let e = GridSpec::try_from(g).unwrap_err();
     assert_eq!(e.field, "grid.depth");
 
@@ -100,7 +110,7 @@ fn grid_specs_are_refused_by_field_with_short_messages() {
     assert!(e.to_string().len() < 300, "{} bytes", e.to_string().len());
 
     let mut g: pb::GridSpec = (&grid()).into();
-    g.grid.as_mut().unwrap().init = vec!["z".repeat(1 << 20)];
+    *wire_levels(&mut g, "init") = vec![wire(Kind::Text("z".repeat(1 << 20)))];
     let e = GridSpec::try_from(g).unwrap_err();
     assert_eq!(e.field, "grid.init");
     assert!(e.to_string().len() < 300, "{} bytes", e.to_string().len());
