@@ -264,6 +264,18 @@ fn data_and_run_keys_are_not_factors() {
     rejects_at(&with_grid_line("optimiser = [\"sgd\"]"), "grid.optimiser", 9, 1, &["did you mean `optimizer`?"]);
 }
 
+#[test]
+fn architecture_factors_are_not_settings() {
+    let text = EXAMPLE.replacen("epochs = 6\n", "epochs = 6\ndepth = 8\n", 1);
+    rejects_at(
+        &text,
+        "train.depth",
+        12,
+        1,
+        &["unknown key `depth` in [train]; `depth` belongs in [grid], not [train]"],
+    );
+}
+
 // ---- specs that arrive without a file -------------------------------------
 
 #[track_caller]
