@@ -896,6 +896,23 @@ fn apply(text: &str, mutations: &[Mutation]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// The example with `optimizer` and `lr` moved from [train] to [grid].
+fn factor_example() -> String {
+    let text = EXAMPLE
+        .replacen(
+            "batchnorm = [true, false]\n",
+            "batchnorm = [true, false]\noptimizer = [\"sgd\", \"adam\"]\nlr = [1e-3, 1e-2]\n",
+            1,
+        )
+        .lines()
+        .filter(|l| !l.starts_with("optimizer = \"sgd\"") && !l.starts_with("lr = 1e-4"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    let spec = parse(&text).expect("the factor example parses");
+    assert_eq!(spec.cell_count(), 48 * 4, "optimizer and lr are factors");
+    text
+}
+
 /// What must hold for any input: no panic; an error names the file and a
 /// real position; an accepted spec passes `validate` and respects the size
 /// limit (so the parser and the wire validator agree).
@@ -925,6 +942,13 @@ proptest! {
     #[test]
     fn mutated_examples_never_panic(mutations in prop::collection::vec(mutation(), 1..6)) {
         check_any_input(&apply(EXAMPLE, &mutations))?;
+    }
+
+    /// The same with [train] keys as factors (issue 9): mutations move
+    /// values between [grid] and [train], retype levels, and so on.
+    #[test]
+    fn mutated_factor_examples_never_panic(mutations in prop::collection::vec(mutation(), 1..6)) {
+        check_any_input(&apply(&factor_example(), &mutations))?;
     }
 
     #[test]
