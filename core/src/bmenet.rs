@@ -40,7 +40,8 @@ impl InitScheme {
         InitScheme::KaimingUniform,
         InitScheme::KaimingNormal,
     ];
-    const NAMES: [&'static str; 5] = ["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"];
+    const NAMES: [&'static str; 5] =
+        ["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal"];
 
     pub fn as_str(self) -> &'static str {
         Self::NAMES[self as usize]
@@ -356,11 +357,8 @@ mod tests {
 
     #[test]
     fn schema_defaults_are_the_train_config_defaults() {
-        let from_schema: crate::Settings = SCHEMA
-            .keys
-            .iter()
-            .filter_map(|k| k.default.map(|d| (k.name.to_owned(), d.level())))
-            .collect();
+        let from_schema: crate::Settings =
+            SCHEMA.keys.iter().filter_map(|k| k.default.map(|d| (k.name.to_owned(), d.level()))).collect();
         assert_eq!(from_schema, TrainConfig::default().levels());
     }
 }

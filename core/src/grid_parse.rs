@@ -117,7 +117,6 @@ pub(crate) mod rules {
         Ok(())
     }
 
-
     /// For counts that must be at least 1 (epochs, batch size, ...).
     pub fn positive(n: i64) -> Result<(), String> {
         if n < 1 {
@@ -125,9 +124,6 @@ pub(crate) mod rules {
         }
         Ok(())
     }
-
-
-
 
     pub fn dataset(name: &str) -> Result<(), String> {
         if name.len() > MAX_DATASET_LEN {
@@ -198,7 +194,11 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
 
     let schema = crate::schema();
     let grid_t = root.section(&doc, "grid")?.ok_or_else(|| {
-        doc.error(0..0, "grid", format!("missing [grid] table with the factors {}", schema.names(Place::Factor).join(", ")))
+        doc.error(
+            0..0,
+            "grid",
+            format!("missing [grid] table with the factors {}", schema.names(Place::Factor).join(", ")),
+        )
     })?;
     grid_t.check_keys(&doc, &schema.factor_names(), schema)?;
     let no_table = DeTable::new();
@@ -796,9 +796,7 @@ fn check_exact(schema: &Schema, name: &str, level: &Level) -> Result<(), String>
     let expected = schema.key(name).map(|k| k.kind);
     schema.check(name, level.clone())?;
     match expected {
-        Some(kind) if kind != level.kind() => {
-            Err(format!("expected {}, found {}", kind.describe(), level.describe()))
-        }
+        Some(kind) if kind != level.kind() => Err(format!("expected {}, found {}", kind.describe(), level.describe())),
         _ => Ok(()),
     }
 }

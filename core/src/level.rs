@@ -3,7 +3,7 @@
 //!
 //! The JSON form is part of every trial's identity: an integer is written
 //! without a fraction (`32`), a float always with one or an exponent (`1.0`,
-//! `0.001`, `1e20`), so the kind survives a round trip through the store.
+//! `0.001`, `1e+20`), so the kind survives a round trip through the store.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -88,9 +88,7 @@ impl Level {
     pub fn coerce(self, kind: LevelKind) -> Result<Level, String> {
         match (self, kind) {
             (Level::Int(i), LevelKind::Float) => Ok(Level::Float(i as f64)),
-            (Level::Float(x), LevelKind::Float) if !x.is_finite() => {
-                Err(format!("{x} is not a finite number"))
-            }
+            (Level::Float(x), LevelKind::Float) if !x.is_finite() => Err(format!("{x} is not a finite number")),
             (l, k) if l.kind() == k => Ok(l),
             (l, k) => Err(format!("expected {}, found {}", k.describe(), l.describe())),
         }

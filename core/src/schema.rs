@@ -114,6 +114,12 @@ impl Schema {
                 self.factor_names().join(", ")
             )
         })?;
+        // A non-finite float gets the key's own words when its rule refuses
+        // it (`train.lr: must be a positive finite number, got inf`), as a
+        // grid file's `lr = inf` does; `coerce` refuses it in any case.
+        if key.kind == LevelKind::Float && matches!(level, Level::Float(x) if !x.is_finite()) {
+            (key.rule)(&level)?;
+        }
         let level = level.coerce(key.kind)?;
         (key.rule)(&level)?;
         Ok(level)

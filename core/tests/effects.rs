@@ -26,7 +26,10 @@ fn close(actual: f64, expected: f64, rel: f64) {
     assert!(err <= rel, "{actual} vs {expected}: relative error {err:e} > {rel:e}");
 }
 
-const DATA: &[(&str, &str, &[(u64, f64)])] = &[
+/// (depth, skip, [(seed, value)]) of one cell.
+type CellData = (&'static str, &'static str, &'static [(u64, f64)]);
+
+const DATA: &[CellData] = &[
     ("8", "false", &[(0, 0.61), (1, 0.64), (2, 0.58)]),
     ("8", "true", &[(0, 0.66), (1, 0.70), (2, 0.65)]),
     ("32", "false", &[(0, 0.42), (1, 0.55), (2, 0.31), (3, 0.47)]),

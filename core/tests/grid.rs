@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use sweep_core::{GridError, GridSpec, InitScheme, Optimizer, TrialId};
+use sweep_core::{GridError, GridSpec, Level, TrialId, TrialSpec};
 
 /// The example from the grid.toml reference (issue 2), comments included:
 /// `examples/skip-ablation.toml`, shared with the store and CLI tests.
@@ -56,6 +56,29 @@ fn ids(spec: &GridSpec) -> Vec<TrialId> {
     spec.expand().iter().map(|t| t.id(&spec.name)).collect()
 }
 
+fn ints(v: &[i64]) -> Vec<Level> {
+    v.iter().copied().map(Level::Int).collect()
+}
+
+fn bools(v: &[bool]) -> Vec<Level> {
+    v.iter().copied().map(Level::Bool).collect()
+}
+
+fn strs(v: &[&str]) -> Vec<Level> {
+    v.iter().map(|s| Level::Str((*s).to_owned())).collect()
+}
+
+/// The levels of factor `name`, to mutate (it must be a factor).
+fn levels_mut<'a>(spec: &'a mut GridSpec, name: &str) -> &'a mut Vec<Level> {
+    &mut spec.factors.iter_mut().find(|f| f.name == name).unwrap_or_else(|| panic!("no factor {name}")).levels
+}
+
+/// Sets a fixed `[train]` setting of a spec.
+fn set_train(spec: &mut GridSpec, name: &str, level: Level) {
+    assert!(spec.train.contains_key(name), "{name} is not a setting");
+    spec.train.insert(name.to_owned(), level);
+}
+
 // ---- the example and trial identity -------------------------------------
 
 #[test]
@@ -63,11 +86,20 @@ fn example_parses_to_the_documented_values() {
     let spec = parse(EXAMPLE).unwrap();
     assert_eq!(spec.name, "skip-ablation");
     assert_eq!(spec.seeds, vec![0, 1, 2]);
-    assert_eq!(spec.grid.depth, vec![8, 16, 32, 64]);
-    assert_eq!(spec.grid.skip, vec![true, false]);
-    assert_eq!(spec.grid.init, vec![InitScheme::Default, InitScheme::XavierNormal, InitScheme::KaimingNormal]);
-    assert_eq!(spec.train.optimizer, Optimizer::Sgd);
-    assert_eq!(spec.train.lr, 1e-4);
+    let names: Vec<&str> = spec.factors.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["depth", "skip", "init", "batchnorm"]);
+    assert_eq!(spec.levels("depth"), ints(&[8, 16, 32, 64]));
+    assert_eq!(spec.levels("skip"), bools(&[true, false]));
+    assert_eq!(spec.levels("init"), strs(&["default", "xavier_normal", "kaiming_normal"]));
+    assert_eq!(spec.levels("batchnorm"), bools(&[true, false]));
+    assert_eq!(spec.train["optimizer"], Level::Str("sgd".into()));
+    assert_eq!(spec.train["lr"], Level::Float(1e-4));
+    // The settings are every [train] key, none of them a factor here.
+    let settings: Vec<&str> = spec.train.keys().map(String::as_str).collect();
+    assert_eq!(
+        settings,
+        ["augment", "batch_size", "epochs", "log_every", "lr", "momentum", "optimizer", "weight_decay"]
+    );
     assert_eq!(spec.data.path, PathBuf::from("/sweeps/ablation/data/cifar-10-batches-bin"));
     assert_eq!(spec.data.train_subset, Some(50000));
     assert_eq!(spec.run.max_attempts, 3);
@@ -116,7 +148,7 @@ fn adding_a_depth_adds_only_its_cells() {
 #[test]
 fn single_values_hold_a_factor_fixed() {
     let spec = parse(&edit("skip = [true, false]", "skip = true")).unwrap();
-    assert_eq!(spec.grid.skip, vec![true]);
+    assert_eq!(spec.levels("skip"), bools(&[true]));
     assert_eq!(spec.cell_count(), 24);
 }
 
@@ -135,11 +167,11 @@ path = "../cifar"
 "#;
     let spec = parse(minimal).unwrap();
     assert_eq!(spec.seeds, vec![0, 1]);
-    assert_eq!(spec.train, sweep_core::TrainConfig::default());
-    assert_eq!(spec.train.epochs, 6);
-    assert_eq!(spec.train.batch_size, 4);
-    assert_eq!(spec.train.momentum, 0.9);
-    assert_eq!(spec.train.log_every, 2000);
+    assert_eq!(spec.train, sweep_core::TrainConfig::default().levels());
+    assert_eq!(spec.train["epochs"], Level::Int(6));
+    assert_eq!(spec.train["batch_size"], Level::Int(4));
+    assert_eq!(spec.train["momentum"], Level::Float(0.9));
+    assert_eq!(spec.train["log_every"], Level::Int(2000));
     assert_eq!(spec.run, sweep_core::RunConfig::default());
     assert_eq!(spec.run.max_attempts, 3);
     assert_eq!(spec.data.dataset, "cifar10");
@@ -150,7 +182,8 @@ path = "../cifar"
 #[test]
 fn integers_are_accepted_for_float_settings() {
     let spec = parse(&edit("weight_decay = 0.0", "weight_decay = 0")).unwrap();
-    assert_eq!(spec.train.weight_decay, 0.0);
+    // A float, not the integer 0 (levels compare with their kind).
+    assert_eq!(spec.train["weight_decay"], Level::Float(0.0));
 }
 
 #[test]
@@ -205,11 +238,39 @@ fn unknown_key_in_grid() {
         7,
         &["unknown key `depht` in [grid]", "did you mean `depth`?"],
     );
+    // A [data] or [run] key is not a factor (a [train] key may be one:
+    // see `a_train_key_in_grid_is_a_factor`).
+    rejects(
+        &edit("skip = [true, false]", "skip = [true, false]\ntrain_subset = [100, 200]"),
+        "grid.train_subset",
+        7,
+        &["unknown key `train_subset` in [grid]", "is a [data] setting, not a grid factor"],
+    );
+    rejects(
+        &edit("skip = [true, false]", "skip = [true, false]\npriority = [0, 1]"),
+        "grid.priority",
+        7,
+        &["is a [run] setting, not a grid factor"],
+    );
+}
+
+/// Issue 9: any [train] key may be a factor. Before, `lr = [0.1, 0.01]` in
+/// [grid] was refused as "not a grid factor"; it is now a factor (once its
+/// [train] line is gone: a key is a factor or a setting, never both).
+#[test]
+fn a_train_key_in_grid_is_a_factor() {
+    let text = edit("skip = [true, false]", "skip = [true, false]\nlr = [0.1, 0.01]").replace("lr = 1e-4\n", "");
+    let spec = parse(&text).unwrap();
+    assert_eq!(spec.levels("lr"), [Level::Float(0.1), Level::Float(0.01)]);
+    assert!(!spec.train.contains_key("lr"));
+    assert_eq!(spec.cell_count(), 48 * 2);
+    spec.validate().unwrap();
+    // With its [train] line still there, both places are named.
     rejects(
         &edit("skip = [true, false]", "skip = [true, false]\nlr = [0.1, 0.01]"),
-        "grid.lr",
-        7,
-        &["not a grid factor"],
+        "train.lr",
+        15,
+        &["`lr` is also a factor in [grid] (line 7, column 6)", "either a factor or a fixed setting"],
     );
 }
 
@@ -528,7 +589,7 @@ fn every_other_huge_string_is_refused_with_a_short_message() {
 #[test]
 fn depth_is_capped_at_1024() {
     let spec = parse(&edit("[8, 16, 32, 64]", "[8, 1024]")).unwrap();
-    assert_eq!(spec.grid.depth, vec![8, 1024]);
+    assert_eq!(spec.levels("depth"), ints(&[8, 1024]));
     rejects(&edit("[8, 16, 32, 64]", "[8, 1032]"), "grid.depth", 5, &["1032 is deeper than the limit of 1024 layers"]);
     rejects(&edit("[8, 16, 32, 64]", "4294967296"), "grid.depth", 5, &["deeper than the limit of 1024"]);
 }
@@ -607,7 +668,7 @@ fn wire_specs_get_the_same_bounds() {
     let good = parse(EXAMPLE).unwrap();
     type Mutation = fn(&mut GridSpec);
     let cases: &[(&str, Mutation, &str)] = &[
-        ("grid.depth", |s| s.grid.depth = vec![8, 1032], "deeper than the limit of 1024"),
+        ("grid.depth", |s| *levels_mut(s, "depth") = ints(&[8, 1032]), "deeper than the limit of 1024"),
         ("name", |s| s.name = "..".into(), "begins with"),
         ("name", |s| s.name = "-x".into(), "begins with"),
         ("name", |s| s.name = "n".repeat(1 << 20), "the limit is 64"),
@@ -634,14 +695,14 @@ fn wire_specs_get_the_same_bounds() {
 fn trial_specs_are_checked_by_the_same_rules() {
     let trial = parse(EXAMPLE).unwrap().expand().remove(0);
     trial.validate().unwrap();
-    type Mutation = fn(&mut sweep_core::TrialSpec);
+    type Mutation = fn(&mut TrialSpec);
     let cases: &[(&str, Mutation, &str)] = &[
-        ("depth", |t| t.depth = 0, "not a positive multiple of 8"),
-        ("depth", |t| t.depth = 12, "not a positive multiple of 8"),
-        ("depth", |t| t.depth = 1032, "deeper than the limit of 1024"),
+        ("depth", |t| t.cell.insert("depth", Level::Int(0)), "not a positive multiple of 8"),
+        ("depth", |t| t.cell.insert("depth", Level::Int(12)), "not a positive multiple of 8"),
+        ("depth", |t| t.cell.insert("depth", Level::Int(1032)), "deeper than the limit of 1024"),
         ("seed", |t| t.seed = u64::MAX, "larger than"),
-        ("train.lr", |t| t.train.lr = f64::INFINITY, "positive finite"),
-        ("train.batch_size", |t| t.train.batch_size = 0, "at least 1"),
+        ("train.lr", |t| _ = t.train.insert("lr".into(), Level::Float(f64::INFINITY)), "positive finite"),
+        ("train.batch_size", |t| _ = t.train.insert("batch_size".into(), Level::Int(0)), "at least 1"),
         ("data.path", |t| t.data.path = PathBuf::from("p".repeat(5000)), "the limit is 4096"),
         ("data.dataset", |t| t.data.dataset = "mnist".into(), "unknown dataset"),
         ("data.test_subset", |t| t.data.test_subset = Some(0), "at least 1"),
@@ -681,18 +742,18 @@ fn validate_rejects_what_the_parser_rejects() {
         ("seeds", |s| s.seeds.clear()),
         ("seeds", |s| s.seeds = vec![1, 1]),
         ("seeds", |s| s.seeds = vec![u64::MAX]),
-        ("grid.depth", |s| s.grid.depth = vec![12]),
-        ("grid.depth", |s| s.grid.depth = vec![8, 8]),
-        ("grid.skip", |s| s.grid.skip.clear()),
-        ("grid.init", |s| s.grid.init = vec![InitScheme::Default, InitScheme::Default]),
-        ("grid.batchnorm", |s| s.grid.batchnorm.clear()),
-        ("train.epochs", |s| s.train.epochs = 0),
-        ("train.batch_size", |s| s.train.batch_size = 0),
-        ("train.lr", |s| s.train.lr = f64::NAN),
-        ("train.lr", |s| s.train.lr = -1.0),
-        ("train.momentum", |s| s.train.momentum = 1.0),
-        ("train.weight_decay", |s| s.train.weight_decay = -0.5),
-        ("train.log_every", |s| s.train.log_every = 0),
+        ("grid.depth", |s| *levels_mut(s, "depth") = ints(&[12])),
+        ("grid.depth", |s| *levels_mut(s, "depth") = ints(&[8, 8])),
+        ("grid.skip", |s| levels_mut(s, "skip").clear()),
+        ("grid.init", |s| *levels_mut(s, "init") = strs(&["default", "default"])),
+        ("grid.batchnorm", |s| levels_mut(s, "batchnorm").clear()),
+        ("train.epochs", |s| set_train(s, "epochs", Level::Int(0))),
+        ("train.batch_size", |s| set_train(s, "batch_size", Level::Int(0))),
+        ("train.lr", |s| set_train(s, "lr", Level::Float(f64::NAN))),
+        ("train.lr", |s| set_train(s, "lr", Level::Float(-1.0))),
+        ("train.momentum", |s| set_train(s, "momentum", Level::Float(1.0))),
+        ("train.weight_decay", |s| set_train(s, "weight_decay", Level::Float(-0.5))),
+        ("train.log_every", |s| set_train(s, "log_every", Level::Int(0))),
         ("data.dataset", |s| s.data.dataset = "mnist".into()),
         ("data.path", |s| s.data.path = PathBuf::new()),
         ("data.train_subset", |s| s.data.train_subset = Some(0)),
@@ -717,7 +778,7 @@ fn validate_rejects_what_the_parser_rejects() {
 fn both_paths_say_the_same_thing() {
     let from_file = parse(&edit("[8, 16, 32, 64]", "[8, 12]")).unwrap_err();
     let mut spec = parse(EXAMPLE).unwrap();
-    spec.grid.depth = vec![8, 12];
+    *levels_mut(&mut spec, "depth") = ints(&[8, 12]);
     let from_wire = spec.validate().unwrap_err();
     match (from_file, from_wire) {
         (GridError::Invalid { key: k1, message: m1, .. }, GridError::Spec { key: k2, message: m2 }) => {
@@ -835,6 +896,23 @@ fn apply(text: &str, mutations: &[Mutation]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
+/// The example with `optimizer` and `lr` moved from [train] to [grid].
+fn factor_example() -> String {
+    let text = EXAMPLE
+        .replacen(
+            "batchnorm = [true, false]\n",
+            "batchnorm = [true, false]\noptimizer = [\"sgd\", \"adam\"]\nlr = [1e-3, 1e-2]\n",
+            1,
+        )
+        .lines()
+        .filter(|l| !l.starts_with("optimizer = \"sgd\"") && !l.starts_with("lr = 1e-4"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    let spec = parse(&text).expect("the factor example parses");
+    assert_eq!(spec.cell_count(), 48 * 4, "optimizer and lr are factors");
+    text
+}
+
 /// What must hold for any input: no panic; an error names the file and a
 /// real position; an accepted spec passes `validate` and respects the size
 /// limit (so the parser and the wire validator agree).
@@ -864,6 +942,13 @@ proptest! {
     #[test]
     fn mutated_examples_never_panic(mutations in prop::collection::vec(mutation(), 1..6)) {
         check_any_input(&apply(EXAMPLE, &mutations))?;
+    }
+
+    /// The same with [train] keys as factors (issue 9): mutations move
+    /// values between [grid] and [train], retype levels, and so on.
+    #[test]
+    fn mutated_factor_examples_never_panic(mutations in prop::collection::vec(mutation(), 1..6)) {
+        check_any_input(&apply(&factor_example(), &mutations))?;
     }
 
     #[test]
