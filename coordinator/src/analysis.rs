@@ -1,11 +1,13 @@
 //! `AnalysisService`: the data behind `sweep report`'s effects and pictures,
-//! from the store's set-based [`Analytics`](crate::store::Analytics) queries.
-//! Read-only; errors map through [`crate::error`].
+//! from the store's set-based [`Analytics`](crate::store::Analytics) queries,
+//! gathered as the domain's [`SweepResults`] and converted to the wire by
+//! `sweep-proto`. Read-only; errors map through [`crate::error`].
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use sweep_core::SweepResults;
 use sweep_proto::v1 as pb;
 
 use crate::store::Store;
@@ -39,13 +41,13 @@ impl pb::analysis_service_server::AnalysisService for Analysis {
             )));
         }
         let id = req.sweep_id.as_str();
-        let trials = self.store.trial_finals(id).await?;
+        let trials = self.store.trial_results(id).await?;
         let mut curves = Vec::new();
         for metric in &req.curve_metrics {
             curves.extend(self.store.curve(id, metric_name(metric)?).await?);
         }
         let grad_flow = if req.grad_flow { self.store.grad_flow(id).await? } else { Vec::new() };
-        let results = sweep_core::SweepResults { sweep_id: req.sweep_id.clone(), trials, curves, grad_flow };
+        let results = SweepResults { sweep_id: req.sweep_id.clone(), trials, curves, grad_flow };
         Ok(Response::new(pb::AnalyzeResponse::from(&results)))
     }
 }

@@ -19,6 +19,7 @@ use sweep_proto::v1 as pb;
 
 use crate::auth::Caller;
 use crate::bounds;
+use crate::error::Refusal;
 use crate::store::{self, FinalOutcome, HeartbeatVerdict, LeaseOwner, Leaser, MetricRow, Progress, Store};
 
 /// Coordinator settings. Every field says why it has the value it has.
@@ -96,9 +97,7 @@ impl Coordinator {
         if let Some(o) = &owner {
             if !caller.is_empty() && !o.holder.is_empty() && o.holder != caller {
                 tracing::warn!(lease = %lease, trial = %o.trial_id, caller = %caller, holder = %o.holder, "call refused: the lease belongs to another worker identity");
-                return Err(Status::permission_denied(format!(
-                    "lease {lease} was granted to another worker identity; a worker may act only on its own leases"
-                )));
+                return Err(Refusal::NotLeaseHolder { lease: lease.to_owned() }.into());
             }
         }
         Ok(owner)
@@ -184,9 +183,13 @@ impl pb::sweep_service_server::SweepService for Coordinator {
         let spec = req.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         let spec = GridSpec::try_from(spec)?;
         let out = self.store.submit(&spec, now_ms()).await?;
-        tracing::info!(sweep = %out.sweep_id, total = out.total, added = out.added, "sweep submitted");
+        tracing::info!(sweep = %out.sweep_id, total_trials = out.total_trials, added_trials = out.added_trials, "sweep submitted");
         self.queue_changed();
-        Ok(Response::new(pb::SubmitResponse { sweep_id: out.sweep_id, total_trials: out.total, added_trials: out.added }))
+        Ok(Response::new(pb::SubmitResponse {
+            sweep_id: out.sweep_id,
+            total_trials: out.total_trials,
+            added_trials: out.added_trials,
+        }))
     }
 
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
@@ -249,13 +252,12 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         let failed = self.store.failures_in_a_row(&caller, worker_id).await?;
         if failed >= self.config.quarantine_after {
             tracing::error!(worker = %worker_id, failed_in_a_row = failed, "lease refused: worker is quarantined (crash loop)");
-            return Err(crate::error::quarantined(format!(
-                "worker {worker_id} is quarantined: it failed {failed} trials in a row (the limit is {}), so it gets no more \
-                 trials. The count is kept in the coordinator's database, so restarting the coordinator does not lift it. \
-                 Read the trials' errors (`sweep status --trials`) and this worker's log, fix the node, then start the worker \
-                 again under a new worker ID (the default, host-pid, changes on every start)",
-                self.config.quarantine_after
-            )));
+            return Err(Refusal::Quarantined {
+                worker_id: worker_id.to_owned(),
+                failed,
+                limit: self.config.quarantine_after,
+            }
+            .into());
         }
         let wait = Duration::from_millis(req.wait_ms as u64).min(self.config.max_lease_wait);
         let deadline = tokio::time::Instant::now() + wait;

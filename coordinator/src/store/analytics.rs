@@ -9,28 +9,23 @@
 //! `SUM` only over `DOUBLE PRECISION`/`REAL` columns (read as `f64`).
 
 use async_trait::async_trait;
-
-use sweep_core::{Cell, CurveSums, GradFlowSums, TrialResult};
+use sweep_core::{CurveSums, GradFlowSums, TrialResult};
 
 use super::StoreError;
-
-/// A stored cell (`trials.cell`, canonical JSON) read back.
-pub(crate) fn stored_cell(text: &str) -> Result<Cell, StoreError> {
-    Cell::from_json(text).map_err(|e| StoreError::Corrupt(format!("stored cell {text:?}: {e}")))
-}
 
 /// Set-based analytics over a sweep. Every method returns
 /// `StoreError::NotFound` for an unknown sweep.
 #[async_trait]
 pub trait Analytics: Send + Sync {
-    /// Every trial of the sweep with its final summary, in cell then seed order.
-    async fn trial_finals(&self, sweep_id: &str) -> Result<Vec<TrialResult>, StoreError>;
+    /// Every trial of the sweep with its final values, grouped by cell
+    /// (ordered by the cell's canonical JSON), then by seed.
+    async fn trial_results(&self, sweep_id: &str) -> Result<Vec<TrialResult>, StoreError>;
 
-    /// Per cell and step, the aggregates of `metric` over succeeded trials.
+    /// Per cell and step, the sums of `metric` over succeeded trials.
     async fn curve(&self, sweep_id: &str, metric: &str) -> Result<Vec<CurveSums>, StoreError>;
 
     /// Per cell, block and phase (first or last logged step of each trial),
-    /// the aggregates of the `grad_norm/<block>` metrics of succeeded trials.
+    /// the sums of the `grad_norm/<block>` metrics of succeeded trials.
     async fn grad_flow(&self, sweep_id: &str) -> Result<Vec<GradFlowSums>, StoreError>;
 }
 
@@ -41,14 +36,14 @@ pub(crate) mod sql {
     /// `diverged_step` and `train_images_used` are the trial's metric points
     /// of those names (the newest, if several), each found through the
     /// metrics primary key.
-    pub const TRIAL_FINALS: &str = "SELECT s.id AS sweep, t.cell, t.cell_key, t.seed, t.state, \
+    pub const TRIAL_RESULTS: &str = "SELECT s.id AS sweep, t.cell, t.cell_key, t.seed, t.state, \
          t.final_train_loss, t.final_test_loss, t.final_test_accuracy, t.best_test_accuracy, t.wall_seconds, \
          t.device, t.threads, \
          (SELECT m.value FROM metrics m WHERE m.trial_id = t.id AND m.name = 'diverged_step' ORDER BY m.step DESC LIMIT 1) AS diverged_step, \
          (SELECT m.value FROM metrics m WHERE m.trial_id = t.id AND m.name = 'train_images_used' ORDER BY m.step DESC LIMIT 1) AS train_images_used \
          FROM sweeps s LEFT JOIN trials t ON t.sweep_id = s.id \
          WHERE s.id = $1 \
-         ORDER BY t.seq";
+         ORDER BY t.cell, t.seed, t.cell_key";
 
     /// Uses `trials_sweep (sweep_id, state)` to find the trials and the
     /// metrics primary key `(trial_id, name, step)` for their points.
@@ -87,12 +82,6 @@ pub(crate) mod sql {
 /// `$db`. Expanded once per backend, at the end of `sqlite.rs`/`postgres.rs`.
 macro_rules! impl_analytics {
     ($store:ty, $db:ty) => {
-        /// The row's cell (every analytics query selects `cell`).
-        fn analytics_cell(row: &<$db as sqlx::Database>::Row) -> Result<sweep_core::Cell, $crate::store::StoreError> {
-            use sqlx::Row;
-            $crate::store::analytics::stored_cell(&row.try_get::<String, _>("cell")?)
-        }
-
         impl $store {
             /// An empty answer is only fine for a sweep that exists.
             async fn analytics_require_sweep(&self, sweep_id: &str) -> Result<(), $crate::store::StoreError> {
@@ -106,43 +95,20 @@ macro_rules! impl_analytics {
 
         #[async_trait::async_trait]
         impl $crate::store::Analytics for $store {
-            async fn trial_finals(
+            async fn trial_results(
                 &self,
                 sweep_id: &str,
             ) -> Result<Vec<sweep_core::TrialResult>, $crate::store::StoreError> {
-                use sqlx::Row;
                 use $crate::store::analytics::sql;
-                use $crate::store::StoreError;
-                let rows = sqlx::query(sql::TRIAL_FINALS).bind(sweep_id).fetch_all(&self.read).await?;
+                use $crate::store::rows::ResultRow;
+                let rows: Vec<ResultRow> =
+                    sqlx::query_as(sql::TRIAL_RESULTS).bind(sweep_id).fetch_all(&self.read).await?;
                 if rows.is_empty() {
-                    return Err(StoreError::NotFound(format!("sweep {sweep_id:?}")));
+                    return Err($crate::store::StoreError::NotFound(format!("sweep {sweep_id:?}")));
                 }
                 let mut out = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let Some(state) = row.try_get::<Option<String>, _>("state")? else { continue };
-                    out.push(sweep_core::TrialResult {
-                        cell: analytics_cell(row)?,
-                        cell_key: row.try_get("cell_key")?,
-                        seed: row.try_get::<i64, _>("seed")? as u64,
-                        state: $crate::store::parse_state(&state)?,
-                        final_train_loss: row.try_get("final_train_loss")?,
-                        final_test_loss: row.try_get("final_test_loss")?,
-                        final_test_accuracy: row.try_get("final_test_accuracy")?,
-                        best_test_accuracy: row.try_get("best_test_accuracy")?,
-                        wall_seconds: row.try_get("wall_seconds")?,
-                        device: row.try_get::<Option<String>, _>("device")?.unwrap_or_default(),
-                        threads: row
-                            .try_get::<Option<i64>, _>("threads")?
-                            .map_or(0, |t| t.clamp(0, u32::MAX as i64) as u32),
-                        diverged_step: row
-                            .try_get::<Option<f64>, _>("diverged_step")?
-                            .filter(|v| v.is_finite() && *v >= 0.0)
-                            .map(|v| v as i64),
-                        train_images_used: row
-                            .try_get::<Option<f64>, _>("train_images_used")?
-                            .filter(|v| v.is_finite() && *v >= 0.0)
-                            .map(|v| v as u64),
-                    });
+                for row in rows {
+                    out.extend(row.into_result()?);
                 }
                 Ok(out)
             }
@@ -152,51 +118,28 @@ macro_rules! impl_analytics {
                 sweep_id: &str,
                 metric: &str,
             ) -> Result<Vec<sweep_core::CurveSums>, $crate::store::StoreError> {
-                use sqlx::Row;
                 use $crate::store::analytics::sql;
-                let rows = sqlx::query(sql::CURVE).bind(sweep_id).bind(metric).fetch_all(&self.read).await?;
+                use $crate::store::rows::CurveRow;
+                let rows: Vec<CurveRow> =
+                    sqlx::query_as(sql::CURVE).bind(sweep_id).bind(metric).fetch_all(&self.read).await?;
                 if rows.is_empty() {
                     self.analytics_require_sweep(sweep_id).await?;
                 }
-                rows.iter()
-                    .map(|row| {
-                        Ok(sweep_core::CurveSums {
-                            cell: analytics_cell(row)?,
-                            metric: metric.to_owned(),
-                            step: row.try_get("step")?,
-                            n: row.try_get::<i64, _>("n")? as u64,
-                            sum: row.try_get::<Option<f64>, _>("s")?.unwrap_or(0.0),
-                            sum_sq: row.try_get::<Option<f64>, _>("q")?.unwrap_or(0.0),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, $crate::store::StoreError>>()
+                rows.into_iter().map(|r| r.into_sums(metric)).collect()
             }
 
             async fn grad_flow(
                 &self,
                 sweep_id: &str,
             ) -> Result<Vec<sweep_core::GradFlowSums>, $crate::store::StoreError> {
-                use sqlx::Row;
                 use $crate::store::analytics::sql;
-                let rows = sqlx::query(sql::GRAD_FLOW).bind(sweep_id).fetch_all(&self.read).await?;
+                use $crate::store::rows::GradFlowRow;
+                let rows: Vec<GradFlowRow> =
+                    sqlx::query_as(sql::GRAD_FLOW).bind(sweep_id).fetch_all(&self.read).await?;
                 if rows.is_empty() {
                     self.analytics_require_sweep(sweep_id).await?;
                 }
-                rows.iter()
-                    .map(|row| {
-                        let n = row.try_get::<i64, _>("n")? as u64;
-                        let name: String = row.try_get("name")?;
-                        Ok(sweep_core::GradFlowSums {
-                            cell: analytics_cell(row)?,
-                            block: name.strip_prefix("grad_norm/").unwrap_or(&name).to_owned(),
-                            last: row.try_get::<i32, _>("is_last")? == 1,
-                            n,
-                            sum: row.try_get::<Option<f64>, _>("s")?.unwrap_or(0.0),
-                            sum_sq: row.try_get::<Option<f64>, _>("q")?.unwrap_or(0.0),
-                            mean_step: row.try_get::<Option<f64>, _>("steps")?.unwrap_or(0.0) / n.max(1) as f64,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, $crate::store::StoreError>>()
+                rows.into_iter().map(TryInto::try_into).collect()
             }
         }
     };

@@ -18,7 +18,11 @@
 //!   identity fixed when its schema was created ([`Store::store_id`]), so a
 //!   worker resumes only from checkpoints this database knows;
 //! - a grid's shared train/data settings are stored once (`trial_settings`),
-//!   not copied into each trial's row;
+//!   not copied into each trial's row; a trial's cell is data (canonical
+//!   JSON in `trials.cell`), not a column per factor;
+//! - a trial's identity (`trials.identity`, [`TrialSpec::id`]) is unique, so
+//!   resubmitting a grid adds nothing, also for rows written before the
+//!   current ID scheme (upgraded when the store opens: `upgrade.rs`).
 //! - trials failed in a row per worker are counted in the database
 //!   (quarantine survives a restart).
 
@@ -27,8 +31,11 @@ mod shared;
 #[macro_use]
 pub mod analytics;
 #[macro_use]
-pub(crate) mod upgrade;
+mod upgrade;
 mod postgres;
+mod rows;
+mod spec;
+pub(crate) mod sql;
 mod sqlite;
 mod sqlite_guard;
 
@@ -38,14 +45,8 @@ use sweep_core::{GridSpec, TrialSpec};
 pub use analytics::Analytics;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-
-/// Trial states, as stored (`trials.state`, [`TrialState::as_str`]).
+/// Trial states as stored (`trials.state`): the domain's own type.
 pub use sweep_core::TrialState;
-
-/// A stored state name read back.
-pub(crate) fn parse_state(s: &str) -> Result<TrialState, StoreError> {
-    TrialState::parse(s).map_err(StoreError::Corrupt)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -84,9 +85,9 @@ pub enum StoreError {
 pub struct SubmitOutcome {
     pub sweep_id: String,
     /// Trials in the sweep after the submit.
-    pub total: u64,
+    pub total_trials: u64,
     /// Trials this submit added (0 when the same grid is submitted again).
-    pub added: u64,
+    pub added_trials: u64,
 }
 
 /// A trial leased to a worker.
@@ -347,7 +348,6 @@ pub trait Store: Analytics + Send + Sync + 'static {
     /// Counts and running trials for one sweep, or all sweeps when `None`.
     async fn status(&self, sweep_id: Option<&str>) -> Result<Vec<SweepStatus>, StoreError>;
 
-
     /// Cancels the queued and running trials of a sweep; returns how many.
     async fn cancel(&self, sweep_id: &str, now_ms: i64) -> Result<u64, StoreError>;
 
@@ -382,154 +382,4 @@ pub(crate) fn new_store_id() -> String {
 
 pub(crate) fn new_lease_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
-}
-
-
-/// The settings every trial of a grid shares (`train`, `data`), stored once
-/// per distinct value in `trial_settings`, and each trial's own part.
-#[derive(serde::Serialize)]
-struct SharedSettings<'a> {
-    train: &'a sweep_core::Settings,
-    data: &'a sweep_core::DataConfig,
-}
-
-#[derive(serde::Serialize)]
-struct OwnPart<'a> {
-    cell: &'a sweep_core::Cell,
-    seed: u64,
-}
-
-/// `(hash, JSON)` of a trial's shared settings: the SHA-256 (hex) of the
-/// canonical JSON (struct field order, sorted settings).
-pub(crate) fn shared_settings(train: &sweep_core::Settings, data: &sweep_core::DataConfig) -> (String, String) {
-    use sha2::{Digest, Sha256};
-    let json = serde_json::to_string(&SharedSettings { train, data }).expect("settings always serialise");
-    let hash = hex::encode(Sha256::digest(json.as_bytes()));
-    (hash, json)
-}
-
-/// What a trial row stores of its spec: everything but the shared settings.
-pub(crate) fn own_part(t: &TrialSpec) -> String {
-    serde_json::to_string(&OwnPart { cell: &t.cell, seed: t.seed }).expect("a trial part always serialises")
-}
-
-/// The JSON object of a stored spec: its own part merged with the shared
-/// settings (or the row's `spec_json` alone, for rows written before
-/// settings were shared).
-pub(crate) fn stored_json(
-    own: &str,
-    settings_hash: Option<&str>,
-    settings: Option<&str>,
-) -> Result<serde_json::Value, StoreError> {
-    let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("stored trial spec: {e}"));
-    let mut v: serde_json::Value = serde_json::from_str(own).map_err(corrupt)?;
-    let Some(hash) = settings_hash else { return Ok(v) };
-    let Some(settings) = settings else {
-        return Err(StoreError::Corrupt(format!("trial settings {hash} are missing")));
-    };
-    let shared: serde_json::Value = serde_json::from_str(settings).map_err(corrupt)?;
-    match (v.as_object_mut(), shared.as_object()) {
-        (Some(obj), Some(sh)) => {
-            for (k, x) in sh {
-                obj.insert(k.clone(), x.clone());
-            }
-        }
-        _ => return Err(StoreError::Corrupt("stored trial spec: not a JSON object".into())),
-    }
-    Ok(v)
-}
-
-/// A stored trial spec (the only reader of `spec_json`; rows are in the v2
-/// form once [`upgrade`] has run).
-pub(crate) fn stored_spec(
-    own: &str,
-    settings_hash: Option<&str>,
-    settings: Option<&str>,
-) -> Result<TrialSpec, StoreError> {
-    let v = stored_json(own, settings_hash, settings)?;
-    serde_json::from_value(v).map_err(|e| StoreError::Corrupt(format!("stored trial spec: {e}")))
-}
-
-// The SQL both backends share. Placeholders are `$N`: PostgreSQL's native
-// form, and SQLite (through sqlx) maps `$N` to argument N as well.
-pub(crate) mod sql {
-    pub const HEARTBEAT: &str =
-        "UPDATE trials SET lease_expires_ms = $2, progress_epoch = $3, progress_step = $4, progress_loss = $5 \
-         WHERE lease_id = $1 AND state = 'running' RETURNING id";
-
-    pub const STATE_BY_LEASE: &str = "SELECT id, state FROM trials WHERE lease_id = $1";
-
-    pub const COMPLETE: &str = "UPDATE trials SET state = $2, finished_ms = $3, lease_expires_ms = NULL, \
-         final_train_loss = $4, final_test_loss = $5, final_test_accuracy = $6, best_test_accuracy = $7, wall_seconds = $8 \
-         WHERE lease_id = $1 AND state = 'running' RETURNING id";
-
-    pub const FAIL: &str = "UPDATE trials SET failures = failures + 1, last_error = $2, \
-         state = CASE WHEN failures + 1 >= max_attempts THEN 'failed' ELSE 'queued' END, \
-         finished_ms = CASE WHEN failures + 1 >= max_attempts THEN $3 ELSE NULL END, \
-         lease_id = NULL, worker_id = NULL, holder = NULL, lease_expires_ms = NULL \
-         WHERE lease_id = $1 AND state = 'running' RETURNING state";
-
-    pub const REAP: &str = "UPDATE trials SET infra_failures = infra_failures + 1, \
-         last_error = 'lease expired: worker ' || COALESCE(worker_id, '?') || ' stopped heartbeating', \
-         state = CASE WHEN infra_failures + 1 >= $2 THEN 'failed' ELSE 'queued' END, \
-         finished_ms = CASE WHEN infra_failures + 1 >= $2 THEN $1 ELSE NULL END, \
-         lease_id = NULL, worker_id = NULL, holder = NULL, lease_expires_ms = NULL \
-         WHERE state = 'running' AND lease_expires_ms < $1";
-
-    pub const COUNTS_ALL: &str = "SELECT sweep_id, state, COUNT(*) AS n FROM trials GROUP BY sweep_id, state";
-    pub const COUNTS_ONE: &str =
-        "SELECT sweep_id, state, COUNT(*) AS n FROM trials WHERE sweep_id = $1 GROUP BY sweep_id, state";
-    pub const SWEEPS_ALL: &str = "SELECT id, cancelled FROM sweeps ORDER BY created_ms, id";
-    pub const SWEEPS_ONE: &str = "SELECT id, cancelled FROM sweeps WHERE id = $1";
-    pub const RUNNING_ALL: &str =
-        "SELECT t.id, t.sweep_id, t.worker_id, t.spec_json, t.settings_hash, s.settings_json, t.attempts, \
-         t.progress_epoch, t.progress_step, t.progress_loss \
-         FROM trials t LEFT JOIN trial_settings s ON s.hash = t.settings_hash WHERE t.state = 'running' ORDER BY t.seq";
-    pub const RUNNING_ONE: &str =
-        "SELECT t.id, t.sweep_id, t.worker_id, t.spec_json, t.settings_hash, s.settings_json, t.attempts, \
-         t.progress_epoch, t.progress_step, t.progress_loss \
-         FROM trials t LEFT JOIN trial_settings s ON s.hash = t.settings_hash \
-         WHERE t.state = 'running' AND t.sweep_id = $1 ORDER BY t.seq";
-    pub const SETTINGS_INSERT: &str =
-        "INSERT INTO trial_settings (hash, settings_json) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING";
-    pub const SETTINGS: &str = "SELECT settings_json FROM trial_settings WHERE hash = $1";
-
-    pub const CANCEL_SWEEP: &str = "UPDATE sweeps SET cancelled = TRUE WHERE id = $1";
-    pub const CANCEL_TRIALS: &str = "UPDATE trials SET state = 'cancelled', finished_ms = $2, lease_expires_ms = NULL \
-         WHERE sweep_id = $1 AND state IN ('queued', 'running')";
-
-    pub const RELEASE: &str = "UPDATE trials SET state = 'queued', handbacks = handbacks + 1, last_error = $2, \
-         lease_id = NULL, worker_id = NULL, holder = NULL, lease_expires_ms = NULL \
-         WHERE lease_id = $1 AND state = 'running' RETURNING id";
-
-    pub const EXTEND_LEASES: &str = "UPDATE trials SET lease_expires_ms = $1 \
-         WHERE state = 'running' AND lease_expires_ms < $1";
-
-    pub const TRUNCATE_METRICS: &str = "DELETE FROM metrics WHERE trial_id = $1 AND step > $2";
-    /// A resumed (or restarted, T = 0) attempt: the vouched checkpoint step
-    /// becomes NULL for T = 0, else MIN(vouched, T) (NULL stays NULL).
-    pub const SET_RESUMED: &str = "UPDATE trials SET resumed_step = $2, \
-         checkpoint_step = CASE WHEN $2 <= 0 OR checkpoint_step IS NULL THEN NULL \
-         WHEN checkpoint_step < $2 THEN checkpoint_step ELSE $2 END \
-         WHERE id = $1";
-    pub const SET_CHECKPOINT: &str = "UPDATE trials SET checkpoint_step = $2 WHERE id = $1";
-
-    pub const LEASE_OWNER: &str = "SELECT id, holder, worker_id FROM trials WHERE lease_id = $1 AND state = 'running'";
-    pub const KEEP_WEIGHTS: &str = "SELECT keep_weights FROM sweeps WHERE id = $1";
-
-    pub const STORE_ID_INSERT: &str =
-        "INSERT INTO store_meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING";
-    pub const STORE_ID: &str = "SELECT value FROM store_meta WHERE key = 'store_id'";
-
-    pub const QUARANTINE_FAIL: &str =
-        "INSERT INTO quarantine (holder, worker_id, failures, updated_ms) VALUES ($1, $2, 1, $3) \
-         ON CONFLICT (holder, worker_id) DO UPDATE SET failures = quarantine.failures + 1, updated_ms = $3 \
-         RETURNING failures";
-    pub const QUARANTINE_CLEAR: &str = "DELETE FROM quarantine WHERE holder = $1 AND worker_id = $2";
-    pub const QUARANTINE_GET: &str = "SELECT failures FROM quarantine WHERE holder = $1 AND worker_id = $2";
-
-    pub const TRIALS: &str = "SELECT id, sweep_id, state, attempts, failures, infra_failures, handbacks, resumed_step, last_error, worker_id, \
-         checkpoint_step, device, threads, final_train_loss, final_test_loss, final_test_accuracy, best_test_accuracy, wall_seconds \
-         FROM trials WHERE sweep_id = $1 ORDER BY seq";
-    pub const METRICS: &str = "SELECT step, epoch, name, value FROM metrics WHERE trial_id = $1 ORDER BY name, step";
 }

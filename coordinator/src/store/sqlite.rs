@@ -91,6 +91,7 @@ impl SqliteStore {
             .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&write).await?;
+        Self::upgrade_rows(&write).await?;
         sqlx::query(super::sql::STORE_ID_INSERT).bind(super::new_store_id()).execute(&write).await?;
         let (store_id,): (String,) = sqlx::query_as(super::sql::STORE_ID).fetch_one(&write).await?;
         // An in-memory database exists per connection: readers must share the
@@ -100,9 +101,7 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new().max_connections(4).connect_with(opts.read_only(true)).await?
         };
-        let store = Self { write, read, store_id, _lock: lock };
-        store.upgrade_v1_rows().await?;
-        Ok(store)
+        Ok(Self { write, read, store_id, _lock: lock })
     }
 }
 
