@@ -223,10 +223,10 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let sweep = printable(&out.sweep_id).into_owned();
     eprintln!(
         "sweep {sweep}: {} trials ({} cells x {} seeds), {} new; coordinator {url}, database {}",
-        out.total_cells,
+        out.total_trials,
         spec.cell_count(),
         spec.seeds.len(),
-        out.added_cells,
+        out.added_trials,
         coordinator.db
     );
     eprintln!("starting {} worker(s); logs in {}", args.workers, logs.display());
@@ -307,7 +307,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             let (_, errors) = coordinator.errors_of(&out.sweep_id, &[TrialState::Failed]).await;
             coordinator.stop().await;
             reported?;
-            if c.succeeded == out.total_cells {
+            if c.succeeded == out.total_trials {
                 return Ok(());
             }
             Err(anyhow::anyhow!(
@@ -316,7 +316,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                 c.diverged,
                 c.failed,
                 c.cancelled,
-                out.total_cells,
+                out.total_trials,
                 if errors.is_empty() {
                     String::new()
                 } else {

@@ -38,34 +38,33 @@ pub struct Pic {
     pub png: Vec<u8>,
 }
 
-/// Renders one picture as SVG and PNG with the same drawing function.
-fn both<D>(
-    name: String,
-    title: String,
-    data: &D,
-    draw: impl Fn(&DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, &D) -> anyhow::Result<()>,
-    draw_png: impl Fn(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>, &D) -> anyhow::Result<()>,
-) -> anyhow::Result<Pic> {
-    fonts();
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        draw(&root, data)?;
-        root.present().map_err(err)?;
-    }
-    let path = std::env::temp_dir().join(format!(
-        "sweep-{name}-{}-{}.png",
-        std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-    ));
-    {
-        let root = BitMapBackend::new(&path, SIZE).into_drawing_area();
-        draw_png(&root, data)?;
-        root.present().map_err(err)?;
-    }
-    let png = std::fs::read(&path).map_err(err)?;
-    let _ = std::fs::remove_file(&path);
-    Ok(Pic { name, title, svg, png })
+/// Renders one picture as SVG and PNG with the same (backend-generic)
+/// drawing function.
+macro_rules! both {
+    ($name:expr, $data:expr, $draw:path) => {{
+        fonts();
+        let name: String = $name;
+        let data = $data;
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+            $draw(&root, data)?;
+            root.present().map_err(err)?;
+        }
+        let path = std::env::temp_dir().join(format!(
+            "sweep-{name}-{}-{}.png",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+        ));
+        {
+            let root = BitMapBackend::new(&path, SIZE).into_drawing_area();
+            $draw(&root, data)?;
+            root.present().map_err(err)?;
+        }
+        let png = std::fs::read(&path).map_err(err)?;
+        let _ = std::fs::remove_file(&path);
+        Pic { name, title: data.title.clone(), svg, png }
+    }};
 }
 
 /// Every picture the data allows (a picture without data is left out).
@@ -73,14 +72,14 @@ pub fn all(r: &FullReport) -> anyhow::Result<Vec<Pic>> {
     let mut out = Vec::new();
     let sel = Selection::new(r);
     if let Some(d) = loss::data(r, &sel) {
-        out.push(both("loss-curve".into(), d.title.clone(), &d, loss::draw, loss::draw)?);
+        out.push(both!("loss-curve".to_owned(), &d, loss::draw));
     }
     if let Some(d) = metric_vs::data(r, &sel)? {
         let name = format!("{}-vs-{}", r.metric.stem(), d.x_name);
-        out.push(both(name, d.title.clone(), &d, metric_vs::draw, metric_vs::draw)?);
+        out.push(both!(name, &d, metric_vs::draw));
     }
     if let Some(d) = grad_flow::data(r, &sel) {
-        out.push(both("gradient-flow".into(), d.title.clone(), &d, grad_flow::draw, grad_flow::draw)?);
+        out.push(both!("gradient-flow".to_owned(), &d, grad_flow::draw));
     }
     Ok(out)
 }
