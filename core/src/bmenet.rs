@@ -154,6 +154,25 @@ pub struct BmenetTrial {
     pub data: DataConfig,
 }
 
+impl BmenetTrial {
+    /// The generic spec of this trial, every architecture key in the cell
+    /// and every `[train]` key a fixed setting: the inverse of [`resolve`]
+    /// (for callers that start from a typed trial, e.g. benchmarks and
+    /// tests of the trainer).
+    pub fn spec(&self) -> TrialSpec {
+        let cell = [
+            ("depth", Level::Int(self.depth.into())),
+            ("skip", Level::Bool(self.skip)),
+            ("init", Level::Str(self.init.as_str().into())),
+            ("batchnorm", Level::Bool(self.batchnorm)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        TrialSpec { cell, train: self.train.levels(), data: self.data.clone(), seed: self.seed }
+    }
+}
+
 /// Checks a trial against [`SCHEMA`] and types it.
 pub fn resolve(spec: &TrialSpec) -> Result<BmenetTrial, GridError> {
     spec.validate()?;
@@ -360,5 +379,19 @@ mod tests {
         let from_schema: crate::Settings =
             SCHEMA.keys.iter().filter_map(|k| k.default.map(|d| (k.name.to_owned(), d.level()))).collect();
         assert_eq!(from_schema, TrainConfig::default().levels());
+    }
+
+    #[test]
+    fn spec_is_the_inverse_of_resolve() {
+        let trial = BmenetTrial {
+            depth: 16,
+            skip: false,
+            init: InitScheme::KaimingNormal,
+            batchnorm: true,
+            seed: 3,
+            train: TrainConfig { optimizer: Optimizer::Adam, lr: 1e-3, ..TrainConfig::default() },
+            data: DataConfig { dataset: "cifar10".into(), path: "/d".into(), train_subset: Some(8), test_subset: None },
+        };
+        assert_eq!(resolve(&trial.spec()).unwrap(), trial);
     }
 }

@@ -92,7 +92,7 @@ fn write_checkpoint(job: &TrialJob, epoch: u32, step: i64) -> Result<(), TrainEr
 impl Trainer for SimulatedTrainer {
     fn train(&mut self, job: &TrialJob, ctx: &TrainContext) -> Result<TrainOutcome, TrainError> {
         let start = Instant::now();
-        let s = &job.spec;
+        let s = &crate::trainer::resolve(&job.spec)?;
         let n_train = s.data.train_subset.unwrap_or(50_000).max(1);
         let steps_per_epoch = n_train.div_ceil(s.train.batch_size as u64).max(1);
         // Skips make the simulated loss fall faster, more so for deep nets;

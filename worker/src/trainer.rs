@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-use sweep_core::TrialSpec;
+use sweep_core::bmenet::BmenetTrial;
+use sweep_core::schema::Place;
+use sweep_core::{GridError, TrialSpec};
 use tokio::sync::mpsc;
 
 /// One trial to train, as leased from the coordinator.
@@ -295,6 +297,24 @@ pub enum TrainError {
     Checkpoint(String),
     #[error("{0}")]
     Other(String),
+}
+
+/// Checks a leased spec by the core's rules and types it: the one call a
+/// trainer makes at its edge ([`sweep_core::bmenet::resolve`]; no rule is
+/// repeated here). A spec can arrive over the wire or from a caller that
+/// skipped the grid parser. The error's kind follows the key: an
+/// architecture factor is a model error, a `data.*` key a data error.
+pub fn resolve(spec: &TrialSpec) -> Result<BmenetTrial, TrainError> {
+    sweep_core::bmenet::resolve(spec).map_err(|e| {
+        let message = e.to_string();
+        match e {
+            GridError::Spec { key, .. } if key.starts_with("data.") => TrainError::Data(message),
+            GridError::Spec { key, .. } if sweep_core::schema().key(&key).is_some_and(|k| k.place == Place::Factor) => {
+                TrainError::Model(message)
+            }
+            _ => TrainError::Other(message),
+        }
+    })
 }
 
 /// Something that trains trials, one at a time, on the thread it was made on.

@@ -38,8 +38,10 @@ use tch::Tensor;
 /// Why a network cannot be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("depth {0} is not a positive multiple of 8 (BMEnet has depth/8 blocks per section)")]
-    BadDepth(u32),
+    /// A depth the grid's rule ([`sweep_core::bmenet::rules::depth`])
+    /// refuses, with its message.
+    #[error("depth {0}")]
+    BadDepth(String),
     #[error("libtorch: {0}")]
     Torch(String),
 }
@@ -87,11 +89,10 @@ pub struct BlockSpec {
     pub out_size: i64,
 }
 
-/// `n = depth / 8`, or an error for a depth BMEnet cannot have.
+/// `n = depth / 8`, or an error for a depth BMEnet cannot have (by the
+/// grid's own rule, [`sweep_core::bmenet::rules::depth`]).
 pub fn blocks_per_section(depth: u32) -> Result<usize, ModelError> {
-    if depth == 0 || depth % 8 != 0 {
-        return Err(ModelError::BadDepth(depth));
-    }
+    sweep_core::bmenet::rules::depth(&sweep_core::Level::Int(depth.into())).map_err(ModelError::BadDepth)?;
     Ok((depth / 8) as usize)
 }
 

@@ -8,18 +8,24 @@
 //! - [`summary`]: the per-layer table and both parameter totals;
 //! - [`optim`]: SGD / Adam with checkpointable state;
 //! - [`checkpoint`]: atomic on-disk checkpoints;
+//! - [`batch`]: batch assembly (shuffling, normalisation, augmentation);
+//! - [`eval`]: test-set evaluation and gradient norms, under `no_grad`;
+//! - [`resume`]: a run's position to and from its checkpoints;
 //! - [`train`]: [`TorchTrainer`], the [`crate::trainer::Trainer`] the worker
-//!   runs trials with.
+//!   runs trials with, and its training loop.
 //!
 //! Only this module links libtorch; it exists with the `torch` feature.
 
 // `u32::is_multiple_of` is newer (1.87) than the workspace's rust-version.
 #![allow(clippy::manual_is_multiple_of)]
 
+pub mod batch;
 pub mod bmenet;
 pub mod checkpoint;
 pub mod cifar;
+pub mod eval;
 pub mod optim;
+pub mod resume;
 pub mod summary;
 pub mod train;
 
