@@ -45,7 +45,7 @@ path = "data"
     )
     .unwrap();
     let out = store.submit(&grid, 1).await.unwrap();
-    let total = out.total as usize;
+    let total = out.total_trials as usize;
     let mut n = 0;
     while let Some(lease) = store.lease("w", 2, 3_600_000).await.unwrap() {
         n += 1;
@@ -55,7 +55,7 @@ path = "data"
             }
             break; // the rest stay queued
         }
-        let s = &lease.spec;
+        let s = &sweep_core::bmenet::resolve(&lease.spec).unwrap();
         let k = mix(s.seed ^ ((s.depth as u64) << 20) ^ ((s.skip as u64) << 30) ^ ((s.batchnorm as u64) << 31));
         let drop = if s.skip { 0.0 } else { s.depth as f64 / 200.0 };
         let acc = 0.8 - drop + if s.batchnorm { 0.02 } else { 0.0 } + 0.02 * noise(k);

@@ -42,7 +42,7 @@ async fn sixteen_workers_race_and_every_trial_runs_exactly_once() {
     let coord = Coordinator::start(dir.path(), fast_config(Duration::from_secs(30))).await;
     let spec = grid(RACE_GRID);
     let out = coord.store.submit(&spec, 0).await.unwrap();
-    assert_eq!((out.total, out.added), (500, 500));
+    assert_eq!((out.total_trials, out.added_trials), (500, 500));
 
     let ckpt = dir.path().join("checkpoints");
     let mut workers: Vec<_> =

@@ -172,3 +172,15 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &GradData) -> 
     Ok(())
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::block_order;
+
+    #[test]
+    fn blocks_sort_from_input_to_output() {
+        let mut b = vec!["fc2", "block10", "stem", "fc1", "block02", "block01"];
+        b.sort_by_key(|x| block_order(x));
+        assert_eq!(b, ["stem", "block01", "block02", "block10", "fc1", "fc2"]);
+    }
+}

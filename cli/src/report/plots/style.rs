@@ -107,13 +107,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blocks_sort_from_input_to_output() {
-        let mut b = vec!["fc2", "block10", "stem", "fc1", "block02", "block01"];
-        b.sort_by_key(|x| block_order(x));
-        assert_eq!(b, ["stem", "block01", "block02", "block10", "fc1", "fc2"]);
-    }
-
-    #[test]
     pub fn thousands_separators() {
         assert_eq!(thousands(1234567.0), "1,234,567");
         assert_eq!(thousands(12.0), "12");
