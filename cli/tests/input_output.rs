@@ -1,3 +1,5 @@
+// wait4(2) and kill(2) through libc, to measure a child's peak memory.
+#![allow(unsafe_code)]
 //! The `sweep` binary's edges (issue 8): numeric flags are range-checked
 //! (exit 2), errors print each cause once and stay short, and text from the
 //! coordinator reaches the terminal with its control characters escaped.
