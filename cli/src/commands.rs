@@ -16,17 +16,17 @@ use crate::Failure;
 /// `sweep run` with the token it generated).
 static SECURITY: std::sync::RwLock<Option<ClientSecurity>> = std::sync::RwLock::new(None);
 
-pub fn set_security(s: ClientSecurity) {
-    *SECURITY.write().unwrap_or_else(|e| e.into_inner()) = Some(s);
+pub(crate) fn set_security(s: ClientSecurity) {
+    *SECURITY.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s);
 }
 
 fn security() -> ClientSecurity {
-    SECURITY.read().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_default()
+    SECURITY.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone().unwrap_or_default()
 }
 
 /// A channel to the coordinator with the bearer token attached, with an
 /// error that says what to check.
-pub async fn channel(url: &str) -> anyhow::Result<AuthChannel> {
+pub(crate) async fn channel(url: &str) -> anyhow::Result<AuthChannel> {
     let sec = security();
     let endpoint = sec.endpoint(url)?;
     let channel = endpoint.connect().await.with_context(|| {
@@ -36,18 +36,18 @@ pub async fn channel(url: &str) -> anyhow::Result<AuthChannel> {
 }
 
 /// Connects the client service.
-pub async fn connect(url: &str) -> anyhow::Result<SweepServiceClient<AuthChannel>> {
+pub(crate) async fn connect(url: &str) -> anyhow::Result<SweepServiceClient<AuthChannel>> {
     Ok(SweepServiceClient::new(channel(url).await?).max_decoding_message_size(64 * 1024 * 1024))
 }
 
 /// Turns a gRPC status into an error that reads well (the coordinator's
 /// message escaped: it may quote what a worker or client sent).
-pub fn rpc(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn rpc(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", printable(s.message()), s.code())
 }
 
 /// `sweep serve`'s protection settings, as given on the command line.
-pub struct ServeSecurity {
+pub(crate) struct ServeSecurity {
     pub worker_tokens_file: Option<std::path::PathBuf>,
     pub client_tokens_file: Option<std::path::PathBuf>,
     pub tls_cert: Option<std::path::PathBuf>,
@@ -88,7 +88,7 @@ impl ServeSecurity {
 /// The connection limits of `sweep serve` (the rest of
 /// [`sweep_coordinator::NetLimits`] keeps its documented defaults).
 #[derive(clap::Args, Clone, Copy, Debug)]
-pub struct NetFlags {
+pub(crate) struct NetFlags {
     /// Most connections served at once; further ones wait in the listen
     /// backlog (keep it below the process's file limit).
     #[arg(long, env = "SWEEP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65_536))]
@@ -109,7 +109,7 @@ impl NetFlags {
     }
 }
 
-pub async fn serve(
+pub(crate) async fn serve(
     database_url: &str,
     listen: &str,
     lease_ttl_secs: u64,
@@ -138,7 +138,7 @@ pub async fn serve(
     Ok(())
 }
 
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
@@ -153,7 +153,7 @@ pub async fn shutdown_signal() {
     }
 }
 
-pub async fn submit(grid: &Path, dry_run: bool, url: &str) -> Result<(), Failure> {
+pub(crate) async fn submit(grid: &Path, dry_run: bool, url: &str) -> Result<(), Failure> {
     let spec = GridSpec::from_file(grid)?;
     if dry_run {
         print_cells(&spec);
@@ -172,7 +172,7 @@ pub async fn submit(grid: &Path, dry_run: bool, url: &str) -> Result<(), Failure
     Ok(())
 }
 
-pub async fn submit_spec(spec: &GridSpec, url: &str) -> anyhow::Result<pb::SubmitResponse> {
+pub(crate) async fn submit_spec(spec: &GridSpec, url: &str) -> anyhow::Result<pb::SubmitResponse> {
     let mut client = connect(url).await?;
     let resp = client.submit(pb::SubmitRequest { spec: Some(spec.into()) }).await.map_err(rpc)?;
     Ok(resp.into_inner())
@@ -190,7 +190,7 @@ fn print_cells(spec: &GridSpec) {
     for c in &cells {
         println!("{c}");
     }
-    let seeds: Vec<String> = spec.seeds.iter().map(|s| s.to_string()).collect();
+    let seeds: Vec<String> = spec.seeds.iter().map(std::string::ToString::to_string).collect();
     println!(
         "{} cells x {} seeds [{}] = {} trials (dry run: nothing stored)",
         cells.len(),
@@ -200,7 +200,7 @@ fn print_cells(spec: &GridSpec) {
     );
 }
 
-pub async fn status(sweep: Option<&str>, url: &str) -> Result<(), Failure> {
+pub(crate) async fn status(sweep: Option<&str>, url: &str) -> Result<(), Failure> {
     let mut client = connect(url).await?;
     let resp = client
         .status(pb::StatusRequest { sweep_id: sweep.unwrap_or_default().to_owned() })
@@ -253,7 +253,7 @@ pub async fn status(sweep: Option<&str>, url: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-pub async fn cancel(sweep: &str, url: &str) -> Result<(), Failure> {
+pub(crate) async fn cancel(sweep: &str, url: &str) -> Result<(), Failure> {
     let mut client = connect(url).await?;
     let resp = client.cancel(pb::CancelRequest { sweep_id: sweep.to_owned() }).await.map_err(rpc)?.into_inner();
     println!("cancelled {} trials of {} (submit the grid again to resume)", resp.cancelled, printable(sweep));

@@ -37,7 +37,7 @@ impl Failure {
 /// (`database: {0}` over a `#[source]`), so anyhow's `{:#}` would print it
 /// again, two to four times down a chain. A cause whose text an outer one
 /// already contains is left out. Each cause is clipped and escaped.
-pub fn chain_text(error: &anyhow::Error) -> String {
+pub(crate) fn chain_text(error: &anyhow::Error) -> String {
     let mut shown: Vec<String> = Vec::new();
     for cause in error.chain() {
         let text = cause.to_string();

@@ -18,7 +18,7 @@ use crate::printable::{clip, printable};
 const LOG_TAIL_LINES: usize = 6;
 
 /// How the workers are started.
-pub struct WorkerSetup<'a> {
+pub(crate) struct WorkerSetup<'a> {
     pub bin: &'a Path,
     pub coordinator: &'a str,
     pub token: &'a str,
@@ -41,12 +41,12 @@ struct Worker {
     exit: Option<ExitStatus>,
 }
 
-pub struct LocalWorkers {
+pub(crate) struct LocalWorkers {
     workers: Vec<Worker>,
 }
 
 impl LocalWorkers {
-    pub fn spawn(setup: &WorkerSetup<'_>, n: u32) -> anyhow::Result<LocalWorkers> {
+    pub(crate) fn spawn(setup: &WorkerSetup<'_>, n: u32) -> anyhow::Result<LocalWorkers> {
         let mut workers = Vec::new();
         for i in 0..n {
             workers.push(spawn_one(setup, i)?);
@@ -71,7 +71,7 @@ impl LocalWorkers {
     }
 
     /// Returns once no worker is left alive (never while one runs).
-    pub async fn all_gone(&mut self) {
+    pub(crate) async fn all_gone(&mut self) {
         loop {
             self.poll();
             if self.alive() == 0 {
@@ -82,7 +82,7 @@ impl LocalWorkers {
     }
 
     /// How each worker ended, with the last lines of its log.
-    pub fn describe_exits(&self) -> String {
+    pub(crate) fn describe_exits(&self) -> String {
         let mut out = String::new();
         for w in &self.workers {
             let how = match w.exit {
@@ -105,7 +105,7 @@ impl LocalWorkers {
     /// trial back), then waits for them; SIGKILL to those still there after
     /// `grace` plus a margin, or at once when `hurry` resolves (a second
     /// SIGTERM/SIGINT).
-    pub async fn stop(&mut self, grace: Duration, hurry: impl std::future::Future<Output = ()>) {
+    pub(crate) async fn stop(&mut self, grace: Duration, hurry: impl std::future::Future<Output = ()>) {
         self.poll();
         for w in self.workers.iter_mut().filter(|w| w.exit.is_none()) {
             let Some(pid) = w.child.id() else { continue };

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fmt::Write;
 
 /// `s` with every character that could act on a terminal escaped.
-pub fn printable(s: &str) -> Cow<'_, str> {
+pub(crate) fn printable(s: &str) -> Cow<'_, str> {
     if !s.chars().any(acts_on_terminal) {
         return Cow::Borrowed(s);
     }
@@ -30,12 +30,12 @@ pub fn printable(s: &str) -> Cow<'_, str> {
 
 /// Multi-line text (an error message of ours that quotes others' text):
 /// [`printable`] line by line, keeping the line breaks.
-pub fn printable_lines(s: &str) -> String {
+pub(crate) fn printable_lines(s: &str) -> String {
     s.split('\n').map(|l| printable(l.strip_suffix('\r').unwrap_or(l))).collect::<Vec<_>>().join("\n")
 }
 
 /// At most `max` characters of `s` (whole characters), with how much was left out.
-pub fn clip(s: &str, max: usize) -> Cow<'_, str> {
+pub(crate) fn clip(s: &str, max: usize) -> Cow<'_, str> {
     match s.char_indices().nth(max) {
         None => Cow::Borrowed(s),
         Some((cut, _)) => Cow::Owned(format!("{}... ({} more bytes)", &s[..cut], s.len() - cut)),
@@ -46,7 +46,7 @@ pub fn clip(s: &str, max: usize) -> Cow<'_, str> {
 /// quotes what workers and clients sent (a worker ID, a failure reason);
 /// everything in it but the final line break is escaped. (Log colours are
 /// therefore off: they are escape sequences too.)
-pub struct EscapedStderr;
+pub(crate) struct EscapedStderr;
 
 impl std::io::Write for EscapedStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

@@ -16,7 +16,7 @@ use crate::printable::{clip, printable};
 use crate::Failure;
 
 #[derive(clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The grid file.
     grid: PathBuf,
     /// Number of local worker processes.
@@ -169,7 +169,7 @@ impl Coordinator {
             }
         }
         let mut errors: Vec<(usize, String)> = by_error.into_iter().map(|(e, c)| (c, e)).collect();
-        errors.sort_by(|a, b| b.0.cmp(&a.0));
+        errors.sort_by_key(|b| std::cmp::Reverse(b.0));
         let shown = errors
             .iter()
             .take(3)
@@ -190,7 +190,7 @@ enum Ended {
     WorkersGone,
 }
 
-pub async fn run(args: RunArgs) -> Result<(), Failure> {
+pub(crate) async fn run(args: RunArgs) -> Result<(), Failure> {
     let interrupts = Interrupts::listen()?;
     let spec = GridSpec::from_file(&args.grid)?;
     let bin = worker_bin(&args)?;
@@ -230,7 +230,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         coordinator.db
     );
     eprintln!("starting {} worker(s); logs in {}", args.workers, logs.display());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
+    let cores = std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(1) as u32;
     let setup = WorkerSetup {
         bin: &bin,
         coordinator: &url,

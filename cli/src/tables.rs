@@ -5,7 +5,7 @@
 use crate::Format;
 
 #[derive(Debug, Clone)]
-pub struct Table {
+pub(crate) struct Table {
     pub title: String,
     pub header: Vec<String>,
     pub rows: Vec<Vec<String>>,
@@ -14,7 +14,7 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new<H: Into<String>>(
+    pub(crate) fn new<H: Into<String>>(
         title: impl Into<String>,
         header: impl IntoIterator<Item = H>,
         rows: impl IntoIterator<Item = Vec<String>>,
@@ -27,7 +27,7 @@ impl Table {
         }
     }
 
-    pub fn caption(mut self, text: impl Into<String>) -> Table {
+    pub(crate) fn caption(mut self, text: impl Into<String>) -> Table {
         self.caption = Some(text.into());
         self
     }
@@ -35,7 +35,7 @@ impl Table {
 
 /// The tables, then the notes, in `format` (table, markdown or latex; CSV
 /// and JSON are rendered by the report itself).
-pub fn render(tables: &[Table], notes: &[String], format: Format) -> String {
+pub(crate) fn render(tables: &[Table], notes: &[String], format: Format) -> String {
     let mut out = String::new();
     match format {
         Format::Markdown => {
@@ -104,7 +104,7 @@ pub fn render(tables: &[Table], notes: &[String], format: Format) -> String {
 }
 
 /// One table as an HTML `<table>` with its title and caption.
-pub fn html(t: &Table) -> String {
+pub(crate) fn html(t: &Table) -> String {
     let mut out = format!("<h2>{}</h2>\n<table>\n<thead><tr>", html_escape(&t.title));
     for h in &t.header {
         out += &format!("<th>{}</th>", html_escape(h));
@@ -124,11 +124,11 @@ pub fn html(t: &Table) -> String {
     out
 }
 
-pub fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-pub fn latex_escape(s: &str) -> String {
+pub(crate) fn latex_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {

@@ -15,7 +15,7 @@ use crate::Failure;
 const MAX_TRIAL_LINES: usize = 8;
 
 /// Follows a sweep until it finishes; returns its final status.
-pub async fn watch(sweep: &str, url: &str) -> Result<pb::SweepStatus, Failure> {
+pub(crate) async fn watch(sweep: &str, url: &str) -> Result<pb::SweepStatus, Failure> {
     let mut client = connect(url).await?;
     let mut stream = client.watch(pb::WatchRequest { sweep_id: sweep.to_owned() }).await.map_err(rpc)?.into_inner();
     let tty = std::io::stderr().is_terminal();

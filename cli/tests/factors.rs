@@ -105,9 +105,8 @@ test_subset = 32
     assert!(md.contains("at each level of the other factors") && md.contains("optimizer=adam"), "{md}");
 
     let figs = dir.path().join("figs");
-    let report = run_ok(
-        sweep().args(["report", "opt", "--x", "lr", "--out"]).arg(&figs).args(["--coordinator", &server.url]),
-    );
+    let report =
+        run_ok(sweep().args(["report", "opt", "--x", "lr", "--out"]).arg(&figs).args(["--coordinator", &server.url]));
     assert!(report.contains("optimizer"), "{report}");
     let svg = std::fs::read_to_string(figs.join("accuracy-vs-lr.svg")).expect("the metric-vs-lr picture");
     assert!(svg.contains("lr (log scale)") && svg.contains("skip on") && svg.contains("skip off"), "picture text");

@@ -212,7 +212,7 @@ fn the_same_grid_against_a_fresh_database_trains_again_in_full() {
     assert!(
         !trial_dir.exists(),
         "checkpoints kept after success: {:?}",
-        std::fs::read_dir(&trial_dir).ok().map(|d| d.count())
+        std::fs::read_dir(&trial_dir).ok().map(std::iter::Iterator::count)
     );
 
     // Put the first run's checkpoint back: a stale checkpoint really is there.

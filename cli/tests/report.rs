@@ -70,7 +70,7 @@ path = "data"
             }))
             .collect();
         store.put_metrics(&lease.lease_id, &points, None).await.unwrap();
-        let diverged = s.depth == 64 && !s.skip && s.seed % 7 == 0;
+        let diverged = s.depth == 64 && !s.skip && s.seed.is_multiple_of(7);
         let summary = TrialSummary {
             final_train_loss: Some(loss),
             final_test_loss: Some(loss + 0.1),

@@ -139,7 +139,7 @@ pub fn summary(s: &sweep_proto::v1::TrialSummary, diverged: bool) -> Result<Tria
         }
     };
     let w = s.wall_seconds;
-    if !w.is_finite() || w < 0.0 || w >= WALL_SECONDS_LIMIT {
+    if !w.is_finite() || !(0.0..WALL_SECONDS_LIMIT).contains(&w) {
         return Err(invalid(format!("summary.wall_seconds: {w} is outside [0, {WALL_SECONDS_LIMIT:e})")));
     }
     Ok(TrialSummary {

@@ -270,10 +270,8 @@ pub fn incoming(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let limits = limits.clone();
     futures::stream::unfold((listener, permits, limits), move |(listener, permits, limits)| async move {
-        let permit = match permits.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return None, // never closed
-        };
+        // The semaphore is never closed.
+        let Ok(permit) = permits.clone().acquire_owned().await else { return None };
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {

@@ -124,7 +124,7 @@ prop_compose! {
             seeds,
             factors,
             train,
-            data: with_parts[2].then(|| pb::DataSettings { dataset, path, train_subset: subset, test_subset: None }),
+            data: with_parts[2].then_some(pb::DataSettings { dataset, path, train_subset: subset, test_subset: None }),
             run: with_parts[3].then(|| pb::RunSettings { max_attempts: attempts, priority, ..Default::default() }),
         }
     }

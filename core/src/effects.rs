@@ -55,7 +55,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{holm, p_two_sided, paired_t, t_interval, t_quantile, welch_satterthwaite, PairedT, Moments};
+use crate::stats::{holm, p_two_sided, paired_t, t_interval, t_quantile, welch_satterthwaite, Moments, PairedT};
 
 /// Confidence level of every interval in an [`Analysis`].
 pub const LEVEL: f64 = 0.95;

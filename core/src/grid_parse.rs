@@ -52,7 +52,7 @@ fn sections(schema: &Schema) -> Vec<(&'static str, Vec<&'static str>)> {
 pub(crate) mod rules {
     use super::*;
 
-    pub fn name(name: &str) -> Result<(), String> {
+    pub(crate) fn name(name: &str) -> Result<(), String> {
         if name.is_empty() {
             return Err("must not be empty".into());
         }
@@ -76,7 +76,7 @@ pub(crate) mod rules {
     }
 
     /// The number of seeds, whether written as a count or as a list.
-    pub fn seed_count(n: i64) -> Result<(), String> {
+    pub(crate) fn seed_count(n: i64) -> Result<(), String> {
         if n < 1 {
             return Err(format!(
                 "at least one seed is needed (got {n}); give a count n >= 1 \
@@ -90,7 +90,7 @@ pub(crate) mod rules {
         Ok(())
     }
 
-    pub fn seed(seed: i64) -> Result<(), String> {
+    pub(crate) fn seed(seed: i64) -> Result<(), String> {
         if seed < 0 {
             return Err(format!("seed {seed} is negative; seeds are non-negative integers"));
         }
@@ -98,7 +98,7 @@ pub(crate) mod rules {
     }
 
     /// A factor must have at least one level, or the grid has no cells.
-    pub fn non_empty(len: usize) -> Result<(), String> {
+    pub(crate) fn non_empty(len: usize) -> Result<(), String> {
         if len == 0 {
             return Err("is an empty list; give at least one value".into());
         }
@@ -107,7 +107,7 @@ pub(crate) mod rules {
 
     /// A repeated value would make two cells (or trials) with the same ID.
     /// On failure, returns the index of the repetition.
-    pub fn distinct<T: Hash + Eq + std::fmt::Display>(values: &[T]) -> Result<(), (usize, String)> {
+    pub(crate) fn distinct<T: Hash + Eq + std::fmt::Display>(values: &[T]) -> Result<(), (usize, String)> {
         let mut seen = HashSet::with_capacity(values.len());
         for (i, v) in values.iter().enumerate() {
             if !seen.insert(v) {
@@ -118,14 +118,14 @@ pub(crate) mod rules {
     }
 
     /// For counts that must be at least 1 (epochs, batch size, ...).
-    pub fn positive(n: i64) -> Result<(), String> {
+    pub(crate) fn positive(n: i64) -> Result<(), String> {
         if n < 1 {
             return Err(format!("must be at least 1, got {n}"));
         }
         Ok(())
     }
 
-    pub fn dataset(name: &str) -> Result<(), String> {
+    pub(crate) fn dataset(name: &str) -> Result<(), String> {
         if name.len() > MAX_DATASET_LEN {
             return Err(format!(
                 "{} is {} bytes long; the limit is {MAX_DATASET_LEN} (expected one of: {})",
@@ -142,7 +142,7 @@ pub(crate) mod rules {
 
     /// Checked both as written and once resolved against the grid's folder
     /// (the resolved form is what is sent and stored).
-    pub fn data_path(path: &str) -> Result<(), String> {
+    pub(crate) fn data_path(path: &str) -> Result<(), String> {
         if path.is_empty() {
             return Err("must not be empty; give the folder that holds the dataset".into());
         }
@@ -158,7 +158,7 @@ pub(crate) mod rules {
     }
 
     /// Bounds the expansion, checked before any seed list is materialised.
-    pub fn trial_count(cells: u64, seeds: u64) -> Result<(), String> {
+    pub(crate) fn trial_count(cells: u64, seeds: u64) -> Result<(), String> {
         let trials = cells.saturating_mul(seeds);
         if trials > MAX_TRIALS {
             return Err(format!(
@@ -264,7 +264,7 @@ fn parse_seeds(doc: &Doc, v: &Value) -> Result<Seeds, GridError> {
         DeValue::Array(items) => {
             rules::seed_count(items.len() as i64).map_err(err(v.span()))?;
             let mut seeds = Vec::with_capacity(items.len());
-            for item in items.iter() {
+            for item in items {
                 let s = int(doc, "seeds", item)?;
                 rules::seed(s).map_err(err(item.span()))?;
                 seeds.push(s as u64);

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 
 use sweep_core::effects::{analyze, contrast, Factor, Observation, Options};
-use sweep_core::stats::{welch_diff, Summary};
+use sweep_core::stats::{welch_diff, Moments};
 
 #[track_caller]
 fn close(actual: f64, expected: f64, rel: f64) {
@@ -155,8 +155,8 @@ fn cells_main_effects_simple_effects_and_paired_match_scipy() {
 fn a_two_cell_contrast_is_welchs_difference() {
     // Student's sleep data, as in stats.rs: the contrast (+1, -1) must be
     // Welch's interval (R: t = -1.8608, df = 17.776, p = 0.07939).
-    let a = Summary::from_samples(&[0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]).unwrap();
-    let b = Summary::from_samples(&[1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]).unwrap();
+    let a = Moments::from_samples(&[0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]).unwrap();
+    let b = Moments::from_samples(&[1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]).unwrap();
     let c = contrast(&[(1.0, a), (-1.0, b)], 0.95).unwrap();
     let w = welch_diff(&a, &b, 0.95).unwrap();
     close(c.estimate, w.diff, 1e-15);
@@ -165,7 +165,7 @@ fn a_two_cell_contrast_is_welchs_difference() {
     close(c.ci95_hi.unwrap(), w.ci.1, 1e-13);
     close(c.p_value.unwrap(), 0.0793941401873583, 1e-10);
     // One observation: an estimate, no interval.
-    let one = Summary::from_samples(&[0.5]).unwrap();
+    let one = Moments::from_samples(&[0.5]).unwrap();
     let c = contrast(&[(1.0, a), (-1.0, one)], 0.95).unwrap();
     assert_eq!((c.se, c.ci95_lo, c.p_value), (None, None, None));
     assert!(contrast(&[], 0.95).is_none());
@@ -252,10 +252,10 @@ fn a_nan_or_infinite_value_is_refused_naming_its_cell_and_seed() {
         assert!(msg.contains("not a finite number"), "{msg}");
     }
     // The summary of such a group does not exist (it used to be sd 0).
-    assert_eq!(Summary::from_samples(&[0.5, f64::NAN, 0.7]), None);
-    assert_eq!(Summary::from_samples(&[0.5, f64::INFINITY]), None);
-    assert_eq!(Summary::from_sums(2, f64::NAN, 1.0), None);
-    assert_eq!(Summary::from_sums(2, 1.0, f64::INFINITY), None);
+    assert_eq!(Moments::from_samples(&[0.5, f64::NAN, 0.7]), None);
+    assert_eq!(Moments::from_samples(&[0.5, f64::INFINITY]), None);
+    assert_eq!(Moments::from_sums(2, f64::NAN, 1.0), None);
+    assert_eq!(Moments::from_sums(2, 1.0, f64::INFINITY), None);
 }
 
 mod props {
@@ -296,15 +296,15 @@ mod props {
             ys in prop::collection::vec(-1000.0f64..1000.0, 2..8),
             k in prop::sample::select(vec![1e-80, 1e80, 1e-160, 1e160, 1e-290, 1e290]),
         ) {
-            let a = Summary::from_samples(&xs).unwrap();
-            let b = Summary::from_samples(&ys).unwrap();
+            let a = Moments::from_samples(&xs).unwrap();
+            let b = Moments::from_samples(&ys).unwrap();
             let scale = xs.iter().chain(&ys).fold(0.0f64, |m, x| m.max(x.abs()));
             prop_assume!(a.sd.unwrap().max(b.sd.unwrap()) > 1e-6 * scale);
             prop_assume!((a.mean - b.mean).abs() > 1e-6 * scale);
             let base = welch_diff(&a, &b, 0.95).unwrap();
             let xk: Vec<f64> = xs.iter().map(|x| x * k).collect();
             let yk: Vec<f64> = ys.iter().map(|y| y * k).collect();
-            let w = welch_diff(&Summary::from_samples(&xk).unwrap(), &Summary::from_samples(&yk).unwrap(), 0.95).unwrap();
+            let w = welch_diff(&Moments::from_samples(&xk).unwrap(), &Moments::from_samples(&yk).unwrap(), 0.95).unwrap();
             prop_assert!(w.df.is_finite() && w.df > 0.0, "{:?}", w);
             let rel = |x: f64, y: f64| (x - y).abs() <= 1e-8 * y.abs().max(1e-300);
             prop_assert!(rel(w.df, base.df), "df {} vs {}", w.df, base.df);

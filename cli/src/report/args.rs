@@ -12,7 +12,7 @@ use crate::Format;
 #[derive(Clone, Copy, clap::ValueEnum, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]
-pub enum Measure {
+pub(crate) enum Measure {
     /// Test accuracy after the last epoch.
     TestAccuracy,
     /// Mean training loss of the last logged window.
@@ -24,7 +24,7 @@ pub enum Measure {
 }
 
 impl Measure {
-    pub fn value(self, t: &TrialResult) -> Option<f64> {
+    pub(crate) fn value(self, t: &TrialResult) -> Option<f64> {
         match self {
             Measure::TestAccuracy => t.final_test_accuracy,
             Measure::TrainLoss => t.final_train_loss,
@@ -33,7 +33,7 @@ impl Measure {
         }
     }
 
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Measure::TestAccuracy => "final test accuracy (%)",
             Measure::TrainLoss => "final train loss",
@@ -43,7 +43,7 @@ impl Measure {
     }
 
     /// File-name stem of the metric-vs-factor picture (`accuracy-vs-depth`).
-    pub fn stem(self) -> &'static str {
+    pub(crate) fn stem(self) -> &'static str {
         match self {
             Measure::TestAccuracy => "accuracy",
             Measure::TrainLoss => "train-loss",
@@ -54,7 +54,7 @@ impl Measure {
 
     /// Accuracies are shown in percent (effects in percentage points):
     /// (scale, digits, unit).
-    pub fn scale(self) -> (f64, usize, &'static str) {
+    pub(crate) fn scale(self) -> (f64, usize, &'static str) {
         match self {
             Measure::TestAccuracy | Measure::BestTestAccuracy => (100.0, 2, " pp"),
             Measure::TrainLoss | Measure::TestLoss => (1.0, 4, ""),
@@ -64,7 +64,7 @@ impl Measure {
 
 /// `sweep report`'s options.
 #[derive(clap::Args, Clone, Debug)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,

@@ -11,7 +11,7 @@ use super::design::{row_order, Design};
 
 /// Mean, sd and 95% interval of one value over a cell's succeeded seeds.
 #[derive(Debug, Serialize)]
-pub struct Estimate {
+pub(crate) struct Estimate {
     pub n: u64,
     pub mean: Option<f64>,
     pub sd: Option<f64>,
@@ -20,7 +20,7 @@ pub struct Estimate {
 }
 
 /// The estimate over samples (a cell's succeeded seeds).
-pub fn estimate_of(xs: &[f64]) -> Estimate {
+pub(super) fn estimate_of(xs: &[f64]) -> Estimate {
     match Moments::from_samples(xs) {
         None => Estimate { n: 0, mean: None, sd: None, ci95_lo: None, ci95_hi: None },
         Some(s) => {
@@ -33,7 +33,7 @@ pub fn estimate_of(xs: &[f64]) -> Estimate {
 /// One report row (the JSON format is an array of these, each with one key
 /// per factor; see the README).
 #[derive(Debug, Serialize)]
-pub struct Row {
+pub(crate) struct Row {
     #[serde(flatten)]
     pub cell: Cell,
     pub seeds_total: u64,
@@ -51,7 +51,7 @@ pub struct Row {
 
 /// One row per cell (trials of the same levels with different settings
 /// together), in display order.
-pub fn cell_rows(design: &Design, trials: &[TrialResult]) -> Vec<Row> {
+pub(super) fn cell_rows(design: &Design, trials: &[TrialResult]) -> Vec<Row> {
     let mut by: BTreeMap<Vec<Level>, Vec<&TrialResult>> = BTreeMap::new();
     for t in trials {
         by.entry(row_order(design, &t.cell)).or_default().push(t);
@@ -60,9 +60,8 @@ pub fn cell_rows(design: &Design, trials: &[TrialResult]) -> Vec<Row> {
         .map(|ts| {
             let count = |s: TrialState| ts.iter().filter(|t| t.state == s).count() as u64;
             let ok: Vec<&&TrialResult> = ts.iter().filter(|t| t.state == TrialState::Succeeded).collect();
-            let est = |f: fn(&TrialResult) -> Option<f64>| {
-                estimate_of(&ok.iter().filter_map(|t| f(t)).collect::<Vec<_>>())
-            };
+            let est =
+                |f: fn(&TrialResult) -> Option<f64>| estimate_of(&ok.iter().filter_map(|t| f(t)).collect::<Vec<_>>());
             Row {
                 cell: ts[0].cell.clone(),
                 seeds_total: ts.len() as u64,
@@ -82,7 +81,7 @@ pub fn cell_rows(design: &Design, trials: &[TrialResult]) -> Vec<Row> {
 }
 
 /// `mean ± half-width` (or just the mean with one seed, or `-` with none).
-pub fn pm(e: &Estimate, scale: f64, digits: usize) -> String {
+pub(super) fn pm(e: &Estimate, scale: f64, digits: usize) -> String {
     match (e.mean, e.ci95_lo, e.ci95_hi) {
         (Some(m), Some(lo), Some(hi)) => format!("{:.d$} ± {:.d$}", m * scale, (hi - lo) / 2.0 * scale, d = digits),
         (Some(m), _, _) => format!("{:.d$}", m * scale, d = digits),
@@ -91,22 +90,16 @@ pub fn pm(e: &Estimate, scale: f64, digits: usize) -> String {
 }
 
 /// The value columns after the factor columns.
-const VALUE_HEADER: [&str; 6] = [
-    "seeds done",
-    "test acc % (95% CI)",
-    "train loss (95% CI)",
-    "best acc %",
-    "diverged/failed",
-    "wall s/trial",
-];
+const VALUE_HEADER: [&str; 6] =
+    ["seeds done", "test acc % (95% CI)", "train loss (95% CI)", "best acc %", "diverged/failed", "wall s/trial"];
 
 /// The table's header: one column per factor, then the values.
-pub fn header(design: &Design) -> Vec<String> {
+pub(super) fn header(design: &Design) -> Vec<String> {
     design.names().into_iter().map(str::to_owned).chain(VALUE_HEADER.iter().map(|s| (*s).to_owned())).collect()
 }
 
 /// One row as table cells.
-pub fn cells(design: &Design, r: &Row) -> Vec<String> {
+pub(super) fn cells(design: &Design, r: &Row) -> Vec<String> {
     let mut out: Vec<String> =
         design.factors.iter().map(|f| r.cell.get(&f.name).map(Level::display).unwrap_or_default()).collect();
     out.extend([
@@ -121,7 +114,7 @@ pub fn cells(design: &Design, r: &Row) -> Vec<String> {
 }
 
 /// A CSV field, quoted when it must be.
-pub fn csv_field(s: &str) -> String {
+pub(super) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
@@ -131,7 +124,7 @@ pub fn csv_field(s: &str) -> String {
 
 /// The cell rows as CSV: one column per factor (levels in their plain form),
 /// then the documented value columns.
-pub fn cells_csv(design: &Design, rows: &[Row]) -> String {
+pub(super) fn cells_csv(design: &Design, rows: &[Row]) -> String {
     let mut out: String = design.names().iter().map(|n| format!("{},", csv_field(n))).collect();
     out += "seeds_total,succeeded,diverged,failed,running,queued,\
             test_accuracy_mean,test_accuracy_ci95_lo,test_accuracy_ci95_hi,\

@@ -10,7 +10,7 @@ use sweep_core::{Cell, Level, Schema, TrialResult};
 
 /// One factor of the sweep and the levels its trials have.
 #[derive(Debug, Clone)]
-pub struct DesignFactor {
+pub(crate) struct DesignFactor {
     pub name: String,
     /// In display order (a string factor's declared choices first, then
     /// numbers ascending, off before on).
@@ -19,13 +19,13 @@ pub struct DesignFactor {
 
 /// The factors of a sweep, in the schema's key order.
 #[derive(Debug, Clone)]
-pub struct Design {
+pub(crate) struct Design {
     pub factors: Vec<DesignFactor>,
     pub schema: &'static Schema,
 }
 
 impl Design {
-    pub fn of(trials: &[TrialResult]) -> Design {
+    pub(crate) fn of(trials: &[TrialResult]) -> Design {
         let schema = sweep_core::schema();
         let mut levels: BTreeMap<&str, BTreeSet<&Level>> = BTreeMap::new();
         for t in trials {
@@ -45,28 +45,28 @@ impl Design {
         Design { factors, schema }
     }
 
-    pub fn names(&self) -> Vec<&str> {
+    pub(crate) fn names(&self) -> Vec<&str> {
         self.factors.iter().map(|f| f.name.as_str()).collect()
     }
 
-    pub fn factor(&self, name: &str) -> Option<&DesignFactor> {
+    pub(crate) fn factor(&self, name: &str) -> Option<&DesignFactor> {
         self.factors.iter().find(|f| f.name == name)
     }
 
-    pub fn varies(&self, name: &str) -> bool {
+    pub(crate) fn varies(&self, name: &str) -> bool {
         self.factor(name).is_some_and(|f| f.levels.len() > 1)
     }
 
     /// A level as the effects code keys it (its plain text) back to how
     /// people read it (`on`/`off` for booleans).
-    pub fn show(&self, factor: &str, level: &str) -> String {
+    pub(crate) fn show(&self, factor: &str, level: &str) -> String {
         self.factor(factor)
             .and_then(|f| f.levels.iter().find(|l| l.to_string() == level))
             .map_or_else(|| level.to_owned(), Level::display)
     }
 
     /// `factor=level` pairs in display order.
-    pub fn show_at(&self, at: &BTreeMap<String, String>) -> String {
+    pub(crate) fn show_at(&self, at: &BTreeMap<String, String>) -> String {
         let mut parts: Vec<(usize, String)> = at
             .iter()
             .map(|(f, l)| {
@@ -79,7 +79,7 @@ impl Design {
     }
 
     /// A cell as `name=level ...` in display order.
-    pub fn cell_name(&self, cell: &Cell) -> String {
+    pub(crate) fn cell_name(&self, cell: &Cell) -> String {
         self.factors
             .iter()
             .filter_map(|f| cell.get(&f.name).map(|l| format!("{}={}", f.name, l.display())))
@@ -88,14 +88,14 @@ impl Design {
     }
 
     /// The cell's levels in factor order, as the effects code keys them.
-    pub fn level_texts(&self, cell: &Cell) -> Vec<String> {
+    pub(crate) fn level_texts(&self, cell: &Cell) -> Vec<String> {
         self.factors.iter().map(|f| cell.get(&f.name).map(Level::to_string).unwrap_or_default()).collect()
     }
 
     /// Reads `FACTOR=LEVEL` (`flag` names the option in errors); the level
     /// is read as the factor's kind (`on`/`off` for booleans) and returned as
     /// the effects code keys it.
-    pub fn parse_assignment(&self, flag: &str, text: &str) -> anyhow::Result<(String, String)> {
+    pub(crate) fn parse_assignment(&self, flag: &str, text: &str) -> anyhow::Result<(String, String)> {
         let example = self.factors.first().map_or_else(
             || "FACTOR=LEVEL".to_owned(),
             |f| format!("{}={}", f.name, f.levels.first().map(Level::display).unwrap_or_default()),
@@ -109,15 +109,14 @@ impl Design {
     }
 
     /// The factor `name`, or an error listing the sweep's factors.
-    pub fn known(&self, flag: &str, text: &str, name: &str) -> anyhow::Result<&DesignFactor> {
-        self.factor(name).with_context(|| {
-            format!("{flag} {text:?}: unknown factor {name:?} (factors: {})", self.names().join(", "))
-        })
+    pub(crate) fn known(&self, flag: &str, text: &str, name: &str) -> anyhow::Result<&DesignFactor> {
+        self.factor(name)
+            .with_context(|| format!("{flag} {text:?}: unknown factor {name:?} (factors: {})", self.names().join(", ")))
     }
 
     /// The focus factors: those named by `--baseline`, else the schema's
     /// default when the sweep varies it, else the first that varies.
-    pub fn focus(&self, baselines: &BTreeMap<String, String>) -> Vec<String> {
+    pub(crate) fn focus(&self, baselines: &BTreeMap<String, String>) -> Vec<String> {
         if !baselines.is_empty() {
             return baselines.keys().cloned().collect();
         }
@@ -129,7 +128,7 @@ impl Design {
 
     /// The picture's x factor: `--x`, else the schema's default when the
     /// sweep varies it, else the first numeric factor that varies.
-    pub fn x_factor(&self, x: Option<&str>) -> anyhow::Result<Option<&DesignFactor>> {
+    pub(crate) fn x_factor(&self, x: Option<&str>) -> anyhow::Result<Option<&DesignFactor>> {
         if let Some(name) = x {
             let f = self.known("--x", name, name)?;
             if f.levels.iter().any(|l| l.as_f64().is_none()) {
@@ -148,7 +147,7 @@ impl Design {
 
 /// Sort key of a cell row: each factor's level in display order, except
 /// that booleans list `on` first (the treatment before its ablation).
-pub fn row_order(design: &Design, cell: &Cell) -> Vec<Level> {
+pub(super) fn row_order(design: &Design, cell: &Cell) -> Vec<Level> {
     design
         .factors
         .iter()

@@ -12,7 +12,7 @@ tr:nth-child(even) td{background:#fafafa}.caption{color:#555;font-size:13px;marg
 figure{margin:1.5em 0}figure svg{max-width:100%;height:auto}figcaption{color:#555;font-size:13px}\
 ul.notes li{margin:.3em 0}";
 
-pub fn page(r: &FullReport, pics: &[Pic]) -> String {
+pub(super) fn page(r: &FullReport, pics: &[Pic]) -> String {
     let mut out = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Sweep {} report</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>Sweep <code>{}</code></h1>\n",
         html_escape(&r.sweep_id),

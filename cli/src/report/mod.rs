@@ -31,14 +31,14 @@ use sweep_core::effects::{self, Analysis, Observation};
 use sweep_core::{SweepResults, TrialState};
 use sweep_proto::v1 as pb;
 
-pub use args::{Measure, ReportArgs};
+pub(crate) use args::{Measure, ReportArgs};
 use cells::{cell_rows, Row};
 use design::Design;
-pub use render::render_full;
+pub(crate) use render::render_full;
 
 /// Everything a report shows, ready for every format.
 #[derive(Debug)]
-pub struct FullReport {
+pub(crate) struct FullReport {
     pub sweep_id: String,
     pub design: Design,
     /// One row per cell (the documented JSON rows).
@@ -55,7 +55,7 @@ pub struct FullReport {
 }
 
 /// Builds the report from the coordinator's results.
-pub fn build(mut results: SweepResults, args: &ReportArgs) -> anyhow::Result<FullReport> {
+pub(crate) fn build(mut results: SweepResults, args: &ReportArgs) -> anyhow::Result<FullReport> {
     let design = Design::of(&results.trials);
     // Trials in display order: factor levels, then seed (the JSON `trials`).
     results.trials.sort_by(|a, b| {
@@ -176,7 +176,7 @@ async fn fetch(sweep: &str, pictures: bool, url: &str) -> Result<SweepResults, c
 }
 
 /// `sweep report`: fetch, compute, print; write the page and pictures.
-pub async fn command(sweep: &str, args: &ReportArgs, url: &str) -> Result<(), crate::Failure> {
+pub(crate) async fn command(sweep: &str, args: &ReportArgs, url: &str) -> Result<(), crate::Failure> {
     let pictures = args.html.is_some() || args.out.is_some();
     let results = fetch(sweep, pictures, url).await?;
     let report = build(results, args)?;

@@ -20,7 +20,13 @@ fn list(items: &[String], max: usize) -> String {
 }
 
 /// The notes, in the order the report prints them.
-pub fn notes(design: &Design, trials: &[TrialResult], rows: &[Row], a: &Analysis, metric: Measure) -> Vec<String> {
+pub(super) fn notes(
+    design: &Design,
+    trials: &[TrialResult],
+    rows: &[Row],
+    a: &Analysis,
+    metric: Measure,
+) -> Vec<String> {
     let mut notes = Vec::new();
     let missing: Vec<String> = rows
         .iter()
@@ -47,7 +53,8 @@ pub fn notes(design: &Design, trials: &[TrialResult], rows: &[Row], a: &Analysis
     let pending: u64 = rows.iter().map(|r| r.running + r.queued).sum();
     if pending > 0 {
         let cells = rows.iter().filter(|r| r.running + r.queued > 0).count();
-        notes.push(format!("{pending} trials in {cells} cells are still queued or running: these numbers will change."));
+        notes
+            .push(format!("{pending} trials in {cells} cells are still queued or running: these numbers will change."));
     }
     let done: BTreeSet<u64> = rows.iter().filter(|r| r.succeeded > 0).map(|r| r.succeeded).collect();
     if let (Some(lo), Some(hi)) = (done.first(), done.last()) {

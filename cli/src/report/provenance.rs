@@ -15,7 +15,7 @@ const MAX_NAMED: usize = 8;
 
 /// One trial's provenance (the JSON report's `trials` array).
 #[derive(Debug, Serialize, PartialEq)]
-pub struct TrialRow {
+pub(super) struct TrialRow {
     /// One key per factor.
     #[serde(flatten)]
     pub cell: Cell,
@@ -31,7 +31,7 @@ pub struct TrialRow {
 }
 
 /// One row per trial, in the order given (the report sorts trials first).
-pub fn trial_rows(_design: &Design, trials: &[TrialResult]) -> Vec<TrialRow> {
+pub(super) fn trial_rows(_design: &Design, trials: &[TrialResult]) -> Vec<TrialRow> {
     trials
         .iter()
         .map(|t| TrialRow {
@@ -67,7 +67,7 @@ fn setting(device: &str, threads: u32) -> String {
 }
 
 /// The provenance notes under the report's tables.
-pub fn notes(design: &Design, trials: &[TrialResult]) -> Vec<String> {
+pub(super) fn notes(design: &Design, trials: &[TrialResult]) -> Vec<String> {
     let mut notes = Vec::new();
     let ran: Vec<&TrialResult> = trials
         .iter()
@@ -112,8 +112,10 @@ pub fn notes(design: &Design, trials: &[TrialResult]) -> Vec<String> {
         notes.push(format!("Where the diverged trials diverged: {}.", named(&diverged)));
     }
 
-    let short: Vec<String> =
-        trials.iter().filter_map(|t| t.train_images_used.map(|n| format!("{} used {n}", trial_name(design, t)))).collect();
+    let short: Vec<String> = trials
+        .iter()
+        .filter_map(|t| t.train_images_used.map(|n| format!("{} used {n}", trial_name(design, t))))
+        .collect();
     if !short.is_empty() {
         notes.push(format!(
             "WARNING: {} trials trained on fewer images than [data] train_subset asked for (the dataset is \

@@ -44,17 +44,21 @@ fn mean_text(m: Option<f64>, metric: Measure) -> String {
 }
 
 /// Every section as a table.
-pub fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
+pub(super) fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
     use crate::tables::Table;
     let m = r.metric;
     let mut out = Vec::new();
     if r.analysis.groups.is_empty() {
-        out.push(Table::new(format!("Sweep {}: cells", r.sweep_id), header(&r.design), r.cells.iter().map(|c| cells(&r.design, c))));
+        out.push(Table::new(
+            format!("Sweep {}: cells", r.sweep_id),
+            header(&r.design),
+            r.cells.iter().map(|c| cells(&r.design, c)),
+        ));
     } else {
-        let by: Vec<&str> = r.analysis.groups[0].levels.keys().map(|s| s.as_str()).collect();
+        let by: Vec<&str> = r.analysis.groups[0].levels.keys().map(std::string::String::as_str).collect();
         let mut header: Vec<String> = Vec::new();
         let order: Vec<&str> = r.design.names().into_iter().filter(|f| by.contains(f)).collect();
-        header.extend(order.iter().map(|s| s.to_string()));
+        header.extend(order.iter().map(std::string::ToString::to_string));
         header.extend(["cells".into(), "trials".into(), format!("{} (95% CI)", m.label())]);
         let (scale, digits, _) = m.scale();
         out.push(
@@ -184,7 +188,7 @@ pub fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
 }
 
 /// The report in `format` (CSV: the cell rows, as before).
-pub fn render_full(r: &FullReport, format: Format) -> anyhow::Result<String> {
+pub(crate) fn render_full(r: &FullReport, format: Format) -> anyhow::Result<String> {
     Ok(match format {
         Format::Json => serde_json::to_string_pretty(&json(r))? + "\n",
         Format::Csv => cells_csv(&r.design, &r.cells),
@@ -194,7 +198,7 @@ pub fn render_full(r: &FullReport, format: Format) -> anyhow::Result<String> {
 
 /// The JSON document (documented in the README): the legacy `sweep_id` and
 /// `cells`, then the effects sections.
-pub fn json(r: &FullReport) -> serde_json::Value {
+pub(super) fn json(r: &FullReport) -> serde_json::Value {
     let a = &r.analysis;
     serde_json::json!({
         "sweep_id": r.sweep_id,
@@ -212,7 +216,7 @@ pub fn json(r: &FullReport) -> serde_json::Value {
 }
 
 /// The tables as CSV files (for `--out`).
-pub fn tables_csv(r: &FullReport) -> Vec<(String, String)> {
+pub(super) fn tables_csv(r: &FullReport) -> Vec<(String, String)> {
     let mut files = vec![("cells.csv".to_owned(), cells_csv(&r.design, &r.cells))];
     let q = csv_field;
     let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
@@ -220,7 +224,7 @@ pub fn tables_csv(r: &FullReport) -> Vec<(String, String)> {
         "kind,factor,level,baseline,at,level_mean,baseline_mean,effect,ci95_lo,ci95_hi,df,p_value,p_holm\n",
     );
     for (kind, list) in [("main", &r.analysis.main_effects), ("simple", &r.analysis.simple_effects)] {
-        for c in list.iter() {
+        for c in list {
             let e = c.effect;
             eff += &format!(
                 "{kind},{},{},{},{},{},{},{},{},{},{},{},{}\n",
@@ -263,4 +267,3 @@ pub fn tables_csv(r: &FullReport) -> Vec<(String, String)> {
     files.push(("paired.csv".into(), paired));
     files
 }
-

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 /// A small grid for `sweep run` with the simulated trainer: depth 8 and 16
 /// x skip on/off, `seeds` seeds, 2 epochs of 4 batches.
-pub fn small_grid(name: &str, seeds: u32) -> String {
+pub(crate) fn small_grid(name: &str, seeds: u32) -> String {
     format!(
         r#"
 name = "{name}"
@@ -30,13 +30,13 @@ train_subset = 16
     )
 }
 
-pub fn sweep() -> Command {
+pub(crate) fn sweep() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sweep"));
     c.env_remove("SWEEP_COORDINATOR").env_remove("SWEEP_DATABASE_URL").env("SWEEP_LOG", "warn");
     c
 }
 
-pub fn worker_bin() -> PathBuf {
+pub(crate) fn worker_bin() -> PathBuf {
     let p = Path::new(env!("CARGO_BIN_EXE_sweep")).with_file_name("sweep-worker");
     assert!(p.exists(), "{} is missing: build the workspace first (`cargo build --workspace`)", p.display());
     p
@@ -44,25 +44,25 @@ pub fn worker_bin() -> PathBuf {
 
 /// `sweep serve --listen 127.0.0.1:0 --database-url sqlite://DB`, not yet
 /// started.
-pub fn serve_cmd(db: &Path) -> Command {
+pub(crate) fn serve_cmd(db: &Path) -> Command {
     let mut c = sweep();
     c.args(["serve", "--listen", "127.0.0.1:0", "--database-url"]).arg(format!("sqlite://{}", db.display()));
     c
 }
 
 /// A `sweep serve` process on an ephemeral port over `db`; killed on drop.
-pub struct Server {
+pub(crate) struct Server {
     child: Child,
     pub url: String,
 }
 
 impl Server {
-    pub fn start(db: &Path) -> Server {
+    pub(crate) fn start(db: &Path) -> Server {
         Server::start_url(&format!("sqlite://{}", db.display()))
     }
 
     /// `sweep serve` over any database URL (SQLite or PostgreSQL).
-    pub fn start_url(database_url: &str) -> Server {
+    pub(crate) fn start_url(database_url: &str) -> Server {
         let mut child = sweep()
             .args(["serve", "--listen", "127.0.0.1:0", "--database-url", database_url])
             .stderr(Stdio::piped())
@@ -88,7 +88,7 @@ impl Drop for Server {
     }
 }
 
-pub fn run_ok(cmd: &mut Command) -> String {
+pub(crate) fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run sweep");
     assert!(
         out.status.success(),
@@ -102,7 +102,7 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 /// Waits for `child` at most `limit`; after that it is killed and the test
 /// fails, naming `what`.
-pub fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
+pub(crate) fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -120,7 +120,7 @@ pub fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> ExitStatus {
 /// Runs `child` (stdout and stderr piped) to its end within `limit`, as
 /// [`wait_exit`], reading both pipes on threads so a full pipe cannot
 /// stall it.
-pub fn finish(mut child: Child, limit: Duration, what: &str) -> Output {
+pub(crate) fn finish(mut child: Child, limit: Duration, what: &str) -> Output {
     let read = |mut pipe: Box<dyn std::io::Read + Send>| {
         std::thread::spawn(move || {
             let mut v = Vec::new();

@@ -1,7 +1,7 @@
 //! The grid both benchmarks fill: 5 depths x 2 x 5 x 2 = 100 cells, with as
 //! many seeds as it takes to reach `trials`.
 
-pub fn grid(trials: usize) -> sweep_core::GridSpec {
+pub(crate) fn grid(trials: usize) -> sweep_core::GridSpec {
     let seeds = trials.div_ceil(100);
     let text = format!(
         r#"

@@ -36,7 +36,7 @@ pub(crate) mod sql {
     /// `diverged_step` and `train_images_used` are the trial's metric points
     /// of those names (the newest, if several), each found through the
     /// metrics primary key.
-    pub const TRIAL_RESULTS: &str = "SELECT s.id AS sweep, t.cell, t.cell_key, t.seed, t.state, \
+    pub(crate) const TRIAL_RESULTS: &str = "SELECT s.id AS sweep, t.cell, t.cell_key, t.seed, t.state, \
          t.final_train_loss, t.final_test_loss, t.final_test_accuracy, t.best_test_accuracy, t.wall_seconds, \
          t.device, t.threads, \
          (SELECT m.value FROM metrics m WHERE m.trial_id = t.id AND m.name = 'diverged_step' ORDER BY m.step DESC LIMIT 1) AS diverged_step, \
@@ -47,7 +47,7 @@ pub(crate) mod sql {
 
     /// Uses `trials_sweep (sweep_id, state)` to find the trials and the
     /// metrics primary key `(trial_id, name, step)` for their points.
-    pub const CURVE: &str = "SELECT t.cell, m.step, \
+    pub(crate) const CURVE: &str = "SELECT t.cell, m.step, \
          COUNT(m.value) AS n, SUM(m.value) AS s, SUM(m.value * m.value) AS q \
          FROM trials t JOIN metrics m ON m.trial_id = t.id \
          WHERE t.sweep_id = $1 AND t.state = 'succeeded' AND m.name = $2 \
@@ -58,7 +58,7 @@ pub(crate) mod sql {
     /// crossed with the two phases, joined back to the points at those steps,
     /// aggregated per cell, block and phase. `LIKE` narrows to the prefix and
     /// `substr` makes it exact (`_` is a LIKE wildcard).
-    pub const GRAD_FLOW: &str = "WITH ends AS ( \
+    pub(crate) const GRAD_FLOW: &str = "WITH ends AS ( \
            SELECT m.trial_id, m.name, MIN(m.step) AS first_step, MAX(m.step) AS last_step \
            FROM trials t JOIN metrics m ON m.trial_id = t.id \
            WHERE t.sweep_id = $1 AND t.state = 'succeeded' \
@@ -75,7 +75,7 @@ pub(crate) mod sql {
          GROUP BY t.cell, m.name, p.is_last \
          ORDER BY t.cell, m.name, p.is_last";
 
-    pub const SWEEP_EXISTS: &str = "SELECT id FROM sweeps WHERE id = $1";
+    pub(crate) const SWEEP_EXISTS: &str = "SELECT id FROM sweeps WHERE id = $1";
 }
 
 /// Implements [`Analytics`] for a store type with a `read` pool of database

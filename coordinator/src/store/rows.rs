@@ -30,7 +30,12 @@ pub(crate) struct LeasedRow {
 }
 
 impl LeasedRow {
-    pub fn into_lease(self, lease_id: String, settings: Option<&str>, keep_weights: bool) -> Result<Lease, StoreError> {
+    pub(super) fn into_lease(
+        self,
+        lease_id: String,
+        settings: Option<&str>,
+        keep_weights: bool,
+    ) -> Result<Lease, StoreError> {
         Ok(Lease {
             spec: stored_spec(&self.id, &self.spec_json, settings)?,
             trial_id: self.id,
@@ -58,7 +63,7 @@ pub(crate) struct RunningRow {
 }
 
 impl RunningRow {
-    pub fn into_running(self) -> Result<RunningTrial, StoreError> {
+    pub(super) fn into_running(self) -> Result<RunningTrial, StoreError> {
         Ok(RunningTrial {
             spec: stored_spec(&self.id, &self.spec_json, self.settings_json.as_deref())?,
             trial_id: self.id,
@@ -165,7 +170,7 @@ pub(crate) struct ResultRow {
 
 impl ResultRow {
     /// The trial's result; `None` for the row of a sweep without trials.
-    pub fn into_result(self) -> Result<Option<TrialResult>, StoreError> {
+    pub(super) fn into_result(self) -> Result<Option<TrialResult>, StoreError> {
         let (Some(cell), Some(state)) = (self.cell, self.state) else { return Ok(None) };
         Ok(Some(TrialResult {
             cell: stored_cell(&cell)?,
@@ -196,7 +201,7 @@ pub(crate) struct CurveRow {
 }
 
 impl CurveRow {
-    pub fn into_sums(self, metric: &str) -> Result<CurveSums, StoreError> {
+    pub(super) fn into_sums(self, metric: &str) -> Result<CurveSums, StoreError> {
         Ok(CurveSums {
             cell: stored_cell(&self.cell)?,
             metric: metric.to_owned(),

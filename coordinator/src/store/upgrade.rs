@@ -56,7 +56,7 @@ pub(crate) struct Upgraded {
 
 impl OldRow {
     /// The row rewritten in the current form.
-    pub fn upgrade(self) -> Result<Upgraded, StoreError> {
+    pub(super) fn upgrade(self) -> Result<Upgraded, StoreError> {
         let corrupt = |m: String| StoreError::Corrupt(format!("trial {} (written by an older version): {m}", self.id));
         let old_json = match (&self.settings_hash, &self.settings_json) {
             (None, _) => self.spec_json.as_str(),
@@ -82,13 +82,14 @@ impl OldRow {
 
 pub(crate) mod sql {
     /// Rows not yet in the current form.
-    pub const PENDING: &str = "SELECT t.id, t.sweep_id, t.cell, t.seed, t.spec_json, t.settings_hash, s.settings_json \
+    pub(crate) const PENDING: &str =
+        "SELECT t.id, t.sweep_id, t.cell, t.seed, t.spec_json, t.settings_hash, s.settings_json \
          FROM trials t LEFT JOIN trial_settings s ON s.hash = t.settings_hash \
          WHERE t.identity IS NULL ORDER BY t.seq";
-    pub const REWRITE: &str = "UPDATE trials SET identity = $2, cell_key = $3, cell = $4, spec_json = $5, \
+    pub(crate) const REWRITE: &str = "UPDATE trials SET identity = $2, cell_key = $3, cell = $4, spec_json = $5, \
          settings_hash = $6 WHERE id = $1 AND identity IS NULL";
     /// Settings rows in the old form, now referenced by no trial.
-    pub const DROP_UNUSED_SETTINGS: &str = "DELETE FROM trial_settings \
+    pub(crate) const DROP_UNUSED_SETTINGS: &str = "DELETE FROM trial_settings \
          WHERE NOT EXISTS (SELECT 1 FROM trials t WHERE t.settings_hash = trial_settings.hash)";
 }
 

@@ -15,25 +15,25 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::Connection;
 use sweep_coordinator::store::{PostgresStore, SqliteStore, Store};
 
-pub const PG_URL_VAR: &str = "SWEEP_TEST_POSTGRES_URL";
-pub const PG_REQUIRE_VAR: &str = "SWEEP_REQUIRE_POSTGRES";
+pub(crate) const PG_URL_VAR: &str = "SWEEP_TEST_POSTGRES_URL";
+pub(crate) const PG_REQUIRE_VAR: &str = "SWEEP_REQUIRE_POSTGRES";
 
 /// What a test gets: the store under test, and a way to open a second store
 /// on the same database (to check that state survives a restart).
 #[derive(Clone)]
-pub struct Ctx {
+pub(crate) struct Ctx {
     pub store: Arc<dyn Store>,
     pub reopen: Reopen,
 }
 
 #[derive(Clone)]
-pub enum Reopen {
+pub(crate) enum Reopen {
     Sqlite { url: String },
     Postgres { url: String, schema: String },
 }
 
 impl Ctx {
-    pub async fn reopen(&self) -> Arc<dyn Store> {
+    pub(crate) async fn reopen(&self) -> Arc<dyn Store> {
         match &self.reopen {
             Reopen::Sqlite { url } => Arc::new(SqliteStore::open(url).await.expect("reopen sqlite store")),
             Reopen::Postgres { url, schema } => {
@@ -44,13 +44,13 @@ impl Ctx {
 }
 
 /// Owns what a backend needs while a test runs, and cleans it up afterwards.
-pub enum Guard {
+pub(crate) enum Guard {
     Sqlite(tempfile::TempDir),
     Postgres { url: String, schema: String },
 }
 
 impl Guard {
-    pub async fn cleanup(self) {
+    pub(crate) async fn cleanup(self) {
         match self {
             Guard::Sqlite(dir) => drop(dir),
             Guard::Postgres { url, schema } => {
@@ -71,20 +71,20 @@ impl Guard {
     }
 }
 
-pub fn pg_options(url: &str, schema: &str) -> PgConnectOptions {
+pub(crate) fn pg_options(url: &str, schema: &str) -> PgConnectOptions {
     PgConnectOptions::from_str(url)
         .unwrap_or_else(|e| panic!("{PG_URL_VAR}={url:?} is not a PostgreSQL URL: {e}"))
         .options([("search_path", schema)])
 }
 
-pub async fn make_sqlite_store() -> Option<(Ctx, Guard)> {
+pub(crate) async fn make_sqlite_store() -> Option<(Ctx, Guard)> {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("sweep.db").display());
     let store = SqliteStore::open(&url).await.expect("open sqlite store");
     Some((Ctx { store: Arc::new(store), reopen: Reopen::Sqlite { url } }, Guard::Sqlite(dir)))
 }
 
-pub async fn make_pg_store() -> Option<(Ctx, Guard)> {
+pub(crate) async fn make_pg_store() -> Option<(Ctx, Guard)> {
     let url = match std::env::var(PG_URL_VAR) {
         Ok(url) if !url.trim().is_empty() => url,
         _ => {
@@ -113,7 +113,7 @@ pub async fn make_pg_store() -> Option<(Ctx, Guard)> {
 
 /// Runs one test body against one backend, cleaning up whether it passes or
 /// panics.
-pub async fn run_test<M, MF, T, TF>(make: M, test: T)
+pub(crate) async fn run_test<M, MF, T, TF>(make: M, test: T)
 where
     M: FnOnce() -> MF,
     MF: Future<Output = Option<(Ctx, Guard)>>,
@@ -130,7 +130,7 @@ where
 
 /// A small grid: `seeds` seeds over `depth` (a TOML value: `8`, `[8, 16]`),
 /// skip connections, default init, batch norm, data at `path`.
-pub fn grid_spec(name: &str, seeds: usize, depth: &str, path: &str) -> sweep_core::GridSpec {
+pub(crate) fn grid_spec(name: &str, seeds: usize, depth: &str, path: &str) -> sweep_core::GridSpec {
     let toml = format!(
         "name = \"{name}\"\nseeds = {seeds}\n[grid]\ndepth = {depth}\nskip = true\ninit = \"default\"\nbatchnorm = true\n[data]\npath = \"{path}\"\n"
     );
@@ -138,7 +138,7 @@ pub fn grid_spec(name: &str, seeds: usize, depth: &str, path: &str) -> sweep_cor
 }
 
 /// A SQLite store (`s.db`) in a fresh temp folder, and the folder.
-pub async fn temp_sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
+pub(crate) async fn temp_sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("s.db").display());
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.unwrap());
@@ -146,7 +146,7 @@ pub async fn temp_sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
 }
 
 /// A listener on an ephemeral port of 127.0.0.1, and its address.
-pub async fn loopback_listener() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+pub(crate) async fn loopback_listener() -> (tokio::net::TcpListener, std::net::SocketAddr) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     (listener, addr)

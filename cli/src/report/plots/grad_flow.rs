@@ -7,7 +7,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::style::{err, legend, lighter, log_label, thousands, title_area, FONT};
-use super::{band, Selection};
+use super::{band, Point, Selection};
 use crate::report::FullReport;
 
 struct GradLine {
@@ -18,7 +18,7 @@ struct GradLine {
     points: Vec<(f64, f64, f64, f64)>,
 }
 
-pub struct GradData {
+pub(super) struct GradData {
     pub title: String,
     subtitle: String,
     blocks: Vec<String>,
@@ -38,7 +38,7 @@ fn block_order(name: &str) -> (u32, u32, String) {
     }
 }
 
-pub fn data(r: &FullReport, sel: &Selection) -> Option<GradData> {
+pub(super) fn data(r: &FullReport, sel: &Selection) -> Option<GradData> {
     let rows: Vec<(usize, &sweep_core::GradFlowSums)> = r
         .results
         .grad_flow
@@ -51,10 +51,11 @@ pub fn data(r: &FullReport, sel: &Selection) -> Option<GradData> {
     if rows.is_empty() {
         return None;
     }
-    let mut blocks: Vec<String> = rows.iter().map(|(_, g)| g.block.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut blocks: Vec<String> =
+        rows.iter().map(|(_, g)| g.block.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     blocks.sort_by_key(|b| block_order(b));
     let index: BTreeMap<&str, usize> = blocks.iter().enumerate().map(|(i, b)| (b.as_str(), i)).collect();
-    let mut lines: BTreeMap<(usize, std::cmp::Reverse<bool>), (Vec<(f64, f64, f64, f64)>, f64)> = BTreeMap::new();
+    let mut lines: BTreeMap<(usize, std::cmp::Reverse<bool>), (Vec<Point>, f64)> = BTreeMap::new();
     for (i, g) in rows {
         let Some((m, lo, hi)) = band(g.n, g.sum, g.sum_sq) else { continue };
         let e = lines.entry((i, std::cmp::Reverse(g.last))).or_default();
@@ -90,7 +91,7 @@ pub fn data(r: &FullReport, sel: &Selection) -> Option<GradData> {
     Some(GradData { title, subtitle, blocks, lines })
 }
 
-pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &GradData) -> anyhow::Result<()> {
+pub(super) fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &GradData) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let pts = d.lines.iter().flat_map(|l| &l.points);
     let (lo, hi) = pts.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
@@ -114,7 +115,7 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &GradData) -> 
         if (x - i).abs() < 1e-6
             && i >= 0.0
             && (i as usize) < blocks.len()
-            && (i as usize % every == 0 || i as usize == blocks.len() - 1)
+            && ((i as usize).is_multiple_of(every) || i as usize == blocks.len() - 1)
         {
             blocks[i as usize].clone()
         } else {
@@ -171,7 +172,6 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &GradData) -> 
     legend(&mut chart, SeriesLabelPosition::LowerRight)?;
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -7,24 +7,24 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::style::{err, legend, thousands, title_area, FONT};
-use super::{band, Selection};
+use super::{band, Point, Selection};
 use crate::report::FullReport;
 
-pub struct Curve {
+pub(super) struct Curve {
     label: String,
     color: RGBColor,
     /// (step, mean, lo, hi)
     points: Vec<(f64, f64, f64, f64)>,
 }
 
-pub struct LossData {
+pub(super) struct LossData {
     pub title: String,
     subtitle: String,
     curves: Vec<Curve>,
 }
 
-pub fn data(r: &FullReport, sel: &Selection) -> Option<LossData> {
-    let mut by_line: BTreeMap<usize, (Vec<(f64, f64, f64, f64)>, u64)> = BTreeMap::new();
+pub(super) fn data(r: &FullReport, sel: &Selection) -> Option<LossData> {
+    let mut by_line: BTreeMap<usize, (Vec<Point>, u64)> = BTreeMap::new();
     for c in r.results.curves.iter().filter(|c| c.metric == "train_loss") {
         let Some(line) = sel.line_of(&c.cell) else { continue };
         let Some((m, lo, hi)) = band(c.n, c.sum, c.sum_sq) else { continue };
@@ -55,7 +55,7 @@ pub fn data(r: &FullReport, sel: &Selection) -> Option<LossData> {
     Some(LossData { title, subtitle, curves })
 }
 
-pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &LossData) -> anyhow::Result<()> {
+pub(super) fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &LossData) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let (x_max, mut y_min, mut y_max) = d
         .curves
@@ -102,4 +102,3 @@ pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &LossData) -> 
     legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
-

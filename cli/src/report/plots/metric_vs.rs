@@ -33,7 +33,7 @@ struct Line {
     points: Vec<(f64, f64, f64, f64)>,
 }
 
-pub struct MetricData {
+pub(super) struct MetricData {
     pub title: String,
     pub x_name: String,
     subtitle: String,
@@ -46,7 +46,7 @@ pub struct MetricData {
     lines: Vec<Line>,
 }
 
-pub fn data(r: &FullReport, sel: &Selection) -> anyhow::Result<Option<MetricData>> {
+pub(super) fn data(r: &FullReport, sel: &Selection) -> anyhow::Result<Option<MetricData>> {
     let Some(x) = sel.x.clone() else { return Ok(None) };
     let d = &r.design;
     let factors: Vec<effects::Factor> = r.analysis.factors.clone();
@@ -129,7 +129,7 @@ impl MetricData {
     }
 }
 
-pub fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &MetricData) -> anyhow::Result<()> {
+pub(super) fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &MetricData) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let pts = d.lines.iter().flat_map(|l| &l.points);
     let (mut lo, mut hi) = pts.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.2), hi.max(p.3)));

@@ -30,7 +30,7 @@ use style::{err, fonts, SIZE};
 use plotters::prelude::*;
 
 /// One picture in both formats.
-pub struct Pic {
+pub(super) struct Pic {
     /// File stem: `loss-curve`, `accuracy-vs-depth`, `gradient-flow`.
     pub name: String,
     pub title: String,
@@ -68,7 +68,7 @@ macro_rules! both {
 }
 
 /// Every picture the data allows (a picture without data is left out).
-pub fn all(r: &FullReport) -> anyhow::Result<Vec<Pic>> {
+pub(super) fn all(r: &FullReport) -> anyhow::Result<Vec<Pic>> {
     let mut out = Vec::new();
     let sel = Selection::new(r);
     if let Some(d) = loss::data(r, &sel) {
@@ -103,7 +103,8 @@ impl Selection {
         let d = &r.design;
         let focus = r.focus.first().cloned().filter(|f| d.factor(f).is_some());
         let x = d.x_factor(r.x.as_deref()).ok().flatten().map(|f| f.name.clone());
-        let mut lines: Vec<Level> = focus.as_deref().and_then(|f| d.factor(f)).map(|f| f.levels.clone()).unwrap_or_default();
+        let mut lines: Vec<Level> =
+            focus.as_deref().and_then(|f| d.factor(f)).map(|f| f.levels.clone()).unwrap_or_default();
         if lines.iter().all(|l| matches!(l, Level::Bool(_))) {
             lines.reverse();
         }
@@ -114,12 +115,11 @@ impl Selection {
             if Some(&f.name) == focus.as_ref() || Some(&f.name) == x.as_ref() {
                 continue;
             }
-            let chosen = r
-                .at
-                .get(&f.name)
-                .or_else(|| r.analysis.baselines.get(&f.name))
-                .and_then(|t| level_of(&f.name, t))
-                .or_else(|| f.levels.first().cloned());
+            let chosen =
+                r.at.get(&f.name)
+                    .or_else(|| r.analysis.baselines.get(&f.name))
+                    .and_then(|t| level_of(&f.name, t))
+                    .or_else(|| f.levels.first().cloned());
             if let Some(l) = chosen {
                 if f.levels.len() > 1 {
                     fixed.push(format!("{}={}", f.name, l.display()));
@@ -140,7 +140,11 @@ impl Selection {
                     }
                 }
                 let all_lines = lines.len().max(1);
-                seen.iter().rev().find(|(_, s)| s.len() >= all_lines).or_else(|| seen.iter().next_back()).map(|(l, _)| l.clone())
+                seen.iter()
+                    .rev()
+                    .find(|(_, s)| s.len() >= all_lines)
+                    .or_else(|| seen.iter().next_back())
+                    .map(|(l, _)| l.clone())
             });
             if let Some(l) = chosen {
                 at.insert(xn.clone(), l);
@@ -150,7 +154,7 @@ impl Selection {
     }
 
     /// Whether `cell` is one the curve pictures show; returns its line.
-    pub fn line_of(&self, cell: &Cell) -> Option<Level> {
+    pub(super) fn line_of(&self, cell: &Cell) -> Option<Level> {
         if !self.at.iter().all(|(k, v)| cell.get(k) == Some(v)) {
             return None;
         }
@@ -161,7 +165,7 @@ impl Selection {
     }
 
     /// `depth=32`: the x factor's held level, for titles.
-    pub fn x_at(&self) -> String {
+    pub(super) fn x_at(&self) -> String {
         match &self.x {
             Some(x) => self.at.get(x).map(|l| format!(", {x}={}", l.display())).unwrap_or_default(),
             None => String::new(),
@@ -169,7 +173,7 @@ impl Selection {
     }
 
     /// A line's legend text, e.g. `skip on`.
-    pub fn line_label(&self, level: &Level) -> String {
+    pub(super) fn line_label(&self, level: &Level) -> String {
         match &self.focus {
             Some(f) => format!("{f} {}", level.display()),
             None => "all trials".into(),
@@ -177,10 +181,13 @@ impl Selection {
     }
 
     /// A line's colour: its place among the focus levels.
-    pub fn color(&self, level: &Level) -> RGBColor {
+    pub(super) fn color(&self, level: &Level) -> RGBColor {
         style::palette(self.lines.iter().position(|l| l == level).unwrap_or(0))
     }
 }
+
+/// A plotted point: (x, mean, interval low, interval high).
+type Point = (f64, f64, f64, f64);
 
 /// Mean and 95% interval from COUNT/SUM/SUM of squares.
 fn band(n: u64, sum: f64, sum_sq: f64) -> Option<(f64, f64, f64)> {

@@ -8,8 +8,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-pub const SIZE: (u32, u32) = (1100, 680);
-pub const FONT: &str = "sans-serif";
+pub(super) const SIZE: (u32, u32) = (1100, 680);
+pub(super) const FONT: &str = "sans-serif";
 
 /// Line colours in order (the first two are the lecture's: blue for skip
 /// connections on, red for off).
@@ -22,11 +22,11 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-pub fn palette(i: usize) -> RGBColor {
+pub(super) fn palette(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-pub fn fonts() {
+pub(super) fn fonts() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
@@ -34,18 +34,18 @@ pub fn fonts() {
     });
 }
 
-pub fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+pub(super) fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing a picture: {e}")
 }
 
 /// A lighter shade of `c` (towards white by `f`).
-pub fn lighter(c: RGBColor, f: f64) -> RGBColor {
+pub(super) fn lighter(c: RGBColor, f: f64) -> RGBColor {
     let m = |x: u8| (x as f64 + (255.0 - x as f64) * f).round() as u8;
     RGBColor(m(c.0), m(c.1), m(c.2))
 }
 
 /// Draws the title and subtitle and returns the area below them.
-pub fn title_area<DB: DrawingBackend>(
+pub(super) fn title_area<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
     subtitle: &str,
@@ -58,7 +58,12 @@ pub fn title_area<DB: DrawingBackend>(
     Ok(rest)
 }
 
-pub fn legend<'a, DB: DrawingBackend + 'a, X: plotters::coord::ranged1d::Ranged, Y: plotters::coord::ranged1d::Ranged>(
+pub(super) fn legend<
+    'a,
+    DB: DrawingBackend + 'a,
+    X: plotters::coord::ranged1d::Ranged,
+    Y: plotters::coord::ranged1d::Ranged,
+>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
     pos: SeriesLabelPosition,
 ) -> anyhow::Result<()> {
@@ -75,7 +80,7 @@ pub fn legend<'a, DB: DrawingBackend + 'a, X: plotters::coord::ranged1d::Ranged,
 }
 
 /// Tick labels of a log axis: plain decimals where they are short.
-pub fn log_label(y: f64) -> String {
+pub(super) fn log_label(y: f64) -> String {
     if (1e-3..1e4).contains(&y) {
         let s = format!("{y:.3}");
         s.trim_end_matches('0').trim_end_matches('.').to_owned()
@@ -85,12 +90,12 @@ pub fn log_label(y: f64) -> String {
 }
 
 /// 12345 -> "12,345".
-pub fn thousands(x: f64) -> String {
+pub(super) fn thousands(x: f64) -> String {
     let v = x.round() as i64;
     let s = v.abs().to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -107,7 +112,7 @@ mod tests {
     use super::*;
 
     #[test]
-    pub fn thousands_separators() {
+    pub(super) fn thousands_separators() {
         assert_eq!(thousands(1234567.0), "1,234,567");
         assert_eq!(thousands(12.0), "12");
         assert_eq!(thousands(0.0), "0");
