@@ -95,14 +95,15 @@ async fn bench(backend: &'static str, store: Arc<dyn Store>, trials: usize, work
         done += h.await.unwrap();
     }
     let run = t.elapsed();
-    assert_eq!(done, out.total, "every trial completed exactly once");
+    assert_eq!(done, out.total_trials, "every trial completed exactly once");
     let t = Instant::now();
-    let cells = store.report("bench").await.unwrap();
+    let results = store.trial_results("bench").await.unwrap();
     let report = t.elapsed();
+    let cells: std::collections::BTreeSet<String> = results.iter().map(|r| r.cell.canonical()).collect();
     assert_eq!(cells.len(), 100);
     let _ = tx.send(());
     let _ = server.await;
-    Row { backend, trials: out.total as usize, workers, submit, run, report }
+    Row { backend, trials: out.total_trials as usize, workers, submit, run, report }
 }
 
 #[tokio::main]

@@ -13,8 +13,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
 use sweep_coordinator::store::{FinalOutcome, MetricRow, PostgresStore, SqliteStore, Store, TrialSummary};
+
 use sweep_core::effects::{self, Factor, Observation};
+use sweep_core::{Cell, Level, SweepResults};
 use sweep_proto::v1 as pb;
 
 #[path = "common/bench_grid.rs"]
@@ -27,7 +30,9 @@ async fn fill(store: &Arc<dyn Store>, trials: usize) -> (usize, Duration) {
     let mut n = 0usize;
     while let Some(lease) = store.lease("bench", 2, 3_600_000).await.unwrap() {
         let s = &lease.spec;
-        let acc = 0.8 - if s.skip { 0.0 } else { s.depth as f64 / 200.0 } + (s.seed % 7) as f64 / 500.0;
+        let skip = s.level("skip").and_then(Level::as_bool).unwrap_or(true);
+        let depth = s.level("depth").and_then(Level::as_f64).unwrap_or(0.0);
+        let acc = 0.8 - if skip { 0.0 } else { depth / 200.0 } + (s.seed % 7) as f64 / 500.0;
         let mut points: Vec<MetricRow> = (1..=20)
             .map(|i| MetricRow { step: i * 100, epoch: 1, name: "train_loss".into(), value: 2.3 / i as f64 })
             .collect();
@@ -47,31 +52,30 @@ async fn fill(store: &Arc<dyn Store>, trials: usize) -> (usize, Duration) {
         store.complete(&lease.lease_id, FinalOutcome::Succeeded, &summary, 3).await.unwrap();
         n += 1;
     }
-    assert_eq!(n as u64, out.total);
+    assert_eq!(n as u64, out.total_trials);
     (n, t.elapsed())
 }
 
+/// The effects computation as the CLI does it: the response converted to
+/// the domain once, one factor per cell key, levels as displayed.
 fn effects_of(resp: &pb::AnalyzeResponse) -> usize {
-    let cell = |t: &pb::TrialFinal| t.cell.clone().unwrap_or_default();
-    let levels = |f: fn(&pb::AnalysisCell) -> String| {
-        let mut v: Vec<String> = resp.trials.iter().map(|t| f(&cell(t))).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    let factors = vec![
-        Factor::new("depth", levels(|c| c.depth.to_string())),
-        Factor::new("skip", levels(|c| c.skip.to_string())),
-        Factor::new("init", levels(|c| c.init.clone())),
-        Factor::new("batchnorm", levels(|c| c.batchnorm.to_string())),
-    ];
-    let obs: Vec<Observation> = resp
+    let results = SweepResults::try_from(resp.clone()).unwrap();
+    let names: Vec<String> =
+        results.trials.first().map(|t| t.cell.names().map(str::to_owned).collect()).unwrap_or_default();
+    let level_of = |c: &Cell, n: &str| c.get(n).map(Level::display).unwrap_or_default();
+    let factors: Vec<Factor> = names
+        .iter()
+        .map(|n| {
+            let levels: BTreeSet<String> = results.trials.iter().map(|t| level_of(&t.cell, n)).collect();
+            Factor::new(n.clone(), levels)
+        })
+        .collect();
+    let obs: Vec<Observation> = results
         .trials
         .iter()
         .filter_map(|t| {
-            let c = cell(t);
             Some(Observation {
-                levels: vec![c.depth.to_string(), c.skip.to_string(), c.init, c.batchnorm.to_string()],
+                levels: names.iter().map(|n| level_of(&t.cell, n)).collect(),
                 seed: t.seed,
                 value: t.final_test_accuracy?,
             })

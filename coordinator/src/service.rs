@@ -19,6 +19,7 @@ use sweep_proto::v1 as pb;
 
 use crate::auth::Caller;
 use crate::bounds;
+use crate::error::Refusal;
 use crate::store::{self, FinalOutcome, HeartbeatVerdict, LeaseOwner, Leaser, MetricRow, Progress, Store};
 
 /// Coordinator settings. Every field says why it has the value it has.
@@ -96,9 +97,7 @@ impl Coordinator {
         if let Some(o) = &owner {
             if !caller.is_empty() && !o.holder.is_empty() && o.holder != caller {
                 tracing::warn!(lease = %lease, trial = %o.trial_id, caller = %caller, holder = %o.holder, "call refused: the lease belongs to another worker identity");
-                return Err(Status::permission_denied(format!(
-                    "lease {lease} was granted to another worker identity; a worker may act only on its own leases"
-                )));
+                return Err(Refusal::NotLeaseHolder { lease: lease.to_owned() }.into());
             }
         }
         Ok(owner)
@@ -162,7 +161,11 @@ fn status_to_pb(s: store::SweepStatus) -> pb::SweepStatus {
             .into_iter()
             .map(|r| pb::RunningTrial {
                 label: r.spec.label(),
-                epochs: r.spec.train.epochs,
+                epochs: r
+                    .spec
+                    .level("epochs")
+                    .and_then(sweep_core::Level::as_int)
+                    .map_or(0, |e| e.clamp(0, u32::MAX.into()) as u32),
                 trial_id: r.trial_id,
                 worker_id: r.worker_id,
                 attempt: r.attempt,
@@ -176,14 +179,6 @@ fn status_to_pb(s: store::SweepStatus) -> pb::SweepStatus {
     }
 }
 
-fn moments(s: store::Sums) -> pb::Moments {
-    pb::Moments {
-        n: s.n,
-        mean: if s.n > 0 { s.sum / s.n as f64 } else { 0.0 },
-        sd: store::sd_from_sums(s).unwrap_or(0.0),
-    }
-}
-
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -192,9 +187,13 @@ impl pb::sweep_service_server::SweepService for Coordinator {
         let spec = req.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         let spec = GridSpec::try_from(spec)?;
         let out = self.store.submit(&spec, now_ms()).await?;
-        tracing::info!(sweep = %out.sweep_id, total = out.total, added = out.added, "sweep submitted");
+        tracing::info!(sweep = %out.sweep_id, total_trials = out.total_trials, added_trials = out.added_trials, "sweep submitted");
         self.queue_changed();
-        Ok(Response::new(pb::SubmitResponse { sweep_id: out.sweep_id, total_cells: out.total, added_cells: out.added }))
+        Ok(Response::new(pb::SubmitResponse {
+            sweep_id: out.sweep_id,
+            total_trials: out.total_trials,
+            added_trials: out.added_trials,
+        }))
     }
 
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
@@ -238,34 +237,6 @@ impl pb::sweep_service_server::SweepService for Coordinator {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn report(&self, req: Request<pb::ReportRequest>) -> Result<Response<pb::ReportResponse>, Status> {
-        let id = sweep_id_arg(&req.into_inner().sweep_id)?.to_owned();
-        let cells = self.store.report(&id).await?;
-        Ok(Response::new(pb::ReportResponse {
-            sweep_id: id,
-            cells: cells
-                .into_iter()
-                .map(|c| pb::CellReport {
-                    depth: c.depth,
-                    skip: c.skip,
-                    init: c.init,
-                    batchnorm: c.batchnorm,
-                    seeds_total: c.counts.total(),
-                    succeeded: c.counts.succeeded,
-                    diverged: c.counts.diverged,
-                    failed: c.counts.failed,
-                    running: c.counts.running,
-                    queued: c.counts.queued,
-                    test_accuracy: Some(moments(c.test_accuracy)),
-                    train_loss: Some(moments(c.train_loss)),
-                    test_loss: Some(moments(c.test_loss)),
-                    best_test_accuracy: Some(moments(c.best_test_accuracy)),
-                    wall_seconds: Some(moments(c.wall_seconds)),
-                })
-                .collect(),
-        }))
-    }
-
     async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
         let id = sweep_id_arg(&req.into_inner().sweep_id)?.to_owned();
         let n = self.store.cancel(&id, now_ms()).await?;
@@ -285,13 +256,12 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         let failed = self.store.failures_in_a_row(&caller, worker_id).await?;
         if failed >= self.config.quarantine_after {
             tracing::error!(worker = %worker_id, failed_in_a_row = failed, "lease refused: worker is quarantined (crash loop)");
-            return Err(Status::failed_precondition(format!(
-                "worker {worker_id} is quarantined: it failed {failed} trials in a row (the limit is {}), so it gets no more \
-                 trials. The count is kept in the coordinator's database, so restarting the coordinator does not lift it. \
-                 Read the trials' errors (`sweep status --trials`) and this worker's log, fix the node, then start the worker \
-                 again under a new worker ID (the default, host-pid, changes on every start)",
-                self.config.quarantine_after
-            )));
+            return Err(Refusal::Quarantined {
+                worker_id: worker_id.to_owned(),
+                failed,
+                limit: self.config.quarantine_after,
+            }
+            .into());
         }
         let wait = Duration::from_millis(req.wait_ms as u64).min(self.config.max_lease_wait);
         let deadline = tokio::time::Instant::now() + wait;

@@ -13,9 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use common::{make_pg_store, make_sqlite_store, run_test, Ctx};
-use sweep_coordinator::store::analytics::{CellLevels, TrialFinal};
 use sweep_coordinator::store::{FinalOutcome, MetricRow, Store, StoreError, TrialState, TrialSummary};
-use sweep_core::GridSpec;
+use sweep_core::{Cell, GridSpec, Level, TrialResult};
 
 macro_rules! analytics_tests {
     ($backend:ident, $make:ident; $($test:ident),* $(,)?) => {
@@ -31,13 +30,13 @@ macro_rules! analytics_tests {
 }
 
 analytics_tests!(sqlite, make_sqlite_store;
-    trial_finals_has_one_row_per_trial,
+    trial_results_has_one_row_per_trial,
     curves_aggregate_succeeded_trials_per_cell_and_step,
     grad_flow_takes_each_trials_first_and_last_step,
     unknown_sweep_is_not_found,
 );
 analytics_tests!(postgres, make_pg_store;
-    trial_finals_has_one_row_per_trial,
+    trial_results_has_one_row_per_trial,
     curves_aggregate_succeeded_trials_per_cell_and_step,
     grad_flow_takes_each_trials_first_and_last_step,
     unknown_sweep_is_not_found,
@@ -82,25 +81,41 @@ async fn populate(store: &Arc<dyn Store>, name: &str, points: impl Fn(u32, bool,
     store.submit(&grid(name), T0).await.unwrap();
     while let Some(lease) = store.lease("w", T0 + 1, TTL).await.unwrap() {
         let s = &lease.spec;
-        store.put_metrics(&lease.lease_id, &points(s.depth, s.skip, s.seed), None).await.unwrap();
-        if s.depth == 16 && !s.skip && s.seed == 1 {
+        let (d, k) = (depth(&s.cell), skip(&s.cell));
+        store.put_metrics(&lease.lease_id, &points(d, k, s.seed), None).await.unwrap();
+        if d == 16 && !k && s.seed == 1 {
             continue;
         }
-        let outcome =
-            if s.depth == 16 && !s.skip && s.seed == 2 { FinalOutcome::Diverged } else { FinalOutcome::Succeeded };
+        let outcome = if d == 16 && !k && s.seed == 2 { FinalOutcome::Diverged } else { FinalOutcome::Succeeded };
         let summary = TrialSummary {
-            final_train_loss: Some(value(s.depth, s.skip, s.seed, 0)),
+            final_train_loss: Some(value(d, k, s.seed, 0)),
             final_test_loss: None,
-            final_test_accuracy: Some(value(s.depth, s.skip, s.seed, 1) / 10.0),
-            best_test_accuracy: Some(value(s.depth, s.skip, s.seed, 2) / 10.0),
+            final_test_accuracy: Some(value(d, k, s.seed, 1) / 10.0),
+            best_test_accuracy: Some(value(d, k, s.seed, 2) / 10.0),
             wall_seconds: 3.5,
         };
         store.complete(&lease.lease_id, outcome, &summary, T0 + 2).await.unwrap();
     }
 }
 
-fn levels(depth: u32, skip: bool) -> CellLevels {
-    CellLevels { depth, skip, init: "default".into(), batchnorm: true }
+/// The grid's cell with these levels of its two varied factors.
+fn levels(depth: u32, skip: bool) -> Cell {
+    [
+        ("batchnorm".to_owned(), Level::Bool(true)),
+        ("depth".to_owned(), Level::Int(depth.into())),
+        ("init".to_owned(), Level::Str("default".into())),
+        ("skip".to_owned(), Level::Bool(skip)),
+    ]
+    .into_iter()
+    .collect()
+}
+
+fn depth(c: &Cell) -> u32 {
+    c.get("depth").and_then(Level::as_int).expect("an integer depth") as u32
+}
+
+fn skip(c: &Cell) -> bool {
+    c.get("skip").and_then(Level::as_bool).expect("a boolean skip")
 }
 
 #[track_caller]
@@ -108,17 +123,18 @@ fn close(a: f64, b: f64) {
     assert!((a - b).abs() <= 1e-9 * b.abs().max(1.0), "{a} vs {b}");
 }
 
-async fn trial_finals_has_one_row_per_trial(store: Arc<dyn Store>) {
+async fn trial_results_has_one_row_per_trial(store: Arc<dyn Store>) {
     populate(&store, "finals", |_, _, _| Vec::new()).await;
-    let rows = store.trial_finals("finals").await.unwrap();
+    let rows = store.trial_results("finals").await.unwrap();
     assert_eq!(rows.len(), 12);
-    // Ordered by cell (depth, skip false before true, ...) then seed.
-    let order: Vec<(u32, bool, u64)> = rows.iter().map(|r| (r.cell.depth, r.cell.skip, r.seed)).collect();
+    // Grouped by cell (in the order of its canonical JSON), then by seed.
+    let order: Vec<(String, u64)> = rows.iter().map(|r| (r.cell.canonical(), r.seed)).collect();
     let mut sorted = order.clone();
     sorted.sort();
     assert_eq!(order, sorted);
-    let by: BTreeMap<(u32, bool, u64), &TrialFinal> =
-        rows.iter().map(|r| ((r.cell.depth, r.cell.skip, r.seed), r)).collect();
+    assert!(rows.iter().all(|r| grid("finals").expand().iter().any(|t| t.cell == r.cell)), "the grid's cells");
+    let by: BTreeMap<(u32, bool, u64), &TrialResult> =
+        rows.iter().map(|r| ((depth(&r.cell), skip(&r.cell), r.seed), r)).collect();
     assert_eq!(by[&(16, false, 1)].state, TrialState::Running);
     assert_eq!(by[&(16, false, 1)].final_test_accuracy, None);
     assert_eq!(by[&(16, false, 2)].state, TrialState::Diverged);
@@ -150,13 +166,13 @@ async fn curves_aggregate_succeeded_trials_per_cell_and_step(store: Arc<dyn Stor
     // 4 cells x steps 10, 20, 30, 40.
     assert_eq!(curve.len(), 16);
     for c in &curve {
-        let seeds: Vec<u64> = match (c.cell.depth, c.cell.skip, c.step) {
+        let seeds: Vec<u64> = match (depth(&c.cell), skip(&c.cell), c.step) {
             (16, false, 40) => vec![0],
             (16, false, _) => vec![0], // seed 1 running, seed 2 diverged
             (_, _, 40) => vec![0],
             _ => vec![0, 1, 2],
         };
-        let xs: Vec<f64> = seeds.iter().map(|&s| value(c.cell.depth, c.cell.skip, s, c.step)).collect();
+        let xs: Vec<f64> = seeds.iter().map(|&s| value(depth(&c.cell), skip(&c.cell), s, c.step)).collect();
         assert_eq!(c.n, xs.len() as u64, "{c:?}");
         close(c.sum, xs.iter().sum());
         close(c.sum_sq, xs.iter().map(|x| x * x).sum());
@@ -208,7 +224,7 @@ async fn grad_flow_takes_each_trials_first_and_last_step(store: Arc<dyn Store>) 
                     })
                     .collect();
                 let xs: Vec<f64> =
-                    seeds.iter().zip(&steps).map(|(&s, &k)| value(a.cell.depth, a.cell.skip, s, k)).collect();
+                    seeds.iter().zip(&steps).map(|(&s, &k)| value(depth(&a.cell), skip(&a.cell), s, k)).collect();
                 close(a.sum, xs.iter().sum());
                 close(a.sum_sq, xs.iter().map(|x| x * x).sum());
                 close(a.mean_step, steps.iter().sum::<i64>() as f64 / steps.len() as f64);
@@ -220,12 +236,12 @@ async fn grad_flow_takes_each_trials_first_and_last_step(store: Arc<dyn Store>) 
 }
 
 async fn unknown_sweep_is_not_found(store: Arc<dyn Store>) {
-    assert!(matches!(store.trial_finals("nope").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.trial_results("nope").await, Err(StoreError::NotFound(_))));
     assert!(matches!(store.curve("nope", "train_loss").await, Err(StoreError::NotFound(_))));
     assert!(matches!(store.grad_flow("nope").await, Err(StoreError::NotFound(_))));
     // A known sweep without metrics is empty, not an error.
     store.submit(&grid("empty"), T0).await.unwrap();
     assert!(store.curve("empty", "train_loss").await.unwrap().is_empty());
     assert!(store.grad_flow("empty").await.unwrap().is_empty());
-    assert_eq!(store.trial_finals("empty").await.unwrap().len(), 12);
+    assert_eq!(store.trial_results("empty").await.unwrap().len(), 12);
 }

@@ -200,7 +200,8 @@ async fn quarantine_survives_a_coordinator_restart() {
             .unwrap();
     }
     let refused = a.lease(lease_req("broken-node")).await.unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition);
+    // Quarantine has its own code (error.rs), not a lost lease's.
+    assert_eq!(refused.code(), Code::PermissionDenied);
     assert!(refused.message().contains("quarantined"), "{}", refused.message());
     assert!(
         a.lease(lease_req("someone-else")).await.unwrap().into_inner().assignment.is_some(),
@@ -218,7 +219,7 @@ async fn quarantine_survives_a_coordinator_restart() {
     let server = serve(store.clone()).await;
     let mut a = worker(&server.url, WORKER_A).await;
     let refused = a.lease(lease_req("broken-node")).await.unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition, "a restart forgives nobody");
+    assert_eq!(refused.code(), Code::PermissionDenied, "a restart forgives nobody");
     assert!(refused.message().contains("quarantined"), "{}", refused.message());
     assert!(refused.message().contains("restart"), "says a restart does not lift it: {}", refused.message());
     // The flaky node (reset by its success) and other identities still work.

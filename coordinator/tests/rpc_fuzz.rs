@@ -7,9 +7,11 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
+use sweep_coordinator::analysis::Analysis;
 use sweep_coordinator::store::{SqliteStore, Store};
 use sweep_coordinator::{Coordinator, CoordinatorConfig};
 use sweep_proto::v1 as pb;
+use sweep_proto::v1::analysis_service_server::AnalysisService;
 use sweep_proto::v1::sweep_service_server::SweepService;
 use sweep_proto::v1::worker_service_server::WorkerService;
 use tonic::{Code, Request};
@@ -34,6 +36,40 @@ fn float() -> impl Strategy<Value = f64> {
     prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(-1.0), Just(0.0), Just(1e-4), any::<f64>()]
 }
 
+fn level() -> impl Strategy<Value = pb::Level> {
+    use pb::level::Kind;
+    let l = |k: Kind| pb::Level { kind: Some(k) };
+    prop_oneof![
+        Just(pb::Level { kind: None }),
+        prop_oneof![Just(8i64), Just(16), Just(0), Just(12), any::<i64>()].prop_map(move |i| l(Kind::Int(i))),
+        float().prop_map(move |x| l(Kind::Float(x))),
+        any::<bool>().prop_map(move |b| l(Kind::Flag(b))),
+        text().prop_map(move |t| l(Kind::Text(t))),
+    ]
+}
+
+/// A key of the trainer's schema, or anything.
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec!["depth", "skip", "init", "batchnorm", "optimizer", "lr", "epochs", "momentum"])
+            .prop_map(str::to_owned),
+        text(),
+    ]
+}
+
+fn int(i: impl Into<i64>) -> pb::Level {
+    pb::Level { kind: Some(pb::level::Kind::Int(i.into())) }
+}
+fn flt(x: f64) -> pb::Level {
+    pb::Level { kind: Some(pb::level::Kind::Float(x)) }
+}
+fn flag(b: bool) -> pb::Level {
+    pb::Level { kind: Some(pb::level::Kind::Flag(b)) }
+}
+fn txt(t: String) -> pb::Level {
+    pb::Level { kind: Some(pb::level::Kind::Text(t)) }
+}
+
 prop_compose! {
     fn grid_spec()(
         name in text(),
@@ -42,6 +78,8 @@ prop_compose! {
         skip in prop::collection::vec(any::<bool>(), 0..3),
         init in prop::collection::vec(text(), 0..3),
         bn in prop::collection::vec(any::<bool>(), 0..3),
+        extra_factors in prop::collection::vec((key(), prop::collection::vec(level(), 0..4)), 0..3),
+        extra_train in prop::collection::vec((key(), level()), 0..3),
         epochs in prop_oneof![Just(0u32), Just(1), any::<u32>()],
         batch in prop_oneof![Just(0u32), Just(4), any::<u32>()],
         optimizer in text(),
@@ -56,13 +94,36 @@ prop_compose! {
         priority in any::<i32>(),
         with_parts in any::<[bool; 4]>(),
     ) -> pb::GridSpec {
+        let factor = |name: &str, levels: Vec<pb::Level>| pb::Factor { name: name.into(), levels };
+        let mut factors = Vec::new();
+        if with_parts[0] {
+            factors.push(factor("depth", depth.into_iter().map(int).collect()));
+            factors.push(factor("skip", skip.into_iter().map(flag).collect()));
+            factors.push(factor("init", init.into_iter().map(txt).collect()));
+            factors.push(factor("batchnorm", bn.into_iter().map(flag).collect()));
+        }
+        factors.extend(extra_factors.into_iter().map(|(name, levels)| pb::Factor { name, levels }));
+        let mut train = std::collections::HashMap::new();
+        if with_parts[1] {
+            for (k, v) in [
+                ("epochs", int(epochs)),
+                ("batch_size", int(batch)),
+                ("optimizer", txt(optimizer)),
+                ("lr", flt(lr)),
+                ("momentum", flt(momentum)),
+                ("weight_decay", flt(wd)),
+                ("log_every", int(log_every)),
+                ("augment", flag(false)),
+            ] {
+                train.insert(k.to_owned(), v);
+            }
+        }
+        train.extend(extra_train);
         pb::GridSpec {
             name,
             seeds,
-            grid: with_parts[0].then(|| pb::Factors { depth, skip, init, batchnorm: bn }),
-            train: with_parts[1].then(|| pb::TrainSettings {
-                epochs, batch_size: batch, optimizer, lr, momentum, weight_decay: wd, log_every, augment: false,
-            }),
+            factors,
+            train,
             data: with_parts[2].then(|| pb::DataSettings { dataset, path, train_subset: subset, test_subset: None }),
             run: with_parts[3].then(|| pb::RunSettings { max_attempts: attempts, priority, ..Default::default() }),
         }
@@ -134,7 +195,7 @@ proptest! {
                 e.coord.complete(Request::new(pb::CompleteRequest { lease_id: lease.clone(), outcome, summary: None, worker_id: worker.clone() })).await.map(|_| ()),
                 e.coord.fail(Request::new(pb::FailRequest { lease_id: lease.clone(), reason: reason.clone(), worker_id: worker.clone() })).await.map(|_| ()),
                 e.coord.release(Request::new(pb::ReleaseRequest { lease_id: lease.clone(), reason })).await.map(|_| ()),
-                e.coord.report(Request::new(pb::ReportRequest { sweep_id: lease.clone() })).await.map(|_| ()),
+                Analysis::new(e.store.clone()).analyze(Request::new(pb::AnalyzeRequest { sweep_id: lease.clone(), curve_metrics: vec![lease.clone()], grad_flow: true })).await.map(|_| ()),
                 e.coord.cancel(Request::new(pb::CancelRequest { sweep_id: lease.clone() })).await.map(|_| ()),
                 e.coord.status(Request::new(pb::StatusRequest { sweep_id: lease })).await.map(|_| ()),
             ]

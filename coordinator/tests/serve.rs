@@ -89,18 +89,26 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
     // A grid that the CLI would never send: depth 12, no seeds.
     let spec = sweep_core::GridSpec::parse(GRID, std::path::Path::new("/g.toml")).unwrap();
     let mut wire: pb::GridSpec = (&spec).into();
-    wire.grid.as_mut().unwrap().depth = vec![12];
+    let depth = |wire: &mut pb::GridSpec, d: i64| {
+        let f = wire.factors.iter_mut().find(|f| f.name == "depth").expect("a depth factor");
+        f.levels = vec![(&sweep_core::Level::Int(d)).into()];
+    };
+    depth(&mut wire, 12);
     let err = client.submit(pb::SubmitRequest { spec: Some(wire.clone()) }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().contains("depth"), "{}", err.message());
-    wire.grid.as_mut().unwrap().depth = vec![8];
+    depth(&mut wire, 8);
     wire.seeds.clear();
     assert_eq!(client.submit(pb::SubmitRequest { spec: Some(wire) }).await.unwrap_err().code(), Code::InvalidArgument);
     assert_eq!(client.submit(pb::SubmitRequest { spec: None }).await.unwrap_err().code(), Code::InvalidArgument);
     assert!(server.store.status(None).await.unwrap().is_empty(), "an invalid submit stored something");
 
     // Unknown sweeps.
-    let nf = client.report(pb::ReportRequest { sweep_id: "nope".into() }).await.unwrap_err();
+    let mut analysis = pb::analysis_service_client::AnalysisServiceClient::new(channel(&server.url).await);
+    let nf = analysis
+        .analyze(pb::AnalyzeRequest { sweep_id: "nope".into(), curve_metrics: vec![], grad_flow: false })
+        .await
+        .unwrap_err();
     assert_eq!(nf.code(), Code::NotFound);
     assert_eq!(
         client.cancel(pb::CancelRequest { sweep_id: "".into() }).await.unwrap_err().code(),
@@ -206,7 +214,8 @@ async fn a_worker_failing_trial_after_trial_is_quarantined() {
             .unwrap();
     }
     let refused = worker.lease(lease("broken-node")).await.unwrap_err();
-    assert_eq!(refused.code(), Code::FailedPrecondition);
+    // Its own code (error.rs), not a lost lease's FAILED_PRECONDITION.
+    assert_eq!(refused.code(), Code::PermissionDenied);
     assert!(refused.message().contains("quarantined"), "{}", refused.message());
     // Healthy workers still get the work.
     let a = worker.lease(lease("healthy-node")).await.unwrap().into_inner().assignment;
@@ -411,6 +420,6 @@ async fn the_assignment_carries_store_identity_vouched_step_and_provenance() {
         .await
         .unwrap()
         .into_inner();
-    let t = resp.trials.iter().find(|t| t.state == "diverged").expect("the diverged trial");
+    let t = resp.trials.iter().find(|t| t.state == pb::TrialState::Diverged as i32).expect("the diverged trial");
     assert_eq!((t.device.as_str(), t.threads, t.diverged_step, t.train_images_used), ("cpu", 3, Some(57), None));
 }

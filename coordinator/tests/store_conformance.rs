@@ -17,16 +17,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
 use common::{make_pg_store, make_sqlite_store, run_test, Ctx};
 use sweep_coordinator::store::{
     self, FinalOutcome, HeartbeatVerdict, Leaser, MetricRow, Progress, SqliteStore, StateCounts, Store, StoreError,
-    Sums, TrialState, TrialSummary,
+    TrialState, TrialSummary,
 };
-use sweep_core::{GridSpec, TrialSpec};
+use sweep_core::{GridSpec, Level, TrialSpec};
 
 // ---------------------------------------------------------------------------
 // Backends (the harness itself is in `tests/common`)
@@ -55,16 +55,16 @@ macro_rules! conformance_tests {
                 truncate_after_replaces_an_abandoned_attempts_points,
                 extend_running_leases_after_a_restart,
                 status_counts_and_running,
-                report_aggregates_per_cell,
                 cancel_and_resubmit,
                 unknown_sweep_is_not_found,
                 store_identity_is_fixed_at_creation,
                 lease_carries_the_vouched_checkpoint_step,
                 keep_weights_comes_from_the_run_settings,
                 lease_records_holder_and_provenance,
-                trial_finals_carry_provenance_and_trainer_notes,
+                trial_results_carry_provenance_and_trainer_notes,
                 quarantine_counts_are_kept_in_the_store,
                 shared_settings_are_stored_once,
+                training_settings_as_factors,
             );
         }
     };
@@ -142,6 +142,11 @@ fn issue_example(seeds: &str) -> GridSpec {
     parse(&example.replacen("seeds = [0, 1, 2]", &format!("seeds = {seeds}"), 1))
 }
 
+/// Replaces the levels of factor `name` (which the grid has).
+fn set_levels(spec: &mut GridSpec, name: &str, levels: Vec<Level>) {
+    spec.factors.iter_mut().find(|f| f.name == name).expect("the grid has the factor").levels = levels;
+}
+
 fn ids(spec: &GridSpec) -> Vec<String> {
     spec.expand().iter().map(|t| t.id(&spec.name).0).collect()
 }
@@ -189,42 +194,6 @@ fn assert_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str) {
     }
 }
 
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()))
-}
-
-/// Mean and sample standard deviation from database sums.
-fn mean_sd(s: Sums) -> (Option<f64>, Option<f64>) {
-    let mean = (s.n > 0).then(|| s.sum / s.n as f64);
-    let sd = (s.n > 1).then(|| {
-        let n = s.n as f64;
-        ((s.sum_sq - s.sum * s.sum / n) / (n - 1.0)).max(0.0).sqrt()
-    });
-    (mean, sd)
-}
-
-/// Mean and sample standard deviation computed directly.
-fn mean_sd_of(xs: &[f64]) -> (Option<f64>, Option<f64>) {
-    if xs.is_empty() {
-        return (None, None);
-    }
-    let n = xs.len() as f64;
-    let mean = xs.iter().sum::<f64>() / n;
-    let sd = (xs.len() > 1).then(|| (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
-    (Some(mean), sd)
-}
-
-fn assert_stat(what: &str, got: (Option<f64>, Option<f64>), want: (Option<f64>, Option<f64>)) {
-    match (got.0, want.0) {
-        (Some(g), Some(w)) => assert!(close(g, w), "{what}: mean {g} != expected {w}"),
-        (g, w) => assert_eq!(g, w, "{what}: mean"),
-    }
-    match (got.1, want.1) {
-        (Some(g), Some(w)) => assert!((g - w).abs() < 1e-9, "{what}: sd {g} != expected {w}"),
-        (g, w) => assert_eq!(g, w, "{what}: sd"),
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Submit
 // ---------------------------------------------------------------------------
@@ -236,8 +205,8 @@ async fn submit_adds_every_cell(ctx: Ctx) {
 
     let first = store.submit(&spec, T0).await.unwrap();
     assert_eq!(first.sweep_id, "skip-ablation");
-    assert_eq!(first.added, 144, "48 cells x 3 seeds");
-    assert_eq!(first.total, 144);
+    assert_eq!(first.added_trials, 144, "48 cells x 3 seeds");
+    assert_eq!(first.total_trials, 144);
 
     let trials = store.trials("skip-ablation").await.unwrap();
     assert_eq!(trials.len(), 144);
@@ -255,20 +224,20 @@ async fn submit_adds_every_cell(ctx: Ctx) {
 
     // The same grid again: same sweep, nothing added.
     let again = store.submit(&spec, T0 + 1000).await.unwrap();
-    assert_eq!(again, store::SubmitOutcome { sweep_id: "skip-ablation".into(), total: 144, added: 0 });
+    assert_eq!(again, store::SubmitOutcome { sweep_id: "skip-ablation".into(), total_trials: 144, added_trials: 0 });
 
     // One more seed: exactly one new trial per cell.
     let more = issue_example("[0, 1, 2, 3]");
     let out = store.submit(&more, T0 + 2000).await.unwrap();
-    assert_eq!(out.added, 48, "adding a seed adds one trial per cell");
-    assert_eq!(out.total, 192);
+    assert_eq!(out.added_trials, 48, "adding a seed adds one trial per cell");
+    assert_eq!(out.total_trials, 192);
     let after: HashSet<String> = store.trials("skip-ablation").await.unwrap().into_iter().map(|t| t.trial_id).collect();
     assert_eq!(after, ids(&more).into_iter().collect::<HashSet<_>>());
     assert!(stored.is_subset(&after), "the earlier trials keep their IDs");
 
     // Fewer seeds than stored: nothing added and nothing removed.
     let out = store.submit(&issue_example("[0]"), T0 + 3000).await.unwrap();
-    assert_eq!((out.added, out.total), (0, 192));
+    assert_eq!((out.added_trials, out.total_trials), (0, 192));
     assert_eq!(counts(store, "skip-ablation").await.total(), 192);
 }
 
@@ -279,22 +248,22 @@ async fn submit_accepts_single_values_and_seed_count(ctx: Ctx) {
     assert_eq!(a.seeds, vec![0, 1, 2]);
     assert_eq!(a.cell_count(), 2);
     let out = store.submit(&a, T0).await.unwrap();
-    assert_eq!((out.added, out.total), (6, 6));
+    assert_eq!((out.added_trials, out.total_trials), (6, 6));
 
     // The same trials written as a list are the same trials.
     let b = grid("fixed", "[8, 16]", "[true]", r#"["xavier_normal"]"#, "[false]", "[0, 1, 2]", "");
     let out = store.submit(&b, T0 + 1).await.unwrap();
-    assert_eq!((out.added, out.total), (0, 6));
+    assert_eq!((out.added_trials, out.total_trials), (0, 6));
 
     // A new factor value adds its cells' trials only.
     let c = grid("fixed", "[8, 16]", "[true, false]", r#""xavier_normal""#, "false", "3", "");
     let out = store.submit(&c, T0 + 2).await.unwrap();
-    assert_eq!((out.added, out.total), (6, 12));
+    assert_eq!((out.added_trials, out.total_trials), (6, 12));
 
     // The same grid under another name is another sweep with its own trials.
     let d = grid("fixed-2", "[8, 16]", "true", r#""xavier_normal""#, "false", "3", "");
     let out = store.submit(&d, T0 + 3).await.unwrap();
-    assert_eq!((out.sweep_id.as_str(), out.added, out.total), ("fixed-2", 6, 6));
+    assert_eq!((out.sweep_id.as_str(), out.added_trials, out.total_trials), ("fixed-2", 6, 6));
     let a_ids: HashSet<String> = ids(&a).into_iter().collect();
     let d_ids: HashSet<String> = ids(&d).into_iter().collect();
     assert!(a_ids.is_disjoint(&d_ids), "trial IDs are scoped by sweep");
@@ -306,11 +275,11 @@ async fn submit_invalid_spec_stores_nothing(ctx: Ctx) {
     let good = simple_grid("bad-grid", 2, 2, "");
 
     let mut bad_depth = good.clone();
-    bad_depth.grid.depth = vec![8, 12];
+    set_levels(&mut bad_depth, "depth", vec![Level::Int(8), Level::Int(12)]);
     let mut no_seeds = good.clone();
     no_seeds.seeds.clear();
     let mut empty_factor = good.clone();
-    empty_factor.grid.init.clear();
+    set_levels(&mut empty_factor, "init", Vec::new());
     let mut bad_name = good.clone();
     bad_name.name = "no spaces allowed".into();
     let mut dup_seed = good.clone();
@@ -339,7 +308,9 @@ async fn submit_invalid_spec_stores_nothing(ctx: Ctx) {
     // A refused resubmit leaves an existing sweep as it was.
     store.submit(&good, T0).await.unwrap();
     let mut worse = simple_grid("bad-grid", 3, 3, "");
-    worse.grid.depth.push(7);
+    let mut depths = worse.levels("depth").to_vec();
+    depths.push(Level::Int(7));
+    set_levels(&mut worse, "depth", depths);
     assert!(matches!(store.submit(&worse, T0 + 1).await, Err(StoreError::InvalidArgument(_))));
     assert_eq!(counts(store, "bad-grid").await, StateCounts { queued: 4, ..Default::default() });
 }
@@ -357,7 +328,7 @@ async fn state_survives_reopen(ctx: Ctx) {
     assert_eq!(second.trials("durable").await.unwrap(), before);
     assert_eq!(counts(&*second, "durable").await, StateCounts { queued: 3, succeeded: 1, ..Default::default() });
     let out = second.submit(&spec, T0 + 2).await.unwrap();
-    assert_eq!((out.added, out.total), (0, 4));
+    assert_eq!((out.added_trials, out.total_trials), (0, 4));
     // A lease taken through one handle is visible through the other.
     let l2 = second.lease("w2", T0 + 3, TTL).await.unwrap().unwrap();
     assert_ne!(l2.trial_id, lease.trial_id);
@@ -383,7 +354,7 @@ async fn lease_order_priority_then_oldest(ctx: Ctx) {
     store.submit(&urgent, T0 + 2).await.unwrap();
     // More seeds for "old" after the others: these trials are the youngest.
     let old_more = simple_grid("old", 2, 2, "priority = 0");
-    assert_eq!(store.submit(&old_more, T0 + 3).await.unwrap().added, 2);
+    assert_eq!(store.submit(&old_more, T0 + 3).await.unwrap().added_trials, 2);
 
     let new_old: Vec<String> = ids(&old_more).into_iter().filter(|id| !ids(&old).contains(id)).collect();
     let mut want: Vec<(String, String)> = Vec::new();
@@ -916,106 +887,6 @@ async fn status_counts_and_running(ctx: Ctx) {
     assert!(store.status(Some("status-a")).await.unwrap()[0].running.is_empty());
 }
 
-async fn report_aggregates_per_cell(ctx: Ctx) {
-    let store = &*ctx.store;
-    // 2 depths x 2 skip = 4 cells, 4 seeds each.
-    let spec = grid("report", "[8, 16]", "[true, false]", r#""kaiming_normal""#, "true", "4", "max_attempts = 1");
-    store.submit(&spec, T0).await.unwrap();
-    assert!(
-        store.report("report").await.unwrap().iter().all(|c| c.test_accuracy.n == 0 && c.counts.queued == 4),
-        "before any result: 4 queued per cell, nothing aggregated"
-    );
-
-    // Finish every trial but one: mostly succeeded with varied results, one
-    // diverged, one failed, one succeeded without a test accuracy.
-    let mut k = 0u32;
-    while let Some(l) = store.lease("w", T0 + 1 + k as i64, TTL).await.unwrap() {
-        k += 1;
-        let x = f64::from(k);
-        match k {
-            3 => store.complete(&l.lease_id, FinalOutcome::Diverged, &summary(0.1, 1e6), T0 + 100).await.unwrap(),
-            7 => assert!(!store.fail(&l.lease_id, "crash", T0 + 100).await.unwrap()),
-            11 => {
-                let s = TrialSummary { final_train_loss: Some(0.9), wall_seconds: 8.0, ..Default::default() };
-                store.complete(&l.lease_id, FinalOutcome::Succeeded, &s, T0 + 100).await.unwrap()
-            }
-            16 => {} // left running
-            _ => {
-                let s = TrialSummary {
-                    final_train_loss: Some(1.0 / x),
-                    final_test_loss: Some(1.0 / x + 0.2),
-                    final_test_accuracy: Some(0.5 + 0.03 * x - 0.001 * x * x),
-                    best_test_accuracy: Some(0.6 + 0.02 * x),
-                    wall_seconds: 10.0 + x,
-                };
-                store.complete(&l.lease_id, FinalOutcome::Succeeded, &s, T0 + 100).await.unwrap()
-            }
-        }
-    }
-    assert_eq!(k, 16);
-
-    // Expected values, from the stored trials.
-    let specs: HashMap<String, TrialSpec> = spec.expand().into_iter().map(|t| (id_of(&spec, &t), t)).collect();
-    type CellKey = (u32, bool);
-    let mut cells: BTreeMap<CellKey, Vec<store::TrialRecord>> = BTreeMap::new();
-    for t in store.trials("report").await.unwrap() {
-        let s = &specs[&t.trial_id];
-        cells.entry((s.depth, s.skip)).or_default().push(t);
-    }
-    assert_eq!(cells.len(), 4);
-
-    let report = store.report("report").await.unwrap();
-    assert_eq!(report.len(), 4, "one row per cell");
-    let keys: Vec<CellKey> = report.iter().map(|c| (c.depth, c.skip)).collect();
-    assert_eq!(keys, [(8, true), (8, false), (16, true), (16, false)], "rows ordered by depth, then skip on first");
-    let mut total = StateCounts::default();
-    for row in &report {
-        let what = format!("cell depth={} skip={}", row.depth, row.skip);
-        assert_eq!(row.init, "kaiming_normal", "{what}");
-        assert!(row.batchnorm, "{what}");
-        let trials = &cells[&(row.depth, row.skip)];
-        let n_in = |st: TrialState| trials.iter().filter(|t| t.state == st).count() as u64;
-        let want_counts = StateCounts {
-            queued: n_in(TrialState::Queued),
-            running: n_in(TrialState::Running),
-            succeeded: n_in(TrialState::Succeeded),
-            diverged: n_in(TrialState::Diverged),
-            failed: n_in(TrialState::Failed),
-            cancelled: n_in(TrialState::Cancelled),
-        };
-        assert_eq!(row.counts, want_counts, "{what}: counts");
-        assert_eq!(row.counts.total(), 4, "{what}");
-        total.succeeded += row.counts.succeeded;
-        total.diverged += row.counts.diverged;
-        total.failed += row.counts.failed;
-        total.running += row.counts.running;
-
-        let ok: Vec<&store::TrialRecord> = trials.iter().filter(|t| t.state == TrialState::Succeeded).collect();
-        let values =
-            |f: fn(&TrialSummary) -> Option<f64>| -> Vec<f64> { ok.iter().filter_map(|t| f(&t.summary)).collect() };
-        let checks: [(&str, Sums, Vec<f64>); 5] = [
-            ("test_accuracy", row.test_accuracy, values(|s| s.final_test_accuracy)),
-            ("train_loss", row.train_loss, values(|s| s.final_train_loss)),
-            ("test_loss", row.test_loss, values(|s| s.final_test_loss)),
-            ("best_test_accuracy", row.best_test_accuracy, values(|s| s.best_test_accuracy)),
-            ("wall_seconds", row.wall_seconds, values(|s| Some(s.wall_seconds))),
-        ];
-        for (name, sums, xs) in checks {
-            let what = format!("{what}: {name}");
-            assert_eq!(sums.n, xs.len() as u64, "{what}: n");
-            assert!(close(sums.sum, xs.iter().sum()), "{what}: sum {} != {}", sums.sum, xs.iter().sum::<f64>());
-            assert!(close(sums.sum_sq, xs.iter().map(|x| x * x).sum()), "{what}: sum of squares");
-            assert_stat(&what, mean_sd(sums), mean_sd_of(&xs));
-        }
-    }
-    assert_eq!(total, StateCounts { running: 1, succeeded: 13, diverged: 1, failed: 1, ..Default::default() });
-    // The trial without a test accuracy counts towards n of what it has.
-    let n_acc: u64 = report.iter().map(|c| c.test_accuracy.n).sum();
-    let n_loss: u64 = report.iter().map(|c| c.train_loss.n).sum();
-    assert_eq!((n_acc, n_loss), (12, 13));
-    assert!(report.iter().any(|c| c.test_accuracy.n >= 2), "some cell has a standard deviation to check");
-}
-
 async fn cancel_and_resubmit(ctx: Ctx) {
     let store = &*ctx.store;
     let spec = simple_grid("stop", 3, 2, ""); // 6 trials
@@ -1059,7 +930,7 @@ async fn cancel_and_resubmit(ctx: Ctx) {
 
     // Resubmitting re-queues the cancelled trials and adds nothing.
     let out = store.submit(&spec, T0 + 9).await.unwrap();
-    assert_eq!((out.added, out.total), (0, 6));
+    assert_eq!((out.added_trials, out.total_trials), (0, 6));
     let s = &store.status(Some("stop")).await.unwrap()[0];
     assert!(!s.cancelled);
     assert_eq!(s.counts, StateCounts { queued: 5, succeeded: 1, ..Default::default() });
@@ -1083,12 +954,12 @@ async fn cancel_and_resubmit(ctx: Ctx) {
 async fn unknown_sweep_is_not_found(ctx: Ctx) {
     let store = &*ctx.store;
     assert_not_found(store.status(Some("ghost")).await, "status");
-    assert_not_found(store.report("ghost").await, "report");
+    assert_not_found(store.trial_results("ghost").await, "trial results");
     assert_not_found(store.cancel("ghost", T0).await, "cancel");
     // With a sweep present, other names are still unknown.
     store.submit(&simple_grid("real", 1, 1, ""), T0).await.unwrap();
     assert_not_found(store.status(Some("ghost")).await, "status");
-    assert_not_found(store.report("ghost").await, "report");
+    assert_not_found(store.trial_results("ghost").await, "trial results");
     assert_not_found(store.cancel("ghost", T0).await, "cancel");
     assert!(store.trials("ghost").await.unwrap().is_empty());
     assert_eq!(counts(store, "real").await, StateCounts { queued: 1, ..Default::default() }, "real sweep untouched");
@@ -1182,7 +1053,7 @@ async fn lease_records_holder_and_provenance(ctx: Ctx) {
     assert_eq!(store.lease_owner("0123456789abcdef").await.unwrap(), None);
 }
 
-async fn trial_finals_carry_provenance_and_trainer_notes(ctx: Ctx) {
+async fn trial_results_carry_provenance_and_trainer_notes(ctx: Ctx) {
     let store = &*ctx.store;
     store.submit(&simple_grid("prov", 1, 2, ""), T0).await.unwrap();
     let a = store
@@ -1202,7 +1073,7 @@ async fn trial_finals_carry_provenance_and_trainer_notes(ctx: Ctx) {
         .unwrap();
     store.put_metrics(&b.lease_id, &[point("train_images_used", 50, 1, 640.0)], None).await.unwrap();
     store.complete(&b.lease_id, FinalOutcome::Succeeded, &summary(0.5, 1.0), T0 + 1).await.unwrap();
-    let finals = store.trial_finals("prov").await.unwrap();
+    let finals = store.trial_results("prov").await.unwrap();
     assert_eq!(finals.len(), 2);
     let by_seed: HashMap<u64, _> = finals.iter().map(|f| (f.seed, f)).collect();
     let seed_of = |id: &str| {
@@ -1211,14 +1082,13 @@ async fn trial_finals_carry_provenance_and_trainer_notes(ctx: Ctx) {
     };
     let fa = by_seed[&seed_of(&a.trial_id)];
     let fb = by_seed[&seed_of(&b.trial_id)];
+    assert_eq!((fa.device.as_str(), fa.threads, fa.diverged_step, fa.train_images_used), ("cpu", 4, Some(17), None));
     assert_eq!(
-        (fa.device.as_deref(), fa.threads, fa.diverged_step, fa.train_images_used),
-        (Some("cpu"), Some(4), Some(17), None)
+        (fb.device.as_str(), fb.threads, fb.diverged_step, fb.train_images_used),
+        ("cuda:1", 0, None, Some(640))
     );
-    assert_eq!(
-        (fb.device.as_deref(), fb.threads, fb.diverged_step, fb.train_images_used),
-        (Some("cuda:1"), Some(0), None, Some(640))
-    );
+    let spec = simple_grid("prov", 1, 2, "");
+    assert!(finals.iter().all(|f| f.cell == spec.expand()[0].cell), "each result carries its cell");
 }
 
 async fn quarantine_counts_are_kept_in_the_store(ctx: Ctx) {
@@ -1262,23 +1132,6 @@ async fn stored_spec_bytes(ctx: &Ctx) -> (i64, i64, i64) {
     }
 }
 
-/// Runs one statement through a connection of its own (to shape rows as an
-/// older version of the coordinator wrote them).
-async fn exec_raw(ctx: &Ctx, sql: &str, bind: &str) {
-    use sqlx::Connection;
-    match &ctx.reopen {
-        common::Reopen::Sqlite { url } => {
-            let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
-            sqlx::query(sql).bind(bind).execute(&mut c).await.unwrap();
-        }
-        common::Reopen::Postgres { url, schema } => {
-            use sqlx::ConnectOptions;
-            let mut c = common::pg_options(url, schema).connect().await.unwrap();
-            sqlx::query(sql).bind(bind).execute(&mut c).await.unwrap();
-        }
-    }
-}
-
 async fn shared_settings_are_stored_once(ctx: Ctx) {
     let store = &*ctx.store;
     // The longest data path a grid may name (4,096 bytes) and 1,000 seeds.
@@ -1289,7 +1142,7 @@ async fn shared_settings_are_stored_once(ctx: Ctx) {
         )
     };
     let spec = parse(&toml("long-path"));
-    assert_eq!(store.submit(&spec, T0).await.unwrap().added, 1000);
+    assert_eq!(store.submit(&spec, T0).await.unwrap().added_trials, 1000);
     let (trial_bytes, settings_bytes, settings_rows) = stored_spec_bytes(&ctx).await;
     assert_eq!(settings_rows, 1, "one copy of the shared settings");
     assert!(settings_bytes < 4096 + 1024, "the settings hold the path once: {settings_bytes} bytes");
@@ -1306,19 +1159,50 @@ async fn shared_settings_are_stored_once(ctx: Ctx) {
     let running = &store.status(Some("long-path")).await.unwrap()[0].running;
     assert_eq!(running[0].spec, want);
 
-    // A row as databases before shared settings hold it (the full spec in
-    // spec_json, no settings reference) is read as before.
-    let old = simple_grid("old-rows", 1, 1, "priority = 9");
-    store.submit(&old, T0).await.unwrap();
-    let t = &old.expand()[0];
-    exec_raw(
-        &ctx,
-        "UPDATE trials SET settings_hash = NULL, spec_json = $1 WHERE sweep_id = 'old-rows'",
-        &t.canonical(),
-    )
-    .await;
-    let l = store.lease("w", T0, TTL).await.unwrap().unwrap();
-    assert_eq!((l.trial_id.clone(), &l.spec), (id_of(&old, t), t), "an old row leases with its full spec");
+    // Rows as databases before shared settings held them (the full spec in
+    // spec_json, no settings reference) are upgraded when the store opens:
+    // tests/store_upgrade.rs.
+}
+
+/// Any `[train]` key may be a factor: the trials' cells carry its levels,
+/// their fixed settings no longer hold it, and resubmitting adds nothing.
+async fn training_settings_as_factors(ctx: Ctx) {
+    let store = &*ctx.store;
+    let spec = parse(
+        r#"
+name = "opt-lr"
+seeds = 2
+[grid]
+depth = 8
+skip = [true, false]
+init = "default"
+batchnorm = true
+optimizer = ["sgd", "adam"]
+lr = [1e-3, 1e-2]
+[data]
+path = "data"
+"#,
+    );
+    let out = store.submit(&spec, T0).await.unwrap();
+    assert_eq!((out.added_trials, out.total_trials), (16, 16), "2 x 2 x 2 cells x 2 seeds");
+    let mut cells = BTreeSet::new();
+    while let Some(l) = store.lease("w", T0, TTL).await.unwrap() {
+        let cell = &l.spec.cell;
+        assert!(matches!(cell.get("optimizer"), Some(Level::Str(o)) if o == "sgd" || o == "adam"), "{cell:?}");
+        assert!(matches!(cell.get("lr"), Some(Level::Float(x)) if *x == 1e-3 || *x == 1e-2), "{cell:?}");
+        assert!(!l.spec.train.contains_key("optimizer") && !l.spec.train.contains_key("lr"), "a factor, not a setting");
+        assert_eq!(l.spec.id(&l.sweep_id).0, l.trial_id, "the leased spec hashes to its trial ID");
+        store.complete(&l.lease_id, FinalOutcome::Succeeded, &summary(0.5, 1.0), T0 + 1).await.unwrap();
+        cells.insert(cell.canonical());
+    }
+    let want: BTreeSet<String> = spec.expand().iter().map(|t| t.cell.canonical()).collect();
+    assert_eq!(cells, want, "every cell was leased");
+    assert_eq!(cells.len(), 8);
+    let results = store.trial_results("opt-lr").await.unwrap();
+    assert_eq!(results.len(), 16);
+    assert!(results.iter().all(|r| r.cell.get("optimizer").is_some() && r.cell.get("lr").is_some()));
+    let again = store.submit(&spec, T0 + 2).await.unwrap();
+    assert_eq!((again.added_trials, again.total_trials), (0, 16), "resubmitting adds nothing");
 }
 
 // ---------------------------------------------------------------------------
@@ -1332,15 +1216,15 @@ async fn sqlite_memory_opens_and_works() {
         store::open("sqlite::memory:").await.expect("store::open sqlite::memory:"),
     ] {
         let spec = simple_grid("mem", 2, 2, "");
-        assert_eq!(store.submit(&spec, T0).await.unwrap().added, 4);
+        assert_eq!(store.submit(&spec, T0).await.unwrap().added_trials, 4);
         let l = store.lease("w", T0, TTL).await.unwrap().unwrap();
         assert_eq!(store.put_metrics(&l.lease_id, &[point("loss", 1, 1, 0.5)], None).await.unwrap(), 1);
         store.complete(&l.lease_id, FinalOutcome::Succeeded, &summary(0.7, 0.3), T0 + 1).await.unwrap();
         assert_eq!(store.metrics(&l.trial_id).await.unwrap(), vec![point("loss", 1, 1, 0.5)]);
         assert_eq!(counts(&*store, "mem").await, StateCounts { queued: 3, succeeded: 1, ..Default::default() });
-        let report = store.report("mem").await.unwrap();
-        assert_eq!(report.len(), 2);
-        assert_eq!(report.iter().map(|c| c.test_accuracy.n).sum::<u64>(), 1);
+        let results = store.trial_results("mem").await.unwrap();
+        assert_eq!(results.iter().map(|r| &r.cell).collect::<BTreeSet<_>>().len(), 2, "two cells");
+        assert_eq!(results.iter().filter(|r| r.final_test_accuracy.is_some()).count(), 1);
     }
     // Two in-memory stores are separate databases.
     let a = SqliteStore::open("sqlite::memory:").await.unwrap();

@@ -59,7 +59,7 @@ async fn a_thousand_maximal_submits_keep_the_coordinator_flat() {
     let mut bytes_after_warmup = 0;
     for i in 0..SUBMITS {
         let out = client.submit(pb::SubmitRequest { spec: Some(grid(i, &path)) }).await.unwrap().into_inner();
-        assert_eq!(out.added_cells, SEEDS as u64);
+        assert_eq!(out.added_trials, SEEDS as u64);
         if i + 1 == warmup {
             rss_after_warmup = rss_bytes();
             bytes_after_warmup = dir_bytes(dir.path());

@@ -18,7 +18,11 @@
 //!   identity fixed when its schema was created ([`Store::store_id`]), so a
 //!   worker resumes only from checkpoints this database knows;
 //! - a grid's shared train/data settings are stored once (`trial_settings`),
-//!   not copied into each trial's row;
+//!   not copied into each trial's row; a trial's cell is data (canonical
+//!   JSON in `trials.cell`), not a column per factor;
+//! - a trial's identity (`trials.identity`, [`TrialSpec::id`]) is unique, so
+//!   resubmitting a grid adds nothing, also for rows written before the
+//!   current ID scheme (upgraded when the store opens: `upgrade.rs`).
 //! - trials failed in a row per worker are counted in the database
 //!   (quarantine survives a restart).
 
@@ -26,7 +30,12 @@
 mod shared;
 #[macro_use]
 pub mod analytics;
+#[macro_use]
+mod upgrade;
 mod postgres;
+mod rows;
+mod spec;
+pub(crate) mod sql;
 mod sqlite;
 mod sqlite_guard;
 
@@ -36,47 +45,8 @@ use sweep_core::{GridSpec, TrialSpec};
 pub use analytics::Analytics;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-
-/// Trial states as stored (`trials.state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TrialState {
-    Queued,
-    Running,
-    Succeeded,
-    Diverged,
-    Failed,
-    Cancelled,
-}
-
-impl TrialState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TrialState::Queued => "queued",
-            TrialState::Running => "running",
-            TrialState::Succeeded => "succeeded",
-            TrialState::Diverged => "diverged",
-            TrialState::Failed => "failed",
-            TrialState::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "queued" => TrialState::Queued,
-            "running" => TrialState::Running,
-            "succeeded" => TrialState::Succeeded,
-            "diverged" => TrialState::Diverged,
-            "failed" => TrialState::Failed,
-            "cancelled" => TrialState::Cancelled,
-            other => return Err(StoreError::Corrupt(format!("unknown trial state {other:?}"))),
-        })
-    }
-
-    /// Whether the trial is finished for good.
-    pub fn is_final(self) -> bool {
-        !matches!(self, TrialState::Queued | TrialState::Running)
-    }
-}
+/// Trial states as stored (`trials.state`): the domain's own type.
+pub use sweep_core::TrialState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -115,9 +85,9 @@ pub enum StoreError {
 pub struct SubmitOutcome {
     pub sweep_id: String,
     /// Trials in the sweep after the submit.
-    pub total: u64,
+    pub total_trials: u64,
     /// Trials this submit added (0 when the same grid is submitted again).
-    pub added: u64,
+    pub added_trials: u64,
 }
 
 /// A trial leased to a worker.
@@ -240,30 +210,6 @@ pub struct SweepStatus {
     pub counts: StateCounts,
     pub running: Vec<RunningTrial>,
     pub cancelled: bool,
-}
-
-/// n, sum and sum of squares of one value over a cell's succeeded trials, as
-/// aggregated by the database.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Sums {
-    pub n: u64,
-    pub sum: f64,
-    pub sum_sq: f64,
-}
-
-/// One cell (factor combination) of a sweep, aggregated over its seeds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CellAggregate {
-    pub depth: u32,
-    pub skip: bool,
-    pub init: String,
-    pub batchnorm: bool,
-    pub counts: StateCounts,
-    pub test_accuracy: Sums,
-    pub train_loss: Sums,
-    pub test_loss: Sums,
-    pub best_test_accuracy: Sums,
-    pub wall_seconds: Sums,
 }
 
 /// A stored trial, for inspection and tests.
@@ -402,9 +348,6 @@ pub trait Store: Analytics + Send + Sync + 'static {
     /// Counts and running trials for one sweep, or all sweeps when `None`.
     async fn status(&self, sweep_id: Option<&str>) -> Result<Vec<SweepStatus>, StoreError>;
 
-    /// Per-cell aggregates of a sweep, computed in one set-based query.
-    async fn report(&self, sweep_id: &str) -> Result<Vec<CellAggregate>, StoreError>;
-
     /// Cancels the queued and running trials of a sweep; returns how many.
     async fn cancel(&self, sweep_id: &str, now_ms: i64) -> Result<u64, StoreError>;
 
@@ -439,191 +382,4 @@ pub(crate) fn new_store_id() -> String {
 
 pub(crate) fn new_lease_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
-}
-
-pub(crate) fn parse_spec(json: &str) -> Result<TrialSpec, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("stored trial spec: {e}")))
-}
-
-/// The settings every trial of a grid shares (`train`, `data`), stored once
-/// per distinct value in `trial_settings`, and each trial's own part.
-#[derive(serde::Serialize)]
-struct SharedSettings<'a> {
-    train: &'a sweep_core::TrainConfig,
-    data: &'a sweep_core::DataConfig,
-}
-
-#[derive(serde::Serialize)]
-struct OwnPart<'a> {
-    depth: u32,
-    skip: bool,
-    init: &'a sweep_core::InitScheme,
-    batchnorm: bool,
-    seed: u64,
-}
-
-/// `(hash, JSON)` of a grid's shared settings: the SHA-256 (hex) of the
-/// canonical JSON (struct field order, serde_json's float formatting).
-pub(crate) fn shared_settings(spec: &GridSpec) -> (String, String) {
-    use sha2::{Digest, Sha256};
-    let json = serde_json::to_string(&SharedSettings { train: &spec.train, data: &spec.data })
-        .expect("settings always serialise");
-    let hash = hex::encode(Sha256::digest(json.as_bytes()));
-    (hash, json)
-}
-
-/// What a trial row stores of its spec: everything but the shared settings.
-pub(crate) fn own_part(t: &TrialSpec) -> String {
-    serde_json::to_string(&OwnPart {
-        depth: t.depth,
-        skip: t.skip,
-        init: &t.init,
-        batchnorm: t.batchnorm,
-        seed: t.seed,
-    })
-    .expect("a trial part always serialises")
-}
-
-/// A stored trial spec: the row's `spec_json` alone (rows written before
-/// settings were shared), or its own part merged with the shared settings.
-pub(crate) fn stored_spec(
-    own: &str,
-    settings_hash: Option<&str>,
-    settings: Option<&str>,
-) -> Result<TrialSpec, StoreError> {
-    let Some(hash) = settings_hash else { return parse_spec(own) };
-    let Some(settings) = settings else {
-        return Err(StoreError::Corrupt(format!("trial settings {hash} are missing")));
-    };
-    let corrupt = |e: serde_json::Error| StoreError::Corrupt(format!("stored trial spec: {e}"));
-    let mut v: serde_json::Value = serde_json::from_str(own).map_err(corrupt)?;
-    let shared: serde_json::Value = serde_json::from_str(settings).map_err(corrupt)?;
-    match (v.as_object_mut(), shared.as_object()) {
-        (Some(obj), Some(sh)) => {
-            for (k, x) in sh {
-                obj.insert(k.clone(), x.clone());
-            }
-        }
-        _ => return Err(StoreError::Corrupt("stored trial spec: not a JSON object".into())),
-    }
-    serde_json::from_value(v).map_err(corrupt)
-}
-
-pub(crate) fn sd_from_sums(s: Sums) -> Option<f64> {
-    if s.n < 2 {
-        return None;
-    }
-    let n = s.n as f64;
-    let var = (s.sum_sq - s.sum * s.sum / n) / (n - 1.0);
-    Some(var.max(0.0).sqrt())
-}
-
-// The SQL both backends share. Placeholders are `$N`: PostgreSQL's native
-// form, and SQLite (through sqlx) maps `$N` to argument N as well.
-pub(crate) mod sql {
-    pub const HEARTBEAT: &str =
-        "UPDATE trials SET lease_expires_ms = $2, progress_epoch = $3, progress_step = $4, progress_loss = $5 \
-         WHERE lease_id = $1 AND state = 'running' RETURNING id";
-
-    pub const STATE_BY_LEASE: &str = "SELECT id, state FROM trials WHERE lease_id = $1";
-
-    pub const COMPLETE: &str = "UPDATE trials SET state = $2, finished_ms = $3, lease_expires_ms = NULL, \
-         final_train_loss = $4, final_test_loss = $5, final_test_accuracy = $6, best_test_accuracy = $7, wall_seconds = $8 \
-         WHERE lease_id = $1 AND state = 'running' RETURNING id";
-
-    pub const FAIL: &str = "UPDATE trials SET failures = failures + 1, last_error = $2, \
-         state = CASE WHEN failures + 1 >= max_attempts THEN 'failed' ELSE 'queued' END, \
-         finished_ms = CASE WHEN failures + 1 >= max_attempts THEN $3 ELSE NULL END, \
-         lease_id = NULL, worker_id = NULL, holder = NULL, lease_expires_ms = NULL \
-         WHERE lease_id = $1 AND state = 'running' RETURNING state";
-
-    pub const REAP: &str = "UPDATE trials SET infra_failures = infra_failures + 1, \
-         last_error = 'lease expired: worker ' || COALESCE(worker_id, '?') || ' stopped heartbeating', \
-         state = CASE WHEN infra_failures + 1 >= $2 THEN 'failed' ELSE 'queued' END, \
-         finished_ms = CASE WHEN infra_failures + 1 >= $2 THEN $1 ELSE NULL END, \
-         lease_id = NULL, worker_id = NULL, holder = NULL, lease_expires_ms = NULL \
-         WHERE state = 'running' AND lease_expires_ms < $1";
-
-    pub const COUNTS_ALL: &str = "SELECT sweep_id, state, COUNT(*) AS n FROM trials GROUP BY sweep_id, state";
-    pub const COUNTS_ONE: &str =
-        "SELECT sweep_id, state, COUNT(*) AS n FROM trials WHERE sweep_id = $1 GROUP BY sweep_id, state";
-    pub const SWEEPS_ALL: &str = "SELECT id, cancelled FROM sweeps ORDER BY created_ms, id";
-    pub const SWEEPS_ONE: &str = "SELECT id, cancelled FROM sweeps WHERE id = $1";
-    pub const RUNNING_ALL: &str =
-        "SELECT t.id, t.sweep_id, t.worker_id, t.spec_json, t.settings_hash, s.settings_json, t.attempts, \
-         t.progress_epoch, t.progress_step, t.progress_loss \
-         FROM trials t LEFT JOIN trial_settings s ON s.hash = t.settings_hash WHERE t.state = 'running' ORDER BY t.seq";
-    pub const RUNNING_ONE: &str =
-        "SELECT t.id, t.sweep_id, t.worker_id, t.spec_json, t.settings_hash, s.settings_json, t.attempts, \
-         t.progress_epoch, t.progress_step, t.progress_loss \
-         FROM trials t LEFT JOIN trial_settings s ON s.hash = t.settings_hash \
-         WHERE t.state = 'running' AND t.sweep_id = $1 ORDER BY t.seq";
-    pub const SETTINGS_INSERT: &str =
-        "INSERT INTO trial_settings (hash, settings_json) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING";
-    pub const SETTINGS: &str = "SELECT settings_json FROM trial_settings WHERE hash = $1";
-
-    pub const REPORT: &str = "SELECT depth, skip, init, batchnorm, \
-         COUNT(CASE WHEN state = 'queued' THEN 1 END) AS queued, \
-         COUNT(CASE WHEN state = 'running' THEN 1 END) AS running, \
-         COUNT(CASE WHEN state = 'succeeded' THEN 1 END) AS succeeded, \
-         COUNT(CASE WHEN state = 'diverged' THEN 1 END) AS diverged, \
-         COUNT(CASE WHEN state = 'failed' THEN 1 END) AS failed, \
-         COUNT(CASE WHEN state = 'cancelled' THEN 1 END) AS cancelled, \
-         COUNT(CASE WHEN state = 'succeeded' THEN final_test_accuracy END) AS acc_n, \
-         SUM(CASE WHEN state = 'succeeded' THEN final_test_accuracy END) AS acc_s, \
-         SUM(CASE WHEN state = 'succeeded' THEN final_test_accuracy * final_test_accuracy END) AS acc_q, \
-         COUNT(CASE WHEN state = 'succeeded' THEN final_train_loss END) AS tl_n, \
-         SUM(CASE WHEN state = 'succeeded' THEN final_train_loss END) AS tl_s, \
-         SUM(CASE WHEN state = 'succeeded' THEN final_train_loss * final_train_loss END) AS tl_q, \
-         COUNT(CASE WHEN state = 'succeeded' THEN final_test_loss END) AS vl_n, \
-         SUM(CASE WHEN state = 'succeeded' THEN final_test_loss END) AS vl_s, \
-         SUM(CASE WHEN state = 'succeeded' THEN final_test_loss * final_test_loss END) AS vl_q, \
-         COUNT(CASE WHEN state = 'succeeded' THEN best_test_accuracy END) AS ba_n, \
-         SUM(CASE WHEN state = 'succeeded' THEN best_test_accuracy END) AS ba_s, \
-         SUM(CASE WHEN state = 'succeeded' THEN best_test_accuracy * best_test_accuracy END) AS ba_q, \
-         COUNT(CASE WHEN state = 'succeeded' THEN wall_seconds END) AS ws_n, \
-         SUM(CASE WHEN state = 'succeeded' THEN wall_seconds END) AS ws_s, \
-         SUM(CASE WHEN state = 'succeeded' THEN wall_seconds * wall_seconds END) AS ws_q \
-         FROM trials WHERE sweep_id = $1 \
-         GROUP BY cell_key, depth, skip, init, batchnorm \
-         ORDER BY depth, skip DESC, init, batchnorm DESC, cell_key";
-
-    pub const CANCEL_SWEEP: &str = "UPDATE sweeps SET cancelled = TRUE WHERE id = $1";
-    pub const CANCEL_TRIALS: &str = "UPDATE trials SET state = 'cancelled', finished_ms = $2, lease_expires_ms = NULL \
-         WHERE sweep_id = $1 AND state IN ('queued', 'running')";
-
-    pub const RELEASE: &str = "UPDATE trials SET state = 'queued', handbacks = handbacks + 1, last_error = $2, \
-         lease_id = NULL, worker_id = NULL, holder = NULL, lease_expires_ms = NULL \
-         WHERE lease_id = $1 AND state = 'running' RETURNING id";
-
-    pub const EXTEND_LEASES: &str = "UPDATE trials SET lease_expires_ms = $1 \
-         WHERE state = 'running' AND lease_expires_ms < $1";
-
-    pub const TRUNCATE_METRICS: &str = "DELETE FROM metrics WHERE trial_id = $1 AND step > $2";
-    /// A resumed (or restarted, T = 0) attempt: the vouched checkpoint step
-    /// becomes NULL for T = 0, else MIN(vouched, T) (NULL stays NULL).
-    pub const SET_RESUMED: &str = "UPDATE trials SET resumed_step = $2, \
-         checkpoint_step = CASE WHEN $2 <= 0 OR checkpoint_step IS NULL THEN NULL \
-         WHEN checkpoint_step < $2 THEN checkpoint_step ELSE $2 END \
-         WHERE id = $1";
-    pub const SET_CHECKPOINT: &str = "UPDATE trials SET checkpoint_step = $2 WHERE id = $1";
-
-    pub const LEASE_OWNER: &str = "SELECT id, holder, worker_id FROM trials WHERE lease_id = $1 AND state = 'running'";
-    pub const KEEP_WEIGHTS: &str = "SELECT keep_weights FROM sweeps WHERE id = $1";
-
-    pub const STORE_ID_INSERT: &str =
-        "INSERT INTO store_meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING";
-    pub const STORE_ID: &str = "SELECT value FROM store_meta WHERE key = 'store_id'";
-
-    pub const QUARANTINE_FAIL: &str =
-        "INSERT INTO quarantine (holder, worker_id, failures, updated_ms) VALUES ($1, $2, 1, $3) \
-         ON CONFLICT (holder, worker_id) DO UPDATE SET failures = quarantine.failures + 1, updated_ms = $3 \
-         RETURNING failures";
-    pub const QUARANTINE_CLEAR: &str = "DELETE FROM quarantine WHERE holder = $1 AND worker_id = $2";
-    pub const QUARANTINE_GET: &str = "SELECT failures FROM quarantine WHERE holder = $1 AND worker_id = $2";
-
-    pub const TRIALS: &str = "SELECT id, sweep_id, state, attempts, failures, infra_failures, handbacks, resumed_step, last_error, worker_id, \
-         checkpoint_step, device, threads, final_train_loss, final_test_loss, final_test_accuracy, best_test_accuracy, wall_seconds \
-         FROM trials WHERE sweep_id = $1 ORDER BY seq";
-    pub const METRICS: &str = "SELECT step, epoch, name, value FROM metrics WHERE trial_id = $1 ORDER BY name, step";
 }

@@ -37,6 +37,7 @@ impl PostgresStore {
         let pool =
             PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(30)).connect_with(opts).await?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        Self::upgrade_rows(&pool).await?;
         sqlx::query(super::sql::STORE_ID_INSERT).bind(super::new_store_id()).execute(&pool).await?;
         let (store_id,): (String,) = sqlx::query_as(super::sql::STORE_ID).fetch_one(&pool).await?;
         Ok(Self { write: pool.clone(), read: pool, store_id })
@@ -45,3 +46,4 @@ impl PostgresStore {
 
 impl_store!(PostgresStore, sqlx::Postgres);
 impl_analytics!(PostgresStore, sqlx::Postgres);
+impl_upgrade!(PostgresStore, sqlx::Postgres);

@@ -63,7 +63,7 @@ macro_rules! impl_store {
                 }
                 // The grid's train and data settings are stored once; each
                 // trial row keeps only its cell and seed.
-                let (settings_hash, settings_json) = $crate::store::shared_settings(spec);
+                let (settings_hash, settings_json) = $crate::store::spec::shared_settings(&spec.train, &spec.data);
                 sqlx::query($crate::store::sql::SETTINGS_INSERT)
                     .bind(&settings_hash)
                     .bind(&settings_json)
@@ -75,26 +75,23 @@ macro_rules! impl_store {
                 let mut added = 0u64;
                 let rows: Vec<(usize, &sweep_core::TrialSpec)> = trials.iter().enumerate().collect();
                 for chunk in rows.chunks(500) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO trials (id, sweep_id, cell_key, seq, depth, skip, init, batchnorm, seed, spec_json, settings_hash, priority, max_attempts, state) ",
-                    );
+                    let mut qb = sqlx::QueryBuilder::<$db>::new($crate::store::sql::TRIAL_INSERT);
                     qb.push_values(chunk, |mut b, (i, t)| {
-                        b.push_bind(t.id(&spec.name).0)
+                        let id = t.id(&spec.name).0;
+                        b.push_bind(id.clone())
+                            .push_bind(id)
                             .push_bind(spec.name.clone())
                             .push_bind(t.cell_key(&spec.name))
                             .push_bind(base_seq + 1 + *i as i64)
-                            .push_bind(t.depth as i64)
-                            .push_bind(t.skip)
-                            .push_bind(t.init.as_str())
-                            .push_bind(t.batchnorm)
+                            .push_bind(t.cell.canonical())
                             .push_bind(t.seed as i64)
-                            .push_bind($crate::store::own_part(t))
+                            .push_bind($crate::store::spec::own_part(t))
                             .push_bind(settings_hash.clone())
                             .push_bind(spec.run.priority as i64)
                             .push_bind(spec.run.max_attempts as i64)
                             .push_bind("queued");
                     });
-                    qb.push(" ON CONFLICT (id) DO NOTHING");
+                    qb.push($crate::store::sql::TRIAL_INSERT_END);
                     added += qb.build().execute(&mut *tx).await?.rows_affected();
                 }
                 let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM trials WHERE sweep_id = $1")
@@ -102,7 +99,11 @@ macro_rules! impl_store {
                     .fetch_one(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                Ok($crate::store::SubmitOutcome { sweep_id: spec.name.clone(), total: total as u64, added })
+                Ok($crate::store::SubmitOutcome {
+                    sweep_id: spec.name.clone(),
+                    total_trials: total.max(0) as u64,
+                    added_trials: added,
+                })
             }
 
             fn store_id(&self) -> &str {
@@ -115,9 +116,8 @@ macro_rules! impl_store {
                 now_ms: i64,
                 ttl_ms: i64,
             ) -> Result<Option<$crate::store::Lease>, $crate::store::StoreError> {
-                use sqlx::Row;
                 let lease_id = $crate::store::new_lease_id();
-                let row = sqlx::query(Self::LEASE_SQL)
+                let row: Option<$crate::store::rows::LeasedRow> = sqlx::query_as(Self::LEASE_SQL)
                     .bind(&lease_id)
                     .bind(who.worker_id)
                     .bind(now_ms + ttl_ms)
@@ -128,30 +128,16 @@ macro_rules! impl_store {
                     .fetch_optional(&self.write)
                     .await?;
                 let Some(row) = row else { return Ok(None) };
-                let settings_hash: Option<String> = row.try_get("settings_hash")?;
-                let settings: Option<(String,)> = match &settings_hash {
+                let settings: Option<(String,)> = match &row.settings_hash {
                     Some(h) => sqlx::query_as($crate::store::sql::SETTINGS).bind(h).fetch_optional(&self.read).await?,
                     None => None,
                 };
-                let spec = $crate::store::stored_spec(
-                    &row.try_get::<String, _>("spec_json")?,
-                    settings_hash.as_deref(),
-                    settings.as_ref().map(|(s,)| s.as_str()),
-                )?;
-                let sweep_id: String = row.try_get("sweep_id")?;
                 let keep: Option<(bool,)> = sqlx::query_as($crate::store::sql::KEEP_WEIGHTS)
-                    .bind(&sweep_id)
+                    .bind(&row.sweep_id)
                     .fetch_optional(&self.read)
                     .await?;
-                Ok(Some($crate::store::Lease {
-                    trial_id: row.try_get("id")?,
-                    lease_id,
-                    sweep_id,
-                    spec,
-                    attempt: row.try_get::<i64, _>("attempts")? as u32,
-                    resume_step: row.try_get("checkpoint_step")?,
-                    keep_weights: keep.is_some_and(|(k,)| k),
-                }))
+                let keep_weights = keep.is_some_and(|(k,)| k);
+                row.into_lease(lease_id, settings.as_ref().map(|(s,)| s.as_str()), keep_weights).map(Some)
             }
 
             async fn lease_owner(
@@ -355,8 +341,8 @@ macro_rules! impl_store {
                 &self,
                 sweep_id: Option<&str>,
             ) -> Result<Vec<$crate::store::SweepStatus>, $crate::store::StoreError> {
-                use sqlx::Row;
-                use $crate::store::{sql, Progress, RunningTrial, StateCounts, StoreError, SweepStatus, TrialState};
+                use $crate::store::rows::RunningRow;
+                use $crate::store::{sql, StateCounts, StoreError, SweepStatus};
                 let sweeps: Vec<(String, bool)> = match sweep_id {
                     Some(id) => sqlx::query_as(sql::SWEEPS_ONE).bind(id).fetch_all(&self.read).await?,
                     None => sqlx::query_as(sql::SWEEPS_ALL).fetch_all(&self.read).await?,
@@ -368,9 +354,9 @@ macro_rules! impl_store {
                     Some(id) => sqlx::query_as(sql::COUNTS_ONE).bind(id).fetch_all(&self.read).await?,
                     None => sqlx::query_as(sql::COUNTS_ALL).fetch_all(&self.read).await?,
                 };
-                let running = match sweep_id {
-                    Some(id) => sqlx::query(sql::RUNNING_ONE).bind(id).fetch_all(&self.read).await?,
-                    None => sqlx::query(sql::RUNNING_ALL).fetch_all(&self.read).await?,
+                let running: Vec<RunningRow> = match sweep_id {
+                    Some(id) => sqlx::query_as(sql::RUNNING_ONE).bind(id).fetch_all(&self.read).await?,
+                    None => sqlx::query_as(sql::RUNNING_ALL).fetch_all(&self.read).await?,
                 };
                 let mut out: Vec<SweepStatus> = sweeps
                     .into_iter()
@@ -385,79 +371,15 @@ macro_rules! impl_store {
                     out.iter().enumerate().map(|(i, s)| (s.sweep_id.clone(), i)).collect();
                 for (sweep, state, n) in counts {
                     if let Some(&i) = index.get(&sweep) {
-                        out[i].counts.add(TrialState::parse(&state)?, n as u64);
+                        out[i].counts.add($crate::store::spec::stored_state(&state)?, n.max(0) as u64);
                     }
                 }
                 for row in running {
-                    let sweep: String = row.try_get("sweep_id")?;
-                    let Some(&i) = index.get(&sweep) else { continue };
-                    out[i].running.push(RunningTrial {
-                        trial_id: row.try_get("id")?,
-                        worker_id: row.try_get::<Option<String>, _>("worker_id")?.unwrap_or_default(),
-                        spec: $crate::store::stored_spec(
-                            &row.try_get::<String, _>("spec_json")?,
-                            row.try_get::<Option<String>, _>("settings_hash")?.as_deref(),
-                            row.try_get::<Option<String>, _>("settings_json")?.as_deref(),
-                        )?,
-                        attempt: row.try_get::<i64, _>("attempts")? as u32,
-                        progress: Progress {
-                            epoch: row.try_get::<Option<i64>, _>("progress_epoch")?.unwrap_or(0) as u32,
-                            step: row.try_get::<Option<i64>, _>("progress_step")?.unwrap_or(0),
-                            loss: row.try_get("progress_loss")?,
-                        },
-                    });
+                    if let Some(&i) = index.get(&row.sweep_id) {
+                        out[i].running.push(row.into_running()?);
+                    }
                 }
                 Ok(out)
-            }
-
-            async fn report(
-                &self,
-                sweep_id: &str,
-            ) -> Result<Vec<$crate::store::CellAggregate>, $crate::store::StoreError> {
-                use sqlx::Row;
-                use $crate::store::{sql, CellAggregate, StateCounts, StoreError, Sums};
-                let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM sweeps WHERE id = $1")
-                    .bind(sweep_id)
-                    .fetch_optional(&self.read)
-                    .await?;
-                if exists.is_none() {
-                    return Err(StoreError::NotFound(format!("sweep {sweep_id:?}")));
-                }
-                let rows = sqlx::query(sql::REPORT).bind(sweep_id).fetch_all(&self.read).await?;
-                let sums = |row: &<$db as sqlx::Database>::Row, p: &str| -> Result<Sums, sqlx::Error> {
-                    Ok(Sums {
-                        n: row.try_get::<i64, _>(format!("{p}_n").as_str())? as u64,
-                        sum: row.try_get::<Option<f64>, _>(format!("{p}_s").as_str())?.unwrap_or(0.0),
-                        sum_sq: row.try_get::<Option<f64>, _>(format!("{p}_q").as_str())?.unwrap_or(0.0),
-                    })
-                };
-                let count = |row: &<$db as sqlx::Database>::Row, c: &str| -> Result<u64, sqlx::Error> {
-                    Ok(row.try_get::<i64, _>(c)? as u64)
-                };
-                rows.iter()
-                    .map(|row| {
-                        Ok(CellAggregate {
-                            depth: row.try_get::<i64, _>("depth")? as u32,
-                            skip: row.try_get("skip")?,
-                            init: row.try_get("init")?,
-                            batchnorm: row.try_get("batchnorm")?,
-                            counts: StateCounts {
-                                queued: count(row, "queued")?,
-                                running: count(row, "running")?,
-                                succeeded: count(row, "succeeded")?,
-                                diverged: count(row, "diverged")?,
-                                failed: count(row, "failed")?,
-                                cancelled: count(row, "cancelled")?,
-                            },
-                            test_accuracy: sums(row, "acc")?,
-                            train_loss: sums(row, "tl")?,
-                            test_loss: sums(row, "vl")?,
-                            best_test_accuracy: sums(row, "ba")?,
-                            wall_seconds: sums(row, "ws")?,
-                        })
-                    })
-                    .collect::<Result<Vec<_>, sqlx::Error>>()
-                    .map_err(StoreError::from)
             }
 
             async fn cancel(&self, sweep_id: &str, now_ms: i64) -> Result<u64, $crate::store::StoreError> {
@@ -481,49 +403,18 @@ macro_rules! impl_store {
                 &self,
                 sweep_id: &str,
             ) -> Result<Vec<$crate::store::TrialRecord>, $crate::store::StoreError> {
-                use sqlx::Row;
-                use $crate::store::{sql, TrialRecord, TrialState, TrialSummary};
-                let rows = sqlx::query(sql::TRIALS).bind(sweep_id).fetch_all(&self.read).await?;
-                rows.iter()
-                    .map(|row| {
-                        Ok(TrialRecord {
-                            trial_id: row.try_get("id")?,
-                            sweep_id: row.try_get("sweep_id")?,
-                            state: TrialState::parse(&row.try_get::<String, _>("state")?)?,
-                            attempts: row.try_get::<i64, _>("attempts")? as u32,
-                            failures: row.try_get::<i64, _>("failures")? as u32,
-                            infra_failures: row.try_get::<i64, _>("infra_failures")? as u32,
-                            handbacks: row.try_get::<i64, _>("handbacks")? as u32,
-                            resumed_step: row.try_get("resumed_step")?,
-                            last_error: row.try_get("last_error")?,
-                            worker_id: row.try_get("worker_id")?,
-                            checkpoint_step: row.try_get("checkpoint_step")?,
-                            device: row.try_get("device")?,
-                            threads: row.try_get::<Option<i64>, _>("threads")?.map(|t| t.clamp(0, u32::MAX as i64) as u32),
-                            summary: TrialSummary {
-                                final_train_loss: row.try_get("final_train_loss")?,
-                                final_test_loss: row.try_get("final_test_loss")?,
-                                final_test_accuracy: row.try_get("final_test_accuracy")?,
-                                best_test_accuracy: row.try_get("best_test_accuracy")?,
-                                wall_seconds: row.try_get::<Option<f64>, _>("wall_seconds")?.unwrap_or(0.0),
-                            },
-                        })
-                    })
-                    .collect()
+                let rows: Vec<$crate::store::rows::TrialRow> =
+                    sqlx::query_as($crate::store::sql::TRIALS).bind(sweep_id).fetch_all(&self.read).await?;
+                rows.into_iter().map(TryInto::try_into).collect()
             }
 
             async fn metrics(
                 &self,
                 trial_id: &str,
             ) -> Result<Vec<$crate::store::MetricRow>, $crate::store::StoreError> {
-                let rows: Vec<(i64, i64, String, f64)> = sqlx::query_as($crate::store::sql::METRICS)
-                    .bind(trial_id)
-                    .fetch_all(&self.read)
-                    .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(step, epoch, name, value)| $crate::store::MetricRow { step, epoch: epoch as u32, name, value })
-                    .collect())
+                let rows: Vec<$crate::store::rows::MetricPointRow> =
+                    sqlx::query_as($crate::store::sql::METRICS).bind(trial_id).fetch_all(&self.read).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
             }
         }
     };

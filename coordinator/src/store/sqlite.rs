@@ -91,6 +91,7 @@ impl SqliteStore {
             .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("../migrations/sqlite").run(&write).await?;
+        Self::upgrade_rows(&write).await?;
         sqlx::query(super::sql::STORE_ID_INSERT).bind(super::new_store_id()).execute(&write).await?;
         let (store_id,): (String,) = sqlx::query_as(super::sql::STORE_ID).fetch_one(&write).await?;
         // An in-memory database exists per connection: readers must share the
@@ -112,3 +113,4 @@ const LEASE_SQL_TEXT: &str = "UPDATE trials SET state = 'running', lease_id = $1
 
 impl_store!(SqliteStore, sqlx::Sqlite);
 impl_analytics!(SqliteStore, sqlx::Sqlite);
+impl_upgrade!(SqliteStore, sqlx::Sqlite);

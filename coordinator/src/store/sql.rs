@@ -1,0 +1,86 @@
+//! The SQL both backends share. Placeholders are `$N`: PostgreSQL's native
+//! form, and SQLite (through sqlx) maps `$N` to argument N as well.
+
+pub const HEARTBEAT: &str =
+    "UPDATE trials SET lease_expires_ms = $2, progress_epoch = $3, progress_step = $4, progress_loss = $5 \
+     WHERE lease_id = $1 AND state = 'running' RETURNING id";
+
+pub const STATE_BY_LEASE: &str = "SELECT id, state FROM trials WHERE lease_id = $1";
+
+pub const COMPLETE: &str = "UPDATE trials SET state = $2, finished_ms = $3, lease_expires_ms = NULL, \
+     final_train_loss = $4, final_test_loss = $5, final_test_accuracy = $6, best_test_accuracy = $7, wall_seconds = $8 \
+     WHERE lease_id = $1 AND state = 'running' RETURNING id";
+
+pub const FAIL: &str = "UPDATE trials SET failures = failures + 1, last_error = $2, \
+     state = CASE WHEN failures + 1 >= max_attempts THEN 'failed' ELSE 'queued' END, \
+     finished_ms = CASE WHEN failures + 1 >= max_attempts THEN $3 ELSE NULL END, \
+     lease_id = NULL, worker_id = NULL, holder = NULL, lease_expires_ms = NULL \
+     WHERE lease_id = $1 AND state = 'running' RETURNING state";
+
+pub const REAP: &str = "UPDATE trials SET infra_failures = infra_failures + 1, \
+     last_error = 'lease expired: worker ' || COALESCE(worker_id, '?') || ' stopped heartbeating', \
+     state = CASE WHEN infra_failures + 1 >= $2 THEN 'failed' ELSE 'queued' END, \
+     finished_ms = CASE WHEN infra_failures + 1 >= $2 THEN $1 ELSE NULL END, \
+     lease_id = NULL, worker_id = NULL, holder = NULL, lease_expires_ms = NULL \
+     WHERE state = 'running' AND lease_expires_ms < $1";
+
+pub const COUNTS_ALL: &str = "SELECT sweep_id, state, COUNT(*) AS n FROM trials GROUP BY sweep_id, state";
+pub const COUNTS_ONE: &str =
+    "SELECT sweep_id, state, COUNT(*) AS n FROM trials WHERE sweep_id = $1 GROUP BY sweep_id, state";
+pub const SWEEPS_ALL: &str = "SELECT id, cancelled FROM sweeps ORDER BY created_ms, id";
+pub const SWEEPS_ONE: &str = "SELECT id, cancelled FROM sweeps WHERE id = $1";
+pub const RUNNING_ALL: &str = "SELECT t.id, t.sweep_id, t.worker_id, t.spec_json, s.settings_json, t.attempts, \
+     t.progress_epoch, t.progress_step, t.progress_loss \
+     FROM trials t LEFT JOIN trial_settings s ON s.hash = t.settings_hash WHERE t.state = 'running' ORDER BY t.seq";
+pub const RUNNING_ONE: &str = "SELECT t.id, t.sweep_id, t.worker_id, t.spec_json, s.settings_json, t.attempts, \
+     t.progress_epoch, t.progress_step, t.progress_loss \
+     FROM trials t LEFT JOIN trial_settings s ON s.hash = t.settings_hash \
+     WHERE t.state = 'running' AND t.sweep_id = $1 ORDER BY t.seq";
+pub const SETTINGS_INSERT: &str =
+    "INSERT INTO trial_settings (hash, settings_json) VALUES ($1, $2) ON CONFLICT (hash) DO NOTHING";
+pub const SETTINGS: &str = "SELECT settings_json FROM trial_settings WHERE hash = $1";
+
+pub const CANCEL_SWEEP: &str = "UPDATE sweeps SET cancelled = TRUE WHERE id = $1";
+pub const CANCEL_TRIALS: &str = "UPDATE trials SET state = 'cancelled', finished_ms = $2, lease_expires_ms = NULL \
+     WHERE sweep_id = $1 AND state IN ('queued', 'running')";
+
+pub const RELEASE: &str = "UPDATE trials SET state = 'queued', handbacks = handbacks + 1, last_error = $2, \
+     lease_id = NULL, worker_id = NULL, holder = NULL, lease_expires_ms = NULL \
+     WHERE lease_id = $1 AND state = 'running' RETURNING id";
+
+pub const EXTEND_LEASES: &str = "UPDATE trials SET lease_expires_ms = $1 \
+     WHERE state = 'running' AND lease_expires_ms < $1";
+
+pub const TRUNCATE_METRICS: &str = "DELETE FROM metrics WHERE trial_id = $1 AND step > $2";
+/// A resumed (or restarted, T = 0) attempt: the vouched checkpoint step
+/// becomes NULL for T = 0, else MIN(vouched, T) (NULL stays NULL).
+pub const SET_RESUMED: &str = "UPDATE trials SET resumed_step = $2, \
+     checkpoint_step = CASE WHEN $2 <= 0 OR checkpoint_step IS NULL THEN NULL \
+     WHEN checkpoint_step < $2 THEN checkpoint_step ELSE $2 END \
+     WHERE id = $1";
+pub const SET_CHECKPOINT: &str = "UPDATE trials SET checkpoint_step = $2 WHERE id = $1";
+
+pub const LEASE_OWNER: &str = "SELECT id, holder, worker_id FROM trials WHERE lease_id = $1 AND state = 'running'";
+pub const KEEP_WEIGHTS: &str = "SELECT keep_weights FROM sweeps WHERE id = $1";
+
+pub const STORE_ID_INSERT: &str =
+    "INSERT INTO store_meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING";
+pub const STORE_ID: &str = "SELECT value FROM store_meta WHERE key = 'store_id'";
+
+pub const QUARANTINE_FAIL: &str =
+    "INSERT INTO quarantine (holder, worker_id, failures, updated_ms) VALUES ($1, $2, 1, $3) \
+     ON CONFLICT (holder, worker_id) DO UPDATE SET failures = quarantine.failures + 1, updated_ms = $3 \
+     RETURNING failures";
+pub const QUARANTINE_CLEAR: &str = "DELETE FROM quarantine WHERE holder = $1 AND worker_id = $2";
+pub const QUARANTINE_GET: &str = "SELECT failures FROM quarantine WHERE holder = $1 AND worker_id = $2";
+
+pub const TRIALS: &str = "SELECT id, sweep_id, state, attempts, failures, infra_failures, handbacks, resumed_step, last_error, worker_id, \
+     checkpoint_step, device, threads, final_train_loss, final_test_loss, final_test_accuracy, best_test_accuracy, wall_seconds \
+     FROM trials WHERE sweep_id = $1 ORDER BY seq";
+pub const METRICS: &str = "SELECT step, epoch, name, value FROM metrics WHERE trial_id = $1 ORDER BY name, step";
+
+/// The columns a submit writes; `ON CONFLICT DO NOTHING` (no target) so a
+/// trial that exists under its `id` or its `identity` is skipped.
+pub const TRIAL_INSERT: &str = "INSERT INTO trials \
+     (id, identity, sweep_id, cell_key, seq, cell, seed, spec_json, settings_hash, priority, max_attempts, state) ";
+pub const TRIAL_INSERT_END: &str = " ON CONFLICT DO NOTHING";
