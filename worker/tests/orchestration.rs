@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use sweep_coordinator::store::TrialState;
+use sweep_core::TrialState;
 
 /// 5 depths x 2 skip x 5 init x 2 batchnorm x 5 seeds = 500 trials. Each
 /// trial: 2 epochs of 2 batches (8 images, batch 4), a train loss logged per
@@ -42,7 +42,7 @@ async fn sixteen_workers_race_and_every_trial_runs_exactly_once() {
     let coord = Coordinator::start(dir.path(), fast_config(Duration::from_secs(30))).await;
     let spec = grid(RACE_GRID);
     let out = coord.store.submit(&spec, 0).await.unwrap();
-    assert_eq!((out.total, out.added), (500, 500));
+    assert_eq!((out.total_trials, out.added_trials), (500, 500));
 
     let ckpt = dir.path().join("checkpoints");
     let mut workers: Vec<_> =
