@@ -18,7 +18,8 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use sweep_core::{DataConfig, InitScheme, Optimizer, TrainConfig, TrialSpec};
+use sweep_core::bmenet::BmenetTrial;
+use sweep_core::{DataConfig, InitScheme, Optimizer, TrainConfig};
 use sweep_worker::torch::{cifar, TorchTrainer};
 use sweep_worker::trainer::{StopFlag, TrainContext, TrainEvent, TrainOutcome, Trainer, TrialJob};
 
@@ -59,7 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             cifar::generate_synthetic(&tmp.join("data"), n, 100, 1)?
         }
     };
-    let spec = TrialSpec {
+    let trial = BmenetTrial {
         depth: args.depth,
         skip: !args.no_skip,
         init: InitScheme::Default,
@@ -86,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let job = TrialJob {
         trial_id: "bench".into(),
-        spec,
+        spec: trial.spec(),
         attempt: 1,
         checkpoint_dir: tmp.join("ckpt"),
         store_id: "bench".into(),

@@ -5,11 +5,14 @@
 //! metric upload with acknowledgements, reconnect with backoff); [`trainer`]
 //! is the seam to the computation, which runs on its own thread;
 //! [`uploader`] is the metric upload of one lease (batches, acknowledgements,
-//! checkpoint barriers, refusals);
+//! checkpoint barriers, refusals); `finish` holds the lease's other calls
+//! (heartbeats; complete, fail, release with retries); `retry` is the one
+//! reading of the coordinator's status codes and the backoff;
 //! [`simulated`] is a deterministic test double for orchestration tests;
 //! `torch` (feature `torch`, default) is the real BMEnet trainer on libtorch.
 
 pub mod daemon;
+mod finish;
 mod retry;
 pub mod simulated;
 pub mod trainer;

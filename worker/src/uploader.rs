@@ -15,7 +15,7 @@
 //! Defence in depth: a non-finite point is dropped with a warning (the
 //! coordinator refuses them), and a batch the coordinator refuses for good
 //! (any non-transient code but `FAILED_PRECONDITION`, which means the lease
-//! is lost) ends the upload with [`UploadEnd::Refused`] instead of being
+//! is lost: [`crate::retry::verdict`]) ends the upload with [`UploadEnd::Refused`] instead of being
 //! re-sent forever; the daemon then fails the trial.
 //!
 //! [`Outbox`] is the state machine without the network, so it is tested on
@@ -30,9 +30,8 @@ use sweep_proto::v1 as pb;
 use sweep_proto::v1::worker_service_client::WorkerServiceClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Code;
 
-use crate::retry::{transient, Backoff};
+use crate::retry::{verdict, Backoff, Verdict};
 use crate::trainer::{FlushAck, Metric, StopFlag, StopReason, TrainEvent};
 
 /// How an upload ended.
@@ -45,27 +44,6 @@ pub enum UploadEnd {
     /// The coordinator refused a batch for good; the text names the batch
     /// and the reason.
     Refused(String),
-}
-
-/// What the coordinator's answer to a metric call means for the upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// The coordinator is away or busy: re-send later.
-    Retry,
-    /// `FAILED_PRECONDITION`: the lease went to someone else.
-    LeaseLost,
-    /// Any other code: the batch will never be accepted.
-    Refused,
-}
-
-pub fn verdict(code: Code) -> Verdict {
-    if code == Code::FailedPrecondition {
-        Verdict::LeaseLost
-    } else if transient(code) {
-        Verdict::Retry
-    } else {
-        Verdict::Refused
-    }
 }
 
 /// The upload's state without the network: the points not yet in a batch,
@@ -478,15 +456,5 @@ mod tests {
         o.seal();
         let d = o.describe_oldest();
         assert!(d.contains("metric batch 1") && d.contains("2 points") && d.contains("steps 4..=7"), "{d}");
-    }
-
-    #[test]
-    fn verdicts() {
-        assert_eq!(verdict(Code::InvalidArgument), Verdict::Refused);
-        assert_eq!(verdict(Code::OutOfRange), Verdict::Refused);
-        assert_eq!(verdict(Code::PermissionDenied), Verdict::Refused);
-        assert_eq!(verdict(Code::FailedPrecondition), Verdict::LeaseLost);
-        assert_eq!(verdict(Code::Unavailable), Verdict::Retry);
-        assert_eq!(verdict(Code::ResourceExhausted), Verdict::Retry);
     }
 }

@@ -31,10 +31,11 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use sweep_core::{DataConfig, InitScheme, Optimizer, TrainConfig, TrialSpec};
+use sweep_core::bmenet::BmenetTrial;
+use sweep_core::{DataConfig, InitScheme, Optimizer, TrainConfig};
+use sweep_worker::torch::batch::epoch_permutation;
 use sweep_worker::torch::bmenet::{BmeConfig, BmeNet};
 use sweep_worker::torch::cifar;
-use sweep_worker::torch::train::epoch_permutation;
 use sweep_worker::torch::TorchTrainer;
 use sweep_worker::trainer::{StopFlag, StopReason, TrainContext, TrainEvent, TrainOutcome, Trainer, TrialJob};
 use tch::{nn, Device, Kind, Tensor};
@@ -90,8 +91,8 @@ impl Case {
         )
     }
 
-    fn spec(&self, data: &Path) -> TrialSpec {
-        TrialSpec {
+    fn spec(&self, data: &Path) -> BmenetTrial {
+        BmenetTrial {
             depth: self.depth,
             skip: self.skip,
             init: InitScheme::Default,
@@ -211,7 +212,7 @@ struct Ours {
 /// Runs the real trainer with a context whose channel is drained on another
 /// thread (every `train_loss` kept). `stop_after`: ask it to stop (as on
 /// SIGTERM) once that step's loss is in.
-fn run_ours(spec: &TrialSpec, ckpt: &Path, stop_after: Option<i64>) -> Ours {
+fn run_ours(spec: &BmenetTrial, ckpt: &Path, stop_after: Option<i64>) -> Ours {
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let stop = StopFlag::new();
     let flag = stop.clone();
@@ -239,7 +240,7 @@ fn run_ours(spec: &TrialSpec, ckpt: &Path, stop_after: Option<i64>) -> Ours {
     let ctx = TrainContext::new(tx, stop);
     let job = TrialJob {
         trial_id: "fidelity".into(),
-        spec: spec.clone(),
+        spec: spec.spec(),
         attempt: 1,
         checkpoint_dir: ckpt.to_owned(),
         store_id: "fidelity".into(),
@@ -256,12 +257,12 @@ fn run_ours(spec: &TrialSpec, ckpt: &Path, stop_after: Option<i64>) -> Ours {
     Ours { outcome, losses: steps.into_iter().map(|(_, v)| v).collect() }
 }
 
-fn bme_config(spec: &TrialSpec) -> BmeConfig {
-    BmeConfig { depth: spec.depth, skip: spec.skip, batchnorm: spec.batchnorm, init: spec.init }
+fn bme_config(spec: &BmenetTrial) -> BmeConfig {
+    BmeConfig::from(spec)
 }
 
 /// The trainer's initial weights, made the way `run_trial` makes them.
-fn export_init(spec: &TrialSpec, path: &Path) {
+fn export_init(spec: &BmenetTrial, path: &Path) {
     tch::manual_seed(spec.seed as i64);
     let vs = nn::VarStore::new(Device::Cpu);
     let _net = BmeNet::new(&vs.root(), &bme_config(spec)).unwrap();
@@ -270,7 +271,7 @@ fn export_init(spec: &TrialSpec, path: &Path) {
 
 /// The weights of the newest checkpoint in `ckpt` (all VarStore variables:
 /// parameters and BN running statistics).
-fn checkpoint_weights(spec: &TrialSpec, ckpt: &Path) -> HashMap<String, Tensor> {
+fn checkpoint_weights(spec: &BmenetTrial, ckpt: &Path) -> HashMap<String, Tensor> {
     let newest = std::fs::read_dir(ckpt)
         .unwrap()
         .filter_map(|e| {
@@ -299,7 +300,7 @@ type Replay = (i64, Option<serde_json::Value>);
 /// Replays `spec` in PyTorch once per entry of `runs`, all in one Python
 /// process (one `import torch`).
 fn run_pytorch_runs(
-    spec: &TrialSpec,
+    spec: &BmenetTrial,
     init: &Path,
     dir: &Path,
     n: usize,

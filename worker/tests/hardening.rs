@@ -9,7 +9,8 @@
 //!   instead of being re-sent forever (bug 1, daemon side);
 //! - a checkpoint this database does not vouch for is ignored, and the
 //!   checkpoints are deleted once the result is acknowledged (bug 3, 4);
-//! - numeric and worker-ID flags are validated (bug 8).
+//! - numeric and worker-ID flags are validated (bug 8);
+//! - a quarantined worker says so and stops.
 
 mod common;
 
@@ -18,7 +19,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sweep_coordinator::store::{Store, TrialState};
+use sweep_coordinator::store::Store;
+use sweep_core::TrialState;
 
 /// One trial (seed 1, depth 8) of `epochs` epochs over `train_subset`
 /// examples in batches of 4, a loss point every batch.
@@ -205,6 +207,38 @@ async fn a_permanently_refused_batch_fails_the_trial_instead_of_looping() {
     coord.stop().await;
 }
 
+/// Quarantine, worker side: once the coordinator quarantines a worker (here
+/// after one failed trial), its next lease call is refused with quarantine's
+/// own code (PERMISSION_DENIED, not the lost-lease FAILED_PRECONDITION); the
+/// worker says it is quarantined and stops instead of retrying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_worker_says_so_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sweep_coordinator::CoordinatorConfig { quarantine_after: 1, ..fast_config(Duration::from_secs(30)) };
+    let coord = Coordinator::start(dir.path(), config).await;
+    let mut g = long_grid();
+    g.seeds = vec![1, 2];
+    coord.store.submit(&g, 0).await.unwrap();
+    let log = dir.path().join("worker.log");
+    let mut w = worker_cmd(&coord.url, "crashloop", &dir.path().join("ck"), &log, &["--simulate-refused-metric"])
+        .spawn()
+        .unwrap();
+    let (status, took) = tokio::task::block_in_place(|| wait_exit(&mut w, Duration::from_secs(20)));
+    let text = read(&log);
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "the worker did not stop with an error within {took:?}; log:\n{text}"
+    );
+    assert!(text.contains("PERMISSION_DENIED") && text.contains("quarantined"), "log:\n{text}");
+    let trials = coord.store.trials("long").await.unwrap();
+    assert_eq!(
+        trials.iter().filter(|t| t.failures > 0).count(),
+        1,
+        "one failed trial, then no more leases: {trials:?}"
+    );
+    coord.stop().await;
+}
+
 fn trial_dir(ckpt: &Path, trial: &str) -> PathBuf {
     ckpt.join(trial)
 }
@@ -274,6 +308,7 @@ fn bad_flag_values_are_refused_with_exit_2() {
         (vec!["synth-data", "--out", "/nonexistent/x", "--train", "100000000"], "--train"),
         (vec!["synth-data", "--out", "/nonexistent/x", "--test", "10001"], "--test"),
         (vec!["model", "--depth", "100000"], "--depth"),
+        (vec!["model", "--depth", "12"], "--depth"),
     ];
     for (args, flag) in cases {
         let out = std::process::Command::new(worker_bin())

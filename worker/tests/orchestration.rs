@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use sweep_coordinator::store::TrialState;
+use sweep_core::TrialState;
 
 /// 5 depths x 2 skip x 5 init x 2 batchnorm x 5 seeds = 500 trials. Each
 /// trial: 2 epochs of 2 batches (8 images, batch 4), a train loss logged per

@@ -6,7 +6,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use sweep_core::{DataConfig, InitScheme, Optimizer, TrainConfig, TrialSpec};
+use sweep_core::bmenet::BmenetTrial;
+use sweep_core::{DataConfig, InitScheme, Optimizer, TrainConfig};
 use sweep_worker::torch::cifar::{self, CifarError, IMAGE_BYTES, RECORD_BYTES};
 use sweep_worker::torch::TorchTrainer;
 use sweep_worker::trainer::{
@@ -160,8 +161,9 @@ fn dataset() -> &'static Path {
     })
 }
 
-fn spec(seed: u64, epochs: u32) -> TrialSpec {
-    TrialSpec {
+/// A typed trial; [`job`] turns it into the generic spec the trainer gets.
+fn spec(seed: u64, epochs: u32) -> BmenetTrial {
+    BmenetTrial {
         depth: 8,
         skip: true,
         init: InitScheme::Default,
@@ -187,10 +189,10 @@ fn spec(seed: u64, epochs: u32) -> TrialSpec {
 }
 
 /// A job whose coordinator vouches for any checkpoint step of store "s".
-fn job(spec: TrialSpec, ckpt: &Path) -> TrialJob {
+fn job(trial: BmenetTrial, ckpt: &Path) -> TrialJob {
     TrialJob {
         trial_id: "t".into(),
-        spec,
+        spec: trial.spec(),
         attempt: 1,
         checkpoint_dir: ckpt.to_owned(),
         store_id: "s".into(),
@@ -425,7 +427,7 @@ fn checkpoints_resume_only_when_the_store_vouches_and_final_weights_are_kept() {
     assert!(d.join("final/weights.ot").metadata().unwrap().len() > 0);
     let fin: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("final/meta.json")).unwrap()).unwrap();
     assert_eq!(fin["trial_id"], "t");
-    assert_eq!(fin["spec"], s.canonical());
+    assert_eq!(fin["spec"], s.spec().canonical());
     let meta_path = d.join("ckpt-000000000002/meta.json");
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
     assert_eq!((meta["store_id"].as_str(), meta["trial_id"].as_str()), (Some("s"), Some("t")));

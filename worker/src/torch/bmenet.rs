@@ -61,6 +61,13 @@ pub struct BmeConfig {
     pub init: InitScheme,
 }
 
+impl From<&sweep_core::bmenet::BmenetTrial> for BmeConfig {
+    /// The network of a (resolved) trial.
+    fn from(t: &sweep_core::bmenet::BmenetTrial) -> Self {
+        BmeConfig { depth: t.depth, skip: t.skip, batchnorm: t.batchnorm, init: t.init }
+    }
+}
+
 /// What a SkipBlock does besides its convolutions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockKind {

@@ -125,12 +125,6 @@ fn send(r: Result<(), StopReason>) -> Result<(), Halt> {
     r.map_err(Halt::Stop)
 }
 
-impl From<&BmenetTrial> for BmeConfig {
-    fn from(t: &BmenetTrial) -> Self {
-        BmeConfig { depth: t.depth, skip: t.skip, batchnorm: t.batchnorm, init: t.init }
-    }
-}
-
 /// The trial's data (through the process-wide cache), with at least one
 /// training and one test image.
 fn load_data(trial: &BmenetTrial, data_override: Option<&Path>) -> Result<Arc<CifarData>, TrainError> {
