@@ -248,7 +248,7 @@ pub mod rules {
     /// Counts that must be at least 1 and fit in 32 bits (epochs, ...).
     pub fn positive_u32(l: &Level) -> Result<(), String> {
         let n = l.as_int().unwrap_or(0);
-        crate::grid_parse::rules::positive(n)?;
+        crate::grid_rules::positive(n)?;
         if n > i64::from(u32::MAX) {
             return Err(format!("{n} is too large; the limit is {}", u32::MAX));
         }

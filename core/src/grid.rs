@@ -135,7 +135,7 @@ impl GridSpec {
     /// Checks the invariants that parsing guarantees, for a spec built some
     /// other way (e.g. received over gRPC).
     pub fn validate(&self) -> Result<(), GridError> {
-        crate::grid_parse::validate_spec(self)
+        crate::grid_validate::validate_spec(self)
     }
 
     /// The full factorial in factor order (the last factor varying

@@ -11,12 +11,15 @@ pub mod cell;
 pub mod effects;
 pub mod grid;
 mod grid_parse;
+mod grid_rules;
+mod grid_validate;
 pub mod level;
 pub mod quote;
 pub mod results;
 pub mod schema;
 pub mod state;
 pub mod stats;
+mod toml_doc;
 pub mod trial;
 
 pub use bmenet::{InitScheme, Optimizer, TrainConfig, MAX_DEPTH};

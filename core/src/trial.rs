@@ -68,7 +68,7 @@ impl TrialSpec {
     /// settings, for a spec that arrived without a grid (e.g. over the
     /// wire). The error's key is the factor or `train.`/`data.` key.
     pub fn validate(&self) -> Result<(), crate::GridError> {
-        crate::grid_parse::validate_trial(self)
+        crate::grid_validate::validate_trial(self)
     }
 
     /// The level of key `name`: the cell's, else the fixed setting's.

@@ -1,0 +1,145 @@
+//! Validation of specs built without a file (received over gRPC, or a
+//! trial handed to a worker) against the same rules the parser applies:
+//! the grid's own rules (`grid_rules`) and the trainer's schema.
+
+use crate::grid::*;
+use crate::grid_parse::cell_count;
+use crate::grid_rules as rules;
+use crate::level::Level;
+use crate::quote::{short, short_bare};
+use crate::schema::{Place, Schema};
+
+pub(crate) fn bad(key: &str) -> impl Fn(String) -> GridError + '_ {
+    move |message| GridError::Spec { key: key.to_owned(), message }
+}
+
+pub(crate) fn bad_at(key: &str) -> impl Fn((usize, String)) -> GridError + '_ {
+    move |(_, message)| GridError::Spec { key: key.to_owned(), message }
+}
+
+/// TOML cannot write integers above `i64::MAX`, so neither may the wire.
+pub(crate) fn as_i64(key: &str, n: u64) -> Result<i64, GridError> {
+    i64::try_from(n).map_err(|_| bad(key)(format!("{n} is larger than {}", i64::MAX)))
+}
+
+/// Checks a spec built without a file (e.g. received over gRPC) against the
+/// same rules the parser applies.
+pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
+    let schema = crate::schema();
+    rules::name(&spec.name).map_err(bad("name"))?;
+    rules::seed_count(as_i64("seeds", spec.seeds.len() as u64)?).map_err(bad("seeds"))?;
+    for &s in &spec.seeds {
+        rules::seed(as_i64("seeds", s)?).map_err(bad("seeds"))?;
+    }
+    rules::distinct(&spec.seeds).map_err(bad_at("seeds"))?;
+
+    let mut last = None;
+    for f in &spec.factors {
+        let key = format!("grid.{}", short_bare(&f.name));
+        let position = schema.position(&f.name);
+        if position == usize::MAX {
+            return Err(bad(&key)(unknown_factor(schema, &f.name)));
+        }
+        if last.is_some_and(|p| p >= position) {
+            return Err(bad(&key)("is out of order or given twice; factors follow the schema's key order".into()));
+        }
+        last = Some(position);
+        rules::non_empty(f.levels.len()).map_err(bad(&key))?;
+        for l in &f.levels {
+            check_exact(schema, &f.name, l).map_err(bad(&key))?;
+        }
+        rules::distinct(&f.levels).map_err(bad_at(&key))?;
+    }
+    for name in schema.names(Place::Factor) {
+        if spec.factor(name).is_none() {
+            return Err(bad(&format!("grid.{name}"))("missing; this factor is required".into()));
+        }
+    }
+    check_settings(schema, &spec.train, |name| spec.factor(name).is_some())?;
+    validate_data(&spec.data)?;
+
+    rules::positive(spec.run.max_attempts.into()).map_err(bad("run.max_attempts"))?;
+    rules::trial_count(cell_count(&spec.factors), spec.seeds.len() as u64).map_err(bad("grid"))
+}
+
+/// Checks one trial's spec (e.g. an assignment received by a worker): every
+/// schema key exactly once, as a cell level or a fixed setting, each valid;
+/// the seed; the data settings. Keys are `depth` for factor-only keys and
+/// `train.lr` for settings, wherever they are given.
+pub(crate) fn validate_trial(t: &crate::TrialSpec) -> Result<(), GridError> {
+    let schema = crate::schema();
+    let key_of = |name: &str| match schema.key(name).map(|k| k.place) {
+        Some(Place::Setting) => format!("train.{}", short_bare(name)),
+        _ => short_bare(name),
+    };
+    for (name, l) in t.cell.iter() {
+        if schema.key(name).is_none() {
+            return Err(bad(&key_of(name))(unknown_factor(schema, name)));
+        }
+        check_exact(schema, name, l).map_err(bad(&key_of(name)))?;
+    }
+    for name in schema.names(Place::Factor) {
+        if t.cell.get(name).is_none() {
+            return Err(bad(name)("missing from the trial's cell".into()));
+        }
+    }
+    check_settings(schema, &t.train, |name| t.cell.get(name).is_some())?;
+    rules::seed(as_i64("seed", t.seed)?).map_err(bad("seed"))?;
+    validate_data(&t.data)
+}
+
+/// Fixed settings: each a known `[train]` key, not also a factor, valid;
+/// and every `[train]` key that is not a factor present.
+fn check_settings(schema: &Schema, train: &Settings, is_factor: impl Fn(&str) -> bool) -> Result<(), GridError> {
+    for (name, l) in train {
+        let key = format!("train.{}", short_bare(name));
+        match schema.key(name) {
+            Some(k) if k.place == Place::Setting => {}
+            _ => {
+                let known = schema.names(Place::Setting).join(", ");
+                return Err(bad(&key)(format!("unknown setting; expected one of: {known}")));
+            }
+        }
+        if is_factor(name) {
+            return Err(bad(&key)("is both a factor and a fixed setting; a key is either one or the other".into()));
+        }
+        check_exact(schema, name, l).map_err(bad(&key))?;
+    }
+    for name in schema.names(Place::Setting) {
+        if !is_factor(name) && !train.contains_key(name) {
+            return Err(bad(&format!("train.{name}"))("missing; give it as a setting or a factor".into()));
+        }
+    }
+    Ok(())
+}
+
+/// A level already of the key's kind (the wire carries typed values) and
+/// valid by its rule.
+fn check_exact(schema: &Schema, name: &str, level: &Level) -> Result<(), String> {
+    let expected = schema.key(name).map(|k| k.kind);
+    schema.check(name, level.clone())?;
+    match expected {
+        Some(kind) if kind != level.kind() => Err(format!("expected {}, found {}", kind.describe(), level.describe())),
+        _ => Ok(()),
+    }
+}
+
+fn unknown_factor(schema: &Schema, name: &str) -> String {
+    format!("unknown factor {}; {} understands: {}", short(name), schema.trainer, schema.factor_names().join(", "))
+}
+
+fn validate_data(d: &DataConfig) -> Result<(), GridError> {
+    rules::dataset(&d.dataset).map_err(bad("data.dataset"))?;
+    // A path that is not UTF-8 cannot have come from a grid file.
+    let path = d
+        .path
+        .to_str()
+        .ok_or_else(|| bad("data.path")(format!("{} is not valid UTF-8", short(&d.path.to_string_lossy()))))?;
+    rules::data_path(path).map_err(bad("data.path"))?;
+    for (key, subset) in [("data.train_subset", d.train_subset), ("data.test_subset", d.test_subset)] {
+        if let Some(n) = subset {
+            rules::positive(as_i64(key, n)?).map_err(bad(key))?;
+        }
+    }
+    Ok(())
+}
