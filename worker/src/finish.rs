@@ -11,7 +11,7 @@ use sweep_proto::v1 as pb;
 
 use crate::daemon::{Client, Shutdown, WorkerConfig};
 use crate::retry::{transient, verdict, Backoff, Verdict};
-use crate::trainer::{StopFlag, StopReason, Summary};
+use crate::trainer::{StopFlag, StopReason, TrialSummary};
 
 /// Renews the lease every `every` until aborted; turns the coordinator's
 /// directives into stop requests.
@@ -95,7 +95,7 @@ pub(crate) async fn complete(
     config: &WorkerConfig,
     lease: &str,
     outcome: pb::Outcome,
-    s: &Summary,
+    s: &TrialSummary,
     sd: &Shutdown,
 ) -> bool {
     let finite = |v: Option<f64>| v.filter(|x| x.is_finite());

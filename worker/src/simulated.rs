@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::trainer::{StopReason, Summary, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob};
+use crate::trainer::{StopReason, TrialSummary, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob};
 
 pub struct SimulatedTrainer {
     /// Sleep per simulated batch, so a trial lasts long enough to be killed.
@@ -108,7 +108,7 @@ impl Trainer for SimulatedTrainer {
         if self.refused_metric {
             ctx.metric(-1, first_epoch, "train_loss", 1.0)?;
         }
-        let mut summary = Summary::default();
+        let mut summary = TrialSummary::default();
         let mut window = Vec::new();
         for epoch in first_epoch..=s.train.epochs {
             for b in 0..steps_per_epoch {

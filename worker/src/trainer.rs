@@ -268,7 +268,7 @@ impl TrainContext {
 
 /// The final numbers of a trial.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Summary {
+pub struct TrialSummary {
     pub final_train_loss: Option<f64>,
     pub final_test_loss: Option<f64>,
     pub final_test_accuracy: Option<f64>,
@@ -279,9 +279,9 @@ pub struct Summary {
 /// How a trial ended, when it did not end in an error.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TrainOutcome {
-    Succeeded(Summary),
+    Succeeded(TrialSummary),
     /// The loss became NaN or infinite: a result, not a crash.
-    Diverged(Summary),
+    Diverged(TrialSummary),
     /// Stopped on request before the end; the last checkpoint is on disk.
     Stopped(StopReason),
 }

@@ -1,5 +1,5 @@
 //! The mapping between a training run and its checkpoints: what the loop's
-//! position ([`Progress`]) becomes on disk ([`CheckpointMeta`] plus the
+//! position ([`Position`]) becomes on disk ([`CheckpointMeta`] plus the
 //! weights and optimiser state), and back on resume.
 //!
 //! A checkpoint is resumed only when [`TrialJob::may_resume`] allows (same
@@ -21,7 +21,7 @@ use crate::trainer::{TrainContext, TrainError, TrialJob};
 
 /// Training progress that a checkpoint carries across attempts.
 #[derive(Debug, Clone, Default)]
-pub struct Progress {
+pub struct Position {
     /// The epoch (1-based) to continue with.
     pub next_epoch: u32,
     /// The batch within `next_epoch` to continue with.
@@ -39,14 +39,14 @@ pub struct Progress {
     pub prior_wall: f64,
 }
 
-impl Progress {
+impl Position {
     /// The start of a trial trained from scratch.
     pub fn start() -> Self {
-        Progress { next_epoch: 1, ..Default::default() }
+        Position { next_epoch: 1, ..Default::default() }
     }
 
     fn from_meta(m: &CheckpointMeta) -> Self {
-        Progress {
+        Position {
             next_epoch: m.next_epoch.max(1),
             next_batch: m.next_batch,
             step: m.global_step,
@@ -77,11 +77,11 @@ fn ckpt_err(e: impl std::fmt::Display) -> TrainError {
 
 impl Run<'_> {
     /// Training wall time over all attempts, with `p`'s earlier ones.
-    pub fn wall_seconds(&self, p: &Progress) -> f64 {
+    pub fn wall_seconds(&self, p: &Position) -> f64 {
         p.prior_wall + self.started.elapsed().as_secs_f64()
     }
 
-    fn save(&self, p: &Progress) -> Result<(), TrainError> {
+    fn save(&self, p: &Position) -> Result<(), TrainError> {
         let spec = &self.job.spec;
         let meta = CheckpointMeta {
             version: checkpoint::FORMAT_VERSION,
@@ -123,7 +123,7 @@ impl Run<'_> {
     /// coordinator acknowledged every point up to `p.step` (so it vouches
     /// for this checkpoint), and only while the trial is still ours.
     /// `false`: not written.
-    pub fn checkpoint(&self, ctx: &TrainContext, p: &Progress) -> Result<bool, TrainError> {
+    pub fn checkpoint(&self, ctx: &TrainContext, p: &Position) -> Result<bool, TrainError> {
         if !ctx.checkpoint(p.step) {
             return Ok(false);
         }
@@ -151,10 +151,10 @@ impl Run<'_> {
 
     /// Restores the newest checkpoint this trial may resume from (weights
     /// and optimiser state onto `device`) and returns where training
-    /// continues: [`Progress::start`] when there is none. A checkpoint
+    /// continues: [`Position::start`] when there is none. A checkpoint
     /// folder that must not be used is logged and deleted; a checkpoint of
     /// another spec or optimiser is an error.
-    pub fn resume(&mut self, device: Device) -> Result<Progress, TrainError> {
+    pub fn resume(&mut self, device: Device) -> Result<Position, TrainError> {
         let job = self.job;
         let found = match checkpoint::latest(&job.checkpoint_dir).map_err(TrainError::Checkpoint)? {
             Latest::None => None,
@@ -173,7 +173,7 @@ impl Run<'_> {
             },
         };
         let Some(ck) = found else {
-            return Ok(Progress::start());
+            return Ok(Position::start());
         };
         let m = &ck.meta;
         if m.spec != job.spec.canonical() {
@@ -195,7 +195,7 @@ impl Run<'_> {
         self.opt
             .load_state(&saved, m.optimizer_steps)
             .map_err(|e| ckpt_err(format_args!("{}: {e}", ck.optimizer().display())))?;
-        let p = Progress::from_meta(m);
+        let p = Position::from_meta(m);
         tracing::info!(
             trial = %job.trial_id,
             epoch = p.next_epoch,

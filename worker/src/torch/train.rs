@@ -49,8 +49,8 @@ use super::bmenet::{BmeConfig, BmeNet, ParamGroup};
 use super::cifar::{self, CifarData, CLASSES};
 use super::eval::{evaluate, grad_norms, Eval};
 use super::optim::Optimizer;
-use super::resume::{Progress, Run};
-use crate::trainer::{StopReason, Summary, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob};
+use super::resume::{Position, Run};
+use crate::trainer::{StopReason, TrialSummary, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob};
 
 /// Trains BMEnet trials with libtorch on one device.
 ///
@@ -227,7 +227,7 @@ struct Loop<'a> {
 
 impl Loop<'_> {
     /// Trains `epoch` from `p`'s position, evaluates and checkpoints.
-    fn epoch(&mut self, p: &mut Progress, epoch: u32) -> Result<EpochEnd, Halt> {
+    fn epoch(&mut self, p: &mut Position, epoch: u32) -> Result<EpochEnd, Halt> {
         let n = self.data.train.len();
         let bs = self.trial.train.batch_size as usize;
         let batches = n.div_ceil(bs) as u64;
@@ -291,7 +291,7 @@ impl Loop<'_> {
     /// trial diverged; no step taken).
     fn step(
         &mut self,
-        p: &mut Progress,
+        p: &mut Position,
         epoch: u32,
         b: u64,
         idx: &[usize],
@@ -341,7 +341,7 @@ impl Loop<'_> {
     /// weights when the sweep keeps them, and the summary. (A trial resumed
     /// from its final checkpoint lands here directly and re-evaluates the
     /// trained weights.)
-    fn finish(&self, p: &Progress, last_eval: Option<Eval>) -> Result<TrainOutcome, Halt> {
+    fn finish(&self, p: &Position, last_eval: Option<Eval>) -> Result<TrainOutcome, Halt> {
         let eval = match last_eval {
             Some(e) => e,
             None => evaluate(&self.net, &self.data.test, &self.norm, self.device)?,
@@ -363,7 +363,7 @@ impl Loop<'_> {
         if self.run.job.keep_weights {
             self.run.save_final()?;
         }
-        Ok(TrainOutcome::Succeeded(Summary {
+        Ok(TrainOutcome::Succeeded(TrialSummary {
             final_train_loss,
             final_test_loss: Some(eval.loss),
             final_test_accuracy: Some(eval.accuracy),
@@ -375,10 +375,10 @@ impl Loop<'_> {
     /// The end of a trial whose training loss became NaN or infinite at
     /// step `p.step`: a `diverged_step` point (the non-finite loss itself
     /// is never sent) and a summary without a final training loss.
-    fn diverged(&self, p: &Progress, epoch: u32) -> Result<TrainOutcome, Halt> {
+    fn diverged(&self, p: &Position, epoch: u32) -> Result<TrainOutcome, Halt> {
         tracing::warn!(trial = %self.run.job.trial_id, step = p.step, "training loss became NaN or infinite: trial diverged");
         send(self.ctx.metric(p.step, epoch, "diverged_step", p.step as f64))?;
-        Ok(TrainOutcome::Diverged(Summary {
+        Ok(TrainOutcome::Diverged(TrialSummary {
             final_train_loss: None,
             final_test_loss: p.last_test_loss,
             final_test_accuracy: p.last_test_accuracy,
