@@ -5,6 +5,8 @@
 //! folder, a loopback listener.
 #![allow(dead_code)]
 
+pub(crate) mod conformance;
+
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::str::FromStr;
