@@ -4,7 +4,7 @@
 //! PostgreSQL: the server named by `SWEEP_TEST_POSTGRES_URL`, one fresh schema
 //! per test (dropped afterwards). Without the variable the PostgreSQL
 //! variants print `skipped: ...` and pass, unless `SWEEP_REQUIRE_POSTGRES=1`.
-//! (The harness is shared with `store_conformance.rs`: `tests/common`.)
+//! (The harness is shared with the store conformance suite (`store_*.rs`): `tests/common`.)
 
 mod common;
 

@@ -130,7 +130,7 @@ fn spawn_training_thread(factory: TrainerFactory) -> Result<std::sync::mpsc::Sen
                         let msg = p
                             .downcast_ref::<String>()
                             .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .or_else(|| p.downcast_ref::<&str>().map(std::string::ToString::to_string))
                             .unwrap_or_else(|| "unknown panic".into());
                         Err(TrainError::Other(format!("trainer panicked: {msg}")))
                     });
@@ -389,7 +389,7 @@ async fn run_trial(
     match (uploaded, result) {
         (UploadEnd::Refused(why), _) => fail(client, config, &lease, &why, sd).await,
         (UploadEnd::LeaseLost, r) => {
-            if matches!(r, Ok(TrainOutcome::Succeeded(_)) | Ok(TrainOutcome::Diverged(_))) {
+            if matches!(r, Ok(TrainOutcome::Succeeded(_) | TrainOutcome::Diverged(_))) {
                 tracing::warn!(trial = %a.trial_id, "lease lost before the metrics were acknowledged; result dropped");
             } else {
                 tracing::info!(trial = %a.trial_id, "lease lost; trial abandoned");

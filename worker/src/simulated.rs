@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::trainer::{StopReason, TrialSummary, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob};
+use crate::trainer::{StopReason, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob, TrialSummary};
 
 pub struct SimulatedTrainer {
     /// Sleep per simulated batch, so a trial lasts long enough to be killed.

@@ -246,7 +246,7 @@ fn comparable(ms: &[Metric]) -> Vec<(String, i64, u32, f64)> {
 
 #[test]
 fn one_epoch_lowers_the_loss_and_reports_everything() {
-    let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
+    let _l = TORCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let ck = tempfile::tempdir().unwrap();
     // Adam learns this set fast enough for one short epoch to show it (SGD
     // with momentum is exercised by the resume test).
@@ -291,7 +291,7 @@ fn one_epoch_lowers_the_loss_and_reports_everything() {
 
 #[test]
 fn same_seed_same_curve_and_resume_continues_exactly() {
-    let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
+    let _l = TORCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut s = spec(3, 2);
     s.data.train_subset = Some(32);
     s.data.test_subset = Some(10);
@@ -342,7 +342,7 @@ fn same_seed_same_curve_and_resume_continues_exactly() {
 
 #[test]
 fn a_blown_up_loss_ends_as_diverged() {
-    let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
+    let _l = TORCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut s = spec(5, 1);
     s.train.lr = 1e12;
     s.train.log_every = 1;
@@ -369,7 +369,7 @@ fn a_blown_up_loss_ends_as_diverged() {
 
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
-    let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
+    let _l = TORCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let ck = tempfile::tempdir().unwrap();
     let mut s = spec(1, 1);
     s.data.path = ck.path().join("nowhere");
@@ -408,7 +408,7 @@ fn ckpt_names(dir: &Path) -> Vec<String> {
 
 #[test]
 fn checkpoints_resume_only_when_the_store_vouches_and_final_weights_are_kept() {
-    let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
+    let _l = TORCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut s = spec(3, 1);
     s.data.train_subset = Some(16);
     s.data.test_subset = Some(8);
@@ -474,7 +474,7 @@ fn checkpoints_resume_only_when_the_store_vouches_and_final_weights_are_kept() {
 
 #[test]
 fn a_subset_larger_than_the_data_is_reported() {
-    let _l = TORCH.lock().unwrap_or_else(|p| p.into_inner());
+    let _l = TORCH.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut s = spec(2, 1);
     s.train.batch_size = 40;
     s.data.train_subset = Some(1000);

@@ -1,6 +1,6 @@
 //! The coordinator's persistent state: one [`Store`] trait, one implementation
 //! per backend ([`SqliteStore`], [`PostgresStore`]), and one conformance suite
-//! (`tests/store_conformance.rs`) that every backend must pass.
+//! (`tests/store_{submit,lease,lifecycle,status}.rs`, run against both backends) that every backend must pass.
 //!
 //! Only the coordinator process opens the database. Every state transition of
 //! a trial is a single conditional `UPDATE` (or one transaction), so the

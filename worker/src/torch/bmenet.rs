@@ -248,15 +248,15 @@ impl SkipBlock {
 }
 
 fn conv_params(c: &nn::Conv2D) -> Vec<Tensor> {
-    std::iter::once(c.ws.shallow_clone()).chain(c.bs.iter().map(|b| b.shallow_clone())).collect()
+    std::iter::once(c.ws.shallow_clone()).chain(c.bs.iter().map(tch::Tensor::shallow_clone)).collect()
 }
 
 fn bn_params(b: &nn::BatchNorm) -> Vec<Tensor> {
-    b.ws.iter().chain(b.bs.iter()).map(|t| t.shallow_clone()).collect()
+    b.ws.iter().chain(b.bs.iter()).map(tch::Tensor::shallow_clone).collect()
 }
 
 fn linear_params(l: &nn::Linear) -> Vec<Tensor> {
-    std::iter::once(l.ws.shallow_clone()).chain(l.bs.iter().map(|b| b.shallow_clone())).collect()
+    std::iter::once(l.ws.shallow_clone()).chain(l.bs.iter().map(tch::Tensor::shallow_clone)).collect()
 }
 
 impl ModuleT for SkipBlock {

@@ -126,7 +126,7 @@ pub fn latest(dir: &Path) -> Result<Latest, String> {
     let meta_path = ckpt.join("meta.json");
     let text = std::fs::read_to_string(&meta_path).map_err(|e| format!("{}: {e}", meta_path.display()))?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", meta_path.display()))?;
-    let version = value.get("version").and_then(|v| v.as_u64());
+    let version = value.get("version").and_then(serde_json::Value::as_u64);
     if version != Some(FORMAT_VERSION as u64) {
         let shown = version.map_or_else(|| "without a version".to_owned(), |v| v.to_string());
         return Ok(Latest::OtherFormat {

@@ -177,7 +177,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CifarError> {
 }
 
 fn tmp_sibling(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_default();
     name.push(format!(".tmp{}", std::process::id()));
     path.with_file_name(name)
 }
@@ -416,7 +416,7 @@ pub fn load_cached(
     let key = (canon, train_subset, test_subset, fingerprint(&root));
     // Holding the lock while loading means concurrent callers for the same
     // data wait and share one load instead of reading it twice.
-    let mut map = cache().lock().unwrap_or_else(|p| p.into_inner());
+    let mut map = cache().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(d) = map.get(&key) {
         return Ok(d.clone());
     }
@@ -427,7 +427,7 @@ pub fn load_cached(
 
 /// Drops every cached dataset (the memory is freed once no trial holds it).
 pub fn clear_cache() {
-    cache().lock().unwrap_or_else(|p| p.into_inner()).clear();
+    cache().lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
 }
 
 fn cache() -> &'static Mutex<HashMap<CacheKey, Arc<CifarData>>> {

@@ -81,7 +81,7 @@ pub fn grad_norms(groups: &[ParamGroup]) -> Result<Vec<f64>, TchError> {
                 Some(a) => a.f_add(&s)?,
             });
         }
-        let device = g.params.first().map_or(Device::Cpu, |p| p.device());
+        let device = g.params.first().map_or(Device::Cpu, tch::Tensor::device);
         sq.push(match acc {
             Some(a) => a,
             None => Tensor::f_zeros([1], (Kind::Float, device))?,

@@ -117,7 +117,8 @@ pub fn try_model_table(depth: u32, skip: bool, batchnorm: bool) -> Result<String
     let _ = writeln!(s, "{:<18} {:<9} {:<22} {:>15}", "Layer (type)", "Block", "Output Shape", "Param #");
     let _ = writeln!(s, "{}", "=".repeat(68));
     for r in &rows {
-        let shape = format!("[{}]", r.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "));
+        let shape =
+            format!("[{}]", r.shape.iter().map(std::string::ToString::to_string).collect::<Vec<_>>().join(", "));
         let mark = if r.repeat_call { " *" } else { "" };
         let _ = writeln!(s, "{:<18} {:<9} {:<22} {:>15}{mark}", r.layer, r.group, shape, thousands(r.params));
     }

@@ -50,7 +50,7 @@ use super::cifar::{self, CifarData, CLASSES};
 use super::eval::{evaluate, grad_norms, Eval};
 use super::optim::Optimizer;
 use super::resume::{Position, Run};
-use crate::trainer::{StopReason, TrialSummary, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob};
+use crate::trainer::{StopReason, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob, TrialSummary};
 
 /// Trains BMEnet trials with libtorch on one device.
 ///
@@ -88,7 +88,7 @@ impl Trainer for TorchTrainer {
                 let msg = panic
                     .downcast_ref::<String>()
                     .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .or_else(|| panic.downcast_ref::<&str>().map(std::string::ToString::to_string))
                     .unwrap_or_else(|| "unknown panic".to_owned());
                 Err(TrainError::Other(format!("libtorch failed: {msg}")))
             }
@@ -180,7 +180,7 @@ fn run_trial(
     let mut last_eval: Option<Eval> = None;
     for epoch in p.next_epoch..=trial.train.epochs {
         match t.epoch(&mut p, epoch)? {
-            EpochEnd::Evaluated(eval) => last_eval = Some(eval),
+            EpochEnd::Evaluated(eval) => last_eval = Some(*eval),
             EpochEnd::Diverged => return t.diverged(&p, epoch),
         }
     }
@@ -208,7 +208,7 @@ fn report_short_data(job: &TrialJob, trial: &BmenetTrial, data: &CifarData, ctx:
 /// How an epoch ended, when the trial goes on.
 enum EpochEnd {
     /// Trained, evaluated and checkpointed.
-    Evaluated(Eval),
+    Evaluated(Box<Eval>),
     /// The training loss became NaN or infinite.
     Diverged,
 }
@@ -282,7 +282,7 @@ impl Loop<'_> {
         if !self.run.checkpoint(ctx, p)? {
             return Err(Halt::Stop(ctx.should_stop().unwrap_or(StopReason::LeaseLost)));
         }
-        Ok(EpochEnd::Evaluated(eval))
+        Ok(EpochEnd::Evaluated(Box::new(eval)))
     }
 
     /// Trains batch `b` (images `idx`) of `epoch`: forward, backward, the

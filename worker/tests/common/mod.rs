@@ -13,7 +13,7 @@ use sweep_coordinator::CoordinatorConfig;
 use sweep_core::GridSpec;
 use tokio::process::{Child, Command};
 
-pub struct Coordinator {
+pub(crate) struct Coordinator {
     pub url: String,
     pub store: Arc<dyn Store>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -21,7 +21,7 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub async fn start(dir: &Path, config: CoordinatorConfig) -> Coordinator {
+    pub(crate) async fn start(dir: &Path, config: CoordinatorConfig) -> Coordinator {
         let url = format!("sqlite://{}", dir.join("sweep.db").display());
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&url).await.expect("open sqlite store"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -38,7 +38,7 @@ impl Coordinator {
         Coordinator { url: format!("http://{addr}"), store, stop: Some(tx), handle: Some(handle) }
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -49,7 +49,7 @@ impl Coordinator {
 }
 
 /// A coordinator config with short timers so tests finish quickly.
-pub fn fast_config(lease_ttl: Duration) -> CoordinatorConfig {
+pub(crate) fn fast_config(lease_ttl: Duration) -> CoordinatorConfig {
     CoordinatorConfig {
         lease_ttl,
         heartbeat_interval: lease_ttl / 4,
@@ -59,12 +59,12 @@ pub fn fast_config(lease_ttl: Duration) -> CoordinatorConfig {
     }
 }
 
-pub fn grid(text: &str) -> GridSpec {
+pub(crate) fn grid(text: &str) -> GridSpec {
     GridSpec::parse(text, Path::new("/tmp/test-grid.toml")).expect("valid test grid")
 }
 
 /// Starts a `sweep-worker` process with the simulated (test-double) trainer.
-pub fn spawn_worker(url: &str, id: &str, checkpoints: &Path, step_ms: u64, extra: &[&str]) -> Child {
+pub(crate) fn spawn_worker(url: &str, id: &str, checkpoints: &Path, step_ms: u64, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sweep-worker"))
         .args(["--coordinator", url, "--worker-id", id, "--simulate-step-ms", &step_ms.to_string()])
         .arg("--checkpoint-dir")
@@ -80,7 +80,7 @@ pub fn spawn_worker(url: &str, id: &str, checkpoints: &Path, step_ms: u64, extra
 }
 
 /// Polls until `cond` holds for the sweep's status, or panics after `limit`.
-pub async fn wait_for<F>(store: &Arc<dyn Store>, sweep: &str, limit: Duration, what: &str, mut cond: F)
+pub(crate) async fn wait_for<F>(store: &Arc<dyn Store>, sweep: &str, limit: Duration, what: &str, mut cond: F)
 where
     F: FnMut(&sweep_coordinator::store::SweepStatus) -> bool,
 {
