@@ -202,34 +202,6 @@ pub fn resolve(spec: &TrialSpec) -> Result<BmenetTrial, GridError> {
     })
 }
 
-/// A trial stored in the v1 form (schema v3 and earlier: the four factors
-/// as fields next to `seed`, `train` (a whole [`TrainConfig`]) and `data`),
-/// as today's [`TrialSpec`]. Used once, by the coordinator's upgrade of old
-/// databases.
-pub fn from_v1_json(v: serde_json::Value) -> Result<TrialSpec, String> {
-    #[derive(Deserialize)]
-    struct V1 {
-        depth: u32,
-        skip: bool,
-        init: InitScheme,
-        batchnorm: bool,
-        seed: u64,
-        train: TrainConfig,
-        data: DataConfig,
-    }
-    let t: V1 = serde_json::from_value(v).map_err(|e| format!("not a v1 BMEnet trial: {e}"))?;
-    let cell = [
-        ("depth", Level::Int(t.depth.into())),
-        ("skip", Level::Bool(t.skip)),
-        ("init", Level::Str(t.init.as_str().into())),
-        ("batchnorm", Level::Bool(t.batchnorm)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    Ok(TrialSpec { cell, train: t.train.levels(), data: t.data, seed: t.seed })
-}
-
 /// The rules of BMEnet's keys (one copy; [`SCHEMA`] points at them).
 pub mod rules {
     use super::*;
