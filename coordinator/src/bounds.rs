@@ -28,6 +28,9 @@ pub const LEASE_ID_MAX: usize = 64;
 pub const STEP_MAX: i64 = 1_000_000_000_000;
 /// Largest epoch number of a metric point.
 pub const EPOCH_MAX: u32 = 1_000_000;
+/// Most trials one Lease call may ask for (`max_trials`: one cell's seeds
+/// trained as one fused model).
+pub const LEASE_GROUP_MAX: u32 = 256;
 /// Wall seconds of one trial must be below this (about 31 years).
 pub const WALL_SECONDS_LIMIT: f64 = 1e9;
 
@@ -60,6 +63,15 @@ pub fn device(d: &str) -> Result<&str, Status> {
 /// A fail or release reason, cut to [`REASON_MAX_CHARS`] characters.
 pub fn reason(r: &str) -> String {
     r.chars().take(REASON_MAX_CHARS).collect()
+}
+
+/// A Lease call's `max_trials`: 0 (an old worker) means 1; above
+/// [`LEASE_GROUP_MAX`] is refused.
+pub fn max_trials(n: u32) -> Result<u32, Status> {
+    if n > LEASE_GROUP_MAX {
+        return Err(invalid(format!("max_trials: {n} is above the limit of {LEASE_GROUP_MAX}")));
+    }
+    Ok(n.max(1))
 }
 
 pub fn sweep_id(id: &str) -> Result<&str, Status> {

@@ -88,6 +88,23 @@ impl Coordinator {
         Self { store, config, queue: Arc::new(watch::channel(0).0), changes: Arc::new(watch::channel(0).0) }
     }
 
+    /// A lease as the wire carries it (`LeaseResponse.assignment`, each of
+    /// `fused`).
+    fn assignment(&self, lease: store::Lease) -> pb::Assignment {
+        pb::Assignment {
+            spec: Some((&lease.spec).into()),
+            trial_id: lease.trial_id,
+            lease_id: lease.lease_id,
+            sweep_id: lease.sweep_id,
+            attempt: lease.attempt,
+            lease_ttl_ms: self.config.lease_ttl.as_millis() as u32,
+            heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
+            store_id: self.store.store_id().to_owned(),
+            resume_step: lease.resume_step,
+            keep_weights: lease.keep_weights,
+        }
+    }
+
     /// Who holds `lease`, refusing a caller with another identity
     /// (`PERMISSION_DENIED`). `None`: the lease is not current (the store
     /// call that follows answers for it). Without authentication every
@@ -249,6 +266,7 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         let req = req.into_inner();
         let worker_id = bounds::worker_id(&req.worker_id)?;
         let device = bounds::device(&req.device)?;
+        let max_trials = bounds::max_trials(req.max_trials)?;
         let failed = self.store.failures_in_a_row(&caller, worker_id).await?;
         if failed >= self.config.quarantine_after {
             tracing::error!(worker = %worker_id, failed_in_a_row = failed, "lease refused: worker is quarantined (crash loop)");
@@ -266,27 +284,21 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         let who = Leaser { worker_id, holder: &caller, device, threads: req.threads };
         loop {
             queue.borrow_and_update();
-            if let Some(lease) = self.store.lease_for(who, now_ms(), ttl).await? {
-                tracing::info!(trial = %lease.trial_id, worker = %worker_id, attempt = lease.attempt, resume_step = ?lease.resume_step, "trial leased");
+            let leases = self.store.lease_group(who, max_trials, now_ms(), ttl).await?;
+            if !leases.is_empty() {
+                for lease in &leases {
+                    tracing::info!(trial = %lease.trial_id, worker = %worker_id, attempt = lease.attempt, resume_step = ?lease.resume_step, "trial leased");
+                }
                 self.changed();
+                let mut assignments = leases.into_iter().map(|l| self.assignment(l));
                 return Ok(Response::new(pb::LeaseResponse {
-                    assignment: Some(pb::Assignment {
-                        spec: Some((&lease.spec).into()),
-                        trial_id: lease.trial_id,
-                        lease_id: lease.lease_id,
-                        sweep_id: lease.sweep_id,
-                        attempt: lease.attempt,
-                        lease_ttl_ms: self.config.lease_ttl.as_millis() as u32,
-                        heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u32,
-                        store_id: self.store.store_id().to_owned(),
-                        resume_step: lease.resume_step,
-                        keep_weights: lease.keep_weights,
-                    }),
+                    assignment: assignments.next(),
+                    fused: assignments.collect(),
                 }));
             }
             match tokio::time::timeout_at(deadline, queue.changed()).await {
                 Ok(Ok(())) => continue,
-                _ => return Ok(Response::new(pb::LeaseResponse { assignment: None })),
+                _ => return Ok(Response::new(pb::LeaseResponse::default())),
             }
         }
     }

@@ -65,7 +65,7 @@ async fn submit(url: &str) {
 }
 
 fn lease_req(id: &str) -> pb::LeaseRequest {
-    pb::LeaseRequest { worker_id: id.into(), device: "cpu".into(), wait_ms: 0, threads: 2 }
+    pb::LeaseRequest { worker_id: id.into(), device: "cpu".into(), wait_ms: 0, threads: 2, max_trials: 1 }
 }
 
 async fn lease(w: &mut Worker, id: &str) -> pb::Assignment {

@@ -238,7 +238,13 @@ async fn one_lease(
     .unwrap();
     client.submit(pb::SubmitRequest { spec: Some((&spec).into()) }).await.unwrap();
     let a = worker
-        .lease(pb::LeaseRequest { worker_id: "w".into(), device: "cuda:0".into(), wait_ms: 0, threads: 3 })
+        .lease(pb::LeaseRequest {
+            worker_id: "w".into(),
+            device: "cuda:0".into(),
+            wait_ms: 0,
+            threads: 3,
+            max_trials: 1,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -389,7 +395,7 @@ async fn the_assignment_carries_store_identity_vouched_step_and_provenance() {
     acks.message().await.unwrap().unwrap();
     worker.release(pb::ReleaseRequest { lease_id: a.lease_id.clone(), reason: "SIGTERM".into() }).await.unwrap();
     let again = worker
-        .lease(pb::LeaseRequest { worker_id: "w2".into(), device: "cpu".into(), wait_ms: 0, threads: 3 })
+        .lease(pb::LeaseRequest { worker_id: "w2".into(), device: "cpu".into(), wait_ms: 0, threads: 3, max_trials: 1 })
         .await
         .unwrap()
         .into_inner()
@@ -422,4 +428,64 @@ async fn the_assignment_carries_store_identity_vouched_step_and_provenance() {
         .into_inner();
     let t = resp.trials.iter().find(|t| t.state == pb::TrialState::Diverged as i32).expect("the diverged trial");
     assert_eq!((t.device.as_str(), t.threads, t.diverged_step, t.train_images_used), ("cpu", 3, Some(57), None));
+}
+
+#[tokio::test]
+async fn a_group_lease_answers_one_assignment_and_the_rest_fused() {
+    let server = start().await;
+    let ch = channel(&server.url).await;
+    let mut client = pb::sweep_service_client::SweepServiceClient::new(ch.clone());
+    let mut worker = pb::worker_service_client::WorkerServiceClient::new(ch);
+    // One cell x 4 seeds.
+    let grid = GRID.replace("skip = [true, false]", "skip = true").replace("seeds = 1", "seeds = 4");
+    let spec = sweep_core::GridSpec::parse(&grid, std::path::Path::new("/g.toml")).unwrap();
+    client.submit(pb::SubmitRequest { spec: Some((&spec).into()) }).await.unwrap();
+    let req = |max_trials: u32| pb::LeaseRequest {
+        worker_id: "fused".into(),
+        device: "cuda:0".into(),
+        wait_ms: 0,
+        threads: 2,
+        max_trials,
+    };
+
+    // Over the bound: refused, naming the value and the limit; nothing leased.
+    let err = worker.lease(req(100_000)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("max_trials") && err.message().contains("100000"), "{}", err.message());
+    assert!(err.message().contains(&sweep_coordinator::bounds::LEASE_GROUP_MAX.to_string()), "{}", err.message());
+    assert_eq!(server.store.status(Some("edge")).await.unwrap()[0].counts.queued, 4);
+
+    let answer = worker.lease(req(4)).await.unwrap().into_inner();
+    let first = answer.assignment.expect("a trial is queued");
+    assert_eq!(answer.fused.len(), 3, "the other three seeds come fused");
+    let all: Vec<&pb::Assignment> = std::iter::once(&first).chain(&answer.fused).collect();
+    let trials: std::collections::HashSet<&str> = all.iter().map(|a| a.trial_id.as_str()).collect();
+    let leases: std::collections::HashSet<&str> = all.iter().map(|a| a.lease_id.as_str()).collect();
+    assert_eq!((trials.len(), leases.len()), (4, 4), "distinct trials, each under its own lease");
+    let want: std::collections::HashSet<String> = spec.expand().iter().map(|t| t.id("edge").0).collect();
+    assert_eq!(trials, want.iter().map(String::as_str).collect());
+    let group_of = |a: &pb::Assignment| a.spec.clone().map(|s| (s.cell, s.train, s.data));
+    for a in &all {
+        assert_eq!(group_of(a), group_of(&first), "one cell, one set of settings");
+        assert_eq!((a.sweep_id.as_str(), a.attempt, a.resume_step), ("edge", 1, None));
+        assert_eq!(a.store_id, server.store.store_id());
+        assert!(a.lease_ttl_ms > 0 && a.heartbeat_interval_ms > 0);
+    }
+    // The rest of the protocol is per trial: a fused trial heartbeats and
+    // completes under its own lease.
+    let hb = worker
+        .heartbeat(pb::HeartbeatRequest { lease_id: answer.fused[1].lease_id.clone(), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(hb.into_inner().directive, pb::Directive::Continue as i32);
+    let nothing = worker.lease(req(4)).await.unwrap().into_inner();
+    assert!(nothing.assignment.is_none() && nothing.fused.is_empty(), "all four are held");
+    // An old worker's request (max_trials 0) still gets one trial.
+    worker.release(pb::ReleaseRequest { lease_id: first.lease_id.clone(), reason: "SIGTERM".into() }).await.unwrap();
+    worker
+        .release(pb::ReleaseRequest { lease_id: answer.fused[0].lease_id.clone(), reason: "SIGTERM".into() })
+        .await
+        .unwrap();
+    let old = worker.lease(req(0)).await.unwrap().into_inner();
+    assert!(old.assignment.is_some() && old.fused.is_empty(), "{old:?}");
 }

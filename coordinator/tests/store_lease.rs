@@ -33,6 +33,10 @@ conformance_tests!(
     lease_carries_the_vouched_checkpoint_step,
     keep_weights_comes_from_the_run_settings,
     lease_records_holder_and_provenance,
+    group_lease_takes_one_cell_at_one_checkpoint_step,
+    group_lease_keeps_other_settings_apart,
+    group_lease_of_one_is_a_plain_lease,
+    concurrent_group_leases_are_exclusive_and_homogeneous,
 );
 
 // ---------------------------------------------------------------------------
@@ -175,6 +179,158 @@ async fn concurrent_leases_are_exclusive(ctx: Ctx) {
         assert_eq!(ctx.store.metrics(&t.trial_id).await.unwrap().len(), 2);
     }
     assert_eq!(counts(&*ctx.store, "race").await, StateCounts { succeeded: 200, ..Default::default() });
+}
+
+// ---------------------------------------------------------------------------
+// Group leases
+// ---------------------------------------------------------------------------
+
+/// Asserts what every group lease must be: 1 to `max` trials of one sweep
+/// and one cell at one resume step, each under its own lease ID.
+fn assert_one_group(group: &[store::Lease], max: usize) {
+    assert!((1..=max).contains(&group.len()), "a group of {} trials, asked for at most {max}", group.len());
+    let head = &group[0];
+    for l in group {
+        assert_eq!(l.sweep_id, head.sweep_id, "one sweep per group");
+        assert_eq!(l.spec.cell, head.spec.cell, "one cell per group");
+        assert_eq!((&l.spec.train, &l.spec.data), (&head.spec.train, &head.spec.data), "one set of settings");
+        assert_eq!(l.resume_step, head.resume_step, "one resume step per group");
+    }
+    let leases: HashSet<&str> = group.iter().map(|l| l.lease_id.as_str()).collect();
+    assert_eq!(leases.len(), group.len(), "each trial has its own lease ID");
+}
+
+async fn group_lease_takes_one_cell_at_one_checkpoint_step(ctx: Ctx) {
+    let store = &*ctx.store;
+    let who = Leaser { worker_id: "fused", holder: "h", device: "cuda:0", threads: 4 };
+    assert!(store.lease_group(who, 4, T0, TTL).await.unwrap().is_empty(), "empty store: nothing");
+    // Two cells (depth 8, then 16) x 5 seeds, queued in that order.
+    let spec = simple_grid("grp", 2, 5, "");
+    store.submit(&spec, T0).await.unwrap();
+    let order = ids(&spec);
+    // The head trial gets a vouched checkpoint (step 100) and goes back.
+    let first = store.lease("w", T0, TTL).await.unwrap().unwrap();
+    assert_eq!(first.trial_id, order[0]);
+    store.put_batch(&first.lease_id, &[point("train_loss", 100, 1, 1.0)], Some(0), Some(100)).await.unwrap();
+    store.release(&first.lease_id, "SIGTERM").await.unwrap();
+
+    // The head resumes from step 100; its fresh cell-mates do not: alone.
+    let g = store.lease_group(who, 4, T0 + 1, TTL).await.unwrap();
+    assert_one_group(&g, 4);
+    assert_eq!(g.iter().map(|l| l.trial_id.as_str()).collect::<Vec<_>>(), [order[0].as_str()]);
+    assert_eq!((g[0].resume_step, g[0].attempt), (Some(100), 2));
+    // The fresh trials of the first cell, at most `max`, in queue order.
+    let g = store.lease_group(who, 3, T0 + 2, TTL).await.unwrap();
+    assert_one_group(&g, 3);
+    assert_eq!(g.iter().map(|l| l.trial_id.clone()).collect::<Vec<_>>(), order[1..4]);
+    assert!(g.iter().all(|l| l.resume_step.is_none() && l.attempt == 1));
+    let t = trial_map(store, "grp").await;
+    for l in &g {
+        let r = &t[&l.trial_id];
+        assert_eq!(r.state, TrialState::Running);
+        assert_eq!((r.worker_id.as_deref(), r.device.as_deref(), r.threads), (Some("fused"), Some("cuda:0"), Some(4)));
+        assert_eq!(store.lease_owner(&l.lease_id).await.unwrap().unwrap().trial_id, l.trial_id, "its own lease");
+    }
+    // The other cell is left queued.
+    for id in &order[5..] {
+        assert_eq!(t[id].state, TrialState::Queued, "a trial of another cell was taken");
+    }
+    // The first cell's last trial: a group of one, however much is asked.
+    let g = store.lease_group(who, 4, T0 + 3, TTL).await.unwrap();
+    assert_eq!(g.iter().map(|l| l.trial_id.clone()).collect::<Vec<_>>(), order[4..5]);
+    // Then the whole second cell.
+    let g = store.lease_group(who, 256, T0 + 4, TTL).await.unwrap();
+    assert_one_group(&g, 256);
+    assert_eq!(g.iter().map(|l| l.trial_id.clone()).collect::<Vec<_>>(), order[5..]);
+    assert!(store.lease_group(who, 4, T0 + 5, TTL).await.unwrap().is_empty(), "queue drained: nothing");
+    assert_eq!(counts(store, "grp").await, StateCounts { running: 10, ..Default::default() });
+    // Each trial of a group lives on its own: one fails, the others hold.
+    assert!(store.fail(&g[0].lease_id, "boom", T0 + 6).await.unwrap());
+    assert_eq!(
+        store.heartbeat(&g[1].lease_id, Progress::default(), T0 + 7, TTL).await.unwrap(),
+        HeartbeatVerdict::Continue
+    );
+    assert_eq!(store.trial_state(&g[0].trial_id, "grp").await, TrialState::Queued);
+}
+
+async fn group_lease_keeps_other_settings_apart(ctx: Ctx) {
+    let store = &*ctx.store;
+    // The same sweep and cell resubmitted with other data settings: new
+    // trials of the same cell key under another settings hash.
+    let spec = simple_grid("settings", 1, 2, "");
+    let mut other = spec.clone();
+    other.data.train_subset = Some(2000);
+    store.submit(&spec, T0).await.unwrap();
+    assert_eq!(store.submit(&other, T0 + 1).await.unwrap().added_trials, 2);
+    let g = store.lease_group(Leaser { worker_id: "w", ..Default::default() }, 4, T0 + 2, TTL).await.unwrap();
+    assert_one_group(&g, 4);
+    assert_eq!(g.iter().map(|l| l.trial_id.clone()).collect::<Vec<_>>(), ids(&spec));
+    let g = store.lease_group(Leaser { worker_id: "w", ..Default::default() }, 4, T0 + 3, TTL).await.unwrap();
+    assert_eq!(g.iter().map(|l| l.trial_id.clone()).collect::<Vec<_>>(), ids(&other));
+    assert!(g.iter().all(|l| l.spec.data.train_subset == Some(2000)));
+}
+
+async fn group_lease_of_one_is_a_plain_lease(ctx: Ctx) {
+    let store = &*ctx.store;
+    let spec = simple_grid("single", 1, 3, "keep_weights = true");
+    store.submit(&spec, T0).await.unwrap();
+    let order = ids(&spec);
+    let who = Leaser { worker_id: "w", holder: "h", device: "cpu", threads: 1 };
+    for (i, max) in [1u32, 0].into_iter().enumerate() {
+        let g = store.lease_group(who, max, T0 + i as i64, TTL).await.unwrap();
+        assert_eq!(g.len(), 1, "max {max}: one trial");
+        assert_eq!((&g[0].trial_id, g[0].attempt, g[0].keep_weights), (&order[i], 1, true), "max {max}");
+    }
+    let last = store.lease_for(who, T0 + 2, TTL).await.unwrap().expect("the third trial");
+    assert_eq!(last.trial_id, order[2]);
+    assert!(store.lease_group(who, 1, T0 + 3, TTL).await.unwrap().is_empty());
+    assert!(store.lease_for(who, T0 + 3, TTL).await.unwrap().is_none());
+}
+
+async fn concurrent_group_leases_are_exclusive_and_homogeneous(ctx: Ctx) {
+    const TASKS: usize = 6;
+    const MAX: u32 = 4;
+    // 6 cells x 8 seeds: groups of 4 race for every cell.
+    let spec = simple_grid("grace", 6, 8, "");
+    assert_eq!(spec.expand().len(), 48);
+    ctx.store.submit(&spec, T0).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..TASKS {
+        let store = ctx.store.clone();
+        tasks.push(tokio::spawn(async move {
+            let worker = format!("worker-{w}");
+            let who = Leaser { worker_id: &worker, ..Default::default() };
+            let mut groups = Vec::new();
+            loop {
+                let g = store.lease_group(who, MAX, T0, TTL).await.expect("lease_group");
+                if g.is_empty() {
+                    return groups;
+                }
+                groups.push(g);
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut leases = HashSet::new();
+    let (mut groups, mut largest) = (0, 0);
+    for t in tasks {
+        for g in t.await.expect("task panicked") {
+            assert_one_group(&g, MAX as usize);
+            groups += 1;
+            largest = largest.max(g.len());
+            for l in g {
+                assert!(seen.insert(l.trial_id.clone()), "trial {} leased twice", l.trial_id);
+                assert!(leases.insert(l.lease_id), "a lease ID given twice");
+                assert_eq!(l.attempt, 1);
+            }
+        }
+    }
+    assert_eq!(seen, ids(&spec).into_iter().collect::<HashSet<_>>(), "every trial leased once");
+    assert!(groups >= 12, "48 trials in groups of at most 4: {groups} groups");
+    assert!(largest > 1, "no group held more than one trial");
+    let trials = ctx.store.trials("grace").await.unwrap();
+    assert!(trials.iter().all(|t| t.state == TrialState::Running && t.attempts == 1));
 }
 
 // ---------------------------------------------------------------------------

@@ -253,6 +253,7 @@ async fn lease_loop(
             device: config.device.clone(),
             wait_ms: wait.as_millis().min(u32::MAX as u128) as u32,
             threads: config.threads,
+            max_trials: 1,
         };
         let mut lease_client = client.clone();
         let answer = tokio::select! {

@@ -32,10 +32,11 @@ mod shared;
 pub mod analytics;
 #[macro_use]
 mod upgrade;
+#[macro_use]
+pub(crate) mod sql;
 mod postgres;
 mod rows;
 mod spec;
-pub(crate) mod sql;
 mod sqlite;
 mod sqlite_guard;
 
@@ -259,8 +260,22 @@ pub trait Store: Analytics + Send + Sync + 'static {
     fn store_id(&self) -> &str;
 
     /// Claims the highest-priority, oldest queued trial for `who`, recording
-    /// its worker ID, identity, device and threads on the trial.
-    async fn lease_for(&self, who: Leaser<'_>, now_ms: i64, ttl_ms: i64) -> Result<Option<Lease>, StoreError>;
+    /// its worker ID, identity, device and threads on the trial; then up to
+    /// `max - 1` more queued trials of the same sweep, cell, settings hash
+    /// and vouched checkpoint step (NULL equals NULL), in queue order: a
+    /// group a worker trains together (one fused model for a cell's seeds),
+    /// all resuming from the same position. Each trial gets its own lease,
+    /// exactly as [`Store::lease_for`] would grant it; the first is the
+    /// queue's head. `max` 0 counts as 1. Empty when nothing is queued. A
+    /// trial is never in two answers, however many calls race.
+    async fn lease_group(&self, who: Leaser<'_>, max: u32, now_ms: i64, ttl_ms: i64) -> Result<Vec<Lease>, StoreError>;
+
+    /// Claims the highest-priority, oldest queued trial for `who`, recording
+    /// its worker ID, identity, device and threads on the trial: a
+    /// [`Store::lease_group`] of one.
+    async fn lease_for(&self, who: Leaser<'_>, now_ms: i64, ttl_ms: i64) -> Result<Option<Lease>, StoreError> {
+        Ok(self.lease_group(who, 1, now_ms, ttl_ms).await?.into_iter().next())
+    }
 
     /// [`Store::lease_for`] with only a worker ID (no identity, no provenance).
     async fn lease(&self, worker_id: &str, now_ms: i64, ttl_ms: i64) -> Result<Option<Lease>, StoreError> {

@@ -1,7 +1,9 @@
 //! PostgreSQL backend, for coordinators that want a server database.
 //!
 //! Leasing uses `FOR UPDATE SKIP LOCKED`, so concurrent lease calls never
-//! block on (or hand out) the same row.
+//! block on (or hand out) the same row. A group lease skips a cell-mate
+//! another call is leasing: a cell may be split between callers, but no
+//! trial goes to two.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,12 +22,18 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    const LEASE_SQL: &'static str = "UPDATE trials SET state = 'running', lease_id = $1, worker_id = $2, lease_expires_ms = $3, \
-         attempts = attempts + 1, started_ms = COALESCE(started_ms, $4), holder = $5, device = $6, threads = $7, \
-         progress_epoch = NULL, progress_step = NULL, progress_loss = NULL \
-         WHERE id = (SELECT id FROM trials WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED) \
-         AND state = 'queued' \
-         RETURNING id, sweep_id, spec_json, settings_hash, attempts, checkpoint_step";
+    /// The queue's head: highest priority, then oldest; a row another
+    /// transaction is leasing is skipped, never waited for.
+    const LEASE_SQL: &'static str = lease_sql!(
+        "SELECT id FROM trials WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED"
+    );
+    /// The next queued trial of the head's group (`$8` sweep, `$9` cell key,
+    /// `$10` settings hash, `$11` checkpoint step; NULL equals NULL).
+    const LEASE_SAME_CELL_SQL: &'static str = lease_sql!(
+        "SELECT id FROM trials WHERE state = 'queued' AND sweep_id = $8 AND cell_key = $9 \
+         AND settings_hash IS NOT DISTINCT FROM $10 AND checkpoint_step IS NOT DISTINCT FROM $11 \
+         ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"
+    );
 
     /// Connects to `url` and migrates the database.
     pub async fn open(url: &str) -> Result<Self, StoreError> {

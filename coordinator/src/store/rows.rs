@@ -18,11 +18,14 @@ fn to_u64(n: i64) -> u64 {
     n.max(0) as u64
 }
 
-/// A trial just leased (`LEASE_SQL`'s `RETURNING`).
+/// A trial just leased (`lease_sql!`'s `RETURNING`).
 #[derive(sqlx::FromRow)]
 pub(crate) struct LeasedRow {
     pub id: String,
     pub sweep_id: String,
+    /// With `sweep_id`, `settings_hash` and `checkpoint_step`: what the rest
+    /// of a group lease must share with its first trial.
+    pub cell_key: String,
     pub spec_json: String,
     pub settings_hash: Option<String>,
     pub attempts: i64,

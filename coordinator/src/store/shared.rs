@@ -5,7 +5,8 @@
 //! code once per backend instead. Each backend supplies `self.write` (the pool
 //! that performs writes: a single connection for SQLite, so writers never
 //! contend for the file lock) and `self.read`, plus its own lease statement
-//! (`LEASE_SQL`), the one place where the dialects differ.
+//! (`LEASE_SQL`, and `LEASE_SAME_CELL_SQL` for the rest of a group lease,
+//! both built by `sql::lease_sql!`), the one place where the dialects differ.
 
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
@@ -110,34 +111,55 @@ macro_rules! impl_store {
                 &self.store_id
             }
 
-            async fn lease_for(
+            async fn lease_group(
                 &self,
                 who: $crate::store::Leaser<'_>,
+                max: u32,
                 now_ms: i64,
                 ttl_ms: i64,
-            ) -> Result<Option<$crate::store::Lease>, $crate::store::StoreError> {
-                let lease_id = $crate::store::new_lease_id();
-                let row: Option<$crate::store::rows::LeasedRow> = sqlx::query_as(Self::LEASE_SQL)
-                    .bind(&lease_id)
-                    .bind(who.worker_id)
-                    .bind(now_ms + ttl_ms)
-                    .bind(now_ms)
-                    .bind(who.holder)
-                    .bind(who.device)
-                    .bind(who.threads as i64)
-                    .fetch_optional(&self.write)
-                    .await?;
-                let Some(row) = row else { return Ok(None) };
-                let settings: Option<(String,)> = match &row.settings_hash {
+            ) -> Result<Vec<$crate::store::Lease>, $crate::store::StoreError> {
+                use $crate::store::rows::LeasedRow;
+                // One transaction: the whole group is leased, or none of it.
+                // Each trial is claimed by its own guarded UPDATE (the head,
+                // then its cell-mates one by one), with its own lease ID.
+                let mut tx = self.write.begin().await?;
+                let mut rows: Vec<(String, LeasedRow)> = Vec::new();
+                while rows.len() < max.max(1) as usize {
+                    let lease_id = $crate::store::new_lease_id();
+                    let sql = if rows.is_empty() { Self::LEASE_SQL } else { Self::LEASE_SAME_CELL_SQL };
+                    let query = sqlx::query_as::<$db, LeasedRow>(sql)
+                        .bind(&lease_id)
+                        .bind(who.worker_id)
+                        .bind(now_ms + ttl_ms)
+                        .bind(now_ms)
+                        .bind(who.holder)
+                        .bind(who.device)
+                        .bind(who.threads as i64);
+                    let query = match rows.first() {
+                        Some((_, head)) => query
+                            .bind(&head.sweep_id)
+                            .bind(&head.cell_key)
+                            .bind(head.settings_hash.as_deref())
+                            .bind(head.checkpoint_step),
+                        None => query,
+                    };
+                    let Some(row) = query.fetch_optional(&mut *tx).await? else { break };
+                    rows.push((lease_id, row));
+                }
+                tx.commit().await?;
+                // The group shares its sweep and settings: read them once.
+                let Some((_, head)) = rows.first() else { return Ok(Vec::new()) };
+                let settings: Option<(String,)> = match &head.settings_hash {
                     Some(h) => sqlx::query_as($crate::store::sql::SETTINGS).bind(h).fetch_optional(&self.read).await?,
                     None => None,
                 };
                 let keep: Option<(bool,)> = sqlx::query_as($crate::store::sql::KEEP_WEIGHTS)
-                    .bind(&row.sweep_id)
+                    .bind(&head.sweep_id)
                     .fetch_optional(&self.read)
                     .await?;
                 let keep_weights = keep.is_some_and(|(k,)| k);
-                row.into_lease(lease_id, settings.as_ref().map(|(s,)| s.as_str()), keep_weights).map(Some)
+                let settings = settings.as_ref().map(|(s,)| s.as_str());
+                rows.into_iter().map(|(lease_id, row)| row.into_lease(lease_id, settings, keep_weights)).collect()
             }
 
             async fn lease_owner(

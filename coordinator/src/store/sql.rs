@@ -1,6 +1,25 @@
 //! The SQL both backends share. Placeholders are `$N`: PostgreSQL's native
 //! form, and SQLite (through sqlx) maps `$N` to argument N as well.
 
+/// A lease statement around a backend's pick (a subquery naming at most one
+/// queued trial; how it locks is where the dialects differ): the trial
+/// becomes `running` under lease `$1`, for worker `$2`, until `$3`, at `$4`,
+/// held by `$5` on device `$6` with `$7` threads. `AND state = 'queued'`
+/// guards against a row leased between the pick and the update.
+macro_rules! lease_sql {
+    ($pick:literal) => {
+        concat!(
+            "UPDATE trials SET state = 'running', lease_id = $1, worker_id = $2, lease_expires_ms = $3, \
+             attempts = attempts + 1, started_ms = COALESCE(started_ms, $4), holder = $5, device = $6, threads = $7, \
+             progress_epoch = NULL, progress_step = NULL, progress_loss = NULL \
+             WHERE id = (",
+            $pick,
+            ") AND state = 'queued' \
+             RETURNING id, sweep_id, cell_key, spec_json, settings_hash, attempts, checkpoint_step"
+        )
+    };
+}
+
 pub(crate) const HEARTBEAT: &str =
     "UPDATE trials SET lease_expires_ms = $2, progress_epoch = $3, progress_step = $4, progress_loss = $5 \
      WHERE lease_id = $1 AND state = 'running' RETURNING id";

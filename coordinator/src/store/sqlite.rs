@@ -27,7 +27,16 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    const LEASE_SQL: &'static str = LEASE_SQL_TEXT;
+    /// The queue's head: highest priority, then oldest. The single writer
+    /// connection serialises leases.
+    const LEASE_SQL: &'static str =
+        lease_sql!("SELECT id FROM trials WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1");
+    /// The next queued trial of the head's group (`$8` sweep, `$9` cell key,
+    /// `$10` settings hash, `$11` checkpoint step; `IS`: NULL equals NULL).
+    const LEASE_SAME_CELL_SQL: &'static str = lease_sql!(
+        "SELECT id FROM trials WHERE state = 'queued' AND sweep_id = $8 AND cell_key = $9 \
+         AND settings_hash IS $10 AND checkpoint_step IS $11 ORDER BY seq LIMIT 1"
+    );
 
     /// Opens (creating if missing) the database at `url` (`sqlite://PATH`,
     /// or `sqlite::memory:` for a private in-memory store) and migrates it.
@@ -104,12 +113,6 @@ impl SqliteStore {
         Ok(Self { write, read, store_id, _lock: lock })
     }
 }
-
-const LEASE_SQL_TEXT: &str = "UPDATE trials SET state = 'running', lease_id = $1, worker_id = $2, lease_expires_ms = $3, \
-     attempts = attempts + 1, started_ms = COALESCE(started_ms, $4), holder = $5, device = $6, threads = $7, \
-     progress_epoch = NULL, progress_step = NULL, progress_loss = NULL \
-     WHERE id = (SELECT id FROM trials WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1) AND state = 'queued' \
-     RETURNING id, sweep_id, spec_json, settings_hash, attempts, checkpoint_step";
 
 impl_store!(SqliteStore, sqlx::Sqlite);
 impl_analytics!(SqliteStore, sqlx::Sqlite);
