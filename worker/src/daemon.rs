@@ -56,6 +56,9 @@ pub struct WorkerConfig {
     /// libtorch intra-op threads the trainer uses (0: libtorch's default);
     /// sent with each lease as provenance, since results depend on it.
     pub threads: u32,
+    /// Most trials of one cell (its seeds) asked for in one lease and
+    /// trained together as one fused model (`--fuse`); 1: one at a time.
+    pub fuse: u32,
 }
 
 impl WorkerConfig {
@@ -73,6 +76,7 @@ impl WorkerConfig {
             security: ClientSecurity::default(),
             grace: Duration::from_secs(30),
             threads: 0,
+            fuse: 1,
         }
     }
 }
@@ -104,10 +108,12 @@ pub enum WorkerError {
     Refused(String),
 }
 
-type JobMsg = (TrialJob, TrainContext, oneshot::Sender<Result<TrainOutcome, TrainError>>);
+/// The trials of one lease answer (one, or a fused group) and where their
+/// results go, one per trial, in order.
+type JobMsg = (Vec<(TrialJob, TrainContext)>, oneshot::Sender<Vec<Result<TrainOutcome, TrainError>>>);
 
-/// Starts the training thread: it makes the trainer and then trains the jobs
-/// it is sent, one at a time, until the sender is dropped.
+/// Starts the training thread: it makes the trainer and then trains the
+/// groups it is sent, one group at a time, until the sender is dropped.
 fn spawn_training_thread(factory: TrainerFactory) -> Result<std::sync::mpsc::Sender<JobMsg>, WorkerError> {
     let (tx, rx) = std::sync::mpsc::channel::<JobMsg>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -124,18 +130,19 @@ fn spawn_training_thread(factory: TrainerFactory) -> Result<std::sync::mpsc::Sen
                     return;
                 }
             };
-            while let Ok((job, ctx, reply)) = rx.recv() {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trainer.train(&job, &ctx)))
+            while let Ok((jobs, reply)) = rx.recv() {
+                let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trainer.train_group(&jobs)))
                     .unwrap_or_else(|p| {
                         let msg = p
                             .downcast_ref::<String>()
                             .cloned()
                             .or_else(|| p.downcast_ref::<&str>().map(std::string::ToString::to_string))
                             .unwrap_or_else(|| "unknown panic".into());
-                        Err(TrainError::Other(format!("trainer panicked: {msg}")))
+                        jobs.iter().map(|_| Err(TrainError::Other(format!("trainer panicked: {msg}")))).collect()
                     });
-                drop(ctx);
-                let _ = reply.send(result);
+                // Closing the contexts ends each trial's event stream.
+                drop(jobs);
+                let _ = reply.send(results);
             }
         })
         .map_err(|e| WorkerError::Trainer(e.to_string()))?;
@@ -253,7 +260,10 @@ async fn lease_loop(
             device: config.device.clone(),
             wait_ms: wait.as_millis().min(u32::MAX as u128) as u32,
             threads: config.threads,
-            max_trials: 1,
+            // Never more than `max_trials` still allows.
+            max_trials: config
+                .max_trials
+                .map_or(config.fuse, |m| config.fuse.min(m.saturating_sub(done).min(u32::MAX as u64) as u32)),
         };
         let mut lease_client = client.clone();
         let answer = tokio::select! {
@@ -267,9 +277,13 @@ async fn lease_loop(
                     unreachable_logged = false;
                 }
                 backoff.reset();
-                let Some(assignment) = resp.into_inner().assignment else { continue };
-                let exit_now = run_trial(config, client, trainer, assignment, sd).await;
-                done += 1;
+                let resp = resp.into_inner();
+                let group: Vec<pb::Assignment> = resp.assignment.into_iter().chain(resp.fused).collect();
+                if group.is_empty() {
+                    continue;
+                }
+                done += group.len() as u64;
+                let exit_now = run_group(config, client, trainer, group, sd).await;
                 idle_since = Instant::now();
                 if exit_now {
                     break;
@@ -298,97 +312,172 @@ async fn lease_loop(
 
 pub(crate) type Client = WorkerServiceClient<AuthChannel>;
 
-/// Runs one leased trial to its end, whatever that end is. Never returns an
-/// error: every failure is reported to the coordinator (or, if the
-/// coordinator is gone, left to the lease to expire). Returns true when the
-/// worker must exit at once (it was told to shut down).
-async fn run_trial(
+/// One leased trial while it trains: its job, and the tasks that heartbeat
+/// its lease and upload its metrics.
+struct Leased {
+    a: pb::Assignment,
+    job: TrialJob,
+    stop: StopFlag,
+    heartbeat: tokio::task::JoinHandle<()>,
+    upload: tokio::task::JoinHandle<UploadEnd>,
+}
+
+impl Leased {
+    fn abort(&self) {
+        self.heartbeat.abort();
+        self.upload.abort();
+    }
+}
+
+/// Types a leased trial's spec and starts its heartbeat and metric upload;
+/// with it comes the context the trainer sends the trial's events through.
+/// `None` when the spec is invalid (the trial is failed with the reason).
+async fn start_trial(
     config: &WorkerConfig,
     client: &Client,
-    trainer: &std::sync::mpsc::Sender<JobMsg>,
     a: pb::Assignment,
     sd: &Shutdown,
-) -> bool {
+) -> Option<(Leased, TrainContext)> {
     let lease = a.lease_id.clone();
     let spec = match a.spec.clone().map(TrialSpec::try_from) {
         Some(Ok(s)) => s,
         Some(Err(e)) => {
             fail(client, config, &lease, &format!("invalid trial spec: {e}"), sd).await;
-            return sd.requested();
+            return None;
         }
         None => {
             fail(client, config, &lease, "invalid trial spec: missing", sd).await;
-            return sd.requested();
+            return None;
         }
     };
     tracing::info!(trial = %a.trial_id, attempt = a.attempt, spec = %spec.label(), resume_step = ?a.resume_step, "trial started");
-    let checkpoint_dir = config.checkpoint_root.join(&a.trial_id);
     let job = TrialJob {
         trial_id: a.trial_id.clone(),
         spec,
         attempt: a.attempt,
-        checkpoint_dir: checkpoint_dir.clone(),
+        checkpoint_dir: config.checkpoint_root.join(&a.trial_id),
         store_id: a.store_id.clone(),
         resume_step: a.resume_step,
         keep_weights: a.keep_weights,
     };
     let stop = StopFlag::new();
     let (events_tx, events_rx) = mpsc::channel(1024);
-    let (reply_tx, reply_rx) = oneshot::channel();
-    if trainer.send((job, TrainContext::new(events_tx, stop.clone()), reply_tx)).is_err() {
-        fail(client, config, &lease, "the training thread is gone", sd).await;
-        return sd.requested();
-    }
     let progress = Arc::new(Mutex::new(pb::HeartbeatRequest { lease_id: lease.clone(), ..Default::default() }));
     let heartbeat_every = Duration::from_millis(a.heartbeat_interval_ms.max(100) as u64);
     let heartbeat =
         tokio::spawn(crate::finish::heartbeats(client.clone(), progress.clone(), stop.clone(), heartbeat_every));
     let uploader = Uploader {
         client: client.clone(),
-        lease: lease.clone(),
+        lease,
         stop: stop.clone(),
         progress,
         batch_points: config.batch_points,
         batch_delay: config.batch_delay,
     };
-    let mut upload = tokio::spawn(uploader.run(events_rx));
+    let upload = tokio::spawn(uploader.run(events_rx));
+    let ctx = TrainContext::new(events_tx, stop.clone());
+    Some((Leased { a, job, stop, heartbeat, upload }, ctx))
+}
+
+/// Runs the trials of one lease answer (one trial, or the seeds of one
+/// cell trained as a fused group) to their ends, whatever those are. Each
+/// trial keeps its own lease, heartbeat, metric stream and result. Never
+/// returns an error: every failure is reported to the coordinator (or, if
+/// the coordinator is gone, left to the lease to expire). Returns true when
+/// the worker must exit at once (it was told to shut down).
+async fn run_group(
+    config: &WorkerConfig,
+    client: &Client,
+    trainer: &std::sync::mpsc::Sender<JobMsg>,
+    group: Vec<pb::Assignment>,
+    sd: &Shutdown,
+) -> bool {
+    // The training thread holds the only contexts, so each trial's event
+    // stream ends when its training does.
+    let mut trials = Vec::with_capacity(group.len());
+    let mut jobs = Vec::with_capacity(group.len());
+    for a in group {
+        if let Some((t, ctx)) = start_trial(config, client, a, sd).await {
+            jobs.push((t.job.clone(), ctx));
+            trials.push(t);
+        }
+    }
+    if trials.is_empty() {
+        return sd.requested();
+    }
+    if trials.len() > 1 {
+        tracing::info!(trials = trials.len(), "training a fused group of seeds");
+    }
+    let (reply_tx, mut reply_rx) = oneshot::channel();
+    if trainer.send((jobs, reply_tx)).is_err() {
+        for t in &trials {
+            t.abort();
+            fail(client, config, &t.a.lease_id, "the training thread is gone", sd).await;
+        }
+        return sd.requested();
+    }
     let abandon = |why: &str| {
-        tracing::warn!(trial = %a.trial_id, grace = ?config.grace, "{why}; exiting and leaving the trial's last checkpoint for its next lease");
+        tracing::warn!(grace = ?config.grace, "{why}; exiting and leaving the trials' last checkpoints for their next leases");
     };
     // Ask the trainer to stop if the worker is shut down mid-trial; from the
     // signal on, everything (trainer, upload, hand-back) shares the grace.
-    let mut reply_rx = reply_rx;
-    let result = tokio::select! {
+    let results = tokio::select! {
         r = &mut reply_rx => r,
         _ = sd.requested_wait() => {
-            tracing::info!(grace = ?config.grace, "shutdown requested: stopping the trial at its next step");
-            stop.stop(StopReason::Shutdown);
+            tracing::info!(grace = ?config.grace, "shutdown requested: stopping training at its next step");
+            for t in &trials {
+                t.stop.stop(StopReason::Shutdown);
+            }
             match sd.bounded(&mut reply_rx).await {
                 Some(r) => r,
                 None => {
-                    heartbeat.abort();
-                    upload.abort();
-                    abandon("the trial did not stop within the grace period");
+                    trials.iter().for_each(Leased::abort);
+                    abandon("training did not stop within the grace period");
                     return true;
                 }
             }
         }
     };
-    let result = result.unwrap_or_else(|_| Err(TrainError::Other("the training thread died".into())));
+    let mut results = results.unwrap_or_default().into_iter();
+    let mut exit_now = false;
+    for t in trials {
+        let result = results.next().unwrap_or_else(|| Err(TrainError::Other("the training thread died".into())));
+        match finish_trial(config, client, t, result, sd).await {
+            Some(exit) => exit_now |= exit,
+            None => {
+                abandon("the metrics were not acknowledged within the grace period");
+                return true;
+            }
+        }
+    }
+    exit_now || sd.requested()
+}
+
+/// Reports one trained trial's end to the coordinator once its metrics are
+/// acknowledged. `Some(true)`: the worker must exit (handed back on
+/// shutdown); `None`: the grace period ran out first.
+async fn finish_trial(
+    config: &WorkerConfig,
+    client: &Client,
+    t: Leased,
+    result: Result<TrainOutcome, TrainError>,
+    sd: &Shutdown,
+) -> Option<bool> {
+    let Leased { a, job, heartbeat, mut upload, .. } = t;
+    let lease = a.lease_id.as_str();
     // Every metric must be acknowledged before the trial is completed.
     let uploaded = match sd.bounded(&mut upload).await {
         Some(r) => r.unwrap_or(UploadEnd::LeaseLost),
         None => {
             heartbeat.abort();
             upload.abort();
-            abandon("the metrics were not acknowledged within the grace period");
-            return true;
+            return None;
         }
     };
     heartbeat.abort();
-    let mut exit_now = sd.requested();
+    let checkpoint_dir = &job.checkpoint_dir;
     match (uploaded, result) {
-        (UploadEnd::Refused(why), _) => fail(client, config, &lease, &why, sd).await,
+        (UploadEnd::Refused(why), _) => fail(client, config, lease, &why, sd).await,
         (UploadEnd::LeaseLost, r) => {
             if matches!(r, Ok(TrainOutcome::Succeeded(_) | TrainOutcome::Diverged(_))) {
                 tracing::warn!(trial = %a.trial_id, "lease lost before the metrics were acknowledged; result dropped");
@@ -397,26 +486,26 @@ async fn run_trial(
             }
         }
         (UploadEnd::Acked, Ok(TrainOutcome::Succeeded(s))) => {
-            if complete(client, config, &lease, pb::Outcome::Succeeded, &s, sd).await {
-                discard(&checkpoint_dir, a.keep_weights).await;
+            if complete(client, config, lease, pb::Outcome::Succeeded, &s, sd).await {
+                discard(checkpoint_dir, a.keep_weights).await;
             }
         }
         (UploadEnd::Acked, Ok(TrainOutcome::Diverged(s))) => {
             tracing::warn!(trial = %a.trial_id, "trial diverged (loss became NaN or infinite)");
-            if complete(client, config, &lease, pb::Outcome::Diverged, &s, sd).await {
-                discard(&checkpoint_dir, false).await;
+            if complete(client, config, lease, pb::Outcome::Diverged, &s, sd).await {
+                discard(checkpoint_dir, false).await;
             }
         }
         (UploadEnd::Acked, Ok(TrainOutcome::Stopped(StopReason::Shutdown))) => {
-            release(client, &lease, "worker shut down (preempted); resumes from its last checkpoint", sd).await;
-            exit_now = true;
+            release(client, lease, "worker shut down (preempted); resumes from its last checkpoint", sd).await;
+            return Some(true);
         }
         (UploadEnd::Acked, Ok(TrainOutcome::Stopped(reason))) => {
             tracing::info!(trial = %a.trial_id, ?reason, "trial stopped");
         }
-        (UploadEnd::Acked, Err(e)) => fail(client, config, &lease, &e.to_string(), sd).await,
+        (UploadEnd::Acked, Err(e)) => fail(client, config, lease, &e.to_string(), sd).await,
     }
-    exit_now
+    Some(sd.requested())
 }
 
 /// The trial's result is acknowledged: its checkpoints go (the final weights

@@ -13,6 +13,7 @@
 
 pub mod daemon;
 mod finish;
+pub mod fuse;
 mod retry;
 pub mod simulated;
 pub mod trainer;

@@ -191,7 +191,8 @@ impl StopFlag {
 }
 
 /// What a trainer is handed besides the job: where to send events and the
-/// stop flag to poll.
+/// stop flag to poll. A clone is another handle on the same trial.
+#[derive(Clone)]
 pub struct TrainContext {
     events: mpsc::Sender<TrainEvent>,
     stop: StopFlag,
@@ -287,7 +288,7 @@ pub enum TrainOutcome {
 }
 
 /// A trial that could not be trained.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TrainError {
     #[error("data: {0}")]
     Data(String),
@@ -317,9 +318,17 @@ pub fn resolve(spec: &TrialSpec) -> Result<BmenetTrial, TrainError> {
     })
 }
 
-/// Something that trains trials, one at a time, on the thread it was made on.
+/// Something that trains trials on the thread it was made on.
 pub trait Trainer {
+    /// Trains one trial.
     fn train(&mut self, job: &TrialJob, ctx: &TrainContext) -> Result<TrainOutcome, TrainError>;
+
+    /// Trains the trials of one group lease (the seeds of one cell, same
+    /// settings): one result per job, in order. By default one after the
+    /// other; a trainer that can fuse them trains them together.
+    fn train_group(&mut self, jobs: &[(TrialJob, TrainContext)]) -> Vec<Result<TrainOutcome, TrainError>> {
+        jobs.iter().map(|(job, ctx)| self.train(job, ctx)).collect()
+    }
 }
 
 /// Makes the trainer on the training thread (so nothing it holds needs to be

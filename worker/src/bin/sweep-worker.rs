@@ -17,6 +17,7 @@ use sweep_worker::trainer::TrainerFactory;
 ///
 /// Examples:
 ///   sweep-worker --coordinator http://10.0.0.5:50051 --device cuda:0
+///   sweep-worker --device cuda:0 --fuse 16      # 16 seeds of a cell as one model
 ///   SWEEP_COORDINATOR=http://127.0.0.1:50051 sweep-worker
 ///   sweep-worker model --depth 32 --no-skip
 #[derive(Parser)]
@@ -89,6 +90,13 @@ struct RunArgs {
     /// choice, all cores). Set it when several workers share a machine.
     #[arg(long, env = "SWEEP_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
+    /// Seeds of one grid cell to train together as one fused model: `auto`
+    /// (1 on the CPU, where fusing gains nothing; 8 on a GPU) or a number
+    /// from 1 to 64. The worker asks the coordinator for up to this many
+    /// trials of one cell (same settings, same checkpoint step) per lease;
+    /// each keeps its own lease, metrics, checkpoints and result.
+    #[arg(long, env = "SWEEP_FUSE", default_value = "auto")]
+    fuse: sweep_worker::fuse::Fuse,
     /// Exit when no work has been offered for this many seconds (1 to
     /// 604800, a week).
     #[arg(long, env = "SWEEP_IDLE_EXIT_SECS", value_parser = clap::value_parser!(u64).range(1..=604_800))]
@@ -273,6 +281,7 @@ fn main() -> anyhow::Result<()> {
     config.idle_exit = args.idle_exit_secs.map(Duration::from_secs);
     config.grace = Duration::from_secs(args.grace_secs);
     config.threads = args.threads.unwrap_or(0);
+    config.fuse = args.fuse.resolve(&args.device);
     config.security = sweep_proto::client::ClientSecurity::from_sources(
         args.token_file.as_deref(),
         args.tls_ca.clone(),

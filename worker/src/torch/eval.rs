@@ -1,14 +1,12 @@
-//! Measurements of the network that train nothing, all under `no_grad`:
-//! test-set evaluation ([`evaluate`], with `train = false`, so batch norm
-//! uses its running statistics) and per-group gradient norms
-//! ([`grad_norms`]).
+//! Test-set evaluation of every member of a training group, under
+//! `no_grad` and with `train = false` (batch norm uses its running
+//! statistics). Gradient norms are [`super::fused::FusedNet::grad_norms`].
 
-use tch::nn::ModuleT;
 use tch::{Device, Kind, TchError, Tensor};
 
 use super::batch::{make_batch, Normalise};
-use super::bmenet::{BmeNet, ParamGroup};
 use super::cifar::{CifarSplit, CLASSES};
+use super::fused::FusedNet;
 
 /// Test images per forward pass when evaluating (BN uses running stats in
 /// eval mode, so this does not change results, only speed and memory).
@@ -33,63 +31,49 @@ impl Eval {
     }
 }
 
-/// Evaluates `net` on every image of `split`, in order.
-pub fn evaluate(net: &BmeNet, split: &CifarSplit, norm: &Normalise, device: Device) -> Result<Eval, TchError> {
+/// Evaluates every member of `net` on every image of `split`, in order:
+/// one [`Eval`] per member. Each test batch is fed to all members at once
+/// (the images repeated along the channel axis).
+pub fn evaluate(net: &FusedNet, split: &CifarSplit, norm: &Normalise, device: Device) -> Result<Vec<Eval>, TchError> {
     let _guard = tch::no_grad_guard();
-    let mut confusion = [[0u64; CLASSES]; CLASSES];
-    let mut loss_sum = 0.0;
+    let k = net.members();
+    let mut confusion = vec![[[0u64; CLASSES]; CLASSES]; k];
+    let mut loss_sum = vec![0.0; k];
     let order: Vec<usize> = (0..split.len()).collect();
     for chunk in order.chunks(EVAL_BATCH) {
         let (x, y) = make_batch(split, chunk, None, norm, device)?;
+        let x = if k == 1 { x } else { x.f_repeat([1, k as i64, 1, 1])? };
         let logits = net.forward_t(&x, false);
-        let loss = logits
-            .f_log_softmax(-1, Kind::Float)
-            .and_then(|l| l.f_nll_loss::<Tensor>(&y, None, tch::Reduction::Sum, -100))
-            .and_then(|l| l.f_double_value(&[]))?;
-        loss_sum += loss;
+        let n = chunk.len() as i64;
+        let labels = y.f_unsqueeze(0)?.f_expand([k as i64, n], false)?;
+        let losses = logits
+            .f_reshape([k as i64 * n, -1])?
+            .f_log_softmax(-1, Kind::Float)?
+            .f_nll_loss::<Tensor>(&labels.f_reshape([-1])?, None, tch::Reduction::None, -100)?
+            .f_view([k as i64, n])?
+            .f_sum_dim_intlist(1, false, Kind::Double)?
+            .f_to_device(Device::Cpu)?;
+        let losses = Vec::<f64>::try_from(&losses)?;
         let preds = logits.f_argmax(-1, false).and_then(|p| p.f_to_device(Device::Cpu))?;
-        let preds = Vec::<i64>::try_from(&preds)?;
-        for (&i, &p) in chunk.iter().zip(&preds) {
-            let t = split.labels[i] as usize;
-            if let Some(row) = confusion.get_mut(t) {
-                if let Some(cell) = row.get_mut(p as usize) {
+        let preds = Vec::<i64>::try_from(&preds.f_reshape([-1])?)?;
+        for m in 0..k {
+            loss_sum[m] += losses[m];
+            let member_preds = &preds[m * chunk.len()..(m + 1) * chunk.len()];
+            for (&i, &p) in chunk.iter().zip(member_preds) {
+                let t = split.labels[i] as usize;
+                if let Some(cell) = confusion[m].get_mut(t).and_then(|row| row.get_mut(p as usize)) {
                     *cell += 1;
                 }
             }
         }
     }
     let n = split.len().max(1) as f64;
-    let correct: u64 = (0..CLASSES).map(|k| confusion[k][k]).sum();
-    Ok(Eval { loss: loss_sum / n, accuracy: correct as f64 / n, confusion })
-}
-
-/// L2 norm of the current gradient over each group's parameters, in group
-/// order, read back in one transfer.
-pub fn grad_norms(groups: &[ParamGroup]) -> Result<Vec<f64>, TchError> {
-    let _guard = tch::no_grad_guard();
-    let mut sq = Vec::with_capacity(groups.len());
-    for g in groups {
-        let mut acc: Option<Tensor> = None;
-        for p in &g.params {
-            let grad = p.f_grad()?;
-            if !grad.defined() {
-                continue;
-            }
-            let s = grad.f_square().and_then(|s| s.f_sum(Kind::Float)).and_then(|s| s.f_reshape([1]))?;
-            acc = Some(match acc {
-                None => s,
-                Some(a) => a.f_add(&s)?,
-            });
-        }
-        let device = g.params.first().map_or(Device::Cpu, tch::Tensor::device);
-        sq.push(match acc {
-            Some(a) => a,
-            None => Tensor::f_zeros([1], (Kind::Float, device))?,
-        });
-    }
-    let norms = Tensor::f_cat(&sq, 0)
-        .and_then(|t| t.f_sqrt())
-        .and_then(|t| t.f_to_kind(Kind::Double))
-        .and_then(|t| t.f_to_device(Device::Cpu))?;
-    Vec::<f64>::try_from(&norms)
+    Ok(confusion
+        .into_iter()
+        .zip(loss_sum)
+        .map(|(confusion, loss)| {
+            let correct: u64 = (0..CLASSES).map(|c| confusion[c][c]).sum();
+            Eval { loss: loss / n, accuracy: correct as f64 / n, confusion }
+        })
+        .collect())
 }

@@ -9,10 +9,14 @@
 //! - [`optim`]: SGD / Adam with checkpointable state;
 //! - [`checkpoint`]: atomic on-disk checkpoints;
 //! - [`batch`]: batch assembly (shuffling, normalisation, augmentation);
-//! - [`eval`]: test-set evaluation and gradient norms, under `no_grad`;
+//! - [`fused`]: K networks of one configuration as one (fused seeds);
+//! - [`eval`]: test-set evaluation of every member, under `no_grad`;
 //! - [`resume`]: a run's position to and from its checkpoints;
+//! - [`member`]: one trial of a training group (its spec, position,
+//!   checkpoints and metrics);
+//! - [`group`]: the training loop, for one trial or a fused group;
 //! - [`train`]: [`TorchTrainer`], the [`crate::trainer::Trainer`] the worker
-//!   runs trials with, and its training loop.
+//!   runs trials with: splits what it is given into fusable groups.
 //!
 //! Only this module links libtorch; it exists with the `torch` feature.
 
@@ -24,6 +28,9 @@ pub mod bmenet;
 pub mod checkpoint;
 pub mod cifar;
 pub mod eval;
+pub mod fused;
+mod group;
+mod member;
 pub mod optim;
 pub mod resume;
 pub mod summary;

@@ -5,7 +5,7 @@
 //! A checkpoint is resumed only when [`TrialJob::may_resume`] allows (same
 //! coordinator database, which vouches for the step); any other checkpoint
 //! folder is logged, deleted and training starts from scratch. A checkpoint
-//! is written only after a checkpoint barrier ([`TrainContext::checkpoint`]):
+//! is written only after a checkpoint barrier ([`crate::trainer::TrainContext::checkpoint`]):
 //! every metric point up to its step is acknowledged first. The on-disk
 //! format itself is [`super::checkpoint`]'s.
 
@@ -17,7 +17,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::checkpoint::{self, CheckpointMeta, Latest};
 use super::optim::Optimizer;
-use crate::trainer::{TrainContext, TrainError, TrialJob};
+use crate::trainer::{TrainError, TrialJob};
 
 /// Training progress that a checkpoint carries across attempts.
 #[derive(Debug, Clone, Default)]
@@ -81,7 +81,10 @@ impl Run<'_> {
         p.prior_wall + self.started.elapsed().as_secs_f64()
     }
 
-    fn save(&self, p: &Position) -> Result<(), TrainError> {
+    /// Writes a checkpoint at `p`. Call it only after the checkpoint
+    /// barrier ([`crate::trainer::TrainContext::checkpoint`]) succeeded and while the trial
+    /// is still ours (see [`super::member::Member::checkpoint`]).
+    pub fn save(&self, p: &Position) -> Result<(), TrainError> {
         let spec = &self.job.spec;
         let meta = CheckpointMeta {
             version: checkpoint::FORMAT_VERSION,
@@ -117,21 +120,6 @@ impl Run<'_> {
         })
         .map_err(TrainError::Checkpoint)?;
         Ok(())
-    }
-
-    /// The checkpoint barrier, then the checkpoint: written only once the
-    /// coordinator acknowledged every point up to `p.step` (so it vouches
-    /// for this checkpoint), and only while the trial is still ours.
-    /// `false`: not written.
-    pub fn checkpoint(&self, ctx: &TrainContext, p: &Position) -> Result<bool, TrainError> {
-        if !ctx.checkpoint(p.step) {
-            return Ok(false);
-        }
-        if ctx.should_stop().is_some_and(|r| !r.keeps_checkpoint()) {
-            return Ok(false);
-        }
-        self.save(p)?;
-        Ok(true)
     }
 
     /// Keeps the final weights (`<checkpoint dir>/final/`) for later

@@ -1,0 +1,291 @@
+//! The training loop: one or more trials of the same configuration (the
+//! seeds of one grid cell, same settings, same position) trained together
+//! as one [`FusedNet`]. A single trial is a group of one; the loop is the
+//! same, so everything below holds for both.
+//!
+//! - each member draws its own batches (its own shuffle, its own crops and
+//!   flips, from (seed, epoch, batch)), and the batches are stacked along
+//!   the channel axis;
+//! - cross-entropy per member, summed; the gradient of member `k`'s slice
+//!   is that of its own loss alone (see [`super::fused`]);
+//! - every `log_every` batches: each member's `train_loss` (mean over those
+//!   batches) and `grad_norm/<group>`, plus a progress report;
+//! - every epoch end: each member's `test_loss`, `test_accuracy`,
+//!   `images_per_sec` (its own training images per second of the group's
+//!   training time), then its checkpoint after a checkpoint barrier;
+//! - at the end: `class_accuracy/<k>` and `confusion/<true>/<pred>`.
+//!
+//! A member whose logged loss becomes NaN or infinite ends as diverged; a
+//! member whose daemon side asks it to stop (lease lost, cancelled,
+//! shutdown) ends as stopped. The others train on: the ended member's slice
+//! keeps computing until the group ends (its loss no longer counts and its
+//! weights are never saved again), which costs time but nothing else, since
+//! no kernel mixes members.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tch::{Device, Kind, Tensor};
+
+use super::batch::{derived_rng, epoch_permutation, make_batch, Normalise};
+use super::bmenet::{group_names, BmeConfig};
+use super::eval::evaluate;
+use super::fused::FusedNet;
+use super::member::{optimizer, Halt, Member, Slot, Vars};
+use super::optim::Optimizer;
+use crate::trainer::TrainError;
+
+/// Trains `members` (same configuration, same position) to their ends;
+/// each member's [`Member::end`] says how it ended. `Err`: libtorch failed
+/// the group as a whole (every member still training fails with it).
+pub(super) fn train(device: Device, members: &mut [Member<'_>]) -> Result<(), TrainError> {
+    let Some(first) = members.first() else { return Ok(()) };
+    let trial = first.trial.clone();
+    let (start_epoch, start_batch) = (first.p.next_epoch, first.p.next_batch);
+    let cfg = BmeConfig::from(&trial);
+    let vars: Vec<&Vars> = members.iter().map(|m| &m.vars).collect();
+    let net = FusedNet::from_members(&cfg, &vars, device).map_err(|e| TrainError::Model(e.to_string()))?;
+    let opt = optimizer(&trial, net.trainable());
+    let groups = group_names(cfg.depth).map_err(|e| TrainError::Model(e.to_string()))?;
+    let mut g = Group { members, net, opt, device, norm: Normalise::new(), window: None, groups };
+    g.load_optimizer_state().map_err(torch)?;
+    for epoch in start_epoch..=trial.train.epochs {
+        let first_batch = if epoch == start_epoch { start_batch } else { 0 };
+        g.epoch(epoch, first_batch).map_err(torch)?;
+        if !g.any_training() {
+            return Ok(());
+        }
+    }
+    g.finish().map_err(torch)
+}
+
+fn torch(e: tch::TchError) -> TrainError {
+    TrainError::Other(format!("libtorch: {e}"))
+}
+
+struct Group<'g, 'a> {
+    members: &'g mut [Member<'a>],
+    net: FusedNet,
+    opt: Optimizer,
+    device: Device,
+    norm: Normalise,
+    /// Each member's loss summed since its last logged step, on the device
+    /// (`[K]`, f64), so a GPU is not synchronised every batch.
+    window: Option<Tensor>,
+    /// Gradient-norm groups, input to output.
+    groups: Vec<String>,
+}
+
+impl Group<'_, '_> {
+    fn any_training(&self) -> bool {
+        self.members.iter().any(Member::training)
+    }
+
+    /// The optimiser state of every member (zero unless resumed), stacked.
+    fn load_optimizer_state(&mut self) -> Result<(), tch::TchError> {
+        let per_member: Vec<HashMap<String, Tensor>> =
+            self.members.iter().map(|m| m.run.opt.state_tensors().into_iter().collect()).collect();
+        let mut stacked = HashMap::new();
+        for (name, _) in self.opt.state_tensors() {
+            let parts: Vec<&Tensor> = per_member.iter().filter_map(|m| m.get(&name)).collect();
+            if parts.len() == per_member.len() {
+                stacked.insert(name, Tensor::f_cat(&parts, 0)?);
+            }
+        }
+        let steps = self.members[0].run.opt.steps();
+        self.opt.load_state(&stacked, steps).map_err(tch::TchError::Kind)
+    }
+
+    /// Reads each member's running loss sum and clears it.
+    fn take_window(&mut self) -> Result<Vec<f64>, tch::TchError> {
+        let k = self.members.len();
+        match self.window.take() {
+            None => Ok(vec![0.0; k]),
+            Some(w) => Vec::<f64>::try_from(&w.f_to_device(Device::Cpu)?),
+        }
+    }
+
+    /// Member `k`'s running loss sum, left in place.
+    fn peek_window(&self, k: usize) -> Result<f64, tch::TchError> {
+        match &self.window {
+            None => Ok(0.0),
+            Some(w) => w.f_double_value(&[k as i64]),
+        }
+    }
+
+    /// Trains `epoch` from batch `first`, evaluates and checkpoints.
+    fn epoch(&mut self, epoch: u32, first: u64) -> Result<(), tch::TchError> {
+        let data = self.members[0].data.clone();
+        let n = data.train.len();
+        let bs = self.members[0].trial.train.batch_size as usize;
+        let batches = n.div_ceil(bs) as u64;
+        let orders: Vec<Vec<usize>> = self.members.iter().map(|m| epoch_permutation(m.trial.seed, epoch, n)).collect();
+        let started = Instant::now();
+        let mut images = 0usize;
+        for b in first.min(batches)..batches {
+            self.poll_stops(epoch, b)?;
+            if !self.any_training() {
+                return Ok(());
+            }
+            let lo = b as usize * bs;
+            let hi = (lo + bs).min(n);
+            self.step(epoch, b, &orders, lo..hi)?;
+            images += hi - lo;
+        }
+        let sums = self.take_window()?;
+        for (m, s) in self.members.iter_mut().zip(sums) {
+            if m.training() {
+                m.p.window_sum += s;
+                if !m.p.window_sum.is_finite() {
+                    m.diverge(epoch);
+                }
+            }
+        }
+        if !self.any_training() {
+            return Ok(());
+        }
+        let secs = started.elapsed().as_secs_f64();
+        let ips = (images > 0 && secs > 0.0).then(|| images as f64 / secs);
+        let evals = evaluate(&self.net, &data.test, &self.norm, self.device)?;
+        for (k, (m, eval)) in self.members.iter_mut().zip(evals).enumerate() {
+            if m.training() {
+                if let Err(h) = m.epoch_end(epoch, eval, ips, &Slot { net: &self.net, opt: &self.opt, k }) {
+                    m.halt(h);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops, before batch `b`, every member the daemon asked to stop.
+    fn poll_stops(&mut self, epoch: u32, b: u64) -> Result<(), tch::TchError> {
+        for k in 0..self.members.len() {
+            let m = &self.members[k];
+            let Some(reason) = m.training().then(|| m.ctx.should_stop()).flatten() else { continue };
+            let window = self.peek_window(k)?;
+            self.members[k].stop(reason, epoch, b, window, &Slot { net: &self.net, opt: &self.opt, k });
+        }
+        Ok(())
+    }
+
+    /// Trains one batch (images `range` of each member's order): forward,
+    /// backward, the logged losses and gradient norms every `log_every`
+    /// batches, then the optimiser step.
+    fn step(
+        &mut self,
+        epoch: u32,
+        b: u64,
+        orders: &[Vec<usize>],
+        range: std::ops::Range<usize>,
+    ) -> Result<(), tch::TchError> {
+        let mut xs = Vec::with_capacity(self.members.len());
+        let mut ys = Vec::with_capacity(self.members.len());
+        for (m, order) in self.members.iter().zip(orders) {
+            let mut aug = m.trial.train.augment.then(|| derived_rng(m.trial.seed, epoch, b));
+            let (x, y) = make_batch(&m.data.train, &order[range.clone()], aug.as_mut(), &self.norm, self.device)?;
+            xs.push(x);
+            ys.push(y);
+        }
+        let x = if xs.len() == 1 { xs.remove(0) } else { Tensor::f_cat(&xs, 1)? };
+        let y = Tensor::f_stack(&ys, 0)?;
+        let logits = self.net.forward_t(&x, true);
+        let losses = FusedNet::member_losses(&logits, &y)?;
+        let active: Vec<i64> =
+            (0..self.members.len() as i64).filter(|&k| self.members[k as usize].training()).collect();
+        let total = if active.len() == self.members.len() {
+            losses.f_sum(Kind::Float)?
+        } else {
+            let idx = Tensor::f_from_slice(&active)?.f_to_device(self.device)?;
+            losses.f_index_select(0, &idx)?.f_sum(Kind::Float)?
+        };
+        self.opt.zero_grad();
+        total.f_backward()?;
+        // Summed in f64 so a window split by a checkpoint adds up the same
+        // as an uninterrupted one.
+        let l = losses.f_detach()?.f_to_kind(Kind::Double)?;
+        self.window = Some(match self.window.take() {
+            None => l,
+            Some(w) => w.f_add(&l)?,
+        });
+        let mut log_now = false;
+        for m in self.members.iter_mut().filter(|m| m.training()) {
+            m.p.window_n += 1;
+            m.p.step += 1;
+            log_now = m.p.step % i64::from(m.trial.train.log_every) == 0;
+        }
+        if log_now {
+            self.log(epoch)?;
+        }
+        self.opt.step()
+    }
+
+    /// Each member's mean loss over the logging window (a non-finite one
+    /// ends the member as diverged), gradient norms and progress.
+    fn log(&mut self, epoch: u32) -> Result<(), tch::TchError> {
+        let sums = self.take_window()?;
+        let mut norms: Option<Vec<Vec<f64>>> = None;
+        for (k, s) in sums.into_iter().enumerate() {
+            let m = &mut self.members[k];
+            if !m.training() {
+                continue;
+            }
+            m.p.window_sum += s;
+            let mean = m.p.window_sum / m.p.window_n as f64;
+            m.p.window_sum = 0.0;
+            m.p.window_n = 0;
+            if !mean.is_finite() {
+                m.diverge(epoch);
+                continue;
+            }
+            m.p.last_train_loss = Some(mean);
+            if norms.is_none() {
+                norms = Some(self.net.grad_norms()?);
+            }
+            let member_norms = norms.as_ref().map(|n| n[k].as_slice()).unwrap_or_default();
+            let m = &mut self.members[k];
+            if let Err(h) = send_log(m, epoch, mean, &self.groups, member_norms) {
+                m.halt(h);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every member still training: evaluates the trained weights
+    /// (once for all, unless the last epoch just did), then each member's
+    /// final metrics and summary. A member resumed from its final
+    /// checkpoint lands here directly.
+    fn finish(&mut self) -> Result<(), tch::TchError> {
+        let need = self.members.iter().any(|m| m.training() && m.last_eval.is_none());
+        let fresh = if need {
+            let data = self.members[0].data.clone();
+            Some(evaluate(&self.net, &data.test, &self.norm, self.device)?)
+        } else {
+            None
+        };
+        for k in 0..self.members.len() {
+            let m = &mut self.members[k];
+            if !m.training() {
+                continue;
+            }
+            let eval = match (m.last_eval.take(), &fresh) {
+                (Some(e), _) => e,
+                (None, Some(f)) => f[k].clone(),
+                (None, None) => continue,
+            };
+            match m.finish(eval, &Slot { net: &self.net, opt: &self.opt, k }) {
+                Ok(outcome) => m.end = Some(Ok(outcome)),
+                Err(h) => m.halt(h),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn send_log(m: &Member<'_>, epoch: u32, mean: f64, groups: &[String], norms: &[f64]) -> Result<(), Halt> {
+    let (ctx, step) = (m.ctx, m.p.step);
+    m.send(ctx.metric(step, epoch, "train_loss", mean))?;
+    for (g, v) in groups.iter().zip(norms) {
+        m.send(ctx.metric(step, epoch, format!("grad_norm/{g}"), *v))?;
+    }
+    m.send(ctx.progress(epoch, step, Some(mean)))
+}
