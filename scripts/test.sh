@@ -34,3 +34,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 say "building and running the tests"
 cargo test --workspace --locked -- --test-threads="${SWEEP_TEST_THREADS:-2}"
+
+# The GPU benchmark's script on the CPU at tiny sizes (about a minute), so
+# it cannot rot between the sessions that have a GPU (issue 10).
+say "bench/gpu.sh --device cpu --quick"
+BENCH_BIN="$ROOT/target/debug/examples/train_bench" bench/gpu.sh --device cpu --quick
