@@ -73,17 +73,7 @@ if [[ -z "${DATA:-}" ]]; then
 fi
 if [[ -z "${DATA:-}" ]]; then
     DATA="$tmp/data"
-    "$PYTHON" - "$DATA" "$IMAGES" <<'EOF'
-import os, random, sys
-d, n = sys.argv[1], int(sys.argv[2])
-os.makedirs(d, exist_ok=True)
-random.seed(1)
-for name, count in [("data_batch_1.bin", n), ("data_batch_2.bin", 0), ("data_batch_3.bin", 0),
-                    ("data_batch_4.bin", 0), ("data_batch_5.bin", 0), ("test_batch.bin", 100)]:
-    with open(os.path.join(d, name), "wb") as f:
-        for i in range(count):
-            f.write(bytes([i % 10]) + bytes(random.getrandbits(8) for _ in range(3072)))
-EOF
+    "$PYTHON" "$repo/bench/random_cifar.py" "$DATA" "$IMAGES"
 fi
 
 field() { sed -n "s/.*\"$1\": \([0-9.]*\).*/\1/p" | tail -1; }
