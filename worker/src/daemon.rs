@@ -133,11 +133,7 @@ fn spawn_training_thread(factory: TrainerFactory) -> Result<std::sync::mpsc::Sen
             while let Ok((jobs, reply)) = rx.recv() {
                 let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trainer.train_group(&jobs)))
                     .unwrap_or_else(|p| {
-                        let msg = p
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| p.downcast_ref::<&str>().map(std::string::ToString::to_string))
-                            .unwrap_or_else(|| "unknown panic".into());
+                        let msg = crate::trainer::panic_message(&*p);
                         jobs.iter().map(|_| Err(TrainError::Other(format!("trainer panicked: {msg}")))).collect()
                     });
                 // Closing the contexts ends each trial's event stream.

@@ -318,6 +318,16 @@ pub fn resolve(spec: &TrialSpec) -> Result<BmenetTrial, TrainError> {
     })
 }
 
+/// The message of a caught panic (a trainer's, or libtorch's through tch's
+/// non-fallible calls).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(std::string::ToString::to_string))
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
 /// Something that trains trials on the thread it was made on.
 pub trait Trainer {
     /// Trains one trial.

@@ -48,19 +48,15 @@ pub(super) fn train(device: Device, members: &mut [Member<'_>]) -> Result<(), Tr
     let opt = optimizer(&trial, net.trainable());
     let groups = group_names(cfg.depth).map_err(|e| TrainError::Model(e.to_string()))?;
     let mut g = Group { members, net, opt, device, norm: Normalise::new(), window: None, groups };
-    g.load_optimizer_state().map_err(torch)?;
+    g.load_optimizer_state()?;
     for epoch in start_epoch..=trial.train.epochs {
         let first_batch = if epoch == start_epoch { start_batch } else { 0 };
-        g.epoch(epoch, first_batch).map_err(torch)?;
+        g.epoch(epoch, first_batch)?;
         if !g.any_training() {
             return Ok(());
         }
     }
-    g.finish().map_err(torch)
-}
-
-fn torch(e: tch::TchError) -> TrainError {
-    TrainError::Other(format!("libtorch: {e}"))
+    Ok(g.finish()?)
 }
 
 struct Group<'g, 'a> {
@@ -283,9 +279,9 @@ impl Group<'_, '_> {
 
 fn send_log(m: &Member<'_>, epoch: u32, mean: f64, groups: &[String], norms: &[f64]) -> Result<(), Halt> {
     let (ctx, step) = (m.ctx, m.p.step);
-    m.send(ctx.metric(step, epoch, "train_loss", mean))?;
+    ctx.metric(step, epoch, "train_loss", mean)?;
     for (g, v) in groups.iter().zip(norms) {
-        m.send(ctx.metric(step, epoch, format!("grad_norm/{g}"), *v))?;
+        ctx.metric(step, epoch, format!("grad_norm/{g}"), *v)?;
     }
-    m.send(ctx.progress(epoch, step, Some(mean)))
+    Ok(ctx.progress(epoch, step, Some(mean))?)
 }

@@ -94,7 +94,7 @@ impl<'a> Member<'a> {
         let m = Member { ctx, trial, data, run, vars, p, last_eval: None, end: None };
         // Where this attempt starts, so points an abandoned attempt logged
         // past this step are replaced rather than mixed in.
-        m.send(ctx.resumed(m.p.step))?;
+        ctx.resumed(m.p.step)?;
         m.report_short_data()?;
         Ok(m)
     }
@@ -107,11 +107,6 @@ impl<'a> Member<'a> {
         self.end.is_none()
     }
 
-    /// Sends one event; a gone daemon means the lease is lost.
-    pub(super) fn send(&self, r: Result<(), StopReason>) -> Result<(), Halt> {
-        r.map_err(Halt::Stop)
-    }
-
     /// Fewer images than the grid asked for: say so, in the log and as a
     /// metric the report can show.
     fn report_short_data(&self) -> Result<(), Halt> {
@@ -119,13 +114,13 @@ impl<'a> Member<'a> {
         if let Some(asked) = trial.data.train_subset {
             if (data.train.len() as u64) < asked {
                 tracing::warn!(trial = %id, asked, used = data.train.len(), "data.train_subset asks for more training images than {} holds; training on all {}", data.root.display(), data.train.len());
-                self.send(ctx.metric(0, 0, "train_images_used", data.train.len() as f64))?;
+                ctx.metric(0, 0, "train_images_used", data.train.len() as f64)?;
             }
         }
         if let Some(asked) = trial.data.test_subset {
             if (data.test.len() as u64) < asked {
                 tracing::warn!(trial = %id, asked, used = data.test.len(), "data.test_subset asks for more test images than {} holds; testing on all {}", data.root.display(), data.test.len());
-                self.send(ctx.metric(0, 0, "test_images_used", data.test.len() as f64))?;
+                ctx.metric(0, 0, "test_images_used", data.test.len() as f64)?;
             }
         }
         Ok(())
@@ -135,12 +130,11 @@ impl<'a> Member<'a> {
     /// state into its plain network, for a checkpoint or the final weights.
     fn pull(&mut self, slot: &Slot<'_>) -> Result<(), TrainError> {
         let Slot { net, opt, k } = *slot;
-        let torch = |e: tch::TchError| TrainError::Other(format!("libtorch: {e}"));
-        net.copy_member_into(k, &self.vars).map_err(torch)?;
+        net.copy_member_into(k, &self.vars)?;
         let mut state = HashMap::new();
         for (name, t) in opt.state_tensors() {
             let param = name.splitn(3, '.').nth(2).unwrap_or_default();
-            state.insert(name.clone(), net.slice_like(param, &t, k).map_err(torch)?);
+            state.insert(name.clone(), net.slice_like(param, &t, k)?);
         }
         self.run.opt.load_state(&state, opt.steps()).map_err(TrainError::Other)
     }
@@ -180,10 +174,7 @@ impl<'a> Member<'a> {
 
     /// Ends this member on a [`Halt`] (a stop request or an error).
     pub(super) fn halt(&mut self, h: Halt) {
-        self.end = Some(match h {
-            Halt::Stop(r) => Ok(TrainOutcome::Stopped(r)),
-            Halt::Fail(e) => Err(e),
-        });
+        self.end = Some(h.into_end());
     }
 
     /// The end of a trial whose training loss became NaN or infinite at
@@ -192,8 +183,8 @@ impl<'a> Member<'a> {
     pub(super) fn diverge(&mut self, epoch: u32) {
         let p = &self.p;
         tracing::warn!(trial = %self.run.job.trial_id, step = p.step, "training loss became NaN or infinite: trial diverged");
-        if let Err(h) = self.send(self.ctx.metric(p.step, epoch, "diverged_step", p.step as f64)) {
-            return self.halt(h);
+        if let Err(r) = self.ctx.metric(p.step, epoch, "diverged_step", p.step as f64) {
+            return self.halt(Halt::Stop(r));
         }
         self.end = Some(Ok(TrainOutcome::Diverged(TrialSummary {
             final_train_loss: None,
@@ -218,12 +209,12 @@ impl<'a> Member<'a> {
         p.last_test_accuracy = Some(eval.accuracy);
         p.best_test_accuracy = Some(p.best_test_accuracy.map_or(eval.accuracy, |b| b.max(eval.accuracy)));
         let step = p.step;
-        self.send(ctx.metric(step, epoch, "test_loss", eval.loss))?;
-        self.send(ctx.metric(step, epoch, "test_accuracy", eval.accuracy))?;
+        ctx.metric(step, epoch, "test_loss", eval.loss)?;
+        ctx.metric(step, epoch, "test_accuracy", eval.accuracy)?;
         if let Some(ips) = images_per_sec {
-            self.send(ctx.metric(step, epoch, "images_per_sec", ips))?;
+            ctx.metric(step, epoch, "images_per_sec", ips)?;
         }
-        self.send(ctx.progress(epoch, step, self.p.last_train_loss))?;
+        ctx.progress(epoch, step, self.p.last_train_loss)?;
         self.p.next_epoch = epoch + 1;
         self.p.next_batch = 0;
         self.last_eval = Some(eval);
@@ -243,13 +234,13 @@ impl<'a> Member<'a> {
         let final_epoch = self.trial.train.epochs.max(1);
         for c in 0..CLASSES {
             if let Some(acc) = eval.class_accuracy(c) {
-                self.send(ctx.metric(p.step, final_epoch, format!("class_accuracy/{c}"), acc))?;
+                ctx.metric(p.step, final_epoch, format!("class_accuracy/{c}"), acc)?;
             }
         }
         for t in 0..CLASSES {
             for q in 0..CLASSES {
                 let n = eval.confusion[t][q] as f64;
-                self.send(ctx.metric(p.step, final_epoch, format!("confusion/{t}/{q}"), n))?;
+                ctx.metric(p.step, final_epoch, format!("confusion/{t}/{q}"), n)?;
             }
         }
         let final_train_loss = p.last_train_loss.or_else(|| (p.window_n > 0).then(|| p.window_sum / p.window_n as f64));
@@ -282,6 +273,24 @@ impl From<TrainError> for Halt {
 
 impl From<tch::TchError> for Halt {
     fn from(e: tch::TchError) -> Self {
-        Halt::Fail(TrainError::Other(format!("libtorch: {e}")))
+        Halt::Fail(e.into())
+    }
+}
+
+/// A daemon that is gone (or asks to stop) ends the member: its events can
+/// no longer be delivered.
+impl From<StopReason> for Halt {
+    fn from(r: StopReason) -> Self {
+        Halt::Stop(r)
+    }
+}
+
+impl Halt {
+    /// How the member ended: stopped, or failed.
+    pub(super) fn into_end(self) -> Result<TrainOutcome, TrainError> {
+        match self {
+            Halt::Stop(reason) => Ok(TrainOutcome::Stopped(reason)),
+            Halt::Fail(e) => Err(e),
+        }
     }
 }

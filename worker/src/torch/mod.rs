@@ -40,6 +40,13 @@ pub use bmenet::{BmeConfig, BmeNet, ModelError};
 pub use summary::{model_table, param_counts, try_model_table};
 pub use train::TorchTrainer;
 
+/// A libtorch error fails the trial (or the group) it happened in.
+impl From<tch::TchError> for crate::trainer::TrainError {
+    fn from(e: tch::TchError) -> Self {
+        crate::trainer::TrainError::Other(format!("libtorch: {e}"))
+    }
+}
+
 /// The device to train on: the first CUDA GPU when libtorch sees one, else
 /// the CPU.
 pub fn default_device() -> tch::Device {

@@ -48,8 +48,8 @@ use std::path::PathBuf;
 use tch::Device;
 
 use super::group;
-use super::member::{Halt, Member};
-use crate::trainer::{TrainContext, TrainError, TrainOutcome, Trainer, TrialJob};
+use super::member::Member;
+use crate::trainer::{panic_message, TrainContext, TrainError, TrainOutcome, Trainer, TrialJob};
 
 /// Trains BMEnet trials with libtorch on one device.
 ///
@@ -70,22 +70,6 @@ impl TorchTrainer {
 
     pub fn device(&self) -> Device {
         self.device
-    }
-}
-
-/// The message of a caught panic.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(std::string::ToString::to_string))
-        .unwrap_or_else(|| "unknown panic".to_owned())
-}
-
-fn halted(h: Halt) -> Result<TrainOutcome, TrainError> {
-    match h {
-        Halt::Stop(reason) => Ok(TrainOutcome::Stopped(reason)),
-        Halt::Fail(e) => Err(e),
     }
 }
 
@@ -112,7 +96,7 @@ impl Trainer for TorchTrainer {
         for (i, (job, ctx)) in jobs.iter().enumerate() {
             match catch_unwind(AssertUnwindSafe(|| Member::start(job, ctx, over))) {
                 Ok(Ok(m)) => started.push((i, m)),
-                Ok(Err(h)) => results[i] = Some(halted(h)),
+                Ok(Err(h)) => results[i] = Some(h.into_end()),
                 Err(p) => results[i] = Some(Err(TrainError::Other(format!("libtorch failed: {}", panic_message(&*p))))),
             }
         }
