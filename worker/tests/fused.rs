@@ -6,10 +6,13 @@
 //! (lost lease, NaN) leaves the others' training untouched.
 #![cfg(feature = "torch")]
 
+mod drained;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use drained::{drained, Drained};
 use sweep_core::bmenet::BmenetTrial;
 use sweep_core::{DataConfig, InitScheme, Optimizer as OptKind, TrainConfig};
 use sweep_worker::torch::bmenet::{BmeConfig, BmeNet};
@@ -18,7 +21,7 @@ use sweep_worker::torch::fused::FusedNet;
 use sweep_worker::torch::optim::Optimizer;
 use sweep_worker::torch::TorchTrainer;
 use sweep_worker::trainer::{
-    Metric, StopFlag, StopReason, TrainContext, TrainError, TrainEvent, TrainOutcome, Trainer, TrialJob,
+    Metric, StopReason, TrainContext, TrainError, TrainEvent, TrainOutcome, Trainer, TrialJob,
 };
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
@@ -302,36 +305,6 @@ fn job(t: &BmenetTrial, dir: &Path) -> TrialJob {
         resume_step: Some(i64::MAX),
         keep_weights: false,
     }
-}
-
-/// A context whose events are drained (and acknowledged) on another
-/// thread; `stop_when` may set the stop flag on an event.
-struct Drained {
-    ctx: TrainContext,
-    drain: std::thread::JoinHandle<Vec<Metric>>,
-}
-
-fn drained(stop_when: impl Fn(&TrainEvent) -> Option<StopReason> + Send + 'static) -> Drained {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let stop = StopFlag::new();
-    let flag = stop.clone();
-    let drain = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        while let Some(ev) = rx.blocking_recv() {
-            if let Some(r) = stop_when(&ev) {
-                flag.stop(r);
-            }
-            match ev {
-                TrainEvent::Metric(m) => out.push(m),
-                TrainEvent::Barrier { ack, .. } => {
-                    let _ = ack.0.send(true);
-                }
-                _ => {}
-            }
-        }
-        out
-    });
-    Drained { ctx: TrainContext::new(tx, stop), drain }
 }
 
 type Run = (Result<TrainOutcome, TrainError>, Vec<Metric>);

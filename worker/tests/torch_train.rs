@@ -2,17 +2,18 @@
 //! reproducibility, resume after a shutdown, divergence and bad input.
 #![cfg(feature = "torch")]
 
+mod drained;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use drained::drained;
 use sweep_core::bmenet::BmenetTrial;
 use sweep_core::{DataConfig, InitScheme, Optimizer, TrainConfig};
 use sweep_worker::torch::cifar::{self, CifarError, IMAGE_BYTES, RECORD_BYTES};
 use sweep_worker::torch::TorchTrainer;
-use sweep_worker::trainer::{
-    Metric, StopFlag, StopReason, TrainContext, TrainError, TrainEvent, TrainOutcome, Trainer, TrialJob,
-};
+use sweep_worker::trainer::{Metric, StopReason, TrainError, TrainEvent, TrainOutcome, Trainer, TrialJob};
 use tch::Device;
 
 /// libtorch's RNG is process-global, so trainings in this file (which the
@@ -202,37 +203,15 @@ fn job(trial: BmenetTrial, ckpt: &Path) -> TrialJob {
 }
 
 /// Runs a trial with a context whose events are drained on another thread
-/// (`TrainContext::metric` blocks on a bounded channel). `stop_when` may set
-/// the stop flag when it sees an event.
+/// ([`drained`]); `stop_when` may set the stop flag when it sees an event.
 fn run(
     job: &TrialJob,
     stop_when: impl Fn(&TrainEvent) -> Option<StopReason> + Send + 'static,
 ) -> (Result<TrainOutcome, TrainError>, Vec<Metric>) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(16);
-    let stop = StopFlag::new();
-    let flag = stop.clone();
-    let drain = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        while let Some(ev) = rx.blocking_recv() {
-            if let Some(r) = stop_when(&ev) {
-                flag.stop(r);
-            }
-            match ev {
-                TrainEvent::Metric(m) => out.push(m),
-                // Everything is "acknowledged" at once.
-                TrainEvent::Barrier { ack, .. } => {
-                    let _ = ack.0.send(true);
-                }
-                _ => {}
-            }
-        }
-        out
-    });
-    let ctx = TrainContext::new(tx, stop);
+    let d = drained(stop_when);
     let mut trainer = TorchTrainer::new(Device::Cpu, None);
-    let r = trainer.train(job, &ctx);
-    drop(ctx);
-    (r, drain.join().unwrap())
+    let r = trainer.train(job, &d.ctx);
+    (r, d.finish())
 }
 
 fn series<'a>(ms: &'a [Metric], name: &str) -> Vec<&'a Metric> {
