@@ -18,7 +18,9 @@ use sweep_core::TrialSpec;
 use sweep_proto::v1 as pb;
 use sweep_proto::v1::worker_service_client::WorkerServiceClient;
 
+use crate::admission::Admission;
 use crate::finish::{complete, fail, release};
+use crate::memory::DeviceMemory;
 use crate::retry::{lease_refusal, Backoff};
 use crate::trainer::{StopFlag, StopReason, TrainContext, TrainError, TrainOutcome, TrainerFactory, TrialJob};
 use crate::uploader::{UploadEnd, Uploader};
@@ -59,6 +61,12 @@ pub struct WorkerConfig {
     /// Most trials of one cell (its seeds) asked for in one lease and
     /// trained together as one fused model (`--fuse`); 1: one at a time.
     pub fuse: u32,
+    /// Trainings run at once on the device (`--slots`), each slot leasing
+    /// and training on its own thread; fewer when memory says so.
+    pub slots: u32,
+    /// The device's free-memory probe for slot admission (`None`: slots
+    /// are limited by count alone, as on the CPU).
+    pub memory: Option<DeviceMemory>,
 }
 
 impl WorkerConfig {
@@ -77,6 +85,8 @@ impl WorkerConfig {
             grace: Duration::from_secs(30),
             threads: 0,
             fuse: 1,
+            slots: 1,
+            memory: None,
         }
     }
 }
@@ -109,16 +119,29 @@ pub enum WorkerError {
 }
 
 /// The trials of one lease answer (one, or a fused group) and where their
-/// results go, one per trial, in order.
-type JobMsg = (Vec<(TrialJob, TrainContext)>, oneshot::Sender<Vec<Result<TrainOutcome, TrainError>>>);
+/// results go.
+type JobMsg = (Vec<(TrialJob, TrainContext)>, oneshot::Sender<GroupResult>);
 
-/// Starts the training thread: it makes the trainer and then trains the
-/// groups it is sent, one group at a time, until the sender is dropped.
-fn spawn_training_thread(factory: TrainerFactory) -> Result<std::sync::mpsc::Sender<JobMsg>, WorkerError> {
+/// How a group's training ended: one result per trial, in order, and how
+/// many other trainings shared the device when it ended (what an
+/// out-of-memory error is blamed on).
+struct GroupResult {
+    results: Vec<Result<TrainOutcome, TrainError>>,
+    peers: usize,
+}
+
+/// Starts slot `slot`'s training thread: it makes its trainer and then
+/// trains the groups it is sent, one at a time, each once the admission
+/// lets it onto the device, until the sender is dropped.
+fn spawn_training_thread(
+    slot: usize,
+    factory: TrainerFactory,
+    admission: Arc<Admission>,
+) -> Result<std::sync::mpsc::Sender<JobMsg>, WorkerError> {
     let (tx, rx) = std::sync::mpsc::channel::<JobMsg>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
-        .name("trainer".into())
+        .name(format!("trainer-{slot}"))
         .spawn(move || {
             let mut trainer = match factory() {
                 Ok(t) => {
@@ -130,15 +153,34 @@ fn spawn_training_thread(factory: TrainerFactory) -> Result<std::sync::mpsc::Sen
                     return;
                 }
             };
-            while let Ok((jobs, reply)) = rx.recv() {
+            while let Ok((mut jobs, reply)) = rx.recv() {
+                let estimate = trainer.footprint(&jobs);
+                let all_stopped =
+                    |jobs: &[(TrialJob, TrainContext)]| jobs.iter().all(|(_, c)| c.should_stop().is_some());
+                let Some(ticket) = admission.admit(estimate, || all_stopped(&jobs)) else {
+                    let results = jobs
+                        .iter()
+                        .map(|(_, c)| Ok(TrainOutcome::Stopped(c.should_stop().unwrap_or(StopReason::Shutdown))))
+                        .collect();
+                    drop(jobs);
+                    let _ = reply.send(GroupResult { results, peers: 0 });
+                    continue;
+                };
+                let hook = ticket.progress_hook();
+                for (_, ctx) in &mut jobs {
+                    *ctx = ctx.clone().with_progress_hook(hook.clone());
+                }
+                drop(hook);
                 let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trainer.train_group(&jobs)))
                     .unwrap_or_else(|p| {
                         let msg = crate::trainer::panic_message(&*p);
                         jobs.iter().map(|_| Err(TrainError::Other(format!("trainer panicked: {msg}")))).collect()
                     });
+                let peers = ticket.peers();
+                drop(ticket);
                 // Closing the contexts ends each trial's event stream.
                 drop(jobs);
-                let _ = reply.send(results);
+                let _ = reply.send(GroupResult { results, peers });
             }
         })
         .map_err(|e| WorkerError::Trainer(e.to_string()))?;
@@ -206,7 +248,11 @@ pub async fn run(
     let channel = endpoint.connect_lazy();
     let client = WorkerServiceClient::with_interceptor(channel, config.security.interceptor()?)
         .max_decoding_message_size(16 * 1024 * 1024);
-    let trainer = spawn_training_thread(factory)?;
+    let slots = config.slots.max(1) as usize;
+    let admission = Arc::new(Admission::new(slots, config.memory.clone()));
+    let trainers = (0..slots)
+        .map(|slot| spawn_training_thread(slot, factory.clone(), admission.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
 
     let (soft_tx, soft_rx) = watch::channel(false);
     let (hard_tx, hard_rx) = watch::channel(false);
@@ -220,35 +266,98 @@ pub async fn run(
         std::future::pending::<()>().await;
     });
     let sd = Shutdown { soft: soft_rx, hard: hard_rx };
-    let result = lease_loop(&config, &client, &trainer, &sd).await;
+    tracing::info!(
+        worker = %config.worker_id, coordinator = %config.coordinator, device = %config.device,
+        threads = config.threads, fuse = config.fuse, slots, "worker started"
+    );
+    let pool = Pool { admission, taken: Mutex::new(0), idle_since: Mutex::new(Instant::now()) };
+    let loops =
+        trainers.iter().enumerate().map(|(slot, trainer)| lease_loop(slot, &config, &client, trainer, &sd, &pool));
+    let ends = futures::future::join_all(loops).await;
     signal_task.abort();
-    result
+    let mut trials = 0;
+    for end in ends {
+        trials += end?;
+    }
+    let (peak, _) = pool.admission.peaks();
+    tracing::info!(worker = %config.worker_id, trials, most_at_once = peak, "worker stopped");
+    Ok(())
 }
 
+/// What the slots of one worker share: the device's admission, the trials
+/// leased so far (for `max_trials`), and when work was last offered (for
+/// `idle_exit`).
+struct Pool {
+    admission: Arc<Admission>,
+    taken: Mutex<u64>,
+    idle_since: Mutex<Instant>,
+}
+
+impl Pool {
+    /// Reserves up to `want` of the trials `max_trials` still allows
+    /// (`want` itself without a limit); 0: the worker has leased its share.
+    fn reserve(&self, max_trials: Option<u64>, want: u32) -> u32 {
+        let mut taken = self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = max_trials.map_or(want, |m| want.min(m.saturating_sub(*taken).min(u32::MAX as u64) as u32));
+        *taken += u64::from(n);
+        n
+    }
+
+    /// Gives back reserved trials that were not leased.
+    fn unreserve(&self, n: u32) {
+        let mut taken = self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *taken = taken.saturating_sub(u64::from(n));
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.idle_since.lock().map(|t| t.elapsed()).unwrap_or_default()
+    }
+
+    fn busy_now(&self) {
+        if let Ok(mut t) = self.idle_since.lock() {
+            *t = Instant::now();
+        }
+    }
+}
+
+/// One slot: leases work while the device has room for it, trains it on
+/// the slot's training thread, and ends on shutdown, when the worker has
+/// leased `max_trials`, after `idle_exit` without work, or when the slot
+/// limit is lowered below it. Returns the trials it leased.
 async fn lease_loop(
+    slot: usize,
     config: &WorkerConfig,
     client: &Client,
     trainer: &std::sync::mpsc::Sender<JobMsg>,
     sd: &Shutdown,
-) -> Result<(), WorkerError> {
-    tracing::info!(worker = %config.worker_id, coordinator = %config.coordinator, device = %config.device, threads = config.threads, "worker started");
+    pool: &Pool,
+) -> Result<u64, WorkerError> {
     let mut done = 0u64;
     let mut backoff = Backoff::new();
-    let mut idle_since = Instant::now();
     let mut unreachable_logged = false;
     loop {
         if sd.requested() {
             break;
         }
-        if config.max_trials.is_some_and(|m| done >= m) {
+        if slot >= pool.admission.slot_limit() {
+            tracing::info!(slot, "slot closed: the device ran out of memory with this many trainings");
             break;
         }
-        if config.idle_exit.is_some_and(|d| idle_since.elapsed() >= d) {
-            tracing::info!("no work offered for {:?}; exiting", config.idle_exit.unwrap_or_default());
+        if config.idle_exit.is_some_and(|d| pool.idle_for() >= d) {
+            tracing::info!(slot, "no work offered for {:?}; exiting", config.idle_exit.unwrap_or_default());
+            break;
+        }
+        // Lease only what the device has room for.
+        tokio::select! {
+            _ = pool.admission.room_to_lease() => {}
+            _ = sd.requested_wait() => break,
+        }
+        let want = pool.reserve(config.max_trials, config.fuse);
+        if want == 0 {
             break;
         }
         let wait = match config.idle_exit {
-            Some(d) => config.lease_wait.min(d.saturating_sub(idle_since.elapsed())).max(Duration::from_millis(50)),
+            Some(d) => config.lease_wait.min(d.saturating_sub(pool.idle_for())).max(Duration::from_millis(50)),
             None => config.lease_wait,
         };
         let req = pb::LeaseRequest {
@@ -256,15 +365,15 @@ async fn lease_loop(
             device: config.device.clone(),
             wait_ms: wait.as_millis().min(u32::MAX as u128) as u32,
             threads: config.threads,
-            // Never more than `max_trials` still allows.
-            max_trials: config
-                .max_trials
-                .map_or(config.fuse, |m| config.fuse.min(m.saturating_sub(done).min(u32::MAX as u64) as u32)),
+            max_trials: want,
         };
         let mut lease_client = client.clone();
         let answer = tokio::select! {
             r = lease_client.lease(req) => r,
-            _ = sd.requested_wait() => break,
+            _ = sd.requested_wait() => {
+                pool.unreserve(want);
+                break;
+            }
         };
         match answer {
             Ok(resp) => {
@@ -275,22 +384,26 @@ async fn lease_loop(
                 backoff.reset();
                 let resp = resp.into_inner();
                 let group: Vec<pb::Assignment> = resp.assignment.into_iter().chain(resp.fused).collect();
+                pool.unreserve(want.saturating_sub(group.len() as u32));
                 if group.is_empty() {
                     continue;
                 }
                 done += group.len() as u64;
-                let exit_now = run_group(config, client, trainer, group, sd).await;
-                idle_since = Instant::now();
+                pool.busy_now();
+                let exit_now = run_group(config, client, trainer, group, sd, &pool.admission).await;
+                pool.busy_now();
                 if exit_now {
                     break;
                 }
             }
             Err(status) if lease_refusal(status.code()).is_some() => {
+                pool.unreserve(want);
                 let why = lease_refusal(status.code()).map_or("", |r| r.describe());
                 tracing::error!(code = ?status.code(), message = %status.message(), "{why}; stopping (no more lease calls)");
                 return Err(WorkerError::Refused(status.message().to_owned()));
             }
             Err(status) => {
+                pool.unreserve(want);
                 if !unreachable_logged {
                     tracing::warn!(code = ?status.code(), message = %status.message(), "lease call failed; retrying with backoff");
                     unreachable_logged = true;
@@ -302,8 +415,7 @@ async fn lease_loop(
             }
         }
     }
-    tracing::info!(worker = %config.worker_id, trials = done, "worker stopped");
-    Ok(())
+    Ok(done)
 }
 
 pub(crate) type Client = WorkerServiceClient<AuthChannel>;
@@ -387,6 +499,7 @@ async fn run_group(
     trainer: &std::sync::mpsc::Sender<JobMsg>,
     group: Vec<pb::Assignment>,
     sd: &Shutdown,
+    admission: &Admission,
 ) -> bool {
     // The training thread holds the only contexts, so each trial's event
     // stream ends when its training does.
@@ -434,11 +547,23 @@ async fn run_group(
             }
         }
     };
-    let mut results = results.unwrap_or_default().into_iter();
+    let (results, peers) = match results {
+        Ok(r) => (r.results, r.peers),
+        Err(_) => (Vec::new(), 0),
+    };
+    // Out of memory beside other trainings: the device, not the trial, is
+    // at fault. The trials go back to the queue and this worker runs one
+    // training fewer at once from now on.
+    let crowded = (peers > 0 && results.iter().any(|r| matches!(r, Err(TrainError::OutOfMemory(_))))).then(|| {
+        let limit = admission.lower_slots();
+        tracing::warn!(peers, slots = limit, "out of device memory beside other trainings; running fewer at once");
+        (peers, limit)
+    });
+    let mut results = results.into_iter();
     let mut exit_now = false;
     for t in trials {
         let result = results.next().unwrap_or_else(|| Err(TrainError::Other("the training thread died".into())));
-        match finish_trial(config, client, t, result, sd).await {
+        match finish_trial(config, client, t, result, crowded, sd).await {
             Some(exit) => exit_now |= exit,
             None => {
                 abandon("the metrics were not acknowledged within the grace period");
@@ -457,6 +582,7 @@ async fn finish_trial(
     client: &Client,
     t: Leased,
     result: Result<TrainOutcome, TrainError>,
+    crowded: Option<(usize, usize)>,
     sd: &Shutdown,
 ) -> Option<bool> {
     let Leased { a, job, heartbeat, mut upload, .. } = t;
@@ -499,6 +625,24 @@ async fn finish_trial(
         (UploadEnd::Acked, Ok(TrainOutcome::Stopped(reason))) => {
             tracing::info!(trial = %a.trial_id, ?reason, "trial stopped");
         }
+        (UploadEnd::Acked, Err(TrainError::OutOfMemory(why))) => match crowded {
+            Some((peers, slots)) => {
+                let reason = format!(
+                    "out of device memory on {} beside {peers} other training(s) ({why}); handed back \
+                     without using an attempt, and this worker now runs at most {slots} at once",
+                    config.device
+                );
+                release(client, lease, &reason, sd).await;
+            }
+            None => {
+                let reason = format!(
+                    "out of device memory on {} with the device to itself ({why}): the trial does not fit \
+                     this device (try a smaller batch size, fewer fused seeds, or a larger device)",
+                    config.device
+                );
+                fail(client, config, lease, &reason, sd).await;
+            }
+        },
         (UploadEnd::Acked, Err(e)) => fail(client, config, lease, &e.to_string(), sd).await,
     }
     Some(sd.requested())

@@ -3,6 +3,8 @@
 
 use std::str::FromStr;
 
+use crate::per_device::PerDevice;
+
 /// The largest `--fuse` (the coordinator's own limit per lease is higher).
 pub const MAX_FUSE: u32 = 64;
 
@@ -18,38 +20,22 @@ pub const AUTO_CUDA: u32 = 8;
 /// plain ones.
 pub const AUTO_CPU: u32 = 1;
 
-/// A `--fuse` value.
+/// A `--fuse` value: `auto` or 1 to [`MAX_FUSE`] trials per lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fuse {
-    /// Chosen from the device ([`Fuse::resolve`]).
-    Auto,
-    /// At most this many trials per lease, 1 to [`MAX_FUSE`].
-    Fixed(u32),
-}
+pub struct Fuse(pub PerDevice);
 
 impl FromStr for Fuse {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        if s.eq_ignore_ascii_case("auto") {
-            return Ok(Fuse::Auto);
-        }
-        match s.parse::<u32>() {
-            Ok(k) if (1..=MAX_FUSE).contains(&k) => Ok(Fuse::Fixed(k)),
-            _ => Err(format!("{s:?}: expected `auto` or a number of trials from 1 to {MAX_FUSE}")),
-        }
+        PerDevice::parse(s, MAX_FUSE, "trials").map(Fuse)
     }
 }
 
 impl Fuse {
     /// The number of trials per lease on `device` (`cpu`, `cuda`, `cuda:N`).
     pub fn resolve(self, device: &str) -> u32 {
-        match self {
-            Fuse::Fixed(k) => k,
-            Fuse::Auto if device.trim().to_ascii_lowercase().starts_with("cuda") => AUTO_CUDA,
-            Fuse::Auto => AUTO_CPU,
-        }
+        self.0.resolve(device, AUTO_CUDA, AUTO_CPU)
     }
 }
 
@@ -58,16 +44,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_auto_and_bounded_counts() {
-        assert_eq!("auto".parse::<Fuse>(), Ok(Fuse::Auto));
-        assert_eq!(" AUTO ".parse::<Fuse>(), Ok(Fuse::Auto));
-        assert_eq!("8".parse::<Fuse>(), Ok(Fuse::Fixed(8)));
-        for bad in ["0", "65", "-1", "x", "", "4.5"] {
-            let e = bad.parse::<Fuse>().unwrap_err();
-            assert!(e.contains("auto") && e.contains("64"), "{bad}: {e}");
-        }
-        assert_eq!(Fuse::Auto.resolve("cpu"), AUTO_CPU);
-        assert_eq!(Fuse::Auto.resolve("cuda:1"), AUTO_CUDA);
-        assert_eq!(Fuse::Fixed(3).resolve("cpu"), 3);
+    fn auto_follows_the_device_and_64_is_the_bound() {
+        assert_eq!("auto".parse::<Fuse>().unwrap().resolve("cpu"), AUTO_CPU);
+        assert_eq!("auto".parse::<Fuse>().unwrap().resolve("cuda:1"), AUTO_CUDA);
+        assert_eq!("64".parse::<Fuse>().unwrap().resolve("cpu"), 64);
+        assert!("65".parse::<Fuse>().unwrap_err().contains("trials from 1 to 64"));
     }
 }

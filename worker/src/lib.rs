@@ -8,14 +8,20 @@
 //! checkpoint barriers, refusals); `finish` holds the lease's other calls
 //! (heartbeats; complete, fail, release with retries); `retry` is the one
 //! reading of the coordinator's status codes and the backoff;
+//! [`slots`] and [`admission`] decide how many trainings share the device,
+//! within the free memory [`memory`] reads;
 //! [`simulated`] is a deterministic test double for orchestration tests;
 //! `torch` (feature `torch`, default) is the real BMEnet trainer on libtorch.
 
+pub mod admission;
 pub mod daemon;
 mod finish;
 pub mod fuse;
+pub mod memory;
+pub mod per_device;
 mod retry;
 pub mod simulated;
+pub mod slots;
 pub mod trainer;
 pub mod uploader;
 

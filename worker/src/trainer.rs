@@ -196,11 +196,24 @@ impl StopFlag {
 pub struct TrainContext {
     events: mpsc::Sender<TrainEvent>,
     stop: StopFlag,
+    on_progress: Option<ProgressHook>,
 }
+
+/// Called on every progress report of a trial (see
+/// [`TrainContext::with_progress_hook`]).
+pub type ProgressHook = Arc<dyn Fn() + Send + Sync>;
 
 impl TrainContext {
     pub fn new(events: mpsc::Sender<TrainEvent>, stop: StopFlag) -> Self {
-        Self { events, stop }
+        Self { events, stop, on_progress: None }
+    }
+
+    /// This context, with `hook` called on each progress report: by then
+    /// the training has taken at least one step, so what it holds on the
+    /// device is what it will hold (the slot admission measures it there).
+    pub fn with_progress_hook(mut self, hook: ProgressHook) -> Self {
+        self.on_progress = Some(hook);
+        self
     }
 
     /// Sends a metric point. Blocks while the upload channel is full (it is
@@ -254,6 +267,9 @@ impl TrainContext {
 
     /// Reports progress (for heartbeats and `sweep watch`).
     pub fn progress(&self, epoch: u32, step: i64, loss: Option<f64>) -> Result<(), StopReason> {
+        if let Some(hook) = &self.on_progress {
+            hook();
+        }
         self.send(TrainEvent::Progress { epoch, step, loss })
     }
 
@@ -296,8 +312,27 @@ pub enum TrainError {
     Model(String),
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The device ran out of memory (CUDA's "out of memory", or the CPU
+    /// allocator's). Not the trial's fault when other trainings share the
+    /// device: the daemon then hands the trial back and runs fewer at once.
+    #[error("out of device memory: {0}")]
+    OutOfMemory(String),
     #[error("{0}")]
     Other(String),
+}
+
+impl TrainError {
+    /// A libtorch error (returned, or raised as a panic by tch's
+    /// non-fallible calls) as a training error: an allocation failure is
+    /// [`TrainError::OutOfMemory`], anything else [`TrainError::Other`].
+    pub fn from_libtorch(message: &str) -> TrainError {
+        let lower = message.to_ascii_lowercase();
+        if lower.contains("out of memory") || lower.contains("can't allocate memory") {
+            TrainError::OutOfMemory(message.to_owned())
+        } else {
+            TrainError::Other(format!("libtorch: {message}"))
+        }
+    }
 }
 
 /// Checks a leased spec by the core's rules and types it: the one call a
@@ -330,6 +365,15 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Something that trains trials on the thread it was made on.
 pub trait Trainer {
+    /// Device memory, in bytes, that training `jobs` as one group would
+    /// take, estimated before training; 0 when unknown. The slot admission
+    /// ([`crate::admission`]) corrects it by what the first trainings
+    /// actually took.
+    fn footprint(&self, jobs: &[(TrialJob, TrainContext)]) -> u64 {
+        let _ = jobs;
+        0
+    }
+
     /// Trains one trial.
     fn train(&mut self, job: &TrialJob, ctx: &TrainContext) -> Result<TrainOutcome, TrainError>;
 
@@ -341,9 +385,9 @@ pub trait Trainer {
     }
 }
 
-/// Makes the trainer on the training thread (so nothing it holds needs to be
-/// `Send`).
-pub type TrainerFactory = Box<dyn FnOnce() -> Result<Box<dyn Trainer>, TrainError> + Send>;
+/// Makes a trainer on the training thread that will use it (so nothing it
+/// holds needs to be `Send`); called once per slot.
+pub type TrainerFactory = Arc<dyn Fn() -> Result<Box<dyn Trainer>, TrainError> + Send + Sync>;
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,7 @@ use sweep_worker::trainer::TrainerFactory;
 /// Examples:
 ///   sweep-worker --coordinator http://10.0.0.5:50051 --device cuda:0
 ///   sweep-worker --device cuda:0 --fuse 16      # 16 seeds of a cell as one model
+///   sweep-worker --device cuda:0 --slots 6      # 6 trainings side by side
 ///   SWEEP_COORDINATOR=http://127.0.0.1:50051 sweep-worker
 ///   sweep-worker model --depth 32 --no-skip
 #[derive(Parser)]
@@ -97,6 +98,15 @@ struct RunArgs {
     /// each keeps its own lease, metrics, checkpoints and result.
     #[arg(long, env = "SWEEP_FUSE", default_value = "auto")]
     fuse: sweep_worker::fuse::Fuse,
+    /// Trainings to run at once on the device: `auto` (1 on the CPU, where
+    /// one training already uses every core; 4 on a GPU) or a number from
+    /// 1 to 32. Each slot leases and trains on its own thread. On a GPU a
+    /// training starts only when its estimated memory fits in what was free
+    /// at start (the estimate is corrected by what trainings actually
+    /// take); one that runs out of memory beside others is handed back,
+    /// without using an attempt, and the worker runs one fewer at once.
+    #[arg(long, env = "SWEEP_SLOTS", default_value = "auto")]
+    slots: sweep_worker::slots::Slots,
     /// Exit when no work has been offered for this many seconds (1 to
     /// 604800, a week).
     #[arg(long, env = "SWEEP_IDLE_EXIT_SECS", value_parser = clap::value_parser!(u64).range(1..=604_800))]
@@ -165,7 +175,7 @@ fn trainer_factory(args: &RunArgs) -> anyhow::Result<TrainerFactory> {
         tracing::warn!("using the SIMULATED trainer (a test double): no real training happens");
         let delay = Duration::from_millis(ms);
         let refused_metric = args.simulate_refused_metric;
-        return Ok(Box::new(move || {
+        return Ok(std::sync::Arc::new(move || {
             let mut t = sweep_worker::simulated::SimulatedTrainer::new(delay);
             t.refused_metric = refused_metric;
             Ok(Box::new(t) as _)
@@ -179,14 +189,14 @@ fn real_trainer(args: &RunArgs) -> anyhow::Result<TrainerFactory> {
     let device = sweep_worker::torch::parse_device(&args.device)?;
     let data_root = args.data_root.clone();
     let threads = args.threads;
-    Ok(Box::new(move || {
+    Ok(std::sync::Arc::new(move || {
         // Runs on the training thread, where libtorch will do its work.
         if let Some(n) = threads {
             // Validated at the flag: 1..=1024.
             tch::set_num_threads(n as i32);
             tch::set_num_interop_threads(1);
         }
-        Ok(Box::new(sweep_worker::torch::TorchTrainer::new(device, data_root)) as _)
+        Ok(Box::new(sweep_worker::torch::TorchTrainer::new(device, data_root.clone())) as _)
     }))
 }
 
@@ -282,6 +292,10 @@ fn main() -> anyhow::Result<()> {
     config.grace = Duration::from_secs(args.grace_secs);
     config.threads = args.threads.unwrap_or(0);
     config.fuse = args.fuse.resolve(&args.device);
+    config.slots = args.slots.resolve(&args.device);
+    if config.slots > 1 {
+        config.memory = sweep_worker::memory::DeviceMemory::for_device(&args.device);
+    }
     config.security = sweep_proto::client::ClientSecurity::from_sources(
         args.token_file.as_deref(),
         args.tls_ca.clone(),

@@ -10,7 +10,7 @@ use super::fused::FusedNet;
 
 /// Test images per forward pass when evaluating (BN uses running stats in
 /// eval mode, so this does not change results, only speed and memory).
-const EVAL_BATCH: usize = 500;
+pub const EVAL_BATCH: usize = 500;
 
 /// Test-set results.
 #[derive(Debug, Clone)]

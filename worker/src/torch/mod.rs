@@ -11,6 +11,7 @@
 //! - [`batch`]: batch assembly (shuffling, normalisation, augmentation);
 //! - [`fused`]: K networks of one configuration as one (fused seeds);
 //! - [`eval`]: test-set evaluation of every member, under `no_grad`;
+//! - [`footprint`]: the device memory a training group is expected to take;
 //! - [`resume`]: a run's position to and from its checkpoints;
 //! - [`member`]: one trial of a training group (its spec, position,
 //!   checkpoints and metrics);
@@ -28,6 +29,7 @@ pub mod bmenet;
 pub mod checkpoint;
 pub mod cifar;
 pub mod eval;
+pub mod footprint;
 pub mod fused;
 mod group;
 mod member;
@@ -43,7 +45,7 @@ pub use train::TorchTrainer;
 /// A libtorch error fails the trial (or the group) it happened in.
 impl From<tch::TchError> for crate::trainer::TrainError {
     fn from(e: tch::TchError) -> Self {
-        crate::trainer::TrainError::Other(format!("libtorch: {e}"))
+        crate::trainer::TrainError::from_libtorch(&e.to_string())
     }
 }
 

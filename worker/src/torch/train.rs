@@ -82,6 +82,17 @@ fn group_key(m: &Member<'_>) -> (String, i64, u32, u64) {
 }
 
 impl Trainer for TorchTrainer {
+    /// [`super::footprint::estimate`] of the first job's configuration with
+    /// every job as a member (generous when the jobs split into groups
+    /// trained one after the other); 0 when the spec does not resolve.
+    fn footprint(&self, jobs: &[(TrialJob, TrainContext)]) -> u64 {
+        let Some(((first, _), _)) = jobs.split_first() else { return 0 };
+        crate::trainer::resolve(&first.spec)
+            .ok()
+            .and_then(|t| super::footprint::estimate(&t, jobs.len()).ok())
+            .unwrap_or(0)
+    }
+
     fn train(&mut self, job: &TrialJob, ctx: &TrainContext) -> Result<TrainOutcome, TrainError> {
         let jobs = [(job.clone(), ctx.clone())];
         self.train_group(&jobs).pop().unwrap_or_else(|| Err(TrainError::Other("no result".into())))
@@ -97,7 +108,7 @@ impl Trainer for TorchTrainer {
             match catch_unwind(AssertUnwindSafe(|| Member::start(job, ctx, over))) {
                 Ok(Ok(m)) => started.push((i, m)),
                 Ok(Err(h)) => results[i] = Some(h.into_end()),
-                Err(p) => results[i] = Some(Err(TrainError::Other(format!("libtorch failed: {}", panic_message(&*p))))),
+                Err(p) => results[i] = Some(Err(TrainError::from_libtorch(&panic_message(&*p)))),
             }
         }
         while !started.is_empty() {
@@ -112,7 +123,7 @@ impl Trainer for TorchTrainer {
             let failed = match catch_unwind(AssertUnwindSafe(|| group::train(device, &mut members))) {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e),
-                Err(p) => Some(TrainError::Other(format!("libtorch failed: {}", panic_message(&*p)))),
+                Err(p) => Some(TrainError::from_libtorch(&panic_message(&*p))),
             };
             for (i, m) in slots.into_iter().zip(members) {
                 results[i] = Some(match (m.end, &failed) {

@@ -1,0 +1,328 @@
+//! Which trainings may run on the device at once (`--slots`): at most the
+//! slot count, and, on a device with a memory probe, only as many as fit
+//! in its memory.
+//!
+//! The plan: the memory free when the worker starts, less what it leaves
+//! to others ([`crate::memory::KeepFree`]), is the budget. Each training
+//! group reserves its need: the trainer's estimate ([`crate::trainer::Trainer::footprint`])
+//! times a correction learnt from what trainings actually took. A group is
+//! admitted when its need fits beside the others' reservations, or when
+//! nothing else runs (a training alone always runs; if it runs out of
+//! memory then, it does not fit this device).
+//!
+//! Learning: admissions are taken one at a time. The free memory is read
+//! when a group is admitted and again at its first progress report (it has
+//! trained by then); the difference is what it took, and the correction
+//! becomes the largest ratio of taken to estimated seen so far (the first
+//! measurement sets it). A difference under 1 MiB says nothing (the
+//! caching allocator served the group from memory an earlier one left) and
+//! is ignored. Until a group has been measured (or ended), no other is
+//! admitted, so each measurement sees one newcomer only.
+//!
+//! A slot whose training runs out of memory while sharing the device lowers
+//! the slot limit by one ([`Admission::lower_slots`]); slots at or above the
+//! limit stop leasing.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::memory::{DeviceMemory, MemoryProbe};
+use crate::trainer::ProgressHook;
+
+/// Differences of free memory below this are noise or cache reuse.
+const MEASURABLE: u64 = 1 << 20;
+
+/// How often waiters look again even without news (memory freed by other
+/// processes produces none).
+const RECHECK: Duration = Duration::from_millis(200);
+
+/// The admission state of one device, shared by its slots.
+#[derive(Debug)]
+pub struct Admission {
+    probe: Option<Arc<dyn MemoryProbe>>,
+    /// Bytes trainings may reserve; `None`: no memory limit.
+    budget: Option<u64>,
+    slots: AtomicUsize,
+    ledger: Mutex<Ledger>,
+    changed: Condvar,
+    news: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct Ledger {
+    running: usize,
+    reserved: u64,
+    /// Each running ticket's (estimate, reservation).
+    tickets: std::collections::BTreeMap<u64, (u64, u64)>,
+    /// Ticket whose first progress report is awaited.
+    measuring: Option<u64>,
+    /// Taken / estimated, once measured.
+    correction: Option<f64>,
+    /// The largest estimate admitted so far: what the next lease is likely
+    /// to need (before the correction).
+    typical: u64,
+    next_ticket: u64,
+    peak_running: usize,
+    peak_reserved: u64,
+}
+
+impl Admission {
+    /// Admission for `slots` trainings at once, within `memory` when given
+    /// (its budget is read now).
+    pub fn new(slots: usize, memory: Option<DeviceMemory>) -> Admission {
+        let (probe, budget) = match memory {
+            None => (None, None),
+            Some(m) => match m.probe.free_bytes() {
+                Ok(free) => {
+                    let budget = free.saturating_sub(m.keep_free.of(free));
+                    tracing::info!(free_mib = free >> 20, budget_mib = budget >> 20, "device memory budget for slots");
+                    (Some(m.probe), Some(budget))
+                }
+                Err(e) => {
+                    tracing::warn!("cannot read the device's free memory ({e}); slots are limited by count alone");
+                    (None, None)
+                }
+            },
+        };
+        Admission {
+            probe,
+            budget,
+            slots: AtomicUsize::new(slots.max(1)),
+            ledger: Mutex::new(Ledger::default()),
+            changed: Condvar::new(),
+            news: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// How many slots may run now.
+    pub fn slot_limit(&self) -> usize {
+        self.slots.load(Ordering::SeqCst)
+    }
+
+    /// One slot fewer (never below one), after a training ran out of memory
+    /// beside others. Returns the new limit.
+    pub fn lower_slots(&self) -> usize {
+        let new = self
+            .slots
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(1).max(1)))
+            .map_or(1, |old| old.saturating_sub(1).max(1));
+        self.notify();
+        new
+    }
+
+    /// Trainings running now.
+    pub fn running(&self) -> usize {
+        self.lock().running
+    }
+
+    /// (most trainings at once, most bytes reserved at once) so far.
+    pub fn peaks(&self) -> (usize, u64) {
+        let l = self.lock();
+        (l.peak_running, l.peak_reserved)
+    }
+
+    /// The correction learnt so far (taken / estimated), if any.
+    pub fn correction(&self) -> Option<f64> {
+        self.lock().correction
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn notify(&self) {
+        self.changed.notify_all();
+        self.news.notify_waiters();
+    }
+
+    fn need(l: &Ledger, estimate: u64) -> u64 {
+        (estimate as f64 * l.correction.unwrap_or(1.0)).ceil() as u64
+    }
+
+    fn fits(&self, l: &Ledger, need: u64) -> bool {
+        l.measuring.is_none() && (l.running == 0 || self.budget.is_none_or(|b| l.reserved.saturating_add(need) <= b))
+    }
+
+    /// Waits (asynchronously) until a group like the ones admitted so far
+    /// would fit: a slot calls it before asking the coordinator for work,
+    /// so it does not hold leases it cannot train.
+    pub async fn room_to_lease(&self) {
+        loop {
+            let notified = self.news.notified();
+            {
+                let l = self.lock();
+                if self.fits(&l, Self::need(&l, l.typical)) {
+                    return;
+                }
+            }
+            let _ = tokio::time::timeout(RECHECK, notified).await;
+        }
+    }
+
+    /// Blocks (on a training thread) until a group with this `estimate`
+    /// fits, then reserves it. `None` when `cancelled` turns true first.
+    pub fn admit(self: &Arc<Self>, estimate: u64, cancelled: impl Fn() -> bool) -> Option<Ticket> {
+        let mut l = self.lock();
+        loop {
+            let need = Self::need(&l, estimate);
+            if self.fits(&l, need) {
+                l.next_ticket += 1;
+                let id = l.next_ticket;
+                l.running += 1;
+                l.reserved += need;
+                l.tickets.insert(id, (estimate, need));
+                l.typical = l.typical.max(estimate);
+                l.peak_running = l.peak_running.max(l.running);
+                l.peak_reserved = l.peak_reserved.max(l.reserved);
+                let before = self.probe.as_ref().and_then(|p| p.free_bytes().ok());
+                if before.is_some() && estimate > 0 {
+                    l.measuring = Some(id);
+                }
+                tracing::debug!(need_mib = need >> 20, running = l.running, "training admitted");
+                return Some(Ticket { admission: self.clone(), id, estimate, before });
+            }
+            if cancelled() {
+                return None;
+            }
+            l = self.changed.wait_timeout(l, RECHECK).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    fn measured(&self, id: u64, estimate: u64, before: Option<u64>) {
+        let mut l = self.lock();
+        if l.measuring != Some(id) {
+            return;
+        }
+        l.measuring = None;
+        let after = self.probe.as_ref().and_then(|p| p.free_bytes().ok());
+        if let (Some(b), Some(a)) = (before, after) {
+            let taken = b.saturating_sub(a);
+            if taken >= MEASURABLE && estimate > 0 {
+                let ratio = taken as f64 / estimate as f64;
+                let c = l.correction.map_or(ratio, |c| c.max(ratio));
+                tracing::info!(
+                    taken_mib = taken >> 20,
+                    estimated_mib = estimate >> 20,
+                    correction = c,
+                    "measured a training's device memory"
+                );
+                l.correction = Some(c);
+                // Every running training is now reserved at the corrected
+                // need (never less than before).
+                let mut reserved = 0;
+                for (est, r) in l.tickets.values_mut() {
+                    *r = (*r).max((*est as f64 * c).ceil() as u64);
+                    reserved += *r;
+                }
+                l.reserved = reserved;
+                l.peak_reserved = l.peak_reserved.max(reserved);
+            }
+        }
+        drop(l);
+        self.notify();
+    }
+}
+
+/// A training's admission: its reservation lasts until the ticket drops.
+#[derive(Debug)]
+pub struct Ticket {
+    admission: Arc<Admission>,
+    id: u64,
+    estimate: u64,
+    before: Option<u64>,
+}
+
+impl Ticket {
+    /// The hook to put on the group's contexts: the first progress report
+    /// of any member measures what the group took.
+    pub fn progress_hook(&self) -> ProgressHook {
+        let (admission, id, estimate, before) = (self.admission.clone(), self.id, self.estimate, self.before);
+        Arc::new(move || admission.measured(id, estimate, before))
+    }
+
+    /// Other trainings running on the device now.
+    pub fn peers(&self) -> usize {
+        self.admission.running().saturating_sub(1)
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut l = self.admission.lock();
+        l.running = l.running.saturating_sub(1);
+        let (_, reserved) = l.tickets.remove(&self.id).unwrap_or_default();
+        l.reserved = l.reserved.saturating_sub(reserved);
+        if l.measuring == Some(self.id) {
+            l.measuring = None;
+        }
+        drop(l);
+        self.admission.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::KeepFree;
+    use std::sync::atomic::AtomicU64;
+
+    #[derive(Debug)]
+    struct Fake(AtomicU64);
+    impl MemoryProbe for Fake {
+        fn free_bytes(&self) -> Result<u64, String> {
+            Ok(self.0.load(Ordering::SeqCst))
+        }
+    }
+
+    fn admission(free: u64, slots: usize) -> (Arc<Admission>, Arc<Fake>) {
+        let fake = Arc::new(Fake(AtomicU64::new(free)));
+        let memory = DeviceMemory { probe: fake.clone(), keep_free: KeepFree::Bytes(0) };
+        (Arc::new(Admission::new(slots, Some(memory))), fake)
+    }
+
+    #[test]
+    fn learns_the_correction_and_admits_only_what_fits() {
+        let (a, fake) = admission(1000 << 20, 4);
+        let t1 = a.admit(100 << 20, || false).expect("alone: admitted");
+        // Until t1 is measured nothing else is admitted.
+        assert!(a.admit(1, || true).is_none());
+        // It took 300 MiB, three times the estimate.
+        fake.0.fetch_sub(300 << 20, Ordering::SeqCst);
+        (t1.progress_hook())();
+        assert_eq!(a.correction(), Some(3.0));
+        let t2 = a.admit(100 << 20, || false).expect("600 MiB of 1000 fits");
+        fake.0.fetch_sub(300 << 20, Ordering::SeqCst);
+        (t2.progress_hook())();
+        // A third (300 more: 900) fits, a fourth (1200) does not.
+        let t3 = a.admit(100 << 20, || false).expect("900 MiB of 1000 fits");
+        (t3.progress_hook())();
+        assert!(a.admit(100 << 20, || true).is_none());
+        assert_eq!(t3.peers(), 2);
+        drop(t1);
+        let t4 = a.admit(100 << 20, || false).expect("room again");
+        assert_eq!(a.peaks(), (3, 900 << 20));
+        drop((t2, t3, t4));
+        assert_eq!(a.running(), 0);
+    }
+
+    #[test]
+    fn a_group_alone_is_always_admitted_and_slots_lower_to_one() {
+        let (a, _) = admission(10, 3);
+        let t = a.admit(1 << 40, || false).expect("alone");
+        drop(t);
+        assert_eq!(a.lower_slots(), 2);
+        assert_eq!(a.lower_slots(), 1);
+        assert_eq!(a.lower_slots(), 1);
+        assert_eq!(a.slot_limit(), 1);
+    }
+
+    #[test]
+    fn without_a_probe_only_the_count_limits() {
+        let a = Arc::new(Admission::new(2, None));
+        let t1 = a.admit(1 << 40, || false).unwrap();
+        let t2 = a.admit(1 << 40, || false).unwrap();
+        assert_eq!(t2.peers(), 1);
+        drop((t1, t2));
+    }
+}
