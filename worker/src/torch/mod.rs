@@ -9,6 +9,7 @@
 //! - [`optim`]: SGD / Adam with checkpointable state;
 //! - [`checkpoint`]: atomic on-disk checkpoints;
 //! - [`batch`]: batch assembly (shuffling, normalisation, augmentation);
+//! - [`device_data`]: the data on the training device, batches built there;
 //! - [`fused`]: K networks of one configuration as one (fused seeds);
 //! - [`eval`]: test-set evaluation of every member, under `no_grad`;
 //! - [`resume`]: a run's position to and from its checkpoints;
@@ -27,6 +28,7 @@ pub mod batch;
 pub mod bmenet;
 pub mod checkpoint;
 pub mod cifar;
+pub mod device_data;
 pub mod eval;
 pub mod fused;
 mod group;
