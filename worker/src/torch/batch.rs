@@ -8,7 +8,13 @@
 //!
 //! Every random choice comes from a Rust RNG seeded from (seed, epoch,
 //! batch) ([`derived_rng`]), never from libtorch's RNG, so a trial resumed
-//! mid-epoch draws exactly what an uninterrupted one would.
+//! mid-epoch draws exactly what an uninterrupted one would. Each augmented
+//! image draws its [`Crop`] in a fixed order (dy, dx, flip).
+//!
+//! Training and evaluation build their batches on the device from a
+//! device-resident copy of the data ([`super::device_data`]); [`make_batch`]
+//! builds the same batch on the host, one image at a time, and is the
+//! reference the device path is tested against bit for bit.
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -52,17 +58,59 @@ impl Normalise {
     }
 }
 
+impl Normalise {
+    /// The normalised value of every byte, indexed by the byte.
+    pub fn table(&self) -> &[f32; 256] {
+        &self.0
+    }
+}
+
 impl Default for Normalise {
     fn default() -> Self {
         Self::new()
     }
 }
 
+/// One image's augmentation: the crop's offset `(dy, dx)` (each in
+/// `-4..=4`) into the 4-pixel zero-padded image, and whether the crop is
+/// then flipped horizontally. Output pixel `(y, x)` is padded pixel
+/// `(y + dy + 4, x' + dx + 4)` with `x' = 31 - x` when flipped, else `x`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Crop {
+    pub dy: i64,
+    pub dx: i64,
+    pub flip: bool,
+}
+
+impl Crop {
+    /// No crop, no flip: the image as it is.
+    pub const NONE: Crop = Crop { dy: 0, dx: 0, flip: false };
+
+    /// Draws one image's augmentation: dy, then dx, then flip. This order
+    /// is what checkpoints and reproducibility rely on; do not change it.
+    pub fn draw(rng: &mut StdRng) -> Crop {
+        let dy: i64 = rng.random_range(0..=8) - 4;
+        let dx: i64 = rng.random_range(0..=8) - 4;
+        let flip: bool = rng.random_bool(0.5);
+        Crop { dy, dx, flip }
+    }
+}
+
+/// The augmentation of each of `n` images, in image order (each drawn by
+/// [`Crop::draw`]): what a batch of `n` augmented images draws from `rng`.
+pub fn draw_crops(rng: &mut StdRng, n: usize) -> Vec<Crop> {
+    (0..n).map(|_| Crop::draw(rng)).collect()
+}
+
 /// Builds an input batch (N, 3, 32, 32) float and its labels (N) int64 on
 /// `device` from the images `idx` of `split`. With `augment`, each image is
 /// cropped at a random offset from its 4-pixel zero-padded version (pad
 /// value: pixel 0, as torchvision's `RandomCrop(32, padding=4)` pads before
-/// `ToTensor`) and flipped horizontally with probability 1/2.
+/// `ToTensor`) and flipped horizontally with probability 1/2 ([`Crop`],
+/// drawn by [`draw_crops`]).
+///
+/// The host-side reference for [`super::device_data::DeviceSplit::batch`],
+/// which training and evaluation use: same images, same draws, same bits.
 pub fn make_batch(
     split: &CifarSplit,
     idx: &[usize],
@@ -70,25 +118,36 @@ pub fn make_batch(
     norm: &Normalise,
     device: Device,
 ) -> Result<(Tensor, Tensor), TchError> {
+    let crops = augment.map(|r| draw_crops(r, idx.len()));
+    make_batch_with(split, idx, crops.as_deref(), norm, device)
+}
+
+/// [`make_batch`] with each image's augmentation given (`crops[k]` for
+/// `idx[k]`; `None`: no augmentation). Panics when an index is out of range
+/// or `crops` is shorter than `idx`.
+pub fn make_batch_with(
+    split: &CifarSplit,
+    idx: &[usize],
+    crops: Option<&[Crop]>,
+    norm: &Normalise,
+    device: Device,
+) -> Result<(Tensor, Tensor), TchError> {
     let table = &norm.0;
     let mut xs = vec![0f32; idx.len() * IMAGE_BYTES];
     let mut ys = Vec::with_capacity(idx.len());
     let zero = table[0];
-    let mut rng = augment;
     for (k, &i) in idx.iter().enumerate() {
         let src = split.image(i);
         let dst = &mut xs[k * IMAGE_BYTES..(k + 1) * IMAGE_BYTES];
         ys.push(split.labels[i] as i64);
-        match rng.as_deref_mut() {
+        match crops {
             None => {
                 for (d, s) in dst.iter_mut().zip(src) {
                     *d = table[*s as usize];
                 }
             }
-            Some(r) => {
-                let dy: i64 = r.random_range(0..=8) - 4;
-                let dx: i64 = r.random_range(0..=8) - 4;
-                let flip: bool = r.random_bool(0.5);
+            Some(crops) => {
+                let Crop { dy, dx, flip } = crops[k];
                 for c in 0..3 {
                     for y in 0..32i64 {
                         let sy = y + dy;

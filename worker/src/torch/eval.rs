@@ -4,8 +4,8 @@
 
 use tch::{Device, Kind, TchError, Tensor};
 
-use super::batch::{make_batch, Normalise};
-use super::cifar::{CifarSplit, CLASSES};
+use super::cifar::CLASSES;
+use super::device_data::DeviceSplit;
 use super::fused::FusedNet;
 
 /// Test images per forward pass when evaluating (BN uses running stats in
@@ -31,17 +31,17 @@ impl Eval {
     }
 }
 
-/// Evaluates every member of `net` on every image of `split`, in order:
-/// one [`Eval`] per member. Each test batch is fed to all members at once
-/// (the images repeated along the channel axis).
-pub fn evaluate(net: &FusedNet, split: &CifarSplit, norm: &Normalise, device: Device) -> Result<Vec<Eval>, TchError> {
+/// Evaluates every member of `net` on every image of `split` (on `net`'s
+/// device), in order: one [`Eval`] per member. Each test batch is fed to
+/// all members at once (the images repeated along the channel axis).
+pub fn evaluate(net: &FusedNet, split: &DeviceSplit) -> Result<Vec<Eval>, TchError> {
     let _guard = tch::no_grad_guard();
     let k = net.members();
     let mut confusion = vec![[[0u64; CLASSES]; CLASSES]; k];
     let mut loss_sum = vec![0.0; k];
     let order: Vec<usize> = (0..split.len()).collect();
     for chunk in order.chunks(EVAL_BATCH) {
-        let (x, y) = make_batch(split, chunk, None, norm, device)?;
+        let (x, y) = split.batch(chunk, None)?;
         let x = if k == 1 { x } else { x.f_repeat([1, k as i64, 1, 1])? };
         let logits = net.forward_t(&x, false);
         let n = chunk.len() as i64;
@@ -56,12 +56,12 @@ pub fn evaluate(net: &FusedNet, split: &CifarSplit, norm: &Normalise, device: De
         let losses = Vec::<f64>::try_from(&losses)?;
         let preds = logits.f_argmax(-1, false).and_then(|p| p.f_to_device(Device::Cpu))?;
         let preds = Vec::<i64>::try_from(&preds.f_reshape([-1])?)?;
+        let truth = Vec::<i64>::try_from(&y.f_to_device(Device::Cpu)?)?;
         for m in 0..k {
             loss_sum[m] += losses[m];
             let member_preds = &preds[m * chunk.len()..(m + 1) * chunk.len()];
-            for (&i, &p) in chunk.iter().zip(member_preds) {
-                let t = split.labels[i] as usize;
-                if let Some(cell) = confusion[m].get_mut(t).and_then(|row| row.get_mut(p as usize)) {
+            for (&t, &p) in truth.iter().zip(member_preds) {
+                if let Some(cell) = confusion[m].get_mut(t as usize).and_then(|row| row.get_mut(p as usize)) {
                     *cell += 1;
                 }
             }

@@ -5,7 +5,9 @@
 //!
 //! - each member draws its own batches (its own shuffle, its own crops and
 //!   flips, from (seed, epoch, batch)), and the batches are stacked along
-//!   the channel axis;
+//!   the channel axis; the members share their data (the same spec but the
+//!   seed), held on the device for the group's life and batched there
+//!   ([`super::device_data`]);
 //! - cross-entropy per member, summed; the gradient of member `k`'s slice
 //!   is that of its own loss alone (see [`super::fused`]);
 //! - every `log_every` batches: each member's `train_loss` (mean over those
@@ -23,12 +25,14 @@
 //! no kernel mixes members.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
-use super::batch::{derived_rng, epoch_permutation, make_batch, Normalise};
+use super::batch::{derived_rng, epoch_permutation, Normalise};
 use super::bmenet::{group_names, BmeConfig};
+use super::device_data::DeviceSplit;
 use super::eval::evaluate;
 use super::fused::FusedNet;
 use super::member::{optimizer, Halt, Member, Slot, Vars};
@@ -47,7 +51,14 @@ pub(super) fn train(device: Device, members: &mut [Member<'_>]) -> Result<(), Tr
     let net = FusedNet::from_members(&cfg, &vars, device).map_err(|e| TrainError::Model(e.to_string()))?;
     let opt = optimizer(&trial, net.trainable());
     let groups = group_names(cfg.depth).map_err(|e| TrainError::Model(e.to_string()))?;
-    let mut g = Group { members, net, opt, device, norm: Normalise::new(), window: None, groups };
+    let data = first.data.clone();
+    if members.iter().any(|m| !Arc::ptr_eq(&m.data, &data) && *m.data != *data) {
+        return Err(TrainError::Data("the trials of a fused group must train on the same data".into()));
+    }
+    let norm = Normalise::new();
+    let train = DeviceSplit::new(&data.train, &norm, device)?;
+    let test = DeviceSplit::new(&data.test, &norm, device)?;
+    let mut g = Group { members, net, opt, device, train, test, window: None, groups };
     g.load_optimizer_state()?;
     for epoch in start_epoch..=trial.train.epochs {
         let first_batch = if epoch == start_epoch { start_batch } else { 0 };
@@ -64,7 +75,9 @@ struct Group<'g, 'a> {
     net: FusedNet,
     opt: Optimizer,
     device: Device,
-    norm: Normalise,
+    /// The members' training and test images, on the device.
+    train: DeviceSplit,
+    test: DeviceSplit,
     /// Each member's loss summed since its last logged step, on the device
     /// (`[K]`, f64), so a GPU is not synchronised every batch.
     window: Option<Tensor>,
@@ -111,8 +124,7 @@ impl Group<'_, '_> {
 
     /// Trains `epoch` from batch `first`, evaluates and checkpoints.
     fn epoch(&mut self, epoch: u32, first: u64) -> Result<(), tch::TchError> {
-        let data = self.members[0].data.clone();
-        let n = data.train.len();
+        let n = self.train.len();
         let bs = self.members[0].trial.train.batch_size as usize;
         let batches = n.div_ceil(bs) as u64;
         let orders: Vec<Vec<usize>> = self.members.iter().map(|m| epoch_permutation(m.trial.seed, epoch, n)).collect();
@@ -142,7 +154,7 @@ impl Group<'_, '_> {
         }
         let secs = started.elapsed().as_secs_f64();
         let ips = (images > 0 && secs > 0.0).then(|| images as f64 / secs);
-        let evals = evaluate(&self.net, &data.test, &self.norm, self.device)?;
+        let evals = evaluate(&self.net, &self.test)?;
         for (k, (m, eval)) in self.members.iter_mut().zip(evals).enumerate() {
             if m.training() {
                 if let Err(h) = m.epoch_end(epoch, eval, ips, &Slot { net: &self.net, opt: &self.opt, k }) {
@@ -178,7 +190,7 @@ impl Group<'_, '_> {
         let mut ys = Vec::with_capacity(self.members.len());
         for (m, order) in self.members.iter().zip(orders) {
             let mut aug = m.trial.train.augment.then(|| derived_rng(m.trial.seed, epoch, b));
-            let (x, y) = make_batch(&m.data.train, &order[range.clone()], aug.as_mut(), &self.norm, self.device)?;
+            let (x, y) = self.train.batch(&order[range.clone()], aug.as_mut())?;
             xs.push(x);
             ys.push(y);
         }
@@ -252,12 +264,7 @@ impl Group<'_, '_> {
     /// checkpoint lands here directly.
     fn finish(&mut self) -> Result<(), tch::TchError> {
         let need = self.members.iter().any(|m| m.training() && m.last_eval.is_none());
-        let fresh = if need {
-            let data = self.members[0].data.clone();
-            Some(evaluate(&self.net, &data.test, &self.norm, self.device)?)
-        } else {
-            None
-        };
+        let fresh = if need { Some(evaluate(&self.net, &self.test)?) } else { None };
         for k in 0..self.members.len() {
             let m = &mut self.members[k];
             if !m.training() {

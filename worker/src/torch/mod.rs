@@ -9,6 +9,7 @@
 //! - [`optim`]: SGD / Adam with checkpointable state;
 //! - [`checkpoint`]: atomic on-disk checkpoints;
 //! - [`batch`]: batch assembly (shuffling, normalisation, augmentation);
+//! - [`device_data`]: the data on the training device, batches built there;
 //! - [`fused`]: K networks of one configuration as one (fused seeds);
 //! - [`eval`]: test-set evaluation of every member, under `no_grad`;
 //! - [`footprint`]: the device memory a training group is expected to take;
@@ -28,6 +29,7 @@ pub mod batch;
 pub mod bmenet;
 pub mod checkpoint;
 pub mod cifar;
+pub mod device_data;
 pub mod eval;
 pub mod footprint;
 pub mod fused;

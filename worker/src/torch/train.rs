@@ -18,6 +18,13 @@
 //! resumed from a checkpoint continues exactly as if it had not stopped (the
 //! optimiser state is checkpointed too, see [`super::optim`]).
 //!
+//! On a CUDA device the trainer turns on cuDNN's benchmark mode, which
+//! times the convolution algorithms for each input shape and keeps the
+//! fastest. That trades bitwise run-to-run reproducibility on a GPU for
+//! speed: the chosen algorithm (and so the rounding) may differ between
+//! runs, so two GPU runs of one seed agree closely but not to the bit.
+//! CPU results are unaffected.
+//!
 //! Metrics (all through [`crate::trainer::TrainContext::metric`], step =
 //! batches trained):
 //! - every `log_every` batches: `train_loss` (mean over those batches) and
@@ -65,6 +72,9 @@ impl TorchTrainer {
     /// `data_root_override` replaces every trial's `data.path` (a worker
     /// whose copy of CIFAR-10 lives elsewhere than the submitter's).
     pub fn new(device: Device, data_root_override: Option<PathBuf>) -> Self {
+        if device.is_cuda() {
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
         TorchTrainer { device, data_root_override }
     }
 
