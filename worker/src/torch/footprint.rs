@@ -8,8 +8,10 @@
 //! evaluation's activations. Training keeps every layer's output for the
 //! backward pass and, during it, a gradient of the same size; evaluation
 //! keeps only a layer's input and output, but for `EVAL_BATCH` images. On
-//! top of the members: a fixed allowance for cuDNN's workspace and the
-//! caching allocator's rounding.
+//! top of the members: the group's copy of its data on the device
+//! ([`super::device_data`]: padded uint8 images and int64 labels) and a
+//! fixed allowance for cuDNN's workspace and the caching allocator's
+//! rounding.
 
 use sweep_core::bmenet::{BmenetTrial, Optimizer};
 
@@ -39,8 +41,15 @@ pub fn estimate(trial: &BmenetTrial, members: usize) -> Result<u64, ModelError> 
     let input = 3 * 32 * 32;
     let train = 2 * F32 * u64::from(trial.train.batch_size) * (saved + input);
     let eval = 2 * F32 * EVAL_BATCH as u64 * widest.max(input);
-    Ok(members.max(1) as u64 * (weights + train.max(eval)) + FIXED_ALLOWANCE)
+    let images = trial.data.train_subset.unwrap_or(CIFAR_TRAIN).min(CIFAR_TRAIN)
+        + trial.data.test_subset.unwrap_or(CIFAR_TEST).min(CIFAR_TEST);
+    let data = images * (3 * 40 * 40 + 8);
+    Ok(members.max(1) as u64 * (weights + train.max(eval)) + data + FIXED_ALLOWANCE)
 }
+
+/// CIFAR-10's training and test images (the most a split can hold).
+const CIFAR_TRAIN: u64 = 50_000;
+const CIFAR_TEST: u64 = 10_000;
 
 #[cfg(test)]
 mod tests {
@@ -70,13 +79,14 @@ mod tests {
         assert!(estimate(&trial(32, 4, Optimizer::Sgd), 1).unwrap() > base);
         assert!(estimate(&trial(8, 256, Optimizer::Sgd), 1).unwrap() > base);
         assert!(estimate(&trial(8, 4, Optimizer::Adam), 1).unwrap() > base);
-        let one = estimate(&trial(32, 64, Optimizer::Sgd), 1).unwrap() - FIXED_ALLOWANCE;
-        let eight = estimate(&trial(32, 64, Optimizer::Sgd), 8).unwrap() - FIXED_ALLOWANCE;
+        let data = 60_000 * (3 * 40 * 40 + 8);
+        let one = estimate(&trial(32, 64, Optimizer::Sgd), 1).unwrap() - FIXED_ALLOWANCE - data;
+        let eight = estimate(&trial(32, 64, Optimizer::Sgd), 8).unwrap() - FIXED_ALLOWANCE - data;
         assert_eq!(eight, 8 * one);
         // Depth 32 (5.48M parameters) with SGD: 3 copies of the weights in
         // f32 are 66 MB; at batch 4 the activations are far smaller than
         // the evaluation's 500 images.
-        let d32 = estimate(&trial(32, 4, Optimizer::Sgd), 1).unwrap() - FIXED_ALLOWANCE;
+        let d32 = estimate(&trial(32, 4, Optimizer::Sgd), 1).unwrap() - FIXED_ALLOWANCE - data;
         assert!((60_000_000..400_000_000).contains(&d32), "{d32}");
     }
 }
