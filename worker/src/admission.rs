@@ -11,8 +11,8 @@
 //! memory then, it does not fit this device).
 //!
 //! Learning: admissions are taken one at a time. The free memory is read
-//! when a group is admitted and again at its first progress report (it has
-//! trained by then); the difference is what it took, and the correction
+//! when a group is admitted and again after its first training step; the
+//! difference is what it took, and the correction
 //! becomes the largest ratio of taken to estimated seen so far (the first
 //! measurement sets it). A difference under 1 MiB says nothing (the
 //! caching allocator served the group from memory an earlier one left) and
@@ -28,7 +28,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::memory::{DeviceMemory, MemoryProbe};
-use crate::trainer::ProgressHook;
+use crate::trainer::StepHook;
 
 /// Differences of free memory below this are noise or cache reuse.
 const MEASURABLE: u64 = 1 << 20;
@@ -55,7 +55,7 @@ struct Ledger {
     reserved: u64,
     /// Each running ticket's (estimate, reservation).
     tickets: std::collections::BTreeMap<u64, (u64, u64)>,
-    /// Ticket whose first progress report is awaited.
+    /// Ticket whose first step is awaited.
     measuring: Option<u64>,
     /// Taken / estimated, once measured.
     correction: Option<f64>,
@@ -234,9 +234,10 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// The hook to put on the group's contexts: the first progress report
-    /// of any member measures what the group took.
-    pub fn progress_hook(&self) -> ProgressHook {
+    /// The hook to put on the group's contexts: the first step of any
+    /// member ([`crate::trainer::TrainContext::stepped`]) measures what the
+    /// group took.
+    pub fn step_hook(&self) -> StepHook {
         let (admission, id, estimate, before) = (self.admission.clone(), self.id, self.estimate, self.before);
         Arc::new(move || admission.measured(id, estimate, before))
     }
@@ -289,14 +290,14 @@ mod tests {
         assert!(a.admit(1, || true).is_none());
         // It took 300 MiB, three times the estimate.
         fake.0.fetch_sub(300 << 20, Ordering::SeqCst);
-        (t1.progress_hook())();
+        (t1.step_hook())();
         assert_eq!(a.correction(), Some(3.0));
         let t2 = a.admit(100 << 20, || false).expect("600 MiB of 1000 fits");
         fake.0.fetch_sub(300 << 20, Ordering::SeqCst);
-        (t2.progress_hook())();
+        (t2.step_hook())();
         // A third (300 more: 900) fits, a fourth (1200) does not.
         let t3 = a.admit(100 << 20, || false).expect("900 MiB of 1000 fits");
-        (t3.progress_hook())();
+        (t3.step_hook())();
         assert!(a.admit(100 << 20, || true).is_none());
         assert_eq!(t3.peers(), 2);
         drop(t1);

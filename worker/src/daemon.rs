@@ -166,9 +166,9 @@ fn spawn_training_thread(
                     let _ = reply.send(GroupResult { results, peers: 0 });
                     continue;
                 };
-                let hook = ticket.progress_hook();
+                let hook = ticket.step_hook();
                 for (_, ctx) in &mut jobs {
-                    *ctx = ctx.clone().with_progress_hook(hook.clone());
+                    *ctx = ctx.clone().with_step_hook(hook.clone());
                 }
                 drop(hook);
                 let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| trainer.train_group(&jobs)))

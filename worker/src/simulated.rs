@@ -125,6 +125,9 @@ impl Trainer for SimulatedTrainer {
                 if !self.step_delay.is_zero() {
                     std::thread::sleep(self.step_delay);
                 }
+                if epoch == first_epoch && b == 0 {
+                    ctx.stepped();
+                }
                 let step = (epoch as u64 - 1) * steps_per_epoch + b + 1;
                 window.push(loss_at(step));
                 if window.len() as u64 >= s.train.log_every as u64 || b + 1 == steps_per_epoch {

@@ -196,24 +196,31 @@ impl StopFlag {
 pub struct TrainContext {
     events: mpsc::Sender<TrainEvent>,
     stop: StopFlag,
-    on_progress: Option<ProgressHook>,
+    on_step: Option<StepHook>,
 }
 
-/// Called on every progress report of a trial (see
-/// [`TrainContext::with_progress_hook`]).
-pub type ProgressHook = Arc<dyn Fn() + Send + Sync>;
+/// Called when a trial has taken its first training step (see
+/// [`TrainContext::with_step_hook`]).
+pub type StepHook = Arc<dyn Fn() + Send + Sync>;
 
 impl TrainContext {
     pub fn new(events: mpsc::Sender<TrainEvent>, stop: StopFlag) -> Self {
-        Self { events, stop, on_progress: None }
+        Self { events, stop, on_step: None }
     }
 
-    /// This context, with `hook` called on each progress report: by then
-    /// the training has taken at least one step, so what it holds on the
-    /// device is what it will hold (the slot admission measures it there).
-    pub fn with_progress_hook(mut self, hook: ProgressHook) -> Self {
-        self.on_progress = Some(hook);
+    /// This context, with `hook` called by [`TrainContext::stepped`].
+    pub fn with_step_hook(mut self, hook: StepHook) -> Self {
+        self.on_step = Some(hook);
         self
+    }
+
+    /// Says the trial has taken its first training step of this attempt
+    /// (call it once, after that step): by then the training holds on the
+    /// device what it will hold, and the slot admission measures it.
+    pub fn stepped(&self) {
+        if let Some(hook) = &self.on_step {
+            hook();
+        }
     }
 
     /// Sends a metric point. Blocks while the upload channel is full (it is
@@ -267,9 +274,6 @@ impl TrainContext {
 
     /// Reports progress (for heartbeats and `sweep watch`).
     pub fn progress(&self, epoch: u32, step: i64, loss: Option<f64>) -> Result<(), StopReason> {
-        if let Some(hook) = &self.on_progress {
-            hook();
-        }
         self.send(TrainEvent::Progress { epoch, step, loss })
     }
 

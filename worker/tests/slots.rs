@@ -196,7 +196,7 @@ async fn out_of_memory_beside_others_requeues_without_an_attempt_and_lowers_the_
     // The estimate is right (100 MiB) and the budget holds four, but
     // another process takes 150 MiB once the worker has measured its
     // second training (reads of the free memory: 1 at start, then one as
-    // each training is admitted and one at its first progress report, so
+    // each training is admitted and one after its first step, so
     // read 5 measures the second): the third training at once runs out of
     // memory.
     let gpu = Arc::new(FakeGpu { total: 400 * MIB, grab_after_read: Some((5, 150 * MIB)), ..Default::default() });

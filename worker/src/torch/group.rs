@@ -58,7 +58,7 @@ pub(super) fn train(device: Device, members: &mut [Member<'_>]) -> Result<(), Tr
     let norm = Normalise::new();
     let train = DeviceSplit::new(&data.train, &norm, device)?;
     let test = DeviceSplit::new(&data.test, &norm, device)?;
-    let mut g = Group { members, net, opt, device, train, test, window: None, groups };
+    let mut g = Group { members, net, opt, device, train, test, window: None, groups, stepped: false };
     g.load_optimizer_state()?;
     for epoch in start_epoch..=trial.train.epochs {
         let first_batch = if epoch == start_epoch { start_batch } else { 0 };
@@ -78,6 +78,9 @@ struct Group<'g, 'a> {
     /// The members' training and test images, on the device.
     train: DeviceSplit,
     test: DeviceSplit,
+    /// Whether the first step has been taken (and said, see
+    /// [`crate::trainer::TrainContext::stepped`]).
+    stepped: bool,
     /// Each member's loss summed since its last logged step, on the device
     /// (`[K]`, f64), so a GPU is not synchronised every batch.
     window: Option<Tensor>,
@@ -224,7 +227,12 @@ impl Group<'_, '_> {
         if log_now {
             self.log(epoch)?;
         }
-        self.opt.step()
+        self.opt.step()?;
+        if !self.stepped {
+            self.stepped = true;
+            self.members.iter().for_each(|m| m.ctx.stepped());
+        }
+        Ok(())
     }
 
     /// Each member's mean loss over the logging window (a non-finite one
