@@ -23,6 +23,7 @@
 //! the slot limit by one ([`Admission::lower_slots`]); slots at or above the
 //! limit stop leasing.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -40,9 +41,7 @@ const RECHECK: Duration = Duration::from_millis(200);
 /// The admission state of one device, shared by its slots.
 #[derive(Debug)]
 pub struct Admission {
-    probe: Option<Arc<dyn MemoryProbe>>,
-    /// Bytes trainings may reserve; `None`: no memory limit.
-    budget: Option<u64>,
+    memory: Option<DeviceMemory>,
     slots: AtomicUsize,
     ledger: Mutex<Ledger>,
     changed: Condvar,
@@ -51,10 +50,16 @@ pub struct Admission {
 
 #[derive(Debug, Default)]
 struct Ledger {
+    /// Bytes trainings may reserve; `None`: no memory limit (no probe, or
+    /// not planned yet).
+    budget: Option<u64>,
     running: usize,
     reserved: u64,
-    /// Each running ticket's (estimate, reservation).
-    tickets: std::collections::BTreeMap<u64, (u64, u64)>,
+    tickets: BTreeMap<u64, Held>,
+    /// Groups waiting to be admitted, oldest first: only the oldest may be
+    /// admitted, and no slot leases more while any waits, so a large group
+    /// cannot be overtaken forever by small ones.
+    queue: VecDeque<u64>,
     /// Ticket whose first step is awaited.
     measuring: Option<u64>,
     /// Taken / estimated, once measured.
@@ -62,32 +67,26 @@ struct Ledger {
     /// The largest estimate admitted so far: what the next lease is likely
     /// to need (before the correction).
     typical: u64,
-    next_ticket: u64,
+    next_id: u64,
     peak_running: usize,
     peak_reserved: u64,
 }
 
+/// What one admitted group holds.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    estimate: u64,
+    reserved: u64,
+    /// The most other trainings it has run beside.
+    beside: usize,
+}
+
 impl Admission {
     /// Admission for `slots` trainings at once, within `memory` when given
-    /// (its budget is read now).
+    /// (once [`Admission::plan`] has read its budget).
     pub fn new(slots: usize, memory: Option<DeviceMemory>) -> Admission {
-        let (probe, budget) = match memory {
-            None => (None, None),
-            Some(m) => match m.probe.free_bytes() {
-                Ok(free) => {
-                    let budget = free.saturating_sub(m.keep_free.of(free));
-                    tracing::info!(free_mib = free >> 20, budget_mib = budget >> 20, "device memory budget for slots");
-                    (Some(m.probe), Some(budget))
-                }
-                Err(e) => {
-                    tracing::warn!("cannot read the device's free memory ({e}); slots are limited by count alone");
-                    (None, None)
-                }
-            },
-        };
         Admission {
-            probe,
-            budget,
+            memory,
             slots: AtomicUsize::new(slots.max(1)),
             ledger: Mutex::new(Ledger::default()),
             changed: Condvar::new(),
@@ -95,20 +94,38 @@ impl Admission {
         }
     }
 
+    /// Reads the budget: the free memory now, less what is left to others.
+    /// Call it once the trainers exist (their CUDA context is no
+    /// training's footprint). Blocks for the probe's call.
+    pub fn plan(&self) {
+        let Some(m) = &self.memory else { return };
+        let budget = match m.probe.free_bytes() {
+            Ok(free) => {
+                let budget = free.saturating_sub(m.keep_free.of(free));
+                tracing::info!(free_mib = free >> 20, budget_mib = budget >> 20, "device memory budget for slots");
+                Some(budget)
+            }
+            Err(e) => {
+                tracing::warn!("cannot read the device's free memory ({e}); slots are limited by count alone");
+                None
+            }
+        };
+        self.lock().budget = budget;
+    }
+
     /// How many slots may run now.
     pub fn slot_limit(&self) -> usize {
         self.slots.load(Ordering::SeqCst)
     }
 
-    /// One slot fewer (never below one), after a training ran out of memory
-    /// beside others. Returns the new limit.
-    pub fn lower_slots(&self) -> usize {
-        let new = self
-            .slots
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| Some(n.saturating_sub(1).max(1)))
-            .map_or(1, |old| old.saturating_sub(1).max(1));
+    /// After a training ran out of memory while `together` trainings
+    /// shared the device: at most one fewer than that from now on (never
+    /// below one, never raised). Returns the new limit.
+    pub fn lower_slots(&self, together: usize) -> usize {
+        let cap = together.saturating_sub(1).max(1);
+        let old = self.slots.fetch_min(cap, Ordering::SeqCst);
         self.notify();
-        new
+        old.min(cap)
     }
 
     /// Trainings running now.
@@ -136,23 +153,27 @@ impl Admission {
         self.news.notify_waiters();
     }
 
+    fn probe(&self) -> Option<&Arc<dyn MemoryProbe>> {
+        self.memory.as_ref().map(|m| &m.probe)
+    }
+
     fn need(l: &Ledger, estimate: u64) -> u64 {
         (estimate as f64 * l.correction.unwrap_or(1.0)).ceil() as u64
     }
 
-    fn fits(&self, l: &Ledger, need: u64) -> bool {
-        l.measuring.is_none() && (l.running == 0 || self.budget.is_none_or(|b| l.reserved.saturating_add(need) <= b))
+    fn fits(l: &Ledger, need: u64) -> bool {
+        l.measuring.is_none() && (l.running == 0 || l.budget.is_none_or(|b| l.reserved.saturating_add(need) <= b))
     }
 
     /// Waits (asynchronously) until a group like the ones admitted so far
-    /// would fit: a slot calls it before asking the coordinator for work,
-    /// so it does not hold leases it cannot train.
+    /// would fit and none is waiting: a slot calls it before asking the
+    /// coordinator for work, so it does not hold leases it cannot train.
     pub async fn room_to_lease(&self) {
         loop {
             let notified = self.news.notified();
             {
                 let l = self.lock();
-                if self.fits(&l, Self::need(&l, l.typical)) {
+                if l.queue.is_empty() && Self::fits(&l, Self::need(&l, l.typical)) {
                     return;
                 }
             }
@@ -161,28 +182,59 @@ impl Admission {
     }
 
     /// Blocks (on a training thread) until a group with this `estimate`
-    /// fits, then reserves it. `None` when `cancelled` turns true first.
+    /// fits and every group that asked earlier has been admitted, then
+    /// reserves it. `None` when `cancelled` turns true first.
     pub fn admit(self: &Arc<Self>, estimate: u64, cancelled: impl Fn() -> bool) -> Option<Ticket> {
+        let me = {
+            let mut l = self.lock();
+            l.next_id += 1;
+            let id = l.next_id;
+            l.queue.push_back(id);
+            id
+        };
         let mut l = self.lock();
+        let mut before = None;
         loop {
             let need = Self::need(&l, estimate);
-            if self.fits(&l, need) {
-                l.next_ticket += 1;
-                let id = l.next_ticket;
+            let turn = l.queue.front() == Some(&me) && Self::fits(&l, need);
+            let measure = l.budget.is_some() && estimate > 0;
+            if turn && measure && before.is_none() {
+                // Read the free memory outside the lock (the probe may take
+                // a while), then look again.
+                drop(l);
+                before = self.probe().and_then(|p| p.free_bytes().ok());
+                l = self.lock();
+                if before.is_some() {
+                    continue;
+                }
+            }
+            if turn {
+                l.queue.pop_front();
                 l.running += 1;
                 l.reserved += need;
-                l.tickets.insert(id, (estimate, need));
+                let beside = l.running - 1;
+                for h in l.tickets.values_mut() {
+                    h.beside = h.beside.max(beside);
+                }
+                l.tickets.insert(me, Held { estimate, reserved: need, beside });
                 l.typical = l.typical.max(estimate);
                 l.peak_running = l.peak_running.max(l.running);
                 l.peak_reserved = l.peak_reserved.max(l.reserved);
-                let before = self.probe.as_ref().and_then(|p| p.free_bytes().ok());
-                if before.is_some() && estimate > 0 {
-                    l.measuring = Some(id);
+                let before = before.filter(|_| measure);
+                if before.is_some() {
+                    l.measuring = Some(me);
                 }
                 tracing::debug!(need_mib = need >> 20, running = l.running, "training admitted");
-                return Some(Ticket { admission: self.clone(), id, estimate, before });
+                drop(l);
+                self.notify();
+                return Some(Ticket { admission: self.clone(), id: me, estimate, before });
             }
+            // Not its turn after all: read again when it is.
+            before = None;
             if cancelled() {
+                l.queue.retain(|&w| w != me);
+                drop(l);
+                self.notify();
                 return None;
             }
             l = self.changed.wait_timeout(l, RECHECK).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
@@ -190,12 +242,15 @@ impl Admission {
     }
 
     fn measured(&self, id: u64, estimate: u64, before: Option<u64>) {
+        if self.lock().measuring != Some(id) {
+            return;
+        }
+        let after = self.probe().and_then(|p| p.free_bytes().ok());
         let mut l = self.lock();
         if l.measuring != Some(id) {
             return;
         }
         l.measuring = None;
-        let after = self.probe.as_ref().and_then(|p| p.free_bytes().ok());
         if let (Some(b), Some(a)) = (before, after) {
             let taken = b.saturating_sub(a);
             if taken >= MEASURABLE && estimate > 0 {
@@ -211,9 +266,9 @@ impl Admission {
                 // Every running training is now reserved at the corrected
                 // need (never less than before).
                 let mut reserved = 0;
-                for (est, r) in l.tickets.values_mut() {
-                    *r = (*r).max((*est as f64 * c).ceil() as u64);
-                    reserved += *r;
+                for h in l.tickets.values_mut() {
+                    h.reserved = h.reserved.max((h.estimate as f64 * c).ceil() as u64);
+                    reserved += h.reserved;
                 }
                 l.reserved = reserved;
                 l.peak_reserved = l.peak_reserved.max(reserved);
@@ -242,9 +297,10 @@ impl Ticket {
         Arc::new(move || admission.measured(id, estimate, before))
     }
 
-    /// Other trainings running on the device now.
+    /// The most other trainings this one has run beside on the device:
+    /// what an out-of-memory error of it is blamed on.
     pub fn peers(&self) -> usize {
-        self.admission.running().saturating_sub(1)
+        self.admission.lock().tickets.get(&self.id).map_or(0, |h| h.beside)
     }
 }
 
@@ -252,7 +308,7 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         let mut l = self.admission.lock();
         l.running = l.running.saturating_sub(1);
-        let (_, reserved) = l.tickets.remove(&self.id).unwrap_or_default();
+        let reserved = l.tickets.remove(&self.id).map_or(0, |h| h.reserved);
         l.reserved = l.reserved.saturating_sub(reserved);
         if l.measuring == Some(self.id) {
             l.measuring = None;
@@ -279,7 +335,9 @@ mod tests {
     fn admission(free: u64, slots: usize) -> (Arc<Admission>, Arc<Fake>) {
         let fake = Arc::new(Fake(AtomicU64::new(free)));
         let memory = DeviceMemory { probe: fake.clone(), keep_free: KeepFree::Bytes(0) };
-        (Arc::new(Admission::new(slots, Some(memory))), fake)
+        let a = Arc::new(Admission::new(slots, Some(memory)));
+        a.plan();
+        (a, fake)
     }
 
     #[test]
@@ -300,6 +358,7 @@ mod tests {
         (t3.step_hook())();
         assert!(a.admit(100 << 20, || true).is_none());
         assert_eq!(t3.peers(), 2);
+        assert_eq!(t1.peers(), 2, "t1 ran beside t2 and t3");
         drop(t1);
         let t4 = a.admit(100 << 20, || false).expect("room again");
         assert_eq!(a.peaks(), (3, 900 << 20));
@@ -312,10 +371,36 @@ mod tests {
         let (a, _) = admission(10, 3);
         let t = a.admit(1 << 40, || false).expect("alone");
         drop(t);
-        assert_eq!(a.lower_slots(), 2);
-        assert_eq!(a.lower_slots(), 1);
-        assert_eq!(a.lower_slots(), 1);
+        // Three ran together: at most two from now on, however many of
+        // them report it; never raised again.
+        assert_eq!(a.lower_slots(3), 2);
+        assert_eq!(a.lower_slots(3), 2);
+        assert_eq!(a.lower_slots(5), 2);
+        assert_eq!(a.lower_slots(2), 1);
+        assert_eq!(a.lower_slots(1), 1);
         assert_eq!(a.slot_limit(), 1);
+    }
+
+    #[test]
+    fn a_waiting_large_group_is_not_overtaken() {
+        let (a, _) = admission(1000 << 20, 3);
+        let small = a.admit(600 << 20, || false).expect("alone");
+        (small.step_hook())();
+        let waiter = {
+            let a = a.clone();
+            std::thread::spawn(move || a.admit(900 << 20, || false).map(|t| t.peers()))
+        };
+        while a.lock().queue.is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // 100 MiB would fit beside the small one, but the large group asked
+        // first: nothing overtakes it, and no slot leases meanwhile.
+        assert!(a.admit(100 << 20, || true).is_none());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let leased = rt.block_on(async { tokio::time::timeout(Duration::from_millis(300), a.room_to_lease()).await });
+        assert!(leased.is_err(), "a slot may not lease while a group waits");
+        drop(small);
+        assert_eq!(waiter.join().unwrap(), Some(0), "admitted alone once the small one ended");
     }
 
     #[test]

@@ -253,6 +253,9 @@ pub async fn run(
     let trainers = (0..slots)
         .map(|slot| spawn_training_thread(slot, factory.clone(), admission.clone()))
         .collect::<Result<Vec<_>, _>>()?;
+    // Now that the trainers (and a GPU's CUDA context) exist.
+    let planner = admission.clone();
+    let _ = tokio::task::spawn_blocking(move || planner.plan()).await;
 
     let (soft_tx, soft_rx) = watch::channel(false);
     let (hard_tx, hard_rx) = watch::channel(false);
@@ -270,7 +273,7 @@ pub async fn run(
         worker = %config.worker_id, coordinator = %config.coordinator, device = %config.device,
         threads = config.threads, fuse = config.fuse, slots, "worker started"
     );
-    let pool = Pool { admission, taken: Mutex::new(0), idle_since: Mutex::new(Instant::now()) };
+    let pool = Pool { admission, counts: Mutex::new(Counts::new()) };
     let loops =
         trainers.iter().enumerate().map(|(slot, trainer)| lease_loop(slot, &config, &client, trainer, &sd, &pool));
     let ends = futures::future::join_all(loops).await;
@@ -284,38 +287,88 @@ pub async fn run(
     Ok(())
 }
 
-/// What the slots of one worker share: the device's admission, the trials
-/// leased so far (for `max_trials`), and when work was last offered (for
-/// `idle_exit`).
+/// What the slots of one worker share: the device's admission, and the
+/// counts behind `max_trials` and `idle_exit`.
 struct Pool {
     admission: Arc<Admission>,
-    taken: Mutex<u64>,
-    idle_since: Mutex<Instant>,
+    counts: Mutex<Counts>,
+}
+
+struct Counts {
+    /// Trials leased so far.
+    leased: u64,
+    /// Trials asked for in lease calls still under way.
+    asking: u64,
+    /// Groups training now.
+    training: usize,
+    /// When the last group ended (or the worker started).
+    idle_since: Instant,
+}
+
+impl Counts {
+    fn new() -> Counts {
+        Counts { leased: 0, asking: 0, training: 0, idle_since: Instant::now() }
+    }
+}
+
+/// What a slot may ask the coordinator for.
+enum Ask {
+    Trials(u32),
+    /// Other slots' calls may still come back with less than they asked.
+    WaitForOthers,
+    /// The worker has leased its `max_trials`.
+    Done,
 }
 
 impl Pool {
-    /// Reserves up to `want` of the trials `max_trials` still allows
-    /// (`want` itself without a limit); 0: the worker has leased its share.
-    fn reserve(&self, max_trials: Option<u64>, want: u32) -> u32 {
-        let mut taken = self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let n = max_trials.map_or(want, |m| want.min(m.saturating_sub(*taken).min(u32::MAX as u64) as u32));
-        *taken += u64::from(n);
-        n
+    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Gives back reserved trials that were not leased.
-    fn unreserve(&self, n: u32) {
-        let mut taken = self.taken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *taken = taken.saturating_sub(u64::from(n));
+    /// Up to `want` of the trials `max_trials` still allows, held until
+    /// [`Pool::asked`].
+    fn ask(&self, max_trials: Option<u64>, want: u32) -> Ask {
+        let mut c = self.counts();
+        let Some(max) = max_trials else {
+            c.asking += u64::from(want);
+            return Ask::Trials(want);
+        };
+        let left = max.saturating_sub(c.leased + c.asking);
+        match (left, c.asking) {
+            (0, 0) => Ask::Done,
+            (0, _) => Ask::WaitForOthers,
+            (left, _) => {
+                let n = want.min(left.min(u64::from(u32::MAX)) as u32);
+                c.asking += u64::from(n);
+                Ask::Trials(n)
+            }
+        }
     }
 
+    /// A lease call that asked for `asked` trials got `got`.
+    fn asked(&self, asked: u32, got: usize) {
+        let mut c = self.counts();
+        c.asking = c.asking.saturating_sub(u64::from(asked));
+        c.leased += got as u64;
+    }
+
+    /// How long no slot has trained (zero while one does).
     fn idle_for(&self) -> Duration {
-        self.idle_since.lock().map(|t| t.elapsed()).unwrap_or_default()
+        let c = self.counts();
+        if c.training > 0 {
+            Duration::ZERO
+        } else {
+            c.idle_since.elapsed()
+        }
     }
 
-    fn busy_now(&self) {
-        if let Ok(mut t) = self.idle_since.lock() {
-            *t = Instant::now();
+    fn training(&self, starts: bool) {
+        let mut c = self.counts();
+        if starts {
+            c.training += 1;
+        } else {
+            c.training = c.training.saturating_sub(1);
+            c.idle_since = Instant::now();
         }
     }
 }
@@ -352,10 +405,19 @@ async fn lease_loop(
             _ = pool.admission.room_to_lease() => {}
             _ = sd.requested_wait() => break,
         }
-        let want = pool.reserve(config.max_trials, config.fuse);
-        if want == 0 {
-            break;
+        if slot >= pool.admission.slot_limit() {
+            continue;
         }
+        let want = match pool.ask(config.max_trials, config.fuse) {
+            Ask::Trials(n) => n,
+            Ask::Done => break,
+            Ask::WaitForOthers => {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    _ = sd.requested_wait() => break,
+                }
+            }
+        };
         let wait = match config.idle_exit {
             Some(d) => config.lease_wait.min(d.saturating_sub(pool.idle_for())).max(Duration::from_millis(50)),
             None => config.lease_wait,
@@ -371,7 +433,7 @@ async fn lease_loop(
         let answer = tokio::select! {
             r = lease_client.lease(req) => r,
             _ = sd.requested_wait() => {
-                pool.unreserve(want);
+                pool.asked(want, 0);
                 break;
             }
         };
@@ -384,26 +446,26 @@ async fn lease_loop(
                 backoff.reset();
                 let resp = resp.into_inner();
                 let group: Vec<pb::Assignment> = resp.assignment.into_iter().chain(resp.fused).collect();
-                pool.unreserve(want.saturating_sub(group.len() as u32));
+                pool.asked(want, group.len());
                 if group.is_empty() {
                     continue;
                 }
                 done += group.len() as u64;
-                pool.busy_now();
+                pool.training(true);
                 let exit_now = run_group(config, client, trainer, group, sd, &pool.admission).await;
-                pool.busy_now();
+                pool.training(false);
                 if exit_now {
                     break;
                 }
             }
             Err(status) if lease_refusal(status.code()).is_some() => {
-                pool.unreserve(want);
+                pool.asked(want, 0);
                 let why = lease_refusal(status.code()).map_or("", |r| r.describe());
                 tracing::error!(code = ?status.code(), message = %status.message(), "{why}; stopping (no more lease calls)");
                 return Err(WorkerError::Refused(status.message().to_owned()));
             }
             Err(status) => {
-                pool.unreserve(want);
+                pool.asked(want, 0);
                 if !unreachable_logged {
                     tracing::warn!(code = ?status.code(), message = %status.message(), "lease call failed; retrying with backoff");
                     unreachable_logged = true;
@@ -555,7 +617,7 @@ async fn run_group(
     // at fault. The trials go back to the queue and this worker runs one
     // training fewer at once from now on.
     let crowded = (peers > 0 && results.iter().any(|r| matches!(r, Err(TrainError::OutOfMemory(_))))).then(|| {
-        let limit = admission.lower_slots();
+        let limit = admission.lower_slots(peers + 1);
         tracing::warn!(peers, slots = limit, "out of device memory beside other trainings; running fewer at once");
         (peers, limit)
     });

@@ -331,7 +331,9 @@ impl TrainError {
     /// [`TrainError::OutOfMemory`], anything else [`TrainError::Other`].
     pub fn from_libtorch(message: &str) -> TrainError {
         let lower = message.to_ascii_lowercase();
-        if lower.contains("out of memory") || lower.contains("can't allocate memory") {
+        // CUDA's and the CPU allocator's, and cuBLAS's and cuDNN's own.
+        let oom = ["out of memory", "can't allocate memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed"];
+        if oom.iter().any(|p| lower.contains(p)) {
             TrainError::OutOfMemory(message.to_owned())
         } else {
             TrainError::Other(format!("libtorch: {message}"))

@@ -293,16 +293,18 @@ fn main() -> anyhow::Result<()> {
     config.threads = args.threads.unwrap_or(0);
     config.fuse = args.fuse.resolve(&args.device);
     config.slots = args.slots.resolve(&args.device);
-    if config.slots > 1 {
-        config.memory = sweep_worker::memory::DeviceMemory::for_device(&args.device);
-    }
     config.security = sweep_proto::client::ClientSecurity::from_sources(
         args.token_file.as_deref(),
         args.tls_ca.clone(),
         args.tls_cert.clone(),
         args.tls_key.clone(),
     )?;
+    // The device is checked here (a missing GPU is an error before
+    // anything else), so its memory is probed after.
     let factory = trainer_factory(&args)?;
+    if config.slots > 1 {
+        config.memory = sweep_worker::memory::DeviceMemory::for_device(&args.device);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -31,7 +31,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 use super::batch::{derived_rng, epoch_permutation, Normalise};
-use super::bmenet::{group_names, BmeConfig};
+use super::bmenet::{group_names, BmeConfig, ModelError};
 use super::device_data::DeviceSplit;
 use super::eval::evaluate;
 use super::fused::FusedNet;
@@ -48,7 +48,11 @@ pub(super) fn train(device: Device, members: &mut [Member<'_>]) -> Result<(), Tr
     let (start_epoch, start_batch) = (first.p.next_epoch, first.p.next_batch);
     let cfg = BmeConfig::from(&trial);
     let vars: Vec<&Vars> = members.iter().map(|m| &m.vars).collect();
-    let net = FusedNet::from_members(&cfg, &vars, device).map_err(|e| TrainError::Model(e.to_string()))?;
+    // Moving the weights to the device is where a full device fails first.
+    let net = FusedNet::from_members(&cfg, &vars, device).map_err(|e| match e {
+        ModelError::Torch(m) => TrainError::from_libtorch(&m),
+        e => TrainError::Model(e.to_string()),
+    })?;
     let opt = optimizer(&trial, net.trainable());
     let groups = group_names(cfg.depth).map_err(|e| TrainError::Model(e.to_string()))?;
     let data = first.data.clone();

@@ -72,6 +72,9 @@ fn load_data(trial: &BmenetTrial, data_override: Option<&Path>) -> Result<Arc<Ci
     Ok(data)
 }
 
+/// Held while libtorch's generator is seeded and a network drawn from it.
+static INIT_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl<'a> Member<'a> {
     /// Types the job's spec, loads its data, builds its network (libtorch's
     /// RNG seeded with the trial seed first, on the CPU, so the initial
@@ -82,9 +85,14 @@ impl<'a> Member<'a> {
         let started = Instant::now();
         let trial = crate::trainer::resolve(&job.spec)?;
         let data = load_data(&trial, data_override)?;
-        tch::manual_seed(trial.seed as i64);
         let vs = nn::VarStore::new(Device::Cpu);
-        BmeNet::new(&vs.root(), &BmeConfig::from(&trial)).map_err(|e| TrainError::Model(e.to_string()))?;
+        {
+            // libtorch has one CPU generator per process: slots building
+            // networks at once must not draw from each other's seed.
+            let _seeded = INIT_RNG.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            tch::manual_seed(trial.seed as i64);
+            BmeNet::new(&vs.root(), &BmeConfig::from(&trial)).map_err(|e| TrainError::Model(e.to_string()))?;
+        }
         let vars: Vars = vs.variables().into_iter().map(|(n, t)| (n, (t.shallow_clone(), t.requires_grad()))).collect();
         let trained =
             vars.iter().filter(|(_, (_, tr))| *tr).map(|(n, (t, _))| (n.clone(), t.shallow_clone())).collect();

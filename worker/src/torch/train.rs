@@ -74,6 +74,9 @@ impl TorchTrainer {
     pub fn new(device: Device, data_root_override: Option<PathBuf>) -> Self {
         if device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(true);
+            // Make the CUDA context now, before the slot admission reads the
+            // device's free memory: it is no training's footprint.
+            let _ = tch::Tensor::f_zeros([1], (tch::Kind::Float, device));
         }
         TorchTrainer { device, data_root_override }
     }
