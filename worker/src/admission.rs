@@ -2,12 +2,12 @@
 //! slot count, and, on a device with a memory probe, only as many as fit
 //! in its memory.
 //!
-//! The plan: the memory free when the worker starts, less what it leaves
-//! to others ([`crate::memory::KeepFree`]), is the budget. Each training
+//! The plan: the memory free once the trainers exist ([`Admission::plan`]),
+//! less what it leaves to others ([`crate::memory::KeepFree`]), is the budget. Each training
 //! group reserves its need: the trainer's estimate ([`crate::trainer::Trainer::footprint`])
 //! times a correction learnt from what trainings actually took. A group is
-//! admitted when its need fits beside the others' reservations, or when
-//! nothing else runs (a training alone always runs; if it runs out of
+//! admitted, first come first served, when its need fits beside the
+//! others' reservations, or when nothing else runs (a training alone always runs; if it runs out of
 //! memory then, it does not fit this device).
 //!
 //! Learning: admissions are taken one at a time. The free memory is read
@@ -19,9 +19,9 @@
 //! is ignored. Until a group has been measured (or ended), no other is
 //! admitted, so each measurement sees one newcomer only.
 //!
-//! A slot whose training runs out of memory while sharing the device lowers
-//! the slot limit by one ([`Admission::lower_slots`]); slots at or above the
-//! limit stop leasing.
+//! A training that runs out of memory after sharing the device lowers the
+//! slot limit below the number that ran together ([`Admission::lower_slots`]);
+//! slots at or above the limit stop leasing.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};

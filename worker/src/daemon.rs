@@ -122,9 +122,9 @@ pub enum WorkerError {
 /// results go.
 type JobMsg = (Vec<(TrialJob, TrainContext)>, oneshot::Sender<GroupResult>);
 
-/// How a group's training ended: one result per trial, in order, and how
-/// many other trainings shared the device when it ended (what an
-/// out-of-memory error is blamed on).
+/// How a group's training ended: one result per trial, in order, and the
+/// most other trainings it ran beside ([`crate::admission::Ticket::peers`]:
+/// what an out-of-memory error is blamed on).
 struct GroupResult {
     results: Vec<Result<TrainOutcome, TrainError>>,
     peers: usize,
@@ -613,9 +613,9 @@ async fn run_group(
         Ok(r) => (r.results, r.peers),
         Err(_) => (Vec::new(), 0),
     };
-    // Out of memory beside other trainings: the device, not the trial, is
-    // at fault. The trials go back to the queue and this worker runs one
-    // training fewer at once from now on.
+    // Out of memory after sharing the device: the device, not the trial, is
+    // at fault. The trials go back to the queue and this worker runs fewer
+    // trainings at once than ran together, from now on.
     let crowded = (peers > 0 && results.iter().any(|r| matches!(r, Err(TrainError::OutOfMemory(_))))).then(|| {
         let limit = admission.lower_slots(peers + 1);
         tracing::warn!(peers, slots = limit, "out of device memory beside other trainings; running fewer at once");

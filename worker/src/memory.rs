@@ -14,7 +14,7 @@ pub trait MemoryProbe: Send + Sync + Debug {
 }
 
 /// The memory side of a device: its probe, and how much of what is free
-/// when the worker starts it leaves to others (the CUDA context, libraries,
+/// when the worker is ready it leaves to others (the CUDA context, libraries,
 /// other processes' growth).
 #[derive(Debug, Clone)]
 pub struct DeviceMemory {
@@ -22,7 +22,7 @@ pub struct DeviceMemory {
     pub keep_free: KeepFree,
 }
 
-/// What the admission leaves unplanned of the memory free at start.
+/// What the admission leaves unplanned of the memory free when it plans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeepFree {
     /// 1 GiB or 5% of what is free, whichever is more.

@@ -102,9 +102,10 @@ struct RunArgs {
     /// one training already uses every core; 4 on a GPU) or a number from
     /// 1 to 32. Each slot leases and trains on its own thread. On a GPU a
     /// training starts only when its estimated memory fits in what was free
-    /// at start (the estimate is corrected by what trainings actually
-    /// take); one that runs out of memory beside others is handed back,
-    /// without using an attempt, and the worker runs one fewer at once.
+    /// once the worker was ready (the estimate is corrected by what
+    /// trainings actually take); one that runs out of memory beside others
+    /// is handed back, without using an attempt, and the worker runs fewer
+    /// at once.
     #[arg(long, env = "SWEEP_SLOTS", default_value = "auto")]
     slots: sweep_worker::slots::Slots,
     /// Exit when no work has been offered for this many seconds (1 to
