@@ -7,6 +7,7 @@
 #   (d) ours with N trainings side by side on the device (N processes, each
 #       as one `sweep-worker` would run: several workers per device),
 #   (e) fused x side by side,
+#   (f) the largest fused group at `[train] precision = "bf16"`,
 # each as a ratio to (a), with GPU utilisation and memory (nvidia-smi) on a
 # GPU, and the extrapolated wall time of the lecture's grid (48 cells x 1
 # seed, 6 epochs of 50,000 images) for (a) one after the other vs our best.
@@ -94,9 +95,9 @@ gpu_watch_stop() {
     fi
 }
 
-ours() { # depth batch fuse threads
+ours() { # depth batch fuse threads [precision]
     "$BENCH_BIN" --depth "$1" --batch "$2" --fuse "$3" --images "$IMAGES" --epochs "$EPOCHS" \
-        --threads "$4" --device "$DEVICE" --data "$DATA" 2>"$tmp/err" | field images_per_sec \
+        --threads "$4" --device "$DEVICE" --data "$DATA" --precision "${5:-fp32}" 2>"$tmp/err" | field images_per_sec \
         || { cat "$tmp/err" >&2; touch "$tmp/failed"; echo 0; }
 }
 side_by_side() { # depth batch fuse n: aggregate images/s of n concurrent runs
@@ -143,6 +144,8 @@ for depth in $DEPTHS; do
             echo "depth $depth batch $batch: (c) fused K=$k..." >&2
             gpu_watch_start; row "(c) ours, $k seeds fused" "$(ours "$depth" "$batch" "$k" "$THREADS")"
         done
+        echo "depth $depth batch $batch: (f) fused K=$k at bf16..." >&2
+        gpu_watch_start; row "(f) ours, $k seeds fused, bf16" "$(ours "$depth" "$batch" "$k" "$THREADS" bf16)"
         for n in $SLOTS; do
             echo "depth $depth batch $batch: (d) $n side by side..." >&2
             gpu_watch_start; row "(d) ours, $n trainings side by side" "$(side_by_side "$depth" "$batch" 1 "$n")"

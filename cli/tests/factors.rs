@@ -8,21 +8,14 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{run_ok, sweep, worker_bin, Server};
+use common::{run_ok, sweep, sweep_run, synth_data, Server};
 
 #[test]
 fn optimizer_and_lr_factors_run_end_to_end_and_report_their_effects() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let out = Command::new(worker_bin())
-        .args(["synth-data", "--train", "64", "--test", "32", "--out"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "synth-data: {}", String::from_utf8_lossy(&out.stderr));
+    let data = synth_data(dir.path(), 64, 32);
     let grid = dir.path().join("opt.toml");
     std::fs::write(
         &grid,
@@ -56,20 +49,7 @@ test_subset = 32
     assert!(dry.contains("8 cells x 2 seeds [0, 1] = 16 trials"), "{dry}");
 
     let db = dir.path().join("opt.db");
-    let child = sweep()
-        .arg("run")
-        .arg(&grid)
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .arg("--database-url")
-        .arg(format!("sqlite://{}", db.display()))
-        .args(["--workers", "2"])
-        .env("SWEEP_WORKER_BIN", worker_bin())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = sweep_run(&grid, &dir.path().join("state"), &db).args(["--workers", "2"]).spawn().unwrap();
     let out = common::finish(child, Duration::from_secs(600), "sweep run");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "sweep run failed\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));

@@ -19,23 +19,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{run_ok, sweep, wait_exit, worker_bin, Server};
+use common::{run_ok, sweep, synth_data, wait_exit, worker_bin, Server};
 use sweep_coordinator::store::{MetricRow, SqliteStore, Store, TrialRecord, TrialState};
 
 /// Worker logs at info level (where the fused-group lines are), the rest
 /// of `sweep` at warn.
 const LOG_FILTER: &str = "warn,sweep_worker=info";
-
-fn synth_data(dir: &Path, train: u32, test: u32) -> PathBuf {
-    let data = dir.join("data");
-    let out = Command::new(worker_bin())
-        .args(["synth-data", "--train", &train.to_string(), "--test", &test.to_string(), "--out"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "synth-data: {}", String::from_utf8_lossy(&out.stderr));
-    data
-}
 
 /// The grid `<dir>/<name>.toml`: depth 8 with `skip`, `seeds` seeds,
 /// batches of 16 over all of the synthetic data in `dir`, a loss point
@@ -107,20 +96,10 @@ fn a_fused_sweep_runs_every_trial_as_its_own_result() {
     let state = dir.path().join("state");
     let db = dir.path().join("fused.db");
     let t0 = Instant::now();
-    let child = sweep()
-        .arg("run")
-        .arg(&grid)
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--database-url")
-        .arg(format!("sqlite://{}", db.display()))
+    let child = common::sweep_run(&grid, &state, &db)
         .args(["--workers", "1"])
-        .env("SWEEP_WORKER_BIN", worker_bin())
         .env("SWEEP_FUSE", "3")
         .env("SWEEP_LOG", LOG_FILTER)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let out = common::finish(child, Duration::from_secs(300), "sweep run with SWEEP_FUSE=3");

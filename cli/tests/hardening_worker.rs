@@ -13,22 +13,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{sweep, worker_bin};
+use common::{sweep_run, synth_data};
 use sweep_coordinator::store::{MetricRow, SqliteStore, Store, TrialRecord, TrialState};
-
-fn synth_data(dir: &Path, train: u32, test: u32) -> PathBuf {
-    let data = dir.join("data");
-    let out = Command::new(worker_bin())
-        .args(["synth-data", "--train", &train.to_string(), "--test", &test.to_string(), "--out"])
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "synth-data: {}", String::from_utf8_lossy(&out.stderr));
-    data
-}
 
 /// Synthetic data of `train` and `test` examples in `dir`, and the grid
 /// `<dir>/<name>.toml` over all of it: one seed, `sections` (`[grid]`,
@@ -45,23 +34,6 @@ fn grid_over_synth_data(dir: &Path, name: &str, (train, test): (u32, u32), secti
     )
     .unwrap();
     grid
-}
-
-/// `sweep run GRID --state-dir STATE --database-url sqlite://DB` as a child
-/// (one local worker, one libtorch thread).
-fn sweep_run(grid: &Path, state: &Path, db: &Path) -> Command {
-    let mut c = sweep();
-    c.arg("run")
-        .arg(grid)
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--database-url")
-        .arg(format!("sqlite://{}", db.display()))
-        .env("SWEEP_WORKER_BIN", worker_bin())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c
 }
 
 /// Waits for `child` at most `limit` (killing it then, and failing); also

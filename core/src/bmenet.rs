@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::grid::{DataConfig, GridError};
 use crate::level::{Level, LevelKind};
-use crate::schema::{DefaultLevel, Key, Place, Schema};
+use crate::schema::{DefaultLevel, Identity, Key, Place, Schema};
 use crate::trial::TrialSpec;
 
 /// The deepest network a grid may ask for (`grid.depth`). Far beyond what
@@ -90,6 +90,38 @@ impl std::str::FromStr for Optimizer {
     }
 }
 
+/// The number format of the forward and backward passes (`precision`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// 32-bit floats throughout.
+    #[default]
+    Fp32,
+    /// Convolutions and linear layers in bfloat16 (as PyTorch's autocast
+    /// runs them); weights, optimiser state, batch-norm statistics and the
+    /// loss stay 32-bit.
+    Bf16,
+}
+
+impl Precision {
+    const NAMES: [&'static str; 2] = ["fp32", "bf16"];
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision {}; expected \"fp32\" or \"bf16\"", crate::quote::short(s))),
+        }
+    }
+}
+
 /// How one trial trains: every `[train]` key, from the fixed settings and
 /// the trial's factor levels.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,11 +135,14 @@ pub struct TrainConfig {
     /// Batches between logged mean training losses.
     pub log_every: u32,
     pub augment: bool,
+    /// Absent from settings stored before the key existed: 32-bit.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 /// The lecture demo's settings (6 epochs, batch size 4, SGD with lr 1e-4
 /// and momentum 0.9, no weight decay, a logged loss every 2000 batches, no
-/// augmentation): the defaults of [`SCHEMA`]'s settings.
+/// augmentation, 32-bit floats): the defaults of [`SCHEMA`]'s settings.
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
@@ -119,12 +154,14 @@ impl Default for TrainConfig {
             weight_decay: 0.0,
             log_every: 2000,
             augment: false,
+            precision: Precision::Fp32,
         }
     }
 }
 
 impl TrainConfig {
-    /// The settings as levels, keyed by `[train]` key.
+    /// The settings as levels, keyed by `[train]` key, as a trial carries
+    /// them (a key that [`SCHEMA`] omits at its default is left out there).
     pub fn levels(&self) -> crate::Settings {
         [
             ("epochs", Level::Int(self.epochs.into())),
@@ -135,8 +172,10 @@ impl TrainConfig {
             ("weight_decay", Level::Float(self.weight_decay)),
             ("log_every", Level::Int(self.log_every.into())),
             ("augment", Level::Bool(self.augment)),
+            ("precision", Level::Str(self.precision.as_str().into())),
         ]
         .into_iter()
+        .filter(|(k, v)| !SCHEMA.omitted(k, v))
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     }
@@ -176,11 +215,14 @@ impl BmenetTrial {
 /// Checks a trial against [`SCHEMA`] and types it.
 pub fn resolve(spec: &TrialSpec) -> Result<BmenetTrial, GridError> {
     spec.validate()?;
-    let get = |name: &str| spec.level(name).expect("validated: every key has a level");
+    // Validated: every key has a level, or is a setting at its default.
+    let get = |name: &str| {
+        spec.level(name).cloned().or_else(|| SCHEMA.default_of(name)).expect("validated: every key has a level")
+    };
     let int = |name: &str| get(name).as_int().expect("validated: an integer") as u32;
     let float = |name: &str| get(name).as_f64().expect("validated: a number");
     let flag = |name: &str| get(name).as_bool().expect("validated: a boolean");
-    let text = |name: &str| get(name).as_str().expect("validated: a string");
+    let text = |name: &str| get(name).as_str().expect("validated: a string").to_owned();
     let bad = |key: &str, message: String| GridError::Spec { key: key.into(), message };
     Ok(BmenetTrial {
         depth: int("depth"),
@@ -197,6 +239,7 @@ pub fn resolve(spec: &TrialSpec) -> Result<BmenetTrial, GridError> {
             weight_decay: float("weight_decay"),
             log_every: int("log_every"),
             augment: flag("augment"),
+            precision: text("precision").parse().map_err(|m| bad("train.precision", m))?,
         },
         data: spec.data.clone(),
     })
@@ -259,6 +302,10 @@ pub mod rules {
         l.as_str().unwrap_or_default().parse::<Optimizer>().map(|_| ())
     }
 
+    pub fn precision(l: &Level) -> Result<(), String> {
+        l.as_str().unwrap_or_default().parse::<Precision>().map(|_| ())
+    }
+
     pub fn any(_: &Level) -> Result<(), String> {
         Ok(())
     }
@@ -272,7 +319,7 @@ const fn key(
     example: &'static str,
     rule: fn(&Level) -> Result<(), String>,
 ) -> Key {
-    Key { name, place, kind, label: name, choices: &[], default, example, rule }
+    Key { name, place, kind, label: name, choices: &[], default, identity: Identity::Always, example, rule }
 }
 
 /// BMEnet's keys in display order: the four architecture factors, then the
@@ -336,6 +383,20 @@ pub static SCHEMA: Schema = Schema {
             rules::positive_u32,
         ),
         key("augment", Place::Setting, LevelKind::Bool, Some(DefaultLevel::Bool(false)), "augment = false", rules::any),
+        // Added after trial IDs were published: at "fp32" a trial leaves it
+        // out, so grids from before it keep their trials.
+        Key {
+            choices: &Precision::NAMES,
+            identity: Identity::OmittedAtDefault,
+            ..key(
+                "precision",
+                Place::Setting,
+                LevelKind::Str,
+                Some(DefaultLevel::Str("fp32")),
+                "precision = \"bf16\"",
+                rules::precision,
+            )
+        },
     ],
     default_focus: "skip",
     default_x: "depth",
@@ -348,9 +409,24 @@ mod tests {
 
     #[test]
     fn schema_defaults_are_the_train_config_defaults() {
-        let from_schema: crate::Settings =
-            SCHEMA.keys.iter().filter_map(|k| k.default.map(|d| (k.name.to_owned(), d.level()))).collect();
+        let from_schema: crate::Settings = SCHEMA
+            .keys
+            .iter()
+            .filter_map(|k| k.default.map(|d| (k.name.to_owned(), d.level())))
+            .filter(|(k, v)| !SCHEMA.omitted(k, v))
+            .collect();
         assert_eq!(from_schema, TrainConfig::default().levels());
+        assert!(!from_schema.contains_key("precision"), "fp32 is left out of a trial's settings");
+        let bf16 = TrainConfig { precision: Precision::Bf16, ..TrainConfig::default() };
+        assert_eq!(bf16.levels().get("precision"), Some(&Level::Str("bf16".into())));
+    }
+
+    #[test]
+    fn settings_stored_before_precision_existed_read_as_fp32() {
+        let mut old = serde_json::to_value(TrainConfig::default()).unwrap();
+        old.as_object_mut().unwrap().remove("precision");
+        let read: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(read, TrainConfig::default());
     }
 
     #[test]
@@ -365,5 +441,7 @@ mod tests {
             data: DataConfig { dataset: "cifar10".into(), path: "/d".into(), train_subset: Some(8), test_subset: None },
         };
         assert_eq!(resolve(&trial.spec()).unwrap(), trial);
+        let bf16 = BmenetTrial { train: TrainConfig { precision: Precision::Bf16, ..trial.train.clone() }, ..trial };
+        assert_eq!(resolve(&bf16.spec()).unwrap(), bf16);
     }
 }

@@ -150,7 +150,8 @@ fn parse_seeds(doc: &Doc, v: &Value) -> Result<Seeds, GridError> {
 /// `[grid]` and `[train]` through the schema: every key written in `[grid]`
 /// is a factor (in the schema's order), every factor-only key must be
 /// there, and each setting not made a factor is taken from `[train]` or its
-/// default. A key in both tables is an error naming both places.
+/// default (left out where the schema omits it at its default). A key in
+/// both tables is an error naming both places.
 fn parse_factors_and_settings(
     doc: &Doc,
     schema: &Schema,
@@ -188,7 +189,9 @@ fn parse_factors_and_settings(
                         continue;
                     }
                 };
-                train.insert(key.name.to_owned(), level);
+                if !schema.omitted(key.name, &level) {
+                    train.insert(key.name.to_owned(), level);
+                }
             }
         }
     }

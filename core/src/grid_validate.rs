@@ -88,8 +88,9 @@ pub(crate) fn validate_trial(t: &crate::TrialSpec) -> Result<(), GridError> {
     validate_data(&t.data)
 }
 
-/// Fixed settings: each a known `[train]` key, not also a factor, valid;
-/// and every `[train]` key that is not a factor present.
+/// Fixed settings: each a known `[train]` key, not also a factor, valid,
+/// and not a default the schema omits; and every `[train]` key that is not
+/// a factor present, unless the schema omits it at its default.
 fn check_settings(schema: &Schema, train: &Settings, is_factor: impl Fn(&str) -> bool) -> Result<(), GridError> {
     for (name, l) in train {
         let key = format!("train.{}", short_bare(name));
@@ -104,9 +105,16 @@ fn check_settings(schema: &Schema, train: &Settings, is_factor: impl Fn(&str) ->
             return Err(bad(&key)("is both a factor and a fixed setting; a key is either one or the other".into()));
         }
         check_exact(schema, name, l).map_err(bad(&key))?;
+        if schema.omitted(name, l) {
+            return Err(bad(&key)(format!(
+                "{l} is the default, which a trial's settings leave out (so the IDs of trials made before \
+                 `{name}` existed stay the same); leave it out"
+            )));
+        }
     }
     for name in schema.names(Place::Setting) {
-        if !is_factor(name) && !train.contains_key(name) {
+        let omitted_default = schema.default_of(name).is_some_and(|d| schema.omitted(name, &d));
+        if !is_factor(name) && !train.contains_key(name) && !omitted_default {
             return Err(bad(&format!("train.{name}"))("missing; give it as a setting or a factor".into()));
         }
     }

@@ -22,7 +22,7 @@ pub mod stats;
 mod toml_doc;
 pub mod trial;
 
-pub use bmenet::{InitScheme, Optimizer, TrainConfig, MAX_DEPTH};
+pub use bmenet::{InitScheme, Optimizer, Precision, TrainConfig, MAX_DEPTH};
 pub use cell::Cell;
 pub use grid::{
     DataConfig, Factor, GridError, GridSpec, RunConfig, Settings, MAX_DATASET_LEN, MAX_NAME_LEN, MAX_PATH_LEN,

@@ -29,6 +29,9 @@ pub struct TrialResult {
     pub diverged_step: Option<i64>,
     /// Training images the trial used, when fewer than asked for.
     pub train_images_used: Option<u64>,
+    /// The trial's fixed `[train]` settings as stored (its factors are in
+    /// `cell`; a setting its schema omits at the default is absent).
+    pub settings: crate::Settings,
 }
 
 /// COUNT, SUM and SUM of squares of a metric at one step over a cell's

@@ -16,6 +16,19 @@ pub enum Place {
     Setting,
 }
 
+/// Whether a setting at its default is part of a trial's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// Always in a trial's settings, default or not (every key that
+    /// existed when trial IDs were first published).
+    Always,
+    /// Left out of a trial's settings while at its default, so adding the
+    /// key to the schema keeps the ID of every trial made before it existed
+    /// (a grid that does not name it gets the same trials, resumed, not
+    /// re-run). Given any other value, it is in the settings like any key.
+    OmittedAtDefault,
+}
+
 /// A default value, written as a constant.
 #[derive(Debug, Clone, Copy)]
 pub enum DefaultLevel {
@@ -49,6 +62,8 @@ pub struct Key {
     pub choices: &'static [&'static str],
     /// The value of a [`Place::Setting`] key left out of `[train]`.
     pub default: Option<DefaultLevel>,
+    /// Whether the key is in a trial's settings at its default.
+    pub identity: Identity,
     /// Shown when the key is missing, e.g. `depth = [8, 16, 32, 64]`.
     pub example: &'static str,
     /// The key's rule, given a level of the right kind.
@@ -77,6 +92,19 @@ impl Schema {
 
     pub fn key(&self, name: &str) -> Option<&Key> {
         self.keys.iter().find(|k| k.name == name)
+    }
+
+    /// The default of setting `name` (`None` for a factor-only or unknown
+    /// key).
+    pub fn default_of(&self, name: &str) -> Option<Level> {
+        self.key(name).and_then(|k| k.default).map(DefaultLevel::level)
+    }
+
+    /// Whether setting `name` at `level` stays out of a trial's settings
+    /// (an [`Identity::OmittedAtDefault`] key at its default).
+    pub fn omitted(&self, name: &str, level: &Level) -> bool {
+        self.key(name)
+            .is_some_and(|k| k.identity == Identity::OmittedAtDefault && k.default.is_some_and(|d| d.level() == *level))
     }
 
     /// Display position of a key (unknown names sort last).

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use sweep_core::bmenet::{self, BmenetTrial};
-use sweep_core::{Factor, GridError, GridSpec, InitScheme, Level, Optimizer, TrainConfig, TrialId, TrialSpec};
+use sweep_core::{
+    Factor, GridError, GridSpec, InitScheme, Level, Optimizer, Precision, TrainConfig, TrialId, TrialSpec,
+};
 
 /// `examples/skip-ablation.toml`; line numbers below refer to it.
 const EXAMPLE: &str = include_str!("../../examples/skip-ablation.toml");
@@ -396,6 +398,7 @@ train_subset = 1000
         weight_decay: 5e-4,
         log_every: 50,
         augment: true,
+        precision: Precision::Fp32,
     };
     let trials = spec.expand();
     assert_eq!(trials.len(), 32);
@@ -433,4 +436,61 @@ train_subset = 1000
     let r = bmenet::resolve(&plain).unwrap();
     assert_eq!(r.train, TrainConfig::default());
     assert_eq!((r.depth, r.skip, r.init, r.batchnorm, r.seed), (8, true, InitScheme::Default, true, 0));
+}
+
+/// `precision` came after trial IDs were published: a grid that does not
+/// name it, or names its default, makes the same trials with the same IDs
+/// as before the key existed (so a resubmitted or upgraded sweep resumes
+/// instead of re-running); bf16 makes other trials.
+#[test]
+fn precision_at_its_default_keeps_every_earlier_trial_id() {
+    let spec = parse(EXAMPLE).unwrap();
+    let before = ids(&spec);
+    // Recorded with the code before `precision` existed (commit ecd05bc).
+    assert_eq!(before.len(), 144);
+    assert_eq!(before[0].0, "67289f3d6e81b434c98839a6b9ce55d3");
+    assert_eq!(before[143].0, "379af0dc5d9aeeb5e9ca3c34c3f1ea8f");
+    assert!(!spec.expand()[0].canonical().contains("precision"), "{}", spec.expand()[0].canonical());
+    assert_eq!(bmenet::resolve(&spec.expand()[0]).unwrap().train.precision, Precision::Fp32);
+
+    let with =
+        |line: &str| parse(&EXAMPLE.replace("augment = false\n", &format!("augment = false\n{line}\n"))).unwrap();
+    assert_eq!(ids(&with("precision = \"fp32\"")), before, "the default, written out, is the same trials");
+    let bf16 = with("precision = \"bf16\"");
+    bf16.validate().unwrap();
+    let after = ids(&bf16);
+    assert!(after.iter().all(|id| !before.contains(id)), "bf16 trials are other trials");
+    assert_eq!(bmenet::resolve(&bf16.expand()[0]).unwrap().train.precision, Precision::Bf16);
+    assert_eq!(bf16.train.get("precision"), Some(&Level::Str("bf16".into())));
+}
+
+#[test]
+fn precision_is_a_factor_like_any_setting_and_its_errors_name_the_value() {
+    let spec = parse(&with_factors(&["precision = [\"fp32\", \"bf16\"]"])).unwrap();
+    spec.validate().unwrap();
+    assert_eq!(spec.levels("precision"), vec![Level::Str("fp32".into()), Level::Str("bf16".into())]);
+    let trials = spec.expand();
+    assert_eq!(trials.len(), 48 * 2 * 3);
+    let kinds: Vec<Precision> = trials[..6].iter().map(|t| bmenet::resolve(t).unwrap().train.precision).collect();
+    assert_eq!(
+        kinds,
+        [Precision::Fp32, Precision::Fp32, Precision::Fp32, Precision::Bf16, Precision::Bf16, Precision::Bf16]
+    );
+    rejects_at(
+        &with_factors(&["precision = [\"fp32\", \"fp16\"]"]),
+        "grid.precision",
+        9,
+        22,
+        &["unknown precision", "fp16", "\"bf16\""],
+    );
+    // A spec from the wire may not carry the default that a trial leaves
+    // out: it would be a second ID for the same trial.
+    let mut t = parse(EXAMPLE).unwrap().expand()[0].clone();
+    t.train.insert("precision".into(), Level::Str("fp32".into()));
+    let e = t.validate().unwrap_err().to_string();
+    assert!(e.contains("train.precision") && e.contains("is the default") && e.contains("leave it out"), "{e}");
+    t.train.insert("precision".into(), Level::Str("bf16".into()));
+    t.validate().unwrap();
+    t.train.insert("precision".into(), Level::Int(16));
+    assert!(t.validate().unwrap_err().to_string().contains("train.precision"));
 }

@@ -228,6 +228,7 @@ impl From<&TrialResult> for pb::TrialFinal {
             threads: t.threads,
             diverged_step: t.diverged_step,
             train_images_used: t.train_images_used,
+            settings: levels_out(&t.settings),
         }
     }
 }
@@ -249,6 +250,7 @@ impl TryFrom<pb::TrialFinal> for TrialResult {
             threads: t.threads,
             diverged_step: t.diverged_step,
             train_images_used: t.train_images_used,
+            settings: levels_in("trials.settings.", t.settings)?,
         })
     }
 }

@@ -355,6 +355,9 @@ fn results() -> SweepResults {
                 threads: 4,
                 diverged_step: None,
                 train_images_used: Some(1000),
+                settings: [("lr".to_owned(), Level::Float(0.1)), ("precision".to_owned(), Level::Str("bf16".into()))]
+                    .into_iter()
+                    .collect(),
             },
             TrialResult {
                 cell: b.clone(),
@@ -370,6 +373,7 @@ fn results() -> SweepResults {
                 threads: 0,
                 diverged_step: Some(-1),
                 train_images_used: None,
+                settings: Default::default(),
             },
         ],
         curves: vec![

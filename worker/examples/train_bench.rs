@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use sweep_core::bmenet::BmenetTrial;
-use sweep_core::{DataConfig, InitScheme, Optimizer, TrainConfig};
+use sweep_core::{DataConfig, InitScheme, Optimizer, Precision, TrainConfig};
 use sweep_worker::torch::{cifar, TorchTrainer};
 use sweep_worker::trainer::{StopFlag, TrainContext, TrainEvent, TrainOutcome, Trainer, TrialJob};
 
@@ -54,6 +54,9 @@ struct Args {
     /// `cpu` or `cuda[:N]`.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// `fp32` or `bf16` (the grid's `[train] precision`).
+    #[arg(long, default_value = "fp32")]
+    precision: String,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -70,6 +73,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let device = sweep_worker::torch::parse_device(&args.device)?;
+    let precision: Precision = args.precision.parse()?;
     let mut jobs = Vec::new();
     let mut drains = Vec::new();
     for seed in 1..=args.fuse.max(1) {
@@ -90,6 +94,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 // computes no gradient norms either.
                 log_every: u32::MAX,
                 augment: false,
+                precision,
             },
             data: DataConfig {
                 dataset: "cifar10".into(),

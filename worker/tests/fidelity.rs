@@ -35,7 +35,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use sweep_core::bmenet::BmenetTrial;
-use sweep_core::{DataConfig, InitScheme, Optimizer, TrainConfig};
+use sweep_core::{DataConfig, InitScheme, Optimizer, Precision, TrainConfig};
 use sweep_worker::torch::batch::epoch_permutation;
 use sweep_worker::torch::bmenet::{BmeConfig, BmeNet};
 use sweep_worker::torch::cifar;
@@ -110,6 +110,7 @@ impl Case {
                 weight_decay: self.weight_decay,
                 log_every: 1,
                 augment: false,
+                precision: Precision::Fp32,
             },
             data: DataConfig {
                 dataset: "cifar10".into(),

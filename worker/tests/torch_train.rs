@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use drained::drained;
 use sweep_core::bmenet::BmenetTrial;
-use sweep_core::{DataConfig, InitScheme, Optimizer, TrainConfig};
+use sweep_core::{DataConfig, InitScheme, Optimizer, Precision, TrainConfig};
 use sweep_worker::torch::cifar::{self, CifarError, IMAGE_BYTES, RECORD_BYTES};
 use sweep_worker::torch::TorchTrainer;
 use sweep_worker::trainer::{Metric, StopReason, TrainError, TrainEvent, TrainOutcome, Trainer, TrialJob};
@@ -179,6 +179,7 @@ fn spec(seed: u64, epochs: u32) -> BmenetTrial {
             weight_decay: 0.0,
             log_every: 3,
             augment: true,
+            precision: Precision::Fp32,
         },
         data: DataConfig {
             dataset: "cifar10".into(),

@@ -1,12 +1,14 @@
 //! The report's provenance: where and how each trial ran (device, libtorch
-//! threads), at which step the diverged ones diverged, and which trained on
-//! fewer images than the grid asked for. Notes for the text formats; one row
-//! per trial for JSON.
+//! threads, the fixed settings it trained with, precision included), at
+//! which step the diverged ones diverged, and which trained on fewer images
+//! than the grid asked for. Notes for the text formats; one row per trial
+//! for JSON.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sweep_core::{Cell, TrialResult, TrialState};
+use sweep_core::schema::Place;
+use sweep_core::{Cell, Level, Settings, TrialResult, TrialState};
 
 use super::design::Design;
 
@@ -28,6 +30,8 @@ pub(super) struct TrialRow {
     pub diverged_step: Option<i64>,
     /// Set only when fewer than `data.train_subset` images were available.
     pub train_images_used: Option<u64>,
+    /// The fixed `[train]` settings it trained with, defaults included.
+    pub settings: Settings,
 }
 
 /// One row per trial, in the order given (the report sorts trials first).
@@ -42,8 +46,54 @@ pub(super) fn trial_rows(_design: &Design, trials: &[TrialResult]) -> Vec<TrialR
             threads: t.threads,
             diverged_step: t.diverged_step,
             train_images_used: t.train_images_used,
+            settings: trained_with(t),
         })
         .collect()
+}
+
+/// The fixed settings `t` trained with: its stored settings, plus the
+/// default of each setting that is neither stored (the schema leaves some
+/// out at their default) nor one of its factors.
+fn trained_with(t: &TrialResult) -> Settings {
+    let schema = sweep_core::schema();
+    let mut settings = t.settings.clone();
+    for name in schema.names(Place::Setting) {
+        if t.cell.get(name).is_none() && !settings.contains_key(name) {
+            if let Some(d) = schema.default_of(name) {
+                settings.insert(name.to_owned(), d);
+            }
+        }
+    }
+    settings
+}
+
+/// "Trained with: epochs=6, lr=0.1 (4 trials) or 0.01 (4 trials), ...": each
+/// fixed setting of the sweep's trials, in the schema's order, with its
+/// trial counts where trials differ.
+fn settings_note(trials: &[TrialResult]) -> Option<String> {
+    let schema = sweep_core::schema();
+    let mut values: BTreeMap<String, BTreeMap<Level, usize>> = BTreeMap::new();
+    for t in trials {
+        for (name, level) in trained_with(t) {
+            *values.entry(name).or_default().entry(level).or_default() += 1;
+        }
+    }
+    let mut names: Vec<&String> = values.keys().collect();
+    names.sort_by_key(|n| (schema.position(n), n.as_str()));
+    let parts: Vec<String> = names
+        .into_iter()
+        .map(|name| {
+            let levels = &values[name];
+            if levels.len() == 1 {
+                format!("{name}={}", levels.keys().next().expect("one level"))
+            } else {
+                let each: Vec<String> =
+                    levels.iter().map(|(l, n)| format!("{l} ({n} trial{})", if *n == 1 { "" } else { "s" })).collect();
+                format!("{name}={}", each.join(" or "))
+            }
+        })
+        .collect();
+    (!parts.is_empty()).then(|| format!("Trained with: {}.", parts.join(", ")))
 }
 
 fn trial_name(design: &Design, t: &TrialResult) -> String {
@@ -99,6 +149,7 @@ pub(super) fn notes(design: &Design, trials: &[TrialResult]) -> Vec<String> {
              in a different order), so a rerun with another --threads or device differs slightly, seed for seed; \
              compare runs made with the same settings.";
     notes.push(text);
+    notes.extend(settings_note(trials));
 
     let diverged: Vec<String> = trials
         .iter()
@@ -130,7 +181,6 @@ pub(super) fn notes(design: &Design, trials: &[TrialResult]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sweep_core::Level;
 
     fn trial(depth: i64, seed: u64, state: TrialState, device: &str, threads: u32) -> TrialResult {
         let cell: Cell = [
@@ -156,6 +206,7 @@ mod tests {
             threads,
             diverged_step: None,
             train_images_used: None,
+            settings: [("lr".to_owned(), Level::Float(0.1))].into_iter().collect(),
         }
     }
 
@@ -169,6 +220,8 @@ mod tests {
         ];
         ts[2].diverged_step = Some(47);
         ts[1].train_images_used = Some(500);
+        ts[3].settings.insert("lr".into(), Level::Float(0.01));
+        ts[3].settings.insert("precision".into(), Level::Str("bf16".into()));
         let design = Design::of(&ts);
         let n = notes(&design, &ts);
         let all = n.join("\n");
@@ -182,8 +235,14 @@ mod tests {
         assert!(all.contains("number of libtorch threads"), "{all}");
         assert!(all.contains("depth=32 skip=off init=default batchnorm=off seed 0 at step 47"), "{all}");
         assert!(all.contains("WARNING: 1 trials trained on fewer images") && all.contains("seed 1 used 500"), "{all}");
+        assert!(all.contains("Trained with: epochs=6, batch_size=4"), "{all}");
+        assert!(all.contains("lr=0.01 (1 trial) or 0.1 (3 trials)"), "{all}");
+        assert!(all.contains("precision=bf16 (1 trial) or fp32 (3 trials)"), "{all}");
         let rows = trial_rows(&design, &ts);
         assert_eq!(rows[2].diverged_step, Some(47));
+        assert_eq!(rows[3].settings.get("precision"), Some(&Level::Str("bf16".into())));
+        assert_eq!(rows[0].settings.get("precision"), Some(&Level::Str("fp32".into())), "the default, filled in");
+        assert_eq!(rows[0].settings.get("lr"), Some(&Level::Float(0.1)));
         assert_eq!((rows[0].device.as_str(), rows[0].threads), ("cpu", 4));
     }
 

@@ -42,6 +42,36 @@ pub(crate) fn worker_bin() -> PathBuf {
     p
 }
 
+/// Synthetic CIFAR-10 files (`sweep-worker synth-data`) of `train` and
+/// `test` images in `<dir>/data`; returns that folder.
+pub(crate) fn synth_data(dir: &Path, train: u32, test: u32) -> PathBuf {
+    let data = dir.join("data");
+    let out = Command::new(worker_bin())
+        .args(["synth-data", "--train", &train.to_string(), "--test", &test.to_string(), "--out"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "synth-data: {}", String::from_utf8_lossy(&out.stderr));
+    data
+}
+
+/// `sweep run GRID --state-dir STATE --database-url sqlite://DB` with the
+/// built `sweep-worker`, output piped, not yet started.
+pub(crate) fn sweep_run(grid: &Path, state: &Path, db: &Path) -> Command {
+    let mut c = sweep();
+    c.arg("run")
+        .arg(grid)
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", db.display()))
+        .env("SWEEP_WORKER_BIN", worker_bin())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
 /// `sweep serve --listen 127.0.0.1:0 --database-url sqlite://DB`, not yet
 /// started.
 pub(crate) fn serve_cmd(db: &Path) -> Command {

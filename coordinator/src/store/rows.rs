@@ -7,7 +7,7 @@
 
 use sweep_core::{CurveSums, GradFlowSums, TrialResult};
 
-use super::spec::{stored_cell, stored_spec, stored_state};
+use super::spec::{stored_cell, stored_spec, stored_state, stored_train};
 use super::{Lease, MetricRow, Progress, RunningTrial, StoreError, TrialRecord, TrialSummary};
 
 fn to_u32(n: i64) -> u32 {
@@ -169,12 +169,19 @@ pub(crate) struct ResultRow {
     pub threads: Option<i64>,
     pub diverged_step: Option<f64>,
     pub train_images_used: Option<f64>,
+    pub settings_json: Option<String>,
 }
 
 impl ResultRow {
     /// The trial's result; `None` for the row of a sweep without trials.
     pub(super) fn into_result(self) -> Result<Option<TrialResult>, StoreError> {
         let (Some(cell), Some(state)) = (self.cell, self.state) else { return Ok(None) };
+        let settings = match &self.settings_json {
+            Some(json) => stored_train(json)?,
+            None => {
+                return Err(StoreError::Corrupt(format!("a trial of cell {cell}: its shared settings are missing")))
+            }
+        };
         Ok(Some(TrialResult {
             cell: stored_cell(&cell)?,
             cell_key: self.cell_key.unwrap_or_default(),
@@ -189,6 +196,7 @@ impl ResultRow {
             threads: self.threads.map_or(0, to_u32),
             diverged_step: point_value(self.diverged_step).map(|v| v as i64),
             train_images_used: point_value(self.train_images_used).map(|v| v as u64),
+            settings,
         }))
     }
 }

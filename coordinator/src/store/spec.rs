@@ -69,6 +69,13 @@ pub(crate) fn stored_spec(trial_id: &str, own: &str, settings: Option<&str>) -> 
     Ok(TrialSpec { cell: own.cell, train: shared.train, data: shared.data, seed: own.seed })
 }
 
+/// The `[train]` settings of a stored shared-settings row.
+pub(crate) fn stored_train(settings: &str) -> Result<Settings, StoreError> {
+    let shared: StoredSettings = serde_json::from_str(settings)
+        .map_err(|e| StoreError::Corrupt(format!("stored settings cannot be read: {e}")))?;
+    Ok(shared.train)
+}
+
 /// A stored cell (`trials.cell`).
 pub(crate) fn stored_cell(text: &str) -> Result<Cell, StoreError> {
     Cell::from_json(text).map_err(|e| StoreError::Corrupt(format!("stored cell {text:?}: {e}")))

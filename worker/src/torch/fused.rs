@@ -23,6 +23,14 @@
 //! an unfused trial: a checkpoint written by a fused group resumes unfused
 //! and the other way round.
 //!
+//! With [`Precision::Bf16`] ([`FusedNet::with_precision`]) the convolutions
+//! and linear layers take bfloat16 inputs and bfloat16 copies of their
+//! weights, and the activations between them stay bfloat16, as PyTorch's
+//! autocast runs a network; the weights themselves, their gradients (the
+//! casts are differentiable), the optimiser state, batch norm's parameters
+//! and statistics and the loss stay 32-bit. tch cannot choose autocast's
+//! dtype, so the casts are written here.
+//!
 //! Because each member's loss depends only on its own parameters, the
 //! gradient of the summed losses with respect to member `k`'s slice is the
 //! gradient of member `k`'s loss alone, and the optimiser's element-wise
@@ -30,6 +38,7 @@
 
 use std::collections::BTreeMap;
 
+use sweep_core::Precision;
 use tch::{Kind, TchError, Tensor};
 
 use super::bmenet::{group_names, layout, BlockKind, BlockSpec, BmeConfig, ModelError};
@@ -55,6 +64,8 @@ pub struct FusedNet {
     k: i64,
     blocks: Vec<BlockSpec>,
     tensors: BTreeMap<String, Fused>,
+    /// The kind convolutions and linear layers compute in.
+    compute: Kind,
 }
 
 impl FusedNet {
@@ -87,7 +98,32 @@ impl FusedNet {
             let rows = t0.size().first().copied().unwrap_or(1);
             tensors.insert(name.clone(), Fused { tensor, trainable: *trainable, rows });
         }
-        Ok(FusedNet { config: *config, k: members.len() as i64, blocks: layout(config.depth)?, tensors })
+        Ok(FusedNet {
+            config: *config,
+            k: members.len() as i64,
+            blocks: layout(config.depth)?,
+            tensors,
+            compute: Kind::Float,
+        })
+    }
+
+    /// The network computing at `precision` (32-bit unless told).
+    pub fn with_precision(mut self, precision: Precision) -> FusedNet {
+        self.compute = match precision {
+            Precision::Fp32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+        };
+        self
+    }
+
+    /// `t` in the compute kind: itself at 32 bits, else a differentiable
+    /// cast.
+    fn low(&self, t: &Tensor) -> Tensor {
+        if self.compute == Kind::Float {
+            t.shallow_clone()
+        } else {
+            t.to_kind(self.compute)
+        }
     }
 
     /// Members in the group.
@@ -135,11 +171,14 @@ impl FusedNet {
     }
 
     fn conv(&self, x: &Tensor, prefix: &str, stride: i64, padding: i64) -> Tensor {
-        let w = self.get(&format!("{prefix}.weight"));
-        let b = self.get(&format!("{prefix}.bias"));
-        x.conv2d(w, Some(b), [stride, stride], [padding, padding], [1, 1], self.k)
+        let w = self.low(self.get(&format!("{prefix}.weight")));
+        let b = self.low(self.get(&format!("{prefix}.bias")));
+        x.conv2d(&w, Some(b), [stride, stride], [padding, padding], [1, 1], self.k)
     }
 
+    /// Batch norm of a 32-bit or bfloat16 `x` (libtorch normalises a
+    /// bfloat16 input with 32-bit parameters and statistics, as autocast
+    /// does), in `x`'s kind.
     fn bn(&self, x: Tensor, prefix: &str, train: bool) -> Tensor {
         if !self.config.batchnorm {
             return x;
@@ -159,10 +198,10 @@ impl FusedNet {
 
     /// `[K, N, in] -> [K, N, out]`, member by member.
     fn linear(&self, x: &Tensor, prefix: &str) -> Tensor {
-        let w = self.get(&format!("{prefix}.weight"));
-        let b = self.get(&format!("{prefix}.bias"));
+        let w = self.low(self.get(&format!("{prefix}.weight")));
+        let b = self.low(self.get(&format!("{prefix}.bias")));
         if self.k == 1 {
-            return x.squeeze_dim(0).linear(w, Some(b)).unsqueeze(0);
+            return x.squeeze_dim(0).linear(&w, Some(b)).unsqueeze(0);
         }
         let out = w.size()[0] / self.k;
         let wt = w.view([self.k, out, -1]).transpose(1, 2);
@@ -200,16 +239,17 @@ impl FusedNet {
     }
 
     /// Member `k`'s logits for its own images: `xs` is `[N, K*3, 32, 32]`
-    /// (member `k`'s batch in channels `3k..3k+3`), the result `[K, N, 10]`.
+    /// (member `k`'s batch in channels `3k..3k+3`), the result `[K, N, 10]`
+    /// (32-bit at any precision).
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut x = self.conv(xs, "stem", 1, 1).relu().max_pool2d_default(2);
+        let mut x = self.conv(&self.low(xs), "stem", 1, 1).relu().max_pool2d_default(2);
         for spec in &self.blocks {
             x = self.block(&x, spec, train);
         }
         let n = x.size()[0];
         let x = x.view([n, self.k, 2048]).transpose(0, 1);
         let h = self.linear(&x, "fc1").relu();
-        self.linear(&h, "fc2")
+        self.linear(&h, "fc2").to_kind(Kind::Float)
     }
 
     /// Each member's mean cross-entropy over its batch: `logits [K, N, 10]`,

@@ -49,10 +49,12 @@ pub(super) fn train(device: Device, members: &mut [Member<'_>]) -> Result<(), Tr
     let cfg = BmeConfig::from(&trial);
     let vars: Vec<&Vars> = members.iter().map(|m| &m.vars).collect();
     // Moving the weights to the device is where a full device fails first.
-    let net = FusedNet::from_members(&cfg, &vars, device).map_err(|e| match e {
-        ModelError::Torch(m) => TrainError::from_libtorch(&m),
-        e => TrainError::Model(e.to_string()),
-    })?;
+    let net = FusedNet::from_members(&cfg, &vars, device)
+        .map_err(|e| match e {
+            ModelError::Torch(m) => TrainError::from_libtorch(&m),
+            e => TrainError::Model(e.to_string()),
+        })?
+        .with_precision(trial.train.precision);
     let opt = optimizer(&trial, net.trainable());
     let groups = group_names(cfg.depth).map_err(|e| TrainError::Model(e.to_string()))?;
     let data = first.data.clone();
