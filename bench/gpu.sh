@@ -134,9 +134,11 @@ for depth in $DEPTHS; do
         if [[ -z "$a" ]]; then echo "PyTorch reference failed" >&2; touch "$tmp/failed"; a=0; fi
         printf '| %s | %s | (a) PyTorch, one trial | %s | 1.00 | %s |\n' "$depth" "$batch" "$a" "$(gpu_watch_stop)"
         best="$a"; best_name="(a)"
-        row() { # name value
+        row() { # name value [fp32|bf16]: only fp32 rows compete for "ours, best" (a) is fp32
             printf '| %s | %s | %s | %s | %s | %s |\n' "$depth" "$batch" "$1" "$2" "$(ratio "$2" "$a")" "$(gpu_watch_stop)"
-            if awk -v v="$2" -v b="$best" 'BEGIN { exit !(v > b) }'; then best="$2"; best_name="$1"; fi
+            if [[ "${3:-fp32}" == fp32 ]] && awk -v v="$2" -v b="$best" 'BEGIN { exit !(v > b) }'; then
+                best="$2"; best_name="$1"
+            fi
         }
         echo "depth $depth batch $batch: (b) ours..." >&2
         gpu_watch_start; row "(b) ours, one trial" "$(ours "$depth" "$batch" 1 "$THREADS")"
@@ -144,8 +146,9 @@ for depth in $DEPTHS; do
             echo "depth $depth batch $batch: (c) fused K=$k..." >&2
             gpu_watch_start; row "(c) ours, $k seeds fused" "$(ours "$depth" "$batch" "$k" "$THREADS")"
         done
+        k="${FUSES##* }"
         echo "depth $depth batch $batch: (f) fused K=$k at bf16..." >&2
-        gpu_watch_start; row "(f) ours, $k seeds fused, bf16" "$(ours "$depth" "$batch" "$k" "$THREADS" bf16)"
+        gpu_watch_start; row "(f) ours, $k seeds fused, bf16" "$(ours "$depth" "$batch" "$k" "$THREADS" bf16)" bf16
         for n in $SLOTS; do
             echo "depth $depth batch $batch: (d) $n side by side..." >&2
             gpu_watch_start; row "(d) ours, $n trainings side by side" "$(side_by_side "$depth" "$batch" 1 "$n")"

@@ -10,19 +10,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{run_ok, sweep, sweep_run, synth_data, Server};
+use common::{run_ok, sweep, sweep_run, Server};
 
 #[test]
 fn optimizer_and_lr_factors_run_end_to_end_and_report_their_effects() {
     let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 64, 32);
-    let grid = dir.path().join("opt.toml");
-    std::fs::write(
-        &grid,
-        format!(
-            r#"
-name = "opt"
-seeds = [0, 1]
+    let grid = common::grid_over_synth_data(
+        dir.path(),
+        "opt",
+        (64, 32),
+        r#"seeds = [0, 1]
 [grid]
 depth = 8
 skip = [true, false]
@@ -34,15 +31,8 @@ lr = [0.001, 0.1]
 epochs = 1
 batch_size = 16
 log_every = 1
-[data]
-path = {:?}
-train_subset = 64
-test_subset = 32
 "#,
-            data.display().to_string()
-        ),
-    )
-    .unwrap();
+    );
     // The dry run lists the cells with the new factors.
     let dry = run_ok(sweep().arg("submit").arg(&grid).arg("--dry-run"));
     assert!(dry.contains("optimizer=adam") && dry.contains("lr=0.1"), "{dry}");

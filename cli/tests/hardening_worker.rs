@@ -16,24 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{sweep_run, synth_data};
+use common::sweep_run;
 use sweep_coordinator::store::{MetricRow, SqliteStore, Store, TrialRecord, TrialState};
 
 /// Synthetic data of `train` and `test` examples in `dir`, and the grid
 /// `<dir>/<name>.toml` over all of it: one seed, `sections` (`[grid]`,
 /// `[train]`, ...), then the `[data]` section.
-fn grid_over_synth_data(dir: &Path, name: &str, (train, test): (u32, u32), sections: &str) -> PathBuf {
-    let data = synth_data(dir, train, test);
-    let grid = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &grid,
-        format!(
-            "name = \"{name}\"\nseeds = [1]\n{sections}[data]\npath = {:?}\ntrain_subset = {train}\ntest_subset = {test}\n",
-            data.display().to_string()
-        ),
-    )
-    .unwrap();
-    grid
+fn grid_over_synth_data(dir: &Path, name: &str, sizes: (u32, u32), sections: &str) -> PathBuf {
+    common::grid_over_synth_data(dir, name, sizes, &format!("seeds = [1]\n{sections}"))
 }
 
 /// Waits for `child` at most `limit` (killing it then, and failing); also

@@ -9,19 +9,16 @@ mod common;
 
 use std::time::Duration;
 
-use common::{run_ok, sweep, sweep_run, synth_data, Server};
+use common::{run_ok, sweep, sweep_run, Server};
 
 #[test]
 fn a_bf16_sweep_trains_and_its_report_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let data = synth_data(dir.path(), 64, 32);
-    let grid = dir.path().join("bf16.toml");
-    std::fs::write(
-        &grid,
-        format!(
-            r#"
-name = "bf16"
-seeds = [0]
+    let grid = common::grid_over_synth_data(
+        dir.path(),
+        "bf16",
+        (64, 32),
+        r#"seeds = [0]
 [grid]
 depth = 8
 skip = [true, false]
@@ -32,15 +29,8 @@ epochs = 1
 batch_size = 16
 log_every = 1
 precision = "bf16"
-[data]
-path = {:?}
-train_subset = 64
-test_subset = 32
 "#,
-            data.display().to_string()
-        ),
-    )
-    .unwrap();
+    );
     let db = dir.path().join("bf16.db");
     let child = sweep_run(&grid, &dir.path().join("state"), &db).spawn().unwrap();
     let out = common::finish(child, Duration::from_secs(300), "sweep run");

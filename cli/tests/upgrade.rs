@@ -6,7 +6,8 @@
 //!
 //! The rows and the old outputs are in tests/fixtures/upgrade (see its
 //! README for how they were made). What the report gained since (the
-//! "Trained with:" note and each JSON trial row's `settings`) is checked
+//! "Trained with:" note, each JSON trial row's `settings`, the JSON's empty
+//! `lesion` section) is checked
 //! against the grid and then set aside, so the rest is compared with the old
 //! output byte for byte.
 
@@ -76,12 +77,15 @@ fn without_new_note(md: String) -> String {
 }
 
 /// A JSON report without what was added after v3: the trial rows'
-/// `settings` (each the grid's) and the settings note.
+/// `settings` (each the grid's), the settings note and the (empty) lesion
+/// section.
 fn without_new_fields(mut json: serde_json::Value) -> serde_json::Value {
     for t in json["trials"].as_array_mut().expect("trial rows") {
         let settings = t.as_object_mut().unwrap().remove("settings").expect("settings in each trial row");
         assert_eq!((settings["lr"].as_f64(), settings["precision"].as_str()), (Some(0.01), Some("fp32")), "{settings}");
     }
+    let lesion = json.as_object_mut().unwrap().remove("lesion").expect("a lesion section");
+    assert_eq!(lesion, serde_json::json!({"removed": [], "blocks": []}), "no lesion study in these sweeps");
     let notes = json["notes"].as_array_mut().expect("notes");
     let before = notes.len();
     notes.retain(|n| !n.as_str().is_some_and(|n| n.starts_with("Trained with: epochs=2, batch_size=4,")));

@@ -230,6 +230,7 @@ async fn trial_results_carry_provenance_and_trainer_notes(ctx: Ctx) {
     assert!(finals.iter().all(|f| f.cell == spec.expand()[0].cell), "each result carries its cell");
     assert!(finals.iter().all(|f| f.settings == spec.expand()[0].train), "each result carries its fixed settings");
     assert!(finals[0].settings.contains_key("lr"), "{:?}", finals[0].settings);
+    assert!(!finals[0].settings.contains_key("precision"), "fp32 is left out: {:?}", finals[0].settings);
 }
 
 async fn quarantine_counts_are_kept_in_the_store(ctx: Ctx) {

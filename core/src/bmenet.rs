@@ -1,7 +1,8 @@
 //! The BMEnet trainer's grid schema: its architecture factors (`depth`,
 //! `skip`, `init`, `batchnorm`), its training settings (each may be a
-//! factor), their kinds, defaults and rules; and [`BmenetTrial`], a trial's
-//! typed configuration, made by [`resolve`].
+//! factor), its analyses of the trained weights (`[analysis]`), their kinds,
+//! defaults and rules; and [`BmenetTrial`], a trial's typed configuration,
+//! made by [`resolve`].
 //!
 //! This module and the trainer in `sweep-worker` are the only places that
 //! know these names: everything else reads a grid through [`SCHEMA`].
@@ -181,6 +182,26 @@ impl TrainConfig {
     }
 }
 
+/// What the trainer measures on a trial's trained weights (`[analysis]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Analyses {
+    /// Veit et al.'s lesion study: test accuracy with SkipBlocks replaced
+    /// by the identity, one at a time and several at once.
+    pub lesion: bool,
+}
+
+impl Analyses {
+    /// The analyses as levels, as a trial carries them (those off are left
+    /// out: [`SCHEMA`] omits every analysis at its default).
+    pub fn levels(&self) -> crate::Settings {
+        [("lesion", Level::Bool(self.lesion))]
+            .into_iter()
+            .filter(|(k, v)| !SCHEMA.omitted(k, v))
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+    }
+}
+
 /// One trial, typed: what the BMEnet trainer builds and trains.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BmenetTrial {
@@ -190,6 +211,7 @@ pub struct BmenetTrial {
     pub batchnorm: bool,
     pub seed: u64,
     pub train: TrainConfig,
+    pub analyses: Analyses,
     pub data: DataConfig,
 }
 
@@ -208,7 +230,9 @@ impl BmenetTrial {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        TrialSpec { cell, train: self.train.levels(), data: self.data.clone(), seed: self.seed }
+        let mut settings = self.train.levels();
+        settings.extend(self.analyses.levels());
+        TrialSpec { cell, train: settings, data: self.data.clone(), seed: self.seed }
     }
 }
 
@@ -241,6 +265,7 @@ pub fn resolve(spec: &TrialSpec) -> Result<BmenetTrial, GridError> {
             augment: flag("augment"),
             precision: text("precision").parse().map_err(|m| bad("train.precision", m))?,
         },
+        analyses: Analyses { lesion: flag("lesion") },
         data: spec.data.clone(),
     })
 }
@@ -397,6 +422,17 @@ pub static SCHEMA: Schema = Schema {
                 rules::precision,
             )
         },
+        Key {
+            identity: Identity::OmittedAtDefault,
+            ..key(
+                "lesion",
+                Place::Analysis,
+                LevelKind::Bool,
+                Some(DefaultLevel::Bool(false)),
+                "lesion = true",
+                rules::any,
+            )
+        },
     ],
     default_focus: "skip",
     default_x: "depth",
@@ -412,6 +448,7 @@ mod tests {
         let from_schema: crate::Settings = SCHEMA
             .keys
             .iter()
+            .filter(|k| k.place == Place::Setting)
             .filter_map(|k| k.default.map(|d| (k.name.to_owned(), d.level())))
             .filter(|(k, v)| !SCHEMA.omitted(k, v))
             .collect();
@@ -419,6 +456,14 @@ mod tests {
         assert!(!from_schema.contains_key("precision"), "fp32 is left out of a trial's settings");
         let bf16 = TrainConfig { precision: Precision::Bf16, ..TrainConfig::default() };
         assert_eq!(bf16.levels().get("precision"), Some(&Level::Str("bf16".into())));
+    }
+
+    #[test]
+    fn a_key_omitted_at_its_default_has_one_and_is_never_factor_only() {
+        for k in SCHEMA.keys.iter().filter(|k| k.identity == Identity::OmittedAtDefault) {
+            assert!(k.default.is_some(), "{}: no default to omit", k.name);
+            assert_ne!(k.place, Place::Factor, "{}: a factor-only key is always in the cell", k.name);
+        }
     }
 
     #[test]
@@ -438,10 +483,14 @@ mod tests {
             batchnorm: true,
             seed: 3,
             train: TrainConfig { optimizer: Optimizer::Adam, lr: 1e-3, ..TrainConfig::default() },
+            analyses: Default::default(),
             data: DataConfig { dataset: "cifar10".into(), path: "/d".into(), train_subset: Some(8), test_subset: None },
         };
         assert_eq!(resolve(&trial.spec()).unwrap(), trial);
         let bf16 = BmenetTrial { train: TrainConfig { precision: Precision::Bf16, ..trial.train.clone() }, ..trial };
         assert_eq!(resolve(&bf16.spec()).unwrap(), bf16);
+        let lesion = BmenetTrial { analyses: Analyses { lesion: true }, ..bf16 };
+        assert_eq!(lesion.spec().train.get("lesion"), Some(&Level::Bool(true)));
+        assert_eq!(resolve(&lesion.spec()).unwrap(), lesion);
     }
 }

@@ -23,7 +23,7 @@ use crate::level::{Level, LevelKind};
 use crate::schema::{Key, Place, Schema};
 use crate::toml_doc::{boolean, describe, dotted, float, int, line_col, string, to_u32, Doc, Table, Value};
 
-const ROOT_KEYS: &[&str] = &["name", "seeds", "grid", "train", "data", "run"];
+const ROOT_KEYS: &[&str] = &["name", "seeds", "grid", "train", "analysis", "data", "run"];
 const DATA_KEYS: &[&str] = &["dataset", "path", "train_subset", "test_subset"];
 const RUN_KEYS: &[&str] = &["max_attempts", "priority", "keep_weights"];
 
@@ -34,6 +34,7 @@ pub(crate) fn sections(schema: &Schema) -> Vec<(&'static str, Vec<&'static str>)
     vec![
         ("train", schema.names(Place::Setting)),
         ("grid", schema.factor_names()),
+        ("analysis", schema.names(Place::Analysis)),
         ("data", DATA_KEYS.to_vec()),
         ("run", RUN_KEYS.to_vec()),
     ]
@@ -73,7 +74,10 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
     let no_table = DeTable::new();
     let train_t = root.section(&doc, "train")?.unwrap_or(Table { name: "train", span: 0..0, entries: &no_table });
     train_t.check_keys(&doc, &schema.names(Place::Setting), schema)?;
-    let (factors, train) = parse_factors_and_settings(&doc, schema, &grid_t, &train_t)?;
+    let analysis_t =
+        root.section(&doc, "analysis")?.unwrap_or(Table { name: "analysis", span: 0..0, entries: &no_table });
+    analysis_t.check_keys(&doc, &schema.names(Place::Analysis), schema)?;
+    let (factors, train) = parse_factors_and_settings(&doc, schema, &grid_t, [&train_t, &analysis_t])?;
 
     let data_t = root.section(&doc, "data")?.ok_or_else(|| {
         doc.error(
@@ -147,16 +151,17 @@ fn parse_seeds(doc: &Doc, v: &Value) -> Result<Seeds, GridError> {
     }
 }
 
-/// `[grid]` and `[train]` through the schema: every key written in `[grid]`
-/// is a factor (in the schema's order), every factor-only key must be
-/// there, and each setting not made a factor is taken from `[train]` or its
-/// default (left out where the schema omits it at its default). A key in
-/// both tables is an error naming both places.
+/// `[grid]`, `[train]` and `[analysis]` through the schema: every key
+/// written in `[grid]` is a factor (in the schema's order), every
+/// factor-only key must be there, and each setting not made a factor is
+/// taken from `[train]` (an analysis from `[analysis]`) or its default
+/// (left out where the schema omits it at its default). A key in both
+/// `[grid]` and `[train]` is an error naming both places.
 fn parse_factors_and_settings(
     doc: &Doc,
     schema: &Schema,
     grid_t: &Table,
-    train_t: &Table,
+    [train_t, analysis_t]: [&Table; 2],
 ) -> Result<(Vec<Factor>, Settings), GridError> {
     if let Some((k, v)) =
         train_t.entries.iter().filter(|(k, _)| grid_t.get(k.get_ref()).is_some()).min_by_key(|(k, _)| k.span().start)
@@ -180,12 +185,13 @@ fn parse_factors_and_settings(
             (None, Place::Factor) => {
                 grid_t.required(doc, key.name, &format!("give one value or a list, e.g. {}", key.example))?;
             }
-            (None, Place::Setting) => {
-                let level = match (train_t.get(key.name), key.default) {
-                    (Some(v), _) => typed(doc, key, &dotted("train", key.name), v)?,
+            (None, place @ (Place::Setting | Place::Analysis)) => {
+                let table = if place == Place::Setting { train_t } else { analysis_t };
+                let level = match (table.get(key.name), key.default) {
+                    (Some(v), _) => typed(doc, key, &dotted(table.name, key.name), v)?,
                     (None, Some(d)) => d.level(),
                     (None, None) => {
-                        train_t.required(doc, key.name, &format!("e.g. {}", key.example))?;
+                        table.required(doc, key.name, &format!("e.g. {}", key.example))?;
                         continue;
                     }
                 };

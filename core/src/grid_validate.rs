@@ -40,6 +40,9 @@ pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
         if position == usize::MAX {
             return Err(bad(&key)(unknown_factor(schema, &f.name)));
         }
+        if schema.key(&f.name).is_some_and(|k| k.place == Place::Analysis) {
+            return Err(bad(&key)("is an analysis, not a factor; set it in [analysis]".into()));
+        }
         if last.is_some_and(|p| p >= position) {
             return Err(bad(&key)("is out of order or given twice; factors follow the schema's key order".into()));
         }
@@ -69,12 +72,14 @@ pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
 pub(crate) fn validate_trial(t: &crate::TrialSpec) -> Result<(), GridError> {
     let schema = crate::schema();
     let key_of = |name: &str| match schema.key(name).map(|k| k.place) {
-        Some(Place::Setting) => format!("train.{}", short_bare(name)),
+        Some(Place::Setting | Place::Analysis) => format!("{}.{}", schema.table_of(name), short_bare(name)),
         _ => short_bare(name),
     };
     for (name, l) in t.cell.iter() {
-        if schema.key(name).is_none() {
-            return Err(bad(&key_of(name))(unknown_factor(schema, name)));
+        match schema.key(name).map(|k| k.place) {
+            None => return Err(bad(&key_of(name))(unknown_factor(schema, name))),
+            Some(Place::Analysis) => return Err(bad(&key_of(name))("is an analysis, not a factor".into())),
+            Some(_) => {}
         }
         check_exact(schema, name, l).map_err(bad(&key_of(name)))?;
     }
@@ -88,17 +93,18 @@ pub(crate) fn validate_trial(t: &crate::TrialSpec) -> Result<(), GridError> {
     validate_data(&t.data)
 }
 
-/// Fixed settings: each a known `[train]` key, not also a factor, valid,
-/// and not a default the schema omits; and every `[train]` key that is not
-/// a factor present, unless the schema omits it at its default.
+/// Fixed settings: each a known `[train]` or `[analysis]` key, not also a
+/// factor, valid, and not a default the schema omits; and every such key
+/// that is not a factor present, unless the schema omits it at its default.
 fn check_settings(schema: &Schema, train: &Settings, is_factor: impl Fn(&str) -> bool) -> Result<(), GridError> {
     for (name, l) in train {
-        let key = format!("train.{}", short_bare(name));
+        let key = format!("{}.{}", schema.table_of(name), short_bare(name));
         match schema.key(name) {
-            Some(k) if k.place == Place::Setting => {}
+            Some(k) if matches!(k.place, Place::Setting | Place::Analysis) => {}
             _ => {
-                let known = schema.names(Place::Setting).join(", ");
-                return Err(bad(&key)(format!("unknown setting; expected one of: {known}")));
+                let mut known = schema.names(Place::Setting);
+                known.extend(schema.names(Place::Analysis));
+                return Err(bad(&key)(format!("unknown setting; expected one of: {}", known.join(", "))));
             }
         }
         if is_factor(name) {
@@ -106,16 +112,21 @@ fn check_settings(schema: &Schema, train: &Settings, is_factor: impl Fn(&str) ->
         }
         check_exact(schema, name, l).map_err(bad(&key))?;
         if schema.omitted(name, l) {
+            let shown = match l {
+                Level::Str(s) => short(s),
+                other => other.to_string(),
+            };
             return Err(bad(&key)(format!(
-                "{l} is the default, which a trial's settings leave out (so the IDs of trials made before \
+                "{shown} is the default, which a trial's settings leave out (so the IDs of trials made before \
                  `{name}` existed stay the same); leave it out"
             )));
         }
     }
-    for name in schema.names(Place::Setting) {
+    for name in schema.names(Place::Setting).into_iter().chain(schema.names(Place::Analysis)) {
         let omitted_default = schema.default_of(name).is_some_and(|d| schema.omitted(name, &d));
         if !is_factor(name) && !train.contains_key(name) && !omitted_default {
-            return Err(bad(&format!("train.{name}"))("missing; give it as a setting or a factor".into()));
+            let key = format!("{}.{name}", schema.table_of(name));
+            return Err(bad(&key)("missing; give it as a setting or a factor".into()));
         }
     }
     Ok(())

@@ -14,6 +14,10 @@ pub enum Place {
     /// In `[train]` as a fixed setting (with a default), or in `[grid]` as
     /// a factor, never both.
     Setting,
+    /// Only in `[analysis]`, with a default: work done on a trial's trained
+    /// weights (e.g. a lesion study), never a factor. Stored with the fixed
+    /// settings.
+    Analysis,
 }
 
 /// Whether a setting at its default is part of a trial's identity.
@@ -125,9 +129,18 @@ impl Schema {
         self.keys.iter().filter(|k| k.place == place).map(|k| k.name).collect()
     }
 
-    /// Every key that may be a factor (all of them), for "expected one of".
+    /// Every key that may be a factor (all but the analyses), for
+    /// "expected one of".
     pub fn factor_names(&self) -> Vec<&'static str> {
-        self.keys.iter().map(|k| k.name).collect()
+        self.keys.iter().filter(|k| k.place != Place::Analysis).map(|k| k.name).collect()
+    }
+
+    /// The table a fixed setting is written in: `train` or `analysis`.
+    pub fn table_of(&self, name: &str) -> &'static str {
+        match self.key(name).map(|k| k.place) {
+            Some(Place::Analysis) => "analysis",
+            _ => "train",
+        }
     }
 
     /// Checks `level` for the key `name`: known key, right kind (an integer

@@ -96,6 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 augment: false,
                 precision,
             },
+            analyses: Default::default(),
             data: DataConfig {
                 dataset: "cifar10".into(),
                 path: data.clone(),

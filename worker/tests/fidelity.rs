@@ -112,6 +112,7 @@ impl Case {
                 augment: false,
                 precision: Precision::Fp32,
             },
+            analyses: Default::default(),
             data: DataConfig {
                 dataset: "cifar10".into(),
                 path: data.to_owned(),

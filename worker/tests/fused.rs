@@ -297,6 +297,7 @@ fn trial(seed: u64, epochs: u32) -> BmenetTrial {
         seed,
         // The lecture's settings (SGD, lr 1e-4, momentum 0.9) at batch 4.
         train: TrainConfig { epochs, batch_size: 4, log_every: 8, augment: true, ..TrainConfig::default() },
+        analyses: Default::default(),
         data: DataConfig {
             dataset: "cifar10".into(),
             path: dataset().to_owned(),

@@ -16,34 +16,24 @@
 #![cfg(feature = "torch")]
 
 mod drained;
+mod nets;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use drained::drained;
+use nets::member;
 use sweep_core::bmenet::BmenetTrial;
 use sweep_core::{DataConfig, InitScheme, Optimizer, Precision, TrainConfig};
-use sweep_worker::torch::bmenet::{BmeConfig, BmeNet};
+use sweep_worker::torch::bmenet::BmeConfig;
 use sweep_worker::torch::cifar;
 use sweep_worker::torch::fused::FusedNet;
 use sweep_worker::torch::TorchTrainer;
 use sweep_worker::trainer::{Metric, TrainOutcome, Trainer, TrialJob};
-use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 /// libtorch's RNG is process-global: trainings in this file take turns.
 static TORCH: Mutex<()> = Mutex::new(());
-
-type Vars = BTreeMap<String, (Tensor, bool)>;
-
-fn member(seed: i64, cfg: &BmeConfig) -> (nn::VarStore, BmeNet, Vars) {
-    tch::manual_seed(seed);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let net = BmeNet::new(&vs.root(), cfg).unwrap();
-    let vars = vs.variables().into_iter().map(|(n, t)| (n, (t.shallow_clone(), t.requires_grad()))).collect();
-    (vs, net, vars)
-}
 
 /// Every trainable gradient of `net`, flattened into one vector.
 fn all_grads(net: &FusedNet) -> Tensor {
@@ -115,6 +105,7 @@ fn trial(precision: Precision) -> BmenetTrial {
             precision,
             ..TrainConfig::default()
         },
+        analyses: Default::default(),
         data: DataConfig {
             dataset: "cifar10".into(),
             path: dataset().to_owned(),

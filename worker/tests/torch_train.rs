@@ -181,6 +181,7 @@ fn spec(seed: u64, epochs: u32) -> BmenetTrial {
             augment: true,
             precision: Precision::Fp32,
         },
+        analyses: Default::default(),
         data: DataConfig {
             dataset: "cifar10".into(),
             path: dataset().to_owned(),

@@ -12,13 +12,14 @@
 //!
 //! - `args`: the options; `design`: the factors the trials show;
 //!   `cells`: the per-cell rows; `notes`: the flags; `render`: tables,
-//!   JSON, CSV; `provenance`: where trials ran; `plots`, `html`: pictures
-//!   and the page.
+//!   JSON, CSV; `provenance`: where trials ran; `lesion`: the lesion
+//!   study's section; `plots`, `html`: pictures and the page.
 
 mod args;
 mod cells;
 mod design;
 mod html;
+mod lesion;
 mod notes;
 mod plots;
 mod provenance;
@@ -165,7 +166,11 @@ async fn fetch(sweep: &str, pictures: bool, url: &str) -> Result<SweepResults, c
     let data = client
         .analyze(pb::AnalyzeRequest {
             sweep_id: sweep.to_owned(),
-            curve_metrics: if pictures { vec!["train_loss".into()] } else { Vec::new() },
+            curve_metrics: lesion::METRICS
+                .iter()
+                .map(|m| (*m).to_owned())
+                .chain(pictures.then(|| "train_loss".to_owned()))
+                .collect(),
             grad_flow: pictures,
         })
         .await

@@ -30,8 +30,9 @@ pub(super) struct TrialRow {
     pub diverged_step: Option<i64>,
     /// Set only when fewer than `data.train_subset` images were available.
     pub train_images_used: Option<u64>,
-    /// The fixed `[train]` settings it trained with, defaults included.
-    pub settings: Settings,
+    /// The fixed settings it trained with, the defaults a trial leaves out
+    /// filled in; `null` when the coordinator did not say (an older one).
+    pub settings: Option<Settings>,
 }
 
 /// One row per trial, in the order given (the report sorts trials first).
@@ -52,29 +53,38 @@ pub(super) fn trial_rows(_design: &Design, trials: &[TrialResult]) -> Vec<TrialR
 }
 
 /// The fixed settings `t` trained with: its stored settings, plus the
-/// default of each setting that is neither stored (the schema leaves some
-/// out at their default) nor one of its factors.
-fn trained_with(t: &TrialResult) -> Settings {
+/// default of each setting the schema leaves out of a trial at its default
+/// (and that is not one of its factors). `None` when nothing was stored:
+/// a coordinator from before results carried settings sends none, and
+/// guessing defaults would state settings no one recorded.
+fn trained_with(t: &TrialResult) -> Option<Settings> {
+    if t.settings.is_empty() {
+        return None;
+    }
     let schema = sweep_core::schema();
     let mut settings = t.settings.clone();
-    for name in schema.names(Place::Setting) {
+    for name in schema.names(Place::Setting).into_iter().chain(schema.names(Place::Analysis)) {
         if t.cell.get(name).is_none() && !settings.contains_key(name) {
-            if let Some(d) = schema.default_of(name) {
+            if let Some(d) = schema.default_of(name).filter(|d| schema.omitted(name, d)) {
                 settings.insert(name.to_owned(), d);
             }
         }
     }
-    settings
+    Some(settings)
 }
 
 /// "Trained with: epochs=6, lr=0.1 (4 trials) or 0.01 (4 trials), ...": each
-/// fixed setting of the sweep's trials, in the schema's order, with its
-/// trial counts where trials differ.
+/// fixed `[train]` setting of the sweep's trials (not the analyses, which
+/// have their own sections), in the schema's order, with its trial counts
+/// where trials differ.
 fn settings_note(trials: &[TrialResult]) -> Option<String> {
     let schema = sweep_core::schema();
     let mut values: BTreeMap<String, BTreeMap<Level, usize>> = BTreeMap::new();
     for t in trials {
-        for (name, level) in trained_with(t) {
+        for (name, level) in trained_with(t).unwrap_or_default() {
+            if schema.key(&name).is_some_and(|k| k.place == Place::Analysis) {
+                continue;
+            }
             *values.entry(name).or_default().entry(level).or_default() += 1;
         }
     }
@@ -206,7 +216,9 @@ mod tests {
             threads,
             diverged_step: None,
             train_images_used: None,
-            settings: [("lr".to_owned(), Level::Float(0.1))].into_iter().collect(),
+            settings: [("lr".to_owned(), Level::Float(0.1)), ("epochs".to_owned(), Level::Int(6))]
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -235,15 +247,26 @@ mod tests {
         assert!(all.contains("number of libtorch threads"), "{all}");
         assert!(all.contains("depth=32 skip=off init=default batchnorm=off seed 0 at step 47"), "{all}");
         assert!(all.contains("WARNING: 1 trials trained on fewer images") && all.contains("seed 1 used 500"), "{all}");
-        assert!(all.contains("Trained with: epochs=6, batch_size=4"), "{all}");
+        assert!(all.contains("Trained with: epochs=6, lr="), "{all}");
         assert!(all.contains("lr=0.01 (1 trial) or 0.1 (3 trials)"), "{all}");
         assert!(all.contains("precision=bf16 (1 trial) or fp32 (3 trials)"), "{all}");
         let rows = trial_rows(&design, &ts);
         assert_eq!(rows[2].diverged_step, Some(47));
-        assert_eq!(rows[3].settings.get("precision"), Some(&Level::Str("bf16".into())));
-        assert_eq!(rows[0].settings.get("precision"), Some(&Level::Str("fp32".into())), "the default, filled in");
-        assert_eq!(rows[0].settings.get("lr"), Some(&Level::Float(0.1)));
+        let setting = |row: &TrialRow, name: &str| row.settings.as_ref().and_then(|s| s.get(name)).cloned();
+        assert_eq!(setting(&rows[3], "precision"), Some(Level::Str("bf16".into())));
+        assert_eq!(setting(&rows[0], "precision"), Some(Level::Str("fp32".into())), "the default, filled in");
+        assert_eq!(setting(&rows[0], "lr"), Some(Level::Float(0.1)));
+        assert_eq!(setting(&rows[0], "epochs"), None, "no default is made up for a key a trial always stores");
         assert_eq!((rows[0].device.as_str(), rows[0].threads), ("cpu", 4));
+    }
+
+    #[test]
+    fn trials_without_stored_settings_state_none() {
+        let mut ts = [trial(8, 0, TrialState::Succeeded, "cpu", 2)];
+        ts[0].settings.clear();
+        let n = notes(&Design::of(&ts), &ts).join("\n");
+        assert!(!n.contains("Trained with"), "{n}");
+        assert_eq!(trial_rows(&Design::of(&ts), &ts)[0].settings, None);
     }
 
     #[test]

@@ -184,6 +184,7 @@ pub(super) fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
             .caption("Paired t-test on per-seed differences; p (Holm) is corrected across all rows of this table."),
         );
     }
+    out.extend(super::lesion::table(&r.design, &r.results));
     out
 }
 
@@ -212,6 +213,7 @@ pub(super) fn json(r: &FullReport) -> serde_json::Value {
         "groups": a.groups,
         "notes": r.notes,
         "trials": super::provenance::trial_rows(&r.design, &r.results.trials),
+        "lesion": super::lesion::json(&r.results),
     })
 }
 

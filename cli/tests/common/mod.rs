@@ -55,6 +55,17 @@ pub(crate) fn synth_data(dir: &Path, train: u32, test: u32) -> PathBuf {
     data
 }
 
+/// The grid `<dir>/<name>.toml`: `name`, then `body` (seeds and tables),
+/// then a `[data]` table over synthetic data of `train` and `test` images
+/// made in `dir` ([`synth_data`]).
+pub(crate) fn grid_over_synth_data(dir: &Path, name: &str, (train, test): (u32, u32), body: &str) -> PathBuf {
+    let data = synth_data(dir, train, test);
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!("name = \"{name}\"\n{body}\n[data]\npath = {:?}\n", data.display().to_string());
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
 /// `sweep run GRID --state-dir STATE --database-url sqlite://DB` with the
 /// built `sweep-worker`, output piped, not yet started.
 pub(crate) fn sweep_run(grid: &Path, state: &Path, db: &Path) -> Command {

@@ -169,6 +169,8 @@ pub(crate) struct ResultRow {
     pub threads: Option<i64>,
     pub diverged_step: Option<f64>,
     pub train_images_used: Option<f64>,
+    pub trial_id: Option<String>,
+    pub settings_hash: Option<String>,
     pub settings_json: Option<String>,
 }
 
@@ -176,10 +178,12 @@ impl ResultRow {
     /// The trial's result; `None` for the row of a sweep without trials.
     pub(super) fn into_result(self) -> Result<Option<TrialResult>, StoreError> {
         let (Some(cell), Some(state)) = (self.cell, self.state) else { return Ok(None) };
+        let id = self.trial_id.unwrap_or_default();
         let settings = match &self.settings_json {
-            Some(json) => stored_train(json)?,
+            Some(json) => stored_train(&id, json)?,
             None => {
-                return Err(StoreError::Corrupt(format!("a trial of cell {cell}: its shared settings are missing")))
+                let hash = self.settings_hash.unwrap_or_default();
+                return Err(StoreError::Corrupt(format!("trial {id}: its shared settings {hash:?} are missing")));
             }
         };
         Ok(Some(TrialResult {

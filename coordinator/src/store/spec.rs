@@ -69,10 +69,11 @@ pub(crate) fn stored_spec(trial_id: &str, own: &str, settings: Option<&str>) -> 
     Ok(TrialSpec { cell: own.cell, train: shared.train, data: shared.data, seed: own.seed })
 }
 
-/// The `[train]` settings of a stored shared-settings row.
-pub(crate) fn stored_train(settings: &str) -> Result<Settings, StoreError> {
+/// The fixed settings (`train`) of trial `trial_id`'s stored shared-settings
+/// row.
+pub(crate) fn stored_train(trial_id: &str, settings: &str) -> Result<Settings, StoreError> {
     let shared: StoredSettings = serde_json::from_str(settings)
-        .map_err(|e| StoreError::Corrupt(format!("stored settings cannot be read: {e}")))?;
+        .map_err(|e| StoreError::Corrupt(format!("trial {trial_id}: stored settings cannot be read: {e}")))?;
     Ok(shared.train)
 }
 

@@ -352,12 +352,23 @@ impl BmeNet {
     }
 }
 
-impl ModuleT for BmeNet {
-    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+impl BmeNet {
+    /// The forward pass with the blocks at indices `removed` replaced by
+    /// the identity (a lesion; the reference the fused network's lesions
+    /// are tested against).
+    pub fn forward_without(&self, xs: &Tensor, train: bool, removed: &[usize]) -> Tensor {
         let mut x = xs.apply(&self.stem).relu().max_pool2d_default(2);
-        for b in &self.blocks {
-            x = x.apply_t(b, train);
+        for (i, b) in self.blocks.iter().enumerate() {
+            if !removed.contains(&i) {
+                x = x.apply_t(b, train);
+            }
         }
         x.reshape([-1, 2048]).apply(&self.fc1).relu().apply(&self.fc2)
+    }
+}
+
+impl ModuleT for BmeNet {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward_without(xs, train, &[])
     }
 }

@@ -35,6 +35,12 @@ impl Eval {
 /// device), in order: one [`Eval`] per member. Each test batch is fed to
 /// all members at once (the images repeated along the channel axis).
 pub fn evaluate(net: &FusedNet, split: &DeviceSplit) -> Result<Vec<Eval>, TchError> {
+    evaluate_without(net, split, &[])
+}
+
+/// [`evaluate`] with the blocks at indices `removed` replaced by the
+/// identity ([`FusedNet::forward_without`]).
+pub fn evaluate_without(net: &FusedNet, split: &DeviceSplit, removed: &[usize]) -> Result<Vec<Eval>, TchError> {
     let _guard = tch::no_grad_guard();
     let k = net.members();
     let mut confusion = vec![[[0u64; CLASSES]; CLASSES]; k];
@@ -43,7 +49,7 @@ pub fn evaluate(net: &FusedNet, split: &DeviceSplit) -> Result<Vec<Eval>, TchErr
     for chunk in order.chunks(EVAL_BATCH) {
         let (x, y) = split.batch(chunk, None)?;
         let x = if k == 1 { x } else { x.f_repeat([1, k as i64, 1, 1])? };
-        let logits = net.forward_t(&x, false);
+        let logits = net.forward_without(&x, false, removed);
         let n = chunk.len() as i64;
         let labels = y.f_unsqueeze(0)?.f_expand([k as i64, n], false)?;
         let losses = logits

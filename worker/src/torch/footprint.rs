@@ -11,7 +11,9 @@
 //! top of the members: the group's copy of its data on the device
 //! ([`super::device_data`]: padded uint8 images and int64 labels) and a
 //! fixed allowance for cuDNN's workspace and the caching allocator's
-//! rounding.
+//! rounding. Activations are counted at 32 bits whatever the trial's
+//! `precision`: at bf16 the estimate is high, which costs packing, not
+//! safety, and the learnt correction can bring it down.
 
 use sweep_core::bmenet::{BmenetTrial, Optimizer};
 

@@ -131,6 +131,11 @@ impl FusedNet {
         self.k as usize
     }
 
+    /// The SkipBlocks, input to output.
+    pub fn blocks(&self) -> &[BlockSpec] {
+        &self.blocks
+    }
+
     /// The trainable fused tensors by name (shallow clones), in name order:
     /// what the optimiser updates.
     pub fn trainable(&self) -> Vec<(String, Tensor)> {
@@ -242,9 +247,19 @@ impl FusedNet {
     /// (member `k`'s batch in channels `3k..3k+3`), the result `[K, N, 10]`
     /// (32-bit at any precision).
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.forward_without(xs, train, &[])
+    }
+
+    /// [`Self::forward_t`] with the blocks at indices `removed` (into
+    /// [`Self::blocks`]) replaced by the identity: each passes its input
+    /// on unchanged (a lesion; only blocks whose input and output shapes
+    /// match can go).
+    pub fn forward_without(&self, xs: &Tensor, train: bool, removed: &[usize]) -> Tensor {
         let mut x = self.conv(&self.low(xs), "stem", 1, 1).relu().max_pool2d_default(2);
-        for spec in &self.blocks {
-            x = self.block(&x, spec, train);
+        for (i, spec) in self.blocks.iter().enumerate() {
+            if !removed.contains(&i) {
+                x = self.block(&x, spec, train);
+            }
         }
         let n = x.size()[0];
         let x = x.view([n, self.k, 2048]).transpose(0, 1);

@@ -33,8 +33,9 @@ use tch::{Device, Kind, Tensor};
 use super::batch::{derived_rng, epoch_permutation, Normalise};
 use super::bmenet::{group_names, BmeConfig, ModelError};
 use super::device_data::DeviceSplit;
-use super::eval::evaluate;
+use super::eval::{evaluate, Eval};
 use super::fused::FusedNet;
+use super::lesion;
 use super::member::{optimizer, Halt, Member, Slot, Vars};
 use super::optim::Optimizer;
 use crate::trainer::TrainError;
@@ -279,21 +280,67 @@ impl Group<'_, '_> {
     fn finish(&mut self) -> Result<(), tch::TchError> {
         let need = self.members.iter().any(|m| m.training() && m.last_eval.is_none());
         let fresh = if need { Some(evaluate(&self.net, &self.test)?) } else { None };
-        for k in 0..self.members.len() {
+        let mut evals = Vec::with_capacity(self.members.len());
+        for (k, m) in self.members.iter_mut().enumerate() {
+            evals.push(match (m.last_eval.take(), &fresh) {
+                (Some(e), _) => Some(e),
+                (None, Some(f)) => Some(f[k].clone()),
+                (None, None) => None,
+            });
+        }
+        if self.members[0].trial.analyses.lesion {
+            self.lesion(&evals)?;
+        }
+        for (k, eval) in evals.into_iter().enumerate() {
             let m = &mut self.members[k];
-            if !m.training() {
-                continue;
-            }
-            let eval = match (m.last_eval.take(), &fresh) {
-                (Some(e), _) => e,
-                (None, Some(f)) => f[k].clone(),
-                (None, None) => continue,
-            };
+            let Some(eval) = eval.filter(|_| m.training()) else { continue };
             match m.finish(eval, &Slot { net: &self.net, opt: &self.opt, k }) {
                 Ok(outcome) => m.end = Some(Ok(outcome)),
                 Err(h) => m.halt(h),
             }
         }
+        Ok(())
+    }
+}
+
+impl Group<'_, '_> {
+    /// The lesion study ([`lesion::study`]) on the trained weights, its
+    /// results sent as each member's metrics: `lesion/block` at step =
+    /// the block's position, `lesion/removed` at step = blocks removed,
+    /// and `lesion/seconds`. Asked to stop, the members stop (their final
+    /// checkpoint is written, so the next attempt redoes only the study).
+    fn lesion(&mut self, evals: &[Option<Eval>]) -> Result<(), tch::TchError> {
+        let intact: Vec<f64> = evals.iter().map(|e| e.as_ref().map_or(f64::NAN, |e| e.accuracy)).collect();
+        let started = Instant::now();
+        let members = &*self.members;
+        let stop = || members.iter().find_map(|m| m.training().then(|| m.ctx.should_stop()).flatten());
+        let Some(study) = lesion::study(&self.net, &self.test, &intact, || stop().is_some())? else {
+            let reason = stop().unwrap_or(crate::trainer::StopReason::Shutdown);
+            for m in self.members.iter_mut().filter(|m| m.training()) {
+                m.halt(Halt::Stop(reason));
+            }
+            return Ok(());
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        for (k, m) in self.members.iter_mut().enumerate() {
+            if !m.training() || intact[k].is_nan() {
+                continue;
+            }
+            let (ctx, epoch) = (m.ctx, m.trial.train.epochs.max(1));
+            let sent = (|| {
+                for (block, acc) in &study.per_block {
+                    ctx.metric(*block, epoch, "lesion/block", acc[k])?;
+                }
+                for (removed, acc) in &study.per_removed {
+                    ctx.metric(*removed, epoch, "lesion/removed", acc[k])?;
+                }
+                ctx.metric(0, epoch, "lesion/seconds", seconds)
+            })();
+            if let Err(r) = sent {
+                m.halt(Halt::Stop(r));
+            }
+        }
+        tracing::info!(evaluations = study.evaluations, seconds, "lesion study done");
         Ok(())
     }
 }

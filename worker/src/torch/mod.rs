@@ -12,6 +12,8 @@
 //! - [`device_data`]: the data on the training device, batches built there;
 //! - [`fused`]: K networks of one configuration as one (fused seeds);
 //! - [`eval`]: test-set evaluation of every member, under `no_grad`;
+//! - [`lesion`]: Veit et al.'s lesion study on the trained weights
+//!   (`[analysis] lesion = true`);
 //! - [`footprint`]: the device memory a training group is expected to take;
 //! - [`resume`]: a run's position to and from its checkpoints;
 //! - [`member`]: one trial of a training group (its spec, position,
@@ -34,6 +36,7 @@ pub mod eval;
 pub mod footprint;
 pub mod fused;
 mod group;
+pub mod lesion;
 mod member;
 pub mod optim;
 pub mod resume;

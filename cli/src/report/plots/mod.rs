@@ -1,6 +1,6 @@
 //! The report's pictures, drawn with `plotters` as PNG and SVG:
 //!
-//! 1. `loss-curve` ([`loss`]): training loss against iterations, one curve
+//! 1. `loss-curve` ([`curve`]): training loss against iterations, one curve
 //!    per level of the focus factor (skip connections on vs off, the
 //!    lecture's figure) at one cell of the other factors: mean over seeds
 //!    with a 95% t-interval band.
@@ -10,12 +10,16 @@
 //!    two decades or more on a log axis.
 //! 3. `gradient-flow` ([`grad_flow`]): gradient norm per layer group from
 //!    input to output, per focus level, at the start and end of training.
+//! 4. With `[analysis] lesion = true`, `lesion-removed` and
+//!    `lesion-blocks` ([`curve`], as the loss curve): test accuracy against
+//!    the number of blocks removed and against the removed block, per
+//!    focus level (Veit et al.'s Figures 5 and 3 in spirit).
 //!
 //! Text is drawn with DejaVu Sans, embedded from the `dejavu` crate and
 //! registered with plotters' `ab_glyph` renderer: no system fonts needed.
 
+mod curve;
 mod grad_flow;
-mod loss;
 mod metric_vs;
 mod style;
 
@@ -71,8 +75,8 @@ macro_rules! both {
 pub(super) fn all(r: &FullReport) -> anyhow::Result<Vec<Pic>> {
     let mut out = Vec::new();
     let sel = Selection::new(r);
-    if let Some(d) = loss::data(r, &sel) {
-        out.push(both!("loss-curve".to_owned(), &d, loss::draw));
+    if let Some(d) = curve::data(r, &sel, &curve::LOSS) {
+        out.push(both!(curve::LOSS.name.to_owned(), &d, curve::draw));
     }
     if let Some(d) = metric_vs::data(r, &sel)? {
         let name = format!("{}-vs-{}", r.metric.stem(), d.x_name);
@@ -80,6 +84,11 @@ pub(super) fn all(r: &FullReport) -> anyhow::Result<Vec<Pic>> {
     }
     if let Some(d) = grad_flow::data(r, &sel) {
         out.push(both!("gradient-flow".to_owned(), &d, grad_flow::draw));
+    }
+    for kind in [&curve::LESION_REMOVED, &curve::LESION_BLOCKS] {
+        if let Some(d) = curve::data(r, &sel, kind) {
+            out.push(both!(kind.name.to_owned(), &d, curve::draw));
+        }
     }
     Ok(out)
 }

@@ -1,5 +1,8 @@
-//! `loss-curve`: training loss against iterations, one curve per focus
-//! level at the selected cell, mean over seeds with a 95% band.
+//! A metric against its step, one curve per focus level at the selected
+//! cell, mean over seeds with a 95% band: `loss-curve` (training loss
+//! against iterations) and the lesion study's `lesion-removed` (accuracy
+//! against blocks removed) and `lesion-blocks` (accuracy against the
+//! removed block). [`Kind`] says which.
 
 use std::collections::BTreeMap;
 
@@ -17,17 +20,68 @@ pub(super) struct Curve {
     points: Vec<(f64, f64, f64, f64)>,
 }
 
-pub(super) struct LossData {
+/// What a curve picture shows.
+pub(super) struct Kind {
+    /// File stem, e.g. `loss-curve`.
+    pub name: &'static str,
+    pub metric: &'static str,
+    /// The title before the held x level, e.g. "Training loss vs iterations".
+    pub title: &'static str,
+    pub x_desc: &'static str,
+    pub y_desc: &'static str,
+    /// Values are fractions shown as percentages.
+    pub percent: bool,
+    /// The x axis counts from 0 (blocks removed) rather than 1.
+    pub x_from_zero: bool,
+}
+
+pub(super) const LOSS: Kind = Kind {
+    name: "loss-curve",
+    metric: "train_loss",
+    title: "Training loss vs iterations",
+    x_desc: "iterations (training batches)",
+    y_desc: "training loss (cross-entropy)",
+    percent: false,
+    x_from_zero: false,
+};
+
+pub(super) const LESION_REMOVED: Kind = Kind {
+    name: "lesion-removed",
+    metric: crate::report::lesion::REMOVED,
+    title: "Lesion: test accuracy vs blocks removed",
+    x_desc: "SkipBlocks replaced by the identity after training",
+    y_desc: "test accuracy (%)",
+    percent: true,
+    x_from_zero: true,
+};
+
+pub(super) const LESION_BLOCKS: Kind = Kind {
+    name: "lesion-blocks",
+    metric: crate::report::lesion::BLOCK,
+    title: "Lesion: test accuracy with one block removed",
+    x_desc: "position of the removed block (input to output)",
+    y_desc: "test accuracy (%)",
+    percent: true,
+    x_from_zero: false,
+};
+
+pub(super) struct CurveData {
     pub title: String,
     subtitle: String,
     curves: Vec<Curve>,
+    x_desc: &'static str,
+    y_desc: &'static str,
+    percent: bool,
+    x_from_zero: bool,
 }
 
-pub(super) fn data(r: &FullReport, sel: &Selection) -> Option<LossData> {
+pub(super) fn data(r: &FullReport, sel: &Selection, kind: &Kind) -> Option<CurveData> {
     let mut by_line: BTreeMap<usize, (Vec<Point>, u64)> = BTreeMap::new();
-    for c in r.results.curves.iter().filter(|c| c.metric == "train_loss") {
+    let scale = if kind.percent { 100.0 } else { 1.0 };
+    for c in r.results.curves.iter().filter(|c| c.metric == kind.metric) {
         let Some(line) = sel.line_of(&c.cell) else { continue };
         let Some((m, lo, hi)) = band(c.n, c.sum, c.sum_sq) else { continue };
+        let (m, lo, hi) = (m * scale, lo * scale, hi * scale);
         let i = sel.lines.iter().position(|l| *l == line).unwrap_or(0);
         let e = by_line.entry(i).or_default();
         e.0.push((c.step as f64, m, lo, hi));
@@ -51,11 +105,19 @@ pub(super) fn data(r: &FullReport, sel: &Selection) -> Option<LossData> {
     if !sel.fixed.is_empty() {
         subtitle += &format!("; {}", sel.fixed);
     }
-    let title = format!("Training loss vs iterations{}", sel.x_at());
-    Some(LossData { title, subtitle, curves })
+    let title = format!("{}{}", kind.title, sel.x_at());
+    Some(CurveData {
+        title,
+        subtitle,
+        curves,
+        x_desc: kind.x_desc,
+        y_desc: kind.y_desc,
+        percent: kind.percent,
+        x_from_zero: kind.x_from_zero,
+    })
 }
 
-pub(super) fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &LossData) -> anyhow::Result<()> {
+pub(super) fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &CurveData) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let (x_max, mut y_min, mut y_max) = d
         .curves
@@ -66,18 +128,23 @@ pub(super) fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &LossDa
         (y_min, y_max) = (0.0, 1.0);
     }
     let pad = ((y_max - y_min) * 0.08).max(1e-3);
-    let (y_lo, y_hi) = ((y_min - pad).max(0.0), y_max + pad);
+    let (y_lo, mut y_hi) = ((y_min - pad).max(0.0), y_max + pad);
+    if d.percent {
+        y_hi = y_hi.min(100.0);
+    }
+    let x_min = if d.x_from_zero { 0.0 } else { 1.0f64.min(x_max) };
+    let x_pad = if d.x_from_zero { 0.1 * x_max.max(1.0) } else { 0.02 * x_max };
     let root = title_area(root, &d.title, &d.subtitle)?;
     let mut chart = ChartBuilder::on(&root)
         .margin(20)
         .x_label_area_size(60)
         .y_label_area_size(90)
-        .build_cartesian_2d(0.0..x_max * 1.02, y_lo..y_hi)
+        .build_cartesian_2d((x_min - x_pad).min(0.0)..x_max + x_pad, y_lo..y_hi)
         .map_err(err)?;
     chart
         .configure_mesh()
-        .x_desc("iterations (training batches)")
-        .y_desc("training loss (cross-entropy)")
+        .x_desc(d.x_desc)
+        .y_desc(d.y_desc)
         .axis_desc_style((FONT, 20))
         .label_style((FONT, 16))
         .x_label_formatter(&|x| thousands(*x))

@@ -1,0 +1,74 @@
+//! The lesion study end to end (issue 11, `[analysis] lesion = true`): a
+//! sweep runs through `sweep run` (real coordinator, real `sweep-worker`
+//! training BMEnet with libtorch on tiny synthetic data); each trial's
+//! study is stored with it, and `sweep report` shows the lesion table, the
+//! JSON points and the two pictures. The intact point must be the trial's
+//! final test accuracy (the same evaluation, stored twice by different
+//! paths).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{run_ok, sweep, sweep_run, Server};
+
+#[test]
+fn a_lesion_study_runs_with_the_trials_and_the_report_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let grid = common::grid_over_synth_data(
+        dir.path(),
+        "lesion",
+        (64, 40),
+        r#"seeds = [0, 1]
+[grid]
+depth = 8
+skip = [true, false]
+init = "default"
+batchnorm = true
+[train]
+epochs = 1
+batch_size = 16
+log_every = 2
+[analysis]
+lesion = true
+"#,
+    );
+    let db = dir.path().join("lesion.db");
+    let child = sweep_run(&grid, &dir.path().join("state"), &db).args(["--workers", "2"]).spawn().unwrap();
+    let out = common::finish(child, Duration::from_secs(300), "sweep run");
+    assert!(out.status.success(), "sweep run failed\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let server = Server::start(&db);
+    let json = run_ok(sweep().args(["report", "lesion", "--format", "json", "--coordinator", &server.url]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let removed = v["lesion"]["removed"].as_array().unwrap();
+    // Depth 8 has 4 removable blocks: k = 0..=4 in each of the 2 cells.
+    assert_eq!(removed.len(), 2 * 5, "{json}");
+    for p in removed {
+        assert_eq!(p["n"], 2, "both seeds measured: {p}");
+        let mean = p["mean"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&mean), "{p}");
+        assert!(p["ci95_lo"].as_f64().unwrap() <= mean && mean <= p["ci95_hi"].as_f64().unwrap(), "{p}");
+    }
+    for cell in v["cells"].as_array().unwrap() {
+        let intact = removed.iter().find(|p| p["skip"] == cell["skip"] && p["at"] == 0).expect("intact point");
+        let final_acc = cell["test_accuracy"]["mean"].as_f64().unwrap();
+        assert!((intact["mean"].as_f64().unwrap() - final_acc).abs() < 1e-12, "{intact} vs {cell}");
+    }
+    let blocks = v["lesion"]["blocks"].as_array().unwrap();
+    let positions: std::collections::BTreeSet<i64> = blocks.iter().map(|p| p["at"].as_i64().unwrap()).collect();
+    assert_eq!(positions, [1, 3, 5, 7].into_iter().collect(), "the plain blocks of depth 8: {json}");
+
+    let text = run_ok(sweep().args(["report", "lesion", "--coordinator", &server.url]));
+    assert!(text.contains("Lesion study: test accuracy % with SkipBlocks removed"), "{text}");
+    assert!(text.contains("1 block (each)") && text.contains("4 blocks") && text.contains("s per trial"), "{text}");
+    assert!(!text.contains("lesion=true"), "the analysis is not listed as a training setting: {text}");
+
+    let figs = dir.path().join("figs");
+    run_ok(sweep().args(["report", "lesion", "--out"]).arg(&figs).args(["--coordinator", &server.url]));
+    for name in ["lesion-removed", "lesion-blocks"] {
+        let svg = std::fs::read_to_string(figs.join(format!("{name}.svg"))).expect(name);
+        assert!(svg.contains("skip on") && svg.contains("skip off"), "{name}: one line per skip level");
+        assert!(std::fs::metadata(figs.join(format!("{name}.png"))).unwrap().len() > 1000, "{name}.png");
+    }
+}
