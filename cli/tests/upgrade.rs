@@ -7,7 +7,7 @@
 //! The rows and the old outputs are in tests/fixtures/upgrade (see its
 //! README for how they were made). What the report gained since (the
 //! "Trained with:" note, each JSON trial row's `settings`, the JSON's empty
-//! `lesion` section) is checked
+//! `lesion` section, each effect's `method`) is checked
 //! against the grid and then set aside, so the rest is compared with the old
 //! output byte for byte.
 
@@ -77,8 +77,8 @@ fn without_new_note(md: String) -> String {
 }
 
 /// A JSON report without what was added after v3: the trial rows'
-/// `settings` (each the grid's), the settings note and the (empty) lesion
-/// section.
+/// `settings` (each the grid's), the settings note, the (empty) lesion
+/// section and each effect's interval `method` (independent, as asked).
 fn without_new_fields(mut json: serde_json::Value) -> serde_json::Value {
     for t in json["trials"].as_array_mut().expect("trial rows") {
         let settings = t.as_object_mut().unwrap().remove("settings").expect("settings in each trial row");
@@ -86,6 +86,13 @@ fn without_new_fields(mut json: serde_json::Value) -> serde_json::Value {
     }
     let lesion = json.as_object_mut().unwrap().remove("lesion").expect("a lesion section");
     assert_eq!(lesion, serde_json::json!({"removed": [], "blocks": []}), "no lesion study in these sweeps");
+    for section in ["main_effects", "interactions"] {
+        for c in json[section].as_array_mut().expect(section) {
+            if let Some(effect) = c["effect"].as_object_mut() {
+                assert_eq!(effect.remove("method"), Some(serde_json::json!("independent")), "{section}");
+            }
+        }
+    }
     let notes = json["notes"].as_array_mut().expect("notes");
     let before = notes.len();
     notes.retain(|n| !n.as_str().is_some_and(|n| n.starts_with("Trained with: epochs=2, batch_size=4,")));
@@ -99,8 +106,13 @@ fn without_new_fields(mut json: serde_json::Value) -> serde_json::Value {
 fn check_reports(database_url: &str, dir: &Path) {
     for round in 0..2 {
         let server = common::Server::start_url(database_url);
+        // The old code's intervals were independent (Welch) everywhere.
         let report = |sweep_name: &str, args: &[&str]| {
-            run_ok(sweep().args(["report", sweep_name, "--coordinator", &server.url]).args(args))
+            run_ok(
+                sweep()
+                    .args(["report", sweep_name, "--intervals", "independent", "--coordinator", &server.url])
+                    .args(args),
+            )
         };
         for name in ["lecture", "legacy"] {
             let md = without_new_note(report(name, &["--format", "markdown"]));

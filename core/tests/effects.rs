@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use sweep_core::effects::{analyze, contrast, Factor, Observation, Options};
+use sweep_core::effects::{analyze, contrast, Factor, Intervals, Method, Observation, Options};
 use sweep_core::stats::{welch_diff, Moments};
 
 #[track_caller]
@@ -49,8 +49,46 @@ fn observations(skip_cell: Option<(&str, &str)>) -> Vec<Observation> {
         .collect()
 }
 
+/// Independent (Welch) intervals everywhere: what the scipy values are.
 fn opts() -> Options {
-    Options { baselines: BTreeMap::new(), focus: vec!["skip".into()], by: vec!["skip".into()] }
+    Options {
+        intervals: Intervals::Independent,
+        baselines: BTreeMap::new(),
+        focus: vec!["skip".into()],
+        by: vec!["skip".into()],
+    }
+}
+
+/// With blocked intervals (the default), a contrast whose cells ran the
+/// same seeds is the paired t-test on them: the simple effect of skip at
+/// depth 8 (seeds 0-2 in both cells) equals the paired comparison that
+/// `analyze` computes separately (`paired_t`, checked against scipy's
+/// `ttest_rel` above). Depth 32's cells ran different seeds (0-3 vs 0-2),
+/// so its effect, and every main effect (which uses depth 32), stay Welch.
+#[test]
+fn a_contrast_of_cells_with_the_same_seeds_is_blocked_and_equals_the_paired_test() {
+    let a = analyze(&factors(), &observations(None), &Options { intervals: Intervals::Auto, ..opts() }).unwrap();
+    let at8 = a.simple_effects.iter().find(|c| c.at.get("depth").map(String::as_str) == Some("8")).unwrap();
+    let e = at8.effect.unwrap();
+    assert_eq!(e.method, Method::Blocked);
+    let p = a.paired.iter().find(|p| p.at.get("depth").map(String::as_str) == Some("8")).unwrap().test.unwrap();
+    close(e.estimate, p.mean_diff, 1e-12);
+    close(e.ci95_lo.unwrap(), p.ci95.0, 1e-12);
+    close(e.ci95_hi.unwrap(), p.ci95.1, 1e-12);
+    close(e.p_value.unwrap(), p.p_two_sided, 1e-12);
+    assert_eq!(e.df, Some(2.0));
+    let at32 = a.simple_effects.iter().find(|c| c.at.get("depth").map(String::as_str) == Some("32")).unwrap();
+    assert_eq!(at32.effect.unwrap().method, Method::Independent, "seeds 0-3 vs 0-2");
+    assert!(a.main_effects.iter().all(|c| c.effect.unwrap().method == Method::Independent));
+    // The skip=true group (cells (8,T) and (32,T), seeds 0-2 both) is
+    // blocked: its interval is over the per-seed means of the two cells.
+    let g = a.groups.iter().find(|g| g.levels["skip"] == "true").unwrap().mean.unwrap();
+    assert_eq!(g.method, Method::Blocked);
+    let per_seed = [(0.66 + 0.72) / 2.0, (0.70 + 0.69) / 2.0, (0.65 + 0.74) / 2.0];
+    let m = Moments::from_samples(&per_seed).unwrap();
+    let half = 4.302652729911275 * m.sd.unwrap() / 3f64.sqrt(); // scipy: stats.t.ppf(0.975, 2)
+    close(g.estimate, m.mean, 1e-12);
+    close(g.ci95_hi.unwrap() - g.estimate, half, 1e-9);
 }
 
 #[test]

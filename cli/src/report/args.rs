@@ -101,6 +101,31 @@ pub(crate) struct ReportArgs {
     /// Write the pictures (PNG and SVG) and the tables as CSV into DIR.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Intervals of effects and group means. `auto`: blocked on seed (the
+    /// contrast computed within each seed, Student's t over the seeds)
+    /// wherever every cell it uses ran the same seeds, which is right when
+    /// cells share seed numbers (a seed fixes the initialisation and data
+    /// order, so cells are correlated through it); independent (Welch)
+    /// elsewhere. `independent`: always Welch over cell means, as reports
+    /// before blocked intervals were.
+    #[arg(long, value_enum, default_value_t = IntervalArg::Auto)]
+    pub intervals: IntervalArg,
+}
+
+/// `--intervals`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum IntervalArg {
+    Auto,
+    Independent,
+}
+
+impl IntervalArg {
+    pub(crate) fn option(self) -> sweep_core::effects::Intervals {
+        match self {
+            IntervalArg::Auto => sweep_core::effects::Intervals::Auto,
+            IntervalArg::Independent => sweep_core::effects::Intervals::Independent,
+        }
+    }
 }
 
 impl Default for ReportArgs {
@@ -114,6 +139,7 @@ impl Default for ReportArgs {
             at: Vec::new(),
             html: None,
             out: None,
+            intervals: IntervalArg::Auto,
         }
     }
 }

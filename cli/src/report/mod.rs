@@ -94,7 +94,8 @@ pub(crate) fn build(mut results: SweepResults, args: &ReportArgs) -> anyhow::Res
         .iter()
         .map(|f| effects::Factor::new(&f.name, f.levels.iter().map(ToString::to_string)))
         .collect();
-    let opts = effects::Options { baselines, focus: focus.clone(), by: args.by.clone() };
+    let opts =
+        effects::Options { intervals: args.intervals.option(), baselines, focus: focus.clone(), by: args.by.clone() };
     let analysis = effects::analyze(&factors, &obs, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     let cells = cell_rows(&design, &results.trials);
     let mut notes = notes::notes(&design, &results.trials, &cells, &analysis, args.metric);

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use sweep_core::effects::Analysis;
+use sweep_core::effects::{self, Analysis};
 use sweep_core::TrialResult;
 
 use super::args::Measure;
@@ -119,10 +119,30 @@ pub(super) fn notes(
                 .into(),
         );
     }
-    notes.push(format!(
-        "Effects are on {}. Intervals are 95% Student-t: per cell over its seeds; for effects, Welch intervals of \
-         differences of cell means (Welch–Satterthwaite df). p-values (Holm) are Holm-corrected within each table.",
-        metric.label()
-    ));
+    let blocked = a
+        .main_effects
+        .iter()
+        .chain(&a.simple_effects)
+        .filter_map(|c| c.effect.as_ref())
+        .chain(a.groups.iter().filter_map(|g| g.mean.as_ref()))
+        .any(|c| c.method == effects::Method::Blocked);
+    if blocked {
+        notes.push(format!(
+            "Effects are on {}. Intervals are 95% Student-t: per cell over its seeds; an effect or group mean \
+             marked (b) is blocked on seed (every cell it uses ran the same seeds, which fix initialisation and \
+             data order, so the contrast is taken within each seed and its interval is over seeds, n - 1 df); \
+             the others are Welch intervals of differences of cell means (Welch–Satterthwaite df), which treat \
+             cells as independent. `--intervals independent` gives Welch everywhere. p-values (Holm) are \
+             Holm-corrected within each table.",
+            metric.label()
+        ));
+    } else {
+        notes.push(format!(
+            "Effects are on {}. Intervals are 95% Student-t: per cell over its seeds; for effects, Welch intervals \
+             of differences of cell means (Welch–Satterthwaite df). p-values (Holm) are Holm-corrected within each \
+             table.",
+            metric.label()
+        ));
+    }
     notes
 }

@@ -256,7 +256,7 @@ mod tests {
         assert_eq!(setting(&rows[3], "precision"), Some(Level::Str("bf16".into())));
         assert_eq!(setting(&rows[0], "precision"), Some(Level::Str("fp32".into())), "the default, filled in");
         assert_eq!(setting(&rows[0], "lr"), Some(Level::Float(0.1)));
-        assert_eq!(setting(&rows[0], "epochs"), None, "no default is made up for a key a trial always stores");
+        assert_eq!(setting(&rows[0], "batch_size"), None, "no default is made up for a key a trial always stores");
         assert_eq!((rows[0].device.as_str(), rows[0].threads), ("cpu", 4));
     }
 

@@ -14,16 +14,28 @@ fn signed(v: f64, scale: f64, digits: usize) -> String {
     format!("{:+.d$}", v * scale, d = digits)
 }
 
+/// The mark of a blocked interval in the tables (explained in a caption
+/// and a note wherever one appears).
+pub(super) const BLOCKED_MARK: &str = " (b)";
+
+fn mark(c: &effects::Contrast) -> &'static str {
+    match c.method {
+        effects::Method::Blocked => BLOCKED_MARK,
+        effects::Method::Independent => "",
+    }
+}
+
 fn effect_text(c: &Option<effects::Contrast>, metric: Measure) -> String {
     let (scale, digits, unit) = metric.scale();
     match c {
         None => "-".into(),
         Some(c) => match (c.ci95_lo, c.ci95_hi) {
             (Some(lo), Some(hi)) => format!(
-                "{}{unit} [{}, {}]",
+                "{}{unit} [{}, {}]{}",
                 signed(c.estimate, scale, digits),
                 signed(lo, scale, digits),
-                signed(hi, scale, digits)
+                signed(hi, scale, digits),
+                mark(c)
             ),
             _ => format!("{}{unit} (no interval)", signed(c.estimate, scale, digits)),
         },
@@ -41,6 +53,20 @@ fn p_text(p: Option<f64>) -> String {
 fn mean_text(m: Option<f64>, metric: Measure) -> String {
     let (scale, digits, _) = metric.scale();
     m.map(|m| format!("{:.d$}", m * scale, d = digits)).unwrap_or_else(|| "-".into())
+}
+
+/// What a table's intervals are: "a Welch 95% interval" when none is
+/// blocked (the words reports always had), else which are which.
+fn interval_words<'a>(contrasts: impl Iterator<Item = &'a effects::Contrast>) -> &'static str {
+    let methods: BTreeSet<bool> = contrasts.map(|c| c.method == effects::Method::Blocked).collect();
+    match (methods.contains(&true), methods.contains(&false)) {
+        (false, _) => "a Welch 95% interval",
+        (true, false) => "a 95% interval blocked on seed (b: the contrast within each seed, Student's t over seeds)",
+        (true, true) => {
+            "a 95% interval blocked on seed where every cell ran the same seeds (b: the contrast within each seed, \
+             Student's t over seeds), else Welch's over cell means"
+        }
+    }
 }
 
 /// Every section as a table.
@@ -71,9 +97,13 @@ pub(super) fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
                     row.push(g.n.to_string());
                     row.push(match g.mean {
                         Some(c) => match (c.ci95_lo, c.ci95_hi) {
-                            (Some(lo), Some(hi)) => {
-                                format!("{:.d$} ± {:.d$}", c.estimate * scale, (hi - lo) / 2.0 * scale, d = digits)
-                            }
+                            (Some(lo), Some(hi)) => format!(
+                                "{:.d$} ± {:.d$}{}",
+                                c.estimate * scale,
+                                (hi - lo) / 2.0 * scale,
+                                mark(&c),
+                                d = digits
+                            ),
                             _ => format!("{:.d$}", c.estimate * scale, d = digits),
                         },
                         None => "-".into(),
@@ -81,7 +111,19 @@ pub(super) fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
                     row
                 }),
             )
-            .caption("Means of cell means over the factors not listed, each cell weighted equally."),
+            .caption(
+                if r.analysis
+                    .groups
+                    .iter()
+                    .filter_map(|g| g.mean.as_ref())
+                    .any(|c| c.method == effects::Method::Blocked)
+                {
+                    "Means of cell means over the factors not listed, each cell weighted equally; (b): the interval is \
+                 blocked on seed (the mean within each seed, Student's t over seeds), since the cells share seeds."
+                } else {
+                    "Means of cell means over the factors not listed, each cell weighted equally."
+                },
+            ),
         );
     }
     if !r.analysis.main_effects.is_empty() {
@@ -111,10 +153,11 @@ pub(super) fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
                     ]
                 }),
             )
-            .caption(
+            .caption(format!(
                 "Effect = difference of marginal means (means of cell means over the other factors, matched cells \
-                 only), with a Welch 95% interval.",
-            ),
+                 only), with {}.",
+                interval_words(r.analysis.main_effects.iter().filter_map(|c| c.effect.as_ref()))
+            )),
         );
     }
     let focus: BTreeSet<(&str, &str, &str)> =
