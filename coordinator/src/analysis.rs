@@ -13,7 +13,7 @@ use sweep_proto::v1 as pb;
 use crate::store::Store;
 
 /// Most curve metrics one request may ask for.
-pub const MAX_CURVE_METRICS: usize = 8;
+pub const MAX_CURVE_METRICS: usize = 16;
 
 #[derive(Clone)]
 pub struct Analysis {

@@ -19,6 +19,12 @@ use crate::trial::TrialSpec;
 /// model that exhausts a worker.
 pub const MAX_DEPTH: u32 = 1024;
 
+/// The `variance/*` metrics' step is `epoch * VARIANCE_STEPS + layer`
+/// (layers numbered from 1, input to output; epoch 0 is the
+/// initialisation): more steps than any network has layers (depth 1,024
+/// has about 2,000). The trainer writes it, the report reads it.
+pub const VARIANCE_STEPS: i64 = 10_000;
+
 /// Weight-initialisation schemes (factor `init`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -188,13 +194,17 @@ pub struct Analyses {
     /// Veit et al.'s lesion study: test accuracy with SkipBlocks replaced
     /// by the identity, one at a time and several at once.
     pub lesion: bool,
+    /// Glorot & Bengio's variance propagation: per layer, the measured
+    /// variance of activations and back-propagated gradients next to the
+    /// lecture's equations, at initialisation and after each epoch.
+    pub variance: bool,
 }
 
 impl Analyses {
     /// The analyses as levels, as a trial carries them (those off are left
     /// out: [`SCHEMA`] omits every analysis at its default).
     pub fn levels(&self) -> crate::Settings {
-        [("lesion", Level::Bool(self.lesion))]
+        [("lesion", Level::Bool(self.lesion)), ("variance", Level::Bool(self.variance))]
             .into_iter()
             .filter(|(k, v)| !SCHEMA.omitted(k, v))
             .map(|(k, v)| (k.to_owned(), v))
@@ -265,7 +275,7 @@ pub fn resolve(spec: &TrialSpec) -> Result<BmenetTrial, GridError> {
             augment: flag("augment"),
             precision: text("precision").parse().map_err(|m| bad("train.precision", m))?,
         },
-        analyses: Analyses { lesion: flag("lesion") },
+        analyses: Analyses { lesion: flag("lesion"), variance: flag("variance") },
         data: spec.data.clone(),
     })
 }
@@ -433,6 +443,17 @@ pub static SCHEMA: Schema = Schema {
                 rules::any,
             )
         },
+        Key {
+            identity: Identity::OmittedAtDefault,
+            ..key(
+                "variance",
+                Place::Analysis,
+                LevelKind::Bool,
+                Some(DefaultLevel::Bool(false)),
+                "variance = true",
+                rules::any,
+            )
+        },
     ],
     default_focus: "skip",
     default_x: "depth",
@@ -489,7 +510,7 @@ mod tests {
         assert_eq!(resolve(&trial.spec()).unwrap(), trial);
         let bf16 = BmenetTrial { train: TrainConfig { precision: Precision::Bf16, ..trial.train.clone() }, ..trial };
         assert_eq!(resolve(&bf16.spec()).unwrap(), bf16);
-        let lesion = BmenetTrial { analyses: Analyses { lesion: true }, ..bf16 };
+        let lesion = BmenetTrial { analyses: Analyses { lesion: true, variance: true }, ..bf16 };
         assert_eq!(lesion.spec().train.get("lesion"), Some(&Level::Bool(true)));
         assert_eq!(resolve(&lesion.spec()).unwrap(), lesion);
     }

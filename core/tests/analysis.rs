@@ -40,6 +40,10 @@ fn lesion_is_an_analysis_stored_with_the_settings() {
     t.validate().unwrap();
     assert!(bmenet::resolve(t).unwrap().analyses.lesion);
     assert!(!bmenet::resolve(&plain.expand()[0]).unwrap().analyses.lesion);
+    let both = parse(&with_analysis("lesion = true\nvariance = true")).unwrap();
+    let r = bmenet::resolve(&both.expand()[0]).unwrap();
+    assert!(r.analyses.lesion && r.analyses.variance);
+    assert_eq!(ids(&parse(&with_analysis("variance = false")).unwrap()), ids(&plain));
     let plain_ids = ids(&plain);
     assert!(ids(&on).iter().all(|id| !plain_ids.contains(id)), "trials with a lesion study are other trials");
 }

@@ -12,8 +12,8 @@
 //!
 //! - `args`: the options; `design`: the factors the trials show;
 //!   `cells`: the per-cell rows; `notes`: the flags; `render`: tables,
-//!   JSON, CSV; `provenance`: where trials ran; `lesion`: the lesion
-//!   study's section; `plots`, `html`: pictures and the page.
+//!   JSON, CSV; `provenance`: where trials ran; `lesion`, `variance`: the
+//!   analyses' sections; `plots`, `html`: pictures and the page.
 
 mod args;
 mod cells;
@@ -24,6 +24,7 @@ mod notes;
 mod plots;
 mod provenance;
 mod render;
+mod variance;
 
 use std::collections::BTreeMap;
 
@@ -169,6 +170,7 @@ async fn fetch(sweep: &str, pictures: bool, url: &str) -> Result<SweepResults, c
             sweep_id: sweep.to_owned(),
             curve_metrics: lesion::METRICS
                 .iter()
+                .chain(&variance::METRICS)
                 .map(|m| (*m).to_owned())
                 .chain(pictures.then(|| "train_loss".to_owned()))
                 .collect(),

@@ -228,6 +228,7 @@ pub(super) fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
         );
     }
     out.extend(super::lesion::table(&r.design, &r.results));
+    out.extend(super::variance::table(&r.design, &r.results));
     out
 }
 
@@ -257,6 +258,7 @@ pub(super) fn json(r: &FullReport) -> serde_json::Value {
         "notes": r.notes,
         "trials": super::provenance::trial_rows(&r.design, &r.results.trials),
         "lesion": super::lesion::json(&r.results),
+        "variance": super::variance::rows(&r.results),
     })
 }
 

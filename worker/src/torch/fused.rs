@@ -36,6 +36,7 @@
 //! gradient of member `k`'s loss alone, and the optimiser's element-wise
 //! update of a fused tensor is the K members' updates side by side.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use sweep_core::Precision;
@@ -66,6 +67,27 @@ pub struct FusedNet {
     tensors: BTreeMap<String, Fused>,
     /// The kind convolutions and linear layers compute in.
     compute: Kind,
+    /// While [`FusedNet::forward_traced`] runs: each weight layer's first
+    /// call, in order.
+    trace: RefCell<Option<Vec<Traced>>>,
+}
+
+/// One weight layer's call during [`FusedNet::forward_traced`]: what the
+/// variance analysis needs.
+#[derive(Debug)]
+pub struct Traced {
+    /// `stem`, `block03.conv1`, `fc2`, ...
+    pub name: String,
+    /// The layer's input (`[N, K*C, H, W]` or `[K, N, in]`).
+    pub input: Tensor,
+    /// Its output before any activation (part of the autograd graph).
+    pub output: Tensor,
+    /// Inputs each output sums over, and outputs each input feeds (per
+    /// member: channels x kernel area).
+    pub fan_in: i64,
+    pub fan_out: i64,
+    /// The fused weight (`[K * out, ...]`).
+    pub weight: Tensor,
 }
 
 impl FusedNet {
@@ -104,6 +126,7 @@ impl FusedNet {
             blocks: layout(config.depth)?,
             tensors,
             compute: Kind::Float,
+            trace: RefCell::new(None),
         })
     }
 
@@ -176,9 +199,40 @@ impl FusedNet {
     }
 
     fn conv(&self, x: &Tensor, prefix: &str, stride: i64, padding: i64) -> Tensor {
-        let w = self.low(self.get(&format!("{prefix}.weight")));
+        let weight = self.get(&format!("{prefix}.weight"));
+        let w = self.low(weight);
         let b = self.low(self.get(&format!("{prefix}.bias")));
-        x.conv2d(&w, Some(b), [stride, stride], [padding, padding], [1, 1], self.k)
+        let out = x.conv2d(&w, Some(b), [stride, stride], [padding, padding], [1, 1], self.k);
+        let s = weight.size();
+        let area = s[2] * s[3];
+        self.record(prefix, x, &out, (s[1] * area, s[0] / self.k * area), weight);
+        out
+    }
+
+    /// Adds a layer's first call to the trace, while one is taken.
+    fn record(&self, name: &str, input: &Tensor, output: &Tensor, (fan_in, fan_out): (i64, i64), weight: &Tensor) {
+        if let Some(trace) = self.trace.borrow_mut().as_mut() {
+            if trace.iter().all(|t| t.name != name) {
+                trace.push(Traced {
+                    name: name.to_owned(),
+                    input: input.shallow_clone(),
+                    output: output.shallow_clone(),
+                    fan_in,
+                    fan_out,
+                    weight: weight.shallow_clone(),
+                });
+            }
+        }
+    }
+
+    /// [`Self::forward_t`], also returning every weight layer's input and
+    /// output ([`Traced`]) in call order (a layer called twice, the skip
+    /// path's downsampler, is recorded once).
+    pub fn forward_traced(&self, xs: &Tensor, train: bool) -> (Tensor, Vec<Traced>) {
+        *self.trace.borrow_mut() = Some(Vec::new());
+        let logits = self.forward_t(xs, train);
+        let trace = self.trace.borrow_mut().take().unwrap_or_default();
+        (logits, trace)
     }
 
     /// Batch norm of a 32-bit or bfloat16 `x` (libtorch normalises a
@@ -203,14 +257,19 @@ impl FusedNet {
 
     /// `[K, N, in] -> [K, N, out]`, member by member.
     fn linear(&self, x: &Tensor, prefix: &str) -> Tensor {
-        let w = self.low(self.get(&format!("{prefix}.weight")));
+        let weight = self.get(&format!("{prefix}.weight"));
+        let w = self.low(weight);
         let b = self.low(self.get(&format!("{prefix}.bias")));
-        if self.k == 1 {
-            return x.squeeze_dim(0).linear(&w, Some(b)).unsqueeze(0);
-        }
-        let out = w.size()[0] / self.k;
-        let wt = w.view([self.k, out, -1]).transpose(1, 2);
-        b.view([self.k, 1, out]).baddbmm(x, &wt, 1.0, 1.0)
+        let s = weight.size();
+        let out = s[0] / self.k;
+        let y = if self.k == 1 {
+            x.squeeze_dim(0).linear(&w, Some(b)).unsqueeze(0)
+        } else {
+            let wt = w.view([self.k, out, -1]).transpose(1, 2);
+            b.view([self.k, 1, out]).baddbmm(x, &wt, 1.0, 1.0)
+        };
+        self.record(prefix, x, &y, (s[1], out), weight);
+        y
     }
 
     fn block(&self, x: &Tensor, spec: &BlockSpec, train: bool) -> Tensor {

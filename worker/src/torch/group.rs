@@ -35,10 +35,11 @@ use super::bmenet::{group_names, BmeConfig, ModelError};
 use super::device_data::DeviceSplit;
 use super::eval::{evaluate, Eval};
 use super::fused::FusedNet;
-use super::lesion;
 use super::member::{optimizer, Halt, Member, Slot, Vars};
 use super::optim::Optimizer;
+use super::{lesion, variance};
 use crate::trainer::TrainError;
+use sweep_core::bmenet::VARIANCE_STEPS;
 
 /// Trains `members` (same configuration, same position) to their ends;
 /// each member's [`Member::end`] says how it ended. `Err`: libtorch failed
@@ -67,6 +68,9 @@ pub(super) fn train(device: Device, members: &mut [Member<'_>]) -> Result<(), Tr
     let test = DeviceSplit::new(&data.test, &norm, device)?;
     let mut g = Group { members, net, opt, device, train, test, window: None, groups, stepped: false };
     g.load_optimizer_state()?;
+    if trial.analyses.variance && start_epoch <= 1 && start_batch == 0 && g.members[0].p.step == 0 {
+        g.variance(0)?;
+    }
     for epoch in start_epoch..=trial.train.epochs {
         let first_batch = if epoch == start_epoch { start_batch } else { 0 };
         g.epoch(epoch, first_batch)?;
@@ -165,6 +169,11 @@ impl Group<'_, '_> {
         let secs = started.elapsed().as_secs_f64();
         let ips = (images > 0 && secs > 0.0).then(|| images as f64 / secs);
         let evals = evaluate(&self.net, &self.test)?;
+        // Before the epoch's checkpoint, which is written once every point
+        // up to it is acknowledged.
+        if self.members[0].trial.analyses.variance {
+            self.variance(epoch)?;
+        }
         for (k, (m, eval)) in self.members.iter_mut().zip(evals).enumerate() {
             if m.training() {
                 if let Err(h) = m.epoch_end(epoch, eval, ips, &Slot { net: &self.net, opt: &self.opt, k }) {
@@ -304,6 +313,44 @@ impl Group<'_, '_> {
 }
 
 impl Group<'_, '_> {
+    /// The variance analysis ([`variance::measure`]) on the current weights,
+    /// sent as each training member's metrics `variance/forward`,
+    /// `variance/forward_predicted`, `variance/backward` and
+    /// `variance/backward_predicted` at step `epoch * VARIANCE_STEPS +
+    /// layer` (layers numbered from 1, input to output; epoch 0 is the
+    /// initialisation).
+    fn variance(&mut self, epoch: u32) -> Result<(), tch::TchError> {
+        let measured = variance::measure(&self.net, &self.train)?;
+        for (m, layers) in self.members.iter_mut().zip(measured) {
+            if !m.training() {
+                continue;
+            }
+            let ctx = m.ctx;
+            let sent = (|| {
+                for (l, v) in layers.iter().enumerate() {
+                    let step = i64::from(epoch) * VARIANCE_STEPS + l as i64 + 1;
+                    for (name, value) in [
+                        ("variance/forward", v.forward),
+                        ("variance/forward_predicted", v.forward_predicted),
+                        ("variance/backward", v.backward),
+                        ("variance/backward_predicted", v.backward_predicted),
+                    ] {
+                        // A prediction can overflow (a product over 100
+                        // layers); nothing non-finite goes on the wire.
+                        if value.is_finite() {
+                            ctx.metric(step, epoch, name, value)?;
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(r) = sent {
+                m.halt(Halt::Stop(r));
+            }
+        }
+        Ok(())
+    }
+
     /// The lesion study ([`lesion::study`]) on the trained weights, its
     /// results sent as each member's metrics: `lesion/block` at step =
     /// the block's position, `lesion/removed` at step = blocks removed,

@@ -14,6 +14,8 @@
 //! - [`eval`]: test-set evaluation of every member, under `no_grad`;
 //! - [`lesion`]: Veit et al.'s lesion study on the trained weights
 //!   (`[analysis] lesion = true`);
+//! - [`variance`]: Glorot & Bengio's variance propagation, measured next to
+//!   the lecture's equations (`[analysis] variance = true`);
 //! - [`footprint`]: the device memory a training group is expected to take;
 //! - [`resume`]: a run's position to and from its checkpoints;
 //! - [`member`]: one trial of a training group (its spec, position,
@@ -42,6 +44,7 @@ pub mod optim;
 pub mod resume;
 pub mod summary;
 pub mod train;
+pub mod variance;
 
 pub use bmenet::{BmeConfig, BmeNet, ModelError};
 pub use summary::{model_table, param_counts, try_model_table};

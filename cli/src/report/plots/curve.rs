@@ -18,6 +18,8 @@ pub(super) struct Curve {
     color: RGBColor,
     /// (step, mean, lo, hi)
     points: Vec<(f64, f64, f64, f64)>,
+    /// The reference metric's (x, mean), drawn dashed.
+    reference: Vec<(f64, f64)>,
 }
 
 /// What a curve picture shows.
@@ -33,6 +35,21 @@ pub(super) struct Kind {
     pub percent: bool,
     /// The x axis counts from 0 (blocks removed) rather than 1.
     pub x_from_zero: bool,
+    /// A point's x from its step; `None` leaves the point out.
+    pub x_of: fn(i64) -> Option<f64>,
+    /// Plot log10 of the mean (no band: the values span decades).
+    pub log10: bool,
+    /// A second metric drawn dashed in each line's colour (a prediction).
+    pub reference: Option<&'static str>,
+}
+
+fn step_as_x(step: i64) -> Option<f64> {
+    Some(step as f64)
+}
+
+/// The layer of a `variance/*` step at initialisation (epoch 0).
+fn layer_at_init(step: i64) -> Option<f64> {
+    (step < sweep_core::bmenet::VARIANCE_STEPS).then_some(step as f64)
 }
 
 pub(super) const LOSS: Kind = Kind {
@@ -43,6 +60,9 @@ pub(super) const LOSS: Kind = Kind {
     y_desc: "training loss (cross-entropy)",
     percent: false,
     x_from_zero: false,
+    x_of: step_as_x,
+    log10: false,
+    reference: None,
 };
 
 pub(super) const LESION_REMOVED: Kind = Kind {
@@ -53,6 +73,9 @@ pub(super) const LESION_REMOVED: Kind = Kind {
     y_desc: "test accuracy (%)",
     percent: true,
     x_from_zero: true,
+    x_of: step_as_x,
+    log10: false,
+    reference: None,
 };
 
 pub(super) const LESION_BLOCKS: Kind = Kind {
@@ -63,6 +86,35 @@ pub(super) const LESION_BLOCKS: Kind = Kind {
     y_desc: "test accuracy (%)",
     percent: true,
     x_from_zero: false,
+    x_of: step_as_x,
+    log10: false,
+    reference: None,
+};
+
+pub(super) const VARIANCE_FORWARD: Kind = Kind {
+    name: "variance-forward",
+    metric: crate::report::variance::FORWARD,
+    title: "Forward variance per layer at initialisation (solid: measured, dashed: Eq. 5)",
+    x_desc: "weight layer (input to output)",
+    y_desc: "log10 variance of the layer's input",
+    percent: false,
+    x_from_zero: false,
+    x_of: layer_at_init,
+    log10: true,
+    reference: Some(crate::report::variance::FORWARD_PREDICTED),
+};
+
+pub(super) const VARIANCE_BACKWARD: Kind = Kind {
+    name: "variance-backward",
+    metric: crate::report::variance::BACKWARD,
+    title: "Gradient variance per layer at initialisation (solid: measured, dashed: Eq. 6)",
+    x_desc: "weight layer (input to output)",
+    y_desc: "log10 variance of dLoss/d(layer output)",
+    percent: false,
+    x_from_zero: false,
+    x_of: layer_at_init,
+    log10: true,
+    reference: Some(crate::report::variance::BACKWARD_PREDICTED),
 };
 
 pub(super) struct CurveData {
@@ -73,23 +125,40 @@ pub(super) struct CurveData {
     y_desc: &'static str,
     percent: bool,
     x_from_zero: bool,
+    log10: bool,
+}
+
+/// Each line's points of `metric` (index into the focus levels -> points,
+/// most seeds).
+fn lines(r: &FullReport, sel: &Selection, kind: &Kind, metric: &str) -> BTreeMap<usize, (Vec<Point>, u64)> {
+    let mut by_line: BTreeMap<usize, (Vec<Point>, u64)> = BTreeMap::new();
+    let scale = if kind.percent { 100.0 } else { 1.0 };
+    for c in r.results.curves.iter().filter(|c| c.metric == metric) {
+        let Some(line) = sel.line_of(&c.cell) else { continue };
+        let Some(x) = (kind.x_of)(c.step) else { continue };
+        let Some((m, lo, hi)) = band(c.n, c.sum, c.sum_sq) else { continue };
+        let point = if kind.log10 {
+            if m <= 0.0 {
+                continue;
+            }
+            (x, m.log10(), m.log10(), m.log10())
+        } else {
+            (x, m * scale, lo * scale, hi * scale)
+        };
+        let i = sel.lines.iter().position(|l| *l == line).unwrap_or(0);
+        let e = by_line.entry(i).or_default();
+        e.0.push(point);
+        e.1 = e.1.max(c.n);
+    }
+    by_line
 }
 
 pub(super) fn data(r: &FullReport, sel: &Selection, kind: &Kind) -> Option<CurveData> {
-    let mut by_line: BTreeMap<usize, (Vec<Point>, u64)> = BTreeMap::new();
-    let scale = if kind.percent { 100.0 } else { 1.0 };
-    for c in r.results.curves.iter().filter(|c| c.metric == kind.metric) {
-        let Some(line) = sel.line_of(&c.cell) else { continue };
-        let Some((m, lo, hi)) = band(c.n, c.sum, c.sum_sq) else { continue };
-        let (m, lo, hi) = (m * scale, lo * scale, hi * scale);
-        let i = sel.lines.iter().position(|l| *l == line).unwrap_or(0);
-        let e = by_line.entry(i).or_default();
-        e.0.push((c.step as f64, m, lo, hi));
-        e.1 = e.1.max(c.n);
-    }
+    let by_line = lines(r, sel, kind, kind.metric);
     if by_line.is_empty() {
         return None;
     }
+    let mut references = kind.reference.map(|m| lines(r, sel, kind, m)).unwrap_or_default();
     let curves = by_line
         .into_iter()
         .map(|(i, (points, n))| {
@@ -98,10 +167,15 @@ pub(super) fn data(r: &FullReport, sel: &Selection, kind: &Kind) -> Option<Curve
                 label: format!("{} ({} seed{})", sel.line_label(&level), n, if n == 1 { "" } else { "s" }),
                 color: sel.color(&level),
                 points,
+                reference: references
+                    .remove(&i)
+                    .map(|(p, _)| p.iter().map(|p| (p.0, p.1)).collect())
+                    .unwrap_or_default(),
             }
         })
         .collect();
-    let mut subtitle = "mean over seeds, band = 95% t-interval".to_string();
+    let mut subtitle =
+        if kind.log10 { "mean over seeds".to_string() } else { "mean over seeds, band = 95% t-interval".to_string() };
     if !sel.fixed.is_empty() {
         subtitle += &format!("; {}", sel.fixed);
     }
@@ -114,6 +188,7 @@ pub(super) fn data(r: &FullReport, sel: &Selection, kind: &Kind) -> Option<Curve
         y_desc: kind.y_desc,
         percent: kind.percent,
         x_from_zero: kind.x_from_zero,
+        log10: kind.log10,
     })
 }
 
@@ -122,13 +197,14 @@ pub(super) fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &CurveD
     let (x_max, mut y_min, mut y_max) = d
         .curves
         .iter()
-        .flat_map(|c| &c.points)
+        .flat_map(|c| c.points.iter().copied().chain(c.reference.iter().map(|&(x, y)| (x, y, y, y))))
         .fold((1.0f64, f64::INFINITY, f64::NEG_INFINITY), |(x, lo, hi), p| (x.max(p.0), lo.min(p.2), hi.max(p.3)));
     if !(y_min.is_finite() && y_max.is_finite()) {
         (y_min, y_max) = (0.0, 1.0);
     }
     let pad = ((y_max - y_min) * 0.08).max(1e-3);
-    let (y_lo, mut y_hi) = ((y_min - pad).max(0.0), y_max + pad);
+    let y_lo = if d.log10 { y_min - pad } else { (y_min - pad).max(0.0) };
+    let mut y_hi = y_max + pad;
     if d.percent {
         y_hi = y_hi.min(100.0);
     }
@@ -165,6 +241,11 @@ pub(super) fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &CurveD
             .map_err(err)?
             .label(c.label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 28, y)], color.stroke_width(3)));
+        if !c.reference.is_empty() {
+            chart
+                .draw_series(DashedLineSeries::new(c.reference.iter().copied(), 8, 6, color.stroke_width(2)))
+                .map_err(err)?;
+        }
     }
     legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())

@@ -14,6 +14,10 @@
 //!    `lesion-blocks` ([`curve`], as the loss curve): test accuracy against
 //!    the number of blocks removed and against the removed block, per
 //!    focus level (Veit et al.'s Figures 5 and 3 in spirit).
+//! 5. With `[analysis] variance = true`, `variance-forward` and
+//!    `variance-backward` ([`curve`]): log10 of the measured variance per
+//!    weight layer at initialisation, per focus level, with the lecture's
+//!    prediction (Eqs. 5 and 6) dashed.
 //!
 //! Text is drawn with DejaVu Sans, embedded from the `dejavu` crate and
 //! registered with plotters' `ab_glyph` renderer: no system fonts needed.
@@ -85,7 +89,7 @@ pub(super) fn all(r: &FullReport) -> anyhow::Result<Vec<Pic>> {
     if let Some(d) = grad_flow::data(r, &sel) {
         out.push(both!("gradient-flow".to_owned(), &d, grad_flow::draw));
     }
-    for kind in [&curve::LESION_REMOVED, &curve::LESION_BLOCKS] {
+    for kind in [&curve::LESION_REMOVED, &curve::LESION_BLOCKS, &curve::VARIANCE_FORWARD, &curve::VARIANCE_BACKWARD] {
         if let Some(d) = curve::data(r, &sel, kind) {
             out.push(both!(kind.name.to_owned(), &d, curve::draw));
         }

@@ -1,10 +1,10 @@
-//! The lesion study end to end (issue 11, `[analysis] lesion = true`): a
-//! sweep runs through `sweep run` (real coordinator, real `sweep-worker`
-//! training BMEnet with libtorch on tiny synthetic data); each trial's
-//! study is stored with it, and `sweep report` shows the lesion table, the
-//! JSON points and the two pictures. The intact point must be the trial's
-//! final test accuracy (the same evaluation, stored twice by different
-//! paths).
+//! The analyses end to end (issue 11, `[analysis] lesion = true` and
+//! `variance = true`): a sweep runs through `sweep run` (real coordinator,
+//! real `sweep-worker` training BMEnet with libtorch on tiny synthetic
+//! data); each trial's analyses are stored with it, and `sweep report`
+//! shows their tables, JSON and pictures. The lesion study's intact point
+//! must be the trial's final test accuracy (the same evaluation, stored
+//! twice by different paths).
 
 mod common;
 
@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{run_ok, sweep, sweep_run, Server};
 
 #[test]
-fn a_lesion_study_runs_with_the_trials_and_the_report_shows_it() {
+fn the_analyses_run_with_the_trials_and_the_report_shows_them() {
     let dir = tempfile::tempdir().unwrap();
     let grid = common::grid_over_synth_data(
         dir.path(),
@@ -31,6 +31,7 @@ batch_size = 16
 log_every = 2
 [analysis]
 lesion = true
+variance = true
 "#,
     );
     let db = dir.path().join("lesion.db");
@@ -63,10 +64,23 @@ lesion = true
     assert!(text.contains("Lesion study: test accuracy % with SkipBlocks removed"), "{text}");
     assert!(text.contains("1 block (each)") && text.contains("4 blocks") && text.contains("s per trial"), "{text}");
     assert!(!text.contains("lesion=true"), "the analysis is not listed as a training setting: {text}");
+    assert!(text.contains("Variance propagation (Glorot & Bengio)") && text.contains("init"), "{text}");
+
+    // Variance: 2 cells x (initialisation + 1 epoch) x 18 weight layers.
+    let variance = v["variance"].as_array().unwrap();
+    assert_eq!(variance.len(), 2 * 2 * 18, "{json}");
+    for r in variance {
+        assert_eq!(r["n"], 2, "{r}");
+        for k in ["forward", "forward_predicted", "backward", "backward_predicted"] {
+            assert!(r[k].as_f64().is_some_and(|x| x > 0.0 && x.is_finite()), "{k}: {r}");
+        }
+    }
+    let layer1_init = variance.iter().find(|r| r["epoch"] == 0 && r["layer"] == 1).unwrap();
+    assert_eq!(layer1_init["forward"], layer1_init["forward_predicted"], "Eq. 5 starts from the measured input");
 
     let figs = dir.path().join("figs");
     run_ok(sweep().args(["report", "lesion", "--out"]).arg(&figs).args(["--coordinator", &server.url]));
-    for name in ["lesion-removed", "lesion-blocks"] {
+    for name in ["lesion-removed", "lesion-blocks", "variance-forward", "variance-backward"] {
         let svg = std::fs::read_to_string(figs.join(format!("{name}.svg"))).expect(name);
         assert!(svg.contains("skip on") && svg.contains("skip off"), "{name}: one line per skip level");
         assert!(std::fs::metadata(figs.join(format!("{name}.png"))).unwrap().len() > 1000, "{name}.png");
