@@ -1,5 +1,5 @@
-//! The analyses end to end (issue 11, `[analysis] lesion = true` and
-//! `variance = true`): a sweep runs through `sweep run` (real coordinator,
+//! The analyses end to end (issue 11, `[analysis] lesion = true`,
+//! `variance = true` and `landscape = true`): a sweep runs through `sweep run` (real coordinator,
 //! real `sweep-worker` training BMEnet with libtorch on tiny synthetic
 //! data); each trial's analyses are stored with it, and `sweep report`
 //! shows their tables, JSON and pictures. The lesion study's intact point
@@ -32,6 +32,9 @@ log_every = 2
 [analysis]
 lesion = true
 variance = true
+landscape = true
+landscape_resolution = 3
+landscape_images = 32
 "#,
     );
     let db = dir.path().join("lesion.db");
@@ -75,12 +78,21 @@ variance = true
             assert!(r[k].as_f64().is_some_and(|x| x > 0.0 && x.is_finite()), "{k}: {r}");
         }
     }
+    // Landscape: 2 cells x 3 x 3 points, a sharpness per cell.
+    let land = &v["landscape"];
+    assert_eq!((land["resolution"].as_u64(), land["dims"].as_u64()), (Some(3), Some(2)), "{land}");
+    let points = land["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2 * 9, "{land}");
+    assert!(points.iter().all(|p| p["n"] == 2 && p["loss"].as_f64().is_some_and(|l| l > 0.0)), "{land}");
+    assert!(points.iter().any(|p| p["a"] == -1.0 && p["b"] == 1.0), "corners at -span..span: {land}");
+    assert_eq!(land["sharpness"].as_array().unwrap().len(), 2, "{land}");
+    assert!(text.contains("Loss landscape (Li et al.)") && text.contains("sharpness"), "{text}");
     let layer1_init = variance.iter().find(|r| r["epoch"] == 0 && r["layer"] == 1).unwrap();
     assert_eq!(layer1_init["forward"], layer1_init["forward_predicted"], "Eq. 5 starts from the measured input");
 
     let figs = dir.path().join("figs");
     run_ok(sweep().args(["report", "lesion", "--out"]).arg(&figs).args(["--coordinator", &server.url]));
-    for name in ["lesion-removed", "lesion-blocks", "variance-forward", "variance-backward"] {
+    for name in ["lesion-removed", "lesion-blocks", "variance-forward", "variance-backward", "landscape-2d"] {
         let svg = std::fs::read_to_string(figs.join(format!("{name}.svg"))).expect(name);
         assert!(svg.contains("skip on") && svg.contains("skip off"), "{name}: one line per skip level");
         assert!(std::fs::metadata(figs.join(format!("{name}.png"))).unwrap().len() > 1000, "{name}.png");

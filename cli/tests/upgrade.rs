@@ -7,7 +7,8 @@
 //! The rows and the old outputs are in tests/fixtures/upgrade (see its
 //! README for how they were made). What the report gained since (the
 //! "Trained with:" note, each JSON trial row's `settings`, the JSON's empty
-//! `lesion` and `variance` sections, each effect's `method`) is checked
+//! `lesion`, `variance` and `landscape` sections, each effect's `method`)
+//! is checked
 //! against the grid and then set aside, so the rest is compared with the old
 //! output byte for byte.
 
@@ -77,8 +78,8 @@ fn without_new_note(md: String) -> String {
 }
 
 /// A JSON report without what was added after v3: the trial rows'
-/// `settings` (each the grid's), the settings note, the (empty) lesion and
-/// variance sections and each effect's interval `method` (independent, as
+/// `settings` (each the grid's), the settings note, the (empty) lesion,
+/// variance and landscape sections and each effect's interval `method` (independent, as
 /// asked).
 fn without_new_fields(mut json: serde_json::Value) -> serde_json::Value {
     for t in json["trials"].as_array_mut().expect("trial rows") {
@@ -89,6 +90,8 @@ fn without_new_fields(mut json: serde_json::Value) -> serde_json::Value {
     assert_eq!(lesion, serde_json::json!({"removed": [], "blocks": []}), "no lesion study in these sweeps");
     let variance = json.as_object_mut().unwrap().remove("variance").expect("a variance section");
     assert_eq!(variance, serde_json::json!([]), "no variance analysis in these sweeps");
+    let landscape = json.as_object_mut().unwrap().remove("landscape").expect("a landscape section");
+    assert_eq!(landscape, serde_json::Value::Null, "no landscape in these sweeps");
     for section in ["main_effects", "interactions"] {
         for c in json[section].as_array_mut().expect(section) {
             if let Some(effect) = c["effect"].as_object_mut() {

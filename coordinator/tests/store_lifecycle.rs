@@ -29,6 +29,7 @@ conformance_tests!(
     reap_expired_requeues_then_fails,
     release_hands_back_without_using_an_attempt,
     truncate_after_replaces_an_abandoned_attempts_points,
+    analysis_points_survive_a_resume_and_the_latest_measurement_wins,
     extend_running_leases_after_a_restart,
 );
 
@@ -306,6 +307,38 @@ async fn truncate_after_replaces_an_abandoned_attempts_points(ctx: Ctx) {
     assert_eq!(values, vec![1.0, 1.0, 1.0, 2.0, 2.0, 2.0], "the new attempt's points, not a mix");
     let t = trial_map(store, "resume").await;
     assert_eq!(t[&first.trial_id].resumed_step, Some(30));
+}
+
+/// Analysis points (`analysis/...`) have their own step axis: a resume at
+/// training step 30 keeps them, and a re-measured point replaces the old
+/// one (a training point keeps its first value).
+async fn analysis_points_survive_a_resume_and_the_latest_measurement_wins(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("analysis", 1, 1, ""), T0).await.unwrap();
+    let first = store.lease("a", T0, 1000).await.unwrap().unwrap();
+    let pts = [
+        point("train_loss", 40, 1, 1.0),
+        point("analysis/variance/forward", 10_001, 1, 0.5),
+        point("analysis/lesion/removed", 0, 1, 0.25),
+    ];
+    assert_eq!(store.put_metrics(&first.lease_id, &pts, Some(0)).await.unwrap(), 3);
+    store.reap_expired(T0 + 2000).await.unwrap();
+    let second = store.lease("b", T0 + 3000, TTL).await.unwrap().unwrap();
+    store.put_metrics(&second.lease_id, &[], Some(30)).await.unwrap();
+    let names: Vec<String> = store.metrics(&first.trial_id).await.unwrap().into_iter().map(|m| m.name).collect();
+    assert!(!names.contains(&"train_loss".to_owned()), "step 40 is after the resume: {names:?}");
+    assert!(names.contains(&"analysis/variance/forward".to_owned()), "{names:?}");
+    let again = [point("analysis/variance/forward", 10_001, 1, 0.75), point("analysis/lesion/removed", 0, 1, 0.3)];
+    assert_eq!(store.put_metrics(&second.lease_id, &again, None).await.unwrap(), 2);
+    store.put_metrics(&second.lease_id, &[point("train_loss", 40, 1, 2.0)], None).await.unwrap();
+    store.put_metrics(&second.lease_id, &[point("train_loss", 40, 1, 9.0)], None).await.unwrap();
+    let value = |name: &str, rows: &[sweep_coordinator::store::MetricRow]| {
+        rows.iter().find(|m| m.name == name).map(|m| m.value)
+    };
+    let rows = store.metrics(&first.trial_id).await.unwrap();
+    assert_eq!(value("analysis/variance/forward", &rows), Some(0.75), "the latest measurement");
+    assert_eq!(value("analysis/lesion/removed", &rows), Some(0.3));
+    assert_eq!(value("train_loss", &rows), Some(2.0), "a training point keeps its first value");
 }
 
 async fn extend_running_leases_after_a_restart(ctx: Ctx) {

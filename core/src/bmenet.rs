@@ -25,6 +25,26 @@ pub const MAX_DEPTH: u32 = 1024;
 /// has about 2,000). The trainer writes it, the report reads it.
 pub const VARIANCE_STEPS: i64 = 10_000;
 
+/// The analyses' metric names (all [`crate::analysis_metric::PREFIX`]ed),
+/// written by the trainer and read by the report.
+pub mod analysis_metrics {
+    /// Accuracy with one block removed, at step = its position (from 1).
+    pub const LESION_BLOCK: &str = "analysis/lesion/block";
+    /// Mean accuracy with k blocks removed, at step = k (0: intact).
+    pub const LESION_REMOVED: &str = "analysis/lesion/removed";
+    pub const LESION_SECONDS: &str = "analysis/lesion/seconds";
+    /// At step = `epoch * VARIANCE_STEPS + layer`.
+    pub const VARIANCE_FORWARD: &str = "analysis/variance/forward";
+    pub const VARIANCE_FORWARD_PREDICTED: &str = "analysis/variance/forward_predicted";
+    pub const VARIANCE_BACKWARD: &str = "analysis/variance/backward";
+    pub const VARIANCE_BACKWARD_PREDICTED: &str = "analysis/variance/backward_predicted";
+    /// At step = grid point (row-major).
+    pub const LANDSCAPE_LOSS: &str = "analysis/landscape/loss";
+    pub const LANDSCAPE_ACCURACY: &str = "analysis/landscape/accuracy";
+    pub const LANDSCAPE_SHARPNESS: &str = "analysis/landscape/sharpness";
+    pub const LANDSCAPE_SECONDS: &str = "analysis/landscape/seconds";
+}
+
 /// Weight-initialisation schemes (factor `init`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -189,7 +209,7 @@ impl TrainConfig {
 }
 
 /// What the trainer measures on a trial's trained weights (`[analysis]`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Analyses {
     /// Veit et al.'s lesion study: test accuracy with SkipBlocks replaced
     /// by the identity, one at a time and several at once.
@@ -198,17 +218,77 @@ pub struct Analyses {
     /// variance of activations and back-propagated gradients next to the
     /// lecture's equations, at initialisation and after each epoch.
     pub variance: bool,
+    /// Li et al.'s loss landscape around the trained weights.
+    pub landscape: Option<LandscapeConfig>,
+}
+
+/// The loss-landscape grid (`[analysis] landscape = true` and its
+/// `landscape_*` keys).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LandscapeConfig {
+    /// Points along each direction (odd, so the trained weights are one).
+    pub resolution: u32,
+    /// The grid spans `-span..=span` along each direction (in units of the
+    /// filter-normalised direction).
+    pub span: f64,
+    /// Training images the loss is evaluated on (the first ones).
+    pub images: u32,
+    /// 1 (a curve) or 2 (a surface).
+    pub dims: u32,
+}
+
+impl LandscapeConfig {
+    /// The defaults (Li et al.'s figures use 51 points over [-1, 1]; 21
+    /// keeps a 2-D surface at 441 evaluations).
+    pub const DEFAULT: LandscapeConfig = LandscapeConfig { resolution: 21, span: 1.0, images: 2560, dims: 2 };
+
+    /// The landscape a trial's fixed settings ask for (its `[analysis]`
+    /// keys, defaults filled in): `None` when `landscape` is off or a key
+    /// is not of its kind (validated settings always are).
+    pub fn of(settings: &crate::Settings) -> Option<LandscapeConfig> {
+        let get = |n: &str| settings.get(n).cloned().or_else(|| SCHEMA.default_of(n));
+        if !get("landscape")?.as_bool()? {
+            return None;
+        }
+        let int = |n: &str| get(n)?.as_int().and_then(|i| u32::try_from(i).ok());
+        Some(LandscapeConfig {
+            resolution: int("landscape_resolution")?,
+            span: get("landscape_span")?.as_f64()?,
+            images: int("landscape_images")?,
+            dims: int("landscape_dims")?,
+        })
+    }
+
+    /// Grid points in all.
+    pub fn points(&self) -> u64 {
+        u64::from(self.resolution).pow(self.dims)
+    }
+
+    /// The coordinate of grid index `i` along a direction.
+    pub fn coordinate(&self, i: u32) -> f64 {
+        let r = f64::from(self.resolution - 1).max(1.0);
+        -self.span + 2.0 * self.span * f64::from(i) / r
+    }
 }
 
 impl Analyses {
     /// The analyses as levels, as a trial carries them (those off are left
     /// out: [`SCHEMA`] omits every analysis at its default).
     pub fn levels(&self) -> crate::Settings {
-        [("lesion", Level::Bool(self.lesion)), ("variance", Level::Bool(self.variance))]
-            .into_iter()
-            .filter(|(k, v)| !SCHEMA.omitted(k, v))
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect()
+        let l = self.landscape.unwrap_or(LandscapeConfig::DEFAULT);
+        [
+            ("lesion", Level::Bool(self.lesion)),
+            ("variance", Level::Bool(self.variance)),
+            ("landscape", Level::Bool(self.landscape.is_some())),
+            ("landscape_resolution", Level::Int(l.resolution.into())),
+            ("landscape_span", Level::Float(l.span)),
+            ("landscape_images", Level::Int(l.images.into())),
+            ("landscape_dims", Level::Int(l.dims.into())),
+        ]
+        .into_iter()
+        .filter(|(k, v)| !SCHEMA.omitted(k, v))
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
     }
 }
 
@@ -275,7 +355,11 @@ pub fn resolve(spec: &TrialSpec) -> Result<BmenetTrial, GridError> {
             augment: flag("augment"),
             precision: text("precision").parse().map_err(|m| bad("train.precision", m))?,
         },
-        analyses: Analyses { lesion: flag("lesion"), variance: flag("variance") },
+        analyses: Analyses {
+            lesion: flag("lesion"),
+            variance: flag("variance"),
+            landscape: LandscapeConfig::of(&spec.train),
+        },
         data: spec.data.clone(),
     })
 }
@@ -341,6 +425,37 @@ pub mod rules {
         l.as_str().unwrap_or_default().parse::<Precision>().map(|_| ())
     }
 
+    pub fn landscape_resolution(l: &Level) -> Result<(), String> {
+        let n = l.as_int().unwrap_or(0);
+        if !(3..=101).contains(&n) || n % 2 == 0 {
+            return Err(format!("must be odd and 3 to 101 (the trained weights are the middle point), got {n}"));
+        }
+        Ok(())
+    }
+
+    pub fn landscape_span(l: &Level) -> Result<(), String> {
+        let s = l.as_f64().unwrap_or(f64::NAN);
+        if !(s.is_finite() && s > 0.0 && s <= 100.0) {
+            return Err(format!("must be a number above 0 and at most 100, got {s}"));
+        }
+        Ok(())
+    }
+
+    pub fn landscape_images(l: &Level) -> Result<(), String> {
+        let n = l.as_int().unwrap_or(0);
+        if !(1..=1_000_000).contains(&n) {
+            return Err(format!("must be 1 to 1000000, got {n}"));
+        }
+        Ok(())
+    }
+
+    pub fn landscape_dims(l: &Level) -> Result<(), String> {
+        match l.as_int() {
+            Some(1 | 2) => Ok(()),
+            other => Err(format!("must be 1 (a curve) or 2 (a surface), got {}", other.unwrap_or(0))),
+        }
+    }
+
     pub fn any(_: &Level) -> Result<(), String> {
         Ok(())
     }
@@ -355,6 +470,17 @@ const fn key(
     rule: fn(&Level) -> Result<(), String>,
 ) -> Key {
     Key { name, place, kind, label: name, choices: &[], default, identity: Identity::Always, example, rule }
+}
+
+/// An `[analysis]` key: never a factor, left out of a trial at its default.
+const fn analysis(
+    name: &'static str,
+    kind: LevelKind,
+    default: DefaultLevel,
+    example: &'static str,
+    rule: fn(&Level) -> Result<(), String>,
+) -> Key {
+    Key { identity: Identity::OmittedAtDefault, ..key(name, Place::Analysis, kind, Some(default), example, rule) }
 }
 
 /// BMEnet's keys in display order: the four architecture factors, then the
@@ -432,28 +558,31 @@ pub static SCHEMA: Schema = Schema {
                 rules::precision,
             )
         },
-        Key {
-            identity: Identity::OmittedAtDefault,
-            ..key(
-                "lesion",
-                Place::Analysis,
-                LevelKind::Bool,
-                Some(DefaultLevel::Bool(false)),
-                "lesion = true",
-                rules::any,
-            )
-        },
-        Key {
-            identity: Identity::OmittedAtDefault,
-            ..key(
-                "variance",
-                Place::Analysis,
-                LevelKind::Bool,
-                Some(DefaultLevel::Bool(false)),
-                "variance = true",
-                rules::any,
-            )
-        },
+        analysis("lesion", LevelKind::Bool, DefaultLevel::Bool(false), "lesion = true", rules::any),
+        analysis("variance", LevelKind::Bool, DefaultLevel::Bool(false), "variance = true", rules::any),
+        analysis("landscape", LevelKind::Bool, DefaultLevel::Bool(false), "landscape = true", rules::any),
+        analysis(
+            "landscape_resolution",
+            LevelKind::Int,
+            DefaultLevel::Int(21),
+            "landscape_resolution = 21",
+            rules::landscape_resolution,
+        ),
+        analysis(
+            "landscape_span",
+            LevelKind::Float,
+            DefaultLevel::Float(1.0),
+            "landscape_span = 1.0",
+            rules::landscape_span,
+        ),
+        analysis(
+            "landscape_images",
+            LevelKind::Int,
+            DefaultLevel::Int(2560),
+            "landscape_images = 2560",
+            rules::landscape_images,
+        ),
+        analysis("landscape_dims", LevelKind::Int, DefaultLevel::Int(2), "landscape_dims = 2", rules::landscape_dims),
     ],
     default_focus: "skip",
     default_x: "depth",
@@ -510,7 +639,14 @@ mod tests {
         assert_eq!(resolve(&trial.spec()).unwrap(), trial);
         let bf16 = BmenetTrial { train: TrainConfig { precision: Precision::Bf16, ..trial.train.clone() }, ..trial };
         assert_eq!(resolve(&bf16.spec()).unwrap(), bf16);
-        let lesion = BmenetTrial { analyses: Analyses { lesion: true, variance: true }, ..bf16 };
+        let lesion = BmenetTrial {
+            analyses: Analyses {
+                lesion: true,
+                variance: true,
+                landscape: Some(LandscapeConfig { resolution: 5, ..LandscapeConfig::DEFAULT }),
+            },
+            ..bf16
+        };
         assert_eq!(lesion.spec().train.get("lesion"), Some(&Level::Bool(true)));
         assert_eq!(resolve(&lesion.spec()).unwrap(), lesion);
     }

@@ -6,6 +6,7 @@
 //! CLI (which validates a grid before it is sent), the coordinator (which
 //! validates it again, since the wire is not trusted) and the worker.
 
+pub mod analysis_metric;
 pub mod bmenet;
 pub mod cell;
 pub mod effects;

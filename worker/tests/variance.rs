@@ -71,6 +71,15 @@ fn variances_match_independent_computations_and_the_lecture_s_equation() {
     assert!(rel(got, want) < 1e-4, "dL/dlogits variance {got} vs {want}");
     assert!(rel(v[0][17].backward_predicted, got) < 1e-12, "Eq. 6 starts from the last layer's measured value");
     assert!(v[0].iter().all(|l| l.forward > 0.0 && l.backward > 0.0));
+    // Eq. 6 one layer back: fc2's fan-out (10 outputs) times its weight
+    // variance, from the plain network's fc2 weights.
+    let fc2 = va["fc2.weight"].0.to_kind(Kind::Double).var(false).double_value(&[]);
+    let want = v[0][17].backward * 10.0 * fc2;
+    assert!(rel(v[0][16].backward_predicted, want) < 1e-9, "{} vs {want}", v[0][16].backward_predicted);
+    // Eq. 5 one layer on: the second layer's fan-in times its weight variance.
+    let w1 = va["block01.conv1.weight"].0.to_kind(Kind::Double).var(false).double_value(&[]);
+    let want = v[0][1].forward_predicted * 64.0 * 9.0 * w1;
+    assert!(rel(v[0][2].forward_predicted, want) < 1e-9, "{} vs {want}", v[0][2].forward_predicted);
 
     for (k, vars) in [&va, &vb].into_iter().enumerate() {
         let alone = measure(&FusedNet::from_members(&cfg, &[vars], Device::Cpu).unwrap(), &train).unwrap();

@@ -21,17 +21,19 @@ use crate::tables::Table;
 /// The metrics the section reads (asked of the coordinator with every
 /// report).
 pub(super) const METRICS: [&str; 3] = [REMOVED, BLOCK, SECONDS];
-pub(super) const REMOVED: &str = "lesion/removed";
-pub(super) const BLOCK: &str = "lesion/block";
-const SECONDS: &str = "lesion/seconds";
+pub(super) const REMOVED: &str = sweep_core::bmenet::analysis_metrics::LESION_REMOVED;
+pub(super) const BLOCK: &str = sweep_core::bmenet::analysis_metrics::LESION_BLOCK;
+const SECONDS: &str = sweep_core::bmenet::analysis_metrics::LESION_SECONDS;
 
-/// One cell's accuracy at one point of the study (the JSON rows).
+/// One cell's mean over seeds, with its interval, at one step of an
+/// analysis metric (the JSON rows of the lesion study and the landscape's
+/// sharpness).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub(super) struct LesionPoint {
     #[serde(flatten)]
     pub cell: Cell,
-    /// Blocks removed (`lesion/removed`) or the removed block's position
-    /// (`lesion/block`).
+    /// Blocks removed (the lesion study's `removed`), the removed block's
+    /// position (`blocks`), or 0 (a per-trial number such as sharpness).
     pub at: i64,
     /// Seeds measured.
     pub n: u64,
@@ -113,7 +115,8 @@ pub(super) fn table(design: &Design, results: &SweepResults) -> Option<Table> {
         format!(
             "Veit et al. (2016): each removed block is replaced by the identity at test time (only blocks whose \
                  input and output shapes match). \"1 block (each)\" is the mean over removing every such block \
-                 alone; k blocks, the mean over 4 random sets of k, the same sets in every cell of a depth. Mean \
+                 alone; k blocks, the mean over 4 distinct random sets of k (all of them where there are at most 4), \
+                 the same sets in every cell of a depth. Mean \
                  over seeds ± half the 95% t-interval.{cost}"
         ),
     ))

@@ -12,13 +12,14 @@
 //!
 //! - `args`: the options; `design`: the factors the trials show;
 //!   `cells`: the per-cell rows; `notes`: the flags; `render`: tables,
-//!   JSON, CSV; `provenance`: where trials ran; `lesion`, `variance`: the
-//!   analyses' sections; `plots`, `html`: pictures and the page.
+//!   JSON, CSV; `provenance`: where trials ran; `lesion`, `variance`,
+//!   `landscape`: the analyses' sections; `plots`, `html`: pictures and the page.
 
 mod args;
 mod cells;
 mod design;
 mod html;
+mod landscape;
 mod lesion;
 mod notes;
 mod plots;
@@ -171,6 +172,7 @@ async fn fetch(sweep: &str, pictures: bool, url: &str) -> Result<SweepResults, c
             curve_metrics: lesion::METRICS
                 .iter()
                 .chain(&variance::METRICS)
+                .chain(&landscape::METRICS)
                 .map(|m| (*m).to_owned())
                 .chain(pictures.then(|| "train_loss".to_owned()))
                 .collect(),

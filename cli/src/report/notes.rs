@@ -131,8 +131,7 @@ pub(super) fn notes(
             "Effects are on {}. Intervals are 95% Student-t: per cell over its seeds; an effect or group mean \
              marked (b) is blocked on seed (every cell it uses ran the same seeds, which fix initialisation and \
              data order, so the contrast is taken within each seed and its interval is over seeds, n - 1 df); \
-             the others are Welch intervals of differences of cell means (Welch–Satterthwaite df), which treat \
-             cells as independent. `--intervals independent` gives Welch everywhere. p-values (Holm) are \
+             the others treat cells as independent (Welch–Satterthwaite df over the cell means). `--intervals independent` gives Welch everywhere. p-values (Holm) are \
              Holm-corrected within each table.",
             metric.label()
         ));

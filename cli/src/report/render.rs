@@ -55,12 +55,14 @@ fn mean_text(m: Option<f64>, metric: Measure) -> String {
     m.map(|m| format!("{:.d$}", m * scale, d = digits)).unwrap_or_else(|| "-".into())
 }
 
+const WELCH: &str = "a Welch 95% interval";
+
 /// What a table's intervals are: "a Welch 95% interval" when none is
 /// blocked (the words reports always had), else which are which.
 fn interval_words<'a>(contrasts: impl Iterator<Item = &'a effects::Contrast>) -> &'static str {
     let methods: BTreeSet<bool> = contrasts.map(|c| c.method == effects::Method::Blocked).collect();
     match (methods.contains(&true), methods.contains(&false)) {
-        (false, _) => "a Welch 95% interval",
+        (false, _) => WELCH,
         (true, false) => "a 95% interval blocked on seed (b: the contrast within each seed, Student's t over seeds)",
         (true, true) => {
             "a 95% interval blocked on seed where every cell ran the same seeds (b: the contrast within each seed, \
@@ -182,10 +184,20 @@ pub(super) fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
                 }),
             )
             .caption(format!(
-                "\"with\" = {f} {}, \"without\" = {f} {}; means of cell means over the factors not held fixed. \
+                "\"with\" = {f} {}, \"without\" = {f} {}; means of cell means over the factors not held fixed{}. \
                  p-values here are not corrected for multiple comparisons.",
                 r.design.show(f, l),
-                r.design.show(f, b)
+                r.design.show(f, b),
+                match interval_words(
+                    r.analysis
+                        .simple_effects
+                        .iter()
+                        .filter(|c| c.factor == f && c.level == l)
+                        .filter_map(|c| c.effect.as_ref()),
+                ) {
+                    WELCH => String::new(),
+                    words => format!(", with {words}"),
+                }
             )),
         );
     }
@@ -229,6 +241,7 @@ pub(super) fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
     }
     out.extend(super::lesion::table(&r.design, &r.results));
     out.extend(super::variance::table(&r.design, &r.results));
+    out.extend(super::landscape::table(&r.design, &r.results));
     out
 }
 
@@ -259,6 +272,7 @@ pub(super) fn json(r: &FullReport) -> serde_json::Value {
         "trials": super::provenance::trial_rows(&r.design, &r.results.trials),
         "lesion": super::lesion::json(&r.results),
         "variance": super::variance::rows(&r.results),
+        "landscape": super::landscape::json(&r.results),
     })
 }
 
@@ -268,13 +282,13 @@ pub(super) fn tables_csv(r: &FullReport) -> Vec<(String, String)> {
     let q = csv_field;
     let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
     let mut eff = String::from(
-        "kind,factor,level,baseline,at,level_mean,baseline_mean,effect,ci95_lo,ci95_hi,df,p_value,p_holm\n",
+        "kind,factor,level,baseline,at,level_mean,baseline_mean,effect,ci95_lo,ci95_hi,df,p_value,p_holm,method\n",
     );
     for (kind, list) in [("main", &r.analysis.main_effects), ("simple", &r.analysis.simple_effects)] {
         for c in list {
             let e = c.effect;
             eff += &format!(
-                "{kind},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{kind},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 q(&c.factor),
                 q(&c.level),
                 q(&c.baseline),
@@ -287,6 +301,11 @@ pub(super) fn tables_csv(r: &FullReport) -> Vec<(String, String)> {
                 f(e.and_then(|e| e.df)),
                 f(e.and_then(|e| e.p_value)),
                 f(c.p_holm),
+                match e.map(|e| e.method) {
+                    Some(sweep_core::effects::Method::Blocked) => "blocked",
+                    Some(sweep_core::effects::Method::Independent) => "independent",
+                    None => "",
+                },
             );
         }
     }

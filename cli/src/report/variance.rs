@@ -23,10 +23,10 @@ use sweep_core::{Cell, SweepResults};
 use super::design::Design;
 use crate::tables::Table;
 
-pub(super) const FORWARD: &str = "variance/forward";
-pub(super) const FORWARD_PREDICTED: &str = "variance/forward_predicted";
-pub(super) const BACKWARD: &str = "variance/backward";
-pub(super) const BACKWARD_PREDICTED: &str = "variance/backward_predicted";
+pub(super) const FORWARD: &str = sweep_core::bmenet::analysis_metrics::VARIANCE_FORWARD;
+pub(super) const FORWARD_PREDICTED: &str = sweep_core::bmenet::analysis_metrics::VARIANCE_FORWARD_PREDICTED;
+pub(super) const BACKWARD: &str = sweep_core::bmenet::analysis_metrics::VARIANCE_BACKWARD;
+pub(super) const BACKWARD_PREDICTED: &str = sweep_core::bmenet::analysis_metrics::VARIANCE_BACKWARD_PREDICTED;
 /// The metrics the section reads.
 pub(super) const METRICS: [&str; 4] = [FORWARD, FORWARD_PREDICTED, BACKWARD, BACKWARD_PREDICTED];
 

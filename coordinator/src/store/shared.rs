@@ -271,7 +271,7 @@ macro_rules! impl_store {
                             .push_bind(p.epoch as i64)
                             .push_bind(p.value);
                     });
-                    qb.push(" ON CONFLICT (trial_id, name, step) DO NOTHING");
+                    qb.push($crate::store::sql::METRICS_CONFLICT);
                     stored += qb.build().execute(&mut *tx).await?.rows_affected();
                 }
                 if let Some(step) = checkpoint_step {

@@ -71,7 +71,14 @@ pub(crate) const RELEASE: &str = "UPDATE trials SET state = 'queued', handbacks 
 pub(crate) const EXTEND_LEASES: &str = "UPDATE trials SET lease_expires_ms = $1 \
      WHERE state = 'running' AND lease_expires_ms < $1";
 
-pub(crate) const TRUNCATE_METRICS: &str = "DELETE FROM metrics WHERE trial_id = $1 AND step > $2";
+/// Analysis points (`sweep_core::analysis_metric`) stay: their steps are
+/// not training steps.
+pub(crate) const TRUNCATE_METRICS: &str =
+    "DELETE FROM metrics WHERE trial_id = $1 AND step > $2 AND name NOT LIKE 'analysis/%'";
+/// A training point keeps its first value (a re-sent point is stored once);
+/// an analysis point measured again replaces the stored one.
+pub(crate) const METRICS_CONFLICT: &str = " ON CONFLICT (trial_id, name, step) DO UPDATE SET value = excluded.value, \
+     epoch = excluded.epoch WHERE metrics.name LIKE 'analysis/%'";
 /// A resumed (or restarted, T = 0) attempt: the vouched checkpoint step
 /// becomes NULL for T = 0, else MIN(vouched, T) (NULL stays NULL).
 pub(crate) const SET_RESUMED: &str = "UPDATE trials SET resumed_step = $2, \

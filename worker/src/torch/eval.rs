@@ -41,11 +41,21 @@ pub fn evaluate(net: &FusedNet, split: &DeviceSplit) -> Result<Vec<Eval>, TchErr
 /// [`evaluate`] with the blocks at indices `removed` replaced by the
 /// identity ([`FusedNet::forward_without`]).
 pub fn evaluate_without(net: &FusedNet, split: &DeviceSplit, removed: &[usize]) -> Result<Vec<Eval>, TchError> {
+    evaluate_first(net, split, split.len(), removed)
+}
+
+/// [`evaluate_without`] on the first `count` images of `split` only.
+pub fn evaluate_first(
+    net: &FusedNet,
+    split: &DeviceSplit,
+    count: usize,
+    removed: &[usize],
+) -> Result<Vec<Eval>, TchError> {
     let _guard = tch::no_grad_guard();
     let k = net.members();
     let mut confusion = vec![[[0u64; CLASSES]; CLASSES]; k];
     let mut loss_sum = vec![0.0; k];
-    let order: Vec<usize> = (0..split.len()).collect();
+    let order: Vec<usize> = (0..count.min(split.len())).collect();
     for chunk in order.chunks(EVAL_BATCH) {
         let (x, y) = split.batch(chunk, None)?;
         let x = if k == 1 { x } else { x.f_repeat([1, k as i64, 1, 1])? };
@@ -73,7 +83,7 @@ pub fn evaluate_without(net: &FusedNet, split: &DeviceSplit, removed: &[usize]) 
             }
         }
     }
-    let n = split.len().max(1) as f64;
+    let n = order.len().max(1) as f64;
     Ok(confusion
         .into_iter()
         .zip(loss_sum)

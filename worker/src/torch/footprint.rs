@@ -41,7 +41,13 @@ pub fn estimate(trial: &BmenetTrial, members: usize) -> Result<u64, ModelError> 
     let saved: u64 = rows.iter().map(|r| per_image(&r.shape)).sum();
     let widest = rows.iter().map(|r| per_image(&r.shape)).max().unwrap_or(0);
     let input = 3 * 32 * 32;
-    let train = 2 * F32 * u64::from(trial.train.batch_size) * (saved + input);
+    // The variance analysis runs a forward and backward pass of its own
+    // batch, keeping every layer's activations like a training step.
+    let mut batch = u64::from(trial.train.batch_size);
+    if trial.analyses.variance {
+        batch = batch.max(super::variance::BATCH as u64);
+    }
+    let train = 2 * F32 * batch * (saved + input);
     let eval = 2 * F32 * EVAL_BATCH as u64 * widest.max(input);
     let images = trial.data.train_subset.unwrap_or(CIFAR_TRAIN).min(CIFAR_TRAIN)
         + trial.data.test_subset.unwrap_or(CIFAR_TEST).min(CIFAR_TEST);

@@ -37,8 +37,9 @@ use super::eval::{evaluate, Eval};
 use super::fused::FusedNet;
 use super::member::{optimizer, Halt, Member, Slot, Vars};
 use super::optim::Optimizer;
-use super::{lesion, variance};
+use super::{landscape, lesion, variance};
 use crate::trainer::TrainError;
+use sweep_core::bmenet::analysis_metrics as M;
 use sweep_core::bmenet::VARIANCE_STEPS;
 
 /// Trains `members` (same configuration, same position) to their ends;
@@ -287,6 +288,13 @@ impl Group<'_, '_> {
     /// final metrics and summary. A member resumed from its final
     /// checkpoint lands here directly.
     fn finish(&mut self) -> Result<(), tch::TchError> {
+        // A group resumed from its final checkpoint takes no step: it is
+        // measured here, once its weights and data are on the device, so
+        // slot admission does not wait on it through its analyses.
+        if !self.stepped {
+            self.stepped = true;
+            self.members.iter().for_each(|m| m.ctx.stepped());
+        }
         let need = self.members.iter().any(|m| m.training() && m.last_eval.is_none());
         let fresh = if need { Some(evaluate(&self.net, &self.test)?) } else { None };
         let mut evals = Vec::with_capacity(self.members.len());
@@ -299,6 +307,9 @@ impl Group<'_, '_> {
         }
         if self.members[0].trial.analyses.lesion {
             self.lesion(&evals)?;
+        }
+        if let Some(cfg) = self.members[0].trial.analyses.landscape {
+            self.landscape(&cfg)?;
         }
         for (k, eval) in evals.into_iter().enumerate() {
             let m = &mut self.members[k];
@@ -314,9 +325,8 @@ impl Group<'_, '_> {
 
 impl Group<'_, '_> {
     /// The variance analysis ([`variance::measure`]) on the current weights,
-    /// sent as each training member's metrics `variance/forward`,
-    /// `variance/forward_predicted`, `variance/backward` and
-    /// `variance/backward_predicted` at step `epoch * VARIANCE_STEPS +
+    /// sent as each training member's `analysis/variance/*` metrics
+    /// ([`M`]) at step `epoch * VARIANCE_STEPS +
     /// layer` (layers numbered from 1, input to output; epoch 0 is the
     /// initialisation).
     fn variance(&mut self, epoch: u32) -> Result<(), tch::TchError> {
@@ -330,14 +340,17 @@ impl Group<'_, '_> {
                 for (l, v) in layers.iter().enumerate() {
                     let step = i64::from(epoch) * VARIANCE_STEPS + l as i64 + 1;
                     for (name, value) in [
-                        ("variance/forward", v.forward),
-                        ("variance/forward_predicted", v.forward_predicted),
-                        ("variance/backward", v.backward),
-                        ("variance/backward_predicted", v.backward_predicted),
+                        (M::VARIANCE_FORWARD, v.forward),
+                        (M::VARIANCE_FORWARD_PREDICTED, v.forward_predicted),
+                        (M::VARIANCE_BACKWARD, v.backward),
+                        (M::VARIANCE_BACKWARD_PREDICTED, v.backward_predicted),
                     ] {
-                        // A prediction can overflow (a product over 100
-                        // layers); nothing non-finite goes on the wire.
-                        if value.is_finite() {
+                        // A prediction is a product over every layer: it can
+                        // overflow, or underflow to 0 (about 650 layers at
+                        // the default init); neither is sent (and nothing
+                        // non-finite goes on the wire).
+                        let predicted = name.ends_with("_predicted");
+                        if value.is_finite() && !(predicted && value == 0.0) {
                             ctx.metric(step, epoch, name, value)?;
                         }
                     }
@@ -351,21 +364,57 @@ impl Group<'_, '_> {
         Ok(())
     }
 
+    /// The loss landscape ([`landscape::study`]) around the trained
+    /// weights, sent as each member's `analysis/landscape/*` metrics
+    /// ([`M`]): loss and accuracy at step = grid point (row-major),
+    /// sharpness and seconds at step 0. Stops as [`Self::lesion`] does.
+    fn landscape(&mut self, cfg: &sweep_core::bmenet::LandscapeConfig) -> Result<(), tch::TchError> {
+        let seeds: Vec<u64> = self.members.iter().map(|m| m.trial.seed).collect();
+        let started = Instant::now();
+        let members = &mut *self.members;
+        let Some(study) = landscape::study(&self.net, &self.train, cfg, &seeds, || shed_stopped(members))? else {
+            return Ok(());
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let sharpness = landscape::sharpness(&study, cfg);
+        for (k, m) in self.members.iter_mut().enumerate() {
+            if !m.training() {
+                continue;
+            }
+            let (ctx, epoch) = (m.ctx, m.trial.train.epochs.max(1));
+            let sent = (|| {
+                for (p, (loss, acc)) in study.loss.iter().zip(&study.accuracy).enumerate() {
+                    // A loss can overflow far from the trained weights;
+                    // nothing non-finite goes on the wire.
+                    if loss[k].is_finite() {
+                        ctx.metric(p as i64, epoch, M::LANDSCAPE_LOSS, loss[k])?;
+                    }
+                    ctx.metric(p as i64, epoch, M::LANDSCAPE_ACCURACY, acc[k])?;
+                }
+                if sharpness[k].is_finite() {
+                    ctx.metric(0, epoch, M::LANDSCAPE_SHARPNESS, sharpness[k])?;
+                }
+                ctx.metric(0, epoch, M::LANDSCAPE_SECONDS, seconds)
+            })();
+            if let Err(r) = sent {
+                m.halt(Halt::Stop(r));
+            }
+        }
+        tracing::info!(points = study.loss.len(), seconds, "loss landscape done");
+        Ok(())
+    }
+
     /// The lesion study ([`lesion::study`]) on the trained weights, its
-    /// results sent as each member's metrics: `lesion/block` at step =
-    /// the block's position, `lesion/removed` at step = blocks removed,
-    /// and `lesion/seconds`. Asked to stop, the members stop (their final
-    /// checkpoint is written, so the next attempt redoes only the study).
+    /// results sent as each member's `analysis/lesion/*` metrics ([`M`]):
+    /// per block at step = its position, per number of blocks removed at
+    /// step = that number, and the seconds. A member asked to stop stops
+    /// (its final checkpoint is written, so its next attempt redoes only
+    /// the study); the others go on ([`shed_stopped`]).
     fn lesion(&mut self, evals: &[Option<Eval>]) -> Result<(), tch::TchError> {
         let intact: Vec<f64> = evals.iter().map(|e| e.as_ref().map_or(f64::NAN, |e| e.accuracy)).collect();
         let started = Instant::now();
-        let members = &*self.members;
-        let stop = || members.iter().find_map(|m| m.training().then(|| m.ctx.should_stop()).flatten());
-        let Some(study) = lesion::study(&self.net, &self.test, &intact, || stop().is_some())? else {
-            let reason = stop().unwrap_or(crate::trainer::StopReason::Shutdown);
-            for m in self.members.iter_mut().filter(|m| m.training()) {
-                m.halt(Halt::Stop(reason));
-            }
+        let members = &mut *self.members;
+        let Some(study) = lesion::study(&self.net, &self.test, &intact, || shed_stopped(members))? else {
             return Ok(());
         };
         let seconds = started.elapsed().as_secs_f64();
@@ -376,12 +425,12 @@ impl Group<'_, '_> {
             let (ctx, epoch) = (m.ctx, m.trial.train.epochs.max(1));
             let sent = (|| {
                 for (block, acc) in &study.per_block {
-                    ctx.metric(*block, epoch, "lesion/block", acc[k])?;
+                    ctx.metric(*block, epoch, M::LESION_BLOCK, acc[k])?;
                 }
                 for (removed, acc) in &study.per_removed {
-                    ctx.metric(*removed, epoch, "lesion/removed", acc[k])?;
+                    ctx.metric(*removed, epoch, M::LESION_REMOVED, acc[k])?;
                 }
-                ctx.metric(0, epoch, "lesion/seconds", seconds)
+                ctx.metric(0, epoch, M::LESION_SECONDS, seconds)
             })();
             if let Err(r) = sent {
                 m.halt(Halt::Stop(r));
@@ -390,6 +439,18 @@ impl Group<'_, '_> {
         tracing::info!(evaluations = study.evaluations, seconds, "lesion study done");
         Ok(())
     }
+}
+
+/// Stops each training member whose daemon asked it to, with its own
+/// reason (one member's lost lease ends only that member); `true` once no
+/// member is left training, which ends an analysis early.
+fn shed_stopped(members: &mut [Member<'_>]) -> bool {
+    for m in members.iter_mut().filter(|m| m.training()) {
+        if let Some(reason) = m.ctx.should_stop() {
+            m.halt(Halt::Stop(reason));
+        }
+    }
+    !members.iter().any(Member::training)
 }
 
 fn send_log(m: &Member<'_>, epoch: u32, mean: f64, groups: &[String], norms: &[f64]) -> Result<(), Halt> {

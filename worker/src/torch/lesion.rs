@@ -19,7 +19,8 @@
 //!   mean over every single block, `k >= 2` the mean over [`DRAWS`] random
 //!   sets of `k` blocks. The sets depend only on the depth and `k` (not the
 //!   seed, skip or any other factor), so every trial of a depth loses the
-//!   same blocks and the comparison between cells is paired.
+//!   same blocks and the comparison between cells is paired. Where there
+//!   are at most [`DRAWS`] such sets (depth 8: one set of 4), all of them.
 
 use rand::seq::index::sample;
 use rand::SeedableRng;
@@ -52,17 +53,43 @@ pub fn removable(blocks: &[BlockSpec]) -> Vec<usize> {
     blocks.iter().enumerate().filter(|(_, b)| b.kind == BlockKind::Plain).map(|(i, _)| i).collect()
 }
 
-/// The `DRAWS` sets of `k` blocks removed together, from `removable`:
-/// a fixed function of `removable.len()` and `k`, sorted.
+/// The sets of `k` blocks removed together, from `removable`: every set
+/// when there are at most [`DRAWS`] of them, else `DRAWS` distinct random
+/// ones; a fixed function of `removable.len()` and `k`, each sorted.
 pub fn draws(removable: &[usize], k: usize) -> Vec<Vec<usize>> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_1e51_0000 + (removable.len() as u64) * 64 + k as u64);
-    (0..DRAWS)
-        .map(|_| {
-            let mut set: Vec<usize> = sample(&mut rng, removable.len(), k).into_iter().map(|i| removable[i]).collect();
-            set.sort_unstable();
-            set
-        })
-        .collect()
+    let n = removable.len();
+    if k > n {
+        return Vec::new();
+    }
+    // C(n, k), saturating (only compared with DRAWS).
+    let count = (0..k).fold(1u128, |c, i| (c * (n - i) as u128 / (i + 1) as u128).min(u64::MAX.into()));
+    if count <= DRAWS as u128 {
+        return combinations(n, k).into_iter().map(|c| c.into_iter().map(|i| removable[i]).collect()).collect();
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_1e51_0000 + (n as u64) * 64 + k as u64);
+    let mut sets: Vec<Vec<usize>> = Vec::with_capacity(DRAWS);
+    while sets.len() < DRAWS {
+        let mut set: Vec<usize> = sample(&mut rng, n, k).into_iter().map(|i| removable[i]).collect();
+        set.sort_unstable();
+        if !sets.contains(&set) {
+            sets.push(set);
+        }
+    }
+    sets
+}
+
+/// Every `k`-subset of `0..n`, in lexicographic order.
+fn combinations(n: usize, k: usize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut c: Vec<usize> = (0..k).collect();
+    loop {
+        out.push(c.clone());
+        let Some(i) = (0..k).rev().find(|&i| c[i] < n - k + i) else { return out };
+        c[i] += 1;
+        for j in i + 1..k {
+            c[j] = c[j - 1] + 1;
+        }
+    }
 }
 
 /// Runs the study on `net`'s trained weights over `test`. `intact` is each
@@ -72,7 +99,7 @@ pub fn study(
     net: &FusedNet,
     test: &DeviceSplit,
     intact: &[f64],
-    stopped: impl Fn() -> bool,
+    mut stopped: impl FnMut() -> bool,
 ) -> Result<Option<Lesion>, TchError> {
     let blocks = removable(net.blocks());
     let members = net.members();
@@ -96,12 +123,13 @@ pub fn study(
         per_removed.push((1, mean_single));
     }
     for k in 2..=MAX_REMOVED.min(blocks.len()) {
+        let sets = draws(&blocks, k);
         let mut sum = vec![0.0; members];
-        for set in draws(&blocks, k) {
-            let Some(acc) = accuracy(&set)? else { return Ok(None) };
+        for set in &sets {
+            let Some(acc) = accuracy(set)? else { return Ok(None) };
             sum.iter_mut().zip(acc).for_each(|(s, a)| *s += a);
         }
-        per_removed.push((k as i64, sum.into_iter().map(|s| s / DRAWS as f64).collect()));
+        per_removed.push((k as i64, sum.into_iter().map(|s| s / sets.len() as f64).collect()));
     }
     Ok(Some(Lesion { per_block, per_removed, evaluations }))
 }
@@ -121,11 +149,17 @@ mod tests {
             let d = draws(&r, k);
             assert_eq!(d, draws(&r, k), "the same sets every time");
             assert_eq!(d.len(), DRAWS);
-            for set in &d {
+            for (i, set) in d.iter().enumerate() {
                 assert_eq!(set.len(), k);
                 assert!(set.windows(2).all(|w| w[0] < w[1]), "sorted, distinct: {set:?}");
                 assert!(set.iter().all(|b| r.contains(b)), "{set:?}");
+                assert!(!d[..i].contains(set), "no set twice: {d:?}");
             }
         }
+        // Depth 8: 4 removable blocks, so C(4, 3) = 4 and C(4, 4) = 1 sets:
+        // all of them.
+        let r8 = removable(&layout(8).unwrap());
+        assert_eq!(draws(&r8, 3), vec![vec![0, 2, 4], vec![0, 2, 6], vec![0, 4, 6], vec![2, 4, 6]]);
+        assert_eq!(draws(&r8, 4), vec![vec![0, 2, 4, 6]]);
     }
 }

@@ -16,6 +16,8 @@
 //!   (`[analysis] lesion = true`);
 //! - [`variance`]: Glorot & Bengio's variance propagation, measured next to
 //!   the lecture's equations (`[analysis] variance = true`);
+//! - [`landscape`]: Li et al.'s loss landscape around the trained weights
+//!   (`[analysis] landscape = true`);
 //! - [`footprint`]: the device memory a training group is expected to take;
 //! - [`resume`]: a run's position to and from its checkpoints;
 //! - [`member`]: one trial of a training group (its spec, position,
@@ -38,6 +40,7 @@ pub mod eval;
 pub mod footprint;
 pub mod fused;
 mod group;
+pub mod landscape;
 pub mod lesion;
 mod member;
 pub mod optim;

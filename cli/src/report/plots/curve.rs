@@ -83,12 +83,16 @@ pub(super) const LESION_BLOCKS: Kind = Kind {
     metric: crate::report::lesion::BLOCK,
     title: "Lesion: test accuracy with one block removed",
     x_desc: "position of the removed block (input to output)",
-    y_desc: "test accuracy (%)",
-    percent: true,
     x_from_zero: false,
-    x_of: step_as_x,
-    log10: false,
-    reference: None,
+    ..LESION_REMOVED
+};
+
+pub(super) const LANDSCAPE_1D: Kind = Kind {
+    name: "landscape-1d",
+    metric: crate::report::landscape::LOSS,
+    title: "Loss landscape along a filter-normalised direction",
+    x_desc: "distance along the direction (0: the trained weights)",
+    ..LOSS
 };
 
 pub(super) const VARIANCE_FORWARD: Kind = Kind {
@@ -108,13 +112,9 @@ pub(super) const VARIANCE_BACKWARD: Kind = Kind {
     name: "variance-backward",
     metric: crate::report::variance::BACKWARD,
     title: "Gradient variance per layer at initialisation (solid: measured, dashed: Eq. 6)",
-    x_desc: "weight layer (input to output)",
     y_desc: "log10 variance of dLoss/d(layer output)",
-    percent: false,
-    x_from_zero: false,
-    x_of: layer_at_init,
-    log10: true,
     reference: Some(crate::report::variance::BACKWARD_PREDICTED),
+    ..VARIANCE_FORWARD
 };
 
 pub(super) struct CurveData {
@@ -130,12 +130,18 @@ pub(super) struct CurveData {
 
 /// Each line's points of `metric` (index into the focus levels -> points,
 /// most seeds).
-fn lines(r: &FullReport, sel: &Selection, kind: &Kind, metric: &str) -> BTreeMap<usize, (Vec<Point>, u64)> {
+fn lines(
+    r: &FullReport,
+    sel: &Selection,
+    kind: &Kind,
+    metric: &str,
+    x_of: &dyn Fn(i64) -> Option<f64>,
+) -> BTreeMap<usize, (Vec<Point>, u64)> {
     let mut by_line: BTreeMap<usize, (Vec<Point>, u64)> = BTreeMap::new();
     let scale = if kind.percent { 100.0 } else { 1.0 };
     for c in r.results.curves.iter().filter(|c| c.metric == metric) {
         let Some(line) = sel.line_of(&c.cell) else { continue };
-        let Some(x) = (kind.x_of)(c.step) else { continue };
+        let Some(x) = x_of(c.step) else { continue };
         let Some((m, lo, hi)) = band(c.n, c.sum, c.sum_sq) else { continue };
         let point = if kind.log10 {
             if m <= 0.0 {
@@ -154,11 +160,22 @@ fn lines(r: &FullReport, sel: &Selection, kind: &Kind, metric: &str) -> BTreeMap
 }
 
 pub(super) fn data(r: &FullReport, sel: &Selection, kind: &Kind) -> Option<CurveData> {
-    let by_line = lines(r, sel, kind, kind.metric);
+    data_mapped(r, sel, kind, &kind.x_of)
+}
+
+/// [`data`] with the steps mapped to x by `x_of` (for an axis that depends
+/// on the sweep's settings).
+pub(super) fn data_mapped(
+    r: &FullReport,
+    sel: &Selection,
+    kind: &Kind,
+    x_of: &dyn Fn(i64) -> Option<f64>,
+) -> Option<CurveData> {
+    let by_line = lines(r, sel, kind, kind.metric, x_of);
     if by_line.is_empty() {
         return None;
     }
-    let mut references = kind.reference.map(|m| lines(r, sel, kind, m)).unwrap_or_default();
+    let mut references = kind.reference.map(|m| lines(r, sel, kind, m, x_of)).unwrap_or_default();
     let curves = by_line
         .into_iter()
         .map(|(i, (points, n))| {
@@ -208,7 +225,8 @@ pub(super) fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, d: &CurveD
     if d.percent {
         y_hi = y_hi.min(100.0);
     }
-    let x_min = if d.x_from_zero { 0.0 } else { 1.0f64.min(x_max) };
+    let x_data_min = d.curves.iter().flat_map(|c| &c.points).map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let x_min = if d.x_from_zero { 0.0 } else { 1.0f64.min(x_max) }.min(x_data_min);
     let x_pad = if d.x_from_zero { 0.1 * x_max.max(1.0) } else { 0.02 * x_max };
     let root = title_area(root, &d.title, &d.subtitle)?;
     let mut chart = ChartBuilder::on(&root)

@@ -18,12 +18,16 @@
 //!    `variance-backward` ([`curve`]): log10 of the measured variance per
 //!    weight layer at initialisation, per focus level, with the lecture's
 //!    prediction (Eqs. 5 and 6) dashed.
+//! 6. With `[analysis] landscape = true`, `landscape-1d` ([`curve`]: the
+//!    loss along one direction, per focus level) or `landscape-2d`
+//!    ([`landscape`]: one heat map per focus level on one colour scale).
 //!
 //! Text is drawn with DejaVu Sans, embedded from the `dejavu` crate and
 //! registered with plotters' `ab_glyph` renderer: no system fonts needed.
 
 mod curve;
 mod grad_flow;
+mod landscape;
 mod metric_vs;
 mod style;
 
@@ -93,6 +97,15 @@ pub(super) fn all(r: &FullReport) -> anyhow::Result<Vec<Pic>> {
         if let Some(d) = curve::data(r, &sel, kind) {
             out.push(both!(kind.name.to_owned(), &d, curve::draw));
         }
+    }
+    if let Some(cfg) = crate::report::landscape::config(&r.results).filter(|c| c.dims == 1) {
+        let x_of = |step: i64| u32::try_from(step).ok().map(|i| cfg.coordinate(i));
+        if let Some(d) = curve::data_mapped(r, &sel, &curve::LANDSCAPE_1D, &x_of) {
+            out.push(both!(curve::LANDSCAPE_1D.name.to_owned(), &d, curve::draw));
+        }
+    }
+    if let Some(d) = landscape::data(r, &sel) {
+        out.push(both!("landscape-2d".to_owned(), &d, landscape::draw));
     }
     Ok(out)
 }
