@@ -469,7 +469,18 @@ const fn key(
     example: &'static str,
     rule: fn(&Level) -> Result<(), String>,
 ) -> Key {
-    Key { name, place, kind, label: name, choices: &[], default, identity: Identity::Always, example, rule }
+    Key {
+        name,
+        place,
+        kind,
+        label: name,
+        choices: &[],
+        default,
+        identity: Identity::Always,
+        requires: None,
+        example,
+        rule,
+    }
 }
 
 /// An `[analysis]` key: never a factor, left out of a trial at its default.
@@ -567,22 +578,26 @@ pub static SCHEMA: Schema = Schema {
             DefaultLevel::Int(21),
             "landscape_resolution = 21",
             rules::landscape_resolution,
-        ),
+        )
+        .requiring("landscape"),
         analysis(
             "landscape_span",
             LevelKind::Float,
             DefaultLevel::Float(1.0),
             "landscape_span = 1.0",
             rules::landscape_span,
-        ),
+        )
+        .requiring("landscape"),
         analysis(
             "landscape_images",
             LevelKind::Int,
             DefaultLevel::Int(2560),
             "landscape_images = 2560",
             rules::landscape_images,
-        ),
-        analysis("landscape_dims", LevelKind::Int, DefaultLevel::Int(2), "landscape_dims = 2", rules::landscape_dims),
+        )
+        .requiring("landscape"),
+        analysis("landscape_dims", LevelKind::Int, DefaultLevel::Int(2), "landscape_dims = 2", rules::landscape_dims)
+            .requiring("landscape"),
     ],
     default_focus: "skip",
     default_x: "depth",

@@ -201,6 +201,11 @@ fn parse_factors_and_settings(
             }
         }
     }
+    if let Some((name, message)) = schema.unmet_requirement(&train) {
+        let table = if schema.key(name).is_some_and(|k| k.place == Place::Analysis) { analysis_t } else { train_t };
+        let span = table.get(name).map_or(table.span.clone(), toml::Spanned::span);
+        return Err(doc.error(span, &dotted(table.name, name), message));
+    }
     Ok((factors, train))
 }
 

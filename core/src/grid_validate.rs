@@ -122,6 +122,9 @@ fn check_settings(schema: &Schema, train: &Settings, is_factor: impl Fn(&str) ->
             )));
         }
     }
+    if let Some((name, message)) = schema.unmet_requirement(train) {
+        return Err(bad(&format!("{}.{name}", schema.table_of(name)))(message));
+    }
     for name in schema.names(Place::Setting).into_iter().chain(schema.names(Place::Analysis)) {
         let omitted_default = schema.default_of(name).is_some_and(|d| schema.omitted(name, &d));
         if !is_factor(name) && !train.contains_key(name) && !omitted_default {

@@ -68,10 +68,21 @@ pub struct Key {
     pub default: Option<DefaultLevel>,
     /// Whether the key is in a trial's settings at its default.
     pub identity: Identity,
+    /// A boolean key this one only means something with (`landscape` for
+    /// `landscape_resolution`): given without it on, it is an error, not
+    /// silently ignored.
+    pub requires: Option<&'static str>,
     /// Shown when the key is missing, e.g. `depth = [8, 16, 32, 64]`.
     pub example: &'static str,
     /// The key's rule, given a level of the right kind.
     pub rule: fn(&Level) -> Result<(), String>,
+}
+
+impl Key {
+    /// This key, meaningful only with the boolean key `name` on.
+    pub const fn requiring(self, name: &'static str) -> Key {
+        Key { requires: Some(name), ..self }
+    }
 }
 
 /// The keys of one trainer, in display order.
@@ -109,6 +120,16 @@ impl Schema {
     pub fn omitted(&self, name: &str, level: &Level) -> bool {
         self.key(name)
             .is_some_and(|k| k.identity == Identity::OmittedAtDefault && k.default.is_some_and(|d| d.level() == *level))
+    }
+
+    /// The error of a fixed setting given without the key it requires
+    /// (`settings` as a trial stores them): `(key, message)`.
+    pub fn unmet_requirement(&self, settings: &crate::Settings) -> Option<(&'static str, String)> {
+        self.keys.iter().filter(|k| settings.contains_key(k.name)).find_map(|k| {
+            let needed = k.requires?;
+            let on = settings.get(needed).and_then(Level::as_bool).unwrap_or(false);
+            (!on).then(|| (k.name, format!("has no effect without `{needed} = true`; add it, or remove this key")))
+        })
     }
 
     /// Display position of a key (unknown names sort last).

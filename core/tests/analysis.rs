@@ -60,6 +60,16 @@ fn an_analysis_is_never_a_factor_and_its_errors_say_where_it_goes() {
     let (key, _, message) = error(&with_analysis("lesoin = true"));
     assert_eq!(key, "analysis.lesoin");
     assert!(message.contains("lesion"), "a suggestion: {message}");
+    // A landscape_* key without `landscape = true` would be ignored: refused.
+    let (key, _, message) = error(&with_analysis("landscape_resolution = 5"));
+    assert_eq!(key, "analysis.landscape_resolution");
+    assert!(message.contains("no effect without `landscape = true`"), "{message}");
+    let on = parse(&with_analysis("landscape = true\nlandscape_resolution = 5")).unwrap();
+    assert_eq!(bmenet::resolve(&on.expand()[0]).unwrap().analyses.landscape.map(|l| l.resolution), Some(5));
+    let mut t = parse(EXAMPLE).unwrap().expand().remove(0);
+    t.train.insert("landscape_dims".into(), Level::Int(1));
+    let e = t.validate().unwrap_err().to_string();
+    assert!(e.contains("analysis.landscape_dims") && e.contains("landscape = true"), "{e}");
     let (key, _, message) = error(&EXAMPLE.replace("augment = false\n", "augment = false\nlesion = true\n"));
     assert_eq!(key, "train.lesion");
     assert!(message.contains("belongs in [analysis]"), "{message}");
