@@ -164,25 +164,37 @@ async fn analysis_client(
 }
 
 /// Fetches a sweep's results, as domain types.
+/// The trial rows (and, for pictures, the loss curves and gradient flow)
+/// first; the analyses' curves in a second call only when a trial ran an
+/// analysis, so a sweep without one costs no query per analysis metric.
 async fn fetch(sweep: &str, pictures: bool, url: &str) -> Result<SweepResults, crate::Failure> {
     let mut client = analysis_client(url).await?;
-    let data = client
-        .analyze(pb::AnalyzeRequest {
-            sweep_id: sweep.to_owned(),
-            curve_metrics: lesion::METRICS
-                .iter()
-                .chain(&variance::METRICS)
-                .chain(&landscape::METRICS)
-                .map(|m| (*m).to_owned())
-                .chain(pictures.then(|| "train_loss".to_owned()))
-                .collect(),
-            grad_flow: pictures,
-        })
-        .await
-        .map_err(crate::commands::rpc)?
-        .into_inner();
-    let results = SweepResults::try_from(data).context("the coordinator's report data")?;
+    let ask = |curve_metrics: Vec<String>, grad_flow: bool| pb::AnalyzeRequest {
+        sweep_id: sweep.to_owned(),
+        curve_metrics,
+        grad_flow,
+    };
+    let first = if pictures { vec!["train_loss".to_owned()] } else { Vec::new() };
+    let data = client.analyze(ask(first, pictures)).await.map_err(crate::commands::rpc)?.into_inner();
+    let mut results = SweepResults::try_from(data).context("the coordinator's report data")?;
+    if results.trials.iter().any(ran_an_analysis) {
+        let metrics = lesion::METRICS.iter().chain(&variance::METRICS).chain(&landscape::METRICS);
+        let more = ask(metrics.map(|m| (*m).to_owned()).collect(), false);
+        let data = client.analyze(more).await.map_err(crate::commands::rpc)?.into_inner();
+        let analyses = SweepResults::try_from(data).context("the coordinator's report data")?;
+        results.curves.extend(analyses.curves);
+    }
     Ok(escaped(results))
+}
+
+/// Whether `t`'s settings turn an analysis on (`[analysis]` keys are stored
+/// only when not at their default).
+fn ran_an_analysis(t: &sweep_core::TrialResult) -> bool {
+    let schema = sweep_core::schema();
+    t.settings.iter().any(|(name, level)| {
+        schema.key(name).is_some_and(|k| k.place == sweep_core::schema::Place::Analysis)
+            && level.as_bool() == Some(true)
+    })
 }
 
 /// `sweep report`: fetch, compute, print; write the page and pictures.
