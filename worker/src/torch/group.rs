@@ -331,36 +331,26 @@ impl Group<'_, '_> {
     /// initialisation).
     fn variance(&mut self, epoch: u32) -> Result<(), tch::TchError> {
         let measured = variance::measure(&self.net, &self.train)?;
-        for (m, layers) in self.members.iter_mut().zip(measured) {
-            if !m.training() {
-                continue;
-            }
-            let ctx = m.ctx;
-            let sent = (|| {
-                for (l, v) in layers.iter().enumerate() {
-                    let step = i64::from(epoch) * VARIANCE_STEPS + l as i64 + 1;
-                    for (name, value) in [
-                        (M::VARIANCE_FORWARD, v.forward),
-                        (M::VARIANCE_FORWARD_PREDICTED, v.forward_predicted),
-                        (M::VARIANCE_BACKWARD, v.backward),
-                        (M::VARIANCE_BACKWARD_PREDICTED, v.backward_predicted),
-                    ] {
-                        // A prediction is a product over every layer: it can
-                        // overflow, or underflow to 0 (about 650 layers at
-                        // the default init); neither is sent (and nothing
-                        // non-finite goes on the wire).
-                        let predicted = name.ends_with("_predicted");
-                        if value.is_finite() && !(predicted && value == 0.0) {
-                            ctx.metric(step, epoch, name, value)?;
-                        }
+        send_to_training(self.members, |k, m| {
+            for (l, v) in measured[k].iter().enumerate() {
+                let step = i64::from(epoch) * VARIANCE_STEPS + l as i64 + 1;
+                for (name, value, predicted) in [
+                    (M::VARIANCE_FORWARD, v.forward, false),
+                    (M::VARIANCE_FORWARD_PREDICTED, v.forward_predicted, true),
+                    (M::VARIANCE_BACKWARD, v.backward, false),
+                    (M::VARIANCE_BACKWARD_PREDICTED, v.backward_predicted, true),
+                ] {
+                    // A prediction is a product over every layer: it can
+                    // overflow, or underflow to 0 (about 650 layers at the
+                    // default init); neither is sent (and nothing
+                    // non-finite goes on the wire).
+                    if value.is_finite() && !(predicted && value == 0.0) {
+                        m.ctx.metric(step, epoch, name, value)?;
                     }
                 }
-                Ok(())
-            })();
-            if let Err(r) = sent {
-                m.halt(Halt::Stop(r));
             }
-        }
+            Ok(())
+        });
         Ok(())
     }
 
@@ -377,29 +367,21 @@ impl Group<'_, '_> {
         };
         let seconds = started.elapsed().as_secs_f64();
         let sharpness = landscape::sharpness(&study, cfg);
-        for (k, m) in self.members.iter_mut().enumerate() {
-            if !m.training() {
-                continue;
-            }
+        send_to_training(self.members, |k, m| {
             let (ctx, epoch) = (m.ctx, m.trial.train.epochs.max(1));
-            let sent = (|| {
-                for (p, (loss, acc)) in study.loss.iter().zip(&study.accuracy).enumerate() {
-                    // A loss can overflow far from the trained weights;
-                    // nothing non-finite goes on the wire.
-                    if loss[k].is_finite() {
-                        ctx.metric(p as i64, epoch, M::LANDSCAPE_LOSS, loss[k])?;
-                    }
-                    ctx.metric(p as i64, epoch, M::LANDSCAPE_ACCURACY, acc[k])?;
+            for (p, (loss, acc)) in study.loss.iter().zip(&study.accuracy).enumerate() {
+                // A loss can overflow far from the trained weights; nothing
+                // non-finite goes on the wire.
+                if loss[k].is_finite() {
+                    ctx.metric(p as i64, epoch, M::LANDSCAPE_LOSS, loss[k])?;
                 }
-                if sharpness[k].is_finite() {
-                    ctx.metric(0, epoch, M::LANDSCAPE_SHARPNESS, sharpness[k])?;
-                }
-                ctx.metric(0, epoch, M::LANDSCAPE_SECONDS, seconds)
-            })();
-            if let Err(r) = sent {
-                m.halt(Halt::Stop(r));
+                ctx.metric(p as i64, epoch, M::LANDSCAPE_ACCURACY, acc[k])?;
             }
-        }
+            if sharpness[k].is_finite() {
+                ctx.metric(0, epoch, M::LANDSCAPE_SHARPNESS, sharpness[k])?;
+            }
+            ctx.metric(0, epoch, M::LANDSCAPE_SECONDS, seconds)
+        });
         tracing::info!(points = study.loss.len(), seconds, "loss landscape done");
         Ok(())
     }
@@ -418,26 +400,35 @@ impl Group<'_, '_> {
             return Ok(());
         };
         let seconds = started.elapsed().as_secs_f64();
-        for (k, m) in self.members.iter_mut().enumerate() {
-            if !m.training() || intact[k].is_nan() {
-                continue;
+        send_to_training(self.members, |k, m| {
+            if intact[k].is_nan() {
+                return Ok(());
             }
             let (ctx, epoch) = (m.ctx, m.trial.train.epochs.max(1));
-            let sent = (|| {
-                for (block, acc) in &study.per_block {
-                    ctx.metric(*block, epoch, M::LESION_BLOCK, acc[k])?;
-                }
-                for (removed, acc) in &study.per_removed {
-                    ctx.metric(*removed, epoch, M::LESION_REMOVED, acc[k])?;
-                }
-                ctx.metric(0, epoch, M::LESION_SECONDS, seconds)
-            })();
-            if let Err(r) = sent {
-                m.halt(Halt::Stop(r));
+            for (block, acc) in &study.per_block {
+                ctx.metric(*block, epoch, M::LESION_BLOCK, acc[k])?;
             }
-        }
+            for (removed, acc) in &study.per_removed {
+                ctx.metric(*removed, epoch, M::LESION_REMOVED, acc[k])?;
+            }
+            ctx.metric(0, epoch, M::LESION_SECONDS, seconds)
+        });
         tracing::info!(evaluations = study.evaluations, seconds, "lesion study done");
         Ok(())
+    }
+}
+
+/// Sends each training member `k`'s points with `send(k, member)`; a member
+/// whose points are refused (its lease lost, a stop) ends with that reason,
+/// the others go on.
+fn send_to_training(
+    members: &mut [Member<'_>],
+    send: impl Fn(usize, &Member<'_>) -> Result<(), crate::trainer::StopReason>,
+) {
+    for (k, m) in members.iter_mut().enumerate().filter(|(_, m)| m.training()) {
+        if let Err(r) = send(k, m) {
+            m.halt(Halt::Stop(r));
+        }
     }
 }
 
