@@ -19,7 +19,7 @@ ensure_torch
 say "building sweep and sweep-worker"
 cargo build --bins --locked
 
-data="${SWEEP_CIFAR_DIR:-$ROOT/../shared/datasets/cifar-10-batches-bin}"
+data="$(cifar_dir)"
 mkdir -p .sweep/demo
 if [ -f "$data/test_batch.bin" ]; then
     data="$(cd "$data" && pwd)"

@@ -12,6 +12,10 @@ TORCH_VERSION="${SWEEP_TORCH_VERSION:-2.11.0}"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+# Where the CIFAR-10 binary folder is expected: $SWEEP_CIFAR_DIR, or
+# ../shared/datasets/cifar-10-batches-bin next to the repo.
+cifar_dir() { printf '%s\n' "${SWEEP_CIFAR_DIR:-$ROOT/../shared/datasets/cifar-10-batches-bin}"; }
+
 ensure_torch() {
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating the virtualenv $VENV"

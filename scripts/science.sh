@@ -20,7 +20,7 @@ ensure_torch
 say "building sweep and sweep-worker"
 cargo build --bins --locked
 
-data="${SWEEP_CIFAR_DIR:-$ROOT/../shared/datasets/cifar-10-batches-bin}"
+data="$(cifar_dir)"
 if [ ! -f "$data/test_batch.bin" ]; then
     echo "science.sh: CIFAR-10 (binary version) not found at $data; set SWEEP_CIFAR_DIR" >&2
     exit 2
