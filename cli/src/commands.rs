@@ -250,6 +250,25 @@ pub(crate) async fn status(sweep: Option<&str>, url: &str) -> Result<(), Failure
             );
         }
     }
+    for s in &resp.sweeps {
+        let Some(plan) = s.adaptive.clone() else { continue };
+        let plan = sweep_core::adaptive::SeedPlan::from(plan);
+        let strata = s
+            .strata
+            .iter()
+            .cloned()
+            .map(sweep_core::adaptive::Stratum::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .context("the coordinator's status")?;
+        let mut table = crate::seed_plan::table(&plan, &strata, sweep_core::schema());
+        table.title = format!("{}: {}", s.sweep_id, table.title);
+        for cell in table.rows.iter_mut().flatten().chain(std::iter::once(&mut table.title)) {
+            if let std::borrow::Cow::Owned(o) = printable(cell) {
+                *cell = o;
+            }
+        }
+        println!("\n{}", crate::tables::render(&[table], &[], crate::Format::Table).trim_end());
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod local_workers;
 mod printable;
 mod report;
 mod run;
+mod seed_plan;
 mod tables;
 mod watch;
 

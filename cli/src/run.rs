@@ -307,7 +307,9 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), Failure> {
             let (_, errors) = coordinator.errors_of(&out.sweep_id, &[TrialState::Failed]).await;
             coordinator.stop().await;
             reported?;
-            if c.succeeded == out.total_trials {
+            // The sweep's trials now, with any seeds its plan added.
+            let total = c.queued + c.running + c.succeeded + c.diverged + c.failed + c.cancelled;
+            if c.succeeded == total {
                 return Ok(());
             }
             Err(anyhow::anyhow!(
@@ -316,7 +318,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), Failure> {
                 c.diverged,
                 c.failed,
                 c.cancelled,
-                out.total_trials,
+                total,
                 if errors.is_empty() {
                     String::new()
                 } else {

@@ -47,7 +47,8 @@ impl pb::analysis_service_server::AnalysisService for Analysis {
             curves.extend(self.store.curve(id, metric_name(metric)?).await?);
         }
         let grad_flow = if req.grad_flow { self.store.grad_flow(id).await? } else { Vec::new() };
-        let results = SweepResults { sweep_id: req.sweep_id.clone(), trials, curves, grad_flow };
+        let adaptive = self.store.seed_plan(id).await?;
+        let results = SweepResults { sweep_id: req.sweep_id.clone(), trials, curves, grad_flow, adaptive };
         Ok(Response::new(pb::AnalyzeResponse::from(&results)))
     }
 }

@@ -189,6 +189,8 @@ fn status_to_pb(s: store::SweepStatus) -> pb::SweepStatus {
             .collect(),
         finished: c.finished(),
         cancelled: s.cancelled,
+        adaptive: s.adaptive.as_ref().map(Into::into),
+        strata: s.strata.iter().map(Into::into).collect(),
     }
 }
 
@@ -398,12 +400,16 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         };
         let summary = bounds::summary(&req.summary.unwrap_or_default(), outcome == FinalOutcome::Diverged)?;
         let owner = self.holder_check(&caller, lease).await?;
-        self.store.complete(lease, outcome, &summary, now_ms()).await?;
+        let added = self.store.complete(lease, outcome, &summary, now_ms()).await?;
         let (holder, worker) = owner.map_or((caller, worker_id.to_owned()), |o| (o.holder, o.worker_id));
         if !worker.is_empty() {
             self.store.clear_failures(&holder, &worker).await?;
         }
-        self.changed();
+        if added > 0 {
+            self.queue_changed();
+        } else {
+            self.changed();
+        }
         Ok(Response::new(pb::CompleteResponse {}))
     }
 
@@ -424,11 +430,9 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         if in_a_row == self.config.quarantine_after {
             tracing::error!(worker = %worker, failed_in_a_row = in_a_row, "worker quarantined: it failed too many trials in a row (crash loop); its lease calls are refused, also after a coordinator restart");
         }
-        if requeued {
-            self.queue_changed();
-        } else {
-            self.changed();
-        }
+        // A trial that failed for good may have added a seed to its stratum
+        // (adaptive seeds): wake waiting workers either way.
+        self.queue_changed();
         Ok(Response::new(pb::FailResponse { requeued }))
     }
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::adaptive::SeedPlan;
 use crate::cell::Cell;
 use crate::level::Level;
 use crate::schema::Schema;
@@ -46,13 +47,21 @@ pub struct RunConfig {
     /// need them).
     #[serde(default)]
     pub keep_weights: bool,
+    /// `target_halfwidth`, `max_seeds`, `contrast`: seeds added where the
+    /// contrast's effect is still open ([`crate::adaptive`]). `None`: the
+    /// planned seeds only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<SeedPlan>,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        RunConfig { max_attempts: 3, priority: 0, keep_weights: false }
+        RunConfig { max_attempts: 3, priority: 0, keep_weights: false, adaptive: None }
     }
 }
+
+/// The most seeds `run.max_seeds` may ask for per cell.
+pub const MAX_SEEDS_PER_CELL: u32 = 1000;
 
 /// Datasets a grid may name in `data.dataset` (the first is the default).
 pub const DATASETS: &[&str] = &["cifar10"];

@@ -17,6 +17,7 @@ use std::path::{Component, Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
 
+use crate::adaptive::SeedPlan;
 use crate::grid::*;
 use crate::grid_rules as rules;
 use crate::level::{Level, LevelKind};
@@ -25,7 +26,7 @@ use crate::toml_doc::{boolean, describe, dotted, float, int, line_col, string, t
 
 const ROOT_KEYS: &[&str] = &["name", "seeds", "grid", "train", "analysis", "data", "run"];
 const DATA_KEYS: &[&str] = &["dataset", "path", "train_subset", "test_subset"];
-const RUN_KEYS: &[&str] = &["max_attempts", "priority", "keep_weights"];
+const RUN_KEYS: &[&str] = &["max_attempts", "priority", "keep_weights", "target_halfwidth", "max_seeds", "contrast"];
 
 /// The tables and their keys, so an unknown key can be pointed at the table
 /// where it belongs (`[train]` before `[grid]`: a setting written at the top
@@ -89,16 +90,16 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
     data_t.check_keys(&doc, DATA_KEYS, schema)?;
     let data = parse_data(&doc, &data_t)?;
 
+    let cells = cell_count(&factors);
+    rules::trial_count(cells, seeds.len()).map_err(|m| doc.error(grid_t.span.clone(), "grid", m))?;
+
     let run = match root.section(&doc, "run")? {
         Some(run_t) => {
             run_t.check_keys(&doc, RUN_KEYS, schema)?;
-            parse_run(&doc, &run_t)?
+            parse_run(&doc, &run_t, &factors, seeds.len())?
         }
         None => RunConfig::default(),
     };
-
-    let cells = cell_count(&factors);
-    rules::trial_count(cells, seeds.len()).map_err(|m| doc.error(grid_t.span.clone(), "grid", m))?;
 
     Ok(GridSpec { name: name.into_owned(), seeds: seeds.materialise(), factors, train, data, run })
 }
@@ -256,7 +257,7 @@ fn parse_data(doc: &Doc, t: &Table) -> Result<DataConfig, GridError> {
     })
 }
 
-fn parse_run(doc: &Doc, t: &Table) -> Result<RunConfig, GridError> {
+fn parse_run(doc: &Doc, t: &Table, factors: &[Factor], planned_seeds: u64) -> Result<RunConfig, GridError> {
     let d = RunConfig::default();
     let max_attempts = match t.get("max_attempts") {
         None => d.max_attempts,
@@ -279,7 +280,54 @@ fn parse_run(doc: &Doc, t: &Table) -> Result<RunConfig, GridError> {
         None => d.keep_weights,
         Some(v) => boolean(doc, "run.keep_weights", v)?,
     };
-    Ok(RunConfig { max_attempts, priority, keep_weights })
+    let adaptive = parse_seed_plan(doc, t, factors, planned_seeds)?;
+    Ok(RunConfig { max_attempts, priority, keep_weights, adaptive })
+}
+
+/// `target_halfwidth` turns adaptive seeds on and needs `max_seeds`;
+/// `contrast` defaults to the schema's focus factor. `max_seeds` or
+/// `contrast` without `target_halfwidth` is an error, not ignored.
+fn parse_seed_plan(
+    doc: &Doc,
+    t: &Table,
+    factors: &[Factor],
+    planned_seeds: u64,
+) -> Result<Option<SeedPlan>, GridError> {
+    let Some(target_v) = t.get("target_halfwidth") else {
+        if let Some((name, v)) = ["max_seeds", "contrast"].iter().find_map(|k| t.get(k).map(|v| (*k, v))) {
+            return Err(doc.error(
+                v.span(),
+                &dotted("run", name),
+                "has no effect without `target_halfwidth` (adaptive seeds); add it, or remove this key",
+            ));
+        }
+        return Ok(None);
+    };
+    let target_halfwidth = float(doc, "run.target_halfwidth", target_v)?;
+    rules::target_halfwidth(target_halfwidth).map_err(|m| doc.error(target_v.span(), "run.target_halfwidth", m))?;
+    let max_v = t.required(doc, "max_seeds", "adaptive seeds need a bound, e.g. max_seeds = 10")?;
+    let max_seeds = int(doc, "run.max_seeds", max_v)?;
+    rules::max_seeds(max_seeds, planned_seeds as usize, cell_count(factors))
+        .map_err(|m| doc.error(max_v.span(), "run.max_seeds", m))?;
+    let schema = crate::schema();
+    let contrast = match t.get("contrast") {
+        Some(v) => {
+            let name = string(doc, "run.contrast", v)?;
+            rules::contrast(&name, factors).map_err(|m| doc.error(v.span(), "run.contrast", m))?;
+            name.into_owned()
+        }
+        None => {
+            rules::contrast(schema.default_focus, factors).map_err(|m| {
+                doc.error(
+                    target_v.span(),
+                    "run.contrast",
+                    format!("not given, and the default (the report's focus) {m}; set `contrast`"),
+                )
+            })?;
+            schema.default_focus.to_owned()
+        }
+    };
+    Ok(Some(SeedPlan { target_halfwidth, max_seeds: to_u32(doc, "run.max_seeds", max_v, max_seeds)?, contrast }))
 }
 
 /// A factor's levels: one value (held fixed) or a non-empty list of

@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 use std::hash::Hash;
 
-use crate::grid::{DATASETS, MAX_DATASET_LEN, MAX_NAME_LEN, MAX_PATH_LEN, MAX_TRIALS};
+use crate::grid::{Factor, DATASETS, MAX_DATASET_LEN, MAX_NAME_LEN, MAX_PATH_LEN, MAX_SEEDS_PER_CELL, MAX_TRIALS};
 use crate::quote::short;
 
 pub(crate) fn name(name: &str) -> Result<(), String> {
@@ -129,4 +129,42 @@ pub(crate) fn trial_count(cells: u64, seeds: u64) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `run.target_halfwidth`: a positive, finite width (final test accuracy
+/// as a fraction: 0.02 is two percentage points).
+pub(crate) fn target_halfwidth(x: f64) -> Result<(), String> {
+    if !(x.is_finite() && x > 0.0) {
+        return Err(format!(
+            "must be a positive finite number (a 95% interval half-width in accuracy units, e.g. 0.02), got {x}"
+        ));
+    }
+    Ok(())
+}
+
+/// `run.max_seeds`: at least the planned seeds, at most
+/// [`MAX_SEEDS_PER_CELL`], and the grid at that many seeds within
+/// [`MAX_TRIALS`].
+pub(crate) fn max_seeds(n: i64, planned: usize, cells: u64) -> Result<(), String> {
+    if n < planned as i64 {
+        return Err(format!("{n} is fewer than the {planned} planned seeds; give at least {planned}"));
+    }
+    if n > i64::from(MAX_SEEDS_PER_CELL) {
+        return Err(format!("{n} is more than the limit of {MAX_SEEDS_PER_CELL} seeds per cell"));
+    }
+    trial_count(cells, n as u64).map_err(|m| format!("at {n} seeds per cell {m}"))
+}
+
+/// `run.contrast`: a factor the grid varies (two or more levels).
+pub(crate) fn contrast(name: &str, factors: &[Factor]) -> Result<(), String> {
+    if factors.iter().any(|f| f.name == name && f.levels.len() >= 2) {
+        return Ok(());
+    }
+    let varying: Vec<&str> = factors.iter().filter(|f| f.levels.len() >= 2).map(|f| f.name.as_str()).collect();
+    let what = if factors.iter().any(|f| f.name == name) { "is held at one level" } else { "is not a factor" };
+    Err(format!(
+        "{} {what} in this grid; the contrast must be a factor with two or more levels ({})",
+        short(name),
+        if varying.is_empty() { "this grid varies none".to_owned() } else { format!("one of: {}", varying.join(", ")) }
+    ))
 }

@@ -62,7 +62,20 @@ pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
     validate_data(&spec.data)?;
 
     rules::positive(spec.run.max_attempts.into()).map_err(bad("run.max_attempts"))?;
-    rules::trial_count(cell_count(&spec.factors), spec.seeds.len() as u64).map_err(bad("grid"))
+    let cells = cell_count(&spec.factors);
+    rules::trial_count(cells, spec.seeds.len() as u64).map_err(bad("grid"))?;
+    if let Some(plan) = &spec.run.adaptive {
+        validate_plan(plan)?;
+        rules::max_seeds(plan.max_seeds.into(), spec.seeds.len(), cells).map_err(bad("run.max_seeds"))?;
+        rules::contrast(&plan.contrast, &spec.factors).map_err(bad("run.contrast"))?;
+    }
+    Ok(())
+}
+
+/// A seed plan's rules that need no grid.
+pub(crate) fn validate_plan(plan: &crate::adaptive::SeedPlan) -> Result<(), GridError> {
+    rules::target_halfwidth(plan.target_halfwidth).map_err(bad("run.target_halfwidth"))?;
+    rules::max_seeds(plan.max_seeds.into(), 0, 1).map_err(bad("run.max_seeds"))
 }
 
 /// Checks one trial's spec (e.g. an assignment received by a worker): every

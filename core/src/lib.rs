@@ -6,6 +6,7 @@
 //! CLI (which validates a grid before it is sent), the coordinator (which
 //! validates it again, since the wire is not trusted) and the worker.
 
+pub mod adaptive;
 pub mod analysis_metric;
 pub mod bmenet;
 pub mod cell;
@@ -27,7 +28,7 @@ pub use bmenet::{InitScheme, Optimizer, Precision, TrainConfig, MAX_DEPTH};
 pub use cell::Cell;
 pub use grid::{
     DataConfig, Factor, GridError, GridSpec, RunConfig, Settings, MAX_DATASET_LEN, MAX_NAME_LEN, MAX_PATH_LEN,
-    MAX_TRIALS,
+    MAX_SEEDS_PER_CELL, MAX_TRIALS,
 };
 pub use level::{Level, LevelKind};
 pub use results::{CurveSums, GradFlowSums, SweepResults, TrialResult};

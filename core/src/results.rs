@@ -68,4 +68,6 @@ pub struct SweepResults {
     pub trials: Vec<TrialResult>,
     pub curves: Vec<CurveSums>,
     pub grad_flow: Vec<GradFlowSums>,
+    /// The sweep's adaptive-seed plan, when it has one.
+    pub adaptive: Option<crate::adaptive::SeedPlan>,
 }

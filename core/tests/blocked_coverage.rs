@@ -14,28 +14,13 @@
 //!   the cells as independent and undercovers (0.842 with this generator), which is
 //!   why blocked intervals are the default where they apply.
 
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::rng::Rng;
+
 use sweep_core::effects::{analyze, Factor, Intervals, Method, Observation, Options};
-
-/// SplitMix64 and Box-Muller: a small, fixed generator (no dependency).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn uniform(&mut self) -> f64 {
-        ((self.next() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        (-2.0 * self.uniform().ln()).sqrt() * (std::f64::consts::TAU * self.uniform()).cos()
-    }
-}
 
 const RUNS: usize = 4000;
 const SEEDS: u64 = 3;

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use crate::v1 as pb;
+use sweep_core::adaptive::{Effect, Next, SeedPlan, Stop, Stratum};
 use sweep_core::{
     Cell, CurveSums, DataConfig, Factor, GradFlowSums, GridError, GridSpec, Level, RunConfig, Settings, SweepResults,
     TrialResult, TrialSpec, TrialState,
@@ -116,6 +117,7 @@ impl From<&GridSpec> for pb::GridSpec {
                 max_attempts: g.run.max_attempts,
                 priority: g.run.priority,
                 keep_weights: g.run.keep_weights,
+                adaptive: g.run.adaptive.as_ref().map(Into::into),
             }),
         }
     }
@@ -140,7 +142,12 @@ impl TryFrom<pb::GridSpec> for GridSpec {
             factors,
             train: levels_in("train.", g.train)?,
             data: g.data.ok_or_else(|| err("data", "missing"))?.into(),
-            run: RunConfig { max_attempts: run.max_attempts, priority: run.priority, keep_weights: run.keep_weights },
+            run: RunConfig {
+                max_attempts: run.max_attempts,
+                priority: run.priority,
+                keep_weights: run.keep_weights,
+                adaptive: run.adaptive.map(Into::into),
+            },
         };
         spec.validate().map_err(|e| from_grid_error("", e))?;
         Ok(spec)
@@ -318,6 +325,7 @@ impl From<&SweepResults> for pb::AnalyzeResponse {
             trials: r.trials.iter().map(Into::into).collect(),
             curves: r.curves.iter().map(Into::into).collect(),
             grad_flow: r.grad_flow.iter().map(Into::into).collect(),
+            adaptive: r.adaptive.as_ref().map(Into::into),
         }
     }
 }
@@ -330,6 +338,99 @@ impl TryFrom<pb::AnalyzeResponse> for SweepResults {
             trials: r.trials.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
             curves: r.curves.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
             grad_flow: r.grad_flow.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+            adaptive: r
+                .adaptive
+                .map(|p| {
+                    let plan = SeedPlan::from(p);
+                    plan.validate().map(|()| plan).map_err(|e| from_grid_error("adaptive.", e))
+                })
+                .transpose()?,
+        })
+    }
+}
+
+impl From<&SeedPlan> for pb::SeedPlan {
+    fn from(p: &SeedPlan) -> Self {
+        pb::SeedPlan { target_halfwidth: p.target_halfwidth, max_seeds: p.max_seeds, contrast: p.contrast.clone() }
+    }
+}
+
+/// Unchecked: the grid (or the report's own check) validates it.
+impl From<pb::SeedPlan> for SeedPlan {
+    fn from(p: pb::SeedPlan) -> Self {
+        SeedPlan { target_halfwidth: p.target_halfwidth, max_seeds: p.max_seeds, contrast: p.contrast }
+    }
+}
+
+impl From<&Stratum> for pb::Stratum {
+    fn from(s: &Stratum) -> Self {
+        use pb::StratumState as W;
+        pb::Stratum {
+            at: cell_to_wire(&s.at),
+            seeds: s.seeds.iter().copied().collect(),
+            state: match s.next {
+                Next::Waiting => W::Waiting,
+                Next::AddSeed(_) => W::SeedDue,
+                Next::Stopped(Stop::Resolved) => W::Resolved,
+                Next::Stopped(Stop::BelowTarget) => W::BelowTarget,
+                Next::Stopped(Stop::MaxSeeds) => W::MaxSeeds,
+                Next::Stopped(Stop::NoPairs) => W::NoPairs,
+            } as i32,
+            baseline: Some((&s.baseline).into()),
+            effects: s
+                .effects
+                .iter()
+                .map(|e| pb::StratumEffect {
+                    level: Some((&e.level).into()),
+                    pairs: e.pairs,
+                    estimate: e.estimate,
+                    ci95_lo: e.ci95.map(|c| c.0),
+                    ci95_hi: e.ci95.map(|c| c.1),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::Stratum> for Stratum {
+    type Error = ConvertError;
+    fn try_from(s: pb::Stratum) -> Result<Self, ConvertError> {
+        use pb::StratumState as W;
+        let seeds: std::collections::BTreeSet<u64> = s.seeds.into_iter().collect();
+        let next = match W::try_from(s.state) {
+            Ok(W::Waiting) => Next::Waiting,
+            Ok(W::SeedDue) => Next::AddSeed(sweep_core::adaptive::next_seed(&seeds)),
+            Ok(W::Resolved) => Next::Stopped(Stop::Resolved),
+            Ok(W::BelowTarget) => Next::Stopped(Stop::BelowTarget),
+            Ok(W::MaxSeeds) => Next::Stopped(Stop::MaxSeeds),
+            Ok(W::NoPairs) => Next::Stopped(Stop::NoPairs),
+            Ok(W::Unspecified) | Err(_) => return Err(err("stratum.state", format!("unknown state {}", s.state))),
+        };
+        let effects = s
+            .effects
+            .into_iter()
+            .map(|e| {
+                let ci95 = match (e.ci95_lo, e.ci95_hi) {
+                    (Some(lo), Some(hi)) => Some((lo, hi)),
+                    _ => None,
+                };
+                Ok(Effect {
+                    level: level(
+                        "stratum.effect.level",
+                        e.level.ok_or_else(|| err("stratum.effect.level", "missing"))?,
+                    )?,
+                    pairs: e.pairs,
+                    estimate: e.estimate,
+                    ci95,
+                })
+            })
+            .collect::<Result<_, ConvertError>>()?;
+        Ok(Stratum {
+            at: cell_from_wire("stratum.at.", s.at)?,
+            seeds,
+            baseline: level("stratum.baseline", s.baseline.ok_or_else(|| err("stratum.baseline", "missing"))?)?,
+            effects,
+            next,
         })
     }
 }

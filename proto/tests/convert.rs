@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use sweep_core::adaptive::{Effect, Next, SeedPlan, Stop, Stratum};
 use sweep_core::{Cell, CurveSums, GradFlowSums, GridSpec, Level, SweepResults, TrialResult, TrialSpec, TrialState};
 use sweep_proto::convert::{trial_state, ConvertError};
 use sweep_proto::v1 as pb;
@@ -389,6 +390,7 @@ fn results() -> SweepResults {
             sum_sq: 5.0,
             mean_step: 1500.5,
         }],
+        adaptive: Some(SeedPlan { target_halfwidth: 0.02, max_seeds: 10, contrast: "skip".into() }),
     }
 }
 
@@ -404,4 +406,52 @@ fn sweep_results_round_trip_through_analyze_responses() {
     assert_eq!(back, domain);
     assert_eq!(back.trials[1].cell.get("depth"), Some(&Level::Float(32.0)));
     assert_eq!(SweepResults::try_from(pb::AnalyzeResponse::default()).unwrap(), SweepResults::default());
+}
+
+#[test]
+fn a_seed_plan_crosses_the_wire_with_its_grid_and_is_checked_there() {
+    let text = format!("{GRID}[run]\ntarget_halfwidth = 0.02\nmax_seeds = 6\n");
+    let g = GridSpec::parse(&text, Path::new("/g.toml")).unwrap();
+    let plan = g.run.adaptive.clone().expect("a plan");
+    assert_eq!(plan, SeedPlan { target_halfwidth: 0.02, max_seeds: 6, contrast: "skip".into() });
+    let w = pb::GridSpec::from(&g);
+    assert_eq!(GridSpec::try_from(reencode(&w)).unwrap(), g);
+    for (change, field) in [
+        (&(|p: &mut pb::SeedPlan| p.target_halfwidth = f64::NAN) as &dyn Fn(&mut pb::SeedPlan), "run.target_halfwidth"),
+        (&|p: &mut pb::SeedPlan| p.max_seeds = 1, "run.max_seeds"),
+        (&|p: &mut pb::SeedPlan| p.max_seeds = 100_000, "run.max_seeds"),
+        (&|p: &mut pb::SeedPlan| p.contrast = "init".into(), "run.contrast"),
+        (&|p: &mut pb::SeedPlan| p.contrast = "nope".into(), "run.contrast"),
+    ] {
+        let mut bad = w.clone();
+        change(bad.run.as_mut().unwrap().adaptive.as_mut().unwrap());
+        let e = GridSpec::try_from(bad).expect_err("accepted a bad plan");
+        assert_eq!(e.field, field, "{e}");
+    }
+}
+
+#[test]
+fn strata_round_trip_and_a_due_seed_is_recomputed_from_the_seeds() {
+    let at = cell(&[("depth", Level::Int(32)), ("init", Level::Str("default".into()))]);
+    let effect = Effect { level: Level::Bool(true), pairs: 3, estimate: Some(0.25), ci95: Some((0.1, 0.4)) };
+    for next in [
+        Next::Waiting,
+        Next::AddSeed(2),
+        Next::Stopped(Stop::Resolved),
+        Next::Stopped(Stop::BelowTarget),
+        Next::Stopped(Stop::MaxSeeds),
+        Next::Stopped(Stop::NoPairs),
+    ] {
+        let s = Stratum {
+            at: at.clone(),
+            seeds: [0, 1, 3].into_iter().collect(),
+            baseline: Level::Bool(false),
+            effects: vec![effect.clone(), Effect { level: Level::Bool(true), pairs: 0, estimate: None, ci95: None }],
+            next,
+        };
+        let back = Stratum::try_from(reencode(&pb::Stratum::from(&s))).unwrap();
+        assert_eq!(back, s);
+    }
+    let e = Stratum::try_from(pb::Stratum { state: 99, ..Default::default() }).unwrap_err();
+    assert_eq!(e.field, "stratum.state");
 }

@@ -239,6 +239,7 @@ pub(super) fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
             .caption("Paired t-test on per-seed differences; p (Holm) is corrected across all rows of this table."),
         );
     }
+    out.extend(r.seed_plan.as_ref().map(|(plan, strata)| crate::seed_plan::table(plan, strata, r.design.schema)));
     out.extend(super::lesion::table(&r.design, &r.results));
     out.extend(super::variance::table(&r.design, &r.results));
     out.extend(super::landscape::table(&r.design, &r.results));
@@ -258,7 +259,7 @@ pub(crate) fn render_full(r: &FullReport, format: Format) -> anyhow::Result<Stri
 /// `cells`, then the effects sections.
 pub(super) fn json(r: &FullReport) -> serde_json::Value {
     let a = &r.analysis;
-    serde_json::json!({
+    let mut out = serde_json::json!({
         "sweep_id": r.sweep_id,
         "cells": r.cells,
         "metric": r.metric,
@@ -273,7 +274,12 @@ pub(super) fn json(r: &FullReport) -> serde_json::Value {
         "lesion": super::lesion::json(&r.results),
         "variance": super::variance::rows(&r.results),
         "landscape": super::landscape::json(&r.results),
-    })
+    });
+    // Only a sweep with a seed plan has the section.
+    if let (Some((plan, strata)), Some(doc)) = (&r.seed_plan, out.as_object_mut()) {
+        doc.insert("adaptive".into(), crate::seed_plan::json(plan, strata));
+    }
+    out
 }
 
 /// The tables as CSV files (for `--out`).

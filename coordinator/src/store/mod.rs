@@ -211,6 +211,10 @@ pub struct SweepStatus {
     pub counts: StateCounts,
     pub running: Vec<RunningTrial>,
     pub cancelled: bool,
+    /// The sweep's seed plan, and each stratum's seeds and verdict under it
+    /// (empty without a plan).
+    pub adaptive: Option<sweep_core::adaptive::SeedPlan>,
+    pub strata: Vec<sweep_core::adaptive::Stratum>,
 }
 
 /// A stored trial, for inspection and tests.
@@ -251,7 +255,9 @@ pub const MAX_INFRA_FAILURES: u32 = 10;
 #[async_trait]
 pub trait Store: Analytics + Send + Sync + 'static {
     /// Stores the sweep and every trial of its grid not stored yet. Resubmitting
-    /// a cancelled sweep re-queues its cancelled trials.
+    /// a cancelled sweep re-queues its cancelled trials. With a seed plan,
+    /// every stratum is judged, so a resubmit that raises `max_seeds`
+    /// continues strata that had stopped at the old bound.
     async fn submit(&self, spec: &GridSpec, now_ms: i64) -> Result<SubmitOutcome, StoreError>;
 
     /// The store's identity: a UUID written once when its schema was
@@ -344,20 +350,25 @@ pub trait Store: Analytics + Send + Sync + 'static {
 
     /// Finishes the trial held under `lease_id`. Repeating the call after it
     /// succeeded is a no-op (a worker may retry when the answer was lost).
+    /// In a sweep with a seed plan, the trial's stratum is judged in the
+    /// same transaction (`sweep_core::adaptive`); returns the trials that
+    /// added (0 without a plan).
     async fn complete(
         &self,
         lease_id: &str,
         outcome: FinalOutcome,
         summary: &TrialSummary,
         now_ms: i64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<u64, StoreError>;
 
     /// Gives the trial up: back to the queue, or failed once `max_attempts`
-    /// attempts have failed. Returns whether it was re-queued.
+    /// attempts have failed (then its stratum is judged, as in
+    /// [`Store::complete`]). Returns whether it was re-queued.
     async fn fail(&self, lease_id: &str, reason: &str, now_ms: i64) -> Result<bool, StoreError>;
 
-    /// Expires every lease whose deadline passed, as [`Store::fail`] would.
-    /// Returns the number of trials reaped.
+    /// Expires every lease whose deadline passed, as [`Store::fail`] would
+    /// (a trial out of infrastructure attempts fails, and its stratum is
+    /// judged). Returns the number of trials reaped.
     async fn reap_expired(&self, now_ms: i64) -> Result<u64, StoreError>;
 
     /// Counts and running trials for one sweep, or all sweeps when `None`.
@@ -365,6 +376,9 @@ pub trait Store: Analytics + Send + Sync + 'static {
 
     /// Cancels the queued and running trials of a sweep; returns how many.
     async fn cancel(&self, sweep_id: &str, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// The sweep's adaptive-seed plan (`None` without one).
+    async fn seed_plan(&self, sweep_id: &str) -> Result<Option<sweep_core::adaptive::SeedPlan>, StoreError>;
 
     /// Every trial of a sweep (for tests and `sweep status --trials`).
     async fn trials(&self, sweep_id: &str) -> Result<Vec<TrialRecord>, StoreError>;

@@ -255,3 +255,27 @@ impl TryFrom<GradFlowRow> for GradFlowSums {
         })
     }
 }
+
+/// A trial of a stratum, as an adaptive-seed plan judges it
+/// (`STRATUM_RUNS`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct StratumRunRow {
+    pub cell: String,
+    pub seed: i64,
+    pub state: String,
+    pub final_test_accuracy: Option<f64>,
+}
+
+impl TryFrom<StratumRunRow> for sweep_core::adaptive::Run {
+    type Error = StoreError;
+    fn try_from(r: StratumRunRow) -> Result<Self, StoreError> {
+        use sweep_core::adaptive::Outcome;
+        use sweep_core::TrialState;
+        let outcome = match (stored_state(&r.state)?, r.final_test_accuracy) {
+            (TrialState::Queued | TrialState::Running, _) => Outcome::Pending,
+            (TrialState::Succeeded, Some(v)) if v.is_finite() => Outcome::Value(v),
+            _ => Outcome::NoValue,
+        };
+        Ok(sweep_core::adaptive::Run { cell: stored_cell(&r.cell)?, seed: to_u64(r.seed), outcome })
+    }
+}

@@ -10,6 +10,129 @@
 
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
+        impl $store {
+            /// Stores `trials` of `spec`'s sweep, after every stored trial in
+            /// queue order, skipping those stored already; returns how many
+            /// were new.
+            async fn insert_trials(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                spec: &sweep_core::GridSpec,
+                settings_hash: &str,
+                trials: &[sweep_core::TrialSpec],
+            ) -> Result<u64, $crate::store::StoreError> {
+                let (base_seq,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM trials")
+                    .fetch_one(&mut **tx)
+                    .await?;
+                let mut added = 0u64;
+                let rows: Vec<(usize, &sweep_core::TrialSpec)> = trials.iter().enumerate().collect();
+                for chunk in rows.chunks(500) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new($crate::store::sql::TRIAL_INSERT);
+                    qb.push_values(chunk, |mut b, (i, t)| {
+                        let id = t.id(&spec.name).0;
+                        b.push_bind(id.clone())
+                            .push_bind(id)
+                            .push_bind(spec.name.clone())
+                            .push_bind(t.cell_key(&spec.name))
+                            .push_bind(base_seq + 1 + *i as i64)
+                            .push_bind(t.cell.canonical())
+                            .push_bind(t.seed as i64)
+                            .push_bind($crate::store::spec::own_part(t))
+                            .push_bind(settings_hash.to_owned())
+                            .push_bind(spec.run.priority as i64)
+                            .push_bind(spec.run.max_attempts as i64)
+                            .push_bind("queued");
+                    });
+                    qb.push($crate::store::sql::TRIAL_INSERT_END);
+                    added += qb.build().execute(&mut **tx).await?.rows_affected();
+                }
+                Ok(added)
+            }
+
+            /// Judges the strata of `spec`'s seed plan (the stratum of `cell`,
+            /// or every stratum) with `sweep_core::adaptive::review` and
+            /// stores the seeds it asks for; returns the trials added. Only
+            /// trials with the grid's current settings count.
+            async fn adapt(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                spec: &sweep_core::GridSpec,
+                cell: Option<&sweep_core::Cell>,
+            ) -> Result<u64, $crate::store::StoreError> {
+                use sweep_core::adaptive::{cells_of, review, Next};
+                let Some(plan) = &spec.run.adaptive else { return Ok(0) };
+                let (settings_hash, _) = $crate::store::spec::shared_settings(&spec.train, &spec.data);
+                let levels = spec.levels(&plan.contrast);
+                let trial_of = |cell: sweep_core::Cell, seed: u64| sweep_core::TrialSpec {
+                    cell,
+                    train: spec.train.clone(),
+                    data: spec.data.clone(),
+                    seed,
+                };
+                let runs = Self::stratum_runs(&mut **tx, spec, cell).await?;
+                let mut new = Vec::new();
+                for stratum in review(plan, spec.schema(), &runs) {
+                    if let Next::AddSeed(seed) = stratum.next {
+                        new.extend(cells_of(&stratum.at, &plan.contrast, levels).into_iter().map(|c| trial_of(c, seed)));
+                    }
+                }
+                if new.is_empty() {
+                    return Ok(0);
+                }
+                let added = Self::insert_trials(tx, spec, &settings_hash, &new).await?;
+                tracing::info!(sweep = %spec.name, trials = added, "adaptive seeds: effects still open; seeds added");
+                Ok(added)
+            }
+
+            /// The trials of `spec`'s current settings in the stratum of
+            /// `cell` (every stratum when `None`), as the seed plan judges
+            /// them.
+            async fn stratum_runs<'e, E: sqlx::Executor<'e, Database = $db>>(
+                executor: E,
+                spec: &sweep_core::GridSpec,
+                cell: Option<&sweep_core::Cell>,
+            ) -> Result<Vec<sweep_core::adaptive::Run>, $crate::store::StoreError> {
+                let Some(plan) = &spec.run.adaptive else { return Ok(Vec::new()) };
+                let (settings_hash, _) = $crate::store::spec::shared_settings(&spec.train, &spec.data);
+                let mut qb = sqlx::QueryBuilder::<$db>::new($crate::store::sql::STRATUM_RUNS);
+                qb.push_bind(spec.name.clone()).push(" AND settings_hash = ").push_bind(settings_hash);
+                if let Some(cell) = cell {
+                    let mut at = cell.clone();
+                    at.0.remove(&plan.contrast);
+                    qb.push(" AND cell_key IN (");
+                    let mut keys = qb.separated(", ");
+                    for c in sweep_core::adaptive::cells_of(&at, &plan.contrast, spec.levels(&plan.contrast)) {
+                        let t = sweep_core::TrialSpec { cell: c, train: spec.train.clone(), data: spec.data.clone(), seed: 0 };
+                        keys.push_bind(t.cell_key(&spec.name));
+                    }
+                    keys.push_unseparated(")");
+                }
+                let rows: Vec<$crate::store::rows::StratumRunRow> = qb.build_query_as().fetch_all(executor).await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            /// After a trial of `sweep_id` (with its `settings_hash` and cell
+            /// JSON) finished: when the sweep has a seed plan and is not
+            /// cancelled, its stratum is judged ([`Self::adapt`]).
+            async fn after_finish(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                sweep_id: &str,
+                settings_hash: Option<&str>,
+                cell: &str,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let row: Option<(String,)> = sqlx::query_as($crate::store::sql::ADAPTIVE_SPEC)
+                    .bind(sweep_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let Some((spec_json,)) = row else { return Ok(0) };
+                let spec = $crate::store::spec::stored_grid(sweep_id, &spec_json)?;
+                // A trial of an earlier version of the grid is not in any
+                // stratum of this one.
+                if settings_hash != Some($crate::store::spec::shared_settings(&spec.train, &spec.data).0.as_str()) {
+                    return Ok(0);
+                }
+                Self::adapt(tx, &spec, Some(&$crate::store::spec::stored_cell(cell)?)).await
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn submit(
@@ -30,8 +153,8 @@ macro_rules! impl_store {
                 match existing {
                     None => {
                         sqlx::query(
-                            "INSERT INTO sweeps (id, spec_json, max_attempts, priority, cancelled, created_ms, keep_weights) \
-                             VALUES ($1, $2, $3, $4, FALSE, $5, $6)",
+                            "INSERT INTO sweeps (id, spec_json, max_attempts, priority, cancelled, created_ms, keep_weights, adaptive) \
+                             VALUES ($1, $2, $3, $4, FALSE, $5, $6, $7)",
                         )
                         .bind(&spec.name)
                         .bind(&spec_json)
@@ -39,16 +162,18 @@ macro_rules! impl_store {
                         .bind(spec.run.priority as i64)
                         .bind(now_ms)
                         .bind(spec.run.keep_weights)
+                        .bind(spec.run.adaptive.is_some())
                         .execute(&mut *tx)
                         .await?;
                     }
                     Some((cancelled,)) => {
-                        sqlx::query("UPDATE sweeps SET spec_json = $2, max_attempts = $3, priority = $4, keep_weights = $5, cancelled = FALSE WHERE id = $1")
+                        sqlx::query("UPDATE sweeps SET spec_json = $2, max_attempts = $3, priority = $4, keep_weights = $5, adaptive = $6, cancelled = FALSE WHERE id = $1")
                             .bind(&spec.name)
                             .bind(&spec_json)
                             .bind(spec.run.max_attempts as i64)
                             .bind(spec.run.priority as i64)
                             .bind(spec.run.keep_weights)
+                            .bind(spec.run.adaptive.is_some())
                             .execute(&mut *tx)
                             .await?;
                         if cancelled {
@@ -70,31 +195,10 @@ macro_rules! impl_store {
                     .bind(&settings_json)
                     .execute(&mut *tx)
                     .await?;
-                let (base_seq,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM trials")
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let mut added = 0u64;
-                let rows: Vec<(usize, &sweep_core::TrialSpec)> = trials.iter().enumerate().collect();
-                for chunk in rows.chunks(500) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new($crate::store::sql::TRIAL_INSERT);
-                    qb.push_values(chunk, |mut b, (i, t)| {
-                        let id = t.id(&spec.name).0;
-                        b.push_bind(id.clone())
-                            .push_bind(id)
-                            .push_bind(spec.name.clone())
-                            .push_bind(t.cell_key(&spec.name))
-                            .push_bind(base_seq + 1 + *i as i64)
-                            .push_bind(t.cell.canonical())
-                            .push_bind(t.seed as i64)
-                            .push_bind($crate::store::spec::own_part(t))
-                            .push_bind(settings_hash.clone())
-                            .push_bind(spec.run.priority as i64)
-                            .push_bind(spec.run.max_attempts as i64)
-                            .push_bind("queued");
-                    });
-                    qb.push($crate::store::sql::TRIAL_INSERT_END);
-                    added += qb.build().execute(&mut *tx).await?.rows_affected();
-                }
+                let mut added = Self::insert_trials(&mut tx, spec, &settings_hash, &trials).await?;
+                // A plan new to the sweep, or a higher max_seeds, may call
+                // for seeds in strata that already finished.
+                added += Self::adapt(&mut tx, spec, None).await?;
                 let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM trials WHERE sweep_id = $1")
                     .bind(&spec.name)
                     .fetch_one(&mut *tx)
@@ -287,13 +391,16 @@ macro_rules! impl_store {
                 outcome: $crate::store::FinalOutcome,
                 summary: &$crate::store::TrialSummary,
                 now_ms: i64,
-            ) -> Result<(), $crate::store::StoreError> {
+            ) -> Result<u64, $crate::store::StoreError> {
                 use $crate::store::{sql, FinalOutcome, StoreError};
                 let state = match outcome {
                     FinalOutcome::Succeeded => "succeeded",
                     FinalOutcome::Diverged => "diverged",
                 };
-                let done = sqlx::query(sql::COMPLETE)
+                // One transaction with the seeds the trial's stratum may now
+                // need: a sweep is never seen finished while one is due.
+                let mut tx = self.write.begin().await?;
+                let done: Option<(String, Option<String>, String)> = sqlx::query_as(sql::COMPLETE)
                     .bind(lease_id)
                     .bind(state)
                     .bind(now_ms)
@@ -302,11 +409,14 @@ macro_rules! impl_store {
                     .bind(summary.final_test_accuracy)
                     .bind(summary.best_test_accuracy)
                     .bind(summary.wall_seconds)
-                    .fetch_optional(&self.write)
+                    .fetch_optional(&mut *tx)
                     .await?;
-                if done.is_some() {
-                    return Ok(());
+                if let Some((sweep_id, settings_hash, cell)) = done {
+                    let added = Self::after_finish(&mut tx, &sweep_id, settings_hash.as_deref(), &cell).await?;
+                    tx.commit().await?;
+                    return Ok(added);
                 }
+                drop(tx);
                 // A retried Complete whose first answer was lost finds its own
                 // result already stored under the same lease.
                 let row: Option<(String, String)> = sqlx::query_as(sql::STATE_BY_LEASE)
@@ -314,32 +424,44 @@ macro_rules! impl_store {
                     .fetch_optional(&self.read)
                     .await?;
                 match row {
-                    Some((_, s)) if s == state => Ok(()),
+                    Some((_, s)) if s == state => Ok(0),
                     _ => Err(StoreError::LeaseLost(lease_id.to_owned())),
                 }
             }
 
             async fn fail(&self, lease_id: &str, reason: &str, now_ms: i64) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::{sql, StoreError};
-                let row: Option<(String,)> = sqlx::query_as(sql::FAIL)
+                let mut tx = self.write.begin().await?;
+                let row: Option<(String, String, Option<String>, String)> = sqlx::query_as(sql::FAIL)
                     .bind(lease_id)
                     .bind(reason)
                     .bind(now_ms)
-                    .fetch_optional(&self.write)
+                    .fetch_optional(&mut *tx)
                     .await?;
-                match row {
-                    Some((state,)) => Ok(state == "queued"),
-                    None => Err(StoreError::LeaseLost(lease_id.to_owned())),
+                let Some((state, sweep_id, settings_hash, cell)) = row else {
+                    return Err(StoreError::LeaseLost(lease_id.to_owned()));
+                };
+                if state == "failed" {
+                    Self::after_finish(&mut tx, &sweep_id, settings_hash.as_deref(), &cell).await?;
                 }
+                tx.commit().await?;
+                Ok(state == "queued")
             }
 
             async fn reap_expired(&self, now_ms: i64) -> Result<u64, $crate::store::StoreError> {
-                Ok(sqlx::query($crate::store::sql::REAP)
+                let mut tx = self.write.begin().await?;
+                let rows: Vec<(String, String, Option<String>, String)> = sqlx::query_as($crate::store::sql::REAP)
                     .bind(now_ms)
                     .bind($crate::store::MAX_INFRA_FAILURES as i64)
-                    .execute(&self.write)
-                    .await?
-                    .rows_affected())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for (state, sweep_id, settings_hash, cell) in &rows {
+                    if state == "failed" {
+                        Self::after_finish(&mut tx, sweep_id, settings_hash.as_deref(), cell).await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(rows.len() as u64)
             }
 
             async fn release(&self, lease_id: &str, reason: &str) -> Result<(), $crate::store::StoreError> {
@@ -365,7 +487,7 @@ macro_rules! impl_store {
             ) -> Result<Vec<$crate::store::SweepStatus>, $crate::store::StoreError> {
                 use $crate::store::rows::RunningRow;
                 use $crate::store::{sql, StateCounts, StoreError, SweepStatus};
-                let sweeps: Vec<(String, bool)> = match sweep_id {
+                let sweeps: Vec<(String, bool, Option<String>)> = match sweep_id {
                     Some(id) => sqlx::query_as(sql::SWEEPS_ONE).bind(id).fetch_all(&self.read).await?,
                     None => sqlx::query_as(sql::SWEEPS_ALL).fetch_all(&self.read).await?,
                 };
@@ -380,15 +502,31 @@ macro_rules! impl_store {
                     Some(id) => sqlx::query_as(sql::RUNNING_ONE).bind(id).fetch_all(&self.read).await?,
                     None => sqlx::query_as(sql::RUNNING_ALL).fetch_all(&self.read).await?,
                 };
-                let mut out: Vec<SweepStatus> = sweeps
-                    .into_iter()
-                    .map(|(id, cancelled)| SweepStatus {
+                let mut out: Vec<SweepStatus> = Vec::with_capacity(sweeps.len());
+                for (id, cancelled, adaptive) in sweeps {
+                    // An adaptive sweep's strata, judged as a finished trial
+                    // judges them.
+                    let (adaptive, strata) = match adaptive {
+                        None => (None, Vec::new()),
+                        Some(json) => {
+                            let spec = $crate::store::spec::stored_grid(&id, &json)?;
+                            let runs = Self::stratum_runs(&self.read, &spec, None).await?;
+                            let strata = match &spec.run.adaptive {
+                                Some(plan) => sweep_core::adaptive::review(plan, spec.schema(), &runs),
+                                None => Vec::new(),
+                            };
+                            (spec.run.adaptive, strata)
+                        }
+                    };
+                    out.push(SweepStatus {
                         sweep_id: id,
                         counts: StateCounts::default(),
                         running: Vec::new(),
                         cancelled,
-                    })
-                    .collect();
+                        adaptive,
+                        strata,
+                    });
+                }
                 let index: std::collections::HashMap<String, usize> =
                     out.iter().enumerate().map(|(i, s)| (s.sweep_id.clone(), i)).collect();
                 for (sweep, state, n) in counts {
@@ -419,6 +557,18 @@ macro_rules! impl_store {
                     .rows_affected();
                 tx.commit().await?;
                 Ok(n)
+            }
+
+            async fn seed_plan(
+                &self,
+                sweep_id: &str,
+            ) -> Result<Option<sweep_core::adaptive::SeedPlan>, $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                let row: Option<(String, bool, Option<String>)> =
+                    sqlx::query_as($crate::store::sql::SWEEPS_ONE).bind(sweep_id).fetch_optional(&self.read).await?;
+                let Some((_, _, json)) = row else { return Err(StoreError::NotFound(format!("sweep {sweep_id:?}"))) };
+                let Some(json) = json else { return Ok(None) };
+                Ok($crate::store::spec::stored_grid(sweep_id, &json)?.run.adaptive)
             }
 
             async fn trials(

@@ -82,6 +82,11 @@ pub(crate) fn stored_cell(text: &str) -> Result<Cell, StoreError> {
     Cell::from_json(text).map_err(|e| StoreError::Corrupt(format!("stored cell {text:?}: {e}")))
 }
 
+/// A sweep's stored grid (`sweeps.spec_json`).
+pub(crate) fn stored_grid(sweep_id: &str, json: &str) -> Result<sweep_core::GridSpec, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("sweep {sweep_id:?}: stored grid: {e}")))
+}
+
 /// A stored trial state (`trials.state`).
 pub(crate) fn stored_state(text: &str) -> Result<sweep_core::TrialState, StoreError> {
     sweep_core::TrialState::parse(text).map_err(StoreError::Corrupt)

@@ -3,6 +3,8 @@
 //! rejection (key, line and message), and building levels.
 #![allow(dead_code)]
 
+pub(crate) mod rng;
+
 use std::path::{Path, PathBuf};
 
 use sweep_core::{GridError, GridSpec, Level, TrialId};
