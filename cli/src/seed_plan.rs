@@ -17,8 +17,8 @@ fn pp(x: f64) -> String {
 /// What the state column says.
 fn state(s: &Stratum) -> String {
     match s.next {
-        Next::Waiting => "running: trials of this stratum are queued or running".to_owned(),
-        Next::AddSeed(seed) => format!("seed {seed} due (not added: the sweep is cancelled)"),
+        Next::Waiting => "waiting: trials of this stratum are queued or running".to_owned(),
+        Next::SeedDue(seed) => format!("seed {seed} due, not queued (the sweep is cancelled)"),
         Next::Stopped(stop) => stop.describe().to_owned(),
     }
 }
@@ -67,8 +67,9 @@ pub(crate) fn table(plan: &SeedPlan, strata: &[Stratum], schema: &Schema) -> Tab
 pub(crate) fn note(plan: &SeedPlan) -> String {
     format!(
         "Seeds were added adaptively (contrast {}, target ±{:.2} pp, at most {} seeds per cell): a t-interval on \
-         a sample whose size depended on the data is not exact. In our simulation (docs/adaptive-seeds.md) the \
-         final 95% interval of a stratum's effect covered the true effect {} of the time.",
+         a sample whose size depended on the data is not exact. In our simulation (docs/adaptive-seeds.md: 3 \
+         planned seeds, at most 10) the final 95% interval of a stratum's effect covered the true effect {} of \
+         the time; more seeds allowed means more looks and less coverage.",
         plan.contrast,
         plan.target_halfwidth * 100.0,
         plan.max_seeds,
@@ -77,7 +78,8 @@ pub(crate) fn note(plan: &SeedPlan) -> String {
 }
 
 /// The coverage range measured by `core/tests/adaptive_coverage.rs` over
-/// its scenarios (kept equal to docs/adaptive-seeds.md by that test).
+/// its scenarios (that test checks this line and docs/adaptive-seeds.md
+/// against what it measures).
 pub(crate) const COVERAGE: &str = "91.4% to 94.1%";
 
 /// The JSON section: the plan and one entry per stratum.
@@ -86,8 +88,8 @@ pub(crate) fn json(plan: &SeedPlan, strata: &[Stratum]) -> serde_json::Value {
         .iter()
         .map(|s| {
             let (state, seed_due) = match s.next {
-                Next::Waiting => (serde_json::json!("running"), None),
-                Next::AddSeed(seed) => (serde_json::json!("seed_due"), Some(seed)),
+                Next::Waiting => (serde_json::json!("waiting"), None),
+                Next::SeedDue(seed) => (serde_json::json!("seed_due"), Some(seed)),
                 Next::Stopped(stop) => (serde_json::json!(stop), None),
             };
             serde_json::json!({

@@ -47,8 +47,11 @@ impl pb::analysis_service_server::AnalysisService for Analysis {
             curves.extend(self.store.curve(id, metric_name(metric)?).await?);
         }
         let grad_flow = if req.grad_flow { self.store.grad_flow(id).await? } else { Vec::new() };
-        let adaptive = self.store.seed_plan(id).await?;
-        let results = SweepResults { sweep_id: req.sweep_id.clone(), trials, curves, grad_flow, adaptive };
+        let (adaptive, strata) = match self.store.strata(id).await? {
+            Some(s) => (Some(s.plan), s.strata),
+            None => (None, Vec::new()),
+        };
+        let results = SweepResults { sweep_id: req.sweep_id.clone(), trials, curves, grad_flow, adaptive, strata };
         Ok(Response::new(pb::AnalyzeResponse::from(&results)))
     }
 }

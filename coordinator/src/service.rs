@@ -189,8 +189,8 @@ fn status_to_pb(s: store::SweepStatus) -> pb::SweepStatus {
             .collect(),
         finished: c.finished(),
         cancelled: s.cancelled,
-        adaptive: s.adaptive.as_ref().map(Into::into),
-        strata: s.strata.iter().map(Into::into).collect(),
+        adaptive: None,
+        strata: Vec::new(),
     }
 }
 
@@ -214,8 +214,17 @@ impl pb::sweep_service_server::SweepService for Coordinator {
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let id = req.into_inner().sweep_id;
         let filter = if id.is_empty() { None } else { Some(sweep_id_arg(&id)?) };
-        let sweeps = self.store.status(filter).await?;
-        Ok(Response::new(pb::StatusResponse { sweeps: sweeps.into_iter().map(status_to_pb).collect() }))
+        let mut sweeps: Vec<pb::SweepStatus> = self.store.status(filter).await?.into_iter().map(status_to_pb).collect();
+        // One named sweep: with its strata, if it has a seed plan (they
+        // cost a read of all its trials, so not for every sweep at once,
+        // nor in every Watch snapshot).
+        if let (Some(id), [one]) = (filter, sweeps.as_mut_slice()) {
+            if let Some(s) = self.store.strata(id).await? {
+                one.adaptive = Some((&s.plan).into());
+                one.strata = s.strata.iter().map(Into::into).collect();
+            }
+        }
+        Ok(Response::new(pb::StatusResponse { sweeps }))
     }
 
     type WatchStream = BoxStream<pb::SweepStatus>;

@@ -18,6 +18,7 @@ use sweep_core::{GridSpec, Level};
 conformance_tests!(
     a_finished_stratum_gets_its_next_seed_in_the_same_transaction,
     failed_and_reaped_trials_are_judged_too,
+    a_stratum_whose_trials_finish_together_gets_its_seed_once,
 );
 
 /// depth 8 and 16 x skip on/off, 2 seeds, a target no stratum meets.
@@ -46,7 +47,7 @@ async fn lease_all(store: &dyn Store, now: i64) -> Vec<((i64, bool, u64), Lease)
 }
 
 async fn stratum_next(store: &dyn Store, sweep: &str, depth: i64) -> (Next, usize) {
-    let s = store.status(Some(sweep)).await.unwrap().remove(0);
+    let s = store.strata(sweep).await.unwrap().expect("an adaptive sweep");
     let st = s.strata.iter().find(|s| s.at.get("depth") == Some(&Level::Int(depth))).unwrap();
     (st.next, st.seeds.len())
 }
@@ -78,7 +79,7 @@ async fn a_finished_stratum_gets_its_next_seed_in_the_same_transaction(ctx: Ctx)
     assert_eq!(finish(store, l, acc(*d, *k, *s)).await, 2);
     let status = store.status(Some("adaptive")).await.unwrap().remove(0);
     assert_eq!((status.counts.queued, status.counts.finished()), (2, false));
-    assert_eq!(status.adaptive, spec.run.adaptive);
+    assert_eq!(Some(store.strata("adaptive").await.unwrap().unwrap().plan), spec.run.adaptive);
     // A repeated Complete (its answer lost) adds nothing more.
     assert_eq!(finish(store, l, acc(*d, *k, *s)).await, 0);
 
@@ -105,12 +106,21 @@ async fn a_finished_stratum_gets_its_next_seed_in_the_same_transaction(ctx: Ctx)
     assert_eq!(stratum_next(store, "adaptive", 8).await, (Next::Waiting, 5));
     assert_eq!(stratum_next(store, "adaptive", 16).await, (Next::Stopped(Stop::Resolved), 2));
 
-    // A sweep without a plan reports no strata.
-    store.submit(&grid("plain", "8", "[true, false]", r#""default""#, "true", "2", ""), T0 + 9).await.unwrap();
-    let plain = store.status(Some("plain")).await.unwrap().remove(0);
-    assert!(plain.strata.is_empty() && plain.adaptive.is_none());
-    assert_eq!(store.seed_plan("plain").await.unwrap(), None);
-    assert_eq!(store.seed_plan("adaptive").await.unwrap().unwrap().max_seeds, 5);
+    // Narrowing the grid to depth 16: the depth-8 cells are no longer
+    // judged, and get no more seeds when their queued trials finish.
+    let mut narrow = adaptive_grid("adaptive", 6);
+    narrow.factors.iter_mut().find(|f| f.name == "depth").unwrap().levels = vec![Level::Int(16)];
+    assert_eq!(store.submit(&narrow, T0 + 9).await.unwrap().added_trials, 0);
+    let strata = store.strata("adaptive").await.unwrap().unwrap().strata;
+    assert_eq!(strata.len(), 1);
+    for (_, l) in lease_all(store, T0 + 10).await {
+        assert_eq!(finish(store, &l, 0.9).await, 0, "a depth-8 trial outside the grid");
+    }
+
+    // A sweep without a plan has no strata; an unknown sweep is not found.
+    store.submit(&grid("plain", "8", "[true, false]", r#""default""#, "true", "2", ""), T0 + 11).await.unwrap();
+    assert_eq!(store.strata("plain").await.unwrap(), None);
+    assert!(store.strata("nope").await.is_err());
 }
 
 async fn failed_and_reaped_trials_are_judged_too(ctx: Ctx) {
@@ -152,6 +162,38 @@ async fn failed_and_reaped_trials_are_judged_too(ctx: Ctx) {
     assert_eq!((status.counts.failed, status.counts.queued), (2, 2));
     let round = lease_all(store, now + 1).await;
     assert_eq!(round.iter().map(|(k, _)| *k).collect::<Vec<_>>(), vec![(8, false, 3), (8, true, 3)]);
+}
+
+/// The last two trials of a stratum completed at the same time, round
+/// after round: exactly one of the two calls queues the next seed (on
+/// PostgreSQL the second waits for the sweep's row, then sees the first's
+/// result).
+async fn a_stratum_whose_trials_finish_together_gets_its_seed_once(ctx: Ctx) {
+    let store = &*ctx.store;
+    let spec =
+        grid("together", "8", "[true, false]", r#""default""#, "true", "2", "target_halfwidth = 0.001\nmax_seeds = 10");
+    store.submit(&spec, T0).await.unwrap();
+    for round in 0..10u64 {
+        let leases = lease_all(store, T0 + 1).await;
+        let expected: Vec<u64> = if round == 0 { vec![0, 0, 1, 1] } else { vec![round + 1; 2] };
+        let mut seeds: Vec<u64> = leases.iter().map(|((_, _, s), _)| *s).collect();
+        seeds.sort();
+        assert_eq!(seeds, expected, "round {round}");
+        let (last, rest) = leases.split_last().unwrap();
+        let (other, before) = rest.split_last().unwrap();
+        for (_, l) in before {
+            finish(store, l, 0.5).await;
+        }
+        // On and off within noise: the effect stays open.
+        let wiggle = if round % 2 == 0 { 0.05 } else { -0.05 };
+        let (a, b) = tokio::join!(finish(store, &other.1, 0.5), finish(store, &last.1, 0.5 + wiggle));
+        let due = if round < 8 { 2 } else { 0 };
+        assert_eq!(a + b, due, "round {round}: the seed is queued once ({a} + {b})");
+        if due == 0 {
+            assert_eq!(stratum_next(store, "together", 8).await, (Next::Stopped(Stop::MaxSeeds), 10));
+            return;
+        }
+    }
 }
 
 /// Completes `lease` with test accuracy `acc`; returns the trials its

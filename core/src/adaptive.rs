@@ -10,7 +10,8 @@
 //!   half-width at or below `target_halfwidth`;
 //! - **max seeds**: the stratum already ran `max_seeds` seeds;
 //! - **no pairs**: no seed gave a value at both levels of any effect (every
-//!   trial on one side diverged or failed), so more seeds would not help;
+//!   trial on one side diverged or failed), so more seeds would not help
+//!   (an effect without a pair is settled the same way beside others);
 //! - otherwise one more seed (the smallest unused number) is added to every
 //!   cell of the stratum, and the stratum is judged again when it finishes.
 //!
@@ -64,6 +65,18 @@ pub enum Outcome {
     NoValue,
 }
 
+impl Outcome {
+    /// A trial's outcome from its state and final test accuracy.
+    pub fn of(state: crate::TrialState, final_test_accuracy: Option<f64>) -> Outcome {
+        use crate::TrialState as S;
+        match (state, final_test_accuracy) {
+            (S::Queued | S::Running, _) => Outcome::Pending,
+            (S::Succeeded, Some(v)) if v.is_finite() => Outcome::Value(v),
+            _ => Outcome::NoValue,
+        }
+    }
+}
+
 /// One trial: its cell, seed and outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Run {
@@ -99,8 +112,10 @@ impl Stop {
 pub enum Next {
     /// Some of its trials are still queued or running.
     Waiting,
-    /// Every trial finished and the effect is still open: add this seed.
-    AddSeed(u64),
+    /// Every trial finished and an effect is still open: this seed is due
+    /// (the coordinator queues it in the transaction that finished the
+    /// stratum's last trial; it stays due only in a cancelled sweep).
+    SeedDue(u64),
     Stopped(Stop),
 }
 
@@ -177,7 +192,6 @@ fn judge(plan: &SeedPlan, schema: &Schema, at: Cell, levels: BTreeMap<Level, BTr
     let baseline = order[0].clone();
     let base = &levels[&baseline];
     let seeds: BTreeSet<u64> = levels.values().flat_map(|s| s.keys().copied()).collect();
-    let mut any_pair = false;
     let effects: Vec<Effect> = order[1..]
         .iter()
         .map(|&level| {
@@ -188,23 +202,26 @@ fn judge(plan: &SeedPlan, schema: &Schema, at: Cell, levels: BTreeMap<Level, BTr
                     _ => None,
                 })
                 .collect();
-            any_pair |= !diffs.is_empty();
             Effect::of(level.clone(), &diffs)
         })
         .collect();
     let pending = levels.values().flat_map(|s| s.values()).any(|o| *o == Outcome::Pending);
+    // An effect with no pair after every seed finished (one side always
+    // diverged or failed) is settled: more of the same would not help.
+    let paired: Vec<&Effect> = effects.iter().filter(|e| e.pairs > 0).collect();
+    let settled = |e: &&Effect| e.resolved() || e.halfwidth().is_some_and(|h| h <= plan.target_halfwidth);
     let next = if pending {
         Next::Waiting
-    } else if effects.iter().all(Effect::resolved) {
+    } else if paired.is_empty() {
+        Next::Stopped(Stop::NoPairs)
+    } else if paired.iter().all(|e| e.resolved()) {
         Next::Stopped(Stop::Resolved)
-    } else if effects.iter().all(|e| e.resolved() || e.halfwidth().is_some_and(|h| h <= plan.target_halfwidth)) {
+    } else if paired.iter().all(settled) {
         Next::Stopped(Stop::BelowTarget)
     } else if seeds.len() as u64 >= u64::from(plan.max_seeds) {
         Next::Stopped(Stop::MaxSeeds)
-    } else if !any_pair {
-        Next::Stopped(Stop::NoPairs)
     } else {
-        Next::AddSeed(next_seed(&seeds))
+        Next::SeedDue(next_seed(&seeds))
     };
     Stratum { at, seeds, baseline, effects, next }
 }

@@ -182,6 +182,13 @@ impl GridSpec {
         }
     }
 
+    /// Whether `cell` is one of the grid's cells (a level of each factor,
+    /// and no other key).
+    pub fn has_cell(&self, cell: &Cell) -> bool {
+        cell.0.len() == self.factors.len()
+            && self.factors.iter().all(|f| cell.get(&f.name).is_some_and(|l| f.levels.contains(l)))
+    }
+
     /// Number of cells (factor combinations), not counting seeds.
     pub fn cell_count(&self) -> usize {
         self.factors.iter().map(|f| f.levels.len()).product()

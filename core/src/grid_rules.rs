@@ -146,6 +146,7 @@ pub(crate) fn target_halfwidth(x: f64) -> Result<(), String> {
 /// [`MAX_SEEDS_PER_CELL`], and the grid at that many seeds within
 /// [`MAX_TRIALS`].
 pub(crate) fn max_seeds(n: i64, planned: usize, cells: u64) -> Result<(), String> {
+    positive(n)?;
     if n < planned as i64 {
         return Err(format!("{n} is fewer than the {planned} planned seeds; give at least {planned}"));
     }

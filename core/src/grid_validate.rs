@@ -75,7 +75,12 @@ pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
 /// A seed plan's rules that need no grid.
 pub(crate) fn validate_plan(plan: &crate::adaptive::SeedPlan) -> Result<(), GridError> {
     rules::target_halfwidth(plan.target_halfwidth).map_err(bad("run.target_halfwidth"))?;
-    rules::max_seeds(plan.max_seeds.into(), 0, 1).map_err(bad("run.max_seeds"))
+    rules::max_seeds(plan.max_seeds.into(), 0, 1).map_err(bad("run.max_seeds"))?;
+    let schema = crate::schema();
+    if !schema.factor_names().contains(&plan.contrast.as_str()) {
+        return Err(bad("run.contrast")(unknown_factor(schema, &plan.contrast)));
+    }
+    Ok(())
 }
 
 /// Checks one trial's spec (e.g. an assignment received by a worker): every

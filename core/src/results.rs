@@ -68,6 +68,8 @@ pub struct SweepResults {
     pub trials: Vec<TrialResult>,
     pub curves: Vec<CurveSums>,
     pub grad_flow: Vec<GradFlowSums>,
-    /// The sweep's adaptive-seed plan, when it has one.
+    /// The sweep's adaptive-seed plan, when it has one, and its strata as
+    /// the coordinator judges them.
     pub adaptive: Option<crate::adaptive::SeedPlan>,
+    pub strata: Vec<crate::adaptive::Stratum>,
 }

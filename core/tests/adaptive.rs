@@ -92,7 +92,7 @@ fn each_stratum_gets_its_verdict() {
     let strata = review(&plan(10), schema, &runs);
     let by_depth = |d: i64| strata.iter().find(|s| s.at.get("depth") == Some(&Level::Int(d))).unwrap();
     assert_eq!(by_depth(32).next, Next::Stopped(Stop::Resolved));
-    assert_eq!(by_depth(8).next, Next::AddSeed(3));
+    assert_eq!(by_depth(8).next, Next::SeedDue(3));
     assert_eq!(by_depth(16).next, Next::Stopped(Stop::BelowTarget));
     let e = &by_depth(32).effects[0];
     assert_eq!((e.level.clone(), e.pairs), (Level::Bool(true), 3));
@@ -114,7 +114,7 @@ fn a_stratum_waits_for_its_trials_and_skips_unpaired_seeds() {
     // A diverged seed is no pair; the others still are.
     runs[5].outcome = Outcome::NoValue;
     let s = &review(&plan(10), schema, &runs)[0];
-    assert_eq!((s.effects[0].pairs, s.next), (2, Next::AddSeed(3)));
+    assert_eq!((s.effects[0].pairs, s.next), (2, Next::SeedDue(3)));
     // Every seed diverged on one side: more seeds would not help.
     let dead = stratum(8, &values(&[0.6, 0.5, 0.55]), &[Outcome::NoValue; 3]);
     let s = &review(&plan(10), schema, &dead)[0];
@@ -122,7 +122,7 @@ fn a_stratum_waits_for_its_trials_and_skips_unpaired_seeds() {
     // One pair: an estimate, no interval, one more seed.
     let one = stratum(8, &values(&[0.6]), &values(&[0.5]));
     let s = &review(&plan(10), schema, &one)[0];
-    assert_eq!((s.effects[0].ci95, s.next), (None, Next::AddSeed(1)));
+    assert_eq!((s.effects[0].ci95, s.next), (None, Next::SeedDue(1)));
     // A stratum with one level of the contrast has nothing to judge.
     assert!(review(&plan(10), schema, &stratum(8, &values(&[0.6, 0.5]), &[])).is_empty());
 }
@@ -146,7 +146,7 @@ fn with_three_levels_every_level_must_be_settled() {
     assert_eq!(s.baseline, Level::Str("default".into()));
     assert_eq!(s.effects.len(), 2);
     assert!(s.at.0.is_empty());
-    assert_eq!(s.next, Next::AddSeed(3));
+    assert_eq!(s.next, Next::SeedDue(3));
 }
 
 #[test]

@@ -10,7 +10,7 @@
 //! shape: 3 planned seeds, `max_seeds = 10`, and a target half-width equal
 //! to the differences' sd (reached at about 7 seeds). The sweep is played
 //! round by round exactly as the coordinator plays it: `review` judges the
-//! stratum, and each `AddSeed` adds one seed to both cells.
+//! stratum, and each `SeedDue` adds one seed to both cells.
 //!
 //! Measured: how often the final 95% interval covers the true effect
 //! `delta`, for `delta` from 0 (no effect: stopping when the interval
@@ -54,7 +54,7 @@ fn play(rng: &mut Rng, delta: f64, plan: &SeedPlan) -> (bool, u64) {
     loop {
         let stratum = review(plan, sweep_core::schema(), &runs).remove(0);
         match stratum.next {
-            Next::AddSeed(seed) => add(rng, &mut runs, seed),
+            Next::SeedDue(seed) => add(rng, &mut runs, seed),
             Next::Stopped(_) => {
                 let (lo, hi) = stratum.effects[0].ci95.expect("two or more pairs");
                 return (lo <= delta && delta <= hi, stratum.seeds.len() as u64);
@@ -90,6 +90,15 @@ fn adaptive_stopping_costs_the_documented_coverage() {
              {documented} and {documented_seeds}"
         );
     }
+    // The documentation and the report's note state these figures.
+    let doc = include_str!("../../docs/adaptive-seeds.md");
+    for (delta, coverage, seeds) in DOCUMENTED {
+        let row = format!("| {coverage:.3} | {seeds:.2} |");
+        assert!(doc.contains(&row), "docs/adaptive-seeds.md lacks the row for delta {delta}: {row}");
+    }
+    let (lo, hi) = (DOCUMENTED[0].1 * 100.0, DOCUMENTED[3].1 * 100.0);
+    let range = format!("\"{lo:.1}% to {hi:.1}%\"");
+    assert!(include_str!("../../cli/src/seed_plan.rs").contains(&range), "the report's note must say {range}");
     // With no effect, stopping at the first interval that excludes 0 makes
     // a false discovery more likely than 5%: coverage falls below nominal.
     assert!(measured[0].1 < 0.95 - two_se, "no loss measured at delta 0: {}", measured[0].1);

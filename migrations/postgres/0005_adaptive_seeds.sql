@@ -5,3 +5,6 @@
 ALTER TABLE sweeps ADD COLUMN adaptive BOOLEAN NOT NULL DEFAULT FALSE;
 -- A stratum's trials by cell (and a group lease's cell-mates).
 CREATE INDEX trials_cell ON trials (sweep_id, cell_key);
+-- New trials are numbered after the newest (MAX(seq)), now also when a
+-- finished trial queues a seed.
+CREATE INDEX trials_seq ON trials (seq);

@@ -326,6 +326,7 @@ impl From<&SweepResults> for pb::AnalyzeResponse {
             curves: r.curves.iter().map(Into::into).collect(),
             grad_flow: r.grad_flow.iter().map(Into::into).collect(),
             adaptive: r.adaptive.as_ref().map(Into::into),
+            strata: r.strata.iter().map(Into::into).collect(),
         }
     }
 }
@@ -345,6 +346,7 @@ impl TryFrom<pb::AnalyzeResponse> for SweepResults {
                     plan.validate().map(|()| plan).map_err(|e| from_grid_error("adaptive.", e))
                 })
                 .transpose()?,
+            strata: r.strata.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
         })
     }
 }
@@ -370,7 +372,7 @@ impl From<&Stratum> for pb::Stratum {
             seeds: s.seeds.iter().copied().collect(),
             state: match s.next {
                 Next::Waiting => W::Waiting,
-                Next::AddSeed(_) => W::SeedDue,
+                Next::SeedDue(_) => W::SeedDue,
                 Next::Stopped(Stop::Resolved) => W::Resolved,
                 Next::Stopped(Stop::BelowTarget) => W::BelowTarget,
                 Next::Stopped(Stop::MaxSeeds) => W::MaxSeeds,
@@ -399,7 +401,7 @@ impl TryFrom<pb::Stratum> for Stratum {
         let seeds: std::collections::BTreeSet<u64> = s.seeds.into_iter().collect();
         let next = match W::try_from(s.state) {
             Ok(W::Waiting) => Next::Waiting,
-            Ok(W::SeedDue) => Next::AddSeed(sweep_core::adaptive::next_seed(&seeds)),
+            Ok(W::SeedDue) => Next::SeedDue(sweep_core::adaptive::next_seed(&seeds)),
             Ok(W::Resolved) => Next::Stopped(Stop::Resolved),
             Ok(W::BelowTarget) => Next::Stopped(Stop::BelowTarget),
             Ok(W::MaxSeeds) => Next::Stopped(Stop::MaxSeeds),

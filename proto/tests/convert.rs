@@ -391,6 +391,13 @@ fn results() -> SweepResults {
             mean_step: 1500.5,
         }],
         adaptive: Some(SeedPlan { target_halfwidth: 0.02, max_seeds: 10, contrast: "skip".into() }),
+        strata: vec![Stratum {
+            at: cell(&[("depth", Level::Int(32))]),
+            seeds: [0, 1, 2].into_iter().collect(),
+            baseline: Level::Bool(false),
+            effects: vec![Effect { level: Level::Bool(true), pairs: 3, estimate: Some(0.3), ci95: Some((0.2, 0.4)) }],
+            next: Next::Stopped(Stop::Resolved),
+        }],
     }
 }
 
@@ -436,7 +443,7 @@ fn strata_round_trip_and_a_due_seed_is_recomputed_from_the_seeds() {
     let effect = Effect { level: Level::Bool(true), pairs: 3, estimate: Some(0.25), ci95: Some((0.1, 0.4)) };
     for next in [
         Next::Waiting,
-        Next::AddSeed(2),
+        Next::SeedDue(2),
         Next::Stopped(Stop::Resolved),
         Next::Stopped(Stop::BelowTarget),
         Next::Stopped(Stop::MaxSeeds),

@@ -30,7 +30,7 @@ mod variance;
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use sweep_core::adaptive::{self, Outcome, Run, SeedPlan, Stratum};
+use sweep_core::adaptive::{SeedPlan, Stratum};
 use sweep_core::effects::{self, Analysis, Observation};
 use sweep_core::{SweepResults, TrialState};
 use sweep_proto::v1 as pb;
@@ -56,8 +56,8 @@ pub(crate) struct FullReport {
     pub at: BTreeMap<String, String>,
     /// The focus factors (their levels are the pictures' lines).
     pub focus: Vec<String>,
-    /// The sweep's seed plan and its strata, judged as the coordinator
-    /// judges them.
+    /// The sweep's seed plan and its strata, as the coordinator judges
+    /// them.
     pub seed_plan: Option<(SeedPlan, Vec<Stratum>)>,
 }
 
@@ -106,11 +106,7 @@ pub(crate) fn build(mut results: SweepResults, args: &ReportArgs) -> anyhow::Res
     let cells = cell_rows(&design, &results.trials);
     let mut notes = notes::notes(&design, &results.trials, &cells, &analysis, args.metric);
     notes.extend(provenance::notes(&design, &results.trials));
-    let seed_plan = results.adaptive.clone().map(|plan| {
-        let runs: Vec<Run> = results.trials.iter().map(run_of).collect();
-        let strata = adaptive::review(&plan, design.schema, &runs);
-        (plan, strata)
-    });
+    let seed_plan = results.adaptive.clone().map(|plan| (plan, results.strata.clone()));
     notes.extend(seed_plan.as_ref().map(|(plan, _)| crate::seed_plan::note(plan)));
     Ok(FullReport {
         sweep_id: results.sweep_id.clone(),
@@ -125,16 +121,6 @@ pub(crate) fn build(mut results: SweepResults, args: &ReportArgs) -> anyhow::Res
         focus,
         seed_plan,
     })
-}
-
-/// A trial as the seed plan judges it.
-fn run_of(t: &sweep_core::TrialResult) -> Run {
-    let outcome = match (t.state, t.final_test_accuracy) {
-        (TrialState::Queued | TrialState::Running, _) => Outcome::Pending,
-        (TrialState::Succeeded, Some(v)) if v.is_finite() => Outcome::Value(v),
-        _ => Outcome::NoValue,
-    };
-    Run { cell: t.cell.clone(), seed: t.seed, outcome }
 }
 
 /// The coordinator's answer with every string it carries made safe to print
@@ -171,6 +157,18 @@ fn escaped(mut r: SweepResults) -> SweepResults {
     for g in &mut r.grad_flow {
         fix_cell(&mut g.cell);
         fix(&mut g.block);
+    }
+    for s in &mut r.strata {
+        fix_cell(&mut s.at);
+        let levels = std::iter::once(&mut s.baseline).chain(s.effects.iter_mut().map(|e| &mut e.level));
+        for level in levels {
+            if let sweep_core::Level::Str(text) = level {
+                fix(text);
+            }
+        }
+    }
+    if let Some(plan) = &mut r.adaptive {
+        fix(&mut plan.contrast);
     }
     r
 }

@@ -211,9 +211,13 @@ pub struct SweepStatus {
     pub counts: StateCounts,
     pub running: Vec<RunningTrial>,
     pub cancelled: bool,
-    /// The sweep's seed plan, and each stratum's seeds and verdict under it
-    /// (empty without a plan).
-    pub adaptive: Option<sweep_core::adaptive::SeedPlan>,
+}
+
+/// An adaptive sweep's plan and each stratum's seeds and verdict under it,
+/// judged over the grid's current cells and settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Strata {
+    pub plan: sweep_core::adaptive::SeedPlan,
     pub strata: Vec<sweep_core::adaptive::Stratum>,
 }
 
@@ -377,8 +381,10 @@ pub trait Store: Analytics + Send + Sync + 'static {
     /// Cancels the queued and running trials of a sweep; returns how many.
     async fn cancel(&self, sweep_id: &str, now_ms: i64) -> Result<u64, StoreError>;
 
-    /// The sweep's adaptive-seed plan (`None` without one).
-    async fn seed_plan(&self, sweep_id: &str) -> Result<Option<sweep_core::adaptive::SeedPlan>, StoreError>;
+    /// An adaptive sweep's plan and strata, as the transactions that
+    /// finish its trials judge them (`None` for a sweep without a plan).
+    /// Reads every trial of the sweep: asked for one sweep at a time.
+    async fn strata(&self, sweep_id: &str) -> Result<Option<Strata>, StoreError>;
 
     /// Every trial of a sweep (for tests and `sweep status --trials`).
     async fn trials(&self, sweep_id: &str) -> Result<Vec<TrialRecord>, StoreError>;

@@ -35,6 +35,13 @@ impl PostgresStore {
          ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"
     );
 
+    /// An adaptive sweep's grid, its row locked until the transaction ends:
+    /// the trials of one stratum that finish at the same time are judged
+    /// one after the other, each seeing the others' results (under READ
+    /// COMMITTED each statement after the lock sees what committed before
+    /// it), so the last one to finish always sees the stratum finished.
+    const ADAPTIVE_SPEC_SQL: &'static str = adaptive_spec_sql!(" FOR UPDATE");
+
     /// Connects to `url` and migrates the database.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         Self::open_with(PgConnectOptions::from_str(url)?).await

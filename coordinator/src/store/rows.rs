@@ -269,13 +269,7 @@ pub(crate) struct StratumRunRow {
 impl TryFrom<StratumRunRow> for sweep_core::adaptive::Run {
     type Error = StoreError;
     fn try_from(r: StratumRunRow) -> Result<Self, StoreError> {
-        use sweep_core::adaptive::Outcome;
-        use sweep_core::TrialState;
-        let outcome = match (stored_state(&r.state)?, r.final_test_accuracy) {
-            (TrialState::Queued | TrialState::Running, _) => Outcome::Pending,
-            (TrialState::Succeeded, Some(v)) if v.is_finite() => Outcome::Value(v),
-            _ => Outcome::NoValue,
-        };
+        let outcome = sweep_core::adaptive::Outcome::of(stored_state(&r.state)?, r.final_test_accuracy);
         Ok(sweep_core::adaptive::Run { cell: stored_cell(&r.cell)?, seed: to_u64(r.seed), outcome })
     }
 }

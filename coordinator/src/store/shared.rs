@@ -6,7 +6,8 @@
 //! that performs writes: a single connection for SQLite, so writers never
 //! contend for the file lock) and `self.read`, plus its own lease statement
 //! (`LEASE_SQL`, and `LEASE_SAME_CELL_SQL` for the rest of a group lease,
-//! both built by `sql::lease_sql!`), the one place where the dialects differ.
+//! both built by `sql::lease_sql!`) and its lock on an adaptive sweep's row
+//! (`ADAPTIVE_SPEC_SQL`), the places where the dialects differ.
 
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
@@ -70,7 +71,7 @@ macro_rules! impl_store {
                 let runs = Self::stratum_runs(&mut **tx, spec, cell).await?;
                 let mut new = Vec::new();
                 for stratum in review(plan, spec.schema(), &runs) {
-                    if let Next::AddSeed(seed) = stratum.next {
+                    if let Next::SeedDue(seed) = stratum.next {
                         new.extend(cells_of(&stratum.at, &plan.contrast, levels).into_iter().map(|c| trial_of(c, seed)));
                     }
                 }
@@ -106,30 +107,74 @@ macro_rules! impl_store {
                     keys.push_unseparated(")");
                 }
                 let rows: Vec<$crate::store::rows::StratumRunRow> = qb.build_query_as().fetch_all(executor).await?;
-                rows.into_iter().map(TryInto::try_into).collect()
+                // Cells the grid no longer has (a level removed) are not
+                // judged, and get no seeds.
+                let mut runs = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let run: sweep_core::adaptive::Run = row.try_into()?;
+                    if spec.has_cell(&run.cell) {
+                        runs.push(run);
+                    }
+                }
+                Ok(runs)
             }
 
-            /// After a trial of `sweep_id` (with its `settings_hash` and cell
-            /// JSON) finished: when the sweep has a seed plan and is not
-            /// cancelled, its stratum is judged ([`Self::adapt`]).
-            async fn after_finish(
+            /// The grid of `sweep_id` when it has a seed plan and is not
+            /// cancelled, its row locked for the rest of the transaction on
+            /// PostgreSQL (`ADAPTIVE_SPEC_SQL`). Taken before the trial rows
+            /// are touched, in the order `cancel` and `submit` take them
+            /// (the sweep, then its trials), so they cannot deadlock. A
+            /// stored grid that cannot be read is logged and judged as no
+            /// plan: it must not stop trials from finishing.
+            async fn lock_plan(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 sweep_id: &str,
+            ) -> Result<Option<sweep_core::GridSpec>, $crate::store::StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as(Self::ADAPTIVE_SPEC_SQL).bind(sweep_id).fetch_optional(&mut **tx).await?;
+                let Some((json,)) = row else { return Ok(None) };
+                match $crate::store::spec::stored_grid(sweep_id, &json) {
+                    Ok(spec) => Ok(Some(spec)),
+                    Err(e) => {
+                        tracing::error!(sweep = %sweep_id, error = %e, "adaptive seeds: the sweep's stored grid is unreadable; no seeds are added");
+                        Ok(None)
+                    }
+                }
+            }
+
+            /// [`Self::lock_plan`] for the sweep of the trial running under
+            /// `lease_id` (`None` when none is).
+            async fn plan_of_lease(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                lease_id: &str,
+            ) -> Result<Option<sweep_core::GridSpec>, $crate::store::StoreError> {
+                let row: Option<(String,)> = sqlx::query_as($crate::store::sql::SWEEP_OF_LEASE)
+                    .bind(lease_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                match row {
+                    Some((sweep_id,)) => Self::lock_plan(tx, &sweep_id).await,
+                    None => Ok(None),
+                }
+            }
+
+            /// A trial of `spec`'s sweep (with its `settings_hash` and cell
+            /// JSON) finished: its stratum is judged ([`Self::adapt`]) when
+            /// the trial is one of the grid's current cells and settings.
+            async fn judge_finished(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                spec: &sweep_core::GridSpec,
                 settings_hash: Option<&str>,
                 cell: &str,
             ) -> Result<u64, $crate::store::StoreError> {
-                let row: Option<(String,)> = sqlx::query_as($crate::store::sql::ADAPTIVE_SPEC)
-                    .bind(sweep_id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                let Some((spec_json,)) = row else { return Ok(0) };
-                let spec = $crate::store::spec::stored_grid(sweep_id, &spec_json)?;
-                // A trial of an earlier version of the grid is not in any
-                // stratum of this one.
                 if settings_hash != Some($crate::store::spec::shared_settings(&spec.train, &spec.data).0.as_str()) {
                     return Ok(0);
                 }
-                Self::adapt(tx, &spec, Some(&$crate::store::spec::stored_cell(cell)?)).await
+                let cell = $crate::store::spec::stored_cell(cell)?;
+                if !spec.has_cell(&cell) {
+                    return Ok(0);
+                }
+                Self::adapt(tx, spec, Some(&cell)).await
             }
         }
 
@@ -400,7 +445,8 @@ macro_rules! impl_store {
                 // One transaction with the seeds the trial's stratum may now
                 // need: a sweep is never seen finished while one is due.
                 let mut tx = self.write.begin().await?;
-                let done: Option<(String, Option<String>, String)> = sqlx::query_as(sql::COMPLETE)
+                let plan = Self::plan_of_lease(&mut tx, lease_id).await?;
+                let done: Option<(Option<String>, String)> = sqlx::query_as(sql::COMPLETE)
                     .bind(lease_id)
                     .bind(state)
                     .bind(now_ms)
@@ -411,8 +457,11 @@ macro_rules! impl_store {
                     .bind(summary.wall_seconds)
                     .fetch_optional(&mut *tx)
                     .await?;
-                if let Some((sweep_id, settings_hash, cell)) = done {
-                    let added = Self::after_finish(&mut tx, &sweep_id, settings_hash.as_deref(), &cell).await?;
+                if let Some((settings_hash, cell)) = done {
+                    let added = match &plan {
+                        Some(spec) => Self::judge_finished(&mut tx, spec, settings_hash.as_deref(), &cell).await?,
+                        None => 0,
+                    };
                     tx.commit().await?;
                     return Ok(added);
                 }
@@ -432,17 +481,18 @@ macro_rules! impl_store {
             async fn fail(&self, lease_id: &str, reason: &str, now_ms: i64) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::{sql, StoreError};
                 let mut tx = self.write.begin().await?;
-                let row: Option<(String, String, Option<String>, String)> = sqlx::query_as(sql::FAIL)
+                let plan = Self::plan_of_lease(&mut tx, lease_id).await?;
+                let row: Option<(String, Option<String>, String)> = sqlx::query_as(sql::FAIL)
                     .bind(lease_id)
                     .bind(reason)
                     .bind(now_ms)
                     .fetch_optional(&mut *tx)
                     .await?;
-                let Some((state, sweep_id, settings_hash, cell)) = row else {
+                let Some((state, settings_hash, cell)) = row else {
                     return Err(StoreError::LeaseLost(lease_id.to_owned()));
                 };
-                if state == "failed" {
-                    Self::after_finish(&mut tx, &sweep_id, settings_hash.as_deref(), &cell).await?;
+                if let (Some(spec), "failed") = (&plan, state.as_str()) {
+                    Self::judge_finished(&mut tx, spec, settings_hash.as_deref(), &cell).await?;
                 }
                 tx.commit().await?;
                 Ok(state == "queued")
@@ -450,14 +500,26 @@ macro_rules! impl_store {
 
             async fn reap_expired(&self, now_ms: i64) -> Result<u64, $crate::store::StoreError> {
                 let mut tx = self.write.begin().await?;
+                // The adaptive sweeps' rows first, in one order (see
+                // `lock_plan`).
+                let sweeps: Vec<(String,)> = sqlx::query_as($crate::store::sql::EXPIRED_SWEEPS)
+                    .bind(now_ms)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut plans = std::collections::HashMap::new();
+                for (sweep_id,) in sweeps {
+                    if let Some(spec) = Self::lock_plan(&mut tx, &sweep_id).await? {
+                        plans.insert(sweep_id, spec);
+                    }
+                }
                 let rows: Vec<(String, String, Option<String>, String)> = sqlx::query_as($crate::store::sql::REAP)
                     .bind(now_ms)
                     .bind($crate::store::MAX_INFRA_FAILURES as i64)
                     .fetch_all(&mut *tx)
                     .await?;
                 for (state, sweep_id, settings_hash, cell) in &rows {
-                    if state == "failed" {
-                        Self::after_finish(&mut tx, sweep_id, settings_hash.as_deref(), cell).await?;
+                    if let (Some(spec), "failed") = (plans.get(sweep_id), state.as_str()) {
+                        Self::judge_finished(&mut tx, spec, settings_hash.as_deref(), cell).await?;
                     }
                 }
                 tx.commit().await?;
@@ -487,7 +549,7 @@ macro_rules! impl_store {
             ) -> Result<Vec<$crate::store::SweepStatus>, $crate::store::StoreError> {
                 use $crate::store::rows::RunningRow;
                 use $crate::store::{sql, StateCounts, StoreError, SweepStatus};
-                let sweeps: Vec<(String, bool, Option<String>)> = match sweep_id {
+                let sweeps: Vec<(String, bool)> = match sweep_id {
                     Some(id) => sqlx::query_as(sql::SWEEPS_ONE).bind(id).fetch_all(&self.read).await?,
                     None => sqlx::query_as(sql::SWEEPS_ALL).fetch_all(&self.read).await?,
                 };
@@ -502,31 +564,15 @@ macro_rules! impl_store {
                     Some(id) => sqlx::query_as(sql::RUNNING_ONE).bind(id).fetch_all(&self.read).await?,
                     None => sqlx::query_as(sql::RUNNING_ALL).fetch_all(&self.read).await?,
                 };
-                let mut out: Vec<SweepStatus> = Vec::with_capacity(sweeps.len());
-                for (id, cancelled, adaptive) in sweeps {
-                    // An adaptive sweep's strata, judged as a finished trial
-                    // judges them.
-                    let (adaptive, strata) = match adaptive {
-                        None => (None, Vec::new()),
-                        Some(json) => {
-                            let spec = $crate::store::spec::stored_grid(&id, &json)?;
-                            let runs = Self::stratum_runs(&self.read, &spec, None).await?;
-                            let strata = match &spec.run.adaptive {
-                                Some(plan) => sweep_core::adaptive::review(plan, spec.schema(), &runs),
-                                None => Vec::new(),
-                            };
-                            (spec.run.adaptive, strata)
-                        }
-                    };
-                    out.push(SweepStatus {
+                let mut out: Vec<SweepStatus> = sweeps
+                    .into_iter()
+                    .map(|(id, cancelled)| SweepStatus {
                         sweep_id: id,
                         counts: StateCounts::default(),
                         running: Vec::new(),
                         cancelled,
-                        adaptive,
-                        strata,
-                    });
-                }
+                    })
+                    .collect();
                 let index: std::collections::HashMap<String, usize> =
                     out.iter().enumerate().map(|(i, s)| (s.sweep_id.clone(), i)).collect();
                 for (sweep, state, n) in counts {
@@ -559,16 +605,20 @@ macro_rules! impl_store {
                 Ok(n)
             }
 
-            async fn seed_plan(
+            async fn strata(
                 &self,
                 sweep_id: &str,
-            ) -> Result<Option<sweep_core::adaptive::SeedPlan>, $crate::store::StoreError> {
+            ) -> Result<Option<$crate::store::Strata>, $crate::store::StoreError> {
                 use $crate::store::StoreError;
-                let row: Option<(String, bool, Option<String>)> =
-                    sqlx::query_as($crate::store::sql::SWEEPS_ONE).bind(sweep_id).fetch_optional(&self.read).await?;
-                let Some((_, _, json)) = row else { return Err(StoreError::NotFound(format!("sweep {sweep_id:?}"))) };
+                let row: Option<(Option<String>,)> =
+                    sqlx::query_as($crate::store::sql::ADAPTIVE_GRID).bind(sweep_id).fetch_optional(&self.read).await?;
+                let Some((json,)) = row else { return Err(StoreError::NotFound(format!("sweep {sweep_id:?}"))) };
                 let Some(json) = json else { return Ok(None) };
-                Ok($crate::store::spec::stored_grid(sweep_id, &json)?.run.adaptive)
+                let spec = $crate::store::spec::stored_grid(sweep_id, &json)?;
+                let Some(plan) = spec.run.adaptive.clone() else { return Ok(None) };
+                let runs = Self::stratum_runs(&self.read, &spec, None).await?;
+                let strata = sweep_core::adaptive::review(&plan, spec.schema(), &runs);
+                Ok(Some($crate::store::Strata { plan, strata }))
             }
 
             async fn trials(

@@ -28,13 +28,13 @@ pub(crate) const STATE_BY_LEASE: &str = "SELECT id, state FROM trials WHERE leas
 
 pub(crate) const COMPLETE: &str = "UPDATE trials SET state = $2, finished_ms = $3, lease_expires_ms = NULL, \
      final_train_loss = $4, final_test_loss = $5, final_test_accuracy = $6, best_test_accuracy = $7, wall_seconds = $8 \
-     WHERE lease_id = $1 AND state = 'running' RETURNING sweep_id, settings_hash, cell";
+     WHERE lease_id = $1 AND state = 'running' RETURNING settings_hash, cell";
 
 pub(crate) const FAIL: &str = "UPDATE trials SET failures = failures + 1, last_error = $2, \
      state = CASE WHEN failures + 1 >= max_attempts THEN 'failed' ELSE 'queued' END, \
      finished_ms = CASE WHEN failures + 1 >= max_attempts THEN $3 ELSE NULL END, \
      lease_id = NULL, worker_id = NULL, holder = NULL, lease_expires_ms = NULL \
-     WHERE lease_id = $1 AND state = 'running' RETURNING state, sweep_id, settings_hash, cell";
+     WHERE lease_id = $1 AND state = 'running' RETURNING state, settings_hash, cell";
 
 pub(crate) const REAP: &str = "UPDATE trials SET infra_failures = infra_failures + 1, \
      last_error = 'lease expired: worker ' || COALESCE(worker_id, '?') || ' stopped heartbeating', \
@@ -44,8 +44,18 @@ pub(crate) const REAP: &str = "UPDATE trials SET infra_failures = infra_failures
      WHERE state = 'running' AND lease_expires_ms < $1 \
      RETURNING state, sweep_id, settings_hash, cell";
 
-/// A sweep's grid when it has a seed plan and is not cancelled.
-pub(crate) const ADAPTIVE_SPEC: &str = "SELECT spec_json FROM sweeps WHERE id = $1 AND adaptive AND NOT cancelled";
+/// A sweep's grid when it has a seed plan and is not cancelled (each
+/// backend adds how it locks the row: `ADAPTIVE_SPEC_SQL`).
+macro_rules! adaptive_spec_sql {
+    ($lock:literal) => {
+        concat!("SELECT spec_json FROM sweeps WHERE id = $1 AND adaptive AND NOT cancelled", $lock)
+    };
+}
+/// The sweep of the trial running under lease `$1`.
+pub(crate) const SWEEP_OF_LEASE: &str = "SELECT sweep_id FROM trials WHERE lease_id = $1 AND state = 'running'";
+/// The sweeps with a lease past its deadline at `$1`, in one order.
+pub(crate) const EXPIRED_SWEEPS: &str = "SELECT DISTINCT sweep_id FROM trials \
+     WHERE state = 'running' AND lease_expires_ms < $1 ORDER BY sweep_id";
 /// The start of the query for the trials of some strata of sweep `$1`
 /// (the caller adds the settings and cells).
 pub(crate) const STRATUM_RUNS: &str = "SELECT cell, seed, state, final_test_accuracy FROM trials WHERE sweep_id = ";
@@ -53,11 +63,10 @@ pub(crate) const STRATUM_RUNS: &str = "SELECT cell, seed, state, final_test_accu
 pub(crate) const COUNTS_ALL: &str = "SELECT sweep_id, state, COUNT(*) AS n FROM trials GROUP BY sweep_id, state";
 pub(crate) const COUNTS_ONE: &str =
     "SELECT sweep_id, state, COUNT(*) AS n FROM trials WHERE sweep_id = $1 GROUP BY sweep_id, state";
-/// Each sweep, with its grid when it has a seed plan.
-pub(crate) const SWEEPS_ALL: &str =
-    "SELECT id, cancelled, CASE WHEN adaptive THEN spec_json END FROM sweeps ORDER BY created_ms, id";
-pub(crate) const SWEEPS_ONE: &str =
-    "SELECT id, cancelled, CASE WHEN adaptive THEN spec_json END FROM sweeps WHERE id = $1";
+pub(crate) const SWEEPS_ALL: &str = "SELECT id, cancelled FROM sweeps ORDER BY created_ms, id";
+pub(crate) const SWEEPS_ONE: &str = "SELECT id, cancelled FROM sweeps WHERE id = $1";
+/// A sweep's grid when it has a seed plan (NULL without one).
+pub(crate) const ADAPTIVE_GRID: &str = "SELECT CASE WHEN adaptive THEN spec_json END FROM sweeps WHERE id = $1";
 pub(crate) const RUNNING_ALL: &str = "SELECT t.id, t.sweep_id, t.worker_id, t.spec_json, s.settings_json, t.attempts, \
      t.progress_epoch, t.progress_step, t.progress_loss \
      FROM trials t LEFT JOIN trial_settings s ON s.hash = t.settings_hash WHERE t.state = 'running' ORDER BY t.seq";

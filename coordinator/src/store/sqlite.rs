@@ -38,6 +38,10 @@ impl SqliteStore {
          AND settings_hash IS $10 AND checkpoint_step IS $11 ORDER BY seq LIMIT 1"
     );
 
+    /// An adaptive sweep's grid (the single writer connection serialises
+    /// the transactions that judge its strata).
+    const ADAPTIVE_SPEC_SQL: &'static str = adaptive_spec_sql!("");
+
     /// Opens (creating if missing) the database at `url` (`sqlite://PATH`,
     /// or `sqlite::memory:` for a private in-memory store) and migrates it.
     ///
