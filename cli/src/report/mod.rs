@@ -13,11 +13,13 @@
 //! - `args`: the options; `design`: the factors the trials show;
 //!   `cells`: the per-cell rows; `notes`: the flags; `render`: tables,
 //!   JSON, CSV; `provenance`: where trials ran; `lesion`, `variance`,
-//!   `landscape`: the analyses' sections; `plots`, `html`: pictures and the page.
+//!   `landscape`: the analyses' sections; `grad_flow`: the gradient-flow
+//!   rows; `plots`, `html`: pictures and the page.
 
 mod args;
 mod cells;
 mod design;
+mod grad_flow;
 mod html;
 mod landscape;
 mod lesion;

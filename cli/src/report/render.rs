@@ -275,9 +275,15 @@ pub(super) fn json(r: &FullReport) -> serde_json::Value {
         "variance": super::variance::rows(&r.results),
         "landscape": super::landscape::json(&r.results),
     });
-    // Only a sweep with a seed plan has the section.
-    if let (Some((plan, strata)), Some(doc)) = (&r.seed_plan, out.as_object_mut()) {
-        doc.insert("adaptive".into(), crate::seed_plan::json(plan, strata));
+    // Sections only some reports have: a sweep with a seed plan, a report
+    // that fetched the pictures' gradient norms.
+    if let Some(doc) = out.as_object_mut() {
+        if let Some((plan, strata)) = &r.seed_plan {
+            doc.insert("adaptive".into(), crate::seed_plan::json(plan, strata));
+        }
+        if let Some(rows) = super::grad_flow::json(&r.results) {
+            doc.insert("gradient_flow".into(), rows);
+        }
     }
     out
 }
