@@ -71,10 +71,49 @@ test_subset = 256
 const TRAINED_WITH: &str = "- Trained with: epochs=2, batch_size=4, optimizer=sgd, lr=0.01, momentum=0.9, \
                             weight_decay=0.0, log_every=2000, augment=false, precision=fp32.\n";
 
-/// A markdown report without the note added after v3 (which must be there).
+/// The note on standardised effects, added after v3.
+const STANDARDIZED: &str = "- d: the effect in units of the seed-to-seed spread";
+
+/// A markdown report without what was added after v3 (which must be
+/// there): the settings note, the note on `d`, and the tables' `d` column.
 fn without_new_note(md: String) -> String {
     assert!(md.contains(TRAINED_WITH), "no settings note: {md}");
-    md.replacen(TRAINED_WITH, "", 1)
+    let md = md.replacen(TRAINED_WITH, "", 1);
+    let mut out = String::new();
+    let mut d_column: Option<usize> = None;
+    let mut saw_d_note = false;
+    for line in md.lines() {
+        if line.starts_with(STANDARDIZED) {
+            saw_d_note = true;
+            continue;
+        }
+        let cells: Option<Vec<&str>> =
+            line.strip_prefix("| ").and_then(|l| l.strip_suffix(" |")).map(|l| l.split(" | ").collect());
+        match (&cells, d_column) {
+            (Some(cells), None) if cells.contains(&"d") => {
+                let i = cells.iter().position(|c| *c == "d").unwrap();
+                d_column = Some(i);
+                out += &format!(
+                    "| {} |\n",
+                    cells.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, c)| *c).collect::<Vec<_>>().join(" | ")
+                );
+            }
+            (Some(cells), Some(i)) => {
+                out += &format!(
+                    "| {} |\n",
+                    cells.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, c)| *c).collect::<Vec<_>>().join(" | ")
+                );
+            }
+            (None, Some(_)) if line.starts_with("|---|") => out += &format!("{}\n", line.replacen("---|", "", 1)),
+            _ => {
+                d_column = None;
+                out += line;
+                out += "\n";
+            }
+        }
+    }
+    assert!(saw_d_note, "no note on standardised effects: {md}");
+    out
 }
 
 /// A JSON report without what was added after v3: the trial rows'
@@ -97,8 +136,14 @@ fn without_new_fields(mut json: serde_json::Value) -> serde_json::Value {
             if let Some(effect) = c["effect"].as_object_mut() {
                 assert_eq!(effect.remove("method"), Some(serde_json::json!("independent")), "{section}");
             }
+            c.as_object_mut().unwrap().remove("standardized").expect("a standardised effect field");
         }
     }
+    for p in json["paired"].as_array_mut().expect("paired") {
+        p.as_object_mut().unwrap().remove("standardized").expect("a standardised effect field");
+    }
+    let notes = json["notes"].as_array_mut().expect("notes");
+    notes.retain(|n| !n.as_str().is_some_and(|n| n.starts_with(&STANDARDIZED[2..])));
     let notes = json["notes"].as_array_mut().expect("notes");
     let before = notes.len();
     notes.retain(|n| !n.as_str().is_some_and(|n| n.starts_with("Trained with: epochs=2, batch_size=4,")));

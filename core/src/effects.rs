@@ -260,6 +260,10 @@ pub struct Comparison {
     pub effect: Option<Contrast>,
     /// Holm-adjusted p-value (main effects: across all main effects).
     pub p_holm: Option<f64>,
+    /// The effect over the pooled within-cell sd of the cells it compares
+    /// (Cohen's d: a size comparable across metrics); `None` without an
+    /// effect or a spread.
+    pub standardized: Option<f64>,
     /// Strata (combinations of the other free factors) with runs at both levels.
     pub strata_used: usize,
     /// Strata with runs at only one of the two levels (left out).
@@ -282,6 +286,9 @@ pub struct Paired {
     pub test: Option<PairedT>,
     /// Holm-adjusted across every paired comparison with a test.
     pub p_holm: Option<f64>,
+    /// The mean difference over the pooled within-cell sd of the two cells
+    /// (Cohen's d, as for [`Comparison::standardized`]).
+    pub standardized: Option<f64>,
 }
 
 /// A row of the grouped view: the mean of the cell means of one combination
@@ -395,6 +402,7 @@ impl Data<'_> {
         }
         let n = used.len() as f64;
         let terms: Vec<(f64, &Key)> = keys.iter().flat_map(|(a, b)| [(1.0 / n, a), (-1.0 / n, b)]).collect();
+        let effect = self.contrast_of(&terms);
         let mean = |xs: Vec<f64>| (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64);
         Comparison {
             factor: self.factors[f].name.clone(),
@@ -403,12 +411,24 @@ impl Data<'_> {
             at: at.iter().map(|&(g, l)| (self.factors[g].name.clone(), self.factors[g].levels[l].clone())).collect(),
             level_mean: mean(used.iter().map(|(a, _)| a.mean).collect()),
             baseline_mean: mean(used.iter().map(|(_, b)| b.mean).collect()),
-            effect: self.contrast_of(&terms),
+            standardized: effect.and_then(|e| standardized(e.estimate, used.iter().flat_map(|(a, b)| [a, b]))),
+            effect,
             p_holm: None,
             strata_used: used.len(),
             strata_unmatched: unmatched,
         }
     }
+}
+
+/// `difference` over the pooled sd of `cells` (`sqrt(sum (n_i - 1) s_i^2 /
+/// sum (n_i - 1))` over the cells with a spread): Cohen's d. `None` when
+/// no cell has a spread, or it is 0.
+fn standardized<'a>(difference: f64, cells: impl Iterator<Item = &'a Moments>) -> Option<f64> {
+    let (ss, df) = cells
+        .filter_map(|m| m.sd.map(|sd| ((m.n - 1) as f64, sd)))
+        .fold((0.0, 0.0), |(ss, df), (d, sd)| (ss + d * sd * sd, df + d));
+    let pooled = (ss / df).sqrt();
+    (df > 0.0 && pooled > 0.0 && pooled.is_finite()).then(|| difference / pooled)
 }
 
 /// Cell statistics, main effects, simple effects of the focus factors,
@@ -485,19 +505,22 @@ pub fn analyze(factors: &[Factor], obs: &[Observation], opts: &Options) -> Resul
             let others: Vec<usize> = (0..factors.len()).filter(|&g| g != f).collect();
             for mut k in data.strata(&others, &[]) {
                 k[f] = l;
-                let a = data.cells.get(&k);
+                let (a, a_spread) = (data.cells.get(&k), data.summaries.get(&k));
                 k[f] = baselines[f];
-                let b = data.cells.get(&k);
+                let (b, b_spread) = (data.cells.get(&k), data.summaries.get(&k));
                 let (Some(a), Some(b)) = (a, b) else { continue };
                 let shared: Vec<u64> = a.keys().filter(|s| b.contains_key(s)).copied().collect();
                 let diffs: Vec<f64> = shared.iter().map(|s| a[s] - b[s]).collect();
+                let test = paired_t(&diffs);
+                let spread = [a_spread, b_spread];
                 paired.push(Paired {
+                    standardized: test.and_then(|t| standardized(t.mean_diff, spread.into_iter().flatten())),
                     factor: factors[f].name.clone(),
                     level: factors[f].levels[l].clone(),
                     baseline: factors[f].levels[baselines[f]].clone(),
                     at: others.iter().map(|&g| (factors[g].name.clone(), factors[g].levels[k[g]].clone())).collect(),
                     shared_seeds: shared,
-                    test: paired_t(&diffs),
+                    test,
                     p_holm: None,
                 });
             }

@@ -352,3 +352,27 @@ mod props {
         }
     }
 }
+
+/// The standardised effect (Cohen's d) is the effect over the pooled sd of
+/// the cells compared, `sqrt(sum (n_i - 1) s_i^2 / sum (n_i - 1))`.
+/// Reference values from Python's `statistics` (variance, mean) on DATA:
+/// ```python
+/// pooled = sqrt(sum((len(c)-1)*variance(c) for c in cells) / sum(len(c)-1 for c in cells))
+/// ```
+#[test]
+fn standardized_effects_are_differences_over_the_pooled_seed_sd() {
+    let a = analyze(&factors(), &observations(None), &opts()).unwrap();
+    let main = a.main_effects.iter().find(|c| c.factor == "skip").unwrap();
+    close(main.standardized.unwrap(), 2.72947485453344, 1e-12);
+    let at = |depth: &str| a.simple_effects.iter().find(|c| c.factor == "skip" && c.at["depth"] == depth).unwrap();
+    close(at("8").standardized.unwrap(), 2.121320343559645, 1e-12);
+    close(at("32").standardized.unwrap(), 3.5148455365422206, 1e-12);
+    // Paired at depth 32: the mean of the differences on the shared seeds
+    // (0-2) over the two cells' pooled sd (all their seeds).
+    let paired = a.paired.iter().find(|p| p.at["depth"] == "32").unwrap();
+    close(paired.standardized.unwrap(), 3.6512425275125153, 1e-12);
+    // Cells without a spread (one seed each) have no d.
+    let one_seed: Vec<Observation> = observations(None).into_iter().filter(|o| o.seed == 0).collect();
+    let a = analyze(&factors(), &one_seed, &opts()).unwrap();
+    assert!(a.main_effects.iter().all(|c| c.standardized.is_none()));
+}

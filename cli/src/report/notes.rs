@@ -143,5 +143,14 @@ pub(super) fn notes(
             metric.label()
         ));
     }
+    let any_d = a.main_effects.iter().chain(&a.simple_effects).any(|c| c.standardized.is_some())
+        || a.paired.iter().any(|p| p.standardized.is_some());
+    if any_d {
+        notes.push(STANDARDIZED_NOTE.to_owned());
+    }
     notes
 }
+
+/// What the tables' `d` column is (one home for the words, which the
+/// upgrade test also recognises).
+pub(crate) const STANDARDIZED_NOTE: &str = "d: the effect in units of the seed-to-seed spread, the difference over      the pooled standard deviation across seeds within the cells compared (Cohen's d); unlike percentage points it      compares across metrics. About 0.2 is small, 0.8 large; a d of 10 means the seeds barely matter.";

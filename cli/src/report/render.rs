@@ -42,6 +42,11 @@ fn effect_text(c: &Option<effects::Contrast>, metric: Measure) -> String {
     }
 }
 
+/// A standardised effect (Cohen's d), e.g. `+1.42`.
+fn d_text(d: Option<f64>) -> String {
+    d.map_or_else(|| "-".into(), |d| format!("{d:+.2}"))
+}
+
 fn p_text(p: Option<f64>) -> String {
     match p {
         None => "-".into(),
@@ -138,6 +143,7 @@ pub(super) fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
                     "level mean",
                     "baseline mean",
                     "effect [95% CI]",
+                    "d",
                     "p",
                     "p (Holm)",
                     "matched cell pairs",
@@ -149,6 +155,7 @@ pub(super) fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
                         mean_text(c.level_mean, m),
                         mean_text(c.baseline_mean, m),
                         effect_text(&c.effect, m),
+                        d_text(c.standardized),
                         p_text(c.effect.and_then(|e| e.p_value)),
                         p_text(c.p_holm),
                         c.strata_used.to_string(),
@@ -172,13 +179,14 @@ pub(super) fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
                     r.design.show(f, l),
                     r.design.show(f, b)
                 ),
-                ["at", "with", "without", "effect [95% CI]", "p"],
+                ["at", "with", "without", "effect [95% CI]", "d", "p"],
                 r.analysis.simple_effects.iter().filter(|c| c.factor == f && c.level == l).map(|c| {
                     vec![
                         r.design.show_at(&c.at),
                         mean_text(c.level_mean, m),
                         mean_text(c.baseline_mean, m),
                         effect_text(&c.effect, m),
+                        d_text(c.standardized),
                         p_text(c.effect.and_then(|e| e.p_value)),
                     ]
                 }),
@@ -212,7 +220,7 @@ pub(super) fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
                     r.design.show(&f.factor, &f.level),
                     r.design.show(&f.factor, &f.baseline)
                 ),
-                ["cell", "shared seeds", "mean difference [95% CI]", "t", "p", "p (Holm)"],
+                ["cell", "shared seeds", "mean difference [95% CI]", "d", "t", "p", "p (Holm)"],
                 r.analysis.paired.iter().map(|p| {
                     let (diff, t) = match &p.test {
                         Some(t) => (
@@ -230,6 +238,7 @@ pub(super) fn tables(r: &FullReport) -> Vec<crate::tables::Table> {
                         r.design.show_at(&p.at),
                         p.shared_seeds.len().to_string(),
                         diff,
+                        d_text(p.standardized),
                         t,
                         p_text(p.test.map(|t| t.p_two_sided)),
                         p_text(p.p_holm),
@@ -294,13 +303,13 @@ pub(super) fn tables_csv(r: &FullReport) -> Vec<(String, String)> {
     let q = csv_field;
     let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
     let mut eff = String::from(
-        "kind,factor,level,baseline,at,level_mean,baseline_mean,effect,ci95_lo,ci95_hi,df,p_value,p_holm,method\n",
+        "kind,factor,level,baseline,at,level_mean,baseline_mean,effect,ci95_lo,ci95_hi,df,p_value,p_holm,method,d\n",
     );
     for (kind, list) in [("main", &r.analysis.main_effects), ("simple", &r.analysis.simple_effects)] {
         for c in list {
             let e = c.effect;
             eff += &format!(
-                "{kind},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{kind},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 q(&c.factor),
                 q(&c.level),
                 q(&c.baseline),
@@ -318,16 +327,17 @@ pub(super) fn tables_csv(r: &FullReport) -> Vec<(String, String)> {
                     Some(sweep_core::effects::Method::Independent) => "independent",
                     None => "",
                 },
+                f(c.standardized),
             );
         }
     }
     files.push(("effects.csv".into(), eff));
     let mut paired =
-        String::from("factor,level,baseline,at,shared_seeds,mean_diff,ci95_lo,ci95_hi,t,df,p_value,p_holm\n");
+        String::from("factor,level,baseline,at,shared_seeds,mean_diff,ci95_lo,ci95_hi,t,df,p_value,p_holm,d\n");
     for p in &r.analysis.paired {
         let t = p.test;
         paired += &format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             q(&p.factor),
             q(&p.level),
             q(&p.baseline),
@@ -340,6 +350,7 @@ pub(super) fn tables_csv(r: &FullReport) -> Vec<(String, String)> {
             f(t.map(|t| t.df)),
             f(t.map(|t| t.p_two_sided)),
             f(p.p_holm),
+            f(p.standardized),
         );
     }
     files.push(("paired.csv".into(), paired));
