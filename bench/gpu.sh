@@ -68,9 +68,8 @@ slot_threads() { if [[ "$on_gpu" == 1 ]]; then echo "$THREADS"; else echo $(( TH
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"; [[ -n "${smi_pid:-}" ]] && kill "$smi_pid" 2>/dev/null || true' EXIT
 if [[ -z "${DATA:-}" ]]; then
-    for d in "$repo/../shared/datasets/cifar-10-batches-bin"; do
-        if [[ -f "$d/data_batch_1.bin" ]]; then DATA="$(cd "$d" && pwd)"; fi
-    done
+    d="${SWEEP_CIFAR_DIR:-$repo/../shared/datasets/cifar-10-batches-bin}"
+    if [[ -f "$d/data_batch_1.bin" ]]; then DATA="$(cd "$d" && pwd)"; fi
 fi
 if [[ -z "${DATA:-}" ]]; then
     DATA="$tmp/data"

@@ -36,7 +36,8 @@ if [[ -z "${DATA:-}" ]]; then
     DATA="$tmp/data"
 fi
 
-export PATH="$(dirname "$PYTHON"):$PATH" LIBTORCH_USE_PYTORCH=1
+PATH="$(dirname "$PYTHON"):$PATH"
+export PATH LIBTORCH_USE_PYTORCH=1
 echo "building (release)..." >&2
 cargo build --release -q -p sweep-worker --example train_bench >&2
 bench_bin="$repo/target/release/examples/train_bench"

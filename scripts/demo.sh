@@ -14,6 +14,7 @@
 # gradient-flow picture the vanishing gradients of the plain network; what
 # it leaves out is in the README. Edit .sweep/demo/grid.toml for more.
 set -euo pipefail
+# shellcheck source=scripts/env.sh
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 ensure_cargo

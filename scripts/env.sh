@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the project's scripts: sets up the project-local Python
 # virtualenv with PyTorch (whose libtorch the worker links) and the build
 # environment. Idempotent: skips the install when the venv already has the

@@ -12,6 +12,7 @@
 # ../shared/datasets/cifar-10-batches-bin next to this repo (read only).
 # Output: .sweep/science/report (pictures, CSV), report.html, report.txt.
 set -euo pipefail
+# shellcheck source=scripts/env.sh
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 ensure_cargo

@@ -6,6 +6,7 @@
 # PostgreSQL: SWEEP_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test);
 # the suite fails if it cannot connect.
 set -euo pipefail
+# shellcheck source=scripts/env.sh
 source "$(dirname "$0")/env.sh"
 cd "$ROOT"
 ensure_cargo
@@ -16,7 +17,7 @@ export SWEEP_REQUIRE_POSTGRES=1
 if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
     say "PostgreSQL is not answering on 127.0.0.1:5432; trying to start it"
     if command -v pg_ctlcluster >/dev/null 2>&1; then
-        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+        pg_ctlcluster --skip-systemctl-redirect "$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | head -n1)" main start || true
     fi
 fi
 
@@ -39,3 +40,7 @@ cargo test --workspace --locked -- --test-threads="${SWEEP_TEST_THREADS:-2}"
 # it cannot rot between the sessions that have a GPU (issue 10).
 say "bench/gpu.sh --device cpu --quick"
 BENCH_BIN="$ROOT/target/debug/examples/train_bench" bench/gpu.sh --device cpu --quick
+
+# The deployment files and every shell script, validated statically (no
+# container daemon or Kubernetes cluster here; issue 12).
+scripts/validate-deploy.sh
