@@ -47,14 +47,20 @@ if [ "$cmd" != start ]; then
     exit 2
 fi
 
+# Exit code 3: Slurm cannot be had on this machine (not root, or the
+# packages cannot be installed); the test then says so and skips. Any other
+# failure is 1.
 if [ "$(id -u)" != 0 ]; then
     echo "starting a Slurm cluster needs root (slurmd runs jobs as their users)" >&2
-    exit 1
+    exit 3
 fi
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
     echo "installing slurm-wlm and munge (apt-get)" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >"$dir/apt.log" 2>&1 \
-        || { echo "apt-get install slurm-wlm munge failed; see $dir/apt.log" >&2; exit 1; }
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >"$dir/apt.log" 2>&1; then
+        echo "apt-get install slurm-wlm munge failed:" >&2
+        tail -n 5 "$dir/apt.log" >&2
+        exit 3
+    fi
 fi
 
 free_port() {
