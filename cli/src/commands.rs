@@ -112,6 +112,7 @@ impl NetFlags {
 pub(crate) async fn serve(
     database_url: &str,
     listen: &str,
+    metrics_listen: Option<&str>,
     lease_ttl_secs: u64,
     net: NetFlags,
     sec: ServeSecurity,
@@ -133,7 +134,32 @@ pub(crate) async fn serve(
         if security.tls.is_some() { "TLS" } else { "plaintext" },
         if security.auth.enabled() { "token auth" } else { "no auth" }
     );
-    sweep_coordinator::serve_with_limits(store, config, security, net.limits(), listener, shutdown_signal()).await?;
+    let metrics = match metrics_listen {
+        None => None,
+        Some(addr) => {
+            let l =
+                tokio::net::TcpListener::bind(addr).await.with_context(|| format!("metrics: listening on {addr}"))?;
+            eprintln!("sweep metrics on http://{}/metrics", l.local_addr()?);
+            let server = sweep_coordinator::metrics::serve_metrics(
+                l,
+                config.metrics.clone(),
+                store.clone(),
+                ttl,
+                std::future::pending(),
+            );
+            Some(tokio::spawn(async move {
+                if let Err(e) = server.await {
+                    tracing::error!(error = %e, "the metrics server stopped");
+                }
+            }))
+        }
+    };
+    let served =
+        sweep_coordinator::serve_with_limits(store, config, security, net.limits(), listener, shutdown_signal()).await;
+    if let Some(task) = metrics {
+        task.abort();
+    }
+    served?;
     eprintln!("sweep coordinator stopped");
     Ok(())
 }

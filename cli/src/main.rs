@@ -102,6 +102,13 @@ enum Command {
         /// for networks you trust completely.
         #[arg(long)]
         allow_insecure: bool,
+        /// Also serve Prometheus metrics on this address (plain HTTP, GET
+        /// /metrics: trials per sweep and state, leases, points, RPC
+        /// latencies, connected workers). No tokens: it shows sweep names
+        /// and counts, so bind it where only your Prometheus reaches, e.g.
+        /// 127.0.0.1:9464.
+        #[arg(long, env = "SWEEP_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
         #[command(flatten)]
         net: commands::NetFlags,
     },
@@ -216,6 +223,7 @@ fn main() -> ExitCode {
                 client_tokens_file,
                 tls_client_ca,
                 allow_insecure,
+                metrics_listen,
                 net,
             } => {
                 let sec = commands::ServeSecurity {
@@ -226,7 +234,7 @@ fn main() -> ExitCode {
                     tls_client_ca,
                     allow_insecure,
                 };
-                commands::serve(&database_url, &listen, lease_ttl_secs, net, sec).await
+                commands::serve(&database_url, &listen, metrics_listen.as_deref(), lease_ttl_secs, net, sec).await
             }
             Command::Submit { grid, dry_run, coordinator } => {
                 commands::submit(&grid, dry_run, &coordinator.coordinator).await

@@ -7,6 +7,7 @@
 //! - [`error`]: the one table mapping store errors to gRPC status codes.
 //! - [`limits`]: the network edge (connection cap, handshake timeout,
 //!   keepalives, `RESOURCE_EXHAUSTED` for oversized messages).
+//! - [`metrics`]: Prometheus metrics and their `GET /metrics` server.
 //! - [`serve`]: runs a coordinator on a listener until a shutdown future
 //!   resolves (tests call it with `127.0.0.1:0`).
 
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod bounds;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod service;
 pub mod store;
 

@@ -20,6 +20,7 @@ use sweep_proto::v1 as pb;
 use crate::auth::Caller;
 use crate::bounds;
 use crate::error::Refusal;
+use crate::metrics::Metrics;
 use crate::store::{self, FinalOutcome, HeartbeatVerdict, LeaseOwner, Leaser, MetricRow, Progress, Store};
 
 /// Coordinator settings. Every field says why it has the value it has.
@@ -52,6 +53,9 @@ pub struct CoordinatorConfig {
     /// burn through every trial's attempts. Counted per worker identity and
     /// worker ID in the store, so a coordinator restart forgives nobody.
     pub quarantine_after: u32,
+    /// The Prometheus metrics the services update (shared with
+    /// `metrics::serve_metrics` when `--metrics-listen` serves them).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for CoordinatorConfig {
@@ -64,6 +68,7 @@ impl Default for CoordinatorConfig {
             max_points_per_batch: 10_000,
             max_points_per_sec: 20_000.0,
             quarantine_after: 5,
+            metrics: Arc::default(),
         }
     }
 }
@@ -136,6 +141,7 @@ impl Coordinator {
     /// One pass of the reaper: expire overdue leases and wake waiting workers.
     pub async fn reap_once(&self) -> Result<u64, store::StoreError> {
         let n = self.store.reap_expired(now_ms()).await?;
+        self.config.metrics.expired(n);
         if n > 0 {
             tracing::warn!(trials = n, "leases expired; trials re-queued or failed");
             self.queue_changed();
@@ -199,6 +205,7 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 #[tonic::async_trait]
 impl pb::sweep_service_server::SweepService for Coordinator {
     async fn submit(&self, req: Request<pb::SubmitRequest>) -> Result<Response<pb::SubmitResponse>, Status> {
+        let _timer = self.config.metrics.time("Submit");
         let spec = req.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         let spec = GridSpec::try_from(spec)?;
         let out = self.store.submit(&spec, now_ms()).await?;
@@ -212,6 +219,7 @@ impl pb::sweep_service_server::SweepService for Coordinator {
     }
 
     async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let _timer = self.config.metrics.time("Status");
         let id = req.into_inner().sweep_id;
         let filter = if id.is_empty() { None } else { Some(sweep_id_arg(&id)?) };
         let mut sweeps: Vec<pb::SweepStatus> = self.store.status(filter).await?.into_iter().map(status_to_pb).collect();
@@ -230,6 +238,7 @@ impl pb::sweep_service_server::SweepService for Coordinator {
     type WatchStream = BoxStream<pb::SweepStatus>;
 
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let _timer = self.config.metrics.time("Watch");
         let id = sweep_id_arg(&req.into_inner().sweep_id)?.to_owned();
         // Fail fast on an unknown sweep, before the stream starts.
         self.store.status(Some(&id)).await?;
@@ -262,6 +271,7 @@ impl pb::sweep_service_server::SweepService for Coordinator {
     }
 
     async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
+        let _timer = self.config.metrics.time("Cancel");
         let id = sweep_id_arg(&req.into_inner().sweep_id)?.to_owned();
         let n = self.store.cancel(&id, now_ms()).await?;
         tracing::info!(sweep = %id, trials = n, "sweep cancelled");
@@ -273,6 +283,7 @@ impl pb::sweep_service_server::SweepService for Coordinator {
 #[tonic::async_trait]
 impl pb::worker_service_server::WorkerService for Coordinator {
     async fn lease(&self, req: Request<pb::LeaseRequest>) -> Result<Response<pb::LeaseResponse>, Status> {
+        let _timer = self.config.metrics.time("Lease");
         let caller = Caller::of(&req);
         let req = req.into_inner();
         let worker_id = bounds::worker_id(&req.worker_id)?;
@@ -297,6 +308,7 @@ impl pb::worker_service_server::WorkerService for Coordinator {
             queue.borrow_and_update();
             let leases = self.store.lease_group(who, max_trials, now_ms(), ttl).await?;
             if !leases.is_empty() {
+                self.config.metrics.leased(worker_id, leases.len() as u64);
                 for lease in &leases {
                     tracing::info!(trial = %lease.trial_id, worker = %worker_id, attempt = lease.attempt, resume_step = ?lease.resume_step, "trial leased");
                 }
@@ -309,16 +321,22 @@ impl pb::worker_service_server::WorkerService for Coordinator {
             }
             match tokio::time::timeout_at(deadline, queue.changed()).await {
                 Ok(Ok(())) => continue,
-                _ => return Ok(Response::new(pb::LeaseResponse::default())),
+                _ => {
+                    self.config.metrics.seen(worker_id);
+                    return Ok(Response::new(pb::LeaseResponse::default()));
+                }
             }
         }
     }
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let _timer = self.config.metrics.time("Heartbeat");
         let caller = Caller::of(&req);
         let req = req.into_inner();
         let lease = lease_id_arg(&req.lease_id)?;
-        self.holder_check(&caller, lease).await?;
+        if let Some(owner) = self.holder_check(&caller, lease).await? {
+            self.config.metrics.seen(&owner.worker_id);
+        }
         let progress = Progress { epoch: req.epoch, step: req.step, loss: req.last_loss.filter(|l| l.is_finite()) };
         let verdict = self.store.heartbeat(lease, progress, now_ms(), self.config.lease_ttl.as_millis() as i64).await?;
         self.changed();
@@ -336,6 +354,7 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         &self,
         req: Request<Streaming<pb::MetricBatch>>,
     ) -> Result<Response<Self::PushMetricsStream>, Status> {
+        let _timer = self.config.metrics.time("PushMetrics");
         let caller = Caller::of(&req);
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
@@ -387,6 +406,9 @@ impl pb::worker_service_server::WorkerService for Coordinator {
                     },
                     Err(e) => Err(e),
                 };
+                if let Ok(stored) = result {
+                    this.config.metrics.points(stored);
+                }
                 let reply = result.map(|stored| pb::MetricAck { seq: batch.seq, stored });
                 let failed = reply.is_err();
                 if tx.send(reply).await.is_err() || failed {
@@ -398,6 +420,7 @@ impl pb::worker_service_server::WorkerService for Coordinator {
     }
 
     async fn complete(&self, req: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
+        let _timer = self.config.metrics.time("Complete");
         let caller = Caller::of(&req);
         let req = req.into_inner();
         let lease = lease_id_arg(&req.lease_id)?;
@@ -410,6 +433,10 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         let summary = bounds::summary(&req.summary.unwrap_or_default(), outcome == FinalOutcome::Diverged)?;
         let owner = self.holder_check(&caller, lease).await?;
         let added = self.store.complete(lease, outcome, &summary, now_ms()).await?;
+        self.config.metrics.finished(match outcome {
+            FinalOutcome::Succeeded => "succeeded",
+            FinalOutcome::Diverged => "diverged",
+        });
         let (holder, worker) = owner.map_or((caller, worker_id.to_owned()), |o| (o.holder, o.worker_id));
         if !worker.is_empty() {
             self.store.clear_failures(&holder, &worker).await?;
@@ -423,6 +450,7 @@ impl pb::worker_service_server::WorkerService for Coordinator {
     }
 
     async fn fail(&self, req: Request<pb::FailRequest>) -> Result<Response<pb::FailResponse>, Status> {
+        let _timer = self.config.metrics.time("Fail");
         let caller = Caller::of(&req);
         let req = req.into_inner();
         let lease = lease_id_arg(&req.lease_id)?;
@@ -430,6 +458,9 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         let reason = bounds::reason(&req.reason);
         let owner = self.holder_check(&caller, lease).await?;
         let requeued = self.store.fail(lease, &reason, now_ms()).await?;
+        if !requeued {
+            self.config.metrics.finished("failed");
+        }
         // Counted against the worker that took the lease (as recorded then),
         // not the self-declared ID of this call.
         let (holder, worker) = owner.map_or((caller, worker_id.to_owned()), |o| (o.holder, o.worker_id));
@@ -446,12 +477,14 @@ impl pb::worker_service_server::WorkerService for Coordinator {
     }
 
     async fn release(&self, req: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseResponse>, Status> {
+        let _timer = self.config.metrics.time("Release");
         let caller = Caller::of(&req);
         let req = req.into_inner();
         let lease = lease_id_arg(&req.lease_id)?;
         let reason = bounds::reason(&req.reason);
         self.holder_check(&caller, lease).await?;
         self.store.release(lease, &reason).await?;
+        self.config.metrics.released();
         tracing::info!(lease = %lease, reason = %reason, "trial handed back (no attempt used)");
         self.queue_changed();
         Ok(Response::new(pb::ReleaseResponse {}))
