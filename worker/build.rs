@@ -26,7 +26,9 @@ fn main() {
     {
         println!("cargo:rerun-if-env-changed={var}");
     }
+    code_version();
     if env::var_os("CARGO_FEATURE_TORCH").is_none() {
+        println!("cargo:rustc-env=SWEEP_LIBTORCH_VERSION=");
         return;
     }
     if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
@@ -44,6 +46,7 @@ fn main() {
             return;
         }
     };
+    println!("cargo:rustc-env=SWEEP_LIBTORCH_VERSION={}", libtorch_version(&lib_dir));
     let has = |name: &str| lib_dir.join(format!("lib{name}.so")).exists();
 
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
@@ -56,6 +59,43 @@ fn main() {
         }
     }
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib_dir.display());
+}
+
+/// `SWEEP_CODE_VERSION` for provenance: the package version and, in a git
+/// checkout, `git describe --always --dirty` (else only the version).
+fn code_version() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
+    let git = manifest.join("../.git");
+    for f in ["HEAD", "index"] {
+        if git.join(f).exists() {
+            println!("cargo:rerun-if-changed={}", git.join(f).display());
+        }
+    }
+    let version = env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    let describe = Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=10"])
+        .current_dir(&manifest)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_alphanumeric() || "-._+".contains(c)));
+    match describe {
+        Some(d) => println!("cargo:rustc-env=SWEEP_CODE_VERSION={version} ({d})"),
+        None => println!("cargo:rustc-env=SWEEP_CODE_VERSION={version}"),
+    }
+}
+
+/// The version of the libtorch in `lib_dir`: PyTorch's `version.py` next
+/// to it (a wheel), or libtorch's `build-version` file; empty if neither.
+fn libtorch_version(lib_dir: &Path) -> String {
+    let root = lib_dir.parent().unwrap_or(lib_dir);
+    if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
+        if let Some(v) = text.lines().find_map(|l| l.strip_prefix("__version__ = ")) {
+            return v.trim().trim_matches(['\'', '"']).to_owned();
+        }
+    }
+    std::fs::read_to_string(root.join("build-version")).map(|v| v.trim().to_owned()).unwrap_or_default()
 }
 
 /// The folder holding `libtorch_cpu.so`, chosen in the order torch-sys uses.

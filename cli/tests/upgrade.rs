@@ -122,6 +122,8 @@ fn without_new_note(md: String) -> String {
 /// asked).
 fn without_new_fields(mut json: serde_json::Value) -> serde_json::Value {
     for t in json["trials"].as_array_mut().expect("trial rows") {
+        let provenance = t.as_object_mut().unwrap().remove("provenance").expect("provenance in each trial row");
+        assert_eq!(provenance, serde_json::Value::Null, "no worker of the old code recorded provenance");
         let settings = t.as_object_mut().unwrap().remove("settings").expect("settings in each trial row");
         assert_eq!((settings["lr"].as_f64(), settings["precision"].as_str()), (Some(0.01), Some("fp32")), "{settings}");
     }

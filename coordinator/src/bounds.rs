@@ -162,3 +162,26 @@ pub fn summary(s: &sweep_proto::v1::TrialSummary, diverged: bool) -> Result<Tria
         wall_seconds: w,
     })
 }
+
+/// The longest field of a result's provenance, in bytes (a version string,
+/// a device model, a SHA-256 in hex).
+pub const PROVENANCE_FIELD_MAX: usize = 256;
+
+/// A result's provenance: each field at most [`PROVENANCE_FIELD_MAX`]
+/// bytes of printable text.
+pub fn provenance(p: &sweep_proto::v1::Provenance) -> Result<sweep_core::Provenance, Status> {
+    for (what, v) in [
+        ("code_version", &p.code_version),
+        ("libtorch", &p.libtorch),
+        ("device_name", &p.device_name),
+        ("dataset_sha256", &p.dataset_sha256),
+    ] {
+        if v.len() > PROVENANCE_FIELD_MAX {
+            return Err(invalid(format!("provenance.{what}: at most {PROVENANCE_FIELD_MAX} bytes, got {}", v.len())));
+        }
+        if v.chars().any(char::is_control) {
+            return Err(invalid(format!("provenance.{what}: control characters are not allowed")));
+        }
+    }
+    Ok(p.clone().into())
+}

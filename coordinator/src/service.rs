@@ -432,6 +432,10 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         };
         let summary = bounds::summary(&req.summary.unwrap_or_default(), outcome == FinalOutcome::Diverged)?;
         let owner = self.holder_check(&caller, lease).await?;
+        let provenance = req.provenance.as_ref().map(bounds::provenance).transpose()?;
+        if let Some(p) = provenance.filter(|p| !p.is_empty()) {
+            self.store.set_provenance(lease, &p).await?;
+        }
         let added = self.store.complete(lease, outcome, &summary, now_ms()).await?;
         self.config.metrics.finished(match outcome {
             FinalOutcome::Succeeded => "succeeded",

@@ -126,6 +126,7 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
     assert_eq!(bad.code(), Code::InvalidArgument);
     let c = worker
         .complete(pb::CompleteRequest {
+            provenance: None,
             lease_id: "0123abcd".into(),
             outcome: pb::Outcome::Succeeded as i32,
             summary: None,
@@ -136,6 +137,7 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
     assert_eq!(c.code(), Code::FailedPrecondition);
     let c = worker
         .complete(pb::CompleteRequest {
+            provenance: None,
             lease_id: "0123abcd".into(),
             outcome: 99,
             summary: None,
@@ -275,6 +277,7 @@ async fn results_outside_their_domain_are_refused() {
     ];
     for (what, s) in bad {
         let req = pb::CompleteRequest {
+            provenance: None,
             lease_id: a.lease_id.clone(),
             outcome: pb::Outcome::Succeeded as i32,
             summary: Some(s),
@@ -336,6 +339,7 @@ async fn results_outside_their_domain_are_refused() {
     let diverged = pb::TrialSummary { final_train_loss: Some(f64::NAN), ..good };
     worker
         .complete(pb::CompleteRequest {
+            provenance: None,
             lease_id: a.lease_id.clone(),
             outcome: pb::Outcome::Diverged as i32,
             summary: Some(diverged),
@@ -412,6 +416,7 @@ async fn the_assignment_carries_store_identity_vouched_step_and_provenance() {
     acks.message().await.unwrap().unwrap();
     worker
         .complete(pb::CompleteRequest {
+            provenance: None,
             lease_id: again.lease_id,
             outcome: pb::Outcome::Diverged as i32,
             summary: None,

@@ -31,7 +31,7 @@ pub use grid::{
     MAX_SEEDS_PER_CELL, MAX_TRIALS,
 };
 pub use level::{Level, LevelKind};
-pub use results::{CurveSums, GradFlowSums, SweepResults, TrialResult};
+pub use results::{CurveSums, GradFlowSums, Provenance, SweepResults, TrialResult};
 pub use schema::Schema;
 pub use state::TrialState;
 pub use trial::{TrialId, TrialSpec};

@@ -32,6 +32,28 @@ pub struct TrialResult {
     /// The trial's fixed `[train]` settings as stored (its factors are in
     /// `cell`; a setting its schema omits at the default is absent).
     pub settings: crate::Settings,
+    /// What the result was produced with (empty fields: unknown, e.g. a
+    /// result from an older worker).
+    pub provenance: Provenance,
+}
+
+/// What a result was produced with, as its worker reported it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Provenance {
+    /// The worker's version and `git describe` at build time.
+    pub code_version: String,
+    /// The libtorch it ran on, e.g. `2.11.0+cu130`.
+    pub libtorch: String,
+    /// The device's model (`NVIDIA H200`, a CPU's model name).
+    pub device_name: String,
+    /// SHA-256 (hex) of the dataset's files.
+    pub dataset_sha256: String,
+}
+
+impl Provenance {
+    pub fn is_empty(&self) -> bool {
+        *self == Provenance::default()
+    }
 }
 
 /// COUNT, SUM and SUM of squares of a metric at one step over a cell's

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use crate::v1 as pb;
 use sweep_core::adaptive::{Effect, Next, SeedPlan, Stop, Stratum};
 use sweep_core::{
-    Cell, CurveSums, DataConfig, Factor, GradFlowSums, GridError, GridSpec, Level, RunConfig, Settings, SweepResults,
-    TrialResult, TrialSpec, TrialState,
+    Cell, CurveSums, DataConfig, Factor, GradFlowSums, GridError, GridSpec, Level, Provenance, RunConfig, Settings,
+    SweepResults, TrialResult, TrialSpec, TrialState,
 };
 
 /// A wire message that does not make a valid domain value.
@@ -236,6 +236,30 @@ impl From<&TrialResult> for pb::TrialFinal {
             diverged_step: t.diverged_step,
             train_images_used: t.train_images_used,
             settings: levels_out(&t.settings),
+            provenance: (!t.provenance.is_empty()).then(|| (&t.provenance).into()),
+        }
+    }
+}
+
+impl From<&Provenance> for pb::Provenance {
+    fn from(p: &Provenance) -> Self {
+        pb::Provenance {
+            code_version: p.code_version.clone(),
+            libtorch: p.libtorch.clone(),
+            device_name: p.device_name.clone(),
+            dataset_sha256: p.dataset_sha256.clone(),
+        }
+    }
+}
+
+/// Unchecked: the coordinator bounds what it stores (`bounds::provenance`).
+impl From<pb::Provenance> for Provenance {
+    fn from(p: pb::Provenance) -> Self {
+        Provenance {
+            code_version: p.code_version,
+            libtorch: p.libtorch,
+            device_name: p.device_name,
+            dataset_sha256: p.dataset_sha256,
         }
     }
 }
@@ -258,6 +282,7 @@ impl TryFrom<pb::TrialFinal> for TrialResult {
             diverged_step: t.diverged_step,
             train_images_used: t.train_images_used,
             settings: levels_in("trials.settings.", t.settings)?,
+            provenance: t.provenance.map(Into::into).unwrap_or_default(),
         })
     }
 }

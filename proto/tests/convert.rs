@@ -359,6 +359,12 @@ fn results() -> SweepResults {
                 settings: [("lr".to_owned(), Level::Float(0.1)), ("precision".to_owned(), Level::Str("bf16".into()))]
                     .into_iter()
                     .collect(),
+                provenance: sweep_core::Provenance {
+                    code_version: "0.1.0 (g1a2b3c)".into(),
+                    libtorch: "2.11.0+cu130".into(),
+                    device_name: "NVIDIA H200".into(),
+                    dataset_sha256: "ab".repeat(32),
+                },
             },
             TrialResult {
                 cell: b.clone(),
@@ -375,6 +381,7 @@ fn results() -> SweepResults {
                 diverged_step: Some(-1),
                 train_images_used: None,
                 settings: Default::default(),
+                provenance: Default::default(),
             },
         ],
         curves: vec![

@@ -19,6 +19,7 @@ mod finish;
 pub mod fuse;
 pub mod memory;
 pub mod per_device;
+pub mod provenance;
 mod retry;
 pub mod simulated;
 pub mod slots;

@@ -111,14 +111,24 @@ impl NvmlProbe {
     }
 }
 
-impl MemoryProbe for NvmlProbe {
-    fn free_bytes(&self) -> Result<u64, String> {
-        let device = match &self.which {
+impl NvmlProbe {
+    fn device(&self) -> Result<nvml_wrapper::Device<'_>, String> {
+        match &self.which {
             Which::Index(i) => self.nvml.device_by_index(*i),
             Which::Uuid(u) => self.nvml.device_by_uuid(u.as_str()),
         }
-        .map_err(|e| format!("NVML device {:?}: {e}", self.which))?;
-        device.memory_info().map(|m| m.free).map_err(|e| format!("NVML memory of {:?}: {e}", self.which))
+        .map_err(|e| format!("NVML device {:?}: {e}", self.which))
+    }
+
+    /// The device's model name, e.g. `NVIDIA H200`.
+    pub fn name(&self) -> Result<String, String> {
+        self.device()?.name().map_err(|e| format!("NVML name of {:?}: {e}", self.which))
+    }
+}
+
+impl MemoryProbe for NvmlProbe {
+    fn free_bytes(&self) -> Result<u64, String> {
+        self.device()?.memory_info().map(|m| m.free).map_err(|e| format!("NVML memory of {:?}: {e}", self.which))
     }
 }
 

@@ -290,6 +290,9 @@ impl TrainContext {
 /// The final numbers of a trial.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TrialSummary {
+    /// SHA-256 (hex) of the dataset's files, when the trainer read a
+    /// dataset (provenance).
+    pub dataset_sha256: Option<String>,
     pub final_train_loss: Option<f64>,
     pub final_test_loss: Option<f64>,
     pub final_test_accuracy: Option<f64>,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sweep_core::schema::Place;
-use sweep_core::{Cell, Level, Settings, TrialResult, TrialState};
+use sweep_core::{Cell, Level, Provenance, Settings, TrialResult, TrialState};
 
 use super::design::Design;
 
@@ -33,6 +33,9 @@ pub(super) struct TrialRow {
     /// The fixed settings it trained with, the defaults a trial leaves out
     /// filled in; `null` when the coordinator did not say (an older one).
     pub settings: Option<Settings>,
+    /// What its result was produced with (code version, libtorch, device
+    /// model, dataset checksum); `null` when its worker did not say.
+    pub provenance: Option<Provenance>,
 }
 
 /// One row per trial, in the order given (the report sorts trials first).
@@ -48,8 +51,64 @@ pub(super) fn trial_rows(_design: &Design, trials: &[TrialResult]) -> Vec<TrialR
             diverged_step: t.diverged_step,
             train_images_used: t.train_images_used,
             settings: trained_with(t),
+            provenance: (!t.provenance.is_empty()).then(|| t.provenance.clone()),
         })
         .collect()
+}
+
+/// "Produced with: sweep 0.1.0 (g1a2b3c), libtorch 2.11.0, on AMD EPYC
+/// 7B13, dataset sha256 3f2a…": each provenance field of the results that
+/// carry one, with trial counts where they differ, and a warning when the
+/// code, libtorch or data differ between trials. `None` when no result
+/// carries provenance (an older worker or coordinator).
+fn produced_with(trials: &[TrialResult]) -> Option<String> {
+    let with: Vec<&Provenance> = trials.iter().map(|t| &t.provenance).filter(|p| !p.is_empty()).collect();
+    if with.is_empty() {
+        return None;
+    }
+    let field = |label: &str, get: fn(&Provenance) -> String| -> (String, bool) {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for p in &with {
+            let v = get(p);
+            *counts.entry(if v.is_empty() { "unknown".into() } else { v }).or_default() += 1;
+        }
+        let mixed = counts.len() > 1;
+        let text = if mixed {
+            counts
+                .iter()
+                .map(|(v, n)| format!("{v} ({n} trial{})", if *n == 1 { "" } else { "s" }))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        } else {
+            counts.into_keys().next().unwrap_or_default()
+        };
+        (format!("{label} {text}"), mixed)
+    };
+    let parts = [
+        field("code", |p| p.code_version.clone()),
+        field("libtorch", |p| p.libtorch.clone()),
+        field("device", |p| p.device_name.clone()),
+        field("dataset sha256", |p| p.dataset_sha256.chars().take(16).collect()),
+    ];
+    let mut text = format!(
+        "Produced with ({} of {} results recorded it): {}.",
+        with.len(),
+        trials.iter().filter(|t| t.state == TrialState::Succeeded || t.state == TrialState::Diverged).count(),
+        parts.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join("; ")
+    );
+    let mixed: Vec<&str> = ["code", "libtorch", "dataset"]
+        .iter()
+        .zip([&parts[0], &parts[1], &parts[3]])
+        .filter(|(_, (_, m))| *m)
+        .map(|(name, _)| *name)
+        .collect();
+    if !mixed.is_empty() {
+        text += &format!(
+            " WARNING: the trials ran under different {}: part of a difference between cells can come from that;              rerun the odd ones under one version.",
+            mixed.join(", ")
+        );
+    }
+    Some(text)
 }
 
 /// The fixed settings `t` trained with: its stored settings, plus the
@@ -160,6 +219,7 @@ pub(super) fn notes(design: &Design, trials: &[TrialResult]) -> Vec<String> {
              compare runs made with the same settings.";
     notes.push(text);
     notes.extend(settings_note(trials));
+    notes.extend(produced_with(trials));
 
     let diverged: Vec<String> = trials
         .iter()
@@ -219,7 +279,41 @@ mod tests {
             settings: [("lr".to_owned(), Level::Float(0.1)), ("epochs".to_owned(), Level::Int(6))]
                 .into_iter()
                 .collect(),
+            provenance: Provenance::default(),
         }
+    }
+
+    fn produced(code: &str) -> Provenance {
+        Provenance {
+            code_version: code.into(),
+            libtorch: "2.11.0".into(),
+            device_name: "AMD EPYC 7B13".into(),
+            dataset_sha256: "3f2a".repeat(16),
+        }
+    }
+
+    #[test]
+    fn the_provenance_note_says_what_produced_the_results_and_flags_mixed_versions() {
+        let mut ts = vec![trial(8, 0, TrialState::Succeeded, "cpu", 1), trial(8, 1, TrialState::Succeeded, "cpu", 1)];
+        let none = notes(&Design::of(&ts), &ts).join("\n");
+        assert!(!none.contains("Produced with"), "nothing recorded, nothing said: {none}");
+        ts[0].provenance = produced("0.1.0 (g1a2b3c)");
+        ts[1].provenance = produced("0.1.0 (g1a2b3c)");
+        let one = notes(&Design::of(&ts), &ts).join("\n");
+        assert!(
+            one.contains(
+                "Produced with (2 of 2 results recorded it): code 0.1.0 (g1a2b3c); libtorch 2.11.0; \
+                 device AMD EPYC 7B13; dataset sha256 3f2a3f2a3f2a3f2a."
+            ),
+            "{one}"
+        );
+        assert!(!one.contains("WARNING: the trials ran under different"), "{one}");
+        ts[1].provenance = produced("0.2.0 (g9f8e7d)");
+        let mixed = notes(&Design::of(&ts), &ts).join("\n");
+        assert!(mixed.contains("code 0.1.0 (g1a2b3c) (1 trial) or 0.2.0 (g9f8e7d) (1 trial)"), "{mixed}");
+        assert!(mixed.contains("WARNING: the trials ran under different code:"), "{mixed}");
+        let rows = trial_rows(&Design::of(&ts), &ts);
+        assert_eq!(rows[1].provenance.as_ref().map(|p| p.code_version.as_str()), Some("0.2.0 (g9f8e7d)"));
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub(crate) mod sql {
     pub(crate) const TRIAL_RESULTS: &str = "SELECT s.id AS sweep, t.cell, t.cell_key, t.seed, t.state, \
          t.final_train_loss, t.final_test_loss, t.final_test_accuracy, t.best_test_accuracy, t.wall_seconds, \
          t.device, t.threads, t.id AS trial_id, t.settings_hash, ts.settings_json, \
+         t.code_version, t.libtorch, t.device_name, t.dataset_sha256, \
          (SELECT m.value FROM metrics m WHERE m.trial_id = t.id AND m.name = 'diverged_step' ORDER BY m.step DESC LIMIT 1) AS diverged_step, \
          (SELECT m.value FROM metrics m WHERE m.trial_id = t.id AND m.name = 'train_images_used' ORDER BY m.step DESC LIMIT 1) AS train_images_used \
          FROM sweeps s LEFT JOIN trials t ON t.sweep_id = s.id \

@@ -365,6 +365,11 @@ pub trait Store: Analytics + Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<u64, StoreError>;
 
+    /// Records what the attempt running under `lease_id` was produced with
+    /// (a worker sends it with its result, just before [`Store::complete`]).
+    /// `LeaseLost` unless the lease is current.
+    async fn set_provenance(&self, lease_id: &str, provenance: &sweep_core::Provenance) -> Result<(), StoreError>;
+
     /// Gives the trial up: back to the queue, or failed once `max_attempts`
     /// attempts have failed (then its stratum is judged, as in
     /// [`Store::complete`]). Returns whether it was re-queued.

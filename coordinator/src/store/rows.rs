@@ -172,6 +172,10 @@ pub(crate) struct ResultRow {
     pub trial_id: Option<String>,
     pub settings_hash: Option<String>,
     pub settings_json: Option<String>,
+    pub code_version: Option<String>,
+    pub libtorch: Option<String>,
+    pub device_name: Option<String>,
+    pub dataset_sha256: Option<String>,
 }
 
 impl ResultRow {
@@ -201,6 +205,12 @@ impl ResultRow {
             diverged_step: point_value(self.diverged_step).map(|v| v as i64),
             train_images_used: point_value(self.train_images_used).map(|v| v as u64),
             settings,
+            provenance: sweep_core::Provenance {
+                code_version: self.code_version.unwrap_or_default(),
+                libtorch: self.libtorch.unwrap_or_default(),
+                device_name: self.device_name.unwrap_or_default(),
+                dataset_sha256: self.dataset_sha256.unwrap_or_default(),
+            },
         }))
     }
 }

@@ -478,6 +478,25 @@ macro_rules! impl_store {
                 }
             }
 
+            async fn set_provenance(
+                &self,
+                lease_id: &str,
+                p: &sweep_core::Provenance,
+            ) -> Result<(), $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::sql::SET_PROVENANCE)
+                    .bind(lease_id)
+                    .bind(&p.code_version)
+                    .bind(&p.libtorch)
+                    .bind(&p.device_name)
+                    .bind(&p.dataset_sha256)
+                    .execute(&self.write)
+                    .await?;
+                if done.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::LeaseLost(lease_id.to_owned()));
+                }
+                Ok(())
+            }
+
             async fn fail(&self, lease_id: &str, reason: &str, now_ms: i64) -> Result<bool, $crate::store::StoreError> {
                 use $crate::store::{sql, StoreError};
                 let mut tx = self.write.begin().await?;

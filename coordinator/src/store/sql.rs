@@ -26,6 +26,11 @@ pub(crate) const HEARTBEAT: &str =
 
 pub(crate) const STATE_BY_LEASE: &str = "SELECT id, state FROM trials WHERE lease_id = $1";
 
+/// The provenance of the attempt running under lease `$1`, recorded just
+/// before it completes.
+pub(crate) const SET_PROVENANCE: &str = "UPDATE trials SET code_version = $2, libtorch = $3, device_name = $4, \
+     dataset_sha256 = $5 WHERE lease_id = $1 AND state = 'running'";
+
 pub(crate) const COMPLETE: &str = "UPDATE trials SET state = $2, finished_ms = $3, lease_expires_ms = NULL, \
      final_train_loss = $4, final_test_loss = $5, final_test_accuracy = $6, best_test_accuracy = $7, wall_seconds = $8 \
      WHERE lease_id = $1 AND state = 'running' RETURNING settings_hash, cell";

@@ -425,6 +425,31 @@ pub fn load_cached(
     Ok(data)
 }
 
+/// The SHA-256 (hex) of the dataset in `root`: of its five training files
+/// and its test file, in that order, whole (whatever subset a trial uses).
+/// Computed once per (folder, file sizes and modification times) in a
+/// process and cached: provenance for every result trained on it.
+pub fn checksum(root: &Path) -> Result<String, CifarError> {
+    use sha2::{Digest, Sha256};
+    type Sums = HashMap<(PathBuf, Vec<(u64, u128)>), String>;
+    static SUMS: OnceLock<Mutex<Sums>> = OnceLock::new();
+    let key = (root.canonicalize().unwrap_or_else(|_| root.to_owned()), fingerprint(root));
+    let sums = SUMS.get_or_init(Default::default);
+    let mut sums = sums.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(sum) = sums.get(&key) {
+        return Ok(sum.clone());
+    }
+    let mut h = Sha256::new();
+    for name in TRAIN_FILES.iter().copied().chain([TEST_FILE]) {
+        let path = root.join(name);
+        let mut file = File::open(&path).map_err(io_err(&path))?;
+        std::io::copy(&mut file, &mut h).map_err(io_err(&path))?;
+    }
+    let sum = hex::encode(h.finalize());
+    sums.insert(key, sum.clone());
+    Ok(sum)
+}
+
 /// Drops every cached dataset (the memory is freed once no trial holds it).
 pub fn clear_cache() {
     cache().lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();

@@ -57,6 +57,12 @@ pub(super) fn optimizer(trial: &BmenetTrial, named: Vec<(String, Tensor)>) -> Op
     }
 }
 
+/// The dataset's checksum for the result's provenance (`None`, logged,
+/// when its files cannot be read again).
+fn dataset_sha256(data: &CifarData) -> Option<String> {
+    cifar::checksum(&data.root).map_err(|e| tracing::warn!("cannot checksum the dataset for provenance: {e}")).ok()
+}
+
 /// The trial's data (through the process-wide cache), with at least one
 /// training and one test image.
 fn load_data(trial: &BmenetTrial, data_override: Option<&Path>) -> Result<Arc<CifarData>, TrainError> {
@@ -195,6 +201,7 @@ impl<'a> Member<'a> {
             return self.halt(Halt::Stop(r));
         }
         self.end = Some(Ok(TrainOutcome::Diverged(TrialSummary {
+            dataset_sha256: dataset_sha256(&self.data),
             final_train_loss: None,
             final_test_loss: p.last_test_loss,
             final_test_accuracy: p.last_test_accuracy,
@@ -253,6 +260,7 @@ impl<'a> Member<'a> {
         }
         let final_train_loss = p.last_train_loss.or_else(|| (p.window_n > 0).then(|| p.window_sum / p.window_n as f64));
         let summary = TrialSummary {
+            dataset_sha256: dataset_sha256(&self.data),
             final_train_loss,
             final_test_loss: Some(eval.loss),
             final_test_accuracy: Some(eval.accuracy),
