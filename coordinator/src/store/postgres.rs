@@ -41,6 +41,7 @@ impl PostgresStore {
     /// COMMITTED each statement after the lock sees what committed before
     /// it), so the last one to finish always sees the stratum finished.
     const ADAPTIVE_SPEC_SQL: &'static str = adaptive_spec_sql!(" FOR UPDATE");
+    const ADAPTIVE_SPEC_OF_LEASE_SQL: &'static str = adaptive_spec_of_lease_sql!(" FOR UPDATE OF s");
 
     /// Connects to `url` and migrates the database.
     pub async fn open(url: &str) -> Result<Self, StoreError> {

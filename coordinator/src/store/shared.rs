@@ -130,32 +130,28 @@ macro_rules! impl_store {
                 tx: &mut sqlx::Transaction<'static, $db>,
                 sweep_id: &str,
             ) -> Result<Option<sweep_core::GridSpec>, $crate::store::StoreError> {
-                let row: Option<(String,)> =
+                let row: Option<(String, String)> =
                     sqlx::query_as(Self::ADAPTIVE_SPEC_SQL).bind(sweep_id).fetch_optional(&mut **tx).await?;
-                let Some((json,)) = row else { return Ok(None) };
-                match $crate::store::spec::stored_grid(sweep_id, &json) {
-                    Ok(spec) => Ok(Some(spec)),
-                    Err(e) => {
-                        tracing::error!(sweep = %sweep_id, error = %e, "adaptive seeds: the sweep's stored grid is unreadable; no seeds are added");
-                        Ok(None)
-                    }
-                }
+                Ok(row.and_then(|(id, json)| Self::readable_plan(&id, &json)))
+            }
+
+            /// A stored grid, or `None` (logged) when it cannot be read.
+            fn readable_plan(sweep_id: &str, json: &str) -> Option<sweep_core::GridSpec> {
+                $crate::store::spec::stored_grid(sweep_id, json)
+                    .map_err(|e| tracing::error!(sweep = %sweep_id, error = %e, "adaptive seeds: the sweep's stored grid is unreadable; no seeds are added"))
+                    .ok()
             }
 
             /// [`Self::lock_plan`] for the sweep of the trial running under
-            /// `lease_id` (`None` when none is).
+            /// `lease_id` (`None` when none is, or it has no plan), in one
+            /// statement.
             async fn plan_of_lease(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 lease_id: &str,
             ) -> Result<Option<sweep_core::GridSpec>, $crate::store::StoreError> {
-                let row: Option<(String,)> = sqlx::query_as($crate::store::sql::SWEEP_OF_LEASE)
-                    .bind(lease_id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                match row {
-                    Some((sweep_id,)) => Self::lock_plan(tx, &sweep_id).await,
-                    None => Ok(None),
-                }
+                let row: Option<(String, String)> =
+                    sqlx::query_as(Self::ADAPTIVE_SPEC_OF_LEASE_SQL).bind(lease_id).fetch_optional(&mut **tx).await?;
+                Ok(row.and_then(|(id, json)| Self::readable_plan(&id, &json)))
             }
 
             /// A trial of `spec`'s sweep (with its `settings_hash` and cell

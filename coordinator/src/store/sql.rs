@@ -53,11 +53,21 @@ pub(crate) const REAP: &str = "UPDATE trials SET infra_failures = infra_failures
 /// backend adds how it locks the row: `ADAPTIVE_SPEC_SQL`).
 macro_rules! adaptive_spec_sql {
     ($lock:literal) => {
-        concat!("SELECT spec_json FROM sweeps WHERE id = $1 AND adaptive AND NOT cancelled", $lock)
+        concat!("SELECT id, spec_json FROM sweeps WHERE id = $1 AND adaptive AND NOT cancelled", $lock)
     };
 }
-/// The sweep of the trial running under lease `$1`.
-pub(crate) const SWEEP_OF_LEASE: &str = "SELECT sweep_id FROM trials WHERE lease_id = $1 AND state = 'running'";
+
+/// The same for the sweep of the trial running under lease `$1`, in one
+/// statement (`$lock` locks only the sweep's row).
+macro_rules! adaptive_spec_of_lease_sql {
+    ($lock:literal) => {
+        concat!(
+            "SELECT s.id, s.spec_json FROM trials t JOIN sweeps s ON s.id = t.sweep_id \
+             WHERE t.lease_id = $1 AND t.state = 'running' AND s.adaptive AND NOT s.cancelled",
+            $lock
+        )
+    };
+}
 /// The sweeps with a lease past its deadline at `$1`, in one order.
 pub(crate) const EXPIRED_SWEEPS: &str = "SELECT DISTINCT sweep_id FROM trials \
      WHERE state = 'running' AND lease_expires_ms < $1 ORDER BY sweep_id";

@@ -41,6 +41,7 @@ impl SqliteStore {
     /// An adaptive sweep's grid (the single writer connection serialises
     /// the transactions that judge its strata).
     const ADAPTIVE_SPEC_SQL: &'static str = adaptive_spec_sql!("");
+    const ADAPTIVE_SPEC_OF_LEASE_SQL: &'static str = adaptive_spec_of_lease_sql!("");
 
     /// Opens (creating if missing) the database at `url` (`sqlite://PATH`,
     /// or `sqlite::memory:` for a private in-memory store) and migrates it.
