@@ -26,6 +26,16 @@ mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 
 stop() {
+    # The jobs first (their processes outlive slurmd otherwise), then the
+    # daemons.
+    if [ -s "$dir/slurmctld.pid" ]; then
+        SLURM_CONF="$dir/slurm.conf" scancel --full --signal=KILL --partition=debug 2>/dev/null || true
+        SLURM_CONF="$dir/slurm.conf" scancel --partition=debug 2>/dev/null || true
+        for _ in $(seq 1 20); do
+            [ -z "$(SLURM_CONF="$dir/slurm.conf" squeue -h 2>/dev/null)" ] && break
+            sleep 0.5
+        done
+    fi
     for d in slurmd slurmctld; do
         if [ -s "$dir/$d.pid" ]; then
             kill "$(cat "$dir/$d.pid")" 2>/dev/null || true
@@ -34,8 +44,6 @@ stop() {
     if [ -s "$dir/munged.pid" ]; then
         kill "$(cat "$dir/munged.pid")" 2>/dev/null || true
     fi
-    # Job steps the daemons left behind.
-    pkill -f "slurmstepd.*$dir" 2>/dev/null || true
 }
 
 if [ "$cmd" = stop ]; then
@@ -56,7 +64,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
     echo "installing slurm-wlm and munge (apt-get)" >&2
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >"$dir/apt.log" 2>&1; then
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >"$dir/apt.log" 2>&1 \
+        && ! { apt-get update -q >>"$dir/apt.log" 2>&1 \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge >>"$dir/apt.log" 2>&1; }; then
         echo "apt-get install slurm-wlm munge failed:" >&2
         tail -n 5 "$dir/apt.log" >&2
         exit 3

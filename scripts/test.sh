@@ -14,6 +14,8 @@ ensure_torch
 
 export SWEEP_TEST_POSTGRES_URL="${SWEEP_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export SWEEP_REQUIRE_POSTGRES=1
+# The Slurm test fails, instead of skipping, when no cluster can be started.
+export SWEEP_REQUIRE_SLURM=1
 if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
     say "PostgreSQL is not answering on 127.0.0.1:5432; trying to start it"
     if command -v pg_ctlcluster >/dev/null 2>&1; then

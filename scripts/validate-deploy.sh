@@ -32,6 +32,8 @@ need() {
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         say "installing $2 (apt-get)"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >"$work/apt.log" 2>&1 \
+            || { apt-get update -q >>"$work/apt.log" 2>&1 \
+                && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >>"$work/apt.log" 2>&1; } \
             || { cat "$work/apt.log" >&2; echo "cannot install $2" >&2; exit 1; }
     else
         echo "$1 is missing: install the $2 package" >&2

@@ -45,11 +45,15 @@ struct TrialsLabel {
 
 type RpcHistograms = Family<MethodLabel, Histogram, fn() -> Histogram>;
 
-/// RPC latency buckets: 0.25 ms to about 8 s (a long-polling `Lease`
-/// waits up to its `wait_ms`).
+/// RPC latency buckets: 0.25 ms to about 33 s (a long-polling `Lease`
+/// waits up to 20 s for work).
 fn rpc_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.00025, 2.0, 16))
+    Histogram::new(exponential_buckets(0.00025, 2.0, 18))
 }
+
+/// Workers remembered at most this long without a call, so the map stays
+/// as small as the fleet even when nothing scrapes.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
 /// Every metric of one coordinator.
 pub struct Metrics {
@@ -64,6 +68,8 @@ pub struct Metrics {
     workers: Gauge,
     /// Worker ID -> when it last leased or heartbeat.
     seen: Mutex<HashMap<String, Instant>>,
+    /// One scrape at a time: a scrape clears and refills the trial gauges.
+    scrape: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -85,6 +91,7 @@ impl Default for Metrics {
             trials: Family::default(),
             workers: Gauge::default(),
             seen: Mutex::default(),
+            scrape: tokio::sync::Mutex::default(),
             registry: Registry::default(),
         };
         registry.register("sweep_trials", "Trials per sweep and state", m.trials.clone());
@@ -144,6 +151,9 @@ impl Metrics {
         }
         if let Ok(mut seen) = self.seen.lock() {
             seen.insert(worker_id.to_owned(), Instant::now());
+            if seen.len() > 1024 {
+                seen.retain(|_, at| at.elapsed() <= FORGET_AFTER);
+            }
         }
     }
 
@@ -168,6 +178,7 @@ impl Metrics {
     /// `store`, and the workers heard from within `2 * lease_ttl` (older
     /// entries are forgotten, so the map stays as small as the fleet).
     pub async fn render(&self, store: &dyn Store, lease_ttl: Duration) -> Result<String, StoreError> {
+        let _one_at_a_time = self.scrape.lock().await;
         let sweeps = store.status(None).await?;
         self.trials.clear();
         for s in &sweeps {

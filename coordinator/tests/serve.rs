@@ -494,3 +494,36 @@ async fn a_group_lease_answers_one_assignment_and_the_rest_fused() {
     let old = worker.lease(req(0)).await.unwrap().into_inner();
     assert!(old.assignment.is_some() && old.fused.is_empty(), "{old:?}");
 }
+
+/// A result's provenance is bounded, stored with it, and a Complete retried
+/// with it (its first answer lost) is answered like any retried Complete.
+#[tokio::test]
+async fn a_results_provenance_is_stored_and_a_retried_complete_with_it_succeeds() {
+    let (server, mut worker, a) = one_lease().await;
+    let summary = pb::TrialSummary { final_test_accuracy: Some(0.5), wall_seconds: 1.0, ..Default::default() };
+    let provenance = pb::Provenance {
+        code_version: "0.1.0 (g1a2b3c)".into(),
+        libtorch: "2.11.0".into(),
+        device_name: "Test CPU".into(),
+        dataset_sha256: "ab".repeat(32),
+    };
+    let complete = |p: pb::Provenance| pb::CompleteRequest {
+        provenance: Some(p),
+        lease_id: a.lease_id.clone(),
+        outcome: pb::Outcome::Succeeded as i32,
+        summary: Some(summary),
+        worker_id: "w".into(),
+    };
+    let long = pb::Provenance { device_name: "x".repeat(300), ..provenance.clone() };
+    let err = worker.complete(complete(long)).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("provenance.device_name"), "{}", err.message());
+    let control = pb::Provenance { code_version: "0.1\n0".into(), ..provenance.clone() };
+    assert_eq!(worker.complete(complete(control)).await.unwrap_err().code(), Code::InvalidArgument);
+
+    worker.complete(complete(provenance.clone())).await.unwrap();
+    worker.complete(complete(provenance.clone())).await.expect("a retried Complete is answered, provenance or not");
+    let results = server.store.trial_results("edge").await.unwrap();
+    let done = results.iter().find(|t| t.state == sweep_coordinator::store::TrialState::Succeeded).unwrap();
+    assert_eq!(done.provenance, sweep_core::Provenance::from(provenance));
+}

@@ -42,7 +42,7 @@ pub struct TrialResult {
 pub struct Provenance {
     /// The worker's version and `git describe` at build time.
     pub code_version: String,
-    /// The libtorch it ran on, e.g. `2.11.0+cu130`.
+    /// The libtorch its worker was built against, e.g. `2.11.0+cu130`.
     pub libtorch: String,
     /// The device's model (`NVIDIA H200`, a CPU's model name).
     pub device_name: String,

@@ -62,7 +62,9 @@ pub(super) fn trial_rows(_design: &Design, trials: &[TrialResult]) -> Vec<TrialR
 /// code, libtorch or data differ between trials. `None` when no result
 /// carries provenance (an older worker or coordinator).
 fn produced_with(trials: &[TrialResult]) -> Option<String> {
-    let with: Vec<&Provenance> = trials.iter().map(|t| &t.provenance).filter(|p| !p.is_empty()).collect();
+    let results: Vec<&TrialResult> =
+        trials.iter().filter(|t| matches!(t.state, TrialState::Succeeded | TrialState::Diverged)).collect();
+    let with: Vec<&Provenance> = results.iter().map(|t| &t.provenance).filter(|p| !p.is_empty()).collect();
     if with.is_empty() {
         return None;
     }
@@ -93,7 +95,7 @@ fn produced_with(trials: &[TrialResult]) -> Option<String> {
     let mut text = format!(
         "Produced with ({} of {} results recorded it): {}.",
         with.len(),
-        trials.iter().filter(|t| t.state == TrialState::Succeeded || t.state == TrialState::Diverged).count(),
+        results.len(),
         parts.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join("; ")
     );
     let mixed: Vec<&str> = ["code", "libtorch", "dataset"]
@@ -104,7 +106,7 @@ fn produced_with(trials: &[TrialResult]) -> Option<String> {
         .collect();
     if !mixed.is_empty() {
         text += &format!(
-            " WARNING: the trials ran under different {}: part of a difference between cells can come from that;              rerun the odd ones under one version.",
+            " WARNING: the trials ran under different {}: part of a difference between cells can come from that; rerun the odd ones under one version.",
             mixed.join(", ")
         );
     }

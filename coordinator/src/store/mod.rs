@@ -367,7 +367,9 @@ pub trait Store: Analytics + Send + Sync + 'static {
 
     /// Records what the attempt running under `lease_id` was produced with
     /// (a worker sends it with its result, just before [`Store::complete`]).
-    /// `LeaseLost` unless the lease is current.
+    /// A lease that is not current changes nothing (the `complete` that
+    /// follows answers for it); every new lease clears what an earlier
+    /// attempt recorded.
     async fn set_provenance(&self, lease_id: &str, provenance: &sweep_core::Provenance) -> Result<(), StoreError>;
 
     /// Gives the trial up: back to the queue, or failed once `max_attempts`

@@ -479,7 +479,10 @@ macro_rules! impl_store {
                 lease_id: &str,
                 p: &sweep_core::Provenance,
             ) -> Result<(), $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::SET_PROVENANCE)
+                // No row: the trial already completed under this lease (a
+                // retried Complete, which `complete` answers) or the lease
+                // is lost (which `complete` reports).
+                sqlx::query($crate::store::sql::SET_PROVENANCE)
                     .bind(lease_id)
                     .bind(&p.code_version)
                     .bind(&p.libtorch)
@@ -487,9 +490,6 @@ macro_rules! impl_store {
                     .bind(&p.dataset_sha256)
                     .execute(&self.write)
                     .await?;
-                if done.rows_affected() == 0 {
-                    return Err($crate::store::StoreError::LeaseLost(lease_id.to_owned()));
-                }
                 Ok(())
             }
 

@@ -11,7 +11,8 @@ macro_rules! lease_sql {
         concat!(
             "UPDATE trials SET state = 'running', lease_id = $1, worker_id = $2, lease_expires_ms = $3, \
              attempts = attempts + 1, started_ms = COALESCE(started_ms, $4), holder = $5, device = $6, threads = $7, \
-             progress_epoch = NULL, progress_step = NULL, progress_loss = NULL \
+             progress_epoch = NULL, progress_step = NULL, progress_loss = NULL, \
+             code_version = NULL, libtorch = NULL, device_name = NULL, dataset_sha256 = NULL \
              WHERE id = (",
             $pick,
             ") AND state = 'queued' \
