@@ -437,10 +437,7 @@ impl pb::worker_service_server::WorkerService for Coordinator {
             self.store.set_provenance(lease, &p).await?;
         }
         let added = self.store.complete(lease, outcome, &summary, now_ms()).await?;
-        self.config.metrics.finished(match outcome {
-            FinalOutcome::Succeeded => "succeeded",
-            FinalOutcome::Diverged => "diverged",
-        });
+        self.config.metrics.finished(outcome.as_str());
         let (holder, worker) = owner.map_or((caller, worker_id.to_owned()), |o| (o.holder, o.worker_id));
         if !worker.is_empty() {
             self.store.clear_failures(&holder, &worker).await?;

@@ -159,12 +159,7 @@ impl GridSpec {
             let cell: Cell =
                 self.factors.iter().zip(&index).map(|(f, &i)| (f.name.clone(), f.levels[i].clone())).collect();
             for &seed in &self.seeds {
-                out.push(crate::TrialSpec {
-                    cell: cell.clone(),
-                    train: self.train.clone(),
-                    data: self.data.clone(),
-                    seed,
-                });
+                out.push(self.trial(cell.clone(), seed));
             }
             // Odometer: advance the last factor, carrying leftwards.
             let mut k = self.factors.len();
@@ -187,6 +182,11 @@ impl GridSpec {
     pub fn has_cell(&self, cell: &Cell) -> bool {
         cell.0.len() == self.factors.len()
             && self.factors.iter().all(|f| cell.get(&f.name).is_some_and(|l| f.levels.contains(l)))
+    }
+
+    /// The trial of `cell` with `seed` under this grid's settings.
+    pub fn trial(&self, cell: Cell, seed: u64) -> crate::TrialSpec {
+        crate::TrialSpec { cell, train: self.train.clone(), data: self.data.clone(), seed }
     }
 
     /// Number of cells (factor combinations), not counting seeds.

@@ -157,6 +157,17 @@ pub enum FinalOutcome {
     Diverged,
 }
 
+impl FinalOutcome {
+    /// The trial state it ends in, as stored (`trials.state`) and as the
+    /// metrics' `outcome` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinalOutcome::Succeeded => "succeeded",
+            FinalOutcome::Diverged => "diverged",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TrialSummary {
     pub final_train_loss: Option<f64>,

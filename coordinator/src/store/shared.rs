@@ -52,57 +52,51 @@ macro_rules! impl_store {
             /// Judges the strata of `spec`'s seed plan (the stratum of `cell`,
             /// or every stratum) with `sweep_core::adaptive::review` and
             /// stores the seeds it asks for; returns the trials added. Only
-            /// trials with the grid's current settings count.
+            /// trials with the grid's current settings (`settings_hash`,
+            /// from `spec::shared_settings`) count.
             async fn adapt(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 spec: &sweep_core::GridSpec,
+                settings_hash: &str,
                 cell: Option<&sweep_core::Cell>,
             ) -> Result<u64, $crate::store::StoreError> {
                 use sweep_core::adaptive::{cells_of, review, Next};
                 let Some(plan) = &spec.run.adaptive else { return Ok(0) };
-                let (settings_hash, _) = $crate::store::spec::shared_settings(&spec.train, &spec.data);
                 let levels = spec.levels(&plan.contrast);
-                let trial_of = |cell: sweep_core::Cell, seed: u64| sweep_core::TrialSpec {
-                    cell,
-                    train: spec.train.clone(),
-                    data: spec.data.clone(),
-                    seed,
-                };
-                let runs = Self::stratum_runs(&mut **tx, spec, cell).await?;
+                let runs = Self::stratum_runs(&mut **tx, spec, settings_hash, cell).await?;
                 let mut new = Vec::new();
                 for stratum in review(plan, spec.schema(), &runs) {
                     if let Next::SeedDue(seed) = stratum.next {
-                        new.extend(cells_of(&stratum.at, &plan.contrast, levels).into_iter().map(|c| trial_of(c, seed)));
+                        new.extend(cells_of(&stratum.at, &plan.contrast, levels).into_iter().map(|c| spec.trial(c, seed)));
                     }
                 }
                 if new.is_empty() {
                     return Ok(0);
                 }
-                let added = Self::insert_trials(tx, spec, &settings_hash, &new).await?;
+                let added = Self::insert_trials(tx, spec, settings_hash, &new).await?;
                 tracing::info!(sweep = %spec.name, trials = added, "adaptive seeds: effects still open; seeds added");
                 Ok(added)
             }
 
-            /// The trials of `spec`'s current settings in the stratum of
-            /// `cell` (every stratum when `None`), as the seed plan judges
-            /// them.
+            /// The trials of `spec`'s current settings (`settings_hash`) in
+            /// the stratum of `cell` (every stratum when `None`), as the seed
+            /// plan judges them.
             async fn stratum_runs<'e, E: sqlx::Executor<'e, Database = $db>>(
                 executor: E,
                 spec: &sweep_core::GridSpec,
+                settings_hash: &str,
                 cell: Option<&sweep_core::Cell>,
             ) -> Result<Vec<sweep_core::adaptive::Run>, $crate::store::StoreError> {
                 let Some(plan) = &spec.run.adaptive else { return Ok(Vec::new()) };
-                let (settings_hash, _) = $crate::store::spec::shared_settings(&spec.train, &spec.data);
                 let mut qb = sqlx::QueryBuilder::<$db>::new($crate::store::sql::STRATUM_RUNS);
-                qb.push_bind(spec.name.clone()).push(" AND settings_hash = ").push_bind(settings_hash);
+                qb.push_bind(spec.name.clone()).push(" AND settings_hash = ").push_bind(settings_hash.to_owned());
                 if let Some(cell) = cell {
                     let mut at = cell.clone();
                     at.0.remove(&plan.contrast);
                     qb.push(" AND cell_key IN (");
                     let mut keys = qb.separated(", ");
                     for c in sweep_core::adaptive::cells_of(&at, &plan.contrast, spec.levels(&plan.contrast)) {
-                        let t = sweep_core::TrialSpec { cell: c, train: spec.train.clone(), data: spec.data.clone(), seed: 0 };
-                        keys.push_bind(t.cell_key(&spec.name));
+                        keys.push_bind(spec.trial(c, 0).cell_key(&spec.name));
                     }
                     keys.push_unseparated(")");
                 }
@@ -163,14 +157,15 @@ macro_rules! impl_store {
                 settings_hash: Option<&str>,
                 cell: &str,
             ) -> Result<u64, $crate::store::StoreError> {
-                if settings_hash != Some($crate::store::spec::shared_settings(&spec.train, &spec.data).0.as_str()) {
+                let (current, _) = $crate::store::spec::shared_settings(&spec.train, &spec.data);
+                if settings_hash != Some(current.as_str()) {
                     return Ok(0);
                 }
                 let cell = $crate::store::spec::stored_cell(cell)?;
                 if !spec.has_cell(&cell) {
                     return Ok(0);
                 }
-                Self::adapt(tx, spec, Some(&cell)).await
+                Self::adapt(tx, spec, &current, Some(&cell)).await
             }
         }
 
@@ -239,7 +234,7 @@ macro_rules! impl_store {
                 let mut added = Self::insert_trials(&mut tx, spec, &settings_hash, &trials).await?;
                 // A plan new to the sweep, or a higher max_seeds, may call
                 // for seeds in strata that already finished.
-                added += Self::adapt(&mut tx, spec, None).await?;
+                added += Self::adapt(&mut tx, spec, &settings_hash, None).await?;
                 let (total,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM trials WHERE sweep_id = $1")
                     .bind(&spec.name)
                     .fetch_one(&mut *tx)
@@ -433,11 +428,8 @@ macro_rules! impl_store {
                 summary: &$crate::store::TrialSummary,
                 now_ms: i64,
             ) -> Result<u64, $crate::store::StoreError> {
-                use $crate::store::{sql, FinalOutcome, StoreError};
-                let state = match outcome {
-                    FinalOutcome::Succeeded => "succeeded",
-                    FinalOutcome::Diverged => "diverged",
-                };
+                use $crate::store::{sql, StoreError};
+                let state = outcome.as_str();
                 // One transaction with the seeds the trial's stratum may now
                 // need: a sweep is never seen finished while one is due.
                 let mut tx = self.write.begin().await?;
@@ -631,7 +623,8 @@ macro_rules! impl_store {
                 let Some(json) = json else { return Ok(None) };
                 let spec = $crate::store::spec::stored_grid(sweep_id, &json)?;
                 let Some(plan) = spec.run.adaptive.clone() else { return Ok(None) };
-                let runs = Self::stratum_runs(&self.read, &spec, None).await?;
+                let (settings_hash, _) = $crate::store::spec::shared_settings(&spec.train, &spec.data);
+                let runs = Self::stratum_runs(&self.read, &spec, &settings_hash, None).await?;
                 let strata = sweep_core::adaptive::review(&plan, spec.schema(), &runs);
                 Ok(Some($crate::store::Strata { plan, strata }))
             }
