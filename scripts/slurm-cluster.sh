@@ -9,11 +9,12 @@
 # with apt-get). Everything the cluster writes (config, state, spool, logs,
 # pid files, munge socket) lives under DIR; ports are picked free.
 #
-# The node advertises 32 CPUs, 64 GiB and 8 count-only GPUs whatever the
+# The node advertises 64 CPUs, 256 GiB and 8 count-only GPUs whatever the
 # machine has (SlurmdParameters=config_overrides), so the sbatch files'
 # resource requests (--cpus-per-task=8, --mem=32G, --gres=gpu:1) are
-# granted as written: the jobs run unedited; the GPUs are names only (the
-# workers run on the CPU through SWEEP_DEVICE=cpu).
+# granted as written, for the coordinator and up to seven worker tasks at
+# once: the jobs run unedited; the GPUs are names only (the workers run on
+# the CPU through SWEEP_DEVICE=cpu).
 set -euo pipefail
 
 cmd="${1:-}"
@@ -123,7 +124,7 @@ SlurmdParameters=config_overrides
 GresTypes=gpu
 KillWait=10
 MinJobAge=3600
-NodeName=$host CPUs=32 RealMemory=65536 Gres=gpu:8 State=UNKNOWN
+NodeName=$host CPUs=64 RealMemory=262144 Gres=gpu:8 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
 # Count-only GPUs are refused (reported 0), so they get stand-in device

@@ -2,7 +2,9 @@
 //! flags and dispatches to the command modules.
 
 mod commands;
+mod export;
 mod failure;
+mod import;
 mod local_workers;
 mod printable;
 mod report;
@@ -165,6 +167,43 @@ enum Command {
         #[command(flatten)]
         coordinator: CoordinatorArg,
     },
+    /// Write a sweep's stored state: the lossless archive `sweep import`
+    /// reads (JSON lines: the grid, every trial row, every metric point),
+    /// Parquet tables, or TensorBoard event files.
+    ///
+    /// The archive moves sweeps between coordinators and between SQLite and
+    /// PostgreSQL; an export that ends early is an error, and files are
+    /// renamed into place only when complete.
+    ///
+    /// Examples:
+    ///   sweep export skip-ablation > skip-ablation.jsonl
+    ///   sweep export skip-ablation --out backup/skip-ablation.jsonl
+    ///   sweep export skip-ablation --format parquet --out tables/
+    ///   sweep export skip-ablation --format tensorboard --out runs/ && tensorboard --logdir runs/
+    #[command(verbatim_doc_comment)]
+    Export {
+        #[command(flatten)]
+        args: export::ExportArgs,
+        #[command(flatten)]
+        coordinator: CoordinatorArg,
+    },
+    /// Store a sweep from an archive written by `sweep export` (a file, or -
+    /// for standard input).
+    ///
+    /// All or nothing: the coordinator checks every line (order, counts,
+    /// references) and stores the sweep in one transaction. A sweep the
+    /// database holds already is refused. Trials that were queued or
+    /// running when exported are queued again.
+    ///
+    /// Example (SQLite to PostgreSQL):
+    ///   sweep export skip-ablation --coordinator http://old:50051 > s.jsonl
+    ///   sweep import s.jsonl --coordinator http://new:50051
+    #[command(verbatim_doc_comment)]
+    Import {
+        file: PathBuf,
+        #[command(flatten)]
+        coordinator: CoordinatorArg,
+    },
     /// All-in-one local mode: a coordinator on a local SQLite file, N local
     /// worker processes, progress, then the report.
     ///
@@ -247,6 +286,8 @@ fn main() -> ExitCode {
                 report::command(&sweep, &options, &coordinator.coordinator).await
             }
             Command::Cancel { sweep, coordinator } => commands::cancel(&sweep, &coordinator.coordinator).await,
+            Command::Export { args, coordinator } => export::command(&args, &coordinator.coordinator).await,
+            Command::Import { file, coordinator } => import::command(&file, &coordinator.coordinator).await,
             Command::Run(args) => run::run(args).await,
         }
     });

@@ -266,7 +266,7 @@ fn a_sweep_runs_on_slurm_through_the_projects_sbatch_files_and_survives_preempti
         status.lines().any(|l| l.contains("slurm") && l.contains("finished"))
     });
     phase("sweep finished");
-    wait_for(&site, Duration::from_secs(60), "the worker tasks to end", || {
+    wait_for(&site, Duration::from_secs(120), "the worker tasks to end", || {
         let out = site.run("squeue", &["-h", "-j", &workers, "-o", "%i"]);
         out.stdout.is_empty()
     });

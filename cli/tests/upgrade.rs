@@ -208,15 +208,7 @@ fn a_v3_sqlite_database_upgrades_and_reports_identically() {
 
 #[test]
 fn a_v3_postgres_database_upgrades_and_reports_identically() {
-    let Ok(base) = std::env::var("SWEEP_TEST_POSTGRES_URL") else {
-        assert_ne!(
-            std::env::var("SWEEP_REQUIRE_POSTGRES").as_deref(),
-            Ok("1"),
-            "SWEEP_REQUIRE_POSTGRES=1 but SWEEP_TEST_POSTGRES_URL is not set"
-        );
-        println!("skipped: SWEEP_TEST_POSTGRES_URL not set");
-        return;
-    };
+    let Some(base) = common::postgres_url() else { return };
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("pg")).unwrap();
     let schema = format!("sweep_upgrade_{}", uuid::Uuid::new_v4().simple());

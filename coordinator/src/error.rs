@@ -8,6 +8,7 @@
 //! | [`StoreError::NotFound`]                | `NOT_FOUND`           | check the name |
 //! | [`StoreError::LeaseLost`]               | `FAILED_PRECONDITION` | drop the trial: its lease is gone |
 //! | [`StoreError::InvalidArgument`]         | `INVALID_ARGUMENT`    | fix the request |
+//! | [`StoreError::AlreadyExists`]           | `ALREADY_EXISTS`      | pick another name or database |
 //! | [`StoreError::Corrupt`]                 | `DATA_LOSS`           | (operator) repair the database |
 //! | database unreachable or pool exhausted  | `UNAVAILABLE`         | retry with backoff |
 //! | any other store error                   | `INTERNAL`            | retry with backoff |
@@ -55,6 +56,7 @@ pub fn code_of(e: &ServiceError) -> Code {
             StoreError::NotFound(_) => Code::NotFound,
             StoreError::LeaseLost(_) => Code::FailedPrecondition,
             StoreError::InvalidArgument(_) => Code::InvalidArgument,
+            StoreError::AlreadyExists(_) => Code::AlreadyExists,
             StoreError::Corrupt(_) => Code::DataLoss,
             StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
                 Code::Unavailable

@@ -4,6 +4,7 @@
 //!   PostgreSQL implementations.
 //! - [`service`]: the gRPC services (`SweepService` for clients,
 //!   `WorkerService` for workers) over a store.
+//! - [`archive`]: `sweep export` / `sweep import` (`ArchiveService`).
 //! - [`error`]: the one table mapping store errors to gRPC status codes.
 //! - [`limits`]: the network edge (connection cap, handshake timeout,
 //!   keepalives, `RESOURCE_EXHAUSTED` for oversized messages).
@@ -12,6 +13,7 @@
 //!   resolves (tests call it with `127.0.0.1:0`).
 
 pub mod analysis;
+pub mod archive;
 pub mod auth;
 pub mod bounds;
 pub mod error;
@@ -140,6 +142,9 @@ pub async fn serve_with_limits(
     health.set_serving::<SweepServiceServer<Coordinator>>().await;
     health.set_serving::<WorkerServiceServer<Coordinator>>().await;
     health.set_serving::<sweep_proto::v1::analysis_service_server::AnalysisServiceServer<analysis::Analysis>>().await;
+    health
+        .set_serving::<sweep_proto::v1::archive_service_server::ArchiveServiceServer<archive::ArchiveService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sweep_proto::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -170,6 +175,13 @@ pub async fn serve_with_limits(
             sweep_proto::v1::analysis_service_server::AnalysisServiceServer::new(analysis::Analysis::new(
                 coordinator.store().clone(),
             )),
+            auth.interceptor(Role::Client),
+        ))
+        .add_service(Guarded::new(
+            sweep_proto::v1::archive_service_server::ArchiveServiceServer::new(archive::ArchiveService::new(
+                coordinator.store().clone(),
+            ))
+            .max_decoding_message_size(archive::MAX_CHUNK_BYTES + 1024),
             auth.interceptor(Role::Client),
         ))
         .add_service(Guarded::new(

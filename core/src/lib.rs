@@ -8,6 +8,7 @@
 
 pub mod adaptive;
 pub mod analysis_metric;
+pub mod archive;
 pub mod bmenet;
 pub mod cell;
 pub mod effects;

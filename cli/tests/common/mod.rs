@@ -30,6 +30,21 @@ train_subset = 16
     )
 }
 
+/// The test PostgreSQL server (`SWEEP_TEST_POSTGRES_URL`), or `None` (the
+/// caller skips) where there is none, unless `SWEEP_REQUIRE_POSTGRES=1`.
+pub(crate) fn postgres_url() -> Option<String> {
+    let Ok(base) = std::env::var("SWEEP_TEST_POSTGRES_URL") else {
+        assert_ne!(
+            std::env::var("SWEEP_REQUIRE_POSTGRES").as_deref(),
+            Ok("1"),
+            "SWEEP_REQUIRE_POSTGRES=1 but SWEEP_TEST_POSTGRES_URL is not set"
+        );
+        println!("skipped: SWEEP_TEST_POSTGRES_URL not set");
+        return None;
+    };
+    Some(base)
+}
+
 pub(crate) fn sweep() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_sweep"));
     c.env_remove("SWEEP_COORDINATOR").env_remove("SWEEP_DATABASE_URL").env("SWEEP_LOG", "warn");

@@ -31,6 +31,8 @@ mod shared;
 #[macro_use]
 pub mod analytics;
 #[macro_use]
+pub mod archive;
+#[macro_use]
 mod upgrade;
 #[macro_use]
 pub(crate) mod sql;
@@ -44,6 +46,7 @@ use async_trait::async_trait;
 use sweep_core::{GridSpec, TrialSpec};
 
 pub use analytics::Analytics;
+pub use archive::Archive;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 /// Trial states as stored (`trials.state`): the domain's own type.
@@ -58,6 +61,9 @@ pub enum StoreError {
     LeaseLost(String),
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// What a request would create exists already.
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The database holds something this code cannot read.
     #[error("corrupt store: {0}")]
     Corrupt(String),
@@ -268,7 +274,7 @@ pub const MAX_INFRA_FAILURES: u32 = 10;
 /// The coordinator's storage. Times are milliseconds since the Unix epoch,
 /// passed in by the caller so tests control the clock.
 #[async_trait]
-pub trait Store: Analytics + Send + Sync + 'static {
+pub trait Store: Analytics + Archive + Send + Sync + 'static {
     /// Stores the sweep and every trial of its grid not stored yet. Resubmitting
     /// a cancelled sweep re-queues its cancelled trials. With a seed plan,
     /// every stratum is judged, so a resubmit that raises `max_seeds`

@@ -43,6 +43,11 @@ impl PostgresStore {
     const ADAPTIVE_SPEC_SQL: &'static str = adaptive_spec_sql!(" FOR UPDATE");
     const ADAPTIVE_SPEC_OF_LEASE_SQL: &'static str = adaptive_spec_of_lease_sql!(" FOR UPDATE OF s");
 
+    /// An export reads one snapshot (statements under READ COMMITTED would
+    /// each see newer rows).
+    const ARCHIVE_SNAPSHOT_SQL: Option<&'static str> =
+        Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+
     /// Connects to `url` and migrates the database.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         Self::open_with(PgConnectOptions::from_str(url)?).await
@@ -62,4 +67,5 @@ impl PostgresStore {
 
 impl_store!(PostgresStore, sqlx::Postgres);
 impl_analytics!(PostgresStore, sqlx::Postgres);
+impl_archive!(PostgresStore, sqlx::Postgres);
 impl_upgrade!(PostgresStore, sqlx::Postgres);

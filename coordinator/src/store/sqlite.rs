@@ -43,6 +43,9 @@ impl SqliteStore {
     const ADAPTIVE_SPEC_SQL: &'static str = adaptive_spec_sql!("");
     const ADAPTIVE_SPEC_OF_LEASE_SQL: &'static str = adaptive_spec_of_lease_sql!("");
 
+    /// A read transaction in WAL mode is one snapshot already.
+    const ARCHIVE_SNAPSHOT_SQL: Option<&'static str> = None;
+
     /// Opens (creating if missing) the database at `url` (`sqlite://PATH`,
     /// or `sqlite::memory:` for a private in-memory store) and migrates it.
     ///
@@ -121,4 +124,5 @@ impl SqliteStore {
 
 impl_store!(SqliteStore, sqlx::Sqlite);
 impl_analytics!(SqliteStore, sqlx::Sqlite);
+impl_archive!(SqliteStore, sqlx::Sqlite);
 impl_upgrade!(SqliteStore, sqlx::Sqlite);

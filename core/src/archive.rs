@@ -1,0 +1,320 @@
+//! The archive format of `sweep export` and `sweep import`: one sweep's
+//! stored state as JSON lines, lossless between the SQLite and PostgreSQL
+//! stores (every column of every row, integers as integers, floats in
+//! their shortest round-trip form).
+//!
+//! A file is, in this order: one [`Header`], one [`SweepRow`], the
+//! [`SettingsRow`]s its trials use, its [`TrialRow`]s in queue order, its
+//! [`PointRow`]s, and one [`End`] with the counts, so a truncated file is
+//! refused instead of imported in part. [`Checker`] enforces the order and
+//! the references; the store writes what it accepts in one transaction.
+//!
+//! Each line is an object with one key naming the record:
+//! `{"trial":{"id":"…","state":"succeeded",…}}`.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{GridSpec, TrialState};
+
+/// `Header::format`.
+pub const FORMAT: &str = "sweep-archive";
+/// `Header::version`: the version this code writes and reads.
+pub const VERSION: u32 = 1;
+/// The longest line accepted (a trial's spec or a grid's JSON is far
+/// shorter; this bounds the memory one bad line can take).
+pub const MAX_LINE_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Record {
+    Header(Header),
+    Sweep(SweepRow),
+    Settings(SettingsRow),
+    /// Boxed: a trial row is far larger than the other records.
+    Trial(Box<TrialRow>),
+    Point(PointRow),
+    End(End),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub format: String,
+    pub version: u32,
+    /// The sweep the file holds.
+    pub sweep: String,
+    /// When it was written (milliseconds since the Unix epoch).
+    pub exported_ms: i64,
+}
+
+/// A row of `sweeps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepRow {
+    pub id: String,
+    /// The last submitted grid ([`GridSpec`] as JSON).
+    pub spec_json: String,
+    pub max_attempts: i64,
+    pub priority: i64,
+    pub cancelled: bool,
+    pub created_ms: i64,
+    pub keep_weights: bool,
+    pub adaptive: bool,
+}
+
+/// A row of `trial_settings`: a grid's shared settings, by content hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsRow {
+    pub hash: String,
+    pub settings_json: String,
+}
+
+/// A row of `trials`, every column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialRow {
+    pub id: String,
+    pub identity: Option<String>,
+    pub sweep_id: String,
+    pub cell_key: String,
+    pub seq: i64,
+    pub cell: String,
+    pub seed: i64,
+    pub spec_json: String,
+    pub settings_hash: Option<String>,
+    pub priority: i64,
+    pub max_attempts: i64,
+    pub state: String,
+    pub attempts: i64,
+    pub failures: i64,
+    pub infra_failures: i64,
+    pub handbacks: i64,
+    pub lease_id: Option<String>,
+    pub worker_id: Option<String>,
+    pub holder: Option<String>,
+    pub lease_expires_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub progress_epoch: Option<i64>,
+    pub progress_step: Option<i64>,
+    pub progress_loss: Option<f64>,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+    pub final_train_loss: Option<f64>,
+    pub final_test_loss: Option<f64>,
+    pub final_test_accuracy: Option<f64>,
+    pub best_test_accuracy: Option<f64>,
+    pub wall_seconds: Option<f64>,
+    pub resumed_step: Option<i64>,
+    pub checkpoint_step: Option<i64>,
+    pub device: Option<String>,
+    pub threads: Option<i64>,
+    pub code_version: Option<String>,
+    pub libtorch: Option<String>,
+    pub device_name: Option<String>,
+    pub dataset_sha256: Option<String>,
+}
+
+/// A row of `metrics`: one point of one trial's curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointRow {
+    pub trial_id: String,
+    pub name: String,
+    pub step: i64,
+    pub epoch: i64,
+    pub value: f64,
+}
+
+/// The last line: what came before it, counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct End {
+    pub trials: u64,
+    pub points: u64,
+}
+
+impl Record {
+    /// The record as one line, `\n` included.
+    pub fn to_line(&self) -> String {
+        // Serialising plain structs of strings, integers and finite floats
+        // cannot fail.
+        let mut line = serde_json::to_string(self).unwrap_or_default();
+        line.push('\n');
+        line
+    }
+}
+
+/// Why an archive is refused; `line` is 1-based.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("line {line}: {reason}")]
+    Line { line: u64, reason: String },
+    #[error("the archive ends early (after line {line}, {what}): it is truncated")]
+    Truncated { line: u64, what: &'static str },
+}
+
+/// Where [`Checker`] is in the file: each record kind may follow only the
+/// ones before it in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Start,
+    Header,
+    Sweep,
+    Settings,
+    Trials,
+    Points,
+    Ended,
+}
+
+/// Reads an archive line by line, checking each record against the ones
+/// before it: the order above, one sweep, trials of that sweep with known
+/// states and settings, points of trials in the file, finite values, and
+/// the end's counts. It keeps only the trial IDs and settings hashes.
+#[derive(Debug)]
+pub struct Checker {
+    stage: Stage,
+    line: u64,
+    sweep: String,
+    settings: HashSet<String>,
+    trials: HashSet<String>,
+    points: u64,
+}
+
+impl Default for Checker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Checker {
+    pub fn new() -> Self {
+        Self {
+            stage: Stage::Start,
+            line: 0,
+            sweep: String::new(),
+            settings: HashSet::new(),
+            trials: HashSet::new(),
+            points: 0,
+        }
+    }
+
+    /// Lines read so far.
+    pub fn lines(&self) -> u64 {
+        self.line
+    }
+
+    /// The sweep the archive holds (empty before its header).
+    pub fn sweep(&self) -> &str {
+        &self.sweep
+    }
+
+    /// Parses and checks the next line (without its `\n`).
+    pub fn line(&mut self, text: &[u8]) -> Result<Record, ArchiveError> {
+        self.line += 1;
+        let line = self.line;
+        let bad = |reason: String| ArchiveError::Line { line, reason };
+        if self.stage == Stage::Ended {
+            return Err(bad("text after the end record".into()));
+        }
+        if text.len() > MAX_LINE_BYTES {
+            return Err(bad(format!("{} bytes; a line holds at most {MAX_LINE_BYTES}", text.len())));
+        }
+        let record: Record = serde_json::from_slice(text).map_err(|e| bad(format!("not an archive record: {e}")))?;
+        let (stage, expected) = match &record {
+            Record::Header(_) => (Stage::Header, "the header comes first"),
+            Record::Sweep(_) => (Stage::Sweep, "the sweep comes right after the header"),
+            Record::Settings(_) => (Stage::Settings, "settings come after the sweep, before the trials"),
+            Record::Trial(_) => (Stage::Trials, "trials come after the settings, before the points"),
+            Record::Point(_) => (Stage::Points, "points come after the trials"),
+            Record::End(_) => (Stage::Ended, "the end comes last"),
+        };
+        let repeatable = matches!(stage, Stage::Settings | Stage::Trials | Stage::Points);
+        let in_order = match self.stage {
+            Stage::Start => stage == Stage::Header,
+            Stage::Header => stage == Stage::Sweep,
+            now => stage > now || (repeatable && stage == now),
+        };
+        if !in_order {
+            return Err(bad(format!("out of order: {expected}")));
+        }
+        self.stage = stage;
+        match &record {
+            Record::Header(h) => {
+                if h.format != FORMAT {
+                    return Err(bad(format!("format {:?}: not a sweep archive (expected {FORMAT:?})", h.format)));
+                }
+                if h.version != VERSION {
+                    return Err(bad(format!(
+                        "version {}: this sweep reads version {VERSION} only (upgrade sweep to read newer archives)",
+                        h.version
+                    )));
+                }
+                self.sweep = h.sweep.clone();
+            }
+            Record::Sweep(s) => {
+                if s.id != self.sweep {
+                    return Err(bad(format!("sweep {:?}, but the header says {:?}", s.id, self.sweep)));
+                }
+                let spec: GridSpec = serde_json::from_str(&s.spec_json)
+                    .map_err(|e| bad(format!("sweep.spec_json is not a grid: {e}")))?;
+                spec.validate().map_err(|e| bad(format!("sweep.spec_json: {e}")))?;
+                if spec.name != s.id {
+                    return Err(bad(format!("sweep.spec_json names sweep {:?}, not {:?}", spec.name, s.id)));
+                }
+            }
+            Record::Settings(s) => {
+                if !self.settings.insert(s.hash.clone()) {
+                    return Err(bad(format!("settings {:?} twice", s.hash)));
+                }
+            }
+            Record::Trial(t) => {
+                if t.sweep_id != self.sweep {
+                    return Err(bad(format!("trial {} belongs to sweep {:?}, not {:?}", t.id, t.sweep_id, self.sweep)));
+                }
+                TrialState::parse(&t.state).map_err(|e| bad(format!("trial {}: {e}", t.id)))?;
+                if let Some(h) = &t.settings_hash {
+                    if !self.settings.contains(h) {
+                        return Err(bad(format!(
+                            "trial {} uses settings {h:?}, which the archive does not hold",
+                            t.id
+                        )));
+                    }
+                }
+                if !self.trials.insert(t.id.clone()) {
+                    return Err(bad(format!("trial {} twice", t.id)));
+                }
+            }
+            Record::Point(p) => {
+                if !self.trials.contains(&p.trial_id) {
+                    return Err(bad(format!("a point of trial {}, which the archive does not hold", p.trial_id)));
+                }
+                self.points += 1;
+            }
+            Record::End(e) => {
+                let held = End { trials: self.trials.len() as u64, points: self.points };
+                if *e != held {
+                    return Err(bad(format!(
+                        "the end counts {} trials and {} points, but the archive holds {} and {}",
+                        e.trials, e.points, held.trials, held.points
+                    )));
+                }
+            }
+        }
+        Ok(record)
+    }
+
+    /// Call after the last line: an archive without its end is truncated.
+    pub fn finish(&self) -> Result<End, ArchiveError> {
+        let what = match self.stage {
+            Stage::Ended => return Ok(End { trials: self.trials.len() as u64, points: self.points }),
+            Stage::Start => "empty",
+            Stage::Header => "after the header",
+            Stage::Sweep | Stage::Settings => "before its trials",
+            Stage::Trials | Stage::Points => "without its end record",
+        };
+        Err(ArchiveError::Truncated { line: self.line, what })
+    }
+}
