@@ -143,6 +143,7 @@ pub(crate) async fn serve(
             let server = sweep_coordinator::metrics::serve_metrics(
                 l,
                 config.metrics.clone(),
+                config.fleet.clone(),
                 store.clone(),
                 ttl,
                 std::future::pending(),
@@ -226,6 +227,17 @@ fn print_cells(spec: &GridSpec) {
     );
 }
 
+/// A sweep's state in a word: cancelled, finished or active.
+pub(crate) fn sweep_state(s: &pb::SweepStatus) -> &'static str {
+    if s.cancelled {
+        "cancelled"
+    } else if s.finished {
+        "finished"
+    } else {
+        "active"
+    }
+}
+
 pub(crate) async fn status(sweep: Option<&str>, url: &str) -> Result<(), Failure> {
     let mut client = connect(url).await?;
     let resp = client
@@ -242,13 +254,7 @@ pub(crate) async fn status(sweep: Option<&str>, url: &str) -> Result<(), Failure
     table.set_header(["sweep", "queued", "running", "succeeded", "diverged", "failed", "cancelled", "state"]);
     for s in &resp.sweeps {
         let c = s.counts.unwrap_or_default();
-        let state = if s.cancelled {
-            "cancelled"
-        } else if s.finished {
-            "finished"
-        } else {
-            "active"
-        };
+        let state = sweep_state(s);
         table.add_row([
             printable(&s.sweep_id).into_owned(),
             c.queued.to_string(),

@@ -4,6 +4,7 @@
 mod commands;
 mod export;
 mod failure;
+mod fleet;
 mod import;
 mod local_workers;
 mod printable;
@@ -53,6 +54,11 @@ struct Cli {
     /// Key (PEM) of --tls-cert.
     #[arg(long, global = true, env = "SWEEP_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// Log lines as text (for people) or JSON (one object per line, with
+    /// trial and worker IDs as fields, for log shippers): `sweep serve`'s
+    /// log above all. The level comes from SWEEP_LOG.
+    #[arg(long, global = true, env = "SWEEP_LOG_FORMAT", value_enum, default_value_t = sweep_proto::logging::LogFormat::Text)]
+    log_format: sweep_proto::logging::LogFormat,
 }
 
 #[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
@@ -134,6 +140,19 @@ enum Command {
     /// Trial counts per state, for one sweep or all.
     Status {
         sweep: Option<String>,
+        #[command(flatten)]
+        coordinator: CoordinatorArg,
+    },
+    /// The sweeps, newest first: trials, how many are done, running and
+    /// queued, and how long ago each was submitted.
+    Ls {
+        #[command(flatten)]
+        coordinator: CoordinatorArg,
+    },
+    /// The workers heard from within two lease TTLs: device, threads, slots,
+    /// the trials each runs now, its last call, and how many trials it failed
+    /// in a row (quarantined at the coordinator's limit).
+    Workers {
         #[command(flatten)]
         coordinator: CoordinatorArg,
     },
@@ -226,13 +245,8 @@ fn main() -> ExitCode {
         Command::Run(_) => "warn,sweep_coordinator=error",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(|| printable::EscapedStderr)
-        .with_ansi(false)
-        .init();
+    // Text escaped: a log line may quote what a worker or client sent.
+    sweep_proto::logging::init(cli.log_format, default_filter, || printable::EscapedStderr, false);
     match sweep_proto::client::ClientSecurity::from_sources(
         cli.token_file.as_deref(),
         cli.tls_ca.clone(),
@@ -281,6 +295,8 @@ fn main() -> ExitCode {
             Command::Status { sweep, coordinator } => {
                 commands::status(sweep.as_deref(), &coordinator.coordinator).await
             }
+            Command::Ls { coordinator } => fleet::ls(&coordinator.coordinator).await,
+            Command::Workers { coordinator } => fleet::workers(&coordinator.coordinator).await,
             Command::Watch { sweep, coordinator } => watch::watch(&sweep, &coordinator.coordinator).await.map(|_| ()),
             Command::Report { sweep, options, coordinator } => {
                 report::command(&sweep, &options, &coordinator.coordinator).await

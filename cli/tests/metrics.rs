@@ -7,10 +7,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::{finish, small_grid, sweep, worker_bin};
+use common::{finish, small_grid, sweep};
 
 /// `sweep serve` with metrics on ephemeral ports; killed on drop.
 struct Served {
@@ -110,15 +110,7 @@ fn metrics_are_served_and_move_with_a_sweep() {
     assert_eq!(get(&queued, r#"sweep_trials{sweep="small",state="queued"}"#), 8.0);
     assert_eq!(get(&queued, r#"sweep_rpc_duration_seconds_count{method="Submit"}"#), 1.0);
 
-    let worker = Command::new(worker_bin())
-        .args(["--coordinator", &server.url, "--worker-id", "w1", "--simulate-step-ms", "1", "--idle-exit-secs", "2"])
-        .arg("--checkpoint-dir")
-        .arg(dir.path().join("ckpt"))
-        .env("SWEEP_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let worker = common::sim_worker(&server.url, "w1", 1, dir.path()).spawn().unwrap();
     let out = finish(worker, Duration::from_secs(60), "sweep-worker");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 

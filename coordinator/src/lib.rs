@@ -6,6 +6,7 @@
 //!   `WorkerService` for workers) over a store.
 //! - [`archive`]: `sweep export` / `sweep import` (`ArchiveService`).
 //! - [`error`]: the one table mapping store errors to gRPC status codes.
+//! - [`fleet`]: the workers heard from (`sweep workers`).
 //! - [`limits`]: the network edge (connection cap, handshake timeout,
 //!   keepalives, `RESOURCE_EXHAUSTED` for oversized messages).
 //! - [`metrics`]: Prometheus metrics and their `GET /metrics` server.
@@ -17,6 +18,7 @@ pub mod archive;
 pub mod auth;
 pub mod bounds;
 pub mod error;
+pub mod fleet;
 pub mod limits;
 pub mod metrics;
 pub mod service;

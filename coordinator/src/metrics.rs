@@ -13,9 +13,8 @@
 //! | `sweep_metric_points_total` | counter: points stored | |
 //! | `sweep_rpc_duration_seconds` | histogram | `method` |
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -25,6 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::fleet::Fleet;
 use crate::store::{Store, StoreError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -51,10 +51,6 @@ fn rpc_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.00025, 2.0, 18))
 }
 
-/// Workers remembered at most this long without a call, so the map stays
-/// as small as the fleet even when nothing scrapes.
-const FORGET_AFTER: Duration = Duration::from_secs(3600);
-
 /// Every metric of one coordinator.
 pub struct Metrics {
     registry: Registry,
@@ -66,8 +62,6 @@ pub struct Metrics {
     rpc: RpcHistograms,
     trials: Family<TrialsLabel, Gauge>,
     workers: Gauge,
-    /// Worker ID -> when it last leased or heartbeat.
-    seen: Mutex<HashMap<String, Instant>>,
     /// One scrape at a time: a scrape clears and refills the trial gauges.
     scrape: tokio::sync::Mutex<()>,
 }
@@ -90,7 +84,6 @@ impl Default for Metrics {
             rpc: Family::new_with_constructor(rpc_histogram),
             trials: Family::default(),
             workers: Gauge::default(),
-            seen: Mutex::default(),
             scrape: tokio::sync::Mutex::default(),
             registry: Registry::default(),
         };
@@ -140,21 +133,8 @@ impl Metrics {
         RpcTimer { metrics: self, method, start: Instant::now() }
     }
 
-    pub fn leased(&self, worker_id: &str, n: u64) {
+    pub fn leased(&self, n: u64) {
         self.leases_granted.inc_by(n);
-        self.seen(worker_id);
-    }
-
-    pub fn seen(&self, worker_id: &str) {
-        if worker_id.is_empty() {
-            return;
-        }
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.insert(worker_id.to_owned(), Instant::now());
-            if seen.len() > 1024 {
-                seen.retain(|_, at| at.elapsed() <= FORGET_AFTER);
-            }
-        }
     }
 
     pub fn released(&self) {
@@ -175,9 +155,8 @@ impl Metrics {
     }
 
     /// The exposition text, with the gauges read now: trial counts from
-    /// `store`, and the workers heard from within `2 * lease_ttl` (older
-    /// entries are forgotten, so the map stays as small as the fleet).
-    pub async fn render(&self, store: &dyn Store, lease_ttl: Duration) -> Result<String, StoreError> {
+    /// `store`, and the workers of `fleet` heard from within `2 * lease_ttl`.
+    pub async fn render(&self, store: &dyn Store, fleet: &Fleet, lease_ttl: Duration) -> Result<String, StoreError> {
         let _one_at_a_time = self.scrape.lock().await;
         let sweeps = store.status(None).await?;
         self.trials.clear();
@@ -194,10 +173,7 @@ impl Metrics {
                 self.trials.get_or_create(&TrialsLabel { sweep: s.sweep_id.clone(), state }).set(n as i64);
             }
         }
-        if let Ok(mut seen) = self.seen.lock() {
-            seen.retain(|_, at| at.elapsed() <= 2 * lease_ttl);
-            self.workers.set(seen.len() as i64);
-        }
+        self.workers.set(fleet.recent(2 * lease_ttl).len() as i64);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .map_err(|e| StoreError::Corrupt(format!("encoding the metrics: {e}")))?;
@@ -209,15 +185,16 @@ impl Metrics {
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
+    fleet: Arc<Fleet>,
     store: Arc<dyn Store>,
     lease_ttl: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::http::{header, StatusCode};
     let scrape = move || {
-        let (metrics, store) = (metrics.clone(), store.clone());
+        let (metrics, fleet, store) = (metrics.clone(), fleet.clone(), store.clone());
         async move {
-            match metrics.render(&*store, lease_ttl).await {
+            match metrics.render(&*store, &fleet, lease_ttl).await {
                 Ok(text) => {
                     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
                 }

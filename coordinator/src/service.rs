@@ -20,6 +20,7 @@ use sweep_proto::v1 as pb;
 use crate::auth::Caller;
 use crate::bounds;
 use crate::error::Refusal;
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::store::{self, FinalOutcome, HeartbeatVerdict, LeaseOwner, Leaser, MetricRow, Progress, Store};
 
@@ -56,6 +57,8 @@ pub struct CoordinatorConfig {
     /// The Prometheus metrics the services update (shared with
     /// `metrics::serve_metrics` when `--metrics-listen` serves them).
     pub metrics: Arc<Metrics>,
+    /// The workers heard from (`sweep workers`; shared with the metrics).
+    pub fleet: Arc<Fleet>,
 }
 
 impl Default for CoordinatorConfig {
@@ -69,6 +72,7 @@ impl Default for CoordinatorConfig {
             max_points_per_sec: 20_000.0,
             quarantine_after: 5,
             metrics: Arc::default(),
+            fleet: Arc::default(),
         }
     }
 }
@@ -170,7 +174,6 @@ use bounds::{lease_id as lease_id_arg, sweep_id as sweep_id_arg};
 fn status_to_pb(s: store::SweepStatus) -> pb::SweepStatus {
     let c = s.counts;
     pb::SweepStatus {
-        sweep_id: s.sweep_id,
         counts: Some(pb::StateCounts {
             queued: c.queued,
             running: c.running,
@@ -179,24 +182,27 @@ fn status_to_pb(s: store::SweepStatus) -> pb::SweepStatus {
             failed: c.failed,
             cancelled: c.cancelled,
         }),
-        running: s
-            .running
-            .into_iter()
-            .map(|r| pb::RunningTrial {
-                label: r.spec.label(),
-                epochs: sweep_core::schema().epochs_of(&r.spec),
-                trial_id: r.trial_id,
-                worker_id: r.worker_id,
-                attempt: r.attempt,
-                epoch: r.progress.epoch,
-                step: r.progress.step,
-                last_loss: r.progress.loss,
-            })
-            .collect(),
+        running: s.running.into_iter().map(|r| running_to_pb(&s.sweep_id, r)).collect(),
         finished: c.finished(),
         cancelled: s.cancelled,
         adaptive: None,
         strata: Vec::new(),
+        created_ms: s.created_ms,
+        sweep_id: s.sweep_id,
+    }
+}
+
+fn running_to_pb(sweep_id: &str, r: store::RunningTrial) -> pb::RunningTrial {
+    pb::RunningTrial {
+        label: r.spec.label(),
+        epochs: sweep_core::schema().epochs_of(&r.spec),
+        trial_id: r.trial_id,
+        worker_id: r.worker_id,
+        attempt: r.attempt,
+        epoch: r.progress.epoch,
+        step: r.progress.step,
+        last_loss: r.progress.loss,
+        sweep_id: sweep_id.to_owned(),
     }
 }
 
@@ -270,6 +276,34 @@ impl pb::sweep_service_server::SweepService for Coordinator {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn workers(&self, _req: Request<pb::WorkersRequest>) -> Result<Response<pb::WorkersResponse>, Status> {
+        let _timer = self.config.metrics.time("Workers");
+        let members = self.config.fleet.recent(2 * self.config.lease_ttl);
+        let mut running: std::collections::HashMap<String, Vec<pb::RunningTrial>> = Default::default();
+        if !members.is_empty() {
+            for s in self.store.status(None).await? {
+                for r in s.running {
+                    running.entry(r.worker_id.clone()).or_default().push(running_to_pb(&s.sweep_id, r));
+                }
+            }
+        }
+        let mut workers = Vec::with_capacity(members.len());
+        for m in members {
+            let failed = self.store.failures_in_a_row(&m.holder, &m.worker_id).await?;
+            workers.push(pb::WorkerInfo {
+                running: running.remove(&m.worker_id).unwrap_or_default(),
+                last_call_ms_ago: m.last_call.elapsed().as_millis() as u64,
+                failures_in_a_row: failed,
+                quarantined: failed >= self.config.quarantine_after,
+                worker_id: m.worker_id,
+                device: m.device,
+                threads: m.threads,
+                slots: m.slots,
+            });
+        }
+        Ok(Response::new(pb::WorkersResponse { workers, quarantine_after: self.config.quarantine_after }))
+    }
+
     async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<Response<pb::CancelResponse>, Status> {
         let _timer = self.config.metrics.time("Cancel");
         let id = sweep_id_arg(&req.into_inner().sweep_id)?.to_owned();
@@ -289,6 +323,7 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         let worker_id = bounds::worker_id(&req.worker_id)?;
         let device = bounds::device(&req.device)?;
         let max_trials = bounds::max_trials(req.max_trials)?;
+        self.config.fleet.asked(worker_id, &caller, device, req.threads, max_trials);
         let failed = self.store.failures_in_a_row(&caller, worker_id).await?;
         if failed >= self.config.quarantine_after {
             tracing::error!(worker = %worker_id, failed_in_a_row = failed, "lease refused: worker is quarantined (crash loop)");
@@ -308,7 +343,8 @@ impl pb::worker_service_server::WorkerService for Coordinator {
             queue.borrow_and_update();
             let leases = self.store.lease_group(who, max_trials, now_ms(), ttl).await?;
             if !leases.is_empty() {
-                self.config.metrics.leased(worker_id, leases.len() as u64);
+                self.config.metrics.leased(leases.len() as u64);
+                self.config.fleet.heard(worker_id);
                 for lease in &leases {
                     tracing::info!(trial = %lease.trial_id, worker = %worker_id, attempt = lease.attempt, resume_step = ?lease.resume_step, "trial leased");
                 }
@@ -322,7 +358,7 @@ impl pb::worker_service_server::WorkerService for Coordinator {
             match tokio::time::timeout_at(deadline, queue.changed()).await {
                 Ok(Ok(())) => continue,
                 _ => {
-                    self.config.metrics.seen(worker_id);
+                    self.config.fleet.heard(worker_id);
                     return Ok(Response::new(pb::LeaseResponse::default()));
                 }
             }
@@ -335,7 +371,7 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         let req = req.into_inner();
         let lease = lease_id_arg(&req.lease_id)?;
         if let Some(owner) = self.holder_check(&caller, lease).await? {
-            self.config.metrics.seen(&owner.worker_id);
+            self.config.fleet.heard(&owner.worker_id);
         }
         let progress = Progress { epoch: req.epoch, step: req.step, loss: req.last_loss.filter(|l| l.is_finite()) };
         let verdict = self.store.heartbeat(lease, progress, now_ms(), self.config.lease_ttl.as_millis() as i64).await?;

@@ -13,3 +13,4 @@ pub mod v1 {
 
 pub mod client;
 pub mod convert;
+pub mod logging;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use sweep_proto::client::{AuthChannel, ClientSecurity};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use sweep_core::TrialSpec;
 use sweep_proto::v1 as pb;
@@ -274,8 +275,10 @@ pub async fn run(
         threads = config.threads, fuse = config.fuse, slots, "worker started"
     );
     let pool = Pool { admission, counts: Mutex::new(Counts::new()) };
-    let loops =
-        trainers.iter().enumerate().map(|(slot, trainer)| lease_loop(slot, &config, &client, trainer, &sd, &pool));
+    let loops = trainers.iter().enumerate().map(|(slot, trainer)| {
+        lease_loop(slot, &config, &client, trainer, &sd, &pool)
+            .instrument(tracing::info_span!("worker", worker = %config.worker_id, slot))
+    });
     let ends = futures::future::join_all(loops).await;
     signal_task.abort();
     let mut trials = 0;
@@ -452,7 +455,10 @@ async fn lease_loop(
                 }
                 done += group.len() as u64;
                 pool.training(true);
-                let exit_now = run_group(config, client, trainer, group, sd, &pool.admission).await;
+                // Every event of the group carries its trials (the first,
+                // and how many were fused with it) as span fields.
+                let span = tracing::info_span!("trial", trial = %group[0].trial_id, sweep = %group[0].sweep_id, fused = group.len());
+                let exit_now = run_group(config, client, trainer, group, sd, &pool.admission).instrument(span).await;
                 pool.training(false);
                 if exit_now {
                     break;
@@ -534,8 +540,9 @@ async fn start_trial(
     let (events_tx, events_rx) = mpsc::channel(1024);
     let progress = Arc::new(Mutex::new(pb::HeartbeatRequest { lease_id: lease.clone(), ..Default::default() }));
     let heartbeat_every = Duration::from_millis(a.heartbeat_interval_ms.max(100) as u64);
-    let heartbeat =
-        tokio::spawn(crate::finish::heartbeats(client.clone(), progress.clone(), stop.clone(), heartbeat_every));
+    let heartbeat = tokio::spawn(
+        crate::finish::heartbeats(client.clone(), progress.clone(), stop.clone(), heartbeat_every).in_current_span(),
+    );
     let uploader = Uploader {
         client: client.clone(),
         lease,
@@ -544,7 +551,7 @@ async fn start_trial(
         batch_points: config.batch_points,
         batch_delay: config.batch_delay,
     };
-    let upload = tokio::spawn(uploader.run(events_rx));
+    let upload = tokio::spawn(uploader.run(events_rx).in_current_span());
     let ctx = TrainContext::new(events_tx, stop.clone());
     Some((Leased { a, job, stop, heartbeat, upload }, ctx))
 }

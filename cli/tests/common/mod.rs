@@ -51,6 +51,21 @@ pub(crate) fn sweep() -> Command {
     c
 }
 
+/// A `sweep-worker` with the simulated trainer (`step_ms` per step) named
+/// `id`, checkpointing under `dir`, exiting after a second without work;
+/// output piped, not yet started.
+pub(crate) fn sim_worker(url: &str, id: &str, step_ms: u64, dir: &Path) -> Command {
+    let mut c = Command::new(worker_bin());
+    c.args(["--coordinator", url, "--worker-id", id, "--simulate-step-ms", &step_ms.to_string()])
+        .args(["--idle-exit-secs", "2"])
+        .arg("--checkpoint-dir")
+        .arg(dir.join("ckpt"))
+        .env("SWEEP_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
 pub(crate) fn worker_bin() -> PathBuf {
     let p = Path::new(env!("CARGO_BIN_EXE_sweep")).with_file_name("sweep-worker");
     assert!(p.exists(), "{} is missing: build the workspace first (`cargo build --workspace`)", p.display());

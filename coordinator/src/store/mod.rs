@@ -228,6 +228,8 @@ pub struct SweepStatus {
     pub counts: StateCounts,
     pub running: Vec<RunningTrial>,
     pub cancelled: bool,
+    /// When it was first submitted (milliseconds since the Unix epoch).
+    pub created_ms: i64,
 }
 
 /// An adaptive sweep's plan and each stratum's seeds and verdict under it,

@@ -556,7 +556,7 @@ macro_rules! impl_store {
             ) -> Result<Vec<$crate::store::SweepStatus>, $crate::store::StoreError> {
                 use $crate::store::rows::RunningRow;
                 use $crate::store::{sql, StateCounts, StoreError, SweepStatus};
-                let sweeps: Vec<(String, bool)> = match sweep_id {
+                let sweeps: Vec<(String, bool, i64)> = match sweep_id {
                     Some(id) => sqlx::query_as(sql::SWEEPS_ONE).bind(id).fetch_all(&self.read).await?,
                     None => sqlx::query_as(sql::SWEEPS_ALL).fetch_all(&self.read).await?,
                 };
@@ -573,11 +573,12 @@ macro_rules! impl_store {
                 };
                 let mut out: Vec<SweepStatus> = sweeps
                     .into_iter()
-                    .map(|(id, cancelled)| SweepStatus {
+                    .map(|(id, cancelled, created_ms)| SweepStatus {
                         sweep_id: id,
                         counts: StateCounts::default(),
                         running: Vec::new(),
                         cancelled,
+                        created_ms,
                     })
                     .collect();
                 let index: std::collections::HashMap<String, usize> =

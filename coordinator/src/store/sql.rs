@@ -79,8 +79,8 @@ pub(crate) const STRATUM_RUNS: &str = "SELECT cell, seed, state, final_test_accu
 pub(crate) const COUNTS_ALL: &str = "SELECT sweep_id, state, COUNT(*) AS n FROM trials GROUP BY sweep_id, state";
 pub(crate) const COUNTS_ONE: &str =
     "SELECT sweep_id, state, COUNT(*) AS n FROM trials WHERE sweep_id = $1 GROUP BY sweep_id, state";
-pub(crate) const SWEEPS_ALL: &str = "SELECT id, cancelled FROM sweeps ORDER BY created_ms, id";
-pub(crate) const SWEEPS_ONE: &str = "SELECT id, cancelled FROM sweeps WHERE id = $1";
+pub(crate) const SWEEPS_ALL: &str = "SELECT id, cancelled, created_ms FROM sweeps ORDER BY created_ms, id";
+pub(crate) const SWEEPS_ONE: &str = "SELECT id, cancelled, created_ms FROM sweeps WHERE id = $1";
 /// A sweep's grid when it has a seed plan (NULL without one).
 pub(crate) const ADAPTIVE_GRID: &str = "SELECT CASE WHEN adaptive THEN spec_json END FROM sweeps WHERE id = $1";
 pub(crate) const RUNNING_ALL: &str = "SELECT t.id, t.sweep_id, t.worker_id, t.spec_json, s.settings_json, t.attempts, \

@@ -28,6 +28,11 @@ struct Cli {
     command: Option<Command>,
     #[command(flatten)]
     run: RunArgs,
+    /// Log lines as text (for people) or JSON (one object per line, with
+    /// the worker and trial IDs as span fields, for log shippers). The level
+    /// comes from SWEEP_LOG (default info).
+    #[arg(long, global = true, env = "SWEEP_LOG_FORMAT", value_enum, default_value_t = sweep_proto::logging::LogFormat::Text)]
+    log_format: sweep_proto::logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -268,12 +273,9 @@ async fn shutdown_signal(watch_stdin: bool, grace: Duration) {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("SWEEP_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    sweep_proto::logging::init(cli.log_format, "info", std::io::stderr, ansi);
     match cli.command {
         Some(Command::Model { depth, no_skip, no_batchnorm }) => return print_model(depth, !no_skip, !no_batchnorm),
         Some(Command::SynthData { out, train, test, seed }) => {

@@ -1,0 +1,86 @@
+//! `--log-format json` (issue 12): the coordinator's and a worker's log
+//! lines are JSON objects, and a worker's events during a trial carry the
+//! worker and trial IDs as span fields. (The start-up banner lines, which
+//! scripts read for the address, stay plain text.)
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{finish, run_ok, small_grid, sweep};
+
+/// The JSON objects among `lines`; every line that looks like one must be.
+fn objects(lines: &[String]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn json_logs_carry_trial_and_worker_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = sweep()
+        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0", "--database-url"])
+        .arg(format!("sqlite://{}", dir.path().join("logs.db").display()))
+        .env("SWEEP_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("sweep serve printed its address").unwrap();
+        if let Some(rest) = line.strip_prefix("sweep coordinator listening on ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let server_log = Arc::new(Mutex::new(Vec::new()));
+    let sink = server_log.clone();
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| sink.lock().unwrap().push(l)));
+    let url = format!("http://{addr}");
+
+    let grid = dir.path().join("logs.toml");
+    std::fs::write(&grid, small_grid("logs", 1)).unwrap();
+    run_ok(sweep().arg("submit").arg(&grid).args(["--coordinator", &url]));
+    let worker = common::sim_worker(&url, "w-json", 1, dir.path())
+        .args(["--log-format", "json"])
+        .env("SWEEP_LOG", "info")
+        .spawn()
+        .unwrap();
+    let out = finish(worker, Duration::from_secs(60), "sweep-worker");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let worker_lines: Vec<String> = String::from_utf8_lossy(&out.stderr).lines().map(str::to_owned).collect();
+    let events = objects(&worker_lines);
+    assert!(events.len() >= 8, "{worker_lines:#?}");
+    assert!(
+        worker_lines
+            .iter()
+            .all(|l| l.starts_with('{') || l.starts_with("sweep-worker on ") || l.starts_with("warning: ")),
+        "{worker_lines:#?}"
+    );
+    let finished: Vec<&serde_json::Value> = events.iter().filter(|e| e["message"] == "trial finished").collect();
+    assert_eq!(finished.len(), 4, "{events:#?}");
+    for e in finished {
+        assert_eq!(e["level"], "INFO");
+        let spans = e["spans"].as_array().unwrap_or_else(|| panic!("no spans: {e}"));
+        let worker = spans.iter().find(|s| s["name"] == "worker").unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(worker["worker"], "w-json");
+        let trial = spans.iter().find(|s| s["name"] == "trial").unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(trial["trial"].as_str().unwrap().len(), 32, "{e}");
+        assert_eq!(trial["sweep"], "logs");
+    }
+
+    let _ = server.kill();
+    let _ = server.wait();
+    std::thread::sleep(Duration::from_millis(200));
+    let server_lines = server_log.lock().unwrap().clone();
+    let events = objects(&server_lines);
+    let leased: Vec<&serde_json::Value> = events.iter().filter(|e| e["message"] == "trial leased").collect();
+    assert_eq!(leased.len(), 4, "{server_lines:#?}");
+    assert!(leased.iter().all(|e| e["worker"] == "w-json" && e["trial"].as_str().is_some_and(|t| t.len() == 32)));
+}
