@@ -5,6 +5,7 @@ mod commands;
 mod export;
 mod failure;
 mod fleet;
+mod health;
 mod import;
 mod local_workers;
 mod printable;
@@ -156,6 +157,25 @@ enum Command {
         #[command(flatten)]
         coordinator: CoordinatorArg,
     },
+    /// Whether the coordinator serves (gRPC health, `grpc.health.v1`):
+    /// prints SERVING and exits 0, else exits 1. No token needed; TLS is
+    /// verified with --tls-ca. Made for container probes.
+    ///
+    /// Examples:
+    ///   sweep health --coordinator http://127.0.0.1:50051
+    ///   sweep health --coordinator https://localhost:50051 --tls-ca /etc/sweep/tls/ca.crt
+    ///   sweep health --service sweep.v1.WorkerService
+    #[command(verbatim_doc_comment)]
+    Health {
+        /// The service to ask about (empty: the whole server).
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Give up (exit 1) after this many seconds.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout_secs: u64,
+        #[command(flatten)]
+        coordinator: CoordinatorArg,
+    },
     /// Live progress until the sweep ends.
     Watch {
         sweep: String,
@@ -294,6 +314,9 @@ fn main() -> ExitCode {
             }
             Command::Status { sweep, coordinator } => {
                 commands::status(sweep.as_deref(), &coordinator.coordinator).await
+            }
+            Command::Health { service, timeout_secs, coordinator } => {
+                health::command(&service, std::time::Duration::from_secs(timeout_secs), &coordinator.coordinator).await
             }
             Command::Ls { coordinator } => fleet::ls(&coordinator.coordinator).await,
             Command::Workers { coordinator } => fleet::workers(&coordinator.coordinator).await,

@@ -126,3 +126,60 @@ fn metrics_are_served_and_move_with_a_sweep() {
     assert_eq!(get(&after, "sweep_workers_connected"), 1.0, "the worker was heard from within two TTLs");
     assert_eq!(get(&after, "sweep_leases_expired_total"), 0.0);
 }
+
+#[test]
+fn a_workers_metrics_show_its_trial_progressing_and_its_outcomes() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(&dir.path().join("worker-metrics.db"));
+    let grid = dir.path().join("small.toml");
+    std::fs::write(&grid, small_grid("wm", 1)).unwrap();
+    let out = sweep().arg("submit").arg(&grid).args(["--coordinator", &server.url]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut worker = common::sim_worker(&server.url, "wm1", 100, dir.path())
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(worker.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("sweep-worker printed its metrics address").unwrap();
+        if let Some(rest) = line.strip_prefix("sweep-worker metrics on http://") {
+            break rest.trim_end_matches("/metrics").to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+
+    // While a trial trains: its step moves, and its images per second show.
+    let start = std::time::Instant::now();
+    let training = loop {
+        let m = parse(&scrape(&addr).1);
+        let steps: Vec<f64> =
+            m.iter().filter(|(k, _)| k.starts_with("sweep_worker_trial_step{")).map(|(_, v)| *v).collect();
+        let rate = m.iter().any(|(k, v)| k.starts_with("sweep_worker_images_per_second{") && *v > 0.0);
+        if steps.iter().any(|s| *s >= 2.0) && rate {
+            break m;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no progress in the worker's metrics: {m:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(get(&training, "sweep_worker_trials_running"), 1.0);
+    assert!(training.keys().any(|k| k.starts_with(r#"sweep_worker_trial_epoch{sweep="wm",trial=""#)), "{training:#?}");
+    // The CPU has no memory probe: no device memory series.
+    assert!(!training.keys().any(|k| k.starts_with("sweep_worker_device_memory")), "{training:#?}");
+
+    // Let it finish the sweep, scraping just before it idles out.
+    let start = std::time::Instant::now();
+    let done = loop {
+        let m = parse(&scrape(&addr).1);
+        if m.get(r#"sweep_worker_trials_finished_total{outcome="succeeded"}"#) == Some(&4.0) {
+            break m;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{m:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(get(&done, "sweep_worker_trials_running"), 0.0);
+    assert!(!done.keys().any(|k| k.starts_with("sweep_worker_trial_step{")), "ended trials' series go: {done:#?}");
+    let status = worker.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -23,6 +23,7 @@ use crate::admission::Admission;
 use crate::finish::{complete, fail, release};
 use crate::memory::DeviceMemory;
 use crate::retry::{lease_refusal, Backoff};
+use crate::telemetry::Telemetry;
 use crate::trainer::{StopFlag, StopReason, TrainContext, TrainError, TrainOutcome, TrainerFactory, TrialJob};
 use crate::uploader::{UploadEnd, Uploader};
 
@@ -68,6 +69,9 @@ pub struct WorkerConfig {
     /// The device's free-memory probe for slot admission (`None`: slots
     /// are limited by count alone, as on the CPU).
     pub memory: Option<DeviceMemory>,
+    /// The worker's Prometheus metrics (served by `telemetry::serve` when
+    /// `--metrics-listen` is given).
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl WorkerConfig {
@@ -88,6 +92,7 @@ impl WorkerConfig {
             fuse: 1,
             slots: 1,
             memory: None,
+            telemetry: Arc::default(),
         }
     }
 }
@@ -527,6 +532,8 @@ async fn start_trial(
         }
     };
     tracing::info!(trial = %a.trial_id, attempt = a.attempt, spec = %spec.label(), resume_step = ?a.resume_step, "trial started");
+    let batch_size = crate::trainer::resolve(&spec).map(|s| u64::from(s.train.batch_size)).unwrap_or(0);
+    config.telemetry.started(&a.trial_id, &a.sweep_id, batch_size);
     let job = TrialJob {
         trial_id: a.trial_id.clone(),
         spec,
@@ -550,6 +557,8 @@ async fn start_trial(
         progress,
         batch_points: config.batch_points,
         batch_delay: config.batch_delay,
+        telemetry: config.telemetry.clone(),
+        trial_id: a.trial_id.clone(),
     };
     let upload = tokio::spawn(uploader.run(events_rx).in_current_span());
     let ctx = TrainContext::new(events_tx, stop.clone());
@@ -590,6 +599,7 @@ async fn run_group(
     if trainer.send((jobs, reply_tx)).is_err() {
         for t in &trials {
             t.abort();
+            config.telemetry.ended(&t.a.trial_id, "failed");
             fail(client, config, &t.a.lease_id, "the training thread is gone", sd).await;
         }
         return sd.requested();
@@ -662,10 +672,24 @@ async fn finish_trial(
         None => {
             heartbeat.abort();
             upload.abort();
+            config.telemetry.ended(&a.trial_id, "lease_lost");
             return None;
         }
     };
     heartbeat.abort();
+    let outcome = match (&uploaded, &result) {
+        (UploadEnd::Refused(_), _) | (UploadEnd::Acked, Err(_)) => "failed",
+        (UploadEnd::LeaseLost, _) => "lease_lost",
+        (UploadEnd::Acked, Ok(TrainOutcome::Succeeded(_))) => "succeeded",
+        (UploadEnd::Acked, Ok(TrainOutcome::Diverged(_))) => "diverged",
+        (UploadEnd::Acked, Ok(TrainOutcome::Stopped(StopReason::Shutdown))) => "handed_back",
+        (UploadEnd::Acked, Ok(TrainOutcome::Stopped(_))) => "stopped",
+    };
+    let outcome = match (&result, crowded) {
+        (Err(TrainError::OutOfMemory(_)), Some(_)) if matches!(uploaded, UploadEnd::Acked) => "handed_back",
+        _ => outcome,
+    };
+    config.telemetry.ended(&a.trial_id, outcome);
     let checkpoint_dir = &job.checkpoint_dir;
     match (uploaded, result) {
         (UploadEnd::Refused(why), _) => fail(client, config, lease, &why, sd).await,

@@ -23,6 +23,7 @@ pub mod provenance;
 mod retry;
 pub mod simulated;
 pub mod slots;
+pub mod telemetry;
 pub mod trainer;
 pub mod uploader;
 

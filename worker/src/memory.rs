@@ -11,6 +11,11 @@ use std::sync::Arc;
 pub trait MemoryProbe: Send + Sync + Debug {
     /// Free bytes on the device now.
     fn free_bytes(&self) -> Result<u64, String>;
+    /// Used bytes on the device now, by every process (for metrics; a
+    /// probe may not know).
+    fn used_bytes(&self) -> Result<u64, String> {
+        Err("unknown".into())
+    }
 }
 
 /// The memory side of a device: its probe, and how much of what is free
@@ -129,6 +134,10 @@ impl NvmlProbe {
 impl MemoryProbe for NvmlProbe {
     fn free_bytes(&self) -> Result<u64, String> {
         self.device()?.memory_info().map(|m| m.free).map_err(|e| format!("NVML memory of {:?}: {e}", self.which))
+    }
+
+    fn used_bytes(&self) -> Result<u64, String> {
+        self.device()?.memory_info().map(|m| m.used).map_err(|e| format!("NVML memory of {:?}: {e}", self.which))
     }
 }
 

@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::retry::{verdict, Backoff, Verdict};
+use crate::telemetry::Telemetry;
 use crate::trainer::{FlushAck, Metric, StopFlag, StopReason, TrainEvent};
 
 /// How an upload ended.
@@ -215,6 +216,9 @@ pub struct Uploader {
     pub batch_points: usize,
     /// Longest a point waits before its batch is sent.
     pub batch_delay: Duration,
+    /// The worker's metrics, and the trial they are kept under.
+    pub telemetry: Arc<Telemetry>,
+    pub trial_id: String,
 }
 
 /// One open `PushMetrics` call.
@@ -271,6 +275,7 @@ impl Uploader {
                     Some(TrainEvent::Barrier { checkpoint_step, ack }) => send.extend(outbox.barrier(checkpoint_step, ack)),
                     Some(TrainEvent::Resumed { step }) => send.extend(outbox.resumed(step)),
                     Some(TrainEvent::Progress { epoch, step, loss }) => {
+                        self.telemetry.progress(&self.trial_id, epoch, step, loss);
                         if let Ok(mut p) = self.progress.lock() {
                             p.epoch = epoch;
                             p.step = step;

@@ -136,6 +136,8 @@ async fn start(script: Script, batch_points: usize) -> Upload {
         progress: Arc::new(Mutex::new(pb::HeartbeatRequest::default())),
         batch_points,
         batch_delay: Duration::from_millis(20),
+        telemetry: Arc::default(),
+        trial_id: "T".into(),
     };
     let (events, rx) = mpsc::channel(64);
     let end = tokio::spawn(uploader.run(rx));

@@ -134,8 +134,15 @@ impl Server {
 
     /// `sweep serve` over any database URL (SQLite or PostgreSQL).
     pub(crate) fn start_url(database_url: &str) -> Server {
+        Server::start_with(database_url, &[])
+    }
+
+    /// `sweep serve` over `database_url` with more arguments (the URL's
+    /// scheme stays http://; give TLS tests their own).
+    pub(crate) fn start_with(database_url: &str, more: &[&str]) -> Server {
         let mut child = sweep()
             .args(["serve", "--listen", "127.0.0.1:0", "--database-url", database_url])
+            .args(more)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -117,6 +117,13 @@ struct RunArgs {
     /// 604800, a week).
     #[arg(long, env = "SWEEP_IDLE_EXIT_SECS", value_parser = clap::value_parser!(u64).range(1..=604_800))]
     idle_exit_secs: Option<u64>,
+    /// Serve Prometheus metrics on this address (plain HTTP, GET /metrics):
+    /// each running trial's epoch, step, loss and training images per
+    /// second, trials by outcome, and on CUDA the device's free and used
+    /// memory. No token: bind it where only your Prometheus reaches, e.g.
+    /// 127.0.0.1:9465. Off by default.
+    #[arg(long, env = "SWEEP_WORKER_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// File holding this worker's bearer token (else SWEEP_TOKEN). Never a
     /// flag value: flags show in `ps`.
     #[arg(long)]
@@ -314,7 +321,24 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let grace = config.grace;
-    let result = rt.block_on(daemon::run(config, factory, shutdown_signal(args.watch_stdin, grace)));
+    let result = rt.block_on(async {
+        if let Some(addr) = &args.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}: cannot listen there"))?;
+            eprintln!("sweep-worker metrics on http://{}/metrics", listener.local_addr()?);
+            let memory = sweep_worker::memory::DeviceMemory::for_device(&args.device);
+            config.telemetry = std::sync::Arc::new(sweep_worker::telemetry::Telemetry::new(memory.is_some()));
+            let server =
+                sweep_worker::telemetry::serve(listener, config.telemetry.clone(), memory, std::future::pending());
+            tokio::spawn(async move {
+                if let Err(e) = server.await {
+                    tracing::error!(error = %e, "the metrics server stopped");
+                }
+            });
+        }
+        daemon::run(config, factory, shutdown_signal(args.watch_stdin, grace)).await.map_err(anyhow::Error::from)
+    });
     // The training thread may still be blocked (a trial abandoned at the end
     // of the grace period); do not wait for the runtime's threads either.
     rt.shutdown_timeout(Duration::from_millis(100));
