@@ -62,9 +62,12 @@ echo "  ${#scripts[@]} files clean"
 
 say "Kubernetes: kustomize renders and strict schema validation (Kubernetes $KUBE_VERSION)"
 need kubectl kubectl
-if [ ! -x "$VENV/bin/kubernetes-validate" ] || ! "$VENV/bin/python" -c 'import jsonschema, yaml' 2>/dev/null; then
-    say "installing kubernetes-validate, jsonschema and pyyaml into $VENV (pip)"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate jsonschema pyyaml
+# Pinned, so a new release of a validator cannot change what CI accepts.
+validators=(kubernetes-validate==1.37.0 jsonschema==4.26.0 pyyaml==6.0.4)
+if ! "$VENV/bin/pip" show kubernetes-validate 2>/dev/null | grep -qx 'Version: 1.37.0' \
+    || ! "$VENV/bin/python" -c 'import jsonschema, yaml' 2>/dev/null; then
+    say "installing ${validators[*]} into $VENV (pip)"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "${validators[@]}"
 fi
 kube_validate() { "$VENV/bin/kubernetes-validate" --strict --quiet -k "$KUBE_VERSION" "$@"; }
 sed 's/replicas: 1/replicas: "one"/; s/^spec:/spec:\n  replica: 1/' deploy/kubernetes/base/coordinator.yaml >"$work/broken-k8s.yaml"
