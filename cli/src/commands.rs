@@ -249,9 +249,16 @@ pub(crate) async fn status(sweep: Option<&str>, url: &str) -> Result<(), Failure
         println!("no sweeps");
         return Ok(());
     }
-    let mut table = comfy_table::Table::new();
-    table.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    table.set_header(["sweep", "queued", "running", "succeeded", "diverged", "failed", "cancelled", "state"]);
+    let mut table = crate::tables::condensed(&[
+        "sweep",
+        "queued",
+        "running",
+        "succeeded",
+        "diverged",
+        "failed",
+        "cancelled",
+        "state",
+    ]);
     for s in &resp.sweeps {
         let c = s.counts.unwrap_or_default();
         let state = sweep_state(s);
@@ -301,6 +308,40 @@ pub(crate) async fn status(sweep: Option<&str>, url: &str) -> Result<(), Failure
         }
         println!("\n{}", crate::tables::render(&[table], &[], crate::Format::Table).trim_end());
     }
+    Ok(())
+}
+
+/// `sweep ls`: the sweeps, newest first, with counts and age.
+pub(crate) async fn ls(url: &str) -> Result<(), Failure> {
+    let mut client = connect(url).await?;
+    let mut sweeps = client.status(pb::StatusRequest::default()).await.map_err(rpc)?.into_inner().sweeps;
+    if sweeps.is_empty() {
+        println!("no sweeps (submit one: sweep submit GRID.toml)");
+        return Ok(());
+    }
+    // Newest first.
+    sweeps.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then_with(|| a.sweep_id.cmp(&b.sweep_id)));
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let mut t =
+        crate::tables::condensed(&["sweep", "trials", "done", "running", "queued", "diverged/failed", "state", "age"]);
+    for s in &sweeps {
+        let c = s.counts.unwrap_or_default();
+        let total = c.queued + c.running + c.succeeded + c.diverged + c.failed + c.cancelled;
+        let done = c.succeeded + c.diverged + c.failed;
+        let state = sweep_state(s);
+        t.add_row([
+            printable(&s.sweep_id).into_owned(),
+            total.to_string(),
+            format!("{done} ({:.0}%)", 100.0 * done as f64 / total.max(1) as f64),
+            c.running.to_string(),
+            c.queued.to_string(),
+            format!("{}/{}", c.diverged, c.failed),
+            state.to_owned(),
+            crate::tables::age((now - s.created_ms).max(0) as u64),
+        ]);
+    }
+    println!("{t}");
     Ok(())
 }
 

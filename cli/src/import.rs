@@ -35,11 +35,28 @@ pub(crate) async fn command(file: &Path, url: &str) -> Result<(), Failure> {
         }
     });
     let answer = client.import(tokio_stream::wrappers::ReceiverStream::new(rx)).await;
+    let read = reader.await.context("reading the archive")?;
     // A read error ends the stream early; the coordinator then refuses the
     // truncated archive, but the read error is the cause.
-    reader.await.context("reading the archive")?.with_context(|| format!("cannot read {name}"))?;
-    let resp =
-        answer.map_err(rpc).with_context(|| format!("import of {name} refused; nothing was stored"))?.into_inner();
+    if let (Err(_), Err(e)) = (&answer, read) {
+        return Err(anyhow::Error::from(e).context(format!("cannot read {name}; nothing was stored")).into());
+    }
+    let resp = match answer {
+        Ok(r) => r.into_inner(),
+        // Refused before anything was written.
+        Err(s) if matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::AlreadyExists) => {
+            return Err(rpc(s).context(format!("import of {name} refused; nothing was stored")).into())
+        }
+        // The call broke: the coordinator may or may not have committed.
+        Err(s) => {
+            return Err(rpc(s)
+                .context(format!(
+                    "import of {name}: no answer from the coordinator, so whether it was stored is unknown; \
+                     `sweep ls` shows whether the sweep is there (importing it again is refused if it is)"
+                ))
+                .into())
+        }
+    };
     println!("imported sweep {}: {} trials, {} metric points", printable(&resp.sweep_id), resp.trials, resp.points);
     Ok(())
 }

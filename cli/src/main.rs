@@ -4,7 +4,6 @@
 mod commands;
 mod export;
 mod failure;
-mod fleet;
 mod health;
 mod import;
 mod local_workers;
@@ -14,6 +13,7 @@ mod run;
 mod seed_plan;
 mod tables;
 mod watch;
+mod workers;
 
 pub use failure::Failure;
 
@@ -318,8 +318,8 @@ fn main() -> ExitCode {
             Command::Health { service, timeout_secs, coordinator } => {
                 health::command(&service, std::time::Duration::from_secs(timeout_secs), &coordinator.coordinator).await
             }
-            Command::Ls { coordinator } => fleet::ls(&coordinator.coordinator).await,
-            Command::Workers { coordinator } => fleet::workers(&coordinator.coordinator).await,
+            Command::Ls { coordinator } => commands::ls(&coordinator.coordinator).await,
+            Command::Workers { coordinator } => workers::workers(&coordinator.coordinator).await,
             Command::Watch { sweep, coordinator } => watch::watch(&sweep, &coordinator.coordinator).await.map(|_| ()),
             Command::Report { sweep, options, coordinator } => {
                 report::command(&sweep, &options, &coordinator.coordinator).await

@@ -171,3 +171,35 @@ mod tests {
         assert!(html(&t).contains("<td>y|z</td>"));
     }
 }
+
+/// A terminal table in the commands' style (`status`, `ls`, `workers`).
+pub(crate) fn condensed(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header(header);
+    t
+}
+
+/// A duration in the largest unit that fits: `45s`, `12m`, `3h 5m`, `2d 4h`.
+pub(crate) fn age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+#[cfg(test)]
+mod age_tests {
+    use super::age;
+
+    #[test]
+    fn ages_read_in_their_largest_unit() {
+        assert_eq!(age(45_000), "45s");
+        assert_eq!(age(12 * 60_000 + 5_000), "12m");
+        assert_eq!(age((3 * 3600 + 5 * 60) * 1000), "3h 5m");
+        assert_eq!(age((2 * 86_400 + 4 * 3600) * 1000), "2d 4h");
+    }
+}

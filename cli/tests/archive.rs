@@ -47,6 +47,16 @@ fn body(file: &Path) -> Vec<String> {
     std::fs::read_to_string(file).unwrap().lines().skip(1).map(str::to_owned).collect()
 }
 
+/// The same archive but for the header's export time, or a panic showing
+/// the first line that differs.
+fn same_archive(a: &Path, b: &Path, what: &str) {
+    let (before, after) = (body(a), body(b));
+    assert_eq!(before.len(), after.len(), "{what}: lines");
+    if let Some((x, y)) = before.iter().zip(&after).find(|(x, y)| x != y) {
+        panic!("{what} differs:\n{x}\n{y}");
+    }
+}
+
 /// A PostgreSQL URL on a fresh schema, dropped by the returned guard.
 struct PgSchema {
     base: String,
@@ -110,6 +120,7 @@ fn a_sweep_moves_sqlite_to_postgres_to_sqlite_with_an_identical_report() {
     same(&report(&b, "moved"), &original, "the report from PostgreSQL");
     let b_file = dir.path().join("b.jsonl");
     export(&b, "moved", &b_file);
+    same_archive(&a_file, &b_file, "the archive from PostgreSQL");
 
     // PostgreSQL -> SQLite.
     let c = Server::start(&dir.path().join("third.db"));
@@ -117,11 +128,7 @@ fn a_sweep_moves_sqlite_to_postgres_to_sqlite_with_an_identical_report() {
     same(&report(&c, "moved"), &original, "the report after the round trip");
     let c_file = dir.path().join("c.jsonl");
     export(&c, "moved", &c_file);
-    let (before, after) = (body(&a_file), body(&c_file));
-    assert_eq!(before.len(), after.len(), "lines of the archive after the round trip");
-    if let Some((x, y)) = before.iter().zip(&after).find(|(x, y)| x != y) {
-        panic!("the archive after the round trip differs:\n{x}\n{y}");
-    }
+    same_archive(&a_file, &c_file, "the archive after the round trip");
     let lines = body(&a_file);
     assert!(lines.iter().any(|l| l.starts_with("{\"point\":")), "metric points travel");
     assert!(lines.iter().any(|l| l.contains("\"dataset_sha256\":\"")), "provenance travels");
@@ -181,6 +188,30 @@ fn a_truncated_or_corrupted_archive_stores_nothing_and_says_where() {
     let said = import(&b, &file);
     assert!(said.contains("imported sweep cut: 8 trials"), "{said}");
     same(&report(&b, "cut"), &report(&a, "cut"), "the report after an import");
+
+    // Queued trials travel queued, and queue after what the database holds,
+    // in their own order.
+    let pending = dir.path().join("pending.toml");
+    std::fs::write(&pending, common::small_grid("pending", 1)).unwrap();
+    run_ok(sweep().arg("submit").arg(&pending).args(["--coordinator", &a.url]));
+    let queued = dir.path().join("pending.jsonl");
+    export(&a, "pending", &queued);
+    import(&b, &queued);
+    let status = run_ok(sweep().args(["status", "pending", "--coordinator", &b.url]));
+    let row = status.lines().find(|l| l.contains("pending")).unwrap();
+    assert!(row.contains(" 4 ") && row.contains("active"), "{status}");
+    let again = dir.path().join("pending-b.jsonl");
+    export(&b, "pending", &again);
+    let seqs = |file: &Path| -> Vec<i64> {
+        body(file)
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?["trial"]["seq"].as_i64())
+            .collect()
+    };
+    let cut_max = seqs(&file).into_iter().max().unwrap();
+    let moved = seqs(&again);
+    assert_eq!(moved.len(), 4);
+    assert!(moved.windows(2).all(|w| w[0] < w[1]) && moved[0] > cut_max, "{moved:?} after {cut_max}");
 
     // An unknown sweep exports nothing and says so.
     let missing = sweep().args(["export", "nope", "--coordinator", &a.url]).output().unwrap();
@@ -251,7 +282,7 @@ fn parquet_tables_and_tensorboard_events_read_back() {
             .iter()
             .map(|(k, v)| format!("{k}={}", v.as_str().map(str::to_owned).unwrap_or(v.to_string())))
             .collect();
-        let folder = runs.join(label.join(",")).join(format!("seed={}", trial["seed"]));
+        let folder = runs.join("tables").join(label.join(",")).join(format!("seed={}", trial["seed"]));
         let files: Vec<_> =
             std::fs::read_dir(&folder).unwrap_or_else(|e| panic!("{}: {e}", folder.display())).collect();
         assert_eq!(files.len(), 1);

@@ -45,10 +45,12 @@ fn json_logs_carry_trial_and_worker_ids() {
     let url = format!("http://{addr}");
 
     let grid = dir.path().join("logs.toml");
-    std::fs::write(&grid, small_grid("logs", 1)).unwrap();
+    // Two seeds per cell, trained as fused pairs: each trial's events must
+    // still carry its own ID.
+    std::fs::write(&grid, small_grid("logs", 2)).unwrap();
     run_ok(sweep().arg("submit").arg(&grid).args(["--coordinator", &url]));
     let worker = common::sim_worker(&url, "w-json", 1, dir.path())
-        .args(["--log-format", "json"])
+        .args(["--log-format", "json", "--fuse", "2"])
         .env("SWEEP_LOG", "info")
         .spawn()
         .unwrap();
@@ -64,16 +66,25 @@ fn json_logs_carry_trial_and_worker_ids() {
         "{worker_lines:#?}"
     );
     let finished: Vec<&serde_json::Value> = events.iter().filter(|e| e["message"] == "trial finished").collect();
-    assert_eq!(finished.len(), 4, "{events:#?}");
+    assert_eq!(finished.len(), 8, "{events:#?}");
+    let mut trials = std::collections::BTreeSet::new();
+    let mut groups = std::collections::BTreeMap::<String, usize>::new();
     for e in finished {
         assert_eq!(e["level"], "INFO");
         let spans = e["spans"].as_array().unwrap_or_else(|| panic!("no spans: {e}"));
         let worker = spans.iter().find(|s| s["name"] == "worker").unwrap_or_else(|| panic!("{e}"));
         assert_eq!(worker["worker"], "w-json");
-        let trial = spans.iter().find(|s| s["name"] == "trial").unwrap_or_else(|| panic!("{e}"));
-        assert_eq!(trial["trial"].as_str().unwrap().len(), 32, "{e}");
-        assert_eq!(trial["sweep"], "logs");
+        let group = spans.iter().find(|s| s["name"] == "group").unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(group["sweep"], "logs");
+        assert_eq!(group["trials"], 2, "fused pairs: {e}");
+        *groups.entry(group["first"].as_str().unwrap().to_owned()).or_default() += 1;
+        let trial = spans.iter().rev().find(|s| s["name"] == "trial").unwrap_or_else(|| panic!("{e}"));
+        let id = trial["trial"].as_str().unwrap().to_owned();
+        assert_eq!(id.len(), 32, "{e}");
+        trials.insert(id);
     }
+    assert_eq!(trials.len(), 8, "each trial's end carries its own ID: {trials:?}");
+    assert!(groups.values().all(|&n| n == 2) && groups.len() == 4, "{groups:?}");
 
     let _ = server.kill();
     let _ = server.wait();
@@ -81,6 +92,6 @@ fn json_logs_carry_trial_and_worker_ids() {
     let server_lines = server_log.lock().unwrap().clone();
     let events = objects(&server_lines);
     let leased: Vec<&serde_json::Value> = events.iter().filter(|e| e["message"] == "trial leased").collect();
-    assert_eq!(leased.len(), 4, "{server_lines:#?}");
+    assert_eq!(leased.len(), 8, "{server_lines:#?}");
     assert!(leased.iter().all(|e| e["worker"] == "w-json" && e["trial"].as_str().is_some_and(|t| t.len() == 32)));
 }

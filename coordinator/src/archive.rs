@@ -1,44 +1,46 @@
 //! `ArchiveService`: `sweep export` and `sweep import` over gRPC.
 //!
-//! Export streams the store's records of one sweep as archive lines, cut
-//! into chunks. Import joins the client's chunks into lines, checks each
-//! one (`sweep_core::archive::Checker`: order, references, counts), spools
-//! the checked lines to an unnamed temporary file (disk, not memory, holds
-//! an archive however large), and only then hands them to the store, which
-//! writes them in one transaction: a bad line or a cut connection stores
-//! nothing, and the database's single SQLite writer is held only while
-//! rows are written, never while a slow client uploads.
-
-use std::sync::Arc;
+//! Both directions go through an unnamed temporary file (in `TMPDIR`), so
+//! the database is held only while rows move between it and local disk,
+//! never while a slow client reads or writes:
+//!
+//! - export: the store writes one snapshot's records into the file, the
+//!   transaction ends, then the file is streamed in chunks;
+//! - import: the client's chunks are split into lines and each one checked
+//!   (`sweep_core::archive::Checker`: order, references, counts, stored
+//!   specs that read back) as it arrives, the checked lines are spooled,
+//!   and only then does the store write them, in one transaction: a bad
+//!   line or a cut connection stores nothing. Afterwards waiting workers
+//!   and watchers are woken, and running leases get a full TTL again (on
+//!   SQLite a large import holds the one writer, so heartbeats may have
+//!   waited).
 
 use futures::StreamExt;
-use tokio::io::{AsyncBufReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use sweep_core::archive::{ArchiveError, Checker, Record};
+use sweep_core::archive::{ArchiveError, Checker, LineSplitter, Record, MAX_LINE_BYTES};
 use sweep_proto::v1 as pb;
 
-use crate::service::now_ms;
-use crate::store::{Store, StoreError};
+use crate::service::{now_ms, Coordinator};
 
-/// Bytes of archive text per exported chunk (a chunk is cut at a line end
-/// once it holds this much).
+/// Bytes per exported chunk (cut anywhere; the client joins them).
 pub const EXPORT_CHUNK_BYTES: usize = 256 * 1024;
 /// The largest chunk an import accepts.
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
-/// The largest archive an import accepts (it is spooled to disk).
-pub const MAX_ARCHIVE_BYTES: u64 = 64 << 30;
+/// The largest archive an import accepts (it is spooled to `TMPDIR`).
+pub const MAX_ARCHIVE_BYTES: u64 = 16 << 30;
 
 #[derive(Clone)]
 pub struct ArchiveService {
-    store: Arc<dyn Store>,
+    coordinator: Coordinator,
 }
 
 impl ArchiveService {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(coordinator: Coordinator) -> Self {
+        Self { coordinator }
     }
 }
 
@@ -47,53 +49,73 @@ fn refused(e: ArchiveError) -> Status {
 }
 
 fn spool_error(e: std::io::Error) -> Status {
-    tracing::error!(error = %e, "import: spooling the archive to a temporary file failed");
-    Status::internal(format!("import: spooling the archive to a temporary file: {e}"))
+    tracing::error!(error = %e, "archive: the temporary file (TMPDIR) failed");
+    Status::internal(format!("archive: the coordinator's temporary file (TMPDIR): {e}"))
 }
 
-/// Splits a chunked byte stream into lines: each complete line is checked
-/// and written to the spool.
-struct Lines {
-    pending: Vec<u8>,
+async fn spool() -> Result<tokio::io::BufWriter<tokio::fs::File>, Status> {
+    let file = tokio::task::spawn_blocking(tempfile::tempfile)
+        .await
+        .map_err(|e| Status::internal(format!("archive: {e}")))?
+        .map_err(spool_error)?;
+    Ok(tokio::io::BufWriter::new(tokio::fs::File::from_std(file)))
+}
+
+/// The spool, flushed and rewound for reading.
+async fn rewound(spool: tokio::io::BufWriter<tokio::fs::File>) -> Result<tokio::fs::File, Status> {
+    let mut spool = spool;
+    spool.flush().await.map_err(spool_error)?;
+    let mut file = spool.into_inner();
+    file.rewind().await.map_err(spool_error)?;
+    Ok(file)
+}
+
+/// Checks each line of an import as it arrives and spools it.
+struct Incoming {
+    lines: LineSplitter,
     checker: Checker,
     bytes: u64,
+    spool: tokio::io::BufWriter<tokio::fs::File>,
 }
 
-impl Lines {
-    async fn feed(&mut self, data: &[u8], spool: &mut tokio::io::BufWriter<tokio::fs::File>) -> Result<(), Status> {
+impl Incoming {
+    async fn line(&mut self, line: &[u8]) -> Result<(), Status> {
+        self.checker.line(line).map_err(refused)?;
+        self.spool.write_all(line).await.map_err(spool_error)?;
+        self.spool.write_all(b"\n").await.map_err(spool_error)
+    }
+
+    async fn feed(&mut self, data: &[u8]) -> Result<(), Status> {
         self.bytes += data.len() as u64;
         if self.bytes > MAX_ARCHIVE_BYTES {
             return Err(Status::invalid_argument(format!("archive: over {MAX_ARCHIVE_BYTES} bytes")));
         }
-        self.pending.extend_from_slice(data);
-        let mut start = 0;
-        while let Some(n) = self.pending[start..].iter().position(|&b| b == b'\n') {
-            let line = &self.pending[start..start + n];
-            self.checker.line(line).map_err(refused)?;
-            spool.write_all(line).await.map_err(spool_error)?;
-            spool.write_all(b"\n").await.map_err(spool_error)?;
-            start += n + 1;
+        self.lines.push(data);
+        loop {
+            match self.lines.next_line() {
+                Ok(Some(line)) => {
+                    let line = line.to_vec();
+                    self.line(&line).await?;
+                }
+                Ok(None) => return Ok(()),
+                Err(_) => {
+                    return Err(refused(ArchiveError::Line {
+                        line: self.checker.lines() + 1,
+                        reason: format!("no line end within {MAX_LINE_BYTES} bytes"),
+                    }))
+                }
+            }
         }
-        self.pending.drain(..start);
-        if self.pending.len() > sweep_core::archive::MAX_LINE_BYTES {
-            return Err(refused(ArchiveError::Line {
-                line: self.checker.lines() + 1,
-                reason: format!("no line end within {} bytes", sweep_core::archive::MAX_LINE_BYTES),
-            }));
-        }
-        Ok(())
     }
 
-    /// The last line may lack its `\n`.
-    async fn finish(mut self, spool: &mut tokio::io::BufWriter<tokio::fs::File>) -> Result<(), Status> {
-        if !self.pending.iter().all(u8::is_ascii_whitespace) {
-            let line = std::mem::take(&mut self.pending);
-            self.checker.line(&line).map_err(refused)?;
-            spool.write_all(&line).await.map_err(spool_error)?;
-            spool.write_all(b"\n").await.map_err(spool_error)?;
+    /// The last line may lack its `\n`; then the archive must be whole.
+    async fn finish(mut self) -> Result<(Checker, tokio::fs::File), Status> {
+        let rest = self.lines.rest().to_vec();
+        if !rest.iter().all(u8::is_ascii_whitespace) {
+            self.line(&rest).await?;
         }
         self.checker.finish().map_err(refused)?;
-        spool.flush().await.map_err(spool_error)
+        Ok((self.checker, rewound(self.spool).await?))
     }
 }
 
@@ -103,37 +125,36 @@ impl pb::archive_service_server::ArchiveService for ArchiveService {
 
     async fn export(&self, req: Request<pb::ExportRequest>) -> Result<Response<Self::ExportStream>, Status> {
         let id = crate::bounds::sweep_id(&req.into_inner().sweep_id)?.to_owned();
-        // Fail fast on an unknown sweep, before the stream starts.
-        if self.store.status(Some(&id)).await?.is_empty() {
-            return Err(StoreError::NotFound(format!("sweep {id}")).into());
-        }
+        let store = self.coordinator.store().clone();
+        // The snapshot goes to disk first; the transaction ends before the
+        // client reads a byte.
+        let mut out = spool().await?;
         let (records_tx, mut records) = mpsc::channel::<Record>(256);
-        let (chunks_tx, chunks) = mpsc::channel::<Result<pb::ArchiveChunk, Status>>(4);
-        let store = self.store.clone();
         let export = tokio::spawn(async move { store.export(&id, now_ms(), records_tx).await });
+        while let Some(record) = records.recv().await {
+            out.write_all(record.to_line().as_bytes()).await.map_err(spool_error)?;
+        }
+        match export.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => return Err(Status::internal(format!("export: {e}"))),
+        }
+        let mut file = rewound(out).await?;
+        let (chunks_tx, chunks) = mpsc::channel::<Result<pb::ArchiveChunk, Status>>(4);
         tokio::spawn(async move {
-            let mut data = Vec::with_capacity(EXPORT_CHUNK_BYTES + 4096);
-            while let Some(record) = records.recv().await {
-                data.extend_from_slice(record.to_line().as_bytes());
-                if data.len() >= EXPORT_CHUNK_BYTES {
-                    let chunk = pb::ArchiveChunk { data: std::mem::take(&mut data) };
-                    if chunks_tx.send(Ok(chunk)).await.is_err() {
-                        return; // the client is gone; the export stops at its next send
+            loop {
+                let mut data = vec![0u8; EXPORT_CHUNK_BYTES];
+                let n = match file.read(&mut data).await {
+                    Ok(0) => return,
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = chunks_tx.send(Err(spool_error(e))).await;
+                        return;
                     }
-                }
-            }
-            let ended = match export.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(Status::from(e)),
-                Err(e) => Err(Status::internal(format!("export: {e}"))),
-            };
-            match ended {
-                Ok(()) if !data.is_empty() => {
-                    let _ = chunks_tx.send(Ok(pb::ArchiveChunk { data })).await;
-                }
-                Ok(()) => {}
-                Err(status) => {
-                    let _ = chunks_tx.send(Err(status)).await;
+                };
+                data.truncate(n);
+                if chunks_tx.send(Ok(pb::ArchiveChunk { data })).await.is_err() {
+                    return; // the client is gone
                 }
             }
         });
@@ -142,9 +163,8 @@ impl pb::archive_service_server::ArchiveService for ArchiveService {
 
     async fn import(&self, req: Request<Streaming<pb::ArchiveChunk>>) -> Result<Response<pb::ImportResponse>, Status> {
         let mut stream = req.into_inner();
-        let file = tempfile::tempfile().map_err(spool_error)?;
-        let mut spool = tokio::io::BufWriter::new(tokio::fs::File::from_std(file));
-        let mut lines = Lines { pending: Vec::new(), checker: Checker::new(), bytes: 0 };
+        let mut incoming =
+            Incoming { lines: LineSplitter::default(), checker: Checker::new(), bytes: 0, spool: spool().await? };
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
             if chunk.data.len() > MAX_CHUNK_BYTES {
@@ -153,12 +173,10 @@ impl pb::archive_service_server::ArchiveService for ArchiveService {
                     chunk.data.len()
                 )));
             }
-            lines.feed(&chunk.data, &mut spool).await?;
+            incoming.feed(&chunk.data).await?;
         }
-        let sweep_id = lines.checker.sweep().to_owned();
-        lines.finish(&mut spool).await?;
-        let mut file = spool.into_inner();
-        file.rewind().await.map_err(spool_error)?;
+        let (checker, file) = incoming.finish().await?;
+        let sweep_id = checker.sweep().to_owned();
 
         // Checked already: the spool holds whole, valid records.
         let (records_tx, records) = mpsc::channel::<Record>(256);
@@ -173,12 +191,18 @@ impl pb::archive_service_server::ArchiveService for ArchiveService {
             }
             Ok::<(), Status>(())
         });
-        let stored = self.store.import(records).await;
+        let store = self.coordinator.store().clone();
+        let stored = store.import(records).await;
         let read = reader.await.map_err(|e| Status::internal(format!("import: {e}")))?;
         // A failed read ends the records early (the store then refuses a
         // truncated archive): its own error says more.
         read?;
         let end = stored?;
+        let ttl = self.coordinator.config().lease_ttl.as_millis() as i64;
+        if let Err(e) = store.extend_running_leases(now_ms(), ttl).await {
+            tracing::warn!(error = %e, "after an import: running leases could not be extended");
+        }
+        self.coordinator.queue_changed();
         tracing::info!(sweep = %sweep_id, trials = end.trials, points = end.points, "sweep imported");
         Ok(Response::new(pb::ImportResponse { sweep_id, trials: end.trials, points: end.points }))
     }

@@ -17,17 +17,12 @@ pub const WORKER_ID_MAX: usize = 128;
 pub const DEVICE_MAX: usize = 32;
 /// Characters of a fail or release reason that are kept (the rest is cut).
 pub const REASON_MAX_CHARS: usize = 4000;
-/// Bytes in a metric name (`grad_norm/block07`, `confusion/3/5`).
-pub const METRIC_NAME_MAX: usize = 200;
 /// Bytes in a sweep ID in a request.
 pub const SWEEP_ID_MAX: usize = 200;
 /// Bytes in a lease ID (ours are 32 hex digits).
 pub const LEASE_ID_MAX: usize = 64;
-/// Largest step (metric points, checkpoints, truncation): 10^12 optimiser
-/// steps is far beyond any run this tool will see.
-pub const STEP_MAX: i64 = 1_000_000_000_000;
-/// Largest epoch number of a metric point.
-pub const EPOCH_MAX: u32 = 1_000_000;
+/// A metric point's bounds: one home, in sweep-core.
+pub use sweep_core::point::{EPOCH_MAX, METRIC_NAME_MAX, STEP_MAX};
 /// Most trials one Lease call may ask for (`max_trials`: one cell's seeds
 /// trained as one fused model).
 pub const LEASE_GROUP_MAX: u32 = 256;

@@ -181,7 +181,7 @@ pub async fn serve_with_limits(
         ))
         .add_service(Guarded::new(
             sweep_proto::v1::archive_service_server::ArchiveServiceServer::new(archive::ArchiveService::new(
-                coordinator.store().clone(),
+                coordinator.clone(),
             ))
             .max_decoding_message_size(archive::MAX_CHUNK_BYTES + 1024),
             auth.interceptor(Role::Client),

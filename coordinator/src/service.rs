@@ -61,6 +61,13 @@ pub struct CoordinatorConfig {
     pub fleet: Arc<Fleet>,
 }
 
+impl CoordinatorConfig {
+    /// Whether a worker that failed `failed` trials in a row is quarantined.
+    pub fn quarantined(&self, failed: u32) -> bool {
+        failed >= self.quarantine_after
+    }
+}
+
 impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
@@ -133,7 +140,12 @@ impl Coordinator {
         &self.store
     }
 
-    fn queue_changed(&self) {
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    /// Wakes workers waiting for work and every `Watch` stream.
+    pub(crate) fn queue_changed(&self) {
         self.queue.send_modify(|v| *v += 1);
         self.changed();
     }
@@ -294,7 +306,7 @@ impl pb::sweep_service_server::SweepService for Coordinator {
                 running: running.remove(&m.worker_id).unwrap_or_default(),
                 last_call_ms_ago: m.last_call.elapsed().as_millis() as u64,
                 failures_in_a_row: failed,
-                quarantined: failed >= self.config.quarantine_after,
+                quarantined: self.config.quarantined(failed),
                 worker_id: m.worker_id,
                 device: m.device,
                 threads: m.threads,
@@ -325,7 +337,7 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         let max_trials = bounds::max_trials(req.max_trials)?;
         self.config.fleet.asked(worker_id, &caller, device, req.threads, max_trials);
         let failed = self.store.failures_in_a_row(&caller, worker_id).await?;
-        if failed >= self.config.quarantine_after {
+        if self.config.quarantined(failed) {
             tracing::error!(worker = %worker_id, failed_in_a_row = failed, "lease refused: worker is quarantined (crash loop)");
             return Err(Refusal::Quarantined {
                 worker_id: worker_id.to_owned(),

@@ -12,7 +12,7 @@
 //! Each line is an object with one key naming the record:
 //! `{"trial":{"id":"…","state":"succeeded",…}}`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -147,6 +147,59 @@ impl Record {
     }
 }
 
+/// Splits a byte stream cut anywhere into lines, remembering how far it
+/// has looked, so each byte is scanned once however small the pieces; an
+/// unfinished line longer than [`MAX_LINE_BYTES`] is an error, so memory
+/// stays bounded. Used by both ends of `sweep export` and `sweep import`.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    /// Where the next line starts.
+    start: usize,
+    /// Bytes from `start` on already known to hold no `\n`.
+    scanned: usize,
+}
+
+impl LineSplitter {
+    pub fn push(&mut self, data: &[u8]) {
+        // Drop consumed lines once they are at least half the buffer.
+        if self.start > 0 && self.start * 2 >= self.buf.len() {
+            self.buf.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete line (without its `\n`); `Ok(None)` until more
+    /// data comes; `Err(bytes)` when the unfinished line is already longer
+    /// than [`MAX_LINE_BYTES`].
+    pub fn next_line(&mut self) -> Result<Option<&[u8]>, usize> {
+        match self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            Some(n) => {
+                let (from, to) = (self.start, self.scanned + n);
+                self.start = to + 1;
+                self.scanned = self.start;
+                Ok(Some(&self.buf[from..to]))
+            }
+            None => {
+                self.scanned = self.buf.len();
+                let pending = self.buf.len() - self.start;
+                if pending > MAX_LINE_BYTES {
+                    Err(pending)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// What follows the last `\n` (a last line may lack one).
+    pub fn rest(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
 /// Why an archive is refused; `line` is 1-based.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArchiveError {
@@ -170,17 +223,33 @@ enum Stage {
 }
 
 /// Reads an archive line by line, checking each record against the ones
-/// before it: the order above, one sweep, trials of that sweep with known
-/// states and settings, points of trials in the file, finite values, and
-/// the end's counts. It keeps only the trial IDs and settings hashes.
+/// before it: the order above; one sweep, with a grid that validates;
+/// settings stored under their own hash; trials of that sweep whose stored
+/// spec reads back and validates, whose identity is that spec's ID, with
+/// known states and settings; points of trials in the file, in key order
+/// (so none twice); and the end's counts. Only what an import would store
+/// passes, and the store can read every row it stores. It keeps the trial
+/// IDs, the settings and the last point's key.
 #[derive(Debug)]
 pub struct Checker {
     stage: Stage,
     line: u64,
     sweep: String,
-    settings: HashSet<String>,
+    /// Settings hash to its JSON.
+    settings: HashMap<String, String>,
     trials: HashSet<String>,
     points: u64,
+    last_point: Option<(String, String, i64)>,
+}
+
+/// A stored ID (trial, identity or cell key): 32 lowercase hex digits. A
+/// trial ID names its checkpoint folder on every worker.
+fn stored_id(what: &str, id: &str) -> Result<(), String> {
+    if id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        Ok(())
+    } else {
+        Err(format!("{what} {}: not 32 lowercase hex digits", crate::quote::short(id)))
+    }
 }
 
 impl Default for Checker {
@@ -195,9 +264,10 @@ impl Checker {
             stage: Stage::Start,
             line: 0,
             sweep: String::new(),
-            settings: HashSet::new(),
+            settings: HashMap::new(),
             trials: HashSet::new(),
             points: 0,
+            last_point: None,
         }
     }
 
@@ -266,31 +336,36 @@ impl Checker {
                 }
             }
             Record::Settings(s) => {
-                if !self.settings.insert(s.hash.clone()) {
+                if crate::stored::settings_hash(&s.settings_json) != s.hash {
+                    return Err(bad(format!(
+                        "settings {}: the hash is not their SHA-256",
+                        crate::quote::short(&s.hash)
+                    )));
+                }
+                crate::stored::train_of(&s.settings_json).map_err(|e| bad(format!("settings: {e}")))?;
+                if self.settings.insert(s.hash.clone(), s.settings_json.clone()).is_some() {
                     return Err(bad(format!("settings {:?} twice", s.hash)));
                 }
             }
-            Record::Trial(t) => {
-                if t.sweep_id != self.sweep {
-                    return Err(bad(format!("trial {} belongs to sweep {:?}, not {:?}", t.id, t.sweep_id, self.sweep)));
-                }
-                TrialState::parse(&t.state).map_err(|e| bad(format!("trial {}: {e}", t.id)))?;
-                if let Some(h) = &t.settings_hash {
-                    if !self.settings.contains(h) {
-                        return Err(bad(format!(
-                            "trial {} uses settings {h:?}, which the archive does not hold",
-                            t.id
-                        )));
-                    }
-                }
-                if !self.trials.insert(t.id.clone()) {
-                    return Err(bad(format!("trial {} twice", t.id)));
-                }
-            }
+            Record::Trial(t) => self.trial(t).map_err(bad)?,
             Record::Point(p) => {
                 if !self.trials.contains(&p.trial_id) {
-                    return Err(bad(format!("a point of trial {}, which the archive does not hold", p.trial_id)));
+                    return Err(bad(format!(
+                        "a point of trial {}, which the archive does not hold",
+                        crate::quote::short(&p.trial_id)
+                    )));
                 }
+                crate::point::check(&p.name, p.step, p.epoch, p.value).map_err(|e| bad(format!("point: {e}")))?;
+                let key = (p.trial_id.clone(), p.name.clone(), p.step);
+                if self.last_point.as_ref().is_some_and(|last| *last >= key) {
+                    return Err(bad(format!(
+                        "point {} of trial {} at step {}: out of order or twice (points are sorted by trial, name, step)",
+                        crate::quote::short(&p.name),
+                        p.trial_id,
+                        p.step
+                    )));
+                }
+                self.last_point = Some(key);
                 self.points += 1;
             }
             Record::End(e) => {
@@ -304,6 +379,36 @@ impl Checker {
             }
         }
         Ok(record)
+    }
+
+    fn trial(&mut self, t: &TrialRow) -> Result<(), String> {
+        stored_id("trial", &t.id)?;
+        stored_id("cell key", &t.cell_key)?;
+        if t.sweep_id != self.sweep {
+            return Err(format!("trial {} belongs to sweep {:?}, not {:?}", t.id, t.sweep_id, self.sweep));
+        }
+        if self.trials.len() as u64 >= crate::MAX_TRIALS {
+            return Err(format!("more than {} trials", crate::MAX_TRIALS));
+        }
+        TrialState::parse(&t.state).map_err(|e| format!("trial {}: {e}", t.id))?;
+        let hash = t.settings_hash.as_deref().ok_or_else(|| format!("trial {}: no settings_hash", t.id))?;
+        let settings = self
+            .settings
+            .get(hash)
+            .ok_or_else(|| format!("trial {} uses settings {hash:?}, which the archive does not hold", t.id))?;
+        let spec = crate::stored::trial_spec(&t.spec_json, settings).map_err(|e| format!("trial {}: {e}", t.id))?;
+        spec.validate().map_err(|e| format!("trial {}: {e}", t.id))?;
+        let id = spec.id(&self.sweep).0;
+        if t.identity.as_deref() != Some(id.as_str()) {
+            return Err(format!("trial {}: its identity is not its spec's ID ({id})", t.id));
+        }
+        if t.cell != spec.cell.canonical() {
+            return Err(format!("trial {}: its cell is not its spec's cell", t.id));
+        }
+        if !self.trials.insert(t.id.clone()) {
+            return Err(format!("trial {} twice", t.id));
+        }
+        Ok(())
     }
 
     /// Call after the last line: an archive without its end is truncated.

@@ -17,11 +17,13 @@ mod grid_parse;
 mod grid_rules;
 mod grid_validate;
 pub mod level;
+pub mod point;
 pub mod quote;
 pub mod results;
 pub mod schema;
 pub mod state;
 pub mod stats;
+pub mod stored;
 mod toml_doc;
 pub mod trial;
 

@@ -460,9 +460,10 @@ async fn lease_loop(
                 }
                 done += group.len() as u64;
                 pool.training(true);
-                // Every event of the group carries its trials (the first,
-                // and how many were fused with it) as span fields.
-                let span = tracing::info_span!("trial", trial = %group[0].trial_id, sweep = %group[0].sweep_id, fused = group.len());
+                // Every event of the group carries it (its first trial, the
+                // sweep, its size); each trial's own events also carry a
+                // `trial` span (`start_trial`, `finish_trial`).
+                let span = tracing::info_span!("group", first = %group[0].trial_id, sweep = %group[0].sweep_id, trials = group.len());
                 let exit_now = run_group(config, client, trainer, group, sd, &pool.admission).instrument(span).await;
                 pool.training(false);
                 if exit_now {
@@ -520,6 +521,14 @@ async fn start_trial(
     sd: &Shutdown,
 ) -> Option<(Leased, TrainContext)> {
     let lease = a.lease_id.clone();
+    // The trial ID names a folder under the checkpoint root: only a plain
+    // name (the coordinator's are 32 hex digits) may, never a path.
+    let plain = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+    if a.trial_id.is_empty() || a.trial_id.len() > 128 || !a.trial_id.bytes().all(plain) {
+        let why = format!("invalid trial ID {:?}: not a plain name", sweep_core::quote::short(&a.trial_id));
+        fail(client, config, &lease, &why, sd).await;
+        return None;
+    }
     let spec = match a.spec.clone().map(TrialSpec::try_from) {
         Some(Ok(s)) => s,
         Some(Err(e)) => {
@@ -548,7 +557,8 @@ async fn start_trial(
     let progress = Arc::new(Mutex::new(pb::HeartbeatRequest { lease_id: lease.clone(), ..Default::default() }));
     let heartbeat_every = Duration::from_millis(a.heartbeat_interval_ms.max(100) as u64);
     let heartbeat = tokio::spawn(
-        crate::finish::heartbeats(client.clone(), progress.clone(), stop.clone(), heartbeat_every).in_current_span(),
+        crate::finish::heartbeats(client.clone(), progress.clone(), stop.clone(), heartbeat_every)
+            .instrument(trial_span(&a.trial_id)),
     );
     let uploader = Uploader {
         client: client.clone(),
@@ -560,7 +570,7 @@ async fn start_trial(
         telemetry: config.telemetry.clone(),
         trial_id: a.trial_id.clone(),
     };
-    let upload = tokio::spawn(uploader.run(events_rx).in_current_span());
+    let upload = tokio::spawn(uploader.run(events_rx).instrument(trial_span(&a.trial_id)));
     let ctx = TrainContext::new(events_tx, stop.clone());
     Some((Leased { a, job, stop, heartbeat, upload }, ctx))
 }
@@ -642,7 +652,8 @@ async fn run_group(
     let mut exit_now = false;
     for t in trials {
         let result = results.next().unwrap_or_else(|| Err(TrainError::Other("the training thread died".into())));
-        match finish_trial(config, client, t, result, crowded, sd).await {
+        let span = trial_span(&t.a.trial_id);
+        match finish_trial(config, client, t, result, crowded, sd).instrument(span).await {
             Some(exit) => exit_now |= exit,
             None => {
                 abandon("the metrics were not acknowledged within the grace period");
@@ -651,6 +662,12 @@ async fn run_group(
         }
     }
     exit_now || sd.requested()
+}
+
+/// The span of one trial's own events (its heartbeats, metric upload and
+/// end), inside its group's.
+fn trial_span(trial_id: &str) -> tracing::Span {
+    tracing::info_span!("trial", trial = %trial_id)
 }
 
 /// Reports one trained trial's end to the coordinator once its metrics are

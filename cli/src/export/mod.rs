@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use futures::StreamExt;
-use sweep_core::archive::{Checker, Record};
+use sweep_core::archive::{Checker, LineSplitter, Record};
 use sweep_proto::v1 as pb;
 
 use crate::commands::{channel, rpc};
@@ -47,11 +47,18 @@ pub(crate) struct ExportArgs {
     pub out: Option<PathBuf>,
 }
 
+/// What the receiving side tells the writer.
+enum ToWriter {
+    Record(Vec<u8>, Record),
+    /// The archive is whole: put the files in place.
+    Commit,
+}
+
 /// Where records go: each format's writer.
 trait Sink: Send {
     /// One checked record and its line as received (without `\n`).
     fn record(&mut self, line: &[u8], record: Record) -> anyhow::Result<()>;
-    /// Called once the archive's end record was checked.
+    /// Called once the whole archive was received and checked.
     fn finish(self: Box<Self>) -> anyhow::Result<()>;
 }
 
@@ -119,44 +126,44 @@ pub(crate) async fn command(args: &ExportArgs, url: &str) -> Result<(), Failure>
     let mut stream = client.export(pb::ExportRequest { sweep_id: args.sweep.clone() }).await.map_err(rpc)?.into_inner();
 
     // The writer runs on a blocking thread; lines reach it through a
-    // bounded channel.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u8>, Record)>(1024);
+    // bounded channel, and it puts files in place only on `Commit`: once
+    // the stream ended cleanly and the checker found the archive whole.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<ToWriter>(1024);
     let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut sink = sink;
-        let mut ended = false;
-        while let Some((line, record)) = rx.blocking_recv() {
-            ended = matches!(record, Record::End(_));
-            sink.record(&line, record)?;
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                ToWriter::Record(line, record) => sink.record(&line, record)?,
+                ToWriter::Commit => return sink.finish(),
+            }
         }
-        // Without the end record the export failed (the stream says why):
-        // nothing is renamed into place.
-        if ended {
-            sink.finish()
-        } else {
-            Ok(())
-        }
+        // No commit: the export failed (the stream says why), and nothing
+        // is renamed into place.
+        Ok(())
     });
     let received = async {
         let mut checker = Checker::new();
-        let mut pending: Vec<u8> = Vec::new();
+        let mut lines = LineSplitter::default();
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(rpc).context("the export stopped")?;
-            pending.extend_from_slice(&chunk.data);
-            let mut start = 0;
-            while let Some(n) = pending[start..].iter().position(|&b| b == b'\n') {
-                let line = pending[start..start + n].to_vec();
+            lines.push(&chunk.data);
+            loop {
+                let line = match lines.next_line() {
+                    Ok(Some(line)) => line.to_vec(),
+                    Ok(None) => break,
+                    Err(n) => bail!("the coordinator sent a line of over {n} bytes: not an archive"),
+                };
                 let record = checker.line(&line).context("the coordinator sent a bad archive")?;
-                start += n + 1;
-                if tx.send((line, record)).await.is_err() {
+                if tx.send(ToWriter::Record(line, record)).await.is_err() {
                     return Ok(()); // the writer failed, and says why
                 }
             }
-            pending.drain(..start);
         }
-        if !pending.is_empty() {
+        if !lines.rest().is_empty() {
             bail!("the archive ends inside a line: it is truncated");
         }
         checker.finish().context("the export stopped early")?;
+        let _ = tx.send(ToWriter::Commit).await;
         Ok::<(), anyhow::Error>(())
     }
     .await;

@@ -10,7 +10,8 @@
 //!   memory does not grow with them.
 //!
 //! Snappy-compressed, written with the `parquet` crate's column writers.
-//! Both are renamed into place only when the export is complete.
+//! Both are written completely, then renamed into place, only when the
+//! export is complete.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -127,9 +128,22 @@ impl Table {
         Ok(())
     }
 
-    fn finish(self) -> anyhow::Result<()> {
+    /// Writes the footer; the file stays under its temporary name.
+    fn close(self) -> anyhow::Result<Closed> {
         let file = self.writer.into_inner()?;
         file.sync_all()?;
+        Ok(Closed { tmp: self.tmp, dest: self.dest })
+    }
+}
+
+/// A complete table not yet in place.
+struct Closed {
+    tmp: tempfile::TempPath,
+    dest: PathBuf,
+}
+
+impl Closed {
+    fn persist(self) -> anyhow::Result<()> {
         self.tmp.persist(&self.dest).with_context(|| format!("cannot write {}", self.dest.display()))?;
         Ok(())
     }
@@ -188,10 +202,12 @@ impl Sink for Tables {
         let columns = trial_columns(&self.trials)?;
         let mut trials = Table::create(&self.dir, "trials.parquet", &columns)?;
         trials.write_group(&columns)?;
-        trials.finish()?;
-        if let Some(points) = self.points_table.take() {
-            points.finish()?;
-        }
+        // Both complete before either is put in place, so a failure never
+        // leaves new trials beside old points.
+        let trials = trials.close()?;
+        let points = self.points_table.take().map(Table::close).transpose()?;
+        trials.persist()?;
+        points.map(Closed::persist).transpose()?;
         Ok(())
     }
 }

@@ -1,16 +1,17 @@
 //! `sweep export --format tensorboard`: each trial's curves as a
-//! TensorBoard event file, `OUT/CELL/seed=N/events.out.tfevents.T.sweep`
-//! (`CELL` like `depth=8,skip=true`), one scalar per metric point (tag =
-//! the metric's name, step = its step), so `tensorboard --logdir OUT`
-//! shows every cell's seeds side by side.
+//! TensorBoard event file,
+//! `OUT/SWEEP/CELL/seed=N/events.out.tfevents.T.sweep` (`CELL` like
+//! `depth=8,skip=true`), one scalar per metric point (tag = the metric's
+//! name, step = its step), so `tensorboard --logdir OUT` shows every
+//! cell's seeds side by side, and several sweeps' runs in one `OUT`.
 //!
 //! An event file is a TFRecord stream of `tensorflow.Event` protobufs: per
 //! record its length (u64, little-endian), the masked CRC-32C of the
 //! length, the bytes, and their masked CRC-32C. The three messages used
 //! are declared below with prost (the fields TensorBoard reads for
-//! scalars); the CRC is the `crc` crate's Castagnoli polynomial. Files are
-//! written in a temporary folder beside the destination and moved into
-//! place when the export is complete.
+//! scalars); the CRC is the `crc` crate's Castagnoli polynomial. The files
+//! are written in a temporary folder in `OUT`, which replaces `OUT/SWEEP`
+//! (an earlier export of the same sweep) when the export is complete.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -68,6 +69,16 @@ pub(crate) fn write_record(out: &mut impl Write, data: &[u8]) -> std::io::Result
     out.write_all(&masked_crc(data).to_le_bytes())
 }
 
+/// A name usable as one path component: separators and control
+/// characters replaced, never empty, `.` or `..`.
+fn folder_name(text: &str) -> String {
+    let name: String = text.chars().map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c }).collect();
+    match name.as_str() {
+        "" | "." | ".." => "_".to_owned(),
+        _ => name,
+    }
+}
+
 /// A folder name from a cell's canonical JSON: `name=level` joined by
 /// commas, with path separators and control characters replaced.
 fn cell_folder(cell: &str) -> String {
@@ -82,10 +93,9 @@ fn cell_folder(cell: &str) -> String {
             .join(","),
         Err(_) => cell.to_owned(),
     };
-    let label: String = label.chars().map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c }).collect();
     match label.as_str() {
-        "" | "." | ".." => "cell".to_owned(),
-        _ => label,
+        "" => "cell".to_owned(),
+        _ => folder_name(&label),
     }
 }
 
@@ -93,6 +103,8 @@ fn cell_folder(cell: &str) -> String {
 /// (the archive orders points by trial).
 pub(super) struct Events {
     out: PathBuf,
+    /// The sweep's folder name (from the archive's header).
+    sweep: String,
     staging: tempfile::TempDir,
     /// Trial ID to its folder (relative) and start time in seconds.
     trials: HashMap<String, (PathBuf, f64)>,
@@ -105,7 +117,7 @@ impl Events {
             .prefix(".sweep-export-")
             .tempdir_in(&out)
             .with_context(|| format!("cannot write in {}", out.display()))?;
-        Ok(Events { out, staging, trials: HashMap::new(), open: None })
+        Ok(Events { out, sweep: String::new(), staging, trials: HashMap::new(), open: None })
     }
 
     fn writer(&mut self, trial_id: &str) -> anyhow::Result<&mut std::io::BufWriter<std::fs::File>> {
@@ -148,7 +160,8 @@ impl Sink for Events {
                 let data = event.encode_to_vec();
                 write_record(self.writer(&p.trial_id)?, &data)?;
             }
-            Record::Header(_) | Record::Sweep(_) | Record::Settings(_) | Record::End(_) => {}
+            Record::Header(h) => self.sweep = folder_name(&h.sweep),
+            Record::Sweep(_) | Record::Settings(_) | Record::End(_) => {}
         }
         Ok(())
     }
@@ -158,14 +171,18 @@ impl Sink for Events {
             w.flush()?;
             w.get_ref().sync_all()?;
         }
-        // Each cell folder replaces the one an earlier export wrote.
-        for entry in std::fs::read_dir(self.staging.path())? {
-            let entry = entry?;
-            let dest = self.out.join(entry.file_name());
-            if dest.exists() {
-                std::fs::remove_dir_all(&dest).with_context(|| format!("cannot replace {}", dest.display()))?;
-            }
-            std::fs::rename(entry.path(), &dest).with_context(|| format!("cannot write {}", dest.display()))?;
+        // The staging folder becomes OUT/SWEEP; an earlier export of the
+        // sweep is moved aside first and removed after.
+        let dest = self.out.join(&self.sweep);
+        let staging = self.staging.keep();
+        let old = self.out.join(format!(".sweep-export-old-{}", std::process::id()));
+        let had = dest.exists();
+        if had {
+            std::fs::rename(&dest, &old).with_context(|| format!("cannot replace {}", dest.display()))?;
+        }
+        std::fs::rename(&staging, &dest).with_context(|| format!("cannot write {}", dest.display()))?;
+        if had {
+            std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove {}", old.display()))?;
         }
         Ok(())
     }

@@ -6,7 +6,9 @@
 //! Shared by both backends through [`impl_archive!`], like `shared.rs`'s
 //! `impl_store!`. Each backend supplies `ARCHIVE_SNAPSHOT_SQL`, the
 //! statement that makes a read transaction one snapshot (PostgreSQL's
-//! `REPEATABLE READ`; SQLite's read transactions are snapshots already).
+//! `REPEATABLE READ`; SQLite's read transactions are snapshots already),
+//! and `ARCHIVE_POINTS_SQL` (`sql::points_page_sql!` with its binary
+//! collation).
 
 use async_trait::async_trait;
 use sweep_core::archive::{End, Record};
@@ -55,17 +57,34 @@ pub(crate) mod sql {
         };
     }
     pub(crate) const TRIALS: &str =
-        concat!("SELECT ", trial_columns!(), " FROM trials WHERE sweep_id = $1 ORDER BY seq");
+        concat!("SELECT ", trial_columns!(), " FROM trials WHERE sweep_id = $1 ORDER BY seq, id");
     pub(crate) const TRIAL_INSERT: &str = concat!(
         "INSERT INTO trials (",
         trial_columns!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
          $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38, $39)"
     );
-    /// One page of a sweep's points after a key, in key order.
-    pub(crate) const POINTS_PAGE: &str = "SELECT m.trial_id, m.name, m.step, m.epoch, m.value FROM metrics m \
-         WHERE m.trial_id IN (SELECT id FROM trials WHERE sweep_id = $1) AND (m.trial_id, m.name, m.step) > ($2, $3, $4) \
-         ORDER BY m.trial_id, m.name, m.step LIMIT $5";
+    /// One page of a sweep's points after a key, in key order, comparing
+    /// text byte by byte (`$collate`: PostgreSQL's `COLLATE "C"`; SQLite's
+    /// default is already binary), so the archive's order is the same
+    /// whichever database wrote it.
+    macro_rules! points_page_sql {
+        ($collate:literal) => {
+            concat!(
+                "SELECT m.trial_id, m.name, m.step, m.epoch, m.value FROM metrics m \
+                 WHERE m.trial_id IN (SELECT id FROM trials WHERE sweep_id = $1) AND (m.trial_id",
+                $collate,
+                ", m.name",
+                $collate,
+                ", m.step) > ($2, $3, $4) ORDER BY m.trial_id",
+                $collate,
+                ", m.name",
+                $collate,
+                ", m.step LIMIT $5"
+            )
+        };
+    }
+    pub(crate) use points_page_sql;
     pub(crate) const SWEEP_INSERT: &str = "INSERT INTO sweeps \
          (id, spec_json, max_attempts, priority, cancelled, created_ms, keep_weights, adaptive) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
@@ -211,7 +230,7 @@ macro_rules! impl_archive {
                 let mut points = 0u64;
                 let mut after: (String, String, i64) = (String::new(), String::new(), i64::MIN);
                 loop {
-                    let page: Vec<(String, String, i64, i64, f64)> = sqlx::query_as(sql::POINTS_PAGE)
+                    let page: Vec<(String, String, i64, i64, f64)> = sqlx::query_as(Self::ARCHIVE_POINTS_SQL)
                         .bind(sweep_id)
                         .bind(&after.0)
                         .bind(&after.1)
@@ -246,9 +265,9 @@ macro_rules! impl_archive {
                 use $crate::store::StoreError;
                 let mut tx = self.write.begin().await?;
                 let mut points = Vec::with_capacity($crate::store::archive::IMPORT_CHUNK);
-                // Added to every imported `seq`, so the sweep queues after
-                // every stored trial in its own order.
-                let mut seq_shift: Option<i64> = None;
+                // Imported trials queue after every stored trial, in the
+                // archive's order: `seq` is renumbered from the largest.
+                let mut next_seq: Option<i64> = None;
                 while let Some(record) = records.recv().await {
                     match record {
                         Record::Header(_) => {}
@@ -284,22 +303,23 @@ macro_rules! impl_archive {
                                 .await?;
                         }
                         Record::Trial(t) => {
-                            let shift = match seq_shift {
-                                Some(shift) => shift,
+                            let seq = match next_seq {
+                                Some(seq) => seq,
                                 None => {
                                     let (max,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM trials")
                                         .fetch_one(&mut *tx)
                                         .await?;
-                                    *seq_shift.insert((max + 1 - t.seq).max(0))
+                                    max.saturating_add(1)
                                 }
                             };
+                            next_seq = Some(seq.saturating_add(1));
                             let t = $crate::store::archive::requeued(*t);
                             sqlx::query(sql::TRIAL_INSERT)
                                 .bind(t.id)
                                 .bind(t.identity)
                                 .bind(t.sweep_id)
                                 .bind(t.cell_key)
-                                .bind(t.seq + shift)
+                                .bind(seq)
                                 .bind(t.cell)
                                 .bind(t.seed)
                                 .bind(t.spec_json)

@@ -47,6 +47,8 @@ impl PostgresStore {
     /// each see newer rows).
     const ARCHIVE_SNAPSHOT_SQL: Option<&'static str> =
         Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+    /// Points in byte order of their text (not the database's collation).
+    const ARCHIVE_POINTS_SQL: &'static str = super::archive::sql::points_page_sql!(" COLLATE \"C\"");
 
     /// Connects to `url` and migrates the database.
     pub async fn open(url: &str) -> Result<Self, StoreError> {

@@ -45,6 +45,8 @@ impl SqliteStore {
 
     /// A read transaction in WAL mode is one snapshot already.
     const ARCHIVE_SNAPSHOT_SQL: Option<&'static str> = None;
+    /// SQLite compares text byte by byte already.
+    const ARCHIVE_POINTS_SQL: &'static str = super::archive::sql::points_page_sql!("");
 
     /// Opens (creating if missing) the database at `url` (`sqlite://PATH`,
     /// or `sqlite::memory:` for a private in-memory store) and migrates it.
