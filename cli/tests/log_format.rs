@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{finish, run_ok, small_grid, sweep};
@@ -24,25 +21,10 @@ fn objects(lines: &[String]) -> Vec<serde_json::Value> {
 #[test]
 fn json_logs_carry_trial_and_worker_ids() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = sweep()
-        .args(["serve", "--log-format", "json", "--listen", "127.0.0.1:0", "--database-url"])
-        .arg(format!("sqlite://{}", dir.path().join("logs.db").display()))
-        .env("SWEEP_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("sweep serve printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("sweep coordinator listening on ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    let server_log = Arc::new(Mutex::new(Vec::new()));
-    let sink = server_log.clone();
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| sink.lock().unwrap().push(l)));
-    let url = format!("http://{addr}");
+    let mut cmd = common::serve_cmd(&dir.path().join("logs.db"));
+    cmd.args(["--log-format", "json"]).env("SWEEP_LOG", "info");
+    let server = common::Server::spawn(cmd);
+    let url = server.url.clone();
 
     let grid = dir.path().join("logs.toml");
     // Two seeds per cell, trained as fused pairs: each trial's events must
@@ -86,10 +68,10 @@ fn json_logs_carry_trial_and_worker_ids() {
     assert_eq!(trials.len(), 8, "each trial's end carries its own ID: {trials:?}");
     assert!(groups.values().all(|&n| n == 2) && groups.len() == 4, "{groups:?}");
 
-    let _ = server.kill();
-    let _ = server.wait();
+    // The coordinator logged each lease before the worker finished; give
+    // the reader of its stderr a moment.
     std::thread::sleep(Duration::from_millis(200));
-    let server_lines = server_log.lock().unwrap().clone();
+    let server_lines = server.log.lock().unwrap().clone();
     let events = objects(&server_lines);
     let leased: Vec<&serde_json::Value> = events.iter().filter(|e| e["message"] == "trial leased").collect();
     assert_eq!(leased.len(), 8, "{server_lines:#?}");

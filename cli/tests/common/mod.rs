@@ -122,9 +122,11 @@ pub(crate) fn serve_cmd(db: &Path) -> Command {
 }
 
 /// A `sweep serve` process on an ephemeral port over `db`; killed on drop.
+/// What it writes to stderr after its address is kept in `log`.
 pub(crate) struct Server {
     child: Child,
     pub url: String,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -140,13 +142,15 @@ impl Server {
     /// `sweep serve` over `database_url` with more arguments (the URL's
     /// scheme stays http://; give TLS tests their own).
     pub(crate) fn start_with(database_url: &str, more: &[&str]) -> Server {
-        let mut child = sweep()
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", database_url])
-            .args(more)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start sweep serve");
+        let mut cmd = sweep();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", database_url]).args(more);
+        Server::spawn(cmd)
+    }
+
+    /// Starts a `sweep serve` command (listening on `127.0.0.1:0`) and
+    /// waits for its address.
+    pub(crate) fn spawn(mut cmd: Command) -> Server {
+        let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("start sweep serve");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let addr = loop {
             let line = lines.next().expect("sweep serve printed its address").unwrap();
@@ -154,8 +158,10 @@ impl Server {
                 break rest.split_whitespace().next().unwrap().to_owned();
             }
         };
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, url: format!("http://{addr}") }
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| sink.lock().unwrap().push(l)));
+        Server { child, url: format!("http://{addr}"), log }
     }
 }
 
