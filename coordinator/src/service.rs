@@ -207,7 +207,7 @@ fn status_to_pb(s: store::SweepStatus) -> pb::SweepStatus {
 fn running_to_pb(sweep_id: &str, r: store::RunningTrial) -> pb::RunningTrial {
     pb::RunningTrial {
         label: r.spec.label(),
-        epochs: sweep_core::schema().epochs_of(&r.spec),
+        epochs: r.spec.schema().epochs_of(&r.spec),
         trial_id: r.trial_id,
         worker_id: r.worker_id,
         attempt: r.attempt,

@@ -126,6 +126,7 @@ prop_compose! {
             train,
             data: with_parts[2].then_some(pb::DataSettings { dataset, path, train_subset: subset, test_subset: None }),
             run: with_parts[3].then(|| pb::RunSettings { max_attempts: attempts, priority, ..Default::default() }),
+            exec: None,
         }
     }
 }

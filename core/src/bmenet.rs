@@ -322,12 +322,24 @@ impl BmenetTrial {
         .collect();
         let mut settings = self.train.levels();
         settings.extend(self.analyses.levels());
-        TrialSpec { cell, train: settings, data: self.data.clone(), seed: self.seed }
+        TrialSpec {
+            cell,
+            train: settings,
+            data: self.data.clone(),
+            seed: self.seed,
+            trainer: crate::TrainerSpec::Bmenet,
+        }
     }
 }
 
 /// Checks a trial against [`SCHEMA`] and types it.
 pub fn resolve(spec: &TrialSpec) -> Result<BmenetTrial, GridError> {
+    if !spec.trainer.is_bmenet() {
+        return Err(GridError::Spec {
+            key: "trainer.kind".into(),
+            message: format!("this trial is for the {} trainer, not BMEnet", spec.trainer.kind()),
+        });
+    }
     spec.validate()?;
     // Validated: every key has a level, or is a setting at its default.
     let get = |name: &str| {
@@ -602,6 +614,7 @@ pub static SCHEMA: Schema = Schema {
     default_focus: "skip",
     default_x: "depth",
     epochs_key: "epochs",
+    open: false,
 };
 
 #[cfg(test)]

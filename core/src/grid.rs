@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adaptive::SeedPlan;
 use crate::cell::Cell;
+use crate::exec::TrainerSpec;
 use crate::level::Level;
 use crate::schema::Schema;
 
@@ -64,7 +65,22 @@ impl Default for RunConfig {
 pub const MAX_SEEDS_PER_CELL: u32 = 1000;
 
 /// Datasets a grid may name in `data.dataset` (the first is the default).
-pub const DATASETS: &[&str] = &["cifar10"];
+pub const DATASETS: &[&str] = &["cifar10", NO_DATASET];
+
+/// The dataset of an exec grid without `[data]`: its command makes or
+/// finds its own data (`path` empty, no subsets).
+pub const NO_DATASET: &str = "none";
+
+impl DataConfig {
+    /// No data: an exec grid without `[data]`.
+    pub fn none() -> DataConfig {
+        DataConfig { dataset: NO_DATASET.to_owned(), path: PathBuf::new(), train_subset: None, test_subset: None }
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.dataset == NO_DATASET
+    }
+}
 
 /// The most trials (cells × seeds) one grid may expand to. A typo such as
 /// `seeds = 30000` should be an error, not a queue that takes a year.
@@ -91,6 +107,9 @@ pub struct GridSpec {
     pub train: Settings,
     pub data: DataConfig,
     pub run: RunConfig,
+    /// `[trainer]`: BMEnet unless the grid names another.
+    #[serde(default, skip_serializing_if = "TrainerSpec::is_bmenet")]
+    pub trainer: TrainerSpec,
 }
 
 /// A grid file that cannot be used, with where and why.
@@ -186,7 +205,13 @@ impl GridSpec {
 
     /// The trial of `cell` with `seed` under this grid's settings.
     pub fn trial(&self, cell: Cell, seed: u64) -> crate::TrialSpec {
-        crate::TrialSpec { cell, train: self.train.clone(), data: self.data.clone(), seed }
+        crate::TrialSpec {
+            cell,
+            train: self.train.clone(),
+            data: self.data.clone(),
+            seed,
+            trainer: self.trainer.clone(),
+        }
     }
 
     /// Number of cells (factor combinations), not counting seeds.
@@ -204,8 +229,8 @@ impl GridSpec {
         self.factor(name).map_or(&[], |f| &f.levels)
     }
 
-    /// The schema of the trainer this grid is for (only BMEnet today).
+    /// The schema of the trainer this grid is for.
     pub fn schema(&self) -> &'static Schema {
-        crate::schema()
+        self.trainer.schema()
     }
 }

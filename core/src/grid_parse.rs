@@ -24,7 +24,7 @@ use crate::level::{Level, LevelKind};
 use crate::schema::{Key, Place, Schema};
 use crate::toml_doc::{boolean, describe, dotted, float, int, line_col, string, to_u32, Doc, Table, Value};
 
-const ROOT_KEYS: &[&str] = &["name", "seeds", "grid", "train", "analysis", "data", "run"];
+const ROOT_KEYS: &[&str] = &["name", "seeds", "trainer", "grid", "train", "analysis", "data", "run"];
 const DATA_KEYS: &[&str] = &["dataset", "path", "train_subset", "test_subset"];
 const RUN_KEYS: &[&str] = &["max_attempts", "priority", "keep_weights", "target_halfwidth", "max_seeds", "contrast"];
 
@@ -63,32 +63,56 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
     let seeds_v = root.required(&doc, "seeds", "e.g. seeds = [0, 1, 2] or seeds = 3")?;
     let seeds = parse_seeds(&doc, seeds_v)?;
 
-    let schema = crate::schema();
+    let trainer = crate::grid_exec::parse_trainer(&doc, &root, crate::schema())?;
+    let schema = trainer.schema();
     let grid_t = root.section(&doc, "grid")?.ok_or_else(|| {
-        doc.error(
-            0..0,
-            "grid",
-            format!("missing [grid] table with the factors {}", schema.names(Place::Factor).join(", ")),
-        )
+        let needed = if schema.open {
+            "at least one factor, e.g. lr = [0.01, 0.1]".to_owned()
+        } else {
+            format!("the factors {}", schema.names(Place::Factor).join(", "))
+        };
+        doc.error(0..0, "grid", format!("missing [grid] table with {needed}"))
     })?;
-    grid_t.check_keys(&doc, &schema.factor_names(), schema)?;
     let no_table = DeTable::new();
     let train_t = root.section(&doc, "train")?.unwrap_or(Table { name: "train", span: 0..0, entries: &no_table });
-    train_t.check_keys(&doc, &schema.names(Place::Setting), schema)?;
-    let analysis_t =
-        root.section(&doc, "analysis")?.unwrap_or(Table { name: "analysis", span: 0..0, entries: &no_table });
-    analysis_t.check_keys(&doc, &schema.names(Place::Analysis), schema)?;
-    let (factors, train) = parse_factors_and_settings(&doc, schema, &grid_t, [&train_t, &analysis_t])?;
+    let analysis = root.section(&doc, "analysis")?;
+    let (factors, train) = if schema.open {
+        if let Some(t) = analysis {
+            return Err(doc.error(
+                t.span,
+                "analysis",
+                "analyses run inside the built-in BMEnet trainer; an exec trainer's command does its own",
+            ));
+        }
+        crate::grid_exec::parse_open(&doc, schema, &grid_t, &train_t)?
+    } else {
+        grid_t.check_keys(&doc, &schema.factor_names(), schema)?;
+        train_t.check_keys(&doc, &schema.names(Place::Setting), schema)?;
+        let analysis_t = analysis.unwrap_or(Table { name: "analysis", span: 0..0, entries: &no_table });
+        analysis_t.check_keys(&doc, &schema.names(Place::Analysis), schema)?;
+        parse_factors_and_settings(&doc, schema, &grid_t, [&train_t, &analysis_t])?
+    };
+    crate::grid_exec::check_placeholders(&doc, &root, &trainer, &factors, &train)?;
 
-    let data_t = root.section(&doc, "data")?.ok_or_else(|| {
-        doc.error(
-            0..0,
-            "data",
-            "missing [data] table; at least `path` is needed, e.g. path = \"data/cifar-10-batches-bin\"",
-        )
-    })?;
-    data_t.check_keys(&doc, DATA_KEYS, schema)?;
-    let data = parse_data(&doc, &data_t)?;
+    let data = match root.section(&doc, "data")? {
+        Some(data_t) => {
+            data_t.check_keys(&doc, DATA_KEYS, schema)?;
+            let data = parse_data(&doc, &data_t)?;
+            if data.is_none() && !schema.open {
+                let span = data_t.get("dataset").map_or(data_t.span.clone(), toml::Spanned::span);
+                return Err(doc.error(span, "data.dataset", "the BMEnet trainer trains on \"cifar10\""));
+            }
+            data
+        }
+        None if schema.open => DataConfig::none(),
+        None => {
+            return Err(doc.error(
+                0..0,
+                "data",
+                "missing [data] table; at least `path` is needed, e.g. path = \"data/cifar-10-batches-bin\"",
+            ))
+        }
+    };
 
     let cells = cell_count(&factors);
     rules::trial_count(cells, seeds.len()).map_err(|m| doc.error(grid_t.span.clone(), "grid", m))?;
@@ -96,12 +120,12 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
     let run = match root.section(&doc, "run")? {
         Some(run_t) => {
             run_t.check_keys(&doc, RUN_KEYS, schema)?;
-            parse_run(&doc, &run_t, &factors, seeds.len())?
+            parse_run(&doc, &run_t, schema, &factors, seeds.len())?
         }
         None => RunConfig::default(),
     };
 
-    Ok(GridSpec { name: name.into_owned(), seeds: seeds.materialise(), factors, train, data, run })
+    Ok(GridSpec { name: name.into_owned(), seeds: seeds.materialise(), factors, train, data, run, trainer })
 }
 
 /// Seeds as written: a count is kept as a count until the size check has
@@ -232,6 +256,16 @@ fn parse_data(doc: &Doc, t: &Table) -> Result<DataConfig, GridError> {
             s.into_owned()
         }
     };
+    if dataset == crate::grid::NO_DATASET {
+        if let Some((k, v)) = t.entries.iter().find(|(k, _)| k.get_ref() != "dataset") {
+            return Err(doc.error(
+                v.span(),
+                &dotted("data", k.get_ref()),
+                "has no meaning with `dataset = \"none\"`; remove it, or name the dataset",
+            ));
+        }
+        return Ok(DataConfig::none());
+    }
     let path_v = t.required(doc, "path", "e.g. path = \"data/cifar-10-batches-bin\"")?;
     let data_path = string(doc, "data.path", path_v)?;
     rules::data_path(&data_path).map_err(|m| doc.error(path_v.span(), "data.path", m))?;
@@ -246,7 +280,7 @@ fn parse_data(doc: &Doc, t: &Table) -> Result<DataConfig, GridError> {
             }
         }
     };
-    let resolved = resolve_data_path(doc.path, Path::new(data_path.as_ref()));
+    let resolved = resolve_against_grid(doc.path, Path::new(data_path.as_ref()));
     rules::data_path(&resolved.to_string_lossy())
         .map_err(|m| doc.error(path_v.span(), "data.path", format!("resolved against the grid file's folder, {m}")))?;
     Ok(DataConfig {
@@ -257,7 +291,13 @@ fn parse_data(doc: &Doc, t: &Table) -> Result<DataConfig, GridError> {
     })
 }
 
-fn parse_run(doc: &Doc, t: &Table, factors: &[Factor], planned_seeds: u64) -> Result<RunConfig, GridError> {
+fn parse_run(
+    doc: &Doc,
+    t: &Table,
+    schema: &Schema,
+    factors: &[Factor],
+    planned_seeds: u64,
+) -> Result<RunConfig, GridError> {
     let d = RunConfig::default();
     let max_attempts = match t.get("max_attempts") {
         None => d.max_attempts,
@@ -280,7 +320,7 @@ fn parse_run(doc: &Doc, t: &Table, factors: &[Factor], planned_seeds: u64) -> Re
         None => d.keep_weights,
         Some(v) => boolean(doc, "run.keep_weights", v)?,
     };
-    let adaptive = parse_seed_plan(doc, t, factors, planned_seeds)?;
+    let adaptive = parse_seed_plan(doc, t, schema, factors, planned_seeds)?;
     Ok(RunConfig { max_attempts, priority, keep_weights, adaptive })
 }
 
@@ -290,6 +330,7 @@ fn parse_run(doc: &Doc, t: &Table, factors: &[Factor], planned_seeds: u64) -> Re
 fn parse_seed_plan(
     doc: &Doc,
     t: &Table,
+    schema: &Schema,
     factors: &[Factor],
     planned_seeds: u64,
 ) -> Result<Option<SeedPlan>, GridError> {
@@ -309,7 +350,6 @@ fn parse_seed_plan(
     let max_seeds = int(doc, "run.max_seeds", max_v)?;
     rules::max_seeds(max_seeds, planned_seeds as usize, cell_count(factors))
         .map_err(|m| doc.error(max_v.span(), "run.max_seeds", m))?;
-    let schema = crate::schema();
     let contrast = match t.get("contrast") {
         Some(v) => {
             let name = string(doc, "run.contrast", v)?;
@@ -348,10 +388,11 @@ pub(crate) fn cell_count(factors: &[Factor]) -> u64 {
     factors.iter().fold(1u64, |acc, f| acc.saturating_mul(f.levels.len() as u64))
 }
 
-/// Resolves a data path against the grid file's folder and normalises it
-/// lexically (`.` dropped, `..` popped), without touching the filesystem:
-/// the data may live on the workers, not where the grid is submitted.
-fn resolve_data_path(grid_file: &Path, data: &Path) -> PathBuf {
+/// Resolves a path (data, an exec trainer's workdir) against the grid
+/// file's folder and normalises it lexically (`.` dropped, `..` popped),
+/// without touching the filesystem: it may live on the workers, not where
+/// the grid is submitted.
+pub(crate) fn resolve_against_grid(grid_file: &Path, data: &Path) -> PathBuf {
     let base = grid_file.parent().unwrap_or(Path::new(""));
     let joined = base.join(data);
     // `absolute` only consults the working directory; if even that fails,
@@ -383,13 +424,13 @@ mod tests {
 
     #[test]
     fn data_paths_resolve_lexically() {
-        let p = resolve_data_path(Path::new("/a/b/grid.toml"), Path::new("../data/./x"));
+        let p = resolve_against_grid(Path::new("/a/b/grid.toml"), Path::new("../data/./x"));
         assert_eq!(p, PathBuf::from("/a/data/x"));
-        let p = resolve_data_path(Path::new("/a/grid.toml"), Path::new("/abs/../y"));
+        let p = resolve_against_grid(Path::new("/a/grid.toml"), Path::new("/abs/../y"));
         assert_eq!(p, PathBuf::from("/y"));
-        let p = resolve_data_path(Path::new("/grid.toml"), Path::new("../../z"));
+        let p = resolve_against_grid(Path::new("/grid.toml"), Path::new("../../z"));
         assert_eq!(p, PathBuf::from("/z"));
-        let p = resolve_data_path(Path::new("grid.toml"), Path::new("d"));
+        let p = resolve_against_grid(Path::new("grid.toml"), Path::new("d"));
         assert!(p.is_absolute() && p.ends_with("d"), "{p:?}");
     }
 }

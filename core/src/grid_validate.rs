@@ -25,7 +25,7 @@ pub(crate) fn as_i64(key: &str, n: u64) -> Result<i64, GridError> {
 /// Checks a spec built without a file (e.g. received over gRPC) against the
 /// same rules the parser applies.
 pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
-    let schema = crate::schema();
+    let schema = spec.schema();
     rules::name(&spec.name).map_err(bad("name"))?;
     rules::seed_count(as_i64("seeds", spec.seeds.len() as u64)?).map_err(bad("seeds"))?;
     for &s in &spec.seeds {
@@ -36,20 +36,23 @@ pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
     let mut last = None;
     for f in &spec.factors {
         let key = format!("grid.{}", short_bare(&f.name));
-        let position = schema.position(&f.name);
-        if position == usize::MAX {
-            return Err(bad(&key)(unknown_factor(schema, &f.name)));
-        }
         if schema.key(&f.name).is_some_and(|k| k.place == Place::Analysis) {
             return Err(bad(&key)("is an analysis, not a factor; set it in [analysis]".into()));
         }
-        if last.is_some_and(|p| p >= position) {
+        if !schema.is_factor(&f.name) {
+            return Err(bad(&key)(unknown_factor(schema, &f.name)));
+        }
+        let order = schema.order(&f.name);
+        if last.is_some_and(|p| p >= order) {
             return Err(bad(&key)("is out of order or given twice; factors follow the schema's key order".into()));
         }
-        last = Some(position);
+        last = Some(order);
         rules::non_empty(f.levels.len()).map_err(bad(&key))?;
         for l in &f.levels {
             check_exact(schema, &f.name, l).map_err(bad(&key))?;
+            if l.kind() != f.levels[0].kind() {
+                return Err(bad(&key)(format!("{} among levels of another kind", l.describe())));
+            }
         }
         rules::distinct(&f.levels).map_err(bad_at(&key))?;
     }
@@ -59,7 +62,8 @@ pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
         }
     }
     check_settings(schema, &spec.train, |name| spec.factor(name).is_some())?;
-    validate_data(&spec.data)?;
+    validate_trainer(&spec.trainer, |n| spec.factor(n).is_some() || spec.train.contains_key(n))?;
+    validate_data(schema, &spec.data)?;
 
     rules::positive(spec.run.max_attempts.into()).map_err(bad("run.max_attempts"))?;
     let cells = cell_count(&spec.factors);
@@ -76,9 +80,8 @@ pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
 pub(crate) fn validate_plan(plan: &crate::adaptive::SeedPlan) -> Result<(), GridError> {
     rules::target_halfwidth(plan.target_halfwidth).map_err(bad("run.target_halfwidth"))?;
     rules::max_seeds(plan.max_seeds.into(), 0, 1).map_err(bad("run.max_seeds"))?;
-    let schema = crate::schema();
-    if !schema.factor_names().contains(&plan.contrast.as_str()) {
-        return Err(bad("run.contrast")(unknown_factor(schema, &plan.contrast)));
+    if plan.contrast.is_empty() {
+        return Err(bad("run.contrast")("must name a factor".into()));
     }
     Ok(())
 }
@@ -88,16 +91,17 @@ pub(crate) fn validate_plan(plan: &crate::adaptive::SeedPlan) -> Result<(), Grid
 /// the seed; the data settings. Keys are `depth` for factor-only keys and
 /// `train.lr` for settings, wherever they are given.
 pub(crate) fn validate_trial(t: &crate::TrialSpec) -> Result<(), GridError> {
-    let schema = crate::schema();
+    let schema = t.schema();
     let key_of = |name: &str| match schema.key(name).map(|k| k.place) {
         Some(Place::Setting | Place::Analysis) => format!("{}.{}", schema.table_of(name), short_bare(name)),
         _ => short_bare(name),
     };
     for (name, l) in t.cell.iter() {
-        match schema.key(name).map(|k| k.place) {
-            None => return Err(bad(&key_of(name))(unknown_factor(schema, name))),
-            Some(Place::Analysis) => return Err(bad(&key_of(name))("is an analysis, not a factor".into())),
-            Some(_) => {}
+        if schema.key(name).is_some_and(|k| k.place == Place::Analysis) {
+            return Err(bad(&key_of(name))("is an analysis, not a factor".into()));
+        }
+        if !schema.is_factor(name) {
+            return Err(bad(&key_of(name))(unknown_factor(schema, name)));
         }
         check_exact(schema, name, l).map_err(bad(&key_of(name)))?;
     }
@@ -107,8 +111,17 @@ pub(crate) fn validate_trial(t: &crate::TrialSpec) -> Result<(), GridError> {
         }
     }
     check_settings(schema, &t.train, |name| t.cell.get(name).is_some())?;
+    validate_trainer(&t.trainer, |n| t.level(n).is_some())?;
     rules::seed(as_i64("seed", t.seed)?).map_err(bad("seed"))?;
-    validate_data(&t.data)
+    validate_data(schema, &t.data)
+}
+
+/// An exec trainer's rules, its placeholders against `known` names.
+fn validate_trainer(trainer: &crate::TrainerSpec, known: impl Fn(&str) -> bool) -> Result<(), GridError> {
+    match trainer {
+        crate::TrainerSpec::Bmenet => Ok(()),
+        crate::TrainerSpec::Exec(e) => e.validate(known).map_err(|(key, m)| bad(key)(m)),
+    }
 }
 
 /// Fixed settings: each a known `[train]` or `[analysis]` key, not also a
@@ -117,13 +130,10 @@ pub(crate) fn validate_trial(t: &crate::TrialSpec) -> Result<(), GridError> {
 fn check_settings(schema: &Schema, train: &Settings, is_factor: impl Fn(&str) -> bool) -> Result<(), GridError> {
     for (name, l) in train {
         let key = format!("{}.{}", schema.table_of(name), short_bare(name));
-        match schema.key(name) {
-            Some(k) if matches!(k.place, Place::Setting | Place::Analysis) => {}
-            _ => {
-                let mut known = schema.names(Place::Setting);
-                known.extend(schema.names(Place::Analysis));
-                return Err(bad(&key)(format!("unknown setting; expected one of: {}", known.join(", "))));
-            }
+        if !schema.is_setting(name) {
+            let mut known = schema.names(Place::Setting);
+            known.extend(schema.names(Place::Analysis));
+            return Err(bad(&key)(format!("unknown setting; expected one of: {}", known.join(", "))));
         }
         if is_factor(name) {
             return Err(bad(&key)("is both a factor and a fixed setting; a key is either one or the other".into()));
@@ -168,8 +178,17 @@ fn unknown_factor(schema: &Schema, name: &str) -> String {
     format!("unknown factor {}; {} understands: {}", short(name), schema.trainer, schema.factor_names().join(", "))
 }
 
-fn validate_data(d: &DataConfig) -> Result<(), GridError> {
+fn validate_data(schema: &Schema, d: &DataConfig) -> Result<(), GridError> {
     rules::dataset(&d.dataset).map_err(bad("data.dataset"))?;
+    if d.is_none() {
+        if !schema.open {
+            return Err(bad("data.dataset")(format!("the {} trainer needs a dataset", schema.trainer)));
+        }
+        if *d != DataConfig::none() {
+            return Err(bad("data.path")("has no meaning with `dataset = \"none\"`".into()));
+        }
+        return Ok(());
+    }
     // A path that is not UTF-8 cannot have come from a grid file.
     let path = d
         .path

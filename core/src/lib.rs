@@ -12,7 +12,9 @@ pub mod archive;
 pub mod bmenet;
 pub mod cell;
 pub mod effects;
+pub mod exec;
 pub mod grid;
+mod grid_exec;
 mod grid_parse;
 mod grid_rules;
 mod grid_validate;
@@ -29,9 +31,10 @@ pub mod trial;
 
 pub use bmenet::{InitScheme, Optimizer, Precision, TrainConfig, MAX_DEPTH};
 pub use cell::Cell;
+pub use exec::{ExecSpec, TrainerSpec};
 pub use grid::{
     DataConfig, Factor, GridError, GridSpec, RunConfig, Settings, MAX_DATASET_LEN, MAX_NAME_LEN, MAX_PATH_LEN,
-    MAX_SEEDS_PER_CELL, MAX_TRIALS,
+    MAX_SEEDS_PER_CELL, MAX_TRIALS, NO_DATASET,
 };
 pub use level::{Level, LevelKind};
 pub use results::{CurveSums, GradFlowSums, Provenance, SweepResults, TrialResult};
@@ -39,8 +42,8 @@ pub use schema::Schema;
 pub use state::TrialState;
 pub use trial::{TrialId, TrialSpec};
 
-/// The schema of the trainer grids are for. Only BMEnet exists today; a
-/// grid key naming the trainer would choose among schemas here.
+/// The default trainer's schema (BMEnet's). A grid's or trial's own is
+/// [`GridSpec::schema`] / [`TrialSpec::schema`].
 pub fn schema() -> &'static Schema {
     &bmenet::SCHEMA
 }

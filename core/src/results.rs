@@ -35,6 +35,12 @@ pub struct TrialResult {
     /// What the result was produced with (empty fields: unknown, e.g. a
     /// result from an older worker).
     pub provenance: Provenance,
+    /// The trainer's kind (`bmenet`, `exec`).
+    pub trainer: String,
+    /// The trial's final values by name (an exec command's
+    /// `{"final": {...}}`, stored as `final/<name>` points): what `sweep
+    /// report --metric NAME` reads.
+    pub finals: std::collections::BTreeMap<String, f64>,
 }
 
 /// What a result was produced with, as its worker reported it.

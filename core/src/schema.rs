@@ -97,6 +97,11 @@ pub struct Schema {
     pub default_x: &'static str,
     /// The setting that counts epochs (progress shows `epoch E/N`).
     pub epochs_key: &'static str,
+    /// Any name may be a factor or setting, with any kind of level
+    /// (`keys` is empty): the exec trainer's schema ([`crate::exec`]).
+    /// Its names and levels follow [`crate::exec::key_name`] and
+    /// [`crate::exec::level`].
+    pub open: bool,
 }
 
 impl Schema {
@@ -130,6 +135,30 @@ impl Schema {
             let on = settings.get(needed).and_then(Level::as_bool).unwrap_or(false);
             (!on).then(|| (k.name, format!("has no effect without `{needed} = true`; add it, or remove this key")))
         })
+    }
+
+    /// The order factors are kept in (expansion and display): the
+    /// schema's key order, or by name for an open schema.
+    pub fn order<'a>(&self, name: &'a str) -> (usize, &'a str) {
+        if self.open {
+            (0, name)
+        } else {
+            (self.position(name), "")
+        }
+    }
+
+    /// Whether `name` may be a fixed setting (`[train]` or `[analysis]`).
+    pub fn is_setting(&self, name: &str) -> bool {
+        self.open || self.key(name).is_some_and(|k| matches!(k.place, Place::Setting | Place::Analysis))
+    }
+
+    /// Whether `name` may be a factor.
+    pub fn is_factor(&self, name: &str) -> bool {
+        if self.open {
+            crate::exec::key_name(name).is_ok()
+        } else {
+            self.key(name).is_some_and(|k| k.place != Place::Analysis)
+        }
     }
 
     /// Display position of a key (unknown names sort last).
@@ -168,6 +197,11 @@ impl Schema {
     /// is accepted for a float), the key's rule. Returns the level as the
     /// key's kind. The message is what follows the key in an error.
     pub fn check(&self, name: &str, level: Level) -> Result<Level, String> {
+        if self.open {
+            crate::exec::key_name(name)?;
+            crate::exec::level(&level)?;
+            return Ok(level);
+        }
         let key = self.key(name).ok_or_else(|| {
             format!(
                 "unknown factor {}; {} understands: {}",

@@ -9,13 +9,16 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::{Cell, DataConfig, Settings, TrialSpec};
+use crate::{Cell, DataConfig, Settings, TrainerSpec, TrialSpec};
 
 /// The settings every trial of a grid shares.
 #[derive(Serialize)]
 struct SharedSettings<'a> {
     train: &'a Settings,
     data: &'a DataConfig,
+    /// Absent for BMEnet, so its settings hashes are unchanged.
+    #[serde(skip_serializing_if = "TrainerSpec::is_bmenet")]
+    trainer: &'a TrainerSpec,
 }
 
 /// [`SharedSettings`], read back.
@@ -24,6 +27,8 @@ struct SharedSettings<'a> {
 struct StoredSettings {
     train: Settings,
     data: DataConfig,
+    #[serde(default)]
+    trainer: TrainerSpec,
 }
 
 /// A trial's own part of its spec.
@@ -43,8 +48,8 @@ struct StoredOwnPart {
 
 /// `(hash, JSON)` of shared settings: the SHA-256 (hex) of the canonical
 /// JSON (struct field order, sorted setting keys, serde_json's floats).
-pub fn shared_settings(train: &Settings, data: &DataConfig) -> (String, String) {
-    let json = serde_json::to_string(&SharedSettings { train, data }).expect("settings always serialise");
+pub fn shared_settings(train: &Settings, data: &DataConfig, trainer: &TrainerSpec) -> (String, String) {
+    let json = serde_json::to_string(&SharedSettings { train, data, trainer }).expect("settings always serialise");
     (settings_hash(&json), json)
 }
 
@@ -63,12 +68,14 @@ pub fn own_part(t: &TrialSpec) -> String {
 pub fn trial_spec(own: &str, settings: &str) -> Result<TrialSpec, String> {
     let own: StoredOwnPart = serde_json::from_str(own).map_err(|e| format!("stored spec cannot be read: {e}"))?;
     let shared = stored_settings(settings)?;
-    Ok(TrialSpec { cell: own.cell, train: shared.train, data: shared.data, seed: own.seed })
+    Ok(TrialSpec { cell: own.cell, train: shared.train, data: shared.data, seed: own.seed, trainer: shared.trainer })
 }
 
-/// The fixed settings (`train`) of a stored shared-settings row.
-pub fn train_of(settings: &str) -> Result<Settings, String> {
-    Ok(stored_settings(settings)?.train)
+/// The fixed settings (`train`) and the trainer's kind of a stored
+/// shared-settings row.
+pub fn train_of(settings: &str) -> Result<(Settings, &'static str), String> {
+    let s = stored_settings(settings)?;
+    Ok((s.train, s.trainer.kind()))
 }
 
 fn stored_settings(settings: &str) -> Result<StoredSettings, String> {
@@ -85,13 +92,13 @@ mod tests {
         let train: Settings = [("lr".to_owned(), Level::Float(0.01))].into_iter().collect();
         let data =
             DataConfig { dataset: "cifar10".into(), path: "/d".into(), train_subset: Some(4), test_subset: None };
-        TrialSpec { cell, train, data, seed: 3 }
+        TrialSpec { cell, train, data, seed: 3, trainer: TrainerSpec::Bmenet }
     }
 
     #[test]
     fn a_spec_round_trips_through_its_stored_parts() {
         let t = spec();
-        let (hash, settings) = shared_settings(&t.train, &t.data);
+        let (hash, settings) = shared_settings(&t.train, &t.data, &t.trainer);
         assert_eq!(hash.len(), 64);
         assert_eq!(
             settings,
@@ -104,7 +111,7 @@ mod tests {
     #[test]
     fn an_old_form_is_refused_not_misread() {
         let t = spec();
-        let (_, settings) = shared_settings(&t.train, &t.data);
+        let (_, settings) = shared_settings(&t.train, &t.data, &t.trainer);
         // Before factors were data, the own part named each factor as a field.
         let old = r#"{"a":8,"b":true,"seed":3}"#;
         assert!(trial_spec(old, &settings).unwrap_err().contains("stored spec"));

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::cell::Cell;
+use crate::exec::TrainerSpec;
 use crate::grid::{DataConfig, Settings};
 use crate::level::Level;
 
@@ -19,6 +20,10 @@ pub struct TrialSpec {
     pub train: Settings,
     pub data: DataConfig,
     pub seed: u64,
+    /// The trainer (BMEnet, the default, is not written: the IDs of BMEnet
+    /// trials do not depend on this field's existence).
+    #[serde(default, skip_serializing_if = "TrainerSpec::is_bmenet")]
+    pub trainer: TrainerSpec,
 }
 
 /// A trial's stable ID: the first 16 bytes of the SHA-256 of its canonical
@@ -88,6 +93,11 @@ impl TrialSpec {
 
     /// A short human label, e.g. `depth=32 skip=on init=default bn=on seed=1`.
     pub fn label(&self) -> String {
-        format!("{} seed={}", self.cell.label(crate::schema()), self.seed)
+        format!("{} seed={}", self.cell.label(self.schema()), self.seed)
+    }
+
+    /// The schema of this trial's trainer.
+    pub fn schema(&self) -> &'static crate::Schema {
+        self.trainer.schema()
     }
 }

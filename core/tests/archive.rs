@@ -28,7 +28,7 @@ fn sweep_row(id: &str) -> String {
 
 fn settings_row(sweep: &str) -> (String, String) {
     let g = grid(sweep);
-    let (hash, json) = sweep_core::stored::shared_settings(&g.train, &g.data);
+    let (hash, json) = sweep_core::stored::shared_settings(&g.train, &g.data, &g.trainer);
     (hash.clone(), serde_json::json!({"settings": {"hash": hash, "settings_json": json}}).to_string())
 }
 
@@ -38,7 +38,7 @@ fn trial(seed: usize, sweep: &str, state: &str) -> (String, String) {
     let g = grid("s");
     let spec = g.expand().remove(seed);
     let id = spec.id("s").0;
-    let (hash, _) = sweep_core::stored::shared_settings(&g.train, &g.data);
+    let (hash, _) = sweep_core::stored::shared_settings(&g.train, &g.data, &g.trainer);
     let line = serde_json::json!({"trial": {
         "id": id, "identity": id, "sweep_id": sweep, "cell_key": spec.cell_key("s"), "seq": 1,
         "cell": spec.cell.canonical(), "seed": spec.seed, "spec_json": sweep_core::stored::own_part(&spec),

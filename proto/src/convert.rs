@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use crate::v1 as pb;
 use sweep_core::adaptive::{Effect, Next, SeedPlan, Stop, Stratum};
 use sweep_core::{
-    Cell, CurveSums, DataConfig, Factor, GradFlowSums, GridError, GridSpec, Level, Provenance, RunConfig, Settings,
-    SweepResults, TrialResult, TrialSpec, TrialState,
+    Cell, CurveSums, DataConfig, ExecSpec, Factor, GradFlowSums, GridError, GridSpec, Level, Provenance, RunConfig,
+    Settings, SweepResults, TrainerSpec, TrialResult, TrialSpec, TrialState,
 };
 
 /// A wire message that does not make a valid domain value.
@@ -119,7 +119,35 @@ impl From<&GridSpec> for pb::GridSpec {
                 keep_weights: g.run.keep_weights,
                 adaptive: g.run.adaptive.as_ref().map(Into::into),
             }),
+            exec: exec_out(&g.trainer),
         }
+    }
+}
+
+fn exec_out(t: &TrainerSpec) -> Option<pb::ExecTrainer> {
+    match t {
+        TrainerSpec::Bmenet => None,
+        TrainerSpec::Exec(e) => Some(pb::ExecTrainer {
+            command: e.command.clone(),
+            args: e.args.clone(),
+            env: e.env.clone().into_iter().collect(),
+            workdir: e.workdir.as_ref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default(),
+            timeout_secs: e.timeout_secs.unwrap_or(0),
+        }),
+    }
+}
+
+/// The trainer (its rules are checked with the spec it belongs to).
+fn exec_in(e: Option<pb::ExecTrainer>) -> TrainerSpec {
+    match e {
+        None => TrainerSpec::Bmenet,
+        Some(e) => TrainerSpec::Exec(ExecSpec {
+            command: e.command,
+            args: e.args,
+            env: e.env.into_iter().collect(),
+            workdir: (!e.workdir.is_empty()).then(|| PathBuf::from(e.workdir)),
+            timeout_secs: (e.timeout_secs != 0).then_some(e.timeout_secs),
+        }),
     }
 }
 
@@ -148,6 +176,7 @@ impl TryFrom<pb::GridSpec> for GridSpec {
                 keep_weights: run.keep_weights,
                 adaptive: run.adaptive.map(Into::into),
             },
+            trainer: exec_in(g.exec),
         };
         spec.validate().map_err(|e| from_grid_error("", e))?;
         Ok(spec)
@@ -161,6 +190,7 @@ impl From<&TrialSpec> for pb::TrialSpec {
             train: levels_out(&t.train),
             seed: t.seed,
             data: Some((&t.data).into()),
+            exec: exec_out(&t.trainer),
         }
     }
 }
@@ -174,6 +204,7 @@ impl TryFrom<pb::TrialSpec> for TrialSpec {
             train,
             data: t.data.ok_or_else(|| err("spec.data", "missing"))?.into(),
             seed: t.seed,
+            trainer: exec_in(t.exec),
         };
         // The schema's rules (every key once, each valid), the seed and the
         // data settings, from their one copy in sweep-core.
@@ -237,6 +268,8 @@ impl From<&TrialResult> for pb::TrialFinal {
             train_images_used: t.train_images_used,
             settings: levels_out(&t.settings),
             provenance: (!t.provenance.is_empty()).then(|| (&t.provenance).into()),
+            trainer: t.trainer.clone(),
+            finals: t.finals.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         }
     }
 }
@@ -283,6 +316,8 @@ impl TryFrom<pb::TrialFinal> for TrialResult {
             train_images_used: t.train_images_used,
             settings: levels_in("trials.settings.", t.settings)?,
             provenance: t.provenance.map(Into::into).unwrap_or_default(),
+            trainer: if t.trainer.is_empty() { "bmenet".to_owned() } else { t.trainer },
+            finals: t.finals.into_iter().collect(),
         })
     }
 }

@@ -365,6 +365,8 @@ fn results() -> SweepResults {
                     device_name: "NVIDIA H200".into(),
                     dataset_sha256: "ab".repeat(32),
                 },
+                trainer: "exec".into(),
+                finals: [("f1".to_owned(), 0.75)].into_iter().collect(),
             },
             TrialResult {
                 cell: b.clone(),
@@ -382,6 +384,8 @@ fn results() -> SweepResults {
                 train_images_used: None,
                 settings: Default::default(),
                 provenance: Default::default(),
+                trainer: "bmenet".into(),
+                finals: Default::default(),
             },
         ],
         curves: vec![

@@ -701,6 +701,7 @@ async fn finish_trial(
         (UploadEnd::Acked, Ok(TrainOutcome::Diverged(_))) => "diverged",
         (UploadEnd::Acked, Ok(TrainOutcome::Stopped(StopReason::Shutdown))) => "handed_back",
         (UploadEnd::Acked, Ok(TrainOutcome::Stopped(_))) => "stopped",
+        (UploadEnd::Acked, Ok(TrainOutcome::HandBack(_))) => "handed_back",
     };
     let outcome = match (&result, crowded) {
         (Err(TrainError::OutOfMemory(_)), Some(_)) if matches!(uploaded, UploadEnd::Acked) => "handed_back",
@@ -734,6 +735,10 @@ async fn finish_trial(
         }
         (UploadEnd::Acked, Ok(TrainOutcome::Stopped(reason))) => {
             tracing::info!(trial = %a.trial_id, ?reason, "trial stopped");
+        }
+        (UploadEnd::Acked, Ok(TrainOutcome::HandBack(reason))) => {
+            tracing::info!(trial = %a.trial_id, %reason, "trial handed back");
+            release(client, lease, &reason, sd).await;
         }
         (UploadEnd::Acked, Err(TrainError::OutOfMemory(why))) => match crowded {
             Some((peers, slots)) => {

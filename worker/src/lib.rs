@@ -10,11 +10,14 @@
 //! reading of the coordinator's status codes and the backoff;
 //! [`slots`] and [`admission`] decide how many trainings share the device,
 //! within the free memory [`memory`] reads;
+//! [`exec`] runs any command as a trial (`[trainer] kind = "exec"`), its
+//! output kept in [`trial_log`];
 //! [`simulated`] is a deterministic test double for orchestration tests;
 //! `torch` (feature `torch`, default) is the real BMEnet trainer on libtorch.
 
 pub mod admission;
 pub mod daemon;
+pub mod exec;
 mod finish;
 pub mod fuse;
 pub mod memory;
@@ -25,6 +28,7 @@ pub mod simulated;
 pub mod slots;
 pub mod telemetry;
 pub mod trainer;
+pub mod trial_log;
 pub mod uploader;
 
 #[cfg(feature = "torch")]

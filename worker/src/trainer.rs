@@ -308,6 +308,9 @@ pub enum TrainOutcome {
     Diverged(TrialSummary),
     /// Stopped on request before the end; the last checkpoint is on disk.
     Stopped(StopReason),
+    /// The trainer cannot train it here (an exec command's hand-back exit
+    /// code): queued again without using an attempt, with this reason.
+    HandBack(String),
 }
 
 /// A trial that could not be trained.

@@ -9,9 +9,7 @@ use crate::Format;
 
 /// The value the effects are computed on (the cell table always shows test
 /// accuracy and train loss).
-#[derive(Clone, Copy, clap::ValueEnum, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Measure {
     /// Test accuracy after the last epoch.
     TestAccuracy,
@@ -21,34 +19,92 @@ pub(crate) enum Measure {
     TestLoss,
     /// Best test accuracy over the epochs.
     BestTestAccuracy,
+    /// A final value an exec command reported (`{"final": {NAME: ...}}`).
+    /// The name lives for the whole command (`sweep report` runs once), so
+    /// the measure stays `Copy` like the built-in ones.
+    Final(&'static str),
+}
+
+impl std::str::FromStr for Measure {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "test_accuracy" | "test-accuracy" => Measure::TestAccuracy,
+            "train_loss" | "train-loss" => Measure::TrainLoss,
+            "test_loss" | "test-loss" => Measure::TestLoss,
+            "best_test_accuracy" | "best-test-accuracy" => Measure::BestTestAccuracy,
+            other => {
+                if other.is_empty() || other.len() > sweep_core::point::METRIC_NAME_MAX {
+                    return Err(format!("a metric name is 1 to {} bytes", sweep_core::point::METRIC_NAME_MAX));
+                }
+                Measure::Final(Box::leak(other.to_owned().into_boxed_str()))
+            }
+        })
+    }
+}
+
+impl Serialize for Measure {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
 }
 
 impl Measure {
+    /// The measure of a report without `--metric`: test accuracy when
+    /// some trial has it, else the first final value an exec command
+    /// reported, else test accuracy (and the report says none has it).
+    pub(crate) fn default_for(trials: &[TrialResult]) -> Measure {
+        if trials.iter().any(|t| t.final_test_accuracy.is_some()) {
+            return Measure::TestAccuracy;
+        }
+        match trials.iter().flat_map(|t| t.finals.keys()).min() {
+            Some(name) => name.parse().unwrap_or(Measure::TestAccuracy),
+            None => Measure::TestAccuracy,
+        }
+    }
+
     pub(crate) fn value(self, t: &TrialResult) -> Option<f64> {
         match self {
             Measure::TestAccuracy => t.final_test_accuracy,
             Measure::TrainLoss => t.final_train_loss,
             Measure::TestLoss => t.final_test_loss,
             Measure::BestTestAccuracy => t.best_test_accuracy,
+            Measure::Final(name) => t.finals.get(name).copied(),
         }
     }
 
-    pub(crate) fn label(self) -> &'static str {
+    /// The name `--metric` takes.
+    pub(crate) fn name(self) -> &'static str {
         match self {
-            Measure::TestAccuracy => "final test accuracy (%)",
-            Measure::TrainLoss => "final train loss",
-            Measure::TestLoss => "final test loss",
-            Measure::BestTestAccuracy => "best test accuracy (%)",
+            Measure::TestAccuracy => "test_accuracy",
+            Measure::TrainLoss => "train_loss",
+            Measure::TestLoss => "test_loss",
+            Measure::BestTestAccuracy => "best_test_accuracy",
+            Measure::Final(name) => name,
+        }
+    }
+
+    pub(crate) fn label(self) -> String {
+        match self {
+            Measure::TestAccuracy => "final test accuracy (%)".into(),
+            Measure::TrainLoss => "final train loss".into(),
+            Measure::TestLoss => "final test loss".into(),
+            Measure::BestTestAccuracy => "best test accuracy (%)".into(),
+            Measure::Final(name) if is_accuracy(name) => format!("final {name} (%)"),
+            Measure::Final(name) => format!("final {name}"),
         }
     }
 
     /// File-name stem of the metric-vs-factor picture (`accuracy-vs-depth`).
-    pub(crate) fn stem(self) -> &'static str {
+    pub(crate) fn stem(self) -> String {
         match self {
-            Measure::TestAccuracy => "accuracy",
-            Measure::TrainLoss => "train-loss",
-            Measure::TestLoss => "test-loss",
-            Measure::BestTestAccuracy => "best-accuracy",
+            Measure::TestAccuracy => "accuracy".into(),
+            Measure::TrainLoss => "train-loss".into(),
+            Measure::TestLoss => "test-loss".into(),
+            Measure::BestTestAccuracy => "best-accuracy".into(),
+            Measure::Final(name) => {
+                name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect()
+            }
         }
     }
 
@@ -57,9 +113,15 @@ impl Measure {
     pub(crate) fn scale(self) -> (f64, usize, &'static str) {
         match self {
             Measure::TestAccuracy | Measure::BestTestAccuracy => (100.0, 2, " pp"),
-            Measure::TrainLoss | Measure::TestLoss => (1.0, 4, ""),
+            Measure::Final(name) if is_accuracy(name) => (100.0, 2, " pp"),
+            Measure::TrainLoss | Measure::TestLoss | Measure::Final(_) => (1.0, 4, ""),
         }
     }
+}
+
+/// A metric the coordinator holds to [0, 1] (its name says accuracy).
+fn is_accuracy(name: &str) -> bool {
+    name.contains("accuracy")
 }
 
 /// `sweep report`'s options.
@@ -77,9 +139,13 @@ pub(crate) struct ReportArgs {
     /// sweep varies it; else the first factor that varies).
     #[arg(long, value_delimiter = ',', value_name = "FACTOR=LEVEL")]
     pub baseline: Vec<String>,
-    /// The value the effects are computed on.
-    #[arg(long, value_enum, default_value_t = Measure::TestAccuracy)]
-    pub metric: Measure,
+    /// The value the effects are computed on: test_accuracy, train_loss,
+    /// test_loss, best_test_accuracy, or any final value an exec command
+    /// reported (`{"final": {"f1": 0.7}}` gives `--metric f1`). Default:
+    /// test_accuracy when the trials have it, else the first final value
+    /// by name.
+    #[arg(long, value_name = "METRIC")]
+    pub metric: Option<Measure>,
     /// Group the table by these factors (means of cell means over the
     /// others), e.g. `--by depth,skip`. Default: one row per cell.
     #[arg(long, value_delimiter = ',', value_name = "FACTORS")]
@@ -133,7 +199,7 @@ impl Default for ReportArgs {
         ReportArgs {
             format: Format::Table,
             baseline: Vec::new(),
-            metric: Measure::TestAccuracy,
+            metric: None,
             by: Vec::new(),
             x: None,
             at: Vec::new(),

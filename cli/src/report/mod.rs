@@ -88,12 +88,13 @@ pub(crate) fn build(mut results: SweepResults, args: &ReportArgs) -> anyhow::Res
     }
     design.x_factor(args.x.as_deref())?;
     let focus = design.focus(&baselines);
+    let metric = args.metric.unwrap_or_else(|| Measure::default_for(&results.trials));
     let obs: Vec<Observation> = results
         .trials
         .iter()
         .filter(|t| t.state == TrialState::Succeeded)
         .filter_map(|t| {
-            let value = args.metric.value(t)?;
+            let value = metric.value(t)?;
             Some(Observation { levels: design.level_texts(&t.cell), seed: t.seed, value })
         })
         .collect();
@@ -106,7 +107,7 @@ pub(crate) fn build(mut results: SweepResults, args: &ReportArgs) -> anyhow::Res
         effects::Options { intervals: args.intervals.option(), baselines, focus: focus.clone(), by: args.by.clone() };
     let analysis = effects::analyze(&factors, &obs, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     let cells = cell_rows(&design, &results.trials);
-    let mut notes = notes::notes(&design, &results.trials, &cells, &analysis, args.metric);
+    let mut notes = notes::notes(&design, &results.trials, &cells, &analysis, metric);
     notes.extend(provenance::notes(&design, &results.trials));
     let seed_plan = results.adaptive.clone().map(|plan| (plan, results.strata.clone()));
     notes.extend(seed_plan.as_ref().map(|(plan, _)| crate::seed_plan::note(plan)));
@@ -114,7 +115,7 @@ pub(crate) fn build(mut results: SweepResults, args: &ReportArgs) -> anyhow::Res
         sweep_id: results.sweep_id.clone(),
         design,
         cells,
-        metric: args.metric,
+        metric,
         analysis,
         notes,
         results,

@@ -122,8 +122,11 @@ fn trained_with(t: &TrialResult) -> Option<Settings> {
     if t.settings.is_empty() {
         return None;
     }
-    let schema = sweep_core::schema();
     let mut settings = t.settings.clone();
+    if t.trainer != sweep_core::schema().trainer {
+        return Some(settings);
+    }
+    let schema = sweep_core::schema();
     for name in schema.names(Place::Setting).into_iter().chain(schema.names(Place::Analysis)) {
         if t.cell.get(name).is_none() && !settings.contains_key(name) {
             if let Some(d) = schema.default_of(name).filter(|d| schema.omitted(name, d)) {
@@ -282,6 +285,8 @@ mod tests {
                 .into_iter()
                 .collect(),
             provenance: Provenance::default(),
+            trainer: "bmenet".into(),
+            finals: Default::default(),
         }
     }
 

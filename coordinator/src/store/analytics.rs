@@ -48,6 +48,13 @@ pub(crate) mod sql {
          WHERE s.id = $1 \
          ORDER BY t.cell, t.seed, t.cell_key";
 
+    /// Each trial's final values (`final/<name>` points, the newest step of
+    /// each), through the metrics primary key.
+    pub(crate) const FINALS: &str = "SELECT t.id AS trial_id, m.name, m.value \
+         FROM trials t JOIN metrics m ON m.trial_id = t.id \
+         WHERE t.sweep_id = $1 AND m.name LIKE 'final/%' \
+         ORDER BY t.id, m.name, m.step";
+
     /// Uses `trials_sweep (sweep_id, state)` to find the trials and the
     /// metrics primary key `(trial_id, name, step)` for their points.
     pub(crate) const CURVE: &str = "SELECT t.cell, m.step, \
@@ -109,9 +116,18 @@ macro_rules! impl_analytics {
                 if rows.is_empty() {
                     return Err($crate::store::StoreError::NotFound(format!("sweep {sweep_id:?}")));
                 }
+                let finals: Vec<$crate::store::rows::FinalRow> =
+                    sqlx::query_as(sql::FINALS).bind(sweep_id).fetch_all(&self.read).await?;
+                let mut by_trial: std::collections::HashMap<String, std::collections::BTreeMap<String, f64>> =
+                    std::collections::HashMap::new();
+                for f in finals {
+                    // Ordered by step: the newest value of a name wins.
+                    let name = f.name.strip_prefix("final/").unwrap_or(&f.name).to_owned();
+                    by_trial.entry(f.trial_id).or_default().insert(name, f.value);
+                }
                 let mut out = Vec::with_capacity(rows.len());
                 for row in rows {
-                    out.extend(row.into_result()?);
+                    out.extend(row.into_result(&mut by_trial)?);
                 }
                 Ok(out)
             }

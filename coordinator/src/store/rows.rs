@@ -179,11 +179,15 @@ pub(crate) struct ResultRow {
 }
 
 impl ResultRow {
-    /// The trial's result; `None` for the row of a sweep without trials.
-    pub(super) fn into_result(self) -> Result<Option<TrialResult>, StoreError> {
+    /// The trial's result (with its final values, from `finals` by trial
+    /// ID); `None` for the row of a sweep without trials.
+    pub(super) fn into_result(
+        self,
+        finals: &mut std::collections::HashMap<String, std::collections::BTreeMap<String, f64>>,
+    ) -> Result<Option<TrialResult>, StoreError> {
         let (Some(cell), Some(state)) = (self.cell, self.state) else { return Ok(None) };
         let id = self.trial_id.unwrap_or_default();
-        let settings = match &self.settings_json {
+        let (settings, trainer) = match &self.settings_json {
             Some(json) => stored_train(&id, json)?,
             None => {
                 let hash = self.settings_hash.unwrap_or_default();
@@ -211,8 +215,18 @@ impl ResultRow {
                 device_name: self.device_name.unwrap_or_default(),
                 dataset_sha256: self.dataset_sha256.unwrap_or_default(),
             },
+            trainer: trainer.to_owned(),
+            finals: finals.remove(&id).unwrap_or_default(),
         }))
     }
+}
+
+/// One row of `FINALS`: a trial's `final/<name>` point.
+#[derive(sqlx::FromRow)]
+pub(crate) struct FinalRow {
+    pub trial_id: String,
+    pub name: String,
+    pub value: f64,
 }
 
 /// One row of `CURVE`.

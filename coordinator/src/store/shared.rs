@@ -157,7 +157,7 @@ macro_rules! impl_store {
                 settings_hash: Option<&str>,
                 cell: &str,
             ) -> Result<u64, $crate::store::StoreError> {
-                let (current, _) = $crate::store::spec::shared_settings(&spec.train, &spec.data);
+                let (current, _) = $crate::store::spec::shared_settings(&spec.train, &spec.data, &spec.trainer);
                 if settings_hash != Some(current.as_str()) {
                     return Ok(0);
                 }
@@ -225,7 +225,7 @@ macro_rules! impl_store {
                 }
                 // The grid's train and data settings are stored once; each
                 // trial row keeps only its cell and seed.
-                let (settings_hash, settings_json) = $crate::store::spec::shared_settings(&spec.train, &spec.data);
+                let (settings_hash, settings_json) = $crate::store::spec::shared_settings(&spec.train, &spec.data, &spec.trainer);
                 sqlx::query($crate::store::sql::SETTINGS_INSERT)
                     .bind(&settings_hash)
                     .bind(&settings_json)
@@ -624,7 +624,7 @@ macro_rules! impl_store {
                 let Some(json) = json else { return Ok(None) };
                 let spec = $crate::store::spec::stored_grid(sweep_id, &json)?;
                 let Some(plan) = spec.run.adaptive.clone() else { return Ok(None) };
-                let (settings_hash, _) = $crate::store::spec::shared_settings(&spec.train, &spec.data);
+                let (settings_hash, _) = $crate::store::spec::shared_settings(&spec.train, &spec.data, &spec.trainer);
                 let runs = Self::stratum_runs(&self.read, &spec, &settings_hash, None).await?;
                 let strata = sweep_core::adaptive::review(&plan, spec.schema(), &runs);
                 Ok(Some($crate::store::Strata { plan, strata }))

@@ -21,9 +21,9 @@ pub(crate) fn stored_spec(trial_id: &str, own: &str, settings: Option<&str>) -> 
     sweep_core::stored::trial_spec(own, settings).map_err(|e| StoreError::Corrupt(format!("trial {trial_id}: {e}")))
 }
 
-/// The fixed settings (`train`) of trial `trial_id`'s stored shared-settings
-/// row.
-pub(crate) fn stored_train(trial_id: &str, settings: &str) -> Result<Settings, StoreError> {
+/// The fixed settings (`train`) and trainer kind of trial `trial_id`'s
+/// stored shared-settings row.
+pub(crate) fn stored_train(trial_id: &str, settings: &str) -> Result<(Settings, &'static str), StoreError> {
     sweep_core::stored::train_of(settings).map_err(|e| StoreError::Corrupt(format!("trial {trial_id}: {e}")))
 }
 

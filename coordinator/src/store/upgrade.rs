@@ -66,8 +66,14 @@ impl OldRow {
         let old: OldSettings =
             serde_json::from_str(old_json).map_err(|e| corrupt(format!("stored settings cannot be read: {e}")))?;
         let seed = u64::try_from(self.seed).map_err(|_| corrupt(format!("negative seed {}", self.seed)))?;
-        let spec = TrialSpec { cell: stored_cell(&self.cell)?, train: old.train.levels(), data: old.data, seed };
-        let (settings_hash, settings_json) = super::spec::shared_settings(&spec.train, &spec.data);
+        let spec = TrialSpec {
+            cell: stored_cell(&self.cell)?,
+            train: old.train.levels(),
+            data: old.data,
+            seed,
+            trainer: sweep_core::TrainerSpec::Bmenet,
+        };
+        let (settings_hash, settings_json) = super::spec::shared_settings(&spec.train, &spec.data, &spec.trainer);
         Ok(Upgraded {
             identity: spec.id(&self.sweep_id).0,
             cell_key: spec.cell_key(&self.sweep_id),

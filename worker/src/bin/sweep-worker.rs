@@ -183,7 +183,24 @@ fn parse_worker_id(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
+/// The built-in trainer (BMEnet, or the simulated double), with exec
+/// trials going to the exec trainer.
 fn trainer_factory(args: &RunArgs) -> anyhow::Result<TrainerFactory> {
+    let builtin = builtin_trainer(args)?;
+    let exec = sweep_worker::exec::ExecTrainer {
+        checkpoint_root: args.checkpoint_dir.clone(),
+        device: args.device.clone(),
+        // SIGTERM to SIGKILL: most of the worker's own grace, so the
+        // command's last checkpoint and the hand-back both fit in it.
+        stop_grace: Duration::from_secs(args.grace_secs).mul_f64(0.7),
+    };
+    Ok(std::sync::Arc::new(move || {
+        let builtin = builtin()?;
+        Ok(Box::new(sweep_worker::exec::WithExec { exec: exec.clone(), builtin }) as _)
+    }))
+}
+
+fn builtin_trainer(args: &RunArgs) -> anyhow::Result<TrainerFactory> {
     if let Some(ms) = args.simulate_step_ms {
         tracing::warn!("using the SIMULATED trainer (a test double): no real training happens");
         let delay = Duration::from_millis(ms);

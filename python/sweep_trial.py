@@ -1,0 +1,107 @@
+"""The Python side of sweep's exec trainer: one file, no dependencies.
+
+A training script run by `[trainer] kind = "exec"` uses it in two lines:
+
+    trial = sweep_trial.Trial()          # its factors: trial.config["lr"]
+    trial.log(step=100, epoch=1, train_loss=0.71)
+    trial.final(test_accuracy=0.83)
+
+and, for resume and preemption:
+
+    if trial.resume_step is not None: load(trial.checkpoint_path(trial.resume_step))
+    if trial.checkpoint(step): save(trial.checkpoint_path(step))   # only on "ok"
+    if trial.should_stop: sys.exit(0)     # SIGTERM arrived: checkpoint and leave
+
+Outside a sweep (no SWEEP_METRICS_SOCKET) it reads nothing and prints the
+lines instead, so the script runs by hand too.
+
+Exit codes: 0 success; HAND_BACK (75) hands the trial back without using
+an attempt; anything else fails the attempt.
+"""
+
+import json
+import math
+import os
+import signal
+import socket
+
+HAND_BACK = 75
+
+__all__ = ["Trial", "HAND_BACK"]
+
+
+def _value(x):
+    x = float(x)
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "Infinity" if x > 0 else "-Infinity"
+    return x
+
+
+class Trial:
+    """One trial of a sweep, as the worker describes it."""
+
+    def __init__(self):
+        path = os.environ.get("SWEEP_TRIAL_CONFIG")
+        spec = {}
+        if path:
+            with open(path, encoding="utf-8") as f:
+                spec = json.load(f)
+        self.trial_id = spec.get("trial_id", "local")
+        self.seed = int(spec.get("seed", os.environ.get("SWEEP_SEED", 0)))
+        self.attempt = spec.get("attempt", 1)
+        self.factors = spec.get("factors", {})
+        self.settings = spec.get("settings", {})
+        self.config = spec.get("config", {})
+        self.checkpoint_dir = os.environ.get("SWEEP_CHECKPOINT_DIR", ".")
+        step = os.environ.get("SWEEP_RESUME_STEP")
+        self.resume_step = int(step) if step not in (None, "") else None
+        self.device = os.environ.get("SWEEP_DEVICE", "cpu")
+        self.should_stop = False
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._sock = None
+        self._reader = None
+        where = os.environ.get("SWEEP_METRICS_SOCKET")
+        if where:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._sock.connect(where)
+            self._reader = self._sock.makefile("r", encoding="utf-8")
+
+    def _on_sigterm(self, signum, frame):
+        self.should_stop = True
+
+    def _send(self, obj):
+        line = json.dumps(obj, allow_nan=False) + "\n"
+        if self._sock is None:
+            print("[sweep]", line, end="", flush=True)
+        else:
+            self._sock.sendall(line.encode("utf-8"))
+
+    def log(self, step=None, epoch=None, **metrics):
+        """Metric values at a step (a NaN or infinite value: the trial diverged)."""
+        obj = {k: _value(v) for k, v in metrics.items()}
+        if step is not None:
+            obj["step"] = int(step)
+        if epoch is not None:
+            obj["epoch"] = int(epoch)
+        self._send(obj)
+
+    def final(self, **metrics):
+        """The trial's result, e.g. final(test_accuracy=0.83)."""
+        self._send({"final": {k: _value(v) for k, v in metrics.items()}})
+
+    def checkpoint(self, step):
+        """Asks whether a checkpoint at `step` may be written: True once every
+        value logged so far is stored and the coordinator vouches for this
+        step; False when the trial is no longer this worker's (write nothing)."""
+        self._send({"checkpoint": int(step)})
+        if self._reader is None:
+            return True
+        return self._reader.readline().strip() == "ok"
+
+    def checkpoint_path(self, step, name="checkpoint.pt"):
+        """Where the checkpoint of `step` goes (one folder per step)."""
+        folder = os.path.join(self.checkpoint_dir, "step-%012d" % int(step))
+        os.makedirs(folder, exist_ok=True)
+        return os.path.join(folder, name)
