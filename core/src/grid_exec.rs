@@ -71,7 +71,7 @@ fn parse_exec(doc: &Doc, t: &Table) -> Result<ExecSpec, GridError> {
                 ));
             };
             let mut env = BTreeMap::new();
-            for (k, value) in table.iter() {
+            for (k, value) in table {
                 let name: &str = k.get_ref();
                 let key = dotted("trainer.env", name);
                 exec::env_name(name).map_err(|m| doc.error(k.span(), &key, m))?;
@@ -143,7 +143,7 @@ pub(crate) fn parse_open(
     train_t: &Table,
 ) -> Result<(Vec<Factor>, Settings), GridError> {
     let mut factors = Vec::new();
-    for (k, v) in grid_t.entries.iter() {
+    for (k, v) in grid_t.entries {
         let name: &str = k.get_ref();
         let key = dotted("grid", name);
         if train_t.get(name).is_some() {
@@ -180,7 +180,7 @@ pub(crate) fn parse_open(
     }
     factors.sort_by(|a, b| a.name.cmp(&b.name));
     let mut train = Settings::new();
-    for (k, v) in train_t.entries.iter() {
+    for (k, v) in train_t.entries {
         let name: &str = k.get_ref();
         let key = dotted("train", name);
         schema.check(name, Level::Bool(false)).map_err(|m| doc.error(k.span(), &key, m))?;

@@ -396,7 +396,7 @@ fn read_connection(stream: UnixStream, tx: &mpsc::SyncSender<Incoming>, done: &A
             Ok(_) if !line.ends_with(b"\n") && line.len() <= protocol::MAX_LINE_BYTES => {
                 // End of stream after a last line without its newline, or
                 // a read cut short: wait for more unless the stream ended.
-                if reader.fill_buf().map(|b| b.is_empty()).unwrap_or(true) && !line.is_empty() {
+                if reader.fill_buf().map_or(true, <[u8]>::is_empty) && !line.is_empty() {
                     send_line(&line, too_long, &reply, tx)?;
                     return Ok(());
                 }
@@ -450,7 +450,7 @@ fn config_json(job: &TrialJob, checkpoint_dir: &Path) -> String {
     for (k, v) in job.spec.train.iter().chain(job.spec.cell.iter()) {
         config.insert(k.clone(), serde_json::to_value(v).unwrap_or_default());
     }
-    let data = (!job.spec.data.is_none()).then(|| &job.spec.data);
+    let data = (!job.spec.data.is_none()).then_some(&job.spec.data);
     serde_json::json!({
         "trial_id": job.trial_id,
         "attempt": job.attempt,
