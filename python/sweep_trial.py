@@ -54,7 +54,7 @@ class Trial:
         self.factors = spec.get("factors", {})
         self.settings = spec.get("settings", {})
         self.config = spec.get("config", {})
-        self.checkpoint_dir = os.environ.get("SWEEP_CHECKPOINT_DIR", ".")
+        self.checkpoint_dir = os.environ.get("SWEEP_CHECKPOINT_DIR", "checkpoints")
         step = os.environ.get("SWEEP_RESUME_STEP")
         self.resume_step = int(step) if step not in (None, "") else None
         self.device = os.environ.get("SWEEP_DEVICE", "cpu")

@@ -277,9 +277,10 @@ pub(crate) async fn status(sweep: Option<&str>, url: &str) -> Result<(), Failure
     for s in &resp.sweeps {
         for r in &s.running {
             println!(
-                "  {} running {} on {} (attempt {}, epoch {}/{}, step {}{})",
+                "  {} running {} (trial {}) on {} (attempt {}, epoch {}/{}, step {}{})",
                 printable(&s.sweep_id),
                 printable(&r.label),
+                printable(r.trial_id.get(..8).unwrap_or(&r.trial_id)),
                 printable(&r.worker_id),
                 r.attempt,
                 r.epoch,

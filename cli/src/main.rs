@@ -7,6 +7,7 @@ mod failure;
 mod health;
 mod import;
 mod local_workers;
+mod logs;
 mod printable;
 mod report;
 mod run;
@@ -154,6 +155,19 @@ enum Command {
     /// the trials each runs now, its last call, and how many trials it failed
     /// in a row (quarantined at the coordinator's limit).
     Workers {
+        #[command(flatten)]
+        coordinator: CoordinatorArg,
+    },
+    /// What a trial's command wrote to stdout and stderr (exec trainer),
+    /// with the worker's notes (`[sweep] ...`: its start, bad metric lines,
+    /// signals, exit). Each attempt's last 64 KiB, as its worker last sent
+    /// it (every few seconds while it runs). TRIAL is a trial ID or a
+    /// prefix of one (at least 4 hex digits), as `sweep status` shows.
+    Logs {
+        trial: String,
+        /// Only this attempt (1 for the first).
+        #[arg(long)]
+        attempt: Option<u32>,
         #[command(flatten)]
         coordinator: CoordinatorArg,
     },
@@ -320,6 +334,9 @@ fn main() -> ExitCode {
             }
             Command::Ls { coordinator } => commands::ls(&coordinator.coordinator).await,
             Command::Workers { coordinator } => workers::workers(&coordinator.coordinator).await,
+            Command::Logs { trial, attempt, coordinator } => {
+                logs::logs(&trial, attempt, &coordinator.coordinator).await
+            }
             Command::Watch { sweep, coordinator } => watch::watch(&sweep, &coordinator.coordinator).await.map(|_| ()),
             Command::Report { sweep, options, coordinator } => {
                 report::command(&sweep, &options, &coordinator.coordinator).await

@@ -197,9 +197,27 @@ fn outcomes_of_a_command_reach_the_store() {
     let mut w = worker(port, "w1", &ckpt, &["--idle-exit-secs", "3"]);
     wait_until(Duration::from_secs(120), "the sweep to finish", || finished(&db, "outcomes"));
     wait_exit(&mut w, Duration::from_secs(30), "the idle worker");
-    kill(&mut coord);
 
     let ids = ids(&g);
+    let url = format!("http://127.0.0.1:{port}");
+    let logs = |trial: &str| run_ok(sweep().args(["logs", trial, "--coordinator", &url]));
+    // Each attempt's output, from the coordinator (the worker deletes a
+    // succeeded trial's local copy); a prefix of the ID will do.
+    let ok_id = &ids[&("ok".to_owned(), 0)];
+    let shown = logs(&ok_id[..10]);
+    assert!(shown.contains(&format!("=== trial {ok_id} attempt 1 on w1")), "{shown}");
+    assert!(shown.contains("mode ok seed 0 attempt 1") && shown.contains("[sweep] the command exited"), "{shown}");
+    assert!(!ckpt.join(".logs").join(format!("{ok_id}.log")).exists(), "a stored trial's local log is deleted");
+    let shown = logs(&ids[&("fail".to_owned(), 0)]);
+    assert!(shown.contains("boom: the script failed"), "{shown}");
+    let shown = logs(&ids[&("handback".to_owned(), 0)]);
+    assert!(shown.contains("attempt 1 on w1") && shown.contains("attempt 2 on w1"), "both attempts: {shown}");
+    let out = sweep().args(["logs", "ffffffff", "--coordinator", &url]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = sweep().args(["logs", "../x", "--coordinator", &url]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hex digits"), "{}", String::from_utf8_lossy(&out.stderr));
+
     let all = trials(&db, "outcomes");
     let trial = |mode: &str| &all[&ids[&(mode.to_owned(), 0)]];
     let id = |mode: &str| ids[&(mode.to_owned(), 0)].clone();
@@ -211,13 +229,12 @@ fn outcomes_of_a_command_reach_the_store() {
     let losses: Vec<i64> = points.iter().filter(|p| p.0 == "train_loss").map(|p| p.1).collect();
     assert_eq!(losses, vec![1, 2, 3, 4, 5, 6]);
     assert!(points.iter().any(|p| p.0 == "final/f1" && p.2 == 0.5), "{points:?}");
-    assert!(log_of(&ckpt, &id("ok")).contains("mode ok seed 0 attempt 1"), "{}", log_of(&ckpt, &id("ok")));
 
     let bad = trial("bad_lines");
     assert_eq!(bad.state, TrialState::Succeeded, "bad lines are not fatal: {:?}", bad.last_error);
     let points = metrics(&db, &id("bad_lines"));
     assert!(points.iter().any(|p| p.0 == "exec/bad_lines" && p.2 == 3.0), "{points:?}");
-    assert!(log_of(&ckpt, &id("bad_lines")).contains("bad metric line (skipped): not JSON"));
+    assert!(logs(&id("bad_lines")).contains("bad metric line (skipped): not JSON"));
 
     let nan = trial("nan");
     assert_eq!(nan.state, TrialState::Diverged, "{:?}", nan.last_error);
@@ -231,6 +248,7 @@ fn outcomes_of_a_command_reach_the_store() {
     let back = trial("handback");
     assert_eq!(back.state, TrialState::Succeeded, "{:?}", back.last_error);
     assert_eq!((back.handbacks, back.failures, back.attempts), (1, 0, 2));
+    kill(&mut coord);
 }
 
 #[test]
@@ -292,11 +310,13 @@ fn sigterm_reaches_the_command_which_checkpoints_and_resumes_elsewhere() {
     let mut b = worker(port, "b", &ckpt, &["--idle-exit-secs", "2"]);
     wait_until(Duration::from_secs(90), "the sweep to finish", || finished(&db, "preempt"));
     wait_exit(&mut b, Duration::from_secs(30), "worker b");
-    kill(&mut coord);
     let t = &trials(&db, "preempt")[&id];
     assert_eq!(t.state, TrialState::Succeeded, "{:?}", t.last_error);
     assert!(t.resumed_step.unwrap_or(0) >= vouched, "resumed from {:?}, vouched {vouched}", t.resumed_step);
-    assert!(log_of(&ckpt, &id).contains(&format!("resumed at {}", t.resumed_step.unwrap())));
+    let url = format!("http://127.0.0.1:{port}");
+    let shown = run_ok(sweep().args(["logs", &id, "--attempt", "2", "--coordinator", &url]));
+    assert!(shown.contains(&format!("resumed at {}", t.resumed_step.unwrap())), "{shown}");
+    kill(&mut coord);
     let steps: Vec<i64> = metrics(&db, &id).iter().filter(|p| p.0 == "train_loss").map(|p| p.1).collect();
     assert_eq!(steps, (1..=40).collect::<Vec<_>>(), "every step stored once");
 }

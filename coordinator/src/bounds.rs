@@ -98,6 +98,16 @@ pub fn step(what: &str, s: i64) -> Result<i64, Status> {
     Ok(s)
 }
 
+/// A trial's output tail (`PushLog`): at most
+/// [`sweep_core::exec::LOG_TAIL_BYTES`].
+pub fn log_text(text: &str) -> Result<(), Status> {
+    let max = sweep_core::exec::LOG_TAIL_BYTES;
+    if text.len() > max {
+        return Err(invalid(format!("text: {} bytes; a log tail is at most {max}", text.len())));
+    }
+    Ok(())
+}
+
 /// Whether a metric of this name is an accuracy (a fraction in [0, 1]).
 fn is_accuracy(name: &str) -> bool {
     name.contains("accuracy")

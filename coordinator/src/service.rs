@@ -288,6 +288,21 @@ impl pb::sweep_service_server::SweepService for Coordinator {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn logs(&self, req: Request<pb::LogsRequest>) -> Result<Response<pb::LogsResponse>, Status> {
+        let _timer = self.config.metrics.time("Logs");
+        let (trial_id, logs) = self.store.logs(&req.into_inner().trial_id).await?;
+        let attempts = logs
+            .into_iter()
+            .map(|l| pb::AttemptLog {
+                attempt: l.attempt.clamp(0, i64::from(u32::MAX)) as u32,
+                worker_id: l.worker_id,
+                updated_ms: l.updated_ms,
+                text: l.text,
+            })
+            .collect();
+        Ok(Response::new(pb::LogsResponse { trial_id, attempts }))
+    }
+
     async fn workers(&self, _req: Request<pb::WorkersRequest>) -> Result<Response<pb::WorkersResponse>, Status> {
         let _timer = self.config.metrics.time("Workers");
         let members = self.config.fleet.recent(2 * self.config.lease_ttl);
@@ -523,6 +538,17 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         // (adaptive seeds): wake waiting workers either way.
         self.queue_changed();
         Ok(Response::new(pb::FailResponse { requeued }))
+    }
+
+    async fn push_log(&self, req: Request<pb::PushLogRequest>) -> Result<Response<pb::PushLogResponse>, Status> {
+        let _timer = self.config.metrics.time("PushLog");
+        let caller = Caller::of(&req);
+        let req = req.into_inner();
+        let lease = lease_id_arg(&req.lease_id)?;
+        bounds::log_text(&req.text)?;
+        self.holder_check(&caller, lease).await?;
+        self.store.save_log(lease, &req.text, now_ms()).await?;
+        Ok(Response::new(pb::PushLogResponse {}))
     }
 
     async fn release(&self, req: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseResponse>, Status> {

@@ -31,6 +31,7 @@ conformance_tests!(
     truncate_after_replaces_an_abandoned_attempts_points,
     analysis_points_survive_a_resume_and_the_latest_measurement_wins,
     extend_running_leases_after_a_restart,
+    logs_keep_each_attempts_last_tail,
 );
 
 // ---------------------------------------------------------------------------
@@ -286,6 +287,31 @@ async fn release_hands_back_without_using_an_attempt(ctx: Ctx) {
     assert_eq!(again.attempt, 2);
     store.complete(&again.lease_id, FinalOutcome::Succeeded, &TrialSummary::default(), T0 + 2).await.unwrap();
     assert_eq!(store.trial_state(&l.trial_id, "handback").await, TrialState::Succeeded);
+}
+
+async fn logs_keep_each_attempts_last_tail(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("logs", 1, 1, ""), T0).await.unwrap();
+    let first = store.lease("a", T0, TTL).await.unwrap().unwrap();
+    store.save_log(&first.lease_id, "line 1\n", T0 + 1).await.unwrap();
+    store.save_log(&first.lease_id, "line 1\nline 2\n", T0 + 2).await.unwrap();
+    store.release(&first.lease_id, "SIGTERM").await.unwrap();
+    assert_lease_lost(store.save_log(&first.lease_id, "late", T0 + 3).await, "a log after the lease ended");
+    let second = store.lease("b", T0 + 4, TTL).await.unwrap().unwrap();
+    store.save_log(&second.lease_id, "resumed\n", T0 + 5).await.unwrap();
+    let (id, logs) = store.logs(&first.trial_id[..6].to_ascii_uppercase()).await.unwrap();
+    assert_eq!(id, first.trial_id, "a prefix, in either case, names the trial");
+    let got: Vec<(i64, &str, i64, &str)> =
+        logs.iter().map(|l| (l.attempt, l.worker_id.as_str(), l.updated_ms, l.text.as_str())).collect();
+    assert_eq!(got, vec![(1, "a", T0 + 2, "line 1\nline 2\n"), (2, "b", T0 + 5, "resumed\n")]);
+    let unknown = if first.trial_id.starts_with('0') { "ffffffff" } else { "00000000" };
+    assert!(matches!(store.logs(unknown).await, Err(sweep_coordinator::store::StoreError::NotFound(_))));
+    for bad in ["abc", "not-hex!", "%", &"a".repeat(33)] {
+        assert!(
+            matches!(store.logs(bad).await, Err(sweep_coordinator::store::StoreError::InvalidArgument(_))),
+            "{bad:?}"
+        );
+    }
 }
 
 async fn truncate_after_replaces_an_abandoned_attempts_points(ctx: Ctx) {

@@ -77,6 +77,10 @@ pub static SCHEMA: Schema =
 /// using an attempt (`EX_TEMPFAIL`).
 pub const HAND_BACK_EXIT_CODE: i32 = 75;
 
+/// The most of a trial's captured output a worker sends and the
+/// coordinator keeps per attempt (`sweep logs`).
+pub const LOG_TAIL_BYTES: usize = 64 * 1024;
+
 /// The longest name of a factor or setting of an open schema.
 pub const MAX_KEY_LEN: usize = 64;
 /// The longest string level of an open schema, in bytes.
@@ -91,6 +95,11 @@ pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
 /// A factor or setting name of an open schema: lower-case letters, digits
 /// and `_`, starting with a letter (it becomes `SWEEP_FACTOR_<NAME>`).
 pub fn key_name(name: &str) -> Result<(), String> {
+    if name == "seed" {
+        return Err("`seed` is the trial's own seed (`seeds = ...`, `{seed}` in args, SWEEP_SEED); give the factor \
+                    another name"
+            .into());
+    }
     let ok = name.len() <= MAX_KEY_LEN
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');

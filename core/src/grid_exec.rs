@@ -73,7 +73,7 @@ fn parse_exec(doc: &Doc, t: &Table) -> Result<ExecSpec, GridError> {
             let mut env = BTreeMap::new();
             for (k, value) in table {
                 let name: &str = k.get_ref();
-                let key = dotted("trainer.env", name);
+                let key = dotted("trainer.env", &crate::quote::short_bare(name));
                 exec::env_name(name).map_err(|m| doc.error(k.span(), &key, m))?;
                 env.insert(name.to_owned(), string(doc, &key, value)?.into_owned());
             }
@@ -145,7 +145,7 @@ pub(crate) fn parse_open(
     let mut factors = Vec::new();
     for (k, v) in grid_t.entries {
         let name: &str = k.get_ref();
-        let key = dotted("grid", name);
+        let key = dotted("grid", &crate::quote::short_bare(name));
         if train_t.get(name).is_some() {
             return Err(doc.error(
                 k.span(),
@@ -178,11 +178,14 @@ pub(crate) fn parse_open(
         rules::distinct(&levels).map_err(|(i, m)| doc.error(items[i].span(), &key, m))?;
         factors.push(Factor { name: name.to_owned(), levels });
     }
+    if factors.is_empty() {
+        return Err(doc.error(grid_t.span.clone(), "grid", "no factors; give at least one, e.g. lr = [0.01, 0.1]"));
+    }
     factors.sort_by(|a, b| a.name.cmp(&b.name));
     let mut train = Settings::new();
     for (k, v) in train_t.entries {
         let name: &str = k.get_ref();
-        let key = dotted("train", name);
+        let key = dotted("train", &crate::quote::short_bare(name));
         schema.check(name, Level::Bool(false)).map_err(|m| doc.error(k.span(), &key, m))?;
         train.insert(name.to_owned(), open_level(doc, schema, name, &key, v)?);
     }

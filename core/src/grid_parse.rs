@@ -97,12 +97,7 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<GridSpec, GridError> {
     let data = match root.section(&doc, "data")? {
         Some(data_t) => {
             data_t.check_keys(&doc, DATA_KEYS, schema)?;
-            let data = parse_data(&doc, &data_t)?;
-            if data.is_none() && !schema.open {
-                let span = data_t.get("dataset").map_or(data_t.span.clone(), toml::Spanned::span);
-                return Err(doc.error(span, "data.dataset", "the BMEnet trainer trains on \"cifar10\""));
-            }
-            data
+            parse_data(&doc, &data_t, schema)?
         }
         None if schema.open => DataConfig::none(),
         None => {
@@ -247,7 +242,7 @@ fn typed(doc: &Doc, key: &Key, dotted_key: &str, v: &Value) -> Result<Level, Gri
     Ok(level)
 }
 
-fn parse_data(doc: &Doc, t: &Table) -> Result<DataConfig, GridError> {
+fn parse_data(doc: &Doc, t: &Table, schema: &Schema) -> Result<DataConfig, GridError> {
     let dataset = match t.get("dataset") {
         None => DATASETS[0].to_owned(),
         Some(v) => {
@@ -257,6 +252,10 @@ fn parse_data(doc: &Doc, t: &Table) -> Result<DataConfig, GridError> {
         }
     };
     if dataset == crate::grid::NO_DATASET {
+        if !schema.open {
+            let span = t.get("dataset").map_or(t.span.clone(), toml::Spanned::span);
+            return Err(doc.error(span, "data.dataset", "the BMEnet trainer trains on \"cifar10\""));
+        }
         if let Some((k, v)) = t.entries.iter().find(|(k, _)| k.get_ref() != "dataset") {
             return Err(doc.error(
                 v.span(),
@@ -355,6 +354,13 @@ fn parse_seed_plan(
             let name = string(doc, "run.contrast", v)?;
             rules::contrast(&name, factors).map_err(|m| doc.error(v.span(), "run.contrast", m))?;
             name.into_owned()
+        }
+        None if schema.default_focus.is_empty() => {
+            return Err(doc.error(
+                target_v.span(),
+                "run.contrast",
+                "adaptive seeds need `contrast`: the factor whose effect must reach the target width",
+            ));
         }
         None => {
             rules::contrast(schema.default_focus, factors).map_err(|m| {

@@ -175,6 +175,9 @@ fn check_exact(schema: &Schema, name: &str, level: &Level) -> Result<(), String>
 }
 
 fn unknown_factor(schema: &Schema, name: &str) -> String {
+    if schema.open {
+        return crate::exec::key_name(name).err().unwrap_or_else(|| format!("{} is not a factor", short(name)));
+    }
     format!("unknown factor {}; {} understands: {}", short(name), schema.trainer, schema.factor_names().join(", "))
 }
 

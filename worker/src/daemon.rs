@@ -502,12 +502,17 @@ struct Leased {
     stop: StopFlag,
     heartbeat: tokio::task::JoinHandle<()>,
     upload: tokio::task::JoinHandle<UploadEnd>,
+    /// Sends the captured output of an exec trial (`None` for others).
+    log: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Leased {
     fn abort(&self) {
         self.heartbeat.abort();
         self.upload.abort();
+        if let Some(l) = &self.log {
+            l.abort();
+        }
     }
 }
 
@@ -541,7 +546,10 @@ async fn start_trial(
         }
     };
     tracing::info!(trial = %a.trial_id, attempt = a.attempt, spec = %spec.label(), resume_step = ?a.resume_step, "trial started");
-    let batch_size = crate::trainer::resolve(&spec).map(|s| u64::from(s.train.batch_size)).unwrap_or(0);
+    let batch_size = crate::trainer::resolve(&spec).map(|s| u64::from(s.train.batch_size)).unwrap_or_else(|_| {
+        spec.level("batch_size").and_then(sweep_core::Level::as_int).map_or(0, |b| b.max(0) as u64)
+    });
+    let captured = !spec.trainer.is_bmenet();
     config.telemetry.started(&a.trial_id, &a.sweep_id, batch_size);
     let job = TrialJob {
         trial_id: a.trial_id.clone(),
@@ -571,8 +579,18 @@ async fn start_trial(
         trial_id: a.trial_id.clone(),
     };
     let upload = tokio::spawn(uploader.run(events_rx).instrument(trial_span(&a.trial_id)));
+    let log = captured.then(|| {
+        let ship = crate::log_shipper::ship(
+            client.clone(),
+            a.lease_id.clone(),
+            config.checkpoint_root.clone(),
+            a.trial_id.clone(),
+            heartbeat_every.max(Duration::from_secs(2)),
+        );
+        tokio::spawn(ship.instrument(trial_span(&a.trial_id)))
+    });
     let ctx = TrainContext::new(events_tx, stop.clone());
-    Some((Leased { a, job, stop, heartbeat, upload }, ctx))
+    Some((Leased { a, job, stop, heartbeat, upload, log }, ctx))
 }
 
 /// Runs the trials of one lease answer (one trial, or the seeds of one
@@ -681,7 +699,7 @@ async fn finish_trial(
     crowded: Option<(usize, usize)>,
     sd: &Shutdown,
 ) -> Option<bool> {
-    let Leased { a, job, heartbeat, mut upload, .. } = t;
+    let Leased { a, job, heartbeat, mut upload, log, .. } = t;
     let lease = a.lease_id.as_str();
     // Every metric must be acknowledged before the trial is completed.
     let uploaded = match sd.bounded(&mut upload).await {
@@ -694,6 +712,12 @@ async fn finish_trial(
         }
     };
     heartbeat.abort();
+    if let Some(log) = log {
+        log.abort();
+        if !matches!(uploaded, UploadEnd::LeaseLost) {
+            crate::log_shipper::ship_final(client, lease, &config.checkpoint_root, &a.trial_id).await;
+        }
+    }
     let outcome = match (&uploaded, &result) {
         (UploadEnd::Refused(_), _) | (UploadEnd::Acked, Err(_)) => "failed",
         (UploadEnd::LeaseLost, _) => "lease_lost",
@@ -721,6 +745,9 @@ async fn finish_trial(
         (UploadEnd::Acked, Ok(TrainOutcome::Succeeded(s))) => {
             if complete(client, config, lease, pb::Outcome::Succeeded, &s, sd).await {
                 discard(checkpoint_dir, a.keep_weights).await;
+                // The coordinator has its tail (`sweep logs`).
+                let (root, id) = (config.checkpoint_root.clone(), a.trial_id.clone());
+                let _ = tokio::task::spawn_blocking(move || crate::trial_log::remove(&root, &id)).await;
             }
         }
         (UploadEnd::Acked, Ok(TrainOutcome::Diverged(s))) => {

@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod exec;
 mod finish;
 pub mod fuse;
+mod log_shipper;
 pub mod memory;
 pub mod per_device;
 pub mod provenance;

@@ -15,7 +15,7 @@ pub const LOGS_DIR: &str = ".logs";
 /// A log file is rotated when it reaches this size.
 pub const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024;
 /// The most of a log's end uploaded to the coordinator.
-pub const TAIL_BYTES: usize = 64 * 1024;
+pub const TAIL_BYTES: usize = sweep_core::exec::LOG_TAIL_BYTES;
 
 /// Where trial `trial_id`'s log is (the ID is a plain name: the daemon
 /// refuses any other).

@@ -102,6 +102,9 @@ impl WorkerService for Server {
     async fn release(&self, _: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseResponse>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+    async fn push_log(&self, _: Request<pb::PushLogRequest>) -> Result<Response<pb::PushLogResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
 }
 
 /// A running upload against a scripted server.

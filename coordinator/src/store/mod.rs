@@ -157,6 +157,15 @@ pub struct MetricRow {
     pub value: f64,
 }
 
+/// One attempt's captured output, as its worker last sent it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AttemptLog {
+    pub attempt: i64,
+    pub worker_id: String,
+    pub updated_ms: i64,
+    pub text: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinalOutcome {
     Succeeded,
@@ -417,6 +426,14 @@ pub trait Store: Analytics + Archive + Send + Sync + 'static {
 
     /// Every metric point of a trial, ordered by name then step.
     async fn metrics(&self, trial_id: &str) -> Result<Vec<MetricRow>, StoreError>;
+
+    /// Replaces the output tail of the attempt holding `lease_id`
+    /// (`LeaseLost` when the lease is not current).
+    async fn save_log(&self, lease_id: &str, text: &str, now_ms: i64) -> Result<(), StoreError>;
+
+    /// The trial a full ID or a unique prefix of one (hex digits) names,
+    /// and its attempts' output tails in attempt order.
+    async fn logs(&self, id: &str) -> Result<(String, Vec<AttemptLog>), StoreError>;
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (created if missing) or

@@ -647,6 +647,49 @@ macro_rules! impl_store {
                     sqlx::query_as($crate::store::sql::METRICS).bind(trial_id).fetch_all(&self.read).await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
+
+            async fn save_log(
+                &self,
+                lease_id: &str,
+                text: &str,
+                now_ms: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let row: Option<(String,)> = sqlx::query_as($crate::store::sql::SAVE_LOG)
+                    .bind(lease_id)
+                    .bind(now_ms)
+                    .bind(text)
+                    .fetch_optional(&self.write)
+                    .await?;
+                row.map(|_| ()).ok_or_else(|| $crate::store::StoreError::LeaseLost(lease_id.to_owned()))
+            }
+
+            async fn logs(
+                &self,
+                id: &str,
+            ) -> Result<(String, Vec<$crate::store::AttemptLog>), $crate::store::StoreError> {
+                use $crate::store::StoreError;
+                let id = id.to_ascii_lowercase();
+                let id = id.as_str();
+                if id.len() < 4 || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(StoreError::InvalidArgument(format!(
+                        "{}: a trial ID is 32 hex digits (a prefix of at least 4 will do)",
+                        sweep_core::quote::short(id)
+                    )));
+                }
+                let found: Vec<(String,)> =
+                    sqlx::query_as($crate::store::sql::TRIAL_BY_PREFIX).bind(id).fetch_all(&self.read).await?;
+                let trial = match found.as_slice() {
+                    [] => return Err(StoreError::NotFound(format!("trial {id:?}"))),
+                    [(one,)] => one.clone(),
+                    _ => {
+                        return Err(StoreError::InvalidArgument(format!(
+                            "{id:?} is the start of more than one trial ID; give more of it"
+                        )))
+                    }
+                };
+                let logs = sqlx::query_as($crate::store::sql::LOGS).bind(&trial).fetch_all(&self.read).await?;
+                Ok((trial, logs))
+            }
         }
     };
 }

@@ -142,6 +142,20 @@ pub(crate) const TRIALS: &str = "SELECT id, sweep_id, state, attempts, failures,
      FROM trials WHERE sweep_id = $1 ORDER BY seq";
 pub(crate) const METRICS: &str = "SELECT step, epoch, name, value FROM metrics WHERE trial_id = $1 ORDER BY name, step";
 
+/// The output tail of the attempt holding lease `$1` (none when the lease
+/// is not current: no row is written, none returned).
+pub(crate) const SAVE_LOG: &str = "INSERT INTO trial_logs (trial_id, attempt, worker_id, updated_ms, text) \
+     SELECT id, attempts, COALESCE(worker_id, ''), $2, $3 FROM trials WHERE lease_id = $1 AND state = 'running' \
+     ON CONFLICT (trial_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, \
+     updated_ms = excluded.updated_ms, text = excluded.text RETURNING trial_id";
+
+/// Trials whose ID starts with `$1` (hex digits only: no LIKE wildcard),
+/// at most two (one is an answer, two an ambiguity).
+pub(crate) const TRIAL_BY_PREFIX: &str = "SELECT id FROM trials WHERE id LIKE $1 || '%' ORDER BY id LIMIT 2";
+
+pub(crate) const LOGS: &str =
+    "SELECT attempt, worker_id, updated_ms, text FROM trial_logs WHERE trial_id = $1 ORDER BY attempt";
+
 /// The columns a submit writes; `ON CONFLICT DO NOTHING` (no target) so a
 /// trial that exists under its `id` or its `identity` is skipped.
 pub(crate) const TRIAL_INSERT: &str = "INSERT INTO trials \
