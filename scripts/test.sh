@@ -23,6 +23,24 @@ if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432
     fi
 fi
 
+# The dashboard's browser test (cli/tests/dashboard.rs) drives headless
+# Chromium over WebDriver: installed here when missing (Debian packages
+# chromium and chromium-driver, as root), and the test fails rather than
+# skips without them. Its screenshot lands in target/artifacts/.
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        say "installing chromium and chromium-driver (apt-get)"
+        apt_log="$(mktemp)"
+        if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >"$apt_log" 2>&1 \
+            && ! { apt-get update -q >>"$apt_log" 2>&1 \
+                && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >>"$apt_log" 2>&1; }; then
+            tail -n 20 "$apt_log" >&2
+        fi
+    fi
+fi
+export SWEEP_REQUIRE_BROWSER=1
+export SWEEP_ARTIFACTS="$ROOT/target/artifacts"
+
 # `cargo test --workspace` builds every member's binaries before any test
 # runs, so the CLI tests find `sweep-worker` next to `sweep`. (A separate
 # `cargo build --bins` first would compile libtorch's bindings twice: dev-

@@ -20,7 +20,7 @@ pub(crate) fn set_security(s: ClientSecurity) {
     *SECURITY.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(s);
 }
 
-fn security() -> ClientSecurity {
+pub(crate) fn security() -> ClientSecurity {
     SECURITY.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone().unwrap_or_default()
 }
 
@@ -113,6 +113,7 @@ pub(crate) async fn serve(
     database_url: &str,
     listen: &str,
     metrics_listen: Option<&str>,
+    http: Option<&str>,
     lease_ttl_secs: u64,
     net: NetFlags,
     sec: ServeSecurity,
@@ -155,9 +156,13 @@ pub(crate) async fn serve(
             }))
         }
     };
+    let dashboard = match http {
+        None => None,
+        Some(addr) => Some(crate::dashboard::start(addr, listener.local_addr()?, &security).await?),
+    };
     let served =
         sweep_coordinator::serve_with_limits(store, config, security, net.limits(), listener, shutdown_signal()).await;
-    if let Some(task) = metrics {
+    for task in [metrics, dashboard].into_iter().flatten() {
         task.abort();
     }
     served?;

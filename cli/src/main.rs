@@ -2,6 +2,7 @@
 //! flags and dispatches to the command modules.
 
 mod commands;
+mod dashboard;
 mod export;
 mod failure;
 mod health;
@@ -119,6 +120,14 @@ enum Command {
         /// 127.0.0.1:9464.
         #[arg(long, env = "SWEEP_METRICS_LISTEN")]
         metrics_listen: Option<String>,
+        /// Also serve the web dashboard on this address, e.g.
+        /// 127.0.0.1:8080: the sweeps, live loss curves, the report's
+        /// tables and pictures, trials with their output, the workers, and
+        /// a cancel button. Loopback only, unless the coordinator has tokens
+        /// and --allow-insecure is given (it speaks plain HTTP: put a TLS
+        /// proxy in front). With client tokens, pages ask for one.
+        #[arg(long, env = "SWEEP_HTTP", value_name = "ADDR")]
+        http: Option<String>,
         #[command(flatten)]
         net: commands::NetFlags,
     },
@@ -311,6 +320,7 @@ fn main() -> ExitCode {
                 tls_client_ca,
                 allow_insecure,
                 metrics_listen,
+                http,
                 net,
             } => {
                 let sec = commands::ServeSecurity {
@@ -321,7 +331,16 @@ fn main() -> ExitCode {
                     tls_client_ca,
                     allow_insecure,
                 };
-                commands::serve(&database_url, &listen, metrics_listen.as_deref(), lease_ttl_secs, net, sec).await
+                commands::serve(
+                    &database_url,
+                    &listen,
+                    metrics_listen.as_deref(),
+                    http.as_deref(),
+                    lease_ttl_secs,
+                    net,
+                    sec,
+                )
+                .await
             }
             Command::Submit { grid, dry_run, coordinator } => {
                 commands::submit(&grid, dry_run, &coordinator.coordinator).await

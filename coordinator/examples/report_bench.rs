@@ -108,7 +108,12 @@ async fn bench(backend: &'static str, store: Arc<dyn Store>, trials: usize) {
     for _ in 0..3 {
         let t = Instant::now();
         let plain = client
-            .analyze(pb::AnalyzeRequest { sweep_id: "bench".into(), curve_metrics: vec![], grad_flow: false })
+            .analyze(pb::AnalyzeRequest {
+                sweep_id: "bench".into(),
+                curve_metrics: vec![],
+                grad_flow: false,
+                live: false,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -122,6 +127,7 @@ async fn bench(backend: &'static str, store: Arc<dyn Store>, trials: usize) {
                 sweep_id: "bench".into(),
                 curve_metrics: vec!["train_loss".into()],
                 grad_flow: true,
+                live: false,
             })
             .await
             .unwrap()

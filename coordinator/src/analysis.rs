@@ -44,7 +44,7 @@ impl pb::analysis_service_server::AnalysisService for Analysis {
         let trials = self.store.trial_results(id).await?;
         let mut curves = Vec::new();
         for metric in &req.curve_metrics {
-            curves.extend(self.store.curve(id, metric_name(metric)?).await?);
+            curves.extend(self.store.curve(id, metric_name(metric)?, req.live).await?);
         }
         let grad_flow = if req.grad_flow { self.store.grad_flow(id).await? } else { Vec::new() };
         let (adaptive, strata) = match self.store.strata(id).await? {

@@ -169,6 +169,26 @@ impl Auth {
         }
     }
 
+    /// Whether `token` is one of the `role` tokens (constant time in the
+    /// token's contents); always true without auth.
+    pub fn accepts(&self, token: &str, role: Role) -> bool {
+        match &self.0 {
+            None => true,
+            Some(tokens) => tokens.role_of(token.trim().as_bytes()) == Some(role),
+        }
+    }
+
+    /// One `role` token, for an in-process client of this coordinator
+    /// (the dashboard); `None` without auth.
+    pub fn some_token(&self, role: Role) -> Option<String> {
+        let tokens = self.0.as_ref()?;
+        let list = match role {
+            Role::Worker => &tokens.worker,
+            Role::Client => &tokens.client,
+        };
+        list.first().map(|t| String::from_utf8_lossy(t).into_owned())
+    }
+
     /// An interceptor that lets through only calls with a `role` token.
     pub fn interceptor(&self, role: Role) -> impl tonic::service::Interceptor + Clone {
         let auth = self.clone();

@@ -162,7 +162,7 @@ async fn curves_aggregate_succeeded_trials_per_cell_and_step(store: Arc<dyn Stor
         v
     })
     .await;
-    let curve = store.curve("curves", "train_loss").await.unwrap();
+    let curve = store.curve("curves", "train_loss", false).await.unwrap();
     // 4 cells x steps 10, 20, 30, 40.
     assert_eq!(curve.len(), 16);
     for c in &curve {
@@ -179,7 +179,7 @@ async fn curves_aggregate_succeeded_trials_per_cell_and_step(store: Arc<dyn Stor
     }
     let steps: Vec<i64> = curve.iter().filter(|c| c.cell == levels(8, true)).map(|c| c.step).collect();
     assert_eq!(steps, vec![10, 20, 30, 40]);
-    assert!(store.curve("curves", "no_such_metric").await.unwrap().is_empty());
+    assert!(store.curve("curves", "no_such_metric", false).await.unwrap().is_empty());
 }
 
 async fn grad_flow_takes_each_trials_first_and_last_step(store: Arc<dyn Store>) {
@@ -237,11 +237,11 @@ async fn grad_flow_takes_each_trials_first_and_last_step(store: Arc<dyn Store>) 
 
 async fn unknown_sweep_is_not_found(store: Arc<dyn Store>) {
     assert!(matches!(store.trial_results("nope").await, Err(StoreError::NotFound(_))));
-    assert!(matches!(store.curve("nope", "train_loss").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.curve("nope", "train_loss", false).await, Err(StoreError::NotFound(_))));
     assert!(matches!(store.grad_flow("nope").await, Err(StoreError::NotFound(_))));
     // A known sweep without metrics is empty, not an error.
     store.submit(&grid("empty"), T0).await.unwrap();
-    assert!(store.curve("empty", "train_loss").await.unwrap().is_empty());
+    assert!(store.curve("empty", "train_loss", false).await.unwrap().is_empty());
     assert!(store.grad_flow("empty").await.unwrap().is_empty());
     assert_eq!(store.trial_results("empty").await.unwrap().len(), 12);
 }

@@ -196,7 +196,7 @@ proptest! {
                 e.coord.complete(Request::new(pb::CompleteRequest { provenance: None, lease_id: lease.clone(), outcome, summary: None, worker_id: worker.clone() })).await.map(|_| ()),
                 e.coord.fail(Request::new(pb::FailRequest { lease_id: lease.clone(), reason: reason.clone(), worker_id: worker.clone() })).await.map(|_| ()),
                 e.coord.release(Request::new(pb::ReleaseRequest { lease_id: lease.clone(), reason })).await.map(|_| ()),
-                Analysis::new(e.store.clone()).analyze(Request::new(pb::AnalyzeRequest { sweep_id: lease.clone(), curve_metrics: vec![lease.clone()], grad_flow: true })).await.map(|_| ()),
+                Analysis::new(e.store.clone()).analyze(Request::new(pb::AnalyzeRequest { sweep_id: lease.clone(), curve_metrics: vec![lease.clone()], grad_flow: true, live: false })).await.map(|_| ()),
                 e.coord.cancel(Request::new(pb::CancelRequest { sweep_id: lease.clone() })).await.map(|_| ()),
                 e.coord.status(Request::new(pb::StatusRequest { sweep_id: lease })).await.map(|_| ()),
             ]

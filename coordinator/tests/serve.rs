@@ -106,7 +106,7 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
     // Unknown sweeps.
     let mut analysis = pb::analysis_service_client::AnalysisServiceClient::new(channel(&server.url).await);
     let nf = analysis
-        .analyze(pb::AnalyzeRequest { sweep_id: "nope".into(), curve_metrics: vec![], grad_flow: false })
+        .analyze(pb::AnalyzeRequest { sweep_id: "nope".into(), curve_metrics: vec![], grad_flow: false, live: false })
         .await
         .unwrap_err();
     assert_eq!(nf.code(), Code::NotFound);
@@ -427,7 +427,7 @@ async fn the_assignment_carries_store_identity_vouched_step_and_provenance() {
 
     let mut analysis = pb::analysis_service_client::AnalysisServiceClient::new(channel(&server.url).await);
     let resp = analysis
-        .analyze(pb::AnalyzeRequest { sweep_id: "edge".into(), curve_metrics: vec![], grad_flow: false })
+        .analyze(pb::AnalyzeRequest { sweep_id: "edge".into(), curve_metrics: vec![], grad_flow: false, live: false })
         .await
         .unwrap()
         .into_inner();

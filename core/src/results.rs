@@ -9,6 +9,8 @@ use crate::state::TrialState;
 /// One trial's final row: its cell, seed, state and result values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrialResult {
+    /// The trial's ID (32 hex digits).
+    pub trial_id: String,
     pub cell: Cell,
     /// Hash of the cell with its train/data settings: two trials with the
     /// same levels but different `cell_key`s were trained differently.

@@ -270,6 +270,7 @@ impl From<&TrialResult> for pb::TrialFinal {
             provenance: (!t.provenance.is_empty()).then(|| (&t.provenance).into()),
             trainer: t.trainer.clone(),
             finals: t.finals.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            trial_id: t.trial_id.clone(),
         }
     }
 }
@@ -301,6 +302,7 @@ impl TryFrom<pb::TrialFinal> for TrialResult {
     type Error = ConvertError;
     fn try_from(t: pb::TrialFinal) -> Result<Self, ConvertError> {
         Ok(TrialResult {
+            trial_id: t.trial_id,
             cell: cell_from_wire("trials.cell", t.cell)?,
             cell_key: t.cell_key,
             seed: t.seed,

@@ -343,6 +343,7 @@ fn results() -> SweepResults {
         sweep_id: "factors".into(),
         trials: vec![
             TrialResult {
+                trial_id: "0123456789abcdef0123456789abcdef".into(),
                 cell: a.clone(),
                 cell_key: "k1".into(),
                 seed: 0,
@@ -369,6 +370,7 @@ fn results() -> SweepResults {
                 finals: [("f1".to_owned(), 0.75)].into_iter().collect(),
             },
             TrialResult {
+                trial_id: String::new(),
                 cell: b.clone(),
                 cell_key: "k2".into(),
                 seed: u64::MAX,

@@ -189,12 +189,13 @@ async fn analysis_client(
 /// The trial rows (and, for pictures, the loss curves and gradient flow)
 /// first; the analyses' curves in a second call only when a trial ran an
 /// analysis, so a sweep without one costs no query per analysis metric.
-async fn fetch(sweep: &str, pictures: bool, url: &str) -> Result<SweepResults, crate::Failure> {
+pub(crate) async fn fetch(sweep: &str, pictures: bool, url: &str) -> Result<SweepResults, crate::Failure> {
     let mut client = analysis_client(url).await?;
     let ask = |curve_metrics: Vec<String>, grad_flow: bool| pb::AnalyzeRequest {
         sweep_id: sweep.to_owned(),
         curve_metrics,
         grad_flow,
+        live: false,
     };
     let first = if pictures { vec!["train_loss".to_owned()] } else { Vec::new() };
     let data = client.analyze(ask(first, pictures)).await.map_err(crate::commands::rpc)?.into_inner();
@@ -217,6 +218,22 @@ fn ran_an_analysis(t: &sweep_core::TrialResult) -> bool {
         schema.key(name).is_some_and(|k| k.place == sweep_core::schema::Place::Analysis)
             && level.as_bool() == Some(true)
     })
+}
+
+/// The self-contained page of `sweep report --html` (tables, notes and
+/// pictures), for the dashboard.
+pub(crate) fn page(report: &FullReport) -> anyhow::Result<String> {
+    Ok(html::page(report, &plots::all(report)?))
+}
+
+/// The report's tables as HTML (the cell table first), for the dashboard.
+pub(crate) fn tables_html(report: &FullReport) -> String {
+    render::tables(report).iter().map(crate::tables::html).collect()
+}
+
+/// The JSON report (`sweep report --format json`).
+pub(crate) fn json(report: &FullReport) -> serde_json::Value {
+    render::json(report)
 }
 
 /// `sweep report`: fetch, compute, print; write the page and pictures.

@@ -268,6 +268,7 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         TrialResult {
+            trial_id: String::new(),
             cell,
             cell_key: String::new(),
             seed,

@@ -21,8 +21,9 @@ pub trait Analytics: Send + Sync {
     /// (ordered by the cell's canonical JSON), then by seed.
     async fn trial_results(&self, sweep_id: &str) -> Result<Vec<TrialResult>, StoreError>;
 
-    /// Per cell and step, the sums of `metric` over succeeded trials.
-    async fn curve(&self, sweep_id: &str, metric: &str) -> Result<Vec<CurveSums>, StoreError>;
+    /// Per cell and step, the sums of `metric` over succeeded trials (with
+    /// `live`, over running ones too).
+    async fn curve(&self, sweep_id: &str, metric: &str, live: bool) -> Result<Vec<CurveSums>, StoreError>;
 
     /// Per cell, block and phase (first or last logged step of each trial),
     /// the sums of the `grad_norm/<block>` metrics of succeeded trials.
@@ -61,6 +62,14 @@ pub(crate) mod sql {
          COUNT(m.value) AS n, SUM(m.value) AS s, SUM(m.value * m.value) AS q \
          FROM trials t JOIN metrics m ON m.trial_id = t.id \
          WHERE t.sweep_id = $1 AND t.state = 'succeeded' AND m.name = $2 \
+         GROUP BY t.cell, m.step \
+         ORDER BY t.cell, m.step";
+
+    /// [`CURVE`] over running trials too (the dashboard's live curves).
+    pub(crate) const CURVE_LIVE: &str = "SELECT t.cell, m.step, \
+         COUNT(m.value) AS n, SUM(m.value) AS s, SUM(m.value * m.value) AS q \
+         FROM trials t JOIN metrics m ON m.trial_id = t.id \
+         WHERE t.sweep_id = $1 AND t.state IN ('succeeded', 'running') AND m.name = $2 \
          GROUP BY t.cell, m.step \
          ORDER BY t.cell, m.step";
 
@@ -136,11 +145,13 @@ macro_rules! impl_analytics {
                 &self,
                 sweep_id: &str,
                 metric: &str,
+                live: bool,
             ) -> Result<Vec<sweep_core::CurveSums>, $crate::store::StoreError> {
                 use $crate::store::analytics::sql;
                 use $crate::store::rows::CurveRow;
+                let query = if live { sql::CURVE_LIVE } else { sql::CURVE };
                 let rows: Vec<CurveRow> =
-                    sqlx::query_as(sql::CURVE).bind(sweep_id).bind(metric).fetch_all(&self.read).await?;
+                    sqlx::query_as(query).bind(sweep_id).bind(metric).fetch_all(&self.read).await?;
                 if rows.is_empty() {
                     self.analytics_require_sweep(sweep_id).await?;
                 }

@@ -195,6 +195,7 @@ impl ResultRow {
             }
         };
         Ok(Some(TrialResult {
+            trial_id: id.clone(),
             cell: stored_cell(&cell)?,
             cell_key: self.cell_key.unwrap_or_default(),
             seed: to_u64(self.seed.unwrap_or(0)),
