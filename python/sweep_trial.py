@@ -9,8 +9,11 @@ A training script run by `[trainer] kind = "exec"` uses it in two lines:
 and, for resume and preemption:
 
     if trial.resume_step is not None: load(trial.checkpoint_path(trial.resume_step))
-    if trial.checkpoint(step): save(trial.checkpoint_path(step))   # only on "ok"
-    if trial.should_stop: sys.exit(0)     # SIGTERM arrived: checkpoint and leave
+    if trial.checkpoint(step):            # only on "ok"
+        save(trial.checkpoint_path(step))
+        trial.checkpointed(step)          # on disk: a later attempt may resume here
+    if trial.should_stop: ...             # SIGTERM arrived: checkpoint (still "ok"
+                                          # on a shutdown) and exit 0
 
 Outside a sweep (no SWEEP_METRICS_SOCKET) it reads nothing and prints the
 lines instead, so the script runs by hand too.
@@ -59,6 +62,9 @@ class Trial:
         self.resume_step = int(step) if step not in (None, "") else None
         self.device = os.environ.get("SWEEP_DEVICE", "cpu")
         self.should_stop = False
+        # SIGTERM (preemption, cancel, timeout) sets should_stop: poll it
+        # between steps, checkpoint, and exit. A script that never polls it
+        # is killed when the worker's grace period ends.
         signal.signal(signal.SIGTERM, self._on_sigterm)
         self._sock = None
         self._reader = None
@@ -95,10 +101,30 @@ class Trial:
         """Asks whether a checkpoint at `step` may be written: True once every
         value logged so far is stored and the coordinator vouches for this
         step; False when the trial is no longer this worker's (write nothing)."""
+        self._prune()
         self._send({"checkpoint": int(step)})
         if self._reader is None:
             return True
         return self._reader.readline().strip() == "ok"
+
+    def _prune(self):
+        # Before a new checkpoint, only the newest finished one is still
+        # needed (the coordinator vouches for it until the new one is "ok").
+        try:
+            steps = sorted(n for n in os.listdir(self.checkpoint_dir) if n.startswith("step-"))
+        except OSError:
+            return
+        for name in steps[:-1]:
+            folder = os.path.join(self.checkpoint_dir, name)
+            for f in os.listdir(folder):
+                os.remove(os.path.join(folder, f))
+            os.rmdir(folder)
+
+    def checkpointed(self, step):
+        """Says the checkpoint of `step` is written (all its files on disk).
+        Only such a checkpoint is resumed from: one whose writing was cut
+        short never is."""
+        self._send({"checkpointed": int(step)})
 
     def checkpoint_path(self, step, name="checkpoint.pt"):
         """Where the checkpoint of `step` goes (one folder per step)."""

@@ -153,6 +153,8 @@ fn spawn_one(s: &WorkerSetup<'_>, i: u32) -> anyhow::Result<Worker> {
         .arg("--grace-secs")
         .arg(s.grace_secs.to_string())
         .arg("--watch-stdin")
+        // The grid is the user's own: its command may run here.
+        .arg("--allow-exec")
         .env("SWEEP_TOKEN", s.token)
         .env_remove("SWEEP_TLS_CA")
         .stdin(Stdio::piped())

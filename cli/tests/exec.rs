@@ -59,9 +59,21 @@ for step in range(start + 1, steps + 1):
         if t.checkpoint(step):
             with open(t.checkpoint_path(step, "state.txt"), "w") as f:
                 f.write(str(step))
+            t.checkpointed(step)
+    if mode == "preempt":
+        time.sleep(0.25)
     if t.should_stop:
+        # A checkpoint asked for after SIGTERM (preemption) is still vouched for.
+        if mode == "preempt" and t.checkpoint(step):
+            with open(t.checkpoint_path(step, "state.txt"), "w") as f:
+                f.write(str(step))
+            t.checkpointed(step)
+            print("checkpointed step", step, "after SIGTERM", flush=True)
         print("stopping at step", step, "on SIGTERM", flush=True)
         sys.exit(0)
+if mode == "negloss":
+    t.final(nll=-3.25, train_loss=-0.5)
+    sys.exit(0)
 t.final(f1=0.5 + t.seed / 10, test_accuracy=0.25)
 "#;
 
@@ -132,6 +144,7 @@ fn worker(port: u16, id: &str, ckpt: &Path, extra: &[&str]) -> Child {
         .args(["--coordinator", &format!("http://127.0.0.1:{port}"), "--worker-id", id])
         .arg("--checkpoint-dir")
         .arg(ckpt)
+        .arg("--allow-exec")
         .args(extra)
         .env("SWEEP_LOG", "warn")
         .stdout(Stdio::null())
@@ -190,7 +203,7 @@ fn log_of(ckpt: &Path, trial: &str) -> String {
 fn outcomes_of_a_command_reach_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let (db, ckpt) = (dir.path().join("c.db"), dir.path().join("ckpt"));
-    let g = grid(dir.path(), "outcomes", &["ok", "bad_lines", "nan", "fail", "handback"], 1, 6, "");
+    let g = grid(dir.path(), "outcomes", &["ok", "bad_lines", "nan", "fail", "handback", "negloss"], 1, 6, "");
     let port = free_port();
     let mut coord = serve(&db, port);
     submit(port, &g);
@@ -245,6 +258,14 @@ fn outcomes_of_a_command_reach_the_store() {
     let why = fail.last_error.clone().unwrap_or_default();
     assert!(why.contains("boom: the script failed") && why.contains("exit status: 3"), "{why}");
 
+    // A negative "loss" is a command's own business: stored as a final
+    // value, not refused as BMEnet's loss would be.
+    let neg = trial("negloss");
+    assert_eq!(neg.state, TrialState::Succeeded, "{:?}", neg.last_error);
+    assert_eq!(neg.summary.final_train_loss, None);
+    let points = metrics(&db, &id("negloss"));
+    assert!(points.iter().any(|p| p.0 == "final/nll" && p.2 == -3.25), "{points:?}");
+
     let back = trial("handback");
     assert_eq!(back.state, TrialState::Succeeded, "{:?}", back.last_error);
     assert_eq!((back.handbacks, back.failures, back.attempts), (1, 0, 2));
@@ -290,7 +311,7 @@ fn alive(pid: i32) -> bool {
 fn sigterm_reaches_the_command_which_checkpoints_and_resumes_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
     let (db, ckpt) = (dir.path().join("c.db"), dir.path().join("ckpt"));
-    let g = grid(dir.path(), "preempt", &["slow"], 1, 40, "");
+    let g = grid(dir.path(), "preempt", &["preempt"], 1, 40, "");
     let port = free_port();
     let mut coord = serve(&db, port);
     submit(port, &g);
@@ -305,7 +326,11 @@ fn sigterm_reaches_the_command_which_checkpoints_and_resumes_elsewhere() {
     let t = &trials(&db, "preempt")[&id];
     assert_eq!((t.state, t.handbacks, t.failures), (TrialState::Queued, 1, 0), "{:?}", t.last_error);
     let vouched = t.checkpoint_step.expect("a checkpoint the coordinator vouches for");
-    assert!(log_of(&ckpt, &id).contains("on SIGTERM"), "{}", log_of(&ckpt, &id));
+    assert!(
+        log_of(&ckpt, &id).contains(&format!("checkpointed step {vouched} after SIGTERM")),
+        "{}",
+        log_of(&ckpt, &id)
+    );
 
     let mut b = worker(port, "b", &ckpt, &["--idle-exit-secs", "2"]);
     wait_until(Duration::from_secs(90), "the sweep to finish", || finished(&db, "preempt"));
@@ -319,6 +344,37 @@ fn sigterm_reaches_the_command_which_checkpoints_and_resumes_elsewhere() {
     kill(&mut coord);
     let steps: Vec<i64> = metrics(&db, &id).iter().filter(|p| p.0 == "train_loss").map(|p| p.1).collect();
     assert_eq!(steps, (1..=40).collect::<Vec<_>>(), "every step stored once");
+}
+
+#[test]
+fn a_worker_without_the_checkpoint_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let g = grid(dir.path(), "elsewhere", &["preempt"], 1, 24, "");
+    let port = free_port();
+    let mut coord = serve(&db, port);
+    submit(port, &g);
+    let id = ids(&g).into_values().next().unwrap();
+    let mut a = worker(port, "a", &dir.path().join("ckpt-a"), &["--idle-exit-secs", "30"]);
+    wait_until(Duration::from_secs(60), "a few steps", || {
+        metrics(&db, &id).iter().filter(|p| p.0 == "train_loss").count() >= 5
+    });
+    sigterm(&a);
+    wait_exit(&mut a, Duration::from_secs(40), "worker a after SIGTERM");
+    assert!(trials(&db, "elsewhere")[&id].checkpoint_step.is_some(), "a vouched checkpoint, on machine a only");
+    // Another machine: no such checkpoint there.
+    let mut b = worker(port, "b", &dir.path().join("ckpt-b"), &["--idle-exit-secs", "2"]);
+    wait_until(Duration::from_secs(90), "the sweep to finish", || finished(&db, "elsewhere"));
+    wait_exit(&mut b, Duration::from_secs(30), "worker b");
+    let t = &trials(&db, "elsewhere")[&id];
+    assert_eq!(t.state, TrialState::Succeeded, "{:?}", t.last_error);
+    assert_eq!(t.resumed_step, Some(0), "started over");
+    let steps: Vec<i64> = metrics(&db, &id).iter().filter(|p| p.0 == "train_loss").map(|p| p.1).collect();
+    assert_eq!(steps, (1..=24).collect::<Vec<_>>(), "every step stored once");
+    let url = format!("http://127.0.0.1:{port}");
+    let shown = run_ok(sweep().args(["logs", &id, "--attempt", "2", "--coordinator", &url]));
+    assert!(shown.contains("no written checkpoint of this trial for it: starting over"), "{shown}");
+    kill(&mut coord);
 }
 
 #[test]

@@ -57,7 +57,8 @@ pub fn device(d: &str) -> Result<&str, Status> {
 
 /// A fail or release reason, cut to [`REASON_MAX_CHARS`] characters.
 pub fn reason(r: &str) -> String {
-    r.chars().take(REASON_MAX_CHARS).collect()
+    // PostgreSQL's text cannot hold NUL (a command's output may).
+    r.chars().take(REASON_MAX_CHARS).map(|c| if c == '\0' { '\u{FFFD}' } else { c }).collect()
 }
 
 /// A Lease call's `max_trials`: 0 (an old worker) means 1; above
@@ -105,12 +106,10 @@ pub fn log_text(text: &str) -> Result<(), Status> {
     if text.len() > max {
         return Err(invalid(format!("text: {} bytes; a log tail is at most {max}", text.len())));
     }
+    if text.contains('\0') {
+        return Err(invalid("text: contains NUL".into()));
+    }
     Ok(())
-}
-
-/// Whether a metric of this name is an accuracy (a fraction in [0, 1]).
-fn is_accuracy(name: &str) -> bool {
-    name.contains("accuracy")
 }
 
 /// One metric point: named, step and epoch in range, value finite, and an
@@ -127,9 +126,7 @@ pub fn metric_point(i: usize, name: &str, step_: i64, epoch: u32, value: f64) ->
     if !value.is_finite() {
         return Err(invalid(format!("points[{i}].value: {value} for {name:?} is not finite")));
     }
-    if is_accuracy(name) && !(0.0..=1.0).contains(&value) {
-        return Err(invalid(format!("points[{i}].value: {value} for {name:?} is an accuracy outside [0, 1]")));
-    }
+    sweep_core::point::domain(name, value).map_err(|m| invalid(format!("points[{i}].value: {m}")))?;
     Ok(MetricRow { step: step_, epoch, name: name.to_owned(), value })
 }
 

@@ -89,6 +89,9 @@ pub const MAX_STRING_LEVEL: usize = 1024;
 pub const MAX_ARGV: usize = 256;
 /// The longest argument or environment value, in bytes.
 pub const MAX_ARG_LEN: usize = 4096;
+/// The most bytes of `command`, `args` and `env` together (every trial
+/// carries its trainer spec).
+pub const MAX_SPEC_BYTES: usize = 64 * 1024;
 /// The longest `timeout`: 30 days.
 pub const MAX_TIMEOUT_SECS: u64 = 30 * 24 * 3600;
 
@@ -267,6 +270,14 @@ impl ExecSpec {
         }
         if self.env.len() > MAX_ARGV {
             return Err(("trainer.env", format!("more than {MAX_ARGV} variables")));
+        }
+        let total: usize = self.command.iter().chain(&self.args).map(String::len).sum::<usize>()
+            + self.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        if total > MAX_SPEC_BYTES {
+            return Err((
+                "trainer",
+                format!("command, args and env are {total} bytes together; the limit is {MAX_SPEC_BYTES}"),
+            ));
         }
         for (k, v) in &self.env {
             env_name(k).map_err(|m| ("trainer.env", m))?;

@@ -56,6 +56,9 @@ pub(crate) fn validate_spec(spec: &GridSpec) -> Result<(), GridError> {
         }
         rules::distinct(&f.levels).map_err(bad_at(&key))?;
     }
+    if schema.open && spec.factors.is_empty() {
+        return Err(bad("grid")("no factors; an exec grid needs at least one".into()));
+    }
     for name in schema.names(Place::Factor) {
         if spec.factor(name).is_none() {
             return Err(bad(&format!("grid.{name}"))("missing; this factor is required".into()));

@@ -57,11 +57,13 @@ def main():
         opt.load_state_dict(state["opt"])
         step = trial.resume_step
         print(f"resumed at step {step}")
-    order = torch.Generator().manual_seed(trial.seed)
-    for epoch in range(step // steps_per_epoch, epochs):
-        perm = torch.randperm(samples, generator=order)
+    first_epoch, first_batch = divmod(step, steps_per_epoch)
+    for epoch in range(first_epoch, epochs):
+        # Each epoch's order from (seed, epoch): a resumed run draws the same.
+        perm = torch.randperm(samples, generator=torch.Generator().manual_seed(trial.seed * 1000 + epoch))
         total = 0.0
-        for i in range(steps_per_epoch):
+        start = first_batch if epoch == first_epoch else 0
+        for i in range(start, steps_per_epoch):
             idx = perm[i * batch:(i + 1) * batch]
             loss = torch.nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
             opt.zero_grad()
@@ -70,20 +72,21 @@ def main():
             step += 1
             total += loss.item()
             if step % 16 == 0:
-                trial.log(step=step, epoch=epoch + 1, train_loss=total / (i + 1))
+                trial.log(step=step, epoch=epoch + 1, train_loss=total / (i + 1 - start))
             if trial.should_stop:
                 break
         with torch.no_grad():
             test_loss = torch.nn.functional.cross_entropy(model(x_test), y_test).item()
             accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
         trial.log(step=step, epoch=epoch + 1, test_loss=test_loss, test_accuracy=accuracy)
-        print(f"epoch {epoch + 1}: train loss {total / steps_per_epoch:.4f}, test accuracy {accuracy:.3f}")
+        print(f"epoch {epoch + 1}: train loss {total / max(1, i + 1 - start):.4f}, test accuracy {accuracy:.3f}")
         if trial.checkpoint(step):
             torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, trial.checkpoint_path(step))
+            trial.checkpointed(step)
         if trial.should_stop:
             print("stopping on SIGTERM; the checkpoint is written")
             return
-    trial.final(test_accuracy=accuracy, test_loss=test_loss, train_loss=total / steps_per_epoch)
+    trial.final(test_accuracy=accuracy, test_loss=test_loss, train_loss=total / max(1, steps_per_epoch - start))
 
 
 if __name__ == "__main__":

@@ -682,6 +682,9 @@ async fn run_group(
     exit_now || sd.requested()
 }
 
+/// How long a worker waits after a command handed its trial back.
+const HAND_BACK_PAUSE: Duration = Duration::from_secs(5);
+
 /// The span of one trial's own events (its heartbeats, metric upload and
 /// end), inside its group's.
 fn trial_span(trial_id: &str) -> tracing::Span {
@@ -766,6 +769,12 @@ async fn finish_trial(
         (UploadEnd::Acked, Ok(TrainOutcome::HandBack(reason))) => {
             tracing::info!(trial = %a.trial_id, %reason, "trial handed back");
             release(client, lease, &reason, sd).await;
+            // The trial is at the queue's head again: let other workers
+            // take it before this one leases again.
+            tokio::select! {
+                _ = tokio::time::sleep(HAND_BACK_PAUSE) => {}
+                _ = sd.requested_wait() => {}
+            }
         }
         (UploadEnd::Acked, Err(TrainError::OutOfMemory(why))) => match crowded {
             Some((peers, slots)) => {

@@ -79,7 +79,22 @@ pub fn tail(checkpoint_root: &Path, trial_id: &str, max: usize) -> std::io::Resu
             bytes.drain(..=nl);
         }
     }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    Ok(text_of(&bytes, max))
+}
+
+/// Output bytes as text the coordinator stores: invalid UTF-8 and NUL
+/// replaced (U+FFFD), at most `max` bytes (the end kept, cut at a
+/// character).
+fn text_of(bytes: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(bytes).replace('\0', "\u{FFFD}");
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = text.len() - max;
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    text[cut..].to_owned()
 }
 
 /// Deletes trial `trial_id`'s log files (after its result is stored).
@@ -113,6 +128,14 @@ mod tests {
         let t = tail(root.path(), "t1", 3000).unwrap();
         assert!(t.ends_with("[sweep] done\n") && t.starts_with('x') && t.len() < 3000, "{}", t.len());
         assert_eq!(tail(root.path(), "nope", 10).unwrap(), "");
+        // Binary output stays within the bound once made text.
+        let mut log = TrialLog::open(root.path(), "t2").unwrap();
+        for _ in 0..300 {
+            log.write(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\n").unwrap();
+        }
+        log.write(b"\0end\n").unwrap();
+        let t = tail(root.path(), "t2", 3000).unwrap();
+        assert!(t.len() <= 3000 && !t.contains('\0') && t.ends_with("\u{FFFD}end\n"), "{}", t.len());
         remove(root.path(), "t1");
         assert!(!path(root.path(), "t1").exists());
     }

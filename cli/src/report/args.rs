@@ -119,10 +119,7 @@ impl Measure {
     }
 }
 
-/// A metric the coordinator holds to [0, 1] (its name says accuracy).
-fn is_accuracy(name: &str) -> bool {
-    name.contains("accuracy")
-}
+use sweep_core::point::is_accuracy;
 
 /// `sweep report`'s options.
 #[derive(clap::Args, Clone, Debug)]

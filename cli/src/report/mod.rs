@@ -89,6 +89,21 @@ pub(crate) fn build(mut results: SweepResults, args: &ReportArgs) -> anyhow::Res
     design.x_factor(args.x.as_deref())?;
     let focus = design.focus(&baselines);
     let metric = args.metric.unwrap_or_else(|| Measure::default_for(&results.trials));
+    let done: Vec<&sweep_core::TrialResult> =
+        results.trials.iter().filter(|t| t.state == TrialState::Succeeded).collect();
+    if args.metric.is_some() && !done.is_empty() && !done.iter().any(|t| metric.value(t).is_some()) {
+        let finals: std::collections::BTreeSet<&str> =
+            done.iter().flat_map(|t| t.finals.keys().map(String::as_str)).collect();
+        let choices = if finals.is_empty() {
+            "test_accuracy, train_loss, test_loss, best_test_accuracy".to_owned()
+        } else {
+            format!(
+                "the built-in ones or a final value the command reported: {}",
+                finals.into_iter().collect::<Vec<_>>().join(", ")
+            )
+        };
+        anyhow::bail!("no succeeded trial has a value of --metric {}; choose {choices}", metric.name());
+    }
     let obs: Vec<Observation> = results
         .trials
         .iter()

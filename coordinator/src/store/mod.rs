@@ -157,6 +157,10 @@ pub struct MetricRow {
     pub value: f64,
 }
 
+/// How many attempts' logs a trial keeps (a command that hands its trial
+/// back again and again must not fill the database).
+pub const LOG_ATTEMPTS_KEPT: i64 = 10;
+
 /// One attempt's captured output, as its worker last sent it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct AttemptLog {

@@ -654,13 +654,23 @@ macro_rules! impl_store {
                 text: &str,
                 now_ms: i64,
             ) -> Result<(), $crate::store::StoreError> {
-                let row: Option<(String,)> = sqlx::query_as($crate::store::sql::SAVE_LOG)
+                let row: Option<(String, i64)> = sqlx::query_as($crate::store::sql::SAVE_LOG)
                     .bind(lease_id)
                     .bind(now_ms)
                     .bind(text)
                     .fetch_optional(&self.write)
                     .await?;
-                row.map(|_| ()).ok_or_else(|| $crate::store::StoreError::LeaseLost(lease_id.to_owned()))
+                let (trial, attempt) =
+                    row.ok_or_else(|| $crate::store::StoreError::LeaseLost(lease_id.to_owned()))?;
+                let oldest_dropped = attempt - $crate::store::LOG_ATTEMPTS_KEPT;
+                if oldest_dropped > 0 {
+                    sqlx::query($crate::store::sql::PRUNE_LOGS)
+                        .bind(&trial)
+                        .bind(oldest_dropped)
+                        .execute(&self.write)
+                        .await?;
+                }
+                Ok(())
             }
 
             async fn logs(

@@ -147,7 +147,10 @@ pub(crate) const METRICS: &str = "SELECT step, epoch, name, value FROM metrics W
 pub(crate) const SAVE_LOG: &str = "INSERT INTO trial_logs (trial_id, attempt, worker_id, updated_ms, text) \
      SELECT id, attempts, COALESCE(worker_id, ''), $2, $3 FROM trials WHERE lease_id = $1 AND state = 'running' \
      ON CONFLICT (trial_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, \
-     updated_ms = excluded.updated_ms, text = excluded.text RETURNING trial_id";
+     updated_ms = excluded.updated_ms, text = excluded.text RETURNING trial_id, attempt";
+
+/// A trial keeps the logs of its last [`super::LOG_ATTEMPTS_KEPT`] attempts.
+pub(crate) const PRUNE_LOGS: &str = "DELETE FROM trial_logs WHERE trial_id = $1 AND attempt <= $2";
 
 /// Trials whose ID starts with `$1` (hex digits only: no LIKE wildcard),
 /// at most two (one is an answer, two an ambiguity).

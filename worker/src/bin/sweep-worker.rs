@@ -143,6 +143,13 @@ struct RunArgs {
     /// a coordinator that is away.
     #[arg(long, env = "SWEEP_GRACE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
     grace_secs: u64,
+    /// Run exec trials (`[trainer] kind = "exec"`): the command a grid
+    /// names, on this machine, as this user. Off by default: with it, a
+    /// client token is enough to run code here. Without it, exec trials
+    /// leased here fail, saying so. `sweep run` turns it on for its local
+    /// workers.
+    #[arg(long, env = "SWEEP_ALLOW_EXEC")]
+    allow_exec: bool,
     /// Shut down (as on SIGTERM) when stdin reaches end of file: the parent
     /// that started this worker with a pipe on its stdin died or closed it.
     /// `sweep run` starts its local workers this way.
@@ -193,6 +200,7 @@ fn trainer_factory(args: &RunArgs) -> anyhow::Result<TrainerFactory> {
         // SIGTERM to SIGKILL: most of the worker's own grace, so the
         // command's last checkpoint and the hand-back both fit in it.
         stop_grace: Duration::from_secs(args.grace_secs).mul_f64(0.7),
+        allowed: args.allow_exec,
     };
     Ok(std::sync::Arc::new(move || {
         let builtin = builtin()?;

@@ -12,11 +12,14 @@
 //! [`HAND_BACK_EXIT_CODE`] hands the trial back, anything else fails the
 //! attempt with the log's last lines.
 
+mod environment;
 mod process;
 pub mod protocol;
+mod socket;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
@@ -30,6 +33,7 @@ use crate::trainer::{StopReason, TrainContext, TrainError, TrainOutcome, Trainer
 use crate::trial_log::{self, TrialLog};
 use process::{Child, Launch};
 use protocol::Message;
+use socket::Incoming;
 
 /// How an exec trainer runs commands on this worker.
 #[derive(Debug, Clone)]
@@ -40,6 +44,10 @@ pub struct ExecTrainer {
     pub device: String,
     /// From SIGTERM to SIGKILL.
     pub stop_grace: Duration,
+    /// Whether this worker runs commands at all (`--allow-exec`): an exec
+    /// trial runs whatever its grid names, so a client token becomes code
+    /// execution on the worker.
+    pub allowed: bool,
 }
 
 /// Why the worker asked the command to stop.
@@ -48,13 +56,22 @@ enum Stopping {
     Asked(StopReason),
     Diverged,
     TimedOut(u64),
+    /// Not asked: the command exited (its last lines are being read).
+    Exited,
 }
 
-/// What the socket reader hands the training thread: a line (understood,
-/// or why not) and, for a checkpoint request, where to answer.
-struct Incoming {
-    line: Result<Message, String>,
-    reply: Option<UnixStream>,
+impl Stopping {
+    /// Whether a checkpoint asked for now may still be vouched for.
+    fn allows_checkpoint(self) -> bool {
+        matches!(self, Stopping::Asked(r) if r.keeps_checkpoint())
+    }
+}
+
+/// What a handled line asks of the run loop.
+enum Handled {
+    Go,
+    Stop(Stopping),
+    CheckpointWhileStopping,
 }
 
 /// The most of the log quoted in a failure.
@@ -64,26 +81,38 @@ const BAD_LINES_QUOTED: u64 = 5;
 
 impl ExecTrainer {
     fn run(&self, job: &TrialJob, spec: &ExecSpec, ctx: &TrainContext) -> Result<TrainOutcome, TrainError> {
-        let started = Instant::now();
         fn io(what: &'static str) -> impl Fn(std::io::Error) -> TrainError {
             move |e| TrainError::Other(format!("{what}: {e}"))
         }
+        if !self.allowed {
+            return Err(TrainError::Other(
+                "this worker does not run training commands (exec trials): start it with --allow-exec to let \
+                 anyone holding a client token run commands on it"
+                    .into(),
+            ));
+        }
+        if let Some(reason) = ctx.should_stop() {
+            return Ok(TrainOutcome::Stopped(reason));
+        }
+        let started = Instant::now();
         let checkpoint_dir = std::path::absolute(&job.checkpoint_dir).map_err(io("checkpoint folder"))?;
-        std::fs::create_dir_all(&checkpoint_dir).map_err(io("checkpoint folder"))?;
         let log = TrialLog::open(&self.checkpoint_root, &job.trial_id).map_err(io("trial log"))?;
         let log = Arc::new(Mutex::new(log));
+        let resume = resume_step(job, &checkpoint_dir, &log).map_err(io("checkpoint folder"))?;
         let args = spec.args_for(job.spec.seed, |n| job.spec.level(n).map(level_text));
-        note(&log, &format!("attempt {}: {:?} {:?}", job.attempt, spec.command, args));
+        note(&log, &format!("attempt {}: {:?} {:?} (resume step {resume:?})", job.attempt, spec.command, args));
 
         let scratch = tempfile::Builder::new().prefix("sweep-trial-").tempdir().map_err(io("scratch folder"))?;
         let config_path = scratch.path().join("trial.json");
-        std::fs::write(&config_path, config_json(job, &checkpoint_dir)).map_err(io("trial config"))?;
+        std::fs::write(&config_path, environment::config_json(job, &checkpoint_dir, resume))
+            .map_err(io("trial config"))?;
         let socket_path = scratch.path().join("metrics.sock");
         let listener = UnixListener::bind(&socket_path).map_err(io("metrics socket"))?;
         listener.set_nonblocking(true).map_err(io("metrics socket"))?;
 
-        ctx.resumed(job.resume_step.unwrap_or(0)).map_err(|_| TrainError::Other("the worker gave up".into()))?;
-        let env = environment(job, spec, &checkpoint_dir, &config_path, &socket_path, &self.device);
+        ctx.resumed(resume.unwrap_or(0)).map_err(|_| TrainError::Other("the worker gave up".into()))?;
+        let place = environment::Place { checkpoint_dir: &checkpoint_dir, config: &config_path, socket: &socket_path };
+        let env = environment::environment(job, spec, &place, resume, &self.device);
         let launch = Launch {
             program: &spec.command[0],
             args: &[&spec.command[1..], &args[..]].concat(),
@@ -95,26 +124,38 @@ impl ExecTrainer {
             TrainError::Other(m)
         })?;
 
-        let done = Arc::new(AtomicBool::new(false));
+        // The reader stops however this function ends.
+        let done = Done(Arc::new(AtomicBool::new(false)));
         let (tx, rx) = mpsc::sync_channel(64);
         let reader = {
-            let done = Arc::clone(&done);
+            let done = Arc::clone(&done.0);
             std::thread::Builder::new()
                 .name("exec-metrics".into())
-                .spawn(move || read_socket(&listener, &tx, &done))
+                .spawn(move || socket::serve(&listener, &tx, &done))
                 .map_err(|e| TrainError::Other(format!("cannot start the metrics reader: {e}")))?
         };
 
-        let mut run = Run::new(ctx, &log);
+        let mut run = Run::new(ctx, &log, &checkpoint_dir, resume.unwrap_or(0));
         let mut stopping: Option<(Instant, Stopping)> = None;
         let mut killed = false;
         let status = loop {
             if let Ok(incoming) = rx.recv_timeout(Duration::from_millis(100)) {
-                if let Some(why) = run.handle(incoming, stopping.is_some()) {
-                    stopping.get_or_insert_with(|| {
-                        child.signal(Signal::SIGTERM);
-                        (Instant::now(), why)
-                    });
+                match run.handle(incoming, stopping.map(|(_, w)| w)) {
+                    Handled::Go => {}
+                    Handled::Stop(why) => {
+                        stopping.get_or_insert_with(|| {
+                            note(&log, &format!("stopping the command ({why:?}): SIGTERM"));
+                            child.signal(Signal::SIGTERM);
+                            (Instant::now(), why)
+                        });
+                    }
+                    // A checkpoint after SIGTERM: its writing gets the
+                    // whole grace again.
+                    Handled::CheckpointWhileStopping => {
+                        if let Some((since, _)) = &mut stopping {
+                            *since = Instant::now();
+                        }
+                    }
                 }
             }
             match child.try_wait() {
@@ -144,14 +185,16 @@ impl ExecTrainer {
             }
         };
         child.drain_output(Duration::from_secs(2));
-        // Whatever the command wrote before it exited is still read.
-        done.store(true, Ordering::SeqCst);
+        // Whatever the command wrote before it exited is still read (for
+        // at most 5 s; then the readers are cut off).
+        done.0.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + Duration::from_secs(5);
         while let Ok(incoming) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            if let Some(why) = run.handle(incoming, true) {
+            if let Handled::Stop(why) = run.handle(incoming, Some(Stopping::Exited)) {
                 stopping.get_or_insert((Instant::now(), why));
             }
         }
+        drop(rx);
         let _ = reader.join();
         note(&log, &format!("the command exited: {status}"));
         run.report_bad_lines();
@@ -164,7 +207,7 @@ impl ExecTrainer {
                 "the command ran past its timeout ({t} s) and was stopped; its last output:\n{}",
                 tail()
             ))),
-            None => match status.code() {
+            Some(Stopping::Exited) | None => match status.code() {
                 Some(0) => {
                     run.send_finals();
                     Ok(TrainOutcome::Succeeded(run.summary(started)))
@@ -176,6 +219,68 @@ impl ExecTrainer {
             },
         }
     }
+}
+
+/// Sets the reader's stop flag when dropped.
+struct Done(Arc<AtomicBool>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The file in a trial's checkpoint folder that says which coordinator
+/// database its checkpoints were written for.
+const STORE_MARK: &str = ".sweep-store";
+/// The file that holds the newest step the command said it wrote
+/// (`{"checkpointed": N}`).
+const WRITTEN_MARK: &str = ".sweep-checkpointed";
+
+fn write_confirmed(dir: &Path, step: i64) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{WRITTEN_MARK}.tmp"));
+    std::fs::write(&tmp, step.to_string())?;
+    std::fs::rename(&tmp, dir.join(WRITTEN_MARK))
+}
+
+/// The step the command may resume from: the newest one it wrote here
+/// for this database, when the coordinator vouches for it or a later one
+/// (points after it are then stored again). Otherwise it starts over and
+/// the folder is emptied (another machine's trial, another database's
+/// run, or a checkpoint killed while being written). Marks the folder as
+/// this database's.
+fn resume_step(job: &TrialJob, dir: &Path, log: &Mutex<TrialLog>) -> std::io::Result<Option<i64>> {
+    std::fs::create_dir_all(dir)?;
+    let mark = dir.join(STORE_MARK);
+    let ours = std::fs::read_to_string(&mark).is_ok_and(|s| s.trim() == job.store_id);
+    let written: Option<i64> = std::fs::read_to_string(dir.join(WRITTEN_MARK)).ok().and_then(|s| s.trim().parse().ok());
+    let holds_checkpoints = std::fs::read_dir(dir)?.flatten().any(|e| e.file_name() != STORE_MARK);
+    let resume = match (job.resume_step, written) {
+        (Some(vouched), Some(w)) if ours && w <= vouched => Some(w),
+        (Some(vouched), _) => {
+            note(
+                log,
+                &format!(
+                    "the coordinator vouches for step {vouched}, but this worker has no written checkpoint of this \
+                     trial for it: starting over"
+                ),
+            );
+            None
+        }
+        (None, _) => None,
+    };
+    if resume.is_none() && holds_checkpoints {
+        for e in std::fs::read_dir(dir)?.flatten() {
+            let path = e.path();
+            if e.file_type()?.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    std::fs::write(&mark, &job.store_id)?;
+    Ok(resume)
 }
 
 impl Trainer for ExecTrainer {
@@ -225,46 +330,63 @@ impl Trainer for WithExec {
     }
 }
 
+/// The most distinct metric names one run may log (and final values it
+/// may report); more are bad lines.
+const MAX_NAMES: usize = 1024;
+
 /// What one run has heard from its command.
 struct Run<'a> {
     ctx: &'a TrainContext,
     log: &'a Mutex<TrialLog>,
+    checkpoint_dir: &'a Path,
+    /// The newest checkpoint step answered `ok`.
+    vouched: Option<i64>,
     step: i64,
     epoch: u32,
-    last: std::collections::BTreeMap<String, f64>,
+    last: BTreeMap<String, f64>,
     best_test_accuracy: Option<f64>,
-    finals: Vec<(String, f64)>,
+    finals: BTreeMap<String, f64>,
     bad_lines: u64,
 }
 
 impl<'a> Run<'a> {
-    fn new(ctx: &'a TrainContext, log: &'a Mutex<TrialLog>) -> Self {
+    /// A run that starts at `step` (its resume step, or 0).
+    fn new(ctx: &'a TrainContext, log: &'a Mutex<TrialLog>, checkpoint_dir: &'a Path, step: i64) -> Self {
         Run {
             ctx,
             log,
-            step: 0,
+            checkpoint_dir,
+            vouched: None,
+            step,
             epoch: 0,
-            last: Default::default(),
+            last: BTreeMap::new(),
             best_test_accuracy: None,
-            finals: Vec::new(),
+            finals: BTreeMap::new(),
             bad_lines: 0,
         }
     }
 
-    /// Handles one line; `Some` when the command must be stopped.
-    fn handle(&mut self, incoming: Incoming, stopping: bool) -> Option<Stopping> {
+    fn bad(&mut self, why: &str) -> Handled {
+        self.bad_lines += 1;
+        if self.bad_lines <= BAD_LINES_QUOTED {
+            note(self.log, &format!("bad metric line (skipped): {why}"));
+        }
+        Handled::Go
+    }
+
+    /// Handles one line (`stopping`: why the command was asked to stop,
+    /// if it was).
+    fn handle(&mut self, incoming: Incoming, stopping: Option<Stopping>) -> Handled {
         let message = match incoming.line {
             Ok(m) => m,
-            Err(why) => {
-                self.bad_lines += 1;
-                if self.bad_lines <= BAD_LINES_QUOTED {
-                    note(self.log, &format!("bad metric line (skipped): {why}"));
-                }
-                return None;
-            }
+            Err(why) => return self.bad(&why),
         };
         match message {
             Message::Point { step, epoch, values } => {
+                let new_names = values.iter().filter(|(n, _)| !self.last.contains_key(n)).count();
+                if self.last.len() + new_names > MAX_NAMES {
+                    return self.bad(&format!("more than {MAX_NAMES} distinct metric names"));
+                }
                 self.step = step.unwrap_or(self.step);
                 self.epoch = epoch.unwrap_or(self.epoch);
                 for (name, value) in values {
@@ -275,42 +397,66 @@ impl<'a> Run<'a> {
                         self.best_test_accuracy = Some(self.best_test_accuracy.map_or(value, |b| b.max(value)));
                     }
                     if self.ctx.metric(self.step, self.epoch, name.as_str(), value).is_err() {
-                        return Some(Stopping::Asked(StopReason::LeaseLost));
+                        return Handled::Stop(Stopping::Asked(StopReason::LeaseLost));
                     }
                     self.last.insert(name, value);
                 }
                 let loss = self.last.get("train_loss").or_else(|| self.last.get("loss")).copied();
                 if self.ctx.progress(self.epoch.max(1), self.step, loss).is_err() {
-                    return Some(Stopping::Asked(StopReason::LeaseLost));
+                    return Handled::Stop(Stopping::Asked(StopReason::LeaseLost));
                 }
-                None
+                Handled::Go
             }
             Message::Final(values) => {
+                let new_names = values.iter().filter(|(n, _)| !self.finals.contains_key(n)).count();
+                if self.finals.len() + new_names > MAX_NAMES {
+                    return self.bad(&format!("more than {MAX_NAMES} final values"));
+                }
                 for (name, value) in values {
                     if !value.is_finite() {
                         return self.diverged(&name, value);
                     }
-                    self.finals.retain(|(n, _)| *n != name);
-                    self.finals.push((name, value));
+                    self.finals.insert(name, value);
                 }
-                None
+                Handled::Go
+            }
+            Message::Checkpointed(step) => {
+                // Written: the newest step vouched for and on disk is what a
+                // later attempt here resumes from.
+                if self.vouched.is_some_and(|v| v >= step) {
+                    if let Err(e) = write_confirmed(self.checkpoint_dir, step) {
+                        note(self.log, &format!("cannot record checkpoint {step} as written: {e}"));
+                    }
+                } else {
+                    return self.bad(&format!("checkpointed {step}: no `checkpoint` request for it was answered ok"));
+                }
+                Handled::Go
             }
             Message::Checkpoint(step) => {
                 // Points before a checkpoint must be stored before it is
-                // written: the next attempt does not send them again.
-                let ok = !stopping && self.ctx.checkpoint(step);
+                // written: the next attempt does not send them again. After
+                // SIGTERM, only a stop that keeps checkpoints (shutdown,
+                // cancel) still gets one.
+                let allowed = stopping.is_none_or(Stopping::allows_checkpoint);
+                let ok = allowed && self.ctx.checkpoint(step);
+                if ok {
+                    self.vouched = Some(step);
+                }
                 if let Some(mut s) = incoming.reply {
                     let _ = s.write_all(if ok { b"ok\n" } else { b"stop\n" });
                 }
-                None
+                match (ok, stopping) {
+                    (true, Some(_)) => Handled::CheckpointWhileStopping,
+                    _ => Handled::Go,
+                }
             }
         }
     }
 
-    fn diverged(&mut self, name: &str, value: f64) -> Option<Stopping> {
+    fn diverged(&mut self, name: &str, value: f64) -> Handled {
         note(self.log, &format!("{name} = {value} at step {}: the trial diverged", self.step));
         let _ = self.ctx.metric(self.step, self.epoch, "diverged_step", self.step as f64);
-        Some(Stopping::Diverged)
+        Handled::Stop(Stopping::Diverged)
     }
 
     fn report_bad_lines(&self) {
@@ -328,16 +474,17 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The result: the final values, else the last logged ones.
+    /// The result: the final values, else the last logged ones. Only
+    /// values in the built-in result's domains fill it (a negative "loss"
+    /// stays a final value, reported by name).
     fn summary(&self, started: Instant) -> TrialSummary {
-        let value = |name: &str| {
-            self.finals.iter().find(|(n, _)| n == name).map(|(_, v)| *v).or_else(|| self.last.get(name).copied())
-        };
+        let value = |name: &str| self.finals.get(name).or_else(|| self.last.get(name)).copied();
+        let loss = |name: &str| value(name).filter(|x| x.is_finite() && *x >= 0.0);
         let final_test_accuracy = value("test_accuracy");
         TrialSummary {
             dataset_sha256: None,
-            final_train_loss: value("train_loss").or_else(|| value("loss")),
-            final_test_loss: value("test_loss"),
+            final_train_loss: loss("train_loss").or_else(|| loss("loss")),
+            final_test_loss: loss("test_loss"),
             final_test_accuracy,
             best_test_accuracy: match (self.best_test_accuracy, final_test_accuracy) {
                 (Some(b), Some(f)) => Some(b.max(f)),
@@ -354,149 +501,4 @@ fn note(log: &Mutex<TrialLog>, text: &str) {
             tracing::warn!("cannot write the trial's log: {e}");
         }
     }
-}
-
-/// Accepts connections on the metrics socket (one at a time; a command may
-/// reconnect) and hands their lines over, until `done` and the current
-/// connection has nothing more.
-fn read_socket(listener: &UnixListener, tx: &mpsc::SyncSender<Incoming>, done: &AtomicBool) {
-    loop {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if read_connection(stream, tx, done).is_err() {
-                    return;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if done.load(Ordering::SeqCst) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => {
-                tracing::warn!("metrics socket: {e}");
-                return;
-            }
-        }
-    }
-}
-
-/// `Err` when the training thread stopped listening.
-fn read_connection(stream: UnixStream, tx: &mpsc::SyncSender<Incoming>, done: &AtomicBool) -> Result<(), ()> {
-    if stream.set_nonblocking(false).is_err() || stream.set_read_timeout(Some(Duration::from_millis(200))).is_err() {
-        return Ok(());
-    }
-    let reply = stream.try_clone().ok();
-    let mut reader = BufReader::new(stream);
-    let mut line = Vec::new();
-    let mut too_long = false;
-    loop {
-        match (&mut reader).take(protocol::MAX_LINE_BYTES as u64 + 1 - line.len() as u64).read_until(b'\n', &mut line) {
-            Ok(0) if line.is_empty() => return Ok(()),
-            Ok(_) if !line.ends_with(b"\n") && line.len() <= protocol::MAX_LINE_BYTES => {
-                // End of stream after a last line without its newline, or
-                // a read cut short: wait for more unless the stream ended.
-                if reader.fill_buf().map_or(true, <[u8]>::is_empty) && !line.is_empty() {
-                    send_line(&line, too_long, &reply, tx)?;
-                    return Ok(());
-                }
-            }
-            Ok(_) if !line.ends_with(b"\n") => {
-                // Longer than a line may be: skip to its end.
-                too_long = true;
-                line.clear();
-            }
-            Ok(_) => {
-                line.pop();
-                send_line(&line, too_long, &reply, tx)?;
-                too_long = false;
-                line.clear();
-            }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                if done.load(Ordering::SeqCst) {
-                    return Ok(());
-                }
-            }
-            Err(_) => return Ok(()),
-        }
-    }
-}
-
-fn send_line(
-    line: &[u8],
-    too_long: bool,
-    reply: &Option<UnixStream>,
-    tx: &mpsc::SyncSender<Incoming>,
-) -> Result<(), ()> {
-    let parsed = if too_long {
-        Err(format!("longer than {} bytes", protocol::MAX_LINE_BYTES))
-    } else {
-        match std::str::from_utf8(line) {
-            Ok(text) if text.trim().is_empty() => return Ok(()),
-            Ok(text) => protocol::parse(text),
-            Err(_) => Err("not UTF-8".into()),
-        }
-    };
-    let reply = match parsed {
-        Ok(Message::Checkpoint(_)) => reply.as_ref().and_then(|s| s.try_clone().ok()),
-        _ => None,
-    };
-    tx.send(Incoming { line: parsed, reply }).map_err(|_| ())
-}
-
-/// The trial as JSON (`SWEEP_TRIAL_CONFIG`).
-fn config_json(job: &TrialJob, checkpoint_dir: &Path) -> String {
-    let mut config = serde_json::Map::new();
-    for (k, v) in job.spec.train.iter().chain(job.spec.cell.iter()) {
-        config.insert(k.clone(), serde_json::to_value(v).unwrap_or_default());
-    }
-    let data = (!job.spec.data.is_none()).then_some(&job.spec.data);
-    serde_json::json!({
-        "trial_id": job.trial_id,
-        "attempt": job.attempt,
-        "seed": job.spec.seed,
-        "factors": job.spec.cell,
-        "settings": job.spec.train,
-        "config": config,
-        "data": data,
-        "checkpoint_dir": checkpoint_dir,
-        "resume_step": job.resume_step,
-    })
-    .to_string()
-}
-
-/// The command's environment: the worker's, the grid's `env`, and the
-/// trial's `SWEEP_*` variables (which win).
-fn environment(
-    job: &TrialJob,
-    spec: &ExecSpec,
-    checkpoint_dir: &Path,
-    config: &Path,
-    socket: &Path,
-    device: &str,
-) -> Vec<(String, String)> {
-    let path = |p: &Path| p.to_string_lossy().into_owned();
-    let mut env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    env.extend([
-        ("SWEEP_TRIAL_ID".into(), job.trial_id.clone()),
-        ("SWEEP_ATTEMPT".into(), job.attempt.to_string()),
-        ("SWEEP_SEED".into(), job.spec.seed.to_string()),
-        ("SWEEP_TRIAL_CONFIG".into(), path(config)),
-        ("SWEEP_METRICS_SOCKET".into(), path(socket)),
-        ("SWEEP_CHECKPOINT_DIR".into(), path(checkpoint_dir)),
-        ("SWEEP_DEVICE".into(), device.to_owned()),
-        ("PYTHONUNBUFFERED".into(), "1".into()),
-    ]);
-    if let Some(step) = job.resume_step {
-        env.push(("SWEEP_RESUME_STEP".into(), step.to_string()));
-    }
-    if !job.spec.data.is_none() {
-        env.push(("SWEEP_DATA_DIR".into(), path(&job.spec.data.path)));
-    }
-    for (prefix, levels) in [("SWEEP_FACTOR_", &job.spec.cell.0), ("SWEEP_SETTING_", &job.spec.train)] {
-        for (k, v) in levels {
-            env.push((format!("{prefix}{}", k.to_ascii_uppercase()), level_text(v)));
-        }
-    }
-    env
 }

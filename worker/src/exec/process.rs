@@ -35,6 +35,12 @@ impl Child {
     /// the program is not found), for the trial's failure.
     pub(super) fn spawn(launch: &Launch, log: &Arc<Mutex<TrialLog>>) -> Result<Child, String> {
         let mut cmd = Command::new(launch.program);
+        // The worker's own settings (its token among them) stay with it.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("SWEEP_") {
+                cmd.env_remove(k);
+            }
+        }
         cmd.args(launch.args)
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -74,7 +80,11 @@ impl Child {
                     copy_lines(pipe, &log);
                     let _ = tx.send(());
                 })
-                .map_err(|e| format!("cannot start an output thread: {e}"))?;
+                .map_err(|e| {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    format!("cannot start an output thread: {e}")
+                })?;
         }
         Ok(Child { child, pipes_done })
     }

@@ -6,14 +6,17 @@
 //! - the result: `{"final": {"test_accuracy": 0.83}}`;
 //! - a checkpoint request: `{"checkpoint": 100}`, answered `ok` (write it:
 //!   every point so far is stored and the coordinator vouches for step 100)
-//!   or `stop` (do not write it; the trial is no longer ours).
+//!   or `stop` (do not write it; the trial is no longer ours);
+//! - a written checkpoint: `{"checkpointed": 100}`, once its files are on
+//!   disk. Only such a checkpoint is resumed from (one killed while being
+//!   written never is).
 //!
 //! Values are numbers, or `NaN`, `Infinity`, `-Infinity` (bare, as
 //! Python's `json` writes them, or as strings): a non-finite value is a
 //! divergence, not a bad line.
 
 use serde_json::Value;
-use sweep_core::point::{EPOCH_MAX, METRIC_NAME_MAX, STEP_MAX};
+use sweep_core::point::{EPOCH_MAX, STEP_MAX};
 
 /// The longest line read; a longer one is a bad line, skipped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -26,11 +29,8 @@ pub enum Message {
     Point { step: Option<i64>, epoch: Option<u32>, values: Vec<(String, f64)> },
     Final(Vec<(String, f64)>),
     Checkpoint(i64),
+    Checkpointed(i64),
 }
-
-/// Names a command may not log: the worker's own points.
-const RESERVED: &[&str] = &["diverged_step", "train_images_used"];
-const RESERVED_PREFIXES: &[&str] = &["analysis/", "final/", "exec/"];
 
 /// Parses one line; `Err` says why it is a bad line.
 pub fn parse(line: &str) -> Result<Message, String> {
@@ -48,6 +48,12 @@ pub fn parse(line: &str) -> Result<Message, String> {
             return Err("`checkpoint` goes alone on its line".into());
         }
         return step(v).map(Message::Checkpoint);
+    }
+    if let Some(v) = map.get("checkpointed") {
+        if map.len() != 1 {
+            return Err("`checkpointed` goes alone on its line".into());
+        }
+        return step(v).map(Message::Checkpointed);
     }
     if let Some(v) = map.get("final") {
         if map.len() != 1 {
@@ -86,7 +92,7 @@ fn values<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>) -> Result<
         if out.len() == MAX_VALUES_PER_LINE {
             return Err(format!("more than {MAX_VALUES_PER_LINE} metrics in one line"));
         }
-        metric_name(name)?;
+        sweep_core::point::loggable_name(name)?;
         let x = match v {
             Value::Number(n) => n.as_f64().ok_or_else(|| format!("{name}: {n} is not a number"))?,
             Value::String(s) => match s.as_str() {
@@ -97,22 +103,12 @@ fn values<'a>(entries: impl Iterator<Item = (&'a String, &'a Value)>) -> Result<
             },
             other => return Err(format!("{name}: {other} is not a number")),
         };
+        if x.is_finite() {
+            sweep_core::point::domain(name, x)?;
+        }
         out.push((name.clone(), x));
     }
     Ok(out)
-}
-
-fn metric_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > METRIC_NAME_MAX || name.chars().any(char::is_control) {
-        return Err(format!(
-            "{}: a metric name is 1 to {METRIC_NAME_MAX} printable bytes",
-            sweep_core::quote::short(name)
-        ));
-    }
-    if RESERVED.contains(&name) || RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) {
-        return Err(format!("{}: a name the worker keeps for its own points", sweep_core::quote::short(name)));
-    }
-    Ok(())
 }
 
 /// `NaN`, `Infinity` and `-Infinity` outside strings, quoted.
@@ -164,6 +160,7 @@ mod tests {
             Message::Final(vec![("test_accuracy".into(), 0.83)])
         );
         assert_eq!(parse(r#"{"checkpoint": 7}"#).unwrap(), Message::Checkpoint(7));
+        assert_eq!(parse(r#"{"checkpointed": 7}"#).unwrap(), Message::Checkpointed(7));
     }
 
     #[test]
@@ -172,7 +169,8 @@ mod tests {
         else {
             panic!("a point")
         };
-        assert!(values[0].1.is_nan() && values[1].1 == f64::NEG_INFINITY && values[2].1.is_nan());
+        let get = |n: &str| values.iter().find(|(k, _)| k == n).unwrap().1;
+        assert!(get("loss").is_nan() && get("x") == f64::NEG_INFINITY && get("s").is_nan());
     }
 
     #[test]
@@ -184,6 +182,8 @@ mod tests {
             (r#"{"step": 1}"#, "no metric"),
             (r#"{"x": "high"}"#, "not a number"),
             (r#"{"final/x": 1}"#, "keeps"),
+            (r#"{"FINAL/x": 1}"#, "keeps"),
+            (r#"{"val_accuracy": 83.4}"#, "fractions"),
             (r#"{"checkpoint": 1, "x": 2}"#, "alone"),
             (r#"{"epoch": 1.5, "x": 2}"#, "epoch"),
         ] {
