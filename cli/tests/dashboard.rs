@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{run_ok, sim_worker, sweep, Server};
+use common::{free_port, run_ok, sim_worker, sweep, Server};
 use fantoccini::{Client, ClientBuilder, Locator};
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -47,10 +47,6 @@ impl Drop for Driver {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn connect(driver: &Path, chrome: Option<&Path>) -> (Driver, Client) {

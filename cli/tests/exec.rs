@@ -10,8 +10,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{run_ok, sweep, sweep_run, wait_exit};
-use sweep_coordinator::store::{SqliteStore, Store, TrialRecord, TrialState};
+use common::{
+    free_port, kill, open_store as store, run_ok, sigterm, sweep, sweep_finished as finished, sweep_run, wait_exit,
+    wait_until,
+};
+use sweep_coordinator::store::{Store, TrialRecord, TrialState};
+
+/// `sweep serve` on `port` with 2 s leases.
+fn serve(db: &Path, port: u16) -> std::process::Child {
+    common::serve_on(db, port, 2)
+}
 
 /// The interpreter the commands run with: the project's (scripts/env.sh
 /// sets SWEEP_PYTHON), else `python3` on PATH.
@@ -116,29 +124,6 @@ fn ids(grid: &Path) -> BTreeMap<(String, u64), String> {
     g.expand().into_iter().map(|t| ((t.cell.get("mode").unwrap().to_string(), t.seed), t.id(&g.name).0)).collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// `sweep serve` on a fixed port (so it can be restarted there).
-fn serve(db: &Path, port: u16) -> Child {
-    let c = sweep()
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--lease-ttl-secs", "2"])
-        .arg("--database-url")
-        .arg(format!("sqlite://{}", db.display()))
-        .env("SWEEP_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "coordinator did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    c
-}
-
 fn worker(port: u16, id: &str, ckpt: &Path, extra: &[&str]) -> Child {
     Command::new(common::worker_bin())
         .args(["--coordinator", &format!("http://127.0.0.1:{port}"), "--worker-id", id])
@@ -157,12 +142,6 @@ fn submit(port: u16, grid: &Path) {
     run_ok(sweep().arg("submit").arg(grid).args(["--coordinator", &format!("http://127.0.0.1:{port}")]));
 }
 
-fn store(db: &Path) -> (tokio::runtime::Runtime, SqliteStore) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = rt.block_on(SqliteStore::open(&format!("sqlite://{}", db.display()))).unwrap();
-    (rt, store)
-}
-
 fn trials(db: &Path, sweep: &str) -> BTreeMap<String, TrialRecord> {
     let (rt, s) = store(db);
     rt.block_on(s.trials(sweep)).unwrap().into_iter().map(|t| (t.trial_id.clone(), t)).collect()
@@ -171,28 +150,6 @@ fn trials(db: &Path, sweep: &str) -> BTreeMap<String, TrialRecord> {
 fn metrics(db: &Path, trial: &str) -> Vec<(String, i64, f64)> {
     let (rt, s) = store(db);
     rt.block_on(s.metrics(trial)).unwrap().into_iter().map(|m| (m.name, m.step, m.value)).collect()
-}
-
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn finished(db: &Path, sweep: &str) -> bool {
-    let (rt, s) = store(db);
-    rt.block_on(s.status(Some(sweep))).map(|s| s[0].counts.finished()).unwrap_or(false)
-}
-
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-fn sigterm(child: &Child) {
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
 }
 
 fn log_of(ckpt: &Path, trial: &str) -> String {

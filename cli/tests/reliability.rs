@@ -7,38 +7,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sweep_coordinator::store::{SqliteStore, Store, TrialState};
+use sweep_coordinator::store::{Store, TrialState};
+
+mod common;
+
+use common::{free_port, kill, open_store as open, serve_on as serve, sigterm, sweep_finished as finished, wait_until};
 
 fn bin(name: &str) -> PathBuf {
     let p = Path::new(env!("CARGO_BIN_EXE_sweep")).with_file_name(name);
     assert!(p.exists(), "{} is missing: build the workspace first (`cargo build --workspace`)", p.display());
     p
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn serve(db: &Path, port: u16, ttl_secs: u64) -> Child {
-    let c = Command::new(bin("sweep"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--lease-ttl-secs", &ttl_secs.to_string()])
-        .arg("--database-url")
-        .arg(format!("sqlite://{}", db.display()))
-        .env("SWEEP_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(port);
-    c
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "coordinator did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn worker(port: u16, id: &str, ckpt: &Path, extra: &[&str]) -> Child {
@@ -63,37 +41,6 @@ fn submit(port: u16, grid: &Path) {
         .output()
         .unwrap();
     assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn sigterm(child: &Child) {
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
-}
-
-fn kill(child: &mut Child) {
-    let _ = child.kill(); // SIGKILL
-    let _ = child.wait();
-}
-
-/// Reads the store the coordinator left behind.
-fn open(db: &Path) -> (tokio::runtime::Runtime, SqliteStore) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = rt.block_on(SqliteStore::open(&format!("sqlite://{}", db.display()))).unwrap();
-    (rt, store)
-}
-
-fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Counts from `sweep status`-like reads through a second connection to
-/// the database (readers never block the coordinator's writer in WAL mode).
-fn finished(db: &Path, sweep: &str) -> bool {
-    let (rt, store) = open(db);
-    rt.block_on(store.status(Some(sweep))).map(|s| s[0].counts.finished()).unwrap_or(false)
 }
 
 /// Tiny deterministic pseudo-random numbers for the chaos schedule.

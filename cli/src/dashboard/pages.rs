@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Form, Json};
-use sweep_core::{SweepResults, TrialResult, TrialState};
+use sweep_core::{SweepResults, TrialResult};
 use sweep_proto::v1 as pb;
 
 use super::App;
@@ -158,7 +158,7 @@ fn trials_table(sweep: &str, results: &SweepResults) -> String {
             esc(t.trial_id.get(..8).unwrap_or(&t.trial_id)),
             esc(&cell_label(&t.cell, &t.trainer)),
             t.seed,
-            state_name(t.state),
+            t.state.as_str(),
             t.final_test_accuracy.map(|a| format!("{:.2}%", a * 100.0)).unwrap_or_default(),
             esc(&finals.join(", ")),
         );
@@ -171,17 +171,6 @@ pub(super) fn cell_label(cell: &sweep_core::Cell, trainer: &str) -> String {
     let schema =
         if trainer == sweep_core::exec::SCHEMA.trainer { &sweep_core::exec::SCHEMA } else { sweep_core::schema() };
     cell.label(schema)
-}
-
-fn state_name(s: TrialState) -> &'static str {
-    match s {
-        TrialState::Queued => "queued",
-        TrialState::Running => "running",
-        TrialState::Succeeded => "succeeded",
-        TrialState::Diverged => "diverged",
-        TrialState::Failed => "failed",
-        TrialState::Cancelled => "cancelled",
-    }
 }
 
 pub(super) async fn report_page(State(app): State<App>, Path(sweep): Path<String>) -> Result<Response, PageError> {
@@ -264,7 +253,7 @@ fn config_rows(t: &TrialResult) -> Vec<(&'static str, String)> {
 fn result_rows(t: &TrialResult) -> Vec<(&'static str, String)> {
     let f = |v: Option<f64>| v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "-".into());
     vec![
-        ("state", state_name(t.state).to_owned()),
+        ("state", t.state.as_str().to_owned()),
         ("final test accuracy", f(t.final_test_accuracy)),
         ("final test loss", f(t.final_test_loss)),
         ("final train loss", f(t.final_train_loss)),

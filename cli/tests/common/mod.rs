@@ -172,6 +172,67 @@ impl Drop for Server {
     }
 }
 
+/// A free TCP port on loopback (for a server that must keep its port
+/// across restarts).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `sweep serve` on `127.0.0.1:PORT` over the SQLite file `db` with leases
+/// of `ttl_secs`, quiet; returns once it listens.
+pub(crate) fn serve_on(db: &Path, port: u16, ttl_secs: u64) -> Child {
+    let c = sweep()
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--lease-ttl-secs", &ttl_secs.to_string()])
+        .arg("--database-url")
+        .arg(format!("sqlite://{}", db.display()))
+        .env("SWEEP_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "coordinator did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c
+}
+
+/// The store a coordinator left behind (or is using: SQLite readers never
+/// block its writer in WAL mode).
+pub(crate) fn open_store(db: &Path) -> (tokio::runtime::Runtime, sweep_coordinator::store::SqliteStore) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store =
+        rt.block_on(sweep_coordinator::store::SqliteStore::open(&format!("sqlite://{}", db.display()))).unwrap();
+    (rt, store)
+}
+
+/// Whether every trial of `sweep` in `db` has finished.
+pub(crate) fn sweep_finished(db: &Path, sweep: &str) -> bool {
+    use sweep_coordinator::store::Store;
+    let (rt, store) = open_store(db);
+    rt.block_on(store.status(Some(sweep))).map(|s| s[0].counts.finished()).unwrap_or(false)
+}
+
+/// Polls `cond` every 100 ms until it holds; fails the test after `limit`.
+pub(crate) fn wait_until(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub(crate) fn sigterm(child: &Child) {
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+}
+
+/// SIGKILL, then reap.
+pub(crate) fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 pub(crate) fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run sweep");
     assert!(
