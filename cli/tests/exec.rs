@@ -403,6 +403,71 @@ fn chaos_sigkill_workers_and_coordinator_with_exec_trials() {
     assert!(kills >= 3 && orphans_checked >= 1, "the schedule killed workers while they trained");
 }
 
+/// The example's grid, with `samples` samples, as a file in `dir`.
+fn example_grid(dir: &Path, samples: u32) -> PathBuf {
+    let example = repo().join("examples/exec-mnist-like/grid.toml");
+    let text = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace("samples = 2048", &format!("samples = {samples}"))
+        .replace("workdir = \".\"", &format!("workdir = {:?}", example.parent().unwrap().display().to_string()));
+    let g = dir.join("grid.toml");
+    std::fs::write(&g, text).unwrap();
+    g
+}
+
+#[test]
+fn the_example_grid_survives_chaos() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, ckpt) = (dir.path().join("c.db"), dir.path().join("ckpt"));
+    let g = example_grid(dir.path(), 512);
+    let port = free_port();
+    let mut coord = serve(&db, port);
+    submit(port, &g);
+    let spawn = |i: usize, gen: usize| worker(port, &format!("w{i}-{gen}"), &ckpt, &[]);
+    let mut workers: Vec<Child> = (0..3).map(|i| spawn(i, 0)).collect();
+    let start = Instant::now();
+    let (mut kills, mut round) = (0, 0usize);
+    while !finished(&db, "exec-mnist-like") {
+        assert!(start.elapsed() < Duration::from_secs(400), "the chaos run of the example did not finish");
+        std::thread::sleep(Duration::from_millis(2500));
+        round += 1;
+        // Six SIGKILLs and one coordinator restart, then the workers finish.
+        if round <= 6 {
+            let i = round % workers.len();
+            kill(&mut workers[i]);
+            workers[i] = spawn(i, round);
+            kills += 1;
+        }
+        if round == 3 {
+            kill(&mut coord);
+            std::thread::sleep(Duration::from_millis(500));
+            coord = serve(&db, port);
+        }
+    }
+    for w in &mut workers {
+        kill(w);
+    }
+    let all = trials(&db, "exec-mnist-like");
+    assert_eq!(all.len(), 12);
+    for t in all.values() {
+        assert_eq!(t.state, TrialState::Succeeded, "{}: {:?}", t.trial_id, t.last_error);
+        let points = metrics(&db, &t.trial_id);
+        let unique: BTreeSet<(&str, i64)> = points.iter().map(|p| (p.0.as_str(), p.1)).collect();
+        assert_eq!(unique.len(), points.len(), "a point stored twice in {}", t.trial_id);
+        // 512 samples / 32 per batch = 16 steps an epoch, 3 epochs; the
+        // test metrics at each epoch's end, once.
+        let test_steps: Vec<i64> = points.iter().filter(|p| p.0 == "test_accuracy").map(|p| p.1).collect();
+        assert_eq!(test_steps, vec![16, 32, 48], "{}", t.trial_id);
+        assert!(points.iter().any(|p| p.0 == "final/test_accuracy"), "{}", t.trial_id);
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    let out = run_ok(sweep().args(["report", "exec-mnist-like", "--format", "json", "--coordinator", &url]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["cells"].as_array().unwrap().len(), 4);
+    kill(&mut coord);
+    println!("example chaos: {kills} worker SIGKILLs, 1 coordinator restart, 12 trials succeeded once each");
+}
+
 #[test]
 fn the_example_project_sweeps_and_reports() {
     let dir = tempfile::tempdir().unwrap();
