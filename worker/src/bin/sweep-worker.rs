@@ -197,6 +197,7 @@ fn trainer_factory(args: &RunArgs) -> anyhow::Result<TrainerFactory> {
     let exec = sweep_worker::exec::ExecTrainer {
         checkpoint_root: args.checkpoint_dir.clone(),
         device: args.device.clone(),
+        data_root: args.data_root.clone(),
         // SIGTERM to SIGKILL: most of the worker's own grace, so the
         // command's last checkpoint and the hand-back both fit in it.
         stop_grace: Duration::from_secs(args.grace_secs).mul_f64(0.7),

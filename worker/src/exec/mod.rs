@@ -42,6 +42,9 @@ pub struct ExecTrainer {
     pub checkpoint_root: PathBuf,
     /// The worker's `--device`, given as `SWEEP_DEVICE`.
     pub device: String,
+    /// The worker's `--data-root`: replaces a trial's `data.path` in
+    /// `SWEEP_DATA_DIR`, as it does for BMEnet.
+    pub data_root: Option<PathBuf>,
     /// From SIGTERM to SIGKILL.
     pub stop_grace: Duration,
     /// Whether this worker runs commands at all (`--allow-exec`): an exec
@@ -111,7 +114,12 @@ impl ExecTrainer {
         listener.set_nonblocking(true).map_err(io("metrics socket"))?;
 
         ctx.resumed(resume.unwrap_or(0)).map_err(|_| TrainError::Other("the worker gave up".into()))?;
-        let place = environment::Place { checkpoint_dir: &checkpoint_dir, config: &config_path, socket: &socket_path };
+        let place = environment::Place {
+            checkpoint_dir: &checkpoint_dir,
+            config: &config_path,
+            socket: &socket_path,
+            data_root: self.data_root.as_deref(),
+        };
         let env = environment::environment(job, spec, &place, resume, &self.device);
         let launch = Launch {
             program: &spec.command[0],
