@@ -26,6 +26,11 @@ pub(super) async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, PageError> {
     let mut client = crate::commands::connect(&app.grpc).await?;
     let mut watch = client.watch(pb::WatchRequest { sweep_id: sweep.clone() }).await?.into_inner();
+    // One connection for the stream's curves.
+    let mut analysis = pb::analysis_service_client::AnalysisServiceClient::new(
+        crate::commands::channel(&app.grpc).await.map_err(PageError::from)?,
+    )
+    .max_decoding_message_size(64 * 1024 * 1024);
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(8);
     tokio::spawn(async move {
         let mut last_curves = String::new();
@@ -43,7 +48,7 @@ pub(super) async fn events(
                 Ok(Some(Err(_)) | None) => finished = true,
                 Err(_) => {}
             }
-            if let Some(curves) = curves_json(&app, &sweep).await {
+            if let Some(curves) = curves_json(&mut analysis, &sweep).await {
                 if curves != last_curves {
                     if tx.send(Event::default().event("curves").data(curves.clone())).await.is_err() {
                         return;
@@ -70,10 +75,10 @@ fn status_json(s: &pb::SweepStatus) -> serde_json::Value {
 
 /// `{"metric": ..., "cells": [{"label", "steps": [...], "means": [...]}]}`,
 /// or `None` when the coordinator did not answer.
-async fn curves_json(app: &App, sweep: &str) -> Option<String> {
-    let channel = crate::commands::channel(&app.grpc).await.ok()?;
-    let mut client =
-        pb::analysis_service_client::AnalysisServiceClient::new(channel).max_decoding_message_size(64 * 1024 * 1024);
+async fn curves_json(
+    client: &mut pb::analysis_service_client::AnalysisServiceClient<sweep_proto::client::AuthChannel>,
+    sweep: &str,
+) -> Option<String> {
     let req = pb::AnalyzeRequest {
         sweep_id: sweep.to_owned(),
         curve_metrics: vec![LIVE_METRIC.to_owned()],
