@@ -60,6 +60,7 @@ class Trial:
         self.checkpoint_dir = os.environ.get("SWEEP_CHECKPOINT_DIR", "checkpoints")
         step = os.environ.get("SWEEP_RESUME_STEP")
         self.resume_step = int(step) if step not in (None, "") else None
+        self._confirmed = self.resume_step
         self.device = os.environ.get("SWEEP_DEVICE", "cpu")
         self.should_stop = False
         # SIGTERM (preemption, cancel, timeout) sets should_stop: poll it
@@ -108,23 +109,32 @@ class Trial:
         return self._reader.readline().strip() == "ok"
 
     def _prune(self):
-        # Before a new checkpoint, only the newest finished one is still
-        # needed (the coordinator vouches for it until the new one is "ok").
+        # Only checkpoints older than the newest one written and confirmed
+        # go: that one is what a later attempt resumes from (a newer folder
+        # may be one whose writing was cut short).
+        if self._confirmed is None:
+            return
         try:
-            steps = sorted(n for n in os.listdir(self.checkpoint_dir) if n.startswith("step-"))
+            names = [n for n in os.listdir(self.checkpoint_dir) if n.startswith("step-")]
         except OSError:
             return
-        for name in steps[:-1]:
-            folder = os.path.join(self.checkpoint_dir, name)
-            for f in os.listdir(folder):
-                os.remove(os.path.join(folder, f))
-            os.rmdir(folder)
+        for name in names:
+            try:
+                step = int(name[len("step-"):])
+            except ValueError:
+                continue
+            if step < self._confirmed:
+                folder = os.path.join(self.checkpoint_dir, name)
+                for f in os.listdir(folder):
+                    os.remove(os.path.join(folder, f))
+                os.rmdir(folder)
 
     def checkpointed(self, step):
         """Says the checkpoint of `step` is written (all its files on disk).
         Only such a checkpoint is resumed from: one whose writing was cut
         short never is."""
         self._send({"checkpointed": int(step)})
+        self._confirmed = int(step)
 
     def checkpoint_path(self, step, name="checkpoint.pt"):
         """Where the checkpoint of `step` goes (one folder per step)."""

@@ -57,6 +57,12 @@ def main():
         opt.load_state_dict(state["opt"])
         step = trial.resume_step
         print(f"resumed at step {step}")
+    def evaluate():
+        with torch.no_grad():
+            out = model(x_test)
+            return torch.nn.functional.cross_entropy(out, y_test).item(), (out.argmax(1) == y_test).float().mean().item()
+
+    train_loss = None
     first_epoch, first_batch = divmod(step, steps_per_epoch)
     for epoch in range(first_epoch, epochs):
         # Each epoch's order from (seed, epoch): a resumed run draws the same.
@@ -75,9 +81,8 @@ def main():
                 trial.log(step=step, epoch=epoch + 1, train_loss=total / (i + 1 - start))
             if trial.should_stop:
                 break
-        with torch.no_grad():
-            test_loss = torch.nn.functional.cross_entropy(model(x_test), y_test).item()
-            accuracy = (model(x_test).argmax(1) == y_test).float().mean().item()
+        test_loss, accuracy = evaluate()
+        train_loss = total / max(1, i + 1 - start)
         trial.log(step=step, epoch=epoch + 1, test_loss=test_loss, test_accuracy=accuracy)
         print(f"epoch {epoch + 1}: train loss {total / max(1, i + 1 - start):.4f}, test accuracy {accuracy:.3f}")
         if trial.checkpoint(step):
@@ -86,7 +91,13 @@ def main():
         if trial.should_stop:
             print("stopping on SIGTERM; the checkpoint is written")
             return
-    trial.final(test_accuracy=accuracy, test_loss=test_loss, train_loss=total / max(1, steps_per_epoch - start))
+    # Resumed after the last epoch's checkpoint, nothing was trained: the
+    # final values are measured on the restored weights.
+    test_loss, accuracy = evaluate()
+    finals = {"test_accuracy": accuracy, "test_loss": test_loss}
+    if train_loss is not None:
+        finals["train_loss"] = train_loss
+    trial.final(**finals)
 
 
 if __name__ == "__main__":
