@@ -278,14 +278,8 @@ fn resume_step(job: &TrialJob, dir: &Path, log: &Mutex<TrialLog>) -> std::io::Re
         (None, _) => None,
     };
     if resume.is_none() && holds_checkpoints {
-        for e in std::fs::read_dir(dir)?.flatten() {
-            let path = e.path();
-            if e.file_type()?.is_dir() {
-                std::fs::remove_dir_all(&path)?;
-            } else {
-                std::fs::remove_file(&path)?;
-            }
-        }
+        crate::trainer::discard_checkpoints(dir, false)?;
+        std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&mark, &job.store_id)?;
     Ok(resume)
