@@ -52,6 +52,7 @@ async fn worker_loop(url: String, id: usize) -> u64 {
         let mut acks = w.push_metrics(tokio_stream::iter(vec![batch])).await.unwrap().into_inner();
         acks.message().await.unwrap().expect("ack");
         w.complete(pb::CompleteRequest {
+            last_batch: None,
             provenance: None,
             worker_id: format!("bench-{id}"),
             lease_id: a.lease_id,

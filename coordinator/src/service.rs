@@ -22,7 +22,7 @@ use crate::bounds;
 use crate::error::Refusal;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
-use crate::store::{self, FinalOutcome, HeartbeatVerdict, LeaseOwner, Leaser, MetricRow, Progress, Store};
+use crate::store::{self, FinalOutcome, HeartbeatVerdict, LeaseOwner, Leaser, MetricRow, PointBatch, Progress, Store};
 
 /// Coordinator settings. Every field says why it has the value it has.
 #[derive(Debug, Clone)]
@@ -351,25 +351,34 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         let device = bounds::device(&req.device)?;
         let max_trials = bounds::max_trials(req.max_trials)?;
         self.config.fleet.asked(worker_id, &caller, device, req.threads, max_trials);
-        let failed = self.store.failures_in_a_row(&caller, worker_id).await?;
-        if self.config.quarantined(failed) {
-            tracing::error!(worker = %worker_id, failed_in_a_row = failed, "lease refused: worker is quarantined (crash loop)");
-            return Err(Refusal::Quarantined {
-                worker_id: worker_id.to_owned(),
-                failed,
-                limit: self.config.quarantine_after,
-            }
-            .into());
-        }
         let wait = Duration::from_millis(req.wait_ms as u64).min(self.config.max_lease_wait);
         let deadline = tokio::time::Instant::now() + wait;
         let mut queue = self.queue.subscribe();
         let ttl = self.config.lease_ttl.as_millis() as i64;
-        let who = Leaser { worker_id, holder: &caller, device, threads: req.threads };
+        // The store leases nothing to a quarantined worker; only an empty
+        // answer asks why, so a working worker's lease is one statement.
+        let who = Leaser {
+            worker_id,
+            holder: &caller,
+            device,
+            threads: req.threads,
+            quarantine_after: Some(self.config.quarantine_after),
+        };
         loop {
             queue.borrow_and_update();
             let leases = self.store.lease_group(who, max_trials, now_ms(), ttl).await?;
-            if !leases.is_empty() {
+            if leases.is_empty() {
+                let failed = self.store.failures_in_a_row(&caller, worker_id).await?;
+                if self.config.quarantined(failed) {
+                    tracing::error!(worker = %worker_id, failed_in_a_row = failed, "lease refused: worker is quarantined (crash loop)");
+                    return Err(Refusal::Quarantined {
+                        worker_id: worker_id.to_owned(),
+                        failed,
+                        limit: self.config.quarantine_after,
+                    }
+                    .into());
+                }
+            } else {
                 self.config.metrics.leased(leases.len() as u64);
                 self.config.fleet.heard(worker_id);
                 for lease in &leases {
@@ -494,18 +503,31 @@ impl pb::worker_service_server::WorkerService for Coordinator {
             _ => return Err(Status::invalid_argument("outcome: must be SUCCEEDED or DIVERGED")),
         };
         let summary = bounds::summary(&req.summary.unwrap_or_default(), outcome == FinalOutcome::Diverged)?;
-        let owner = self.holder_check(&caller, lease).await?;
-        let provenance = req.provenance.as_ref().map(bounds::provenance).transpose()?;
-        if let Some(p) = provenance.filter(|p| !p.is_empty()) {
-            self.store.set_provenance(lease, &p).await?;
+        let last = req.last_batch.unwrap_or_default();
+        if !last.lease_id.is_empty() && last.lease_id != req.lease_id {
+            return Err(Status::invalid_argument("last_batch.lease_id: must be empty or the request's lease_id"));
         }
-        let added = self.store.complete(lease, outcome, &summary, now_ms()).await?;
+        let points = validate_batch(&last, self.config.max_points_per_batch)?;
+        // Without authentication every caller passes the holder check, and
+        // the store reads the holder with the result: no separate read.
+        let checked = if caller.is_empty() { None } else { self.holder_check(&caller, lease).await? };
+        let provenance = req.provenance.as_ref().map(bounds::provenance).transpose()?;
+        let batch =
+            PointBatch { points: &points, truncate_after: last.truncate_after, checkpoint_step: last.checkpoint_step };
+        let done = self.store.complete_with(lease, outcome, &summary, batch, provenance.as_ref(), now_ms()).await?;
+        self.config.metrics.points(done.stored);
         self.config.metrics.finished(outcome.as_str());
-        let (holder, worker) = owner.map_or((caller, worker_id.to_owned()), |o| (o.holder, o.worker_id));
-        if !worker.is_empty() {
+        // A worker's quarantine count starts again from zero (only read
+        // when it is not zero already; a retried call whose lease is no
+        // longer current clears by the caller's identity).
+        let (holder, worker, failed) = done
+            .owner
+            .or(checked)
+            .map_or((caller, worker_id.to_owned(), 1), |o| (o.holder, o.worker_id, o.failures_in_a_row));
+        if !worker.is_empty() && failed > 0 {
             self.store.clear_failures(&holder, &worker).await?;
         }
-        if added > 0 {
+        if done.added > 0 {
             self.queue_changed();
         } else {
             self.changed();

@@ -126,6 +126,7 @@ async fn another_workers_token_cannot_act_on_a_lease() {
         },
     );
     let complete = pb::CompleteRequest {
+        last_batch: None,
         provenance: None,
         lease_id: l.clone(),
         outcome: pb::Outcome::Succeeded as i32,
@@ -183,6 +184,7 @@ async fn quarantine_survives_a_coordinator_restart() {
     }
     let t = lease(&mut a, "flaky-node").await;
     a.complete(pb::CompleteRequest {
+        last_batch: None,
         provenance: None,
         lease_id: t.lease_id,
         outcome: pb::Outcome::Succeeded as i32,

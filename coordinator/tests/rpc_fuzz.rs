@@ -193,7 +193,7 @@ proptest! {
             vec![
                 e.coord.lease(Request::new(lease_req)).await.map(|_| ()),
                 e.coord.heartbeat(Request::new(pb::HeartbeatRequest { lease_id: lease.clone(), epoch, step, last_loss: loss })).await.map(|_| ()),
-                e.coord.complete(Request::new(pb::CompleteRequest { provenance: None, lease_id: lease.clone(), outcome, summary: None, worker_id: worker.clone() })).await.map(|_| ()),
+                e.coord.complete(Request::new(pb::CompleteRequest { last_batch: None, provenance: None, lease_id: lease.clone(), outcome, summary: None, worker_id: worker.clone() })).await.map(|_| ()),
                 e.coord.fail(Request::new(pb::FailRequest { lease_id: lease.clone(), reason: reason.clone(), worker_id: worker.clone() })).await.map(|_| ()),
                 e.coord.release(Request::new(pb::ReleaseRequest { lease_id: lease.clone(), reason })).await.map(|_| ()),
                 Analysis::new(e.store.clone()).analyze(Request::new(pb::AnalyzeRequest { sweep_id: lease.clone(), curve_metrics: vec![lease.clone()], grad_flow: true, live: false })).await.map(|_| ()),

@@ -126,6 +126,7 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
     assert_eq!(bad.code(), Code::InvalidArgument);
     let c = worker
         .complete(pb::CompleteRequest {
+            last_batch: None,
             provenance: None,
             lease_id: "0123abcd".into(),
             outcome: pb::Outcome::Succeeded as i32,
@@ -137,6 +138,7 @@ async fn invalid_wire_input_is_refused_and_stores_nothing() {
     assert_eq!(c.code(), Code::FailedPrecondition);
     let c = worker
         .complete(pb::CompleteRequest {
+            last_batch: None,
             provenance: None,
             lease_id: "0123abcd".into(),
             outcome: 99,
@@ -277,6 +279,7 @@ async fn results_outside_their_domain_are_refused() {
     ];
     for (what, s) in bad {
         let req = pb::CompleteRequest {
+            last_batch: None,
             provenance: None,
             lease_id: a.lease_id.clone(),
             outcome: pb::Outcome::Succeeded as i32,
@@ -339,6 +342,7 @@ async fn results_outside_their_domain_are_refused() {
     let diverged = pb::TrialSummary { final_train_loss: Some(f64::NAN), ..good };
     worker
         .complete(pb::CompleteRequest {
+            last_batch: None,
             provenance: None,
             lease_id: a.lease_id.clone(),
             outcome: pb::Outcome::Diverged as i32,
@@ -416,6 +420,7 @@ async fn the_assignment_carries_store_identity_vouched_step_and_provenance() {
     acks.message().await.unwrap().unwrap();
     worker
         .complete(pb::CompleteRequest {
+            last_batch: None,
             provenance: None,
             lease_id: again.lease_id,
             outcome: pb::Outcome::Diverged as i32,
@@ -508,6 +513,7 @@ async fn a_results_provenance_is_stored_and_a_retried_complete_with_it_succeeds(
         dataset_sha256: "ab".repeat(32),
     };
     let complete = |p: pb::Provenance| pb::CompleteRequest {
+        last_batch: None,
         provenance: Some(p),
         lease_id: a.lease_id.clone(),
         outcome: pb::Outcome::Succeeded as i32,
@@ -526,4 +532,58 @@ async fn a_results_provenance_is_stored_and_a_retried_complete_with_it_succeeds(
     let results = server.store.trial_results("edge").await.unwrap();
     let done = results.iter().find(|t| t.state == sweep_coordinator::store::TrialState::Succeeded).unwrap();
     assert_eq!(done.provenance, sweep_core::Provenance::from(provenance));
+}
+
+#[tokio::test]
+async fn a_complete_carrying_its_last_batch_stores_both_or_refuses_both() {
+    let server = start().await;
+    let ch = channel(&server.url).await;
+    let mut client = pb::sweep_service_client::SweepServiceClient::new(ch.clone());
+    let mut worker = pb::worker_service_client::WorkerServiceClient::new(ch);
+    let spec = sweep_core::GridSpec::parse(GRID, std::path::Path::new("edge.toml")).unwrap();
+    client.submit(pb::SubmitRequest { spec: Some((&spec).into()) }).await.unwrap();
+    let a = worker
+        .lease(pb::LeaseRequest { worker_id: "w".into(), device: "cpu".into(), ..Default::default() })
+        .await
+        .unwrap()
+        .into_inner()
+        .assignment
+        .expect("a trial is queued");
+    let point = |step, value| pb::MetricPoint { step, name: "train_loss".into(), value, epoch: 1 };
+    let complete = |batch: pb::MetricBatch| pb::CompleteRequest {
+        lease_id: a.lease_id.clone(),
+        outcome: pb::Outcome::Succeeded as i32,
+        summary: Some(pb::TrialSummary { final_test_accuracy: Some(0.5), ..Default::default() }),
+        worker_id: "w".into(),
+        provenance: None,
+        last_batch: Some(batch),
+    };
+    // Refused at the edge: nothing stored, the trial still runs.
+    for (what, batch) in [
+        (
+            "another lease",
+            pb::MetricBatch { lease_id: "0123abcd".into(), points: vec![point(1, 1.0)], ..Default::default() },
+        ),
+        ("a NaN point", pb::MetricBatch { points: vec![point(1, f64::NAN)], ..Default::default() }),
+        (
+            "too many points",
+            pb::MetricBatch { points: (1..=20_000).map(|s| point(s, 1.0)).collect(), ..Default::default() },
+        ),
+    ] {
+        let err = worker.complete(complete(batch)).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+    }
+    assert!(server.store.metrics(&a.trial_id).await.unwrap().is_empty());
+    assert_eq!(server.store.trials("edge").await.unwrap()[0].state, sweep_coordinator::store::TrialState::Running);
+
+    // Accepted: the points and the result together; a retry adds nothing.
+    let good =
+        pb::MetricBatch { points: vec![point(1, 2.0), point(2, 1.0)], checkpoint_step: Some(2), ..Default::default() };
+    worker.complete(complete(good.clone())).await.unwrap();
+    worker.complete(complete(good)).await.unwrap();
+    let stored: Vec<(i64, f64)> =
+        server.store.metrics(&a.trial_id).await.unwrap().iter().map(|p| (p.step, p.value)).collect();
+    assert_eq!(stored, vec![(1, 2.0), (2, 1.0)]);
+    let t = server.store.trials("edge").await.unwrap().into_iter().find(|t| t.trial_id == a.trial_id).unwrap();
+    assert_eq!((t.state, t.checkpoint_step), (sweep_coordinator::store::TrialState::Succeeded, Some(2)));
 }

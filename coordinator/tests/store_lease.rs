@@ -33,6 +33,7 @@ conformance_tests!(
     lease_carries_the_vouched_checkpoint_step,
     keep_weights_comes_from_the_run_settings,
     lease_records_holder_and_provenance,
+    a_quarantined_caller_is_leased_nothing,
     group_lease_takes_one_cell_at_one_checkpoint_step,
     group_lease_keeps_other_settings_apart,
     group_lease_of_one_is_a_plain_lease,
@@ -42,6 +43,27 @@ conformance_tests!(
 // ---------------------------------------------------------------------------
 // Lease
 // ---------------------------------------------------------------------------
+
+async fn a_quarantined_caller_is_leased_nothing(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("q", 1, 2, ""), T0).await.unwrap();
+    for n in 1..=3 {
+        store.record_failure("h", "w", T0 + n).await.unwrap();
+    }
+    let at = |limit| Leaser { worker_id: "w", holder: "h", quarantine_after: Some(limit), ..Default::default() };
+    assert!(store.lease_group(at(3), 1, T0 + 10, TTL).await.unwrap().is_empty(), "3 failures, limit 3");
+    assert!(store.lease_group(at(3), 2, T0 + 10, TTL).await.unwrap().is_empty(), "a group lease too");
+    let other = Leaser { worker_id: "w2", holder: "h", quarantine_after: Some(3), ..Default::default() };
+    assert_eq!(
+        store.lease_group(other, 1, T0 + 10, TTL).await.unwrap().len(),
+        1,
+        "another worker ID is not quarantined"
+    );
+    assert_eq!(store.lease_group(at(4), 1, T0 + 10, TTL).await.unwrap().len(), 1, "under a higher limit");
+    store.clear_failures("h", "w").await.unwrap();
+    store.submit(&simple_grid("q", 1, 3, ""), T0 + 20).await.unwrap();
+    assert_eq!(store.lease_group(at(1), 1, T0 + 30, TTL).await.unwrap().len(), 1, "cleared");
+}
 
 async fn lease_order_priority_then_oldest(ctx: Ctx) {
     let store = &*ctx.store;
@@ -202,7 +224,7 @@ fn assert_one_group(group: &[store::Lease], max: usize) {
 
 async fn group_lease_takes_one_cell_at_one_checkpoint_step(ctx: Ctx) {
     let store = &*ctx.store;
-    let who = Leaser { worker_id: "fused", holder: "h", device: "cuda:0", threads: 4 };
+    let who = Leaser { worker_id: "fused", holder: "h", device: "cuda:0", threads: 4, ..Default::default() };
     assert!(store.lease_group(who, 4, T0, TTL).await.unwrap().is_empty(), "empty store: nothing");
     // Two cells (depth 8, then 16) x 5 seeds, queued in that order.
     let spec = simple_grid("grp", 2, 5, "");
@@ -275,7 +297,7 @@ async fn group_lease_of_one_is_a_plain_lease(ctx: Ctx) {
     let spec = simple_grid("single", 1, 3, "keep_weights = true");
     store.submit(&spec, T0).await.unwrap();
     let order = ids(&spec);
-    let who = Leaser { worker_id: "w", holder: "h", device: "cpu", threads: 1 };
+    let who = Leaser { worker_id: "w", holder: "h", device: "cpu", threads: 1, ..Default::default() };
     for (i, max) in [1u32, 0].into_iter().enumerate() {
         let g = store.lease_group(who, max, T0 + i as i64, TTL).await.unwrap();
         assert_eq!(g.len(), 1, "max {max}: one trial");
@@ -440,7 +462,13 @@ async fn keep_weights_comes_from_the_run_settings(ctx: Ctx) {
 async fn lease_records_holder_and_provenance(ctx: Ctx) {
     let store = &*ctx.store;
     store.submit(&simple_grid("held", 1, 2, ""), T0).await.unwrap();
-    let who = Leaser { worker_id: "gpu-node-3", holder: "a1b2c3d4e5f60718", device: "cuda:0", threads: 8 };
+    let who = Leaser {
+        worker_id: "gpu-node-3",
+        holder: "a1b2c3d4e5f60718",
+        device: "cuda:0",
+        threads: 8,
+        ..Default::default()
+    };
     let a = store.lease_for(who, T0, TTL).await.unwrap().unwrap();
     let owner = store.lease_owner(&a.lease_id).await.unwrap().expect("a current lease has an owner");
     assert_eq!(

@@ -18,12 +18,16 @@ use common::conformance::{
     assert_lease_lost, conformance_tests, counts, point, simple_grid, summary, trial_map, StoreExt, T0, TTL,
 };
 use common::Ctx;
-use sweep_coordinator::store::{FinalOutcome, HeartbeatVerdict, Progress, StateCounts, TrialState, TrialSummary};
+use sweep_coordinator::store::{
+    Completed, FinalOutcome, HeartbeatVerdict, LeaseOwner, Leaser, PointBatch, Progress, StateCounts, TrialState,
+    TrialSummary,
+};
 
 conformance_tests!(
     put_metrics_stores_each_point_once,
     metrics_are_ordered,
     complete_records_outcome_and_is_idempotent,
+    complete_with_stores_the_last_batch_and_provenance_with_the_result,
     complete_after_reap_is_lease_lost,
     fail_requeues_until_max_attempts,
     reap_expired_requeues_then_fails,
@@ -155,6 +159,63 @@ async fn complete_records_outcome_and_is_idempotent(ctx: Ctx) {
     assert!(store.fail(&c.lease_id, "boom", T0 + 400).await.unwrap());
     assert_lease_lost(store.complete(&c.lease_id, FinalOutcome::Succeeded, &sa, T0 + 401).await, "complete after fail");
     assert_eq!(store.trial_state(&c.trial_id, "done").await, TrialState::Queued);
+}
+
+async fn complete_with_stores_the_last_batch_and_provenance_with_the_result(ctx: Ctx) {
+    let store = &*ctx.store;
+    store.submit(&simple_grid("last", 1, 3, "max_attempts = 3"), T0).await.unwrap();
+    let who = Leaser { worker_id: "wa", holder: "h", device: "cpu", threads: 1, ..Default::default() };
+    let a = store.lease_for(who, T0, TTL).await.unwrap().unwrap();
+    store.record_failure("h", "wa", T0).await.unwrap();
+    store.record_failure("h", "wa", T0).await.unwrap();
+    let prov = sweep_core::Provenance { code_version: "v9".into(), device_name: "cpu-x".into(), ..Default::default() };
+    let points = [point("train_loss", 1, 1, 1.0), point("train_loss", 2, 1, 0.5), point("train_loss", 3, 1, 0.25)];
+    let last = PointBatch { points: &points, truncate_after: None, checkpoint_step: Some(3) };
+    let done = store
+        .complete_with(&a.lease_id, FinalOutcome::Succeeded, &summary(0.8, 0.2), last, Some(&prov), T0 + 1)
+        .await
+        .unwrap();
+    let owner =
+        LeaseOwner { trial_id: a.trial_id.clone(), holder: "h".into(), worker_id: "wa".into(), failures_in_a_row: 2 };
+    assert_eq!(done, Completed { added: 0, stored: 3, owner: Some(owner) });
+    assert_eq!(store.metrics(&a.trial_id).await.unwrap(), points.to_vec());
+    let t = &trial_map(store, "last").await[&a.trial_id];
+    assert_eq!((t.state, t.checkpoint_step), (TrialState::Succeeded, Some(3)));
+    let result = store.trial_results("last").await.unwrap().into_iter().find(|r| r.final_test_accuracy == Some(0.8));
+    assert_eq!(result.expect("the result is stored").provenance, prov);
+
+    // Repeated (its answer was lost): nothing is stored again.
+    let again = store
+        .complete_with(&a.lease_id, FinalOutcome::Succeeded, &summary(0.8, 0.2), last, Some(&prov), T0 + 2)
+        .await
+        .unwrap();
+    assert_eq!(again, Completed::default());
+    assert_eq!(store.metrics(&a.trial_id).await.unwrap().len(), 3);
+
+    // A lost lease stores neither the points nor the result.
+    let b = store.lease("wb", T0, 1000).await.unwrap().unwrap();
+    assert_eq!(store.reap_expired(T0 + 1001).await.unwrap(), 1);
+    let late = PointBatch { points: &points[..1], ..Default::default() };
+    assert_lease_lost(
+        store.complete_with(&b.lease_id, FinalOutcome::Succeeded, &summary(0.9, 0.1), late, None, T0 + 1002).await,
+        "complete_with after reap",
+    );
+    assert!(store.metrics(&b.trial_id).await.unwrap().is_empty(), "no point of the lost lease is stored");
+    assert_eq!(store.trial_state(&b.trial_id, "last").await, TrialState::Queued);
+
+    // `truncate_after` replaces an abandoned attempt's points, as in a batch.
+    let c = store.lease("wc", T0 + 2000, TTL).await.unwrap().unwrap();
+    let old: Vec<_> = (1..=5).map(|s| point("train_loss", s, 1, 9.0)).collect();
+    store.put_metrics(&c.lease_id, &old, None).await.unwrap();
+    let fresh = [point("train_loss", 3, 1, 0.3)];
+    let resumed = PointBatch { points: &fresh, truncate_after: Some(2), checkpoint_step: None };
+    let done = store
+        .complete_with(&c.lease_id, FinalOutcome::Succeeded, &summary(0.7, 0.3), resumed, None, T0 + 2001)
+        .await
+        .unwrap();
+    assert_eq!(done.stored, 1);
+    let steps: Vec<(i64, f64)> = store.metrics(&c.trial_id).await.unwrap().iter().map(|p| (p.step, p.value)).collect();
+    assert_eq!(steps, vec![(1, 9.0), (2, 9.0), (3, 0.3)]);
 }
 
 async fn complete_after_reap_is_lease_lost(ctx: Ctx) {

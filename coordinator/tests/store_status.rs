@@ -196,7 +196,7 @@ async fn trial_results_carry_provenance_and_trainer_notes(ctx: Ctx) {
     let store = &*ctx.store;
     store.submit(&simple_grid("prov", 1, 2, ""), T0).await.unwrap();
     let a = store
-        .lease_for(Leaser { worker_id: "w", holder: "", device: "cpu", threads: 4 }, T0, TTL)
+        .lease_for(Leaser { worker_id: "w", holder: "", device: "cpu", threads: 4, ..Default::default() }, T0, TTL)
         .await
         .unwrap()
         .unwrap();
@@ -206,7 +206,7 @@ async fn trial_results_carry_provenance_and_trainer_notes(ctx: Ctx) {
         .unwrap();
     store.complete(&a.lease_id, FinalOutcome::Diverged, &TrialSummary::default(), T0 + 1).await.unwrap();
     let b = store
-        .lease_for(Leaser { worker_id: "w", holder: "", device: "cuda:1", threads: 0 }, T0, TTL)
+        .lease_for(Leaser { worker_id: "w", holder: "", device: "cuda:1", threads: 0, ..Default::default() }, T0, TTL)
         .await
         .unwrap()
         .unwrap();

@@ -100,6 +100,7 @@ pub(crate) async fn complete(
 ) -> bool {
     let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
     let req = pb::CompleteRequest {
+        last_batch: None,
         provenance: Some(crate::provenance::of_result(&config.device, s.dataset_sha256.as_deref())),
         worker_id: config.worker_id.clone(),
         lease_id: lease.to_owned(),

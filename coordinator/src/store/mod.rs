@@ -38,6 +38,7 @@ mod upgrade;
 pub(crate) mod sql;
 mod postgres;
 mod rows;
+mod settings_cache;
 mod spec;
 mod sqlite;
 mod sqlite_guard;
@@ -123,6 +124,9 @@ pub struct Leaser<'a> {
     /// Provenance: the worker's device and libtorch threads.
     pub device: &'a str,
     pub threads: u32,
+    /// Lease nothing when (`holder`, `worker_id`) failed this many trials
+    /// in a row or more (quarantine); `None`: no such limit.
+    pub quarantine_after: Option<u32>,
 }
 
 /// Who holds a lease, as recorded when it was granted.
@@ -131,6 +135,9 @@ pub struct LeaseOwner {
     pub trial_id: String,
     pub holder: String,
     pub worker_id: String,
+    /// How many trials (`holder`, `worker_id`) failed in a row (its
+    /// quarantine count): a completion clears it only when it is not 0.
+    pub failures_in_a_row: u32,
 }
 
 /// Progress a worker reports with a heartbeat.
@@ -147,6 +154,29 @@ pub enum HeartbeatVerdict {
     Continue,
     Cancel,
     LeaseLost,
+}
+
+/// Metric points stored in one transaction, with what a `PushMetrics`
+/// batch says about them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PointBatch<'a> {
+    pub points: &'a [MetricRow],
+    /// The attempt resumed from this step: stored points past it go first.
+    pub truncate_after: Option<i64>,
+    /// The store vouches for a checkpoint at this step once committed.
+    pub checkpoint_step: Option<i64>,
+}
+
+/// What [`Store::complete_with`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Completed {
+    /// Trials a seed plan added (0 without a plan).
+    pub added: u64,
+    /// Points of the last batch newly stored.
+    pub stored: u64,
+    /// Who held the lease, read as the result was stored; `None` when the
+    /// call repeated one that had succeeded.
+    pub owner: Option<LeaseOwner>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -395,7 +425,24 @@ pub trait Store: Analytics + Archive + Send + Sync + 'static {
         outcome: FinalOutcome,
         summary: &TrialSummary,
         now_ms: i64,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<u64, StoreError> {
+        Ok(self.complete_with(lease_id, outcome, summary, PointBatch::default(), None, now_ms).await?.added)
+    }
+
+    /// [`Store::complete`] with the attempt's last metric batch (stored as
+    /// [`Store::put_batch`] would) and its provenance (as
+    /// [`Store::set_provenance`]) in the same transaction: the result is
+    /// stored with all of them or not at all. A repeated call after success
+    /// is a no-op that stores nothing again.
+    async fn complete_with(
+        &self,
+        lease_id: &str,
+        outcome: FinalOutcome,
+        summary: &TrialSummary,
+        last: PointBatch<'_>,
+        provenance: Option<&sweep_core::Provenance>,
+        now_ms: i64,
+    ) -> Result<Completed, StoreError>;
 
     /// Records what the attempt running under `lease_id` was produced with
     /// (a worker sends it with its result, just before [`Store::complete`]).

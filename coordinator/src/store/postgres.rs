@@ -19,14 +19,19 @@ pub struct PostgresStore {
     read: PgPool,
     /// `store_meta.store_id`.
     store_id: String,
+    /// Shared settings by hash ([`super::settings_cache`]).
+    settings: super::settings_cache::SettingsCache,
 }
 
 impl PostgresStore {
-    /// The queue's head: highest priority, then oldest; a row another
-    /// transaction is leasing is skipped, never waited for.
-    const LEASE_SQL: &'static str = lease_sql!(
-        "SELECT id FROM trials WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED"
-    );
+    /// The queue's head: highest priority, then oldest (none for a
+    /// quarantined caller); a row another transaction is leasing is
+    /// skipped, never waited for.
+    const LEASE_SQL: &'static str = lease_sql!(concat!(
+        "SELECT id FROM trials WHERE state = 'queued' AND ",
+        not_quarantined!(),
+        " ORDER BY priority DESC, seq LIMIT 1 FOR UPDATE SKIP LOCKED"
+    ));
     /// The next queued trial of the head's group (`$8` sweep, `$9` cell key,
     /// `$10` settings hash, `$11` checkpoint step; NULL equals NULL).
     const LEASE_SAME_CELL_SQL: &'static str = lease_sql!(
@@ -42,6 +47,9 @@ impl PostgresStore {
     /// it), so the last one to finish always sees the stratum finished.
     const ADAPTIVE_SPEC_SQL: &'static str = adaptive_spec_sql!(" FOR UPDATE");
     const ADAPTIVE_SPEC_OF_LEASE_SQL: &'static str = adaptive_spec_of_lease_sql!(" FOR UPDATE OF s");
+    /// A completion locks its sweep's row before the trial's, the order
+    /// `cancel` and `submit` take them in, so they cannot deadlock.
+    const PLAN_BEFORE_RESULT: bool = true;
 
     /// An export reads one snapshot (statements under READ COMMITTED would
     /// each see newer rows).
@@ -63,7 +71,7 @@ impl PostgresStore {
         Self::upgrade_rows(&pool).await?;
         sqlx::query(super::sql::STORE_ID_INSERT).bind(super::new_store_id()).execute(&pool).await?;
         let (store_id,): (String,) = sqlx::query_as(super::sql::STORE_ID).fetch_one(&pool).await?;
-        Ok(Self { write: pool.clone(), read: pool, store_id })
+        Ok(Self { write: pool.clone(), read: pool, store_id, settings: Default::default() })
     }
 }
 

@@ -30,15 +30,12 @@ pub(crate) struct LeasedRow {
     pub settings_hash: Option<String>,
     pub attempts: i64,
     pub checkpoint_step: Option<i64>,
+    /// The sweep's `run.keep_weights` (read with the lease).
+    pub keep_weights: Option<bool>,
 }
 
 impl LeasedRow {
-    pub(super) fn into_lease(
-        self,
-        lease_id: String,
-        settings: Option<&str>,
-        keep_weights: bool,
-    ) -> Result<Lease, StoreError> {
+    pub(super) fn into_lease(self, lease_id: String, settings: Option<&str>) -> Result<Lease, StoreError> {
         Ok(Lease {
             spec: stored_spec(&self.id, &self.spec_json, settings)?,
             trial_id: self.id,
@@ -46,9 +43,24 @@ impl LeasedRow {
             sweep_id: self.sweep_id,
             attempt: to_u32(self.attempts),
             resume_step: self.checkpoint_step,
-            keep_weights,
+            keep_weights: self.keep_weights.unwrap_or(false),
         })
     }
+}
+
+/// A trial just completed (`COMPLETE`'s `RETURNING`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct CompletedRow {
+    pub id: String,
+    pub settings_hash: Option<String>,
+    pub cell: String,
+    pub holder: Option<String>,
+    pub worker_id: Option<String>,
+    /// The holder's quarantine count (NULL: none).
+    pub failures: Option<i64>,
+    pub sweep_id: String,
+    /// Whether the sweep has a seed plan and is not cancelled.
+    pub adaptive: Option<bool>,
 }
 
 /// A running trial (`RUNNING_ALL`, `RUNNING_ONE`).

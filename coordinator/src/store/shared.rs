@@ -12,6 +12,110 @@
 macro_rules! impl_store {
     ($store:ty, $db:ty) => {
         impl $store {
+            /// Claims up to `max` trials for `who` on `conn`: the queue's head
+            /// (none for a quarantined caller), then its cell-mates one by
+            /// one, each by its own guarded UPDATE with its own lease ID.
+            async fn claim(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                who: $crate::store::Leaser<'_>,
+                max: u32,
+                now_ms: i64,
+                ttl_ms: i64,
+            ) -> Result<Vec<(String, $crate::store::rows::LeasedRow)>, $crate::store::StoreError> {
+                use $crate::store::rows::LeasedRow;
+                let mut rows: Vec<(String, LeasedRow)> = Vec::new();
+                while rows.len() < max.max(1) as usize {
+                    let lease_id = $crate::store::new_lease_id();
+                    let sql = if rows.is_empty() { Self::LEASE_SQL } else { Self::LEASE_SAME_CELL_SQL };
+                    let query = sqlx::query_as::<$db, LeasedRow>(sql)
+                        .bind(&lease_id)
+                        .bind(who.worker_id)
+                        .bind(now_ms + ttl_ms)
+                        .bind(now_ms)
+                        .bind(who.holder)
+                        .bind(who.device)
+                        .bind(who.threads as i64);
+                    let query = match rows.first() {
+                        None => query.bind(who.quarantine_after.map_or(i64::MAX, i64::from)),
+                        Some((_, head)) => query
+                            .bind(&head.sweep_id)
+                            .bind(&head.cell_key)
+                            .bind(head.settings_hash.as_deref())
+                            .bind(head.checkpoint_step),
+                    };
+                    let Some(row) = query.fetch_optional(&mut *conn).await? else { break };
+                    rows.push((lease_id, row));
+                }
+                Ok(rows)
+            }
+
+            /// Stores a batch of points of `trial_id` (whose lease the caller
+            /// checked in this transaction): the stored points past
+            /// `truncate_after` go first, re-sent points are stored once, and
+            /// the checkpoint step becomes vouched for. Returns the points
+            /// newly stored.
+            async fn store_points(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                trial_id: &str,
+                batch: $crate::store::PointBatch<'_>,
+            ) -> Result<u64, $crate::store::StoreError> {
+                use $crate::store::sql;
+                if let Some(step) = batch.truncate_after {
+                    sqlx::query(sql::TRUNCATE_METRICS).bind(trial_id).bind(step).execute(&mut **tx).await?;
+                    sqlx::query(sql::SET_RESUMED).bind(trial_id).bind(step).execute(&mut **tx).await?;
+                }
+                let mut stored = 0;
+                for chunk in batch.points.chunks(1000) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO metrics (trial_id, name, step, epoch, value) ");
+                    qb.push_values(chunk, |mut b, p| {
+                        b.push_bind(trial_id.to_owned())
+                            .push_bind(p.name.clone())
+                            .push_bind(p.step)
+                            .push_bind(p.epoch as i64)
+                            .push_bind(p.value);
+                    });
+                    qb.push(sql::METRICS_CONFLICT);
+                    stored += qb.build().execute(&mut **tx).await?.rows_affected();
+                }
+                if let Some(step) = batch.checkpoint_step {
+                    sqlx::query(sql::SET_CHECKPOINT).bind(trial_id).bind(step).execute(&mut **tx).await?;
+                }
+                Ok(stored)
+            }
+
+            /// Records the provenance of the attempt running under `lease_id`
+            /// (nothing when the lease is not current).
+            async fn record_provenance<'e, E: sqlx::Executor<'e, Database = $db>>(
+                executor: E,
+                lease_id: &str,
+                p: &sweep_core::Provenance,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query($crate::store::sql::SET_PROVENANCE)
+                    .bind(lease_id)
+                    .bind(&p.code_version)
+                    .bind(&p.libtorch)
+                    .bind(&p.device_name)
+                    .bind(&p.dataset_sha256)
+                    .execute(executor)
+                    .await?;
+                Ok(())
+            }
+
+            /// The shared settings stored under `hash` (from the cache, else
+            /// read once and kept: a settings row never changes).
+            async fn settings_of(&self, hash: &str) -> Result<Option<std::sync::Arc<str>>, $crate::store::StoreError> {
+                if let Some(json) = self.settings.get(hash) {
+                    return Ok(Some(json));
+                }
+                let row: Option<(String,)> =
+                    sqlx::query_as($crate::store::sql::SETTINGS).bind(hash).fetch_optional(&self.read).await?;
+                Ok(row.map(|(json,)| {
+                    let json: std::sync::Arc<str> = json.into();
+                    self.settings.insert(hash, json.clone());
+                    json
+                }))
+            }
+
             /// Stores `trials` of `spec`'s sweep, after every stored trial in
             /// queue order, skipping those stored already; returns how many
             /// were new.
@@ -258,63 +362,41 @@ macro_rules! impl_store {
                 now_ms: i64,
                 ttl_ms: i64,
             ) -> Result<Vec<$crate::store::Lease>, $crate::store::StoreError> {
-                use $crate::store::rows::LeasedRow;
                 // One transaction: the whole group is leased, or none of it.
-                // Each trial is claimed by its own guarded UPDATE (the head,
-                // then its cell-mates one by one), with its own lease ID.
-                let mut tx = self.write.begin().await?;
-                let mut rows: Vec<(String, LeasedRow)> = Vec::new();
-                while rows.len() < max.max(1) as usize {
-                    let lease_id = $crate::store::new_lease_id();
-                    let sql = if rows.is_empty() { Self::LEASE_SQL } else { Self::LEASE_SAME_CELL_SQL };
-                    let query = sqlx::query_as::<$db, LeasedRow>(sql)
-                        .bind(&lease_id)
-                        .bind(who.worker_id)
-                        .bind(now_ms + ttl_ms)
-                        .bind(now_ms)
-                        .bind(who.holder)
-                        .bind(who.device)
-                        .bind(who.threads as i64);
-                    let query = match rows.first() {
-                        Some((_, head)) => query
-                            .bind(&head.sweep_id)
-                            .bind(&head.cell_key)
-                            .bind(head.settings_hash.as_deref())
-                            .bind(head.checkpoint_step),
-                        None => query,
-                    };
-                    let Some(row) = query.fetch_optional(&mut *tx).await? else { break };
-                    rows.push((lease_id, row));
-                }
-                tx.commit().await?;
-                // The group shares its sweep and settings: read them once.
+                // A lease of one trial is a single statement, which needs no
+                // transaction of its own.
+                let rows = if max <= 1 {
+                    let mut conn = self.write.acquire().await?;
+                    Self::claim(&mut conn, who, 1, now_ms, ttl_ms).await?
+                } else {
+                    let mut tx = self.write.begin().await?;
+                    let rows = Self::claim(&mut tx, who, max, now_ms, ttl_ms).await?;
+                    tx.commit().await?;
+                    rows
+                };
+                // The group shares its settings: look them up once.
                 let Some((_, head)) = rows.first() else { return Ok(Vec::new()) };
-                let settings: Option<(String,)> = match &head.settings_hash {
-                    Some(h) => sqlx::query_as($crate::store::sql::SETTINGS).bind(h).fetch_optional(&self.read).await?,
+                let settings = match &head.settings_hash {
+                    Some(h) => self.settings_of(h).await?,
                     None => None,
                 };
-                let keep: Option<(bool,)> = sqlx::query_as($crate::store::sql::KEEP_WEIGHTS)
-                    .bind(&head.sweep_id)
-                    .fetch_optional(&self.read)
-                    .await?;
-                let keep_weights = keep.is_some_and(|(k,)| k);
-                let settings = settings.as_ref().map(|(s,)| s.as_str());
-                rows.into_iter().map(|(lease_id, row)| row.into_lease(lease_id, settings, keep_weights)).collect()
+                rows.into_iter().map(|(lease_id, row)| row.into_lease(lease_id, settings.as_deref())).collect()
             }
 
             async fn lease_owner(
                 &self,
                 lease_id: &str,
             ) -> Result<Option<$crate::store::LeaseOwner>, $crate::store::StoreError> {
-                let row: Option<(String, Option<String>, Option<String>)> =
+                let row: Option<(String, Option<String>, Option<String>, Option<i64>)> =
                     sqlx::query_as($crate::store::sql::LEASE_OWNER)
                         .bind(lease_id)
                         .fetch_optional(&self.read)
                         .await?;
-                Ok(row.map(|(trial_id, holder, worker_id)| $crate::store::LeaseOwner {
+                Ok(row.map(|(trial_id, holder, worker_id, failures)| $crate::store::LeaseOwner {
                     trial_id,
                     holder: holder.unwrap_or_default(),
                     worker_id: worker_id.unwrap_or_default(),
+                    failures_in_a_row: failures.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
                 }))
             }
 
@@ -397,44 +479,33 @@ macro_rules! impl_store {
                     Some((id, state)) if state == "running" => id,
                     _ => return Err(StoreError::LeaseLost(lease_id.to_owned())),
                 };
-                if let Some(step) = truncate_after {
-                    sqlx::query(sql::TRUNCATE_METRICS).bind(&trial_id).bind(step).execute(&mut *tx).await?;
-                    sqlx::query(sql::SET_RESUMED).bind(&trial_id).bind(step).execute(&mut *tx).await?;
-                }
-                let mut stored = 0;
-                for chunk in points.chunks(1000) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO metrics (trial_id, name, step, epoch, value) ");
-                    qb.push_values(chunk, |mut b, p| {
-                        b.push_bind(trial_id.clone())
-                            .push_bind(p.name.clone())
-                            .push_bind(p.step)
-                            .push_bind(p.epoch as i64)
-                            .push_bind(p.value);
-                    });
-                    qb.push($crate::store::sql::METRICS_CONFLICT);
-                    stored += qb.build().execute(&mut *tx).await?.rows_affected();
-                }
-                if let Some(step) = checkpoint_step {
-                    sqlx::query(sql::SET_CHECKPOINT).bind(&trial_id).bind(step).execute(&mut *tx).await?;
-                }
+                let batch = $crate::store::PointBatch { points, truncate_after, checkpoint_step };
+                let stored = Self::store_points(&mut tx, &trial_id, batch).await?;
                 tx.commit().await?;
                 Ok(stored)
             }
 
-            async fn complete(
+            async fn complete_with(
                 &self,
                 lease_id: &str,
                 outcome: $crate::store::FinalOutcome,
                 summary: &$crate::store::TrialSummary,
+                last: $crate::store::PointBatch<'_>,
+                provenance: Option<&sweep_core::Provenance>,
                 now_ms: i64,
-            ) -> Result<u64, $crate::store::StoreError> {
-                use $crate::store::{sql, StoreError};
+            ) -> Result<$crate::store::Completed, $crate::store::StoreError> {
+                use $crate::store::{sql, Completed, StoreError};
                 let state = outcome.as_str();
-                // One transaction with the seeds the trial's stratum may now
-                // need: a sweep is never seen finished while one is due.
+                // One transaction with the last points, the provenance and
+                // the seeds the trial's stratum may now need: a sweep is
+                // never seen finished while one is due, and a result is
+                // never stored without its points.
                 let mut tx = self.write.begin().await?;
-                let plan = Self::plan_of_lease(&mut tx, lease_id).await?;
-                let done: Option<(Option<String>, String)> = sqlx::query_as(sql::COMPLETE)
+                let mut plan = if Self::PLAN_BEFORE_RESULT { Self::plan_of_lease(&mut tx, lease_id).await? } else { None };
+                if let Some(p) = provenance.filter(|p| !p.is_empty()) {
+                    Self::record_provenance(&mut *tx, lease_id, p).await?;
+                }
+                let done: Option<$crate::store::rows::CompletedRow> = sqlx::query_as(sql::COMPLETE)
                     .bind(lease_id)
                     .bind(state)
                     .bind(now_ms)
@@ -445,13 +516,28 @@ macro_rules! impl_store {
                     .bind(summary.wall_seconds)
                     .fetch_optional(&mut *tx)
                     .await?;
-                if let Some((settings_hash, cell)) = done {
+                if let Some(done) = done {
+                    if !Self::PLAN_BEFORE_RESULT && done.adaptive == Some(true) {
+                        plan = Self::lock_plan(&mut tx, &done.sweep_id).await?;
+                    }
+                    let $crate::store::rows::CompletedRow { id: trial_id, settings_hash, cell, holder, worker_id, failures, .. } = done;
+                    let stored = if last.points.is_empty() && last.truncate_after.is_none() && last.checkpoint_step.is_none() {
+                        0
+                    } else {
+                        Self::store_points(&mut tx, &trial_id, last).await?
+                    };
                     let added = match &plan {
                         Some(spec) => Self::judge_finished(&mut tx, spec, settings_hash.as_deref(), &cell).await?,
                         None => 0,
                     };
                     tx.commit().await?;
-                    return Ok(added);
+                    let owner = $crate::store::LeaseOwner {
+                        trial_id,
+                        holder: holder.unwrap_or_default(),
+                        worker_id: worker_id.unwrap_or_default(),
+                        failures_in_a_row: failures.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
+                    };
+                    return Ok(Completed { added, stored, owner: Some(owner) });
                 }
                 drop(tx);
                 // A retried Complete whose first answer was lost finds its own
@@ -461,7 +547,7 @@ macro_rules! impl_store {
                     .fetch_optional(&self.read)
                     .await?;
                 match row {
-                    Some((_, s)) if s == state => Ok(0),
+                    Some((_, s)) if s == state => Ok(Completed::default()),
                     _ => Err(StoreError::LeaseLost(lease_id.to_owned())),
                 }
             }
@@ -474,15 +560,7 @@ macro_rules! impl_store {
                 // No row: the trial already completed under this lease (a
                 // retried Complete, which `complete` answers) or the lease
                 // is lost (which `complete` reports).
-                sqlx::query($crate::store::sql::SET_PROVENANCE)
-                    .bind(lease_id)
-                    .bind(&p.code_version)
-                    .bind(&p.libtorch)
-                    .bind(&p.device_name)
-                    .bind(&p.dataset_sha256)
-                    .execute(&self.write)
-                    .await?;
-                Ok(())
+                Self::record_provenance(&self.write, lease_id, p).await
             }
 
             async fn fail(&self, lease_id: &str, reason: &str, now_ms: i64) -> Result<bool, $crate::store::StoreError> {

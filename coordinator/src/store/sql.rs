@@ -7,7 +7,7 @@
 /// held by `$5` on device `$6` with `$7` threads. `AND state = 'queued'`
 /// guards against a row leased between the pick and the update.
 macro_rules! lease_sql {
-    ($pick:literal) => {
+    ($pick:expr) => {
         concat!(
             "UPDATE trials SET state = 'running', lease_id = $1, worker_id = $2, lease_expires_ms = $3, \
              attempts = attempts + 1, started_ms = COALESCE(started_ms, $4), holder = $5, device = $6, threads = $7, \
@@ -16,8 +16,18 @@ macro_rules! lease_sql {
              WHERE id = (",
             $pick,
             ") AND state = 'queued' \
-             RETURNING id, sweep_id, cell_key, spec_json, settings_hash, attempts, checkpoint_step"
+             RETURNING id, sweep_id, cell_key, spec_json, settings_hash, attempts, checkpoint_step, \
+             (SELECT keep_weights FROM sweeps WHERE sweeps.id = trials.sweep_id) AS keep_weights"
         )
+    };
+}
+
+/// The condition a lease's head pick adds: the caller (`$5` identity, `$2`
+/// worker ID) has failed fewer than `$8` trials in a row (quarantine), so a
+/// quarantined worker's lease changes nothing and costs no separate read.
+macro_rules! not_quarantined {
+    () => {
+        "NOT EXISTS (SELECT 1 FROM quarantine q WHERE q.holder = $5 AND q.worker_id = $2 AND q.failures >= $8)"
     };
 }
 
@@ -34,7 +44,9 @@ pub(crate) const SET_PROVENANCE: &str = "UPDATE trials SET code_version = $2, li
 
 pub(crate) const COMPLETE: &str = "UPDATE trials SET state = $2, finished_ms = $3, lease_expires_ms = NULL, \
      final_train_loss = $4, final_test_loss = $5, final_test_accuracy = $6, best_test_accuracy = $7, wall_seconds = $8 \
-     WHERE lease_id = $1 AND state = 'running' RETURNING settings_hash, cell";
+     WHERE lease_id = $1 AND state = 'running' RETURNING id, settings_hash, cell, holder, worker_id, \
+     (SELECT q.failures FROM quarantine q WHERE q.holder = COALESCE(trials.holder, '') AND q.worker_id = trials.worker_id) AS failures, \
+     sweep_id, (SELECT s.adaptive AND NOT s.cancelled FROM sweeps s WHERE s.id = trials.sweep_id) AS adaptive";
 
 pub(crate) const FAIL: &str = "UPDATE trials SET failures = failures + 1, last_error = $2, \
      state = CASE WHEN failures + 1 >= max_attempts THEN 'failed' ELSE 'queued' END, \
@@ -122,9 +134,11 @@ pub(crate) const SET_RESUMED: &str = "UPDATE trials SET resumed_step = $2, \
      WHERE id = $1";
 pub(crate) const SET_CHECKPOINT: &str = "UPDATE trials SET checkpoint_step = $2 WHERE id = $1";
 
-pub(crate) const LEASE_OWNER: &str =
-    "SELECT id, holder, worker_id FROM trials WHERE lease_id = $1 AND state = 'running'";
-pub(crate) const KEEP_WEIGHTS: &str = "SELECT keep_weights FROM sweeps WHERE id = $1";
+/// The holder of lease `$1` and its quarantine count (NULL: none), in one
+/// read.
+pub(crate) const LEASE_OWNER: &str = "SELECT t.id, t.holder, t.worker_id, q.failures FROM trials t \
+     LEFT JOIN quarantine q ON q.holder = COALESCE(t.holder, '') AND q.worker_id = t.worker_id \
+     WHERE t.lease_id = $1 AND t.state = 'running'";
 
 pub(crate) const STORE_ID_INSERT: &str =
     "INSERT INTO store_meta (key, value) VALUES ('store_id', $1) ON CONFLICT (key) DO NOTHING";

@@ -21,16 +21,21 @@ pub struct SqliteStore {
     read: SqlitePool,
     /// `store_meta.store_id`.
     store_id: String,
+    /// Shared settings by hash ([`super::settings_cache`]).
+    settings: super::settings_cache::SettingsCache,
     /// `<db>.lock`, held while a coordinator has the file open
     /// ([`SqliteStore::open_exclusive`]).
     _lock: Option<std::fs::File>,
 }
 
 impl SqliteStore {
-    /// The queue's head: highest priority, then oldest. The single writer
-    /// connection serialises leases.
-    const LEASE_SQL: &'static str =
-        lease_sql!("SELECT id FROM trials WHERE state = 'queued' ORDER BY priority DESC, seq LIMIT 1");
+    /// The queue's head: highest priority, then oldest (none for a
+    /// quarantined caller). The single writer connection serialises leases.
+    const LEASE_SQL: &'static str = lease_sql!(concat!(
+        "SELECT id FROM trials WHERE state = 'queued' AND ",
+        not_quarantined!(),
+        " ORDER BY priority DESC, seq LIMIT 1"
+    ));
     /// The next queued trial of the head's group (`$8` sweep, `$9` cell key,
     /// `$10` settings hash, `$11` checkpoint step; `IS`: NULL equals NULL).
     const LEASE_SAME_CELL_SQL: &'static str = lease_sql!(
@@ -42,6 +47,9 @@ impl SqliteStore {
     /// the transactions that judge its strata).
     const ADAPTIVE_SPEC_SQL: &'static str = adaptive_spec_sql!("");
     const ADAPTIVE_SPEC_OF_LEASE_SQL: &'static str = adaptive_spec_of_lease_sql!("");
+    /// No row locks to order: a completion reads its sweep's plan only when
+    /// the stored result says the sweep has one (one statement fewer).
+    const PLAN_BEFORE_RESULT: bool = false;
 
     /// A read transaction in WAL mode is one snapshot already.
     const ARCHIVE_SNAPSHOT_SQL: Option<&'static str> = None;
@@ -102,7 +110,10 @@ impl SqliteStore {
         memory: bool,
         lock: Option<std::fs::File>,
     ) -> Result<Self, StoreError> {
+        // A connection to a local file cannot go stale: no ping before
+        // each use (it would be one more trip to the connection's thread).
         let write = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
@@ -118,9 +129,13 @@ impl SqliteStore {
         let read = if memory {
             write.clone()
         } else {
-            SqlitePoolOptions::new().max_connections(4).connect_with(opts.read_only(true)).await?
+            SqlitePoolOptions::new()
+                .test_before_acquire(false)
+                .max_connections(4)
+                .connect_with(opts.read_only(true))
+                .await?
         };
-        Ok(Self { write, read, store_id, _lock: lock })
+        Ok(Self { write, read, store_id, settings: Default::default(), _lock: lock })
     }
 }
 
