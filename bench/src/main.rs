@@ -119,6 +119,7 @@ async fn run(args: Args) -> Result<()> {
         heartbeat: Duration::from_millis(args.heartbeat_ms),
         metrics: args.metrics,
         deadline: args.seconds.map(|s| start + Duration::from_secs_f64(s.max(0.0))),
+        workers: args.workers,
     };
     let handles: Vec<_> =
         channels.into_iter().enumerate().map(|(i, ch)| tokio::spawn(sim_worker::run(i, ch, plan.clone()))).collect();

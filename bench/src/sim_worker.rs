@@ -40,6 +40,10 @@ pub(crate) struct Plan {
     pub(crate) metrics: MetricsPath,
     /// No new lease after this instant.
     pub(crate) deadline: Option<Instant>,
+    /// The fleet's size: with trials that last, worker `id` starts `id /
+    /// workers` of a trial's time late, so leases arrive spread out as in a
+    /// fleet running for a while, not all in the same instant.
+    pub(crate) workers: u32,
 }
 
 /// What one worker did.
@@ -72,6 +76,9 @@ pub(crate) async fn run(id: usize, channel: Channel, plan: Plan) -> Result<Tally
         MetricsPath::Complete => None,
     };
     let mut tally = Tally::default();
+    if !plan.trial.is_zero() {
+        tokio::time::sleep(plan.trial.mul_f64(id as f64 / f64::from(plan.workers.max(1)))).await;
+    }
     loop {
         if plan.deadline.is_some_and(|d| Instant::now() >= d) {
             break;

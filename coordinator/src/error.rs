@@ -11,6 +11,7 @@
 //! | [`StoreError::AlreadyExists`]           | `ALREADY_EXISTS`      | pick another name or database |
 //! | [`StoreError::Corrupt`]                 | `DATA_LOSS`           | (operator) repair the database |
 //! | database unreachable or pool exhausted  | `UNAVAILABLE`         | retry with backoff |
+//! | [`StoreError::RolledBack`]              | `UNAVAILABLE`         | retry with backoff |
 //! | any other store error                   | `INTERNAL`            | retry with backoff |
 //! | [`Refusal::Quarantined`]                | `PERMISSION_DENIED`   | stop: this worker gets no more trials |
 //! | [`Refusal::NotLeaseHolder`]             | `PERMISSION_DENIED`   | stop acting on that lease |
@@ -58,9 +59,8 @@ pub fn code_of(e: &ServiceError) -> Code {
             StoreError::InvalidArgument(_) => Code::InvalidArgument,
             StoreError::AlreadyExists(_) => Code::AlreadyExists,
             StoreError::Corrupt(_) => Code::DataLoss,
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
-                Code::Unavailable
-            }
+            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+            | StoreError::RolledBack(_) => Code::Unavailable,
             StoreError::Database(_)
             | StoreError::Migrate(_)
             | StoreError::Locked { .. }

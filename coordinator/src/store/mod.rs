@@ -36,6 +36,7 @@ pub mod archive;
 mod upgrade;
 #[macro_use]
 pub(crate) mod sql;
+mod group_commit;
 mod postgres;
 mod rows;
 mod settings_cache;
@@ -70,6 +71,11 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The write shared a transaction with one that hit a database error
+    /// and was rolled back with it ([`group_commit`]); nothing it did was
+    /// kept, and it may be retried.
+    #[error("not stored: {0}; retry")]
+    RolledBack(String),
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// Another coordinator holds the SQLite database.

@@ -8,6 +8,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
@@ -72,6 +73,27 @@ impl PostgresStore {
         sqlx::query(super::sql::STORE_ID_INSERT).bind(super::new_store_id()).execute(&pool).await?;
         let (store_id,): (String,) = sqlx::query_as(super::sql::STORE_ID).fetch_one(&pool).await?;
         Ok(Self { write: pool.clone(), read: pool, store_id, settings: Default::default() })
+    }
+}
+
+impl PostgresStore {
+    /// Runs a hot write on a pooled connection, in a transaction of its own
+    /// when `atomic` (PostgreSQL's own concurrency and commit batching
+    /// serve concurrent writers: no group commit here).
+    async fn write_op<T, F>(&self, atomic: bool, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut sqlx::PgConnection) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+    {
+        if atomic {
+            let mut tx = self.write.begin().await?;
+            let done = write(&mut tx).await?;
+            tx.commit().await?;
+            Ok(done)
+        } else {
+            let mut conn = self.write.acquire().await?;
+            write(&mut conn).await
+        }
     }
 }
 

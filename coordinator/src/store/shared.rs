@@ -55,14 +55,14 @@ macro_rules! impl_store {
             /// the checkpoint step becomes vouched for. Returns the points
             /// newly stored.
             async fn store_points(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut <$db as sqlx::Database>::Connection,
                 trial_id: &str,
                 batch: $crate::store::PointBatch<'_>,
             ) -> Result<u64, $crate::store::StoreError> {
                 use $crate::store::sql;
                 if let Some(step) = batch.truncate_after {
-                    sqlx::query(sql::TRUNCATE_METRICS).bind(trial_id).bind(step).execute(&mut **tx).await?;
-                    sqlx::query(sql::SET_RESUMED).bind(trial_id).bind(step).execute(&mut **tx).await?;
+                    sqlx::query(sql::TRUNCATE_METRICS).bind(trial_id).bind(step).execute(&mut *tx).await?;
+                    sqlx::query(sql::SET_RESUMED).bind(trial_id).bind(step).execute(&mut *tx).await?;
                 }
                 let mut stored = 0;
                 for chunk in batch.points.chunks(1000) {
@@ -75,10 +75,10 @@ macro_rules! impl_store {
                             .push_bind(p.value);
                     });
                     qb.push(sql::METRICS_CONFLICT);
-                    stored += qb.build().execute(&mut **tx).await?.rows_affected();
+                    stored += qb.build().execute(&mut *tx).await?.rows_affected();
                 }
                 if let Some(step) = batch.checkpoint_step {
-                    sqlx::query(sql::SET_CHECKPOINT).bind(trial_id).bind(step).execute(&mut **tx).await?;
+                    sqlx::query(sql::SET_CHECKPOINT).bind(trial_id).bind(step).execute(&mut *tx).await?;
                 }
                 Ok(stored)
             }
@@ -120,13 +120,13 @@ macro_rules! impl_store {
             /// queue order, skipping those stored already; returns how many
             /// were new.
             async fn insert_trials(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut <$db as sqlx::Database>::Connection,
                 spec: &sweep_core::GridSpec,
                 settings_hash: &str,
                 trials: &[sweep_core::TrialSpec],
             ) -> Result<u64, $crate::store::StoreError> {
                 let (base_seq,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM trials")
-                    .fetch_one(&mut **tx)
+                    .fetch_one(&mut *tx)
                     .await?;
                 let mut added = 0u64;
                 let rows: Vec<(usize, &sweep_core::TrialSpec)> = trials.iter().enumerate().collect();
@@ -148,7 +148,7 @@ macro_rules! impl_store {
                             .push_bind("queued");
                     });
                     qb.push($crate::store::sql::TRIAL_INSERT_END);
-                    added += qb.build().execute(&mut **tx).await?.rows_affected();
+                    added += qb.build().execute(&mut *tx).await?.rows_affected();
                 }
                 Ok(added)
             }
@@ -159,7 +159,7 @@ macro_rules! impl_store {
             /// trials with the grid's current settings (`settings_hash`,
             /// from `spec::shared_settings`) count.
             async fn adapt(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut <$db as sqlx::Database>::Connection,
                 spec: &sweep_core::GridSpec,
                 settings_hash: &str,
                 cell: Option<&sweep_core::Cell>,
@@ -167,7 +167,7 @@ macro_rules! impl_store {
                 use sweep_core::adaptive::{cells_of, review, Next};
                 let Some(plan) = &spec.run.adaptive else { return Ok(0) };
                 let levels = spec.levels(&plan.contrast);
-                let runs = Self::stratum_runs(&mut **tx, spec, settings_hash, cell).await?;
+                let runs = Self::stratum_runs(&mut *tx, spec, settings_hash, cell).await?;
                 let mut new = Vec::new();
                 for stratum in review(plan, spec.schema(), &runs) {
                     if let Next::SeedDue(seed) = stratum.next {
@@ -225,11 +225,11 @@ macro_rules! impl_store {
             /// stored grid that cannot be read is logged and judged as no
             /// plan: it must not stop trials from finishing.
             async fn lock_plan(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut <$db as sqlx::Database>::Connection,
                 sweep_id: &str,
             ) -> Result<Option<sweep_core::GridSpec>, $crate::store::StoreError> {
                 let row: Option<(String, String)> =
-                    sqlx::query_as(Self::ADAPTIVE_SPEC_SQL).bind(sweep_id).fetch_optional(&mut **tx).await?;
+                    sqlx::query_as(Self::ADAPTIVE_SPEC_SQL).bind(sweep_id).fetch_optional(&mut *tx).await?;
                 Ok(row.and_then(|(id, json)| Self::readable_plan(&id, &json)))
             }
 
@@ -244,11 +244,11 @@ macro_rules! impl_store {
             /// `lease_id` (`None` when none is, or it has no plan), in one
             /// statement.
             async fn plan_of_lease(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut <$db as sqlx::Database>::Connection,
                 lease_id: &str,
             ) -> Result<Option<sweep_core::GridSpec>, $crate::store::StoreError> {
                 let row: Option<(String, String)> =
-                    sqlx::query_as(Self::ADAPTIVE_SPEC_OF_LEASE_SQL).bind(lease_id).fetch_optional(&mut **tx).await?;
+                    sqlx::query_as(Self::ADAPTIVE_SPEC_OF_LEASE_SQL).bind(lease_id).fetch_optional(&mut *tx).await?;
                 Ok(row.and_then(|(id, json)| Self::readable_plan(&id, &json)))
             }
 
@@ -256,7 +256,7 @@ macro_rules! impl_store {
             /// JSON) finished: its stratum is judged ([`Self::adapt`]) when
             /// the trial is one of the grid's current cells and settings.
             async fn judge_finished(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut <$db as sqlx::Database>::Connection,
                 spec: &sweep_core::GridSpec,
                 settings_hash: Option<&str>,
                 cell: &str,
@@ -365,15 +365,22 @@ macro_rules! impl_store {
                 // One transaction: the whole group is leased, or none of it.
                 // A lease of one trial is a single statement, which needs no
                 // transaction of its own.
-                let rows = if max <= 1 {
-                    let mut conn = self.write.acquire().await?;
-                    Self::claim(&mut conn, who, 1, now_ms, ttl_ms).await?
-                } else {
-                    let mut tx = self.write.begin().await?;
-                    let rows = Self::claim(&mut tx, who, max, now_ms, ttl_ms).await?;
-                    tx.commit().await?;
-                    rows
-                };
+                let (worker_id, holder, device) = (who.worker_id.to_owned(), who.holder.to_owned(), who.device.to_owned());
+                let (threads, quarantine_after) = (who.threads, who.quarantine_after);
+                let rows = self
+                    .write_op(max > 1, move |conn| {
+                        Box::pin(async move {
+                            let who = $crate::store::Leaser {
+                                worker_id: &worker_id,
+                                holder: &holder,
+                                device: &device,
+                                threads,
+                                quarantine_after,
+                            };
+                            Self::claim(conn, who, max, now_ms, ttl_ms).await
+                        })
+                    })
+                    .await?;
                 // The group shares its settings: look them up once.
                 let Some((_, head)) = rows.first() else { return Ok(Vec::new()) };
                 let settings = match &head.settings_hash {
@@ -441,25 +448,29 @@ macro_rules! impl_store {
                 ttl_ms: i64,
             ) -> Result<$crate::store::HeartbeatVerdict, $crate::store::StoreError> {
                 use $crate::store::{sql, HeartbeatVerdict};
-                let renewed = sqlx::query(sql::HEARTBEAT)
-                    .bind(lease_id)
-                    .bind(now_ms + ttl_ms)
-                    .bind(progress.epoch as i64)
-                    .bind(progress.step)
-                    .bind(progress.loss)
-                    .fetch_optional(&self.write)
-                    .await?;
-                if renewed.is_some() {
-                    return Ok(HeartbeatVerdict::Continue);
-                }
-                let row: Option<(String, String)> = sqlx::query_as(sql::STATE_BY_LEASE)
-                    .bind(lease_id)
-                    .fetch_optional(&self.read)
-                    .await?;
-                Ok(match row {
-                    Some((_, state)) if state == "cancelled" => HeartbeatVerdict::Cancel,
-                    _ => HeartbeatVerdict::LeaseLost,
+                let lease_id = lease_id.to_owned();
+                self.write_op(false, move |conn| {
+                    Box::pin(async move {
+                        let renewed = sqlx::query(sql::HEARTBEAT)
+                            .bind(&lease_id)
+                            .bind(now_ms + ttl_ms)
+                            .bind(progress.epoch as i64)
+                            .bind(progress.step)
+                            .bind(progress.loss)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                        if renewed.is_some() {
+                            return Ok(HeartbeatVerdict::Continue);
+                        }
+                        let row: Option<(String, String)> =
+                            sqlx::query_as(sql::STATE_BY_LEASE).bind(&lease_id).fetch_optional(&mut *conn).await?;
+                        Ok(match row {
+                            Some((_, state)) if state == "cancelled" => HeartbeatVerdict::Cancel,
+                            _ => HeartbeatVerdict::LeaseLost,
+                        })
+                    })
                 })
+                .await
             }
 
             async fn put_batch(
@@ -470,19 +481,21 @@ macro_rules! impl_store {
                 checkpoint_step: Option<i64>,
             ) -> Result<u64, $crate::store::StoreError> {
                 use $crate::store::{sql, StoreError};
-                let mut tx = self.write.begin().await?;
-                let row: Option<(String, String)> = sqlx::query_as(sql::STATE_BY_LEASE)
-                    .bind(lease_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let trial_id = match row {
-                    Some((id, state)) if state == "running" => id,
-                    _ => return Err(StoreError::LeaseLost(lease_id.to_owned())),
-                };
-                let batch = $crate::store::PointBatch { points, truncate_after, checkpoint_step };
-                let stored = Self::store_points(&mut tx, &trial_id, batch).await?;
-                tx.commit().await?;
-                Ok(stored)
+                let lease_id = lease_id.to_owned();
+                let points = points.to_vec();
+                self.write_op(true, move |conn| {
+                    Box::pin(async move {
+                        let row: Option<(String, String)> =
+                            sqlx::query_as(sql::STATE_BY_LEASE).bind(&lease_id).fetch_optional(&mut *conn).await?;
+                        let trial_id = match row {
+                            Some((id, state)) if state == "running" => id,
+                            _ => return Err(StoreError::LeaseLost(lease_id)),
+                        };
+                        let batch = $crate::store::PointBatch { points: &points, truncate_after, checkpoint_step };
+                        Self::store_points(conn, &trial_id, batch).await
+                    })
+                })
+                .await
             }
 
             async fn complete_with(
@@ -496,60 +509,70 @@ macro_rules! impl_store {
             ) -> Result<$crate::store::Completed, $crate::store::StoreError> {
                 use $crate::store::{sql, Completed, StoreError};
                 let state = outcome.as_str();
+                let lease_id = lease_id.to_owned();
+                let summary = summary.clone();
+                let points = last.points.to_vec();
+                let (truncate_after, checkpoint_step) = (last.truncate_after, last.checkpoint_step);
+                let provenance = provenance.filter(|p| !p.is_empty()).cloned();
                 // One transaction with the last points, the provenance and
                 // the seeds the trial's stratum may now need: a sweep is
                 // never seen finished while one is due, and a result is
                 // never stored without its points.
-                let mut tx = self.write.begin().await?;
-                let mut plan = if Self::PLAN_BEFORE_RESULT { Self::plan_of_lease(&mut tx, lease_id).await? } else { None };
-                if let Some(p) = provenance.filter(|p| !p.is_empty()) {
-                    Self::record_provenance(&mut *tx, lease_id, p).await?;
-                }
-                let done: Option<$crate::store::rows::CompletedRow> = sqlx::query_as(sql::COMPLETE)
-                    .bind(lease_id)
-                    .bind(state)
-                    .bind(now_ms)
-                    .bind(summary.final_train_loss)
-                    .bind(summary.final_test_loss)
-                    .bind(summary.final_test_accuracy)
-                    .bind(summary.best_test_accuracy)
-                    .bind(summary.wall_seconds)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if let Some(done) = done {
-                    if !Self::PLAN_BEFORE_RESULT && done.adaptive == Some(true) {
-                        plan = Self::lock_plan(&mut tx, &done.sweep_id).await?;
-                    }
-                    let $crate::store::rows::CompletedRow { id: trial_id, settings_hash, cell, holder, worker_id, failures, .. } = done;
-                    let stored = if last.points.is_empty() && last.truncate_after.is_none() && last.checkpoint_step.is_none() {
-                        0
-                    } else {
-                        Self::store_points(&mut tx, &trial_id, last).await?
-                    };
-                    let added = match &plan {
-                        Some(spec) => Self::judge_finished(&mut tx, spec, settings_hash.as_deref(), &cell).await?,
-                        None => 0,
-                    };
-                    tx.commit().await?;
-                    let owner = $crate::store::LeaseOwner {
-                        trial_id,
-                        holder: holder.unwrap_or_default(),
-                        worker_id: worker_id.unwrap_or_default(),
-                        failures_in_a_row: failures.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
-                    };
-                    return Ok(Completed { added, stored, owner: Some(owner) });
-                }
-                drop(tx);
-                // A retried Complete whose first answer was lost finds its own
-                // result already stored under the same lease.
-                let row: Option<(String, String)> = sqlx::query_as(sql::STATE_BY_LEASE)
-                    .bind(lease_id)
-                    .fetch_optional(&self.read)
-                    .await?;
-                match row {
-                    Some((_, s)) if s == state => Ok(Completed::default()),
-                    _ => Err(StoreError::LeaseLost(lease_id.to_owned())),
-                }
+                self.write_op(true, move |conn| {
+                    Box::pin(async move {
+                        let mut plan =
+                            if Self::PLAN_BEFORE_RESULT { Self::plan_of_lease(conn, &lease_id).await? } else { None };
+                        if let Some(p) = &provenance {
+                            Self::record_provenance(&mut *conn, &lease_id, p).await?;
+                        }
+                        let done: Option<$crate::store::rows::CompletedRow> = sqlx::query_as(sql::COMPLETE)
+                            .bind(&lease_id)
+                            .bind(state)
+                            .bind(now_ms)
+                            .bind(summary.final_train_loss)
+                            .bind(summary.final_test_loss)
+                            .bind(summary.final_test_accuracy)
+                            .bind(summary.best_test_accuracy)
+                            .bind(summary.wall_seconds)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                        let Some(done) = done else {
+                            // A retried Complete whose first answer was lost
+                            // finds its own result already stored under the
+                            // same lease.
+                            let row: Option<(String, String)> =
+                                sqlx::query_as(sql::STATE_BY_LEASE).bind(&lease_id).fetch_optional(&mut *conn).await?;
+                            return match row {
+                                Some((_, s)) if s == state => Ok(Completed::default()),
+                                _ => Err(StoreError::LeaseLost(lease_id)),
+                            };
+                        };
+                        if !Self::PLAN_BEFORE_RESULT && done.adaptive == Some(true) {
+                            plan = Self::lock_plan(conn, &done.sweep_id).await?;
+                        }
+                        let $crate::store::rows::CompletedRow {
+                            id: trial_id, settings_hash, cell, holder, worker_id, failures, ..
+                        } = done;
+                        let stored = if points.is_empty() && truncate_after.is_none() && checkpoint_step.is_none() {
+                            0
+                        } else {
+                            let batch = $crate::store::PointBatch { points: &points, truncate_after, checkpoint_step };
+                            Self::store_points(conn, &trial_id, batch).await?
+                        };
+                        let added = match &plan {
+                            Some(spec) => Self::judge_finished(conn, spec, settings_hash.as_deref(), &cell).await?,
+                            None => 0,
+                        };
+                        let owner = $crate::store::LeaseOwner {
+                            trial_id,
+                            holder: holder.unwrap_or_default(),
+                            worker_id: worker_id.unwrap_or_default(),
+                            failures_in_a_row: failures.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
+                        };
+                        Ok(Completed { added, stored, owner: Some(owner) })
+                    })
+                })
+                .await
             }
 
             async fn set_provenance(

@@ -8,9 +8,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+use super::group_commit::GroupCommit;
 use super::sqlite_guard as guard;
 use super::StoreError;
 
@@ -23,6 +25,8 @@ pub struct SqliteStore {
     store_id: String,
     /// Shared settings by hash ([`super::settings_cache`]).
     settings: super::settings_cache::SettingsCache,
+    /// The hot writes' shared transactions ([`super::group_commit`]).
+    group: GroupCommit<sqlx::Sqlite>,
     /// `<db>.lock`, held while a coordinator has the file open
     /// ([`SqliteStore::open_exclusive`]).
     _lock: Option<std::fs::File>,
@@ -135,7 +139,21 @@ impl SqliteStore {
                 .connect_with(opts.read_only(true))
                 .await?
         };
-        Ok(Self { write, read, store_id, settings: Default::default(), _lock: lock })
+        let group = GroupCommit::start(write.clone());
+        Ok(Self { write, read, store_id, settings: Default::default(), group, _lock: lock })
+    }
+}
+
+impl SqliteStore {
+    /// Runs a hot write (a lease, heartbeat, metric batch or completion) in
+    /// the group commit's next transaction ([`super::group_commit`]); every
+    /// batch is one transaction, so `_atomic` asks for nothing more.
+    async fn write_op<T, F>(&self, _atomic: bool, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut sqlx::SqliteConnection) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+    {
+        self.group.run(write).await
     }
 }
 
