@@ -58,6 +58,9 @@ cargo test --workspace --locked -- --test-threads="${SWEEP_TEST_THREADS:-2}"
 
 # The GPU benchmark's script on the CPU at tiny sizes (about a minute), so
 # it cannot rot between the sessions that have a GPU (issue 10).
+say "bench/scale.sh --quick (no-op trials/s through a real coordinator; fails below half the targets)"
+bench/scale.sh --quick
+
 say "bench/gpu.sh --device cpu --quick"
 BENCH_BIN="$ROOT/target/debug/examples/train_bench" bench/gpu.sh --device cpu --quick
 

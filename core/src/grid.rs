@@ -170,16 +170,22 @@ impl GridSpec {
     /// fastest), seeds innermost.
     pub fn expand(&self) -> Vec<crate::TrialSpec> {
         let mut out = Vec::with_capacity(self.cell_count() * self.seeds.len());
+        for cell in self.cells() {
+            out.extend(self.trials_of(&cell));
+        }
+        out
+    }
+
+    /// The grid's cells in [`GridSpec::expand`]'s order (the first factor
+    /// slowest), without their seeds.
+    pub fn cells(&self) -> Vec<Cell> {
+        let mut out = Vec::with_capacity(self.cell_count());
         let mut index = vec![0usize; self.factors.len()];
         if self.factors.iter().any(|f| f.levels.is_empty()) {
             return out;
         }
         loop {
-            let cell: Cell =
-                self.factors.iter().zip(&index).map(|(f, &i)| (f.name.clone(), f.levels[i].clone())).collect();
-            for &seed in &self.seeds {
-                out.push(self.trial(cell.clone(), seed));
-            }
+            out.push(self.factors.iter().zip(&index).map(|(f, &i)| (f.name.clone(), f.levels[i].clone())).collect());
             // Odometer: advance the last factor, carrying leftwards.
             let mut k = self.factors.len();
             loop {
@@ -194,6 +200,11 @@ impl GridSpec {
                 index[k] = 0;
             }
         }
+    }
+
+    /// The trials of one cell, one per seed, in seed order.
+    pub fn trials_of(&self, cell: &Cell) -> Vec<crate::TrialSpec> {
+        self.seeds.iter().map(|&seed| self.trial(cell.clone(), seed)).collect()
     }
 
     /// Whether `cell` is one of the grid's cells (a level of each factor,

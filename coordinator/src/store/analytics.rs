@@ -40,12 +40,11 @@ pub(crate) mod sql {
     /// row.
     pub(crate) const TRIAL_RESULTS: &str = "SELECT s.id AS sweep, t.cell, t.cell_key, t.seed, t.state, \
          t.final_train_loss, t.final_test_loss, t.final_test_accuracy, t.best_test_accuracy, t.wall_seconds, \
-         t.device, t.threads, t.id AS trial_id, t.settings_hash, ts.settings_json, \
+         t.device, t.threads, t.id AS trial_id, t.settings_hash, \
          t.code_version, t.libtorch, t.device_name, t.dataset_sha256, \
          (SELECT m.value FROM metrics m WHERE m.trial_id = t.id AND m.name = 'diverged_step' ORDER BY m.step DESC LIMIT 1) AS diverged_step, \
          (SELECT m.value FROM metrics m WHERE m.trial_id = t.id AND m.name = 'train_images_used' ORDER BY m.step DESC LIMIT 1) AS train_images_used \
          FROM sweeps s LEFT JOIN trials t ON t.sweep_id = s.id \
-         LEFT JOIN trial_settings ts ON ts.hash = t.settings_hash \
          WHERE s.id = $1 \
          ORDER BY t.cell, t.seed, t.cell_key";
 
@@ -134,9 +133,21 @@ macro_rules! impl_analytics {
                     let name = f.name.strip_prefix("final/").unwrap_or(&f.name).to_owned();
                     by_trial.entry(f.trial_id).or_default().insert(name, f.value);
                 }
+                // A sweep's trials share a few settings and cells: each is
+                // read and parsed once, not once per trial.
+                let mut settings = std::collections::HashMap::new();
+                for hash in rows.iter().filter_map(|r| r.settings_hash.as_deref()) {
+                    if settings.contains_key(hash) {
+                        continue;
+                    }
+                    if let Some(json) = self.settings_of(hash).await? {
+                        settings.insert(hash.to_owned(), $crate::store::spec::stored_train(hash, &json)?);
+                    }
+                }
+                let mut cells = std::collections::HashMap::new();
                 let mut out = Vec::with_capacity(rows.len());
                 for row in rows {
-                    out.extend(row.into_result(&mut by_trial)?);
+                    out.extend(row.into_result(&mut by_trial, &settings, &mut cells)?);
                 }
                 Ok(out)
             }

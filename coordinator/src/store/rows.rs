@@ -7,7 +7,7 @@
 
 use sweep_core::{CurveSums, GradFlowSums, TrialResult};
 
-use super::spec::{stored_cell, stored_spec, stored_state, stored_train};
+use super::spec::{stored_cell, stored_spec, stored_state};
 use super::{Lease, MetricRow, Progress, RunningTrial, StoreError, TrialRecord, TrialSummary};
 
 fn to_u32(n: i64) -> u32 {
@@ -183,7 +183,6 @@ pub(crate) struct ResultRow {
     pub train_images_used: Option<f64>,
     pub trial_id: Option<String>,
     pub settings_hash: Option<String>,
-    pub settings_json: Option<String>,
     pub code_version: Option<String>,
     pub libtorch: Option<String>,
     pub device_name: Option<String>,
@@ -193,22 +192,31 @@ pub(crate) struct ResultRow {
 impl ResultRow {
     /// The trial's result (with its final values, from `finals` by trial
     /// ID); `None` for the row of a sweep without trials.
+    /// `settings`: the sweep's shared settings (train settings and trainer
+    /// kind) by hash; `cells`: the cells parsed so far, by their JSON.
     pub(super) fn into_result(
         self,
         finals: &mut std::collections::HashMap<String, std::collections::BTreeMap<String, f64>>,
+        settings: &std::collections::HashMap<String, (sweep_core::Settings, &'static str)>,
+        cells: &mut std::collections::HashMap<String, sweep_core::Cell>,
     ) -> Result<Option<TrialResult>, StoreError> {
         let (Some(cell), Some(state)) = (self.cell, self.state) else { return Ok(None) };
         let id = self.trial_id.unwrap_or_default();
-        let (settings, trainer) = match &self.settings_json {
-            Some(json) => stored_train(&id, json)?,
+        let hash = self.settings_hash.unwrap_or_default();
+        let Some((settings, trainer)) = settings.get(&hash) else {
+            return Err(StoreError::Corrupt(format!("trial {id}: its shared settings {hash:?} are missing")));
+        };
+        let cell = match cells.get(&cell) {
+            Some(c) => c.clone(),
             None => {
-                let hash = self.settings_hash.unwrap_or_default();
-                return Err(StoreError::Corrupt(format!("trial {id}: its shared settings {hash:?} are missing")));
+                let parsed = stored_cell(&cell)?;
+                cells.insert(cell, parsed.clone());
+                parsed
             }
         };
         Ok(Some(TrialResult {
             trial_id: id.clone(),
-            cell: stored_cell(&cell)?,
+            cell,
             cell_key: self.cell_key.unwrap_or_default(),
             seed: to_u64(self.seed.unwrap_or(0)),
             state: stored_state(&state)?,
@@ -221,14 +229,14 @@ impl ResultRow {
             threads: self.threads.map_or(0, to_u32),
             diverged_step: point_value(self.diverged_step).map(|v| v as i64),
             train_images_used: point_value(self.train_images_used).map(|v| v as u64),
-            settings,
+            settings: settings.clone(),
             provenance: sweep_core::Provenance {
                 code_version: self.code_version.unwrap_or_default(),
                 libtorch: self.libtorch.unwrap_or_default(),
                 device_name: self.device_name.unwrap_or_default(),
                 dataset_sha256: self.dataset_sha256.unwrap_or_default(),
             },
-            trainer: trainer.to_owned(),
+            trainer: (*trainer).to_owned(),
             finals: finals.remove(&id).unwrap_or_default(),
         }))
     }

@@ -284,7 +284,6 @@ macro_rules! impl_store {
                 spec.validate().map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
                 let spec_json = serde_json::to_string(spec)
                     .map_err(|e| StoreError::InvalidArgument(e.to_string()))?;
-                let trials = spec.expand();
                 let mut tx = self.write.begin().await?;
                 let existing: Option<(bool,)> = sqlx::query_as("SELECT cancelled FROM sweeps WHERE id = $1")
                     .bind(&spec.name)
@@ -335,7 +334,12 @@ macro_rules! impl_store {
                     .bind(&settings_json)
                     .execute(&mut *tx)
                     .await?;
-                let mut added = Self::insert_trials(&mut tx, spec, &settings_hash, &trials).await?;
+                // One cell's trials at a time: a grid of 100,000 trials is
+                // never all in memory at once.
+                let mut added = 0;
+                for cell in spec.cells() {
+                    added += Self::insert_trials(&mut tx, spec, &settings_hash, &spec.trials_of(&cell)).await?;
+                }
                 // A plan new to the sweep, or a higher max_seeds, may call
                 // for seeds in strata that already finished.
                 added += Self::adapt(&mut tx, spec, &settings_hash, None).await?;

@@ -133,10 +133,13 @@ impl SqliteStore {
         let read = if memory {
             write.clone()
         } else {
+            // Reads may return 100,000 rows (a report): a deep row buffer
+            // lets the connection's thread run ahead of the reader instead
+            // of waiting for it every 50 rows (sqlx's default).
             SqlitePoolOptions::new()
                 .test_before_acquire(false)
                 .max_connections(4)
-                .connect_with(opts.read_only(true))
+                .connect_with(opts.read_only(true).row_buffer_size(4096))
                 .await?
         };
         let group = GroupCommit::start(write.clone());
