@@ -4,7 +4,8 @@
 #
 #   1. no-op trials per second: a real `sweep serve` (SQLite, then
 #      PostgreSQL) and `sweep-loadgen` with 64 simulated workers, each trial
-#      10 metric points; RUNS runs each, medians;
+#      10 metric points; RUNS runs each, medians; then metric points per
+#      second with 100 points per trial (in `Complete`, or streamed);
 #   2. Lease round trips with 1,000 connected workers (trials of 5 s,
 #      heartbeats every 2 s), p50 and p99;
 #   3. 100,000 trials through 1,000 workers: the coordinator's peak memory,
@@ -31,7 +32,7 @@ QUICK=0
 [ "${1:-}" = "--quick" ] && QUICK=1
 RUNS="${RUNS:-3}"
 TRIALS="${TRIALS:-20000}"
-PG_URL="${SWEEP_BENCH_POSTGRES_URL-postgres://postgres@127.0.0.1:5432/test}"
+PG_URL="${SWEEP_BENCH_POSTGRES_URL-${SWEEP_TEST_POSTGRES_URL-postgres://postgres@127.0.0.1:5432/test}}"
 OUT="${OUT:-$ROOT/target/bench}"
 mkdir -p "$OUT"
 RESULTS="$OUT/scale-$(date +%Y%m%d-%H%M%S).jsonl"
@@ -53,7 +54,7 @@ WORK="$(mktemp -d)"
 COORD_PID=""
 PG_SCHEMAS=()
 cleanup() {
-    [ -n "$COORD_PID" ] && kill "$COORD_PID" 2>/dev/null && wait "$COORD_PID" 2>/dev/null
+    if [ -n "$COORD_PID" ]; then kill "$COORD_PID" 2>/dev/null || true; wait "$COORD_PID" 2>/dev/null || true; fi
     for s in "${PG_SCHEMAS[@]+"${PG_SCHEMAS[@]}"}"; do pg_exec "DROP SCHEMA IF EXISTS $s CASCADE" || true; done
     rm -rf "$WORK"
 }
@@ -70,17 +71,18 @@ pg_exec() {
     fi
 }
 
-# A fresh database for one run: prints its URL.
+# A fresh database for one run, its URL in DB_URL (set here, not in a
+# subshell, so the cleanup knows every schema made).
 fresh_db() {
     case "$1" in
-    sqlite) mktemp -u "$WORK/run-XXXXXX.db" | sed 's|^|sqlite://|' ;;
+    sqlite) DB_URL="sqlite://$(mktemp -u "$WORK/run-XXXXXX.db")" ;;
     postgres)
         local schema="scale_$$_$RANDOM$RANDOM"
         pg_exec "CREATE SCHEMA $schema"
         PG_SCHEMAS+=("$schema")
         local sep='?'
         case "$PG_URL" in *\?*) sep='&' ;; esac
-        printf '%s%soptions=-c%%20search_path%%3D%s\n' "$PG_URL" "$sep" "$schema"
+        DB_URL="$PG_URL${sep}options=-c%20search_path%3D$schema"
         ;;
     esac
 }
@@ -121,7 +123,8 @@ fi
 for backend in "${BACKENDS[@]}"; do
     for run in $(seq "$RUNS"); do
         say "throughput: $backend, run $run of $RUNS ($TRIALS no-op trials, 64 workers)"
-        start_coordinator "$(fresh_db "$backend")"
+        fresh_db "$backend"
+        start_coordinator "$DB_URL"
         floor=()
         if [ "$QUICK" = 1 ]; then
             floor=(--min-trials-per-sec "$([ "$backend" = sqlite ] && echo 1000 || echo 500)")
@@ -135,10 +138,28 @@ for backend in "${BACKENDS[@]}"; do
 done
 
 if [ "$QUICK" = 0 ]; then
+    # 1b. Metric points per second: 100 points per trial, handed in with
+    # the result or streamed on each worker's long-lived metric stream.
+    for backend in "${BACKENDS[@]}"; do
+        for path in complete stream; do
+            for run in $(seq "$RUNS"); do
+                say "points: $backend, 100 points per trial via $path, run $run of $RUNS (10,000 trials, 64 workers)"
+                fresh_db "$backend"
+                start_coordinator "$DB_URL"
+                json="$("$BIN/sweep-loadgen" --coordinator "$COORD_URL" --submit 10000 --workers 64 --points 100 \
+                    --metrics "$path" --coordinator-pid "$COORD_PID" --json)"
+                stop_coordinator
+                record points "$backend" "$json"
+                echo "$json"
+            done
+        done
+    done
+
     # 2. Lease latency with 1,000 connected workers.
     for backend in "${BACKENDS[@]}"; do
         say "lease latency: $backend, 1,000 workers, trials of 5 s, heartbeats every 2 s, 30 s"
-        start_coordinator "$(fresh_db "$backend")"
+        fresh_db "$backend"
+        start_coordinator "$DB_URL"
         json="$("$BIN/sweep-loadgen" --coordinator "$COORD_URL" --submit 20000 --workers 1000 \
             --trial-ms 5000 --heartbeat-ms 2000 --seconds 30 --coordinator-pid "$COORD_PID" --json)"
         stop_coordinator
@@ -149,7 +170,8 @@ if [ "$QUICK" = 0 ]; then
     # 3. 100,000 trials: memory, then the report.
     for backend in "${BACKENDS[@]}"; do
         say "100,000 trials: $backend, 1,000 workers"
-        start_coordinator "$(fresh_db "$backend")"
+        fresh_db "$backend"
+        start_coordinator "$DB_URL"
         json="$("$BIN/sweep-loadgen" --coordinator "$COORD_URL" --submit 100000 --workers 1000 \
             --coordinator-pid "$COORD_PID" --json)"
         record memory "$backend" "$json"
@@ -176,17 +198,29 @@ if [ "$QUICK" = 0 ]; then
             "$BENCH_PY" -m pip install -q --disable-pip-version-check optuna psycopg2-binary
             "$BENCH_PY" -m pip install -q --disable-pip-version-check "ray[tune]" || say "Ray Tune did not install: skipped"
         fi
+        # A tool that fails is reported and skipped: the table still prints.
+        alternative() {
+            local backend="$1" out
+            shift
+            if out="$("$BENCH_PY" bench/alternatives.py "$@" 2>"$WORK/alternative.log" | tail -n 1)" && [ -n "$out" ]; then
+                record alternative "$backend" "$out"
+                echo "$out"
+            else
+                say "$* failed:"
+                tail -n 5 "$WORK/alternative.log" >&2
+            fi
+        }
         for run in $(seq "$RUNS"); do
             say "Optuna, SQLite storage, run $run of $RUNS (400 no-op trials, 4 processes)"
-            record alternative sqlite "$("$BENCH_PY" bench/alternatives.py optuna --storage "sqlite:///$WORK/optuna-$run.db" --trials 400 --workers 4)"
+            alternative sqlite optuna --storage "sqlite:///$WORK/optuna-$run.db" --trials 400 --workers 4
             if [ -n "$PG_URL" ]; then
                 say "Optuna, PostgreSQL storage, run $run of $RUNS"
-                record alternative postgres "$("$BENCH_PY" bench/alternatives.py optuna --storage "${PG_URL/postgres:/postgresql+psycopg2:}" --trials 400 --workers 4)"
+                alternative postgres optuna --storage "${PG_URL/postgres:/postgresql+psycopg2:}" --trials 400 --workers 4
             fi
         done
         if "$BENCH_PY" -c 'import ray.tune' 2>/dev/null; then
             say "Ray Tune, one run (100 no-op trials, 4 at once)"
-            record alternative local "$("$BENCH_PY" bench/alternatives.py ray --trials 100 --workers 4 2>/dev/null | tail -n 1)"
+            alternative local ray --trials 100 --workers 4
         fi
     fi
 fi

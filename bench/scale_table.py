@@ -23,19 +23,34 @@ def main(path):
 
     print("| tool | storage | workers | runs | trials/s (median) | points/s (median) | errors | sweep / tool |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
+    # Ours on the same storage is the reference (SQLite for Ray Tune, which
+    # keeps its state in local files).
     best = {}
     for backend, rs in ours.items():
         tps = statistics.median(r["trials_per_sec"] for r in rs)
         pps = statistics.median(r["points_per_sec"] for r in rs)
-        best[names[backend]] = tps
+        best[backend] = tps
         print(f"| sweep | {names[backend]} | {rs[0]['workers']} | {len(rs)} | {tps:,.0f} | {pps:,.0f} | 0 | 1 |")
     for (tool, backend), rs in theirs.items():
         tps = statistics.median(r["trials_per_sec"] for r in rs)
         errors = sum(r["errors"] for r in rs)
-        ref = best.get(backend, best.get("SQLite"))
+        ref = best.get(backend, best.get("sqlite"))
         ratio = f"{ref / tps:,.0f}x" if ref and tps else "n/a"
-        print(f"| {tool} | {backend} | {rs[0]['workers']} | {len(rs)} | {tps:,.2f} | {tps * 10:,.1f} | {errors} | {ratio} |")
+        print(f"| {tool} | {names[backend]} | {rs[0]['workers']} | {len(rs)} | {tps:,.2f} | {tps * 10:,.1f} | {errors} | {ratio} |")
     print()
+
+    if by["points"]:
+        groups = defaultdict(list)
+        for r in by["points"]:
+            groups[(r["backend"], r["metrics"])].append(r)
+        print("| storage | points per trial | sent | runs | trials/s (median) | points/s (median) |")
+        print("|---|---:|---|---:|---:|---:|")
+        for (b, path), rs in groups.items():
+            how = "with the result (`Complete.last_batch`)" if path == "complete" else "on a long-lived `PushMetrics` stream"
+            tps = statistics.median(r["trials_per_sec"] for r in rs)
+            pps = statistics.median(r["points_per_sec"] for r in rs)
+            print(f"| {names[b]} | {rs[0]['points_per_trial']} | {how} | {len(rs)} | {tps:,.0f} | {pps:,.0f} |")
+        print()
 
     if by["latency"]:
         print("| storage | workers | trials finished | Lease p50 | Lease p99 | Heartbeat p50 | Heartbeat p99 | Complete p50 | Complete p99 |")

@@ -84,17 +84,19 @@ pub(crate) async fn run(id: usize, channel: Channel, plan: Plan) -> Result<Tally
             break;
         }
         let asked = Instant::now();
-        let leased = client
-            .lease(pb::LeaseRequest {
-                worker_id: worker_id.clone(),
-                device: "cpu".into(),
-                wait_ms: 0,
-                threads: 1,
-                max_trials: plan.group,
-            })
-            .await
-            .context("Lease")?
-            .into_inner();
+        let request = pb::LeaseRequest {
+            worker_id: worker_id.clone(),
+            device: "cpu".into(),
+            wait_ms: 0,
+            threads: 1,
+            max_trials: plan.group,
+        };
+        let leased = retry("Lease", || {
+            let (mut c, r) = (client.clone(), request.clone());
+            async move { c.lease(r).await }
+        })
+        .await?
+        .into_inner();
         tally.lease.record(asked.elapsed());
         let Some(first) = leased.assignment else { break };
         for a in std::iter::once(first).chain(leased.fused) {
@@ -117,21 +119,23 @@ pub(crate) async fn run(id: usize, channel: Channel, plan: Plan) -> Result<Tally
                 None => Some(pb::MetricBatch { points, ..Default::default() }),
             };
             let sent = Instant::now();
-            client
-                .complete(pb::CompleteRequest {
-                    lease_id: a.lease_id.clone(),
-                    outcome: pb::Outcome::Succeeded as i32,
-                    summary: Some(pb::TrialSummary {
-                        final_train_loss: Some(0.5),
-                        final_test_accuracy: Some(0.5 + (tally.trials % 7) as f64 / 100.0),
-                        ..Default::default()
-                    }),
-                    worker_id: worker_id.clone(),
-                    provenance: None,
-                    last_batch,
-                })
-                .await
-                .context("Complete")?;
+            let request = pb::CompleteRequest {
+                lease_id: a.lease_id.clone(),
+                outcome: pb::Outcome::Succeeded as i32,
+                summary: Some(pb::TrialSummary {
+                    final_train_loss: Some(0.5),
+                    final_test_accuracy: Some(0.5 + (tally.trials % 7) as f64 / 100.0),
+                    ..Default::default()
+                }),
+                worker_id: worker_id.clone(),
+                provenance: None,
+                last_batch,
+            };
+            retry("Complete", || {
+                let (mut c, r) = (client.clone(), request.clone());
+                async move { c.complete(r).await }
+            })
+            .await?;
             tally.complete.record(sent.elapsed());
             tally.trials += 1;
             tally.points += u64::from(plan.points);
@@ -156,11 +160,13 @@ async fn train(
         }
         step += 1;
         let sent = Instant::now();
-        let answer = client
-            .heartbeat(pb::HeartbeatRequest { lease_id: a.lease_id.clone(), epoch: 1, step, last_loss: Some(1.0) })
-            .await
-            .context("Heartbeat")?
-            .into_inner();
+        let request = pb::HeartbeatRequest { lease_id: a.lease_id.clone(), epoch: 1, step, last_loss: Some(1.0) };
+        let answer = retry("Heartbeat", || {
+            let (mut c, r) = (client.clone(), request.clone());
+            async move { c.heartbeat(r).await }
+        })
+        .await?
+        .into_inner();
         tally.heartbeat.record(sent.elapsed());
         if answer.directive != pb::Directive::Continue as i32 {
             bail!("trial {}: heartbeat answered {:?}", a.trial_id, answer.directive);
@@ -174,4 +180,24 @@ fn points(n: u32) -> Vec<pb::MetricPoint> {
     (1..=i64::from(n))
         .map(|step| pb::MetricPoint { step, name: "train_loss".into(), value: 1.0 / step as f64, epoch: 1 })
         .collect()
+}
+
+/// A call retried as a real worker retries it: `UNAVAILABLE` (the store
+/// rolled a batch back, or is busy) up to 5 times, 50 ms apart; the time
+/// recorded includes the retries.
+async fn retry<T, F, Fut>(what: &str, mut call: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(status) if status.code() == tonic::Code::Unavailable && tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            result => return result.with_context(|| what.to_owned()),
+        }
+    }
 }

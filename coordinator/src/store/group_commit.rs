@@ -10,13 +10,14 @@
 //! connection's thread each way) are paid once per batch instead of once
 //! per call; with no load a batch is one write, as before.
 //!
-//! Contract of a write: it returns `Err` for a refusal (a lost lease) only
-//! before it has written anything, so a refusal never needs a rollback and
-//! the batch goes on. A database error is different: the whole batch is
-//! rolled back, the failing write gets its error and the others
-//! [`StoreError::RolledBack`] (a retryable `UNAVAILABLE`); nothing any of
-//! them did is kept, and none was answered before the rollback. The writes
-//! not yet run when a write failed run in the next batch.
+//! Contract of a write: it returns [`StoreError::LeaseLost`] (a refusal)
+//! only before it has written anything, so a refusal needs no rollback and
+//! the batch goes on. Any other error, or a panic, may follow a write: the
+//! whole batch is rolled back, the failing write gets its own error and
+//! the others [`StoreError::RolledBack`] (a retryable `UNAVAILABLE`);
+//! nothing any of them did is kept, and none was answered before the
+//! rollback. The writes not yet run then go in the next batch. A write
+//! whose caller went away before its turn is skipped.
 //!
 //! The writer checks the connection out of the store's one-connection write
 //! pool for each batch and gives it back after, so the store's other
@@ -26,6 +27,7 @@
 use std::collections::VecDeque;
 
 use futures::future::BoxFuture;
+use futures::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
@@ -77,15 +79,23 @@ where
         let (reply, answer) = oneshot::channel::<Result<T, StoreError>>();
         let work: Work<DB> = Box::new(move |conn| {
             Box::pin(async move {
+                // A caller that went away (a deadline, a dropped connection)
+                // was told nothing: its write is skipped, not done for no
+                // one (a lease nobody holds would wait out its TTL).
+                if reply.is_closed() {
+                    return Ran { failed: false, answer: Box::new(|_| ()) };
+                }
                 let result = write(conn).await;
-                let failed = matches!(result, Err(StoreError::Database(_)));
+                // Only a refusal (a lease that is not current) is known to
+                // have written nothing; any other error may come after a
+                // write, so the batch is rolled back.
+                let failed = !matches!(result, Ok(_) | Err(StoreError::LeaseLost(_)));
                 Ran {
                     failed,
                     answer: Box::new(move |rolled_back: Option<String>| {
-                        let answer = match (rolled_back, result) {
-                            (Some(_), Err(own)) => Err(own),
-                            (Some(why), Ok(_)) => Err(StoreError::RolledBack(why)),
-                            (None, result) => result,
+                        let answer = match rolled_back {
+                            Some(why) => Err(StoreError::RolledBack(why)),
+                            None => result,
                         };
                         let _ = reply.send(answer);
                     }),
@@ -140,27 +150,41 @@ where
         }
     };
     let mut ran = Vec::with_capacity(waiting.len().min(MAX_BATCH));
-    let mut failed = false;
+    // The write that failed keeps its own answer; the others of its batch
+    // are answered RolledBack.
+    let mut failing: Option<Ran> = None;
+    let mut panicked = false;
     while ran.len() < MAX_BATCH {
         let Some(work) = waiting.pop_front() else { break };
-        let r = work(&mut *tx).await;
-        failed = r.failed;
-        ran.push(r);
-        if failed {
-            break;
+        match std::panic::AssertUnwindSafe(work(&mut *tx)).catch_unwind().await {
+            Ok(r) if r.failed => {
+                failing = Some(r);
+                break;
+            }
+            Ok(r) => ran.push(r),
+            Err(_) => {
+                // The write's answer went with it: its caller is told
+                // UNAVAILABLE. The writer goes on.
+                tracing::error!("group commit: a write panicked; its batch is rolled back");
+                panicked = true;
+                break;
+            }
         }
     }
-    let rolled_back = if failed {
+    let rolled_back = if failing.is_some() || panicked {
         let _ = tx.rollback().await;
-        Some("another write of its batch hit a database error".to_owned())
+        Some("another write of its batch failed".to_owned())
     } else {
         tx.commit().await.err().map(|e| format!("the batch's commit failed: {e}"))
     };
     if let Some(why) = &rolled_back {
-        tracing::warn!(writes = ran.len(), reason = %why, "group commit: a batch was rolled back; its calls may retry");
+        tracing::warn!(writes = ran.len() + 1, reason = %why, "group commit: a batch was rolled back; its calls may retry");
     }
     for r in ran {
         (r.answer)(rolled_back.clone());
+    }
+    if let Some(r) = failing {
+        (r.answer)(None);
     }
 }
 
@@ -194,6 +218,12 @@ mod tests {
                                     return Err(StoreError::LeaseLost(x.to_string()));
                                 }
                                 sqlx::query("INSERT INTO t (x) VALUES ($1)").bind(x).execute(&mut *conn).await?;
+                                if x == 666 {
+                                    panic!("a write that panics after writing");
+                                }
+                                if x >= 1000 {
+                                    return Err(StoreError::Corrupt(format!("{x} is unreadable")));
+                                }
                                 Ok(x)
                             })
                         })
@@ -237,5 +267,23 @@ mod tests {
         assert_eq!(out[2].as_ref().ok(), Some(&9));
         assert_eq!(stored(&pool).await, vec![7, 9], "8 was rolled back with the failed write");
         assert_eq!(one_batch(&pool, &group, &[8]).await.remove(0).unwrap(), 8, "a retry stores it");
+    }
+
+    #[tokio::test]
+    async fn an_error_after_a_write_or_a_panic_rolls_the_batch_back_and_the_writer_goes_on() {
+        let pool = pool().await;
+        let group = std::sync::Arc::new(GroupCommit::start(pool.clone()));
+        // 1000 writes, then fails: its write and 1's are undone.
+        let out = one_batch(&pool, &group, &[1, 1000]).await;
+        assert!(matches!(out[0], Err(StoreError::RolledBack(_))), "{:?}", out[0]);
+        assert!(matches!(out[1], Err(StoreError::Corrupt(_))), "{:?}", out[1]);
+        assert!(stored(&pool).await.is_empty());
+        // 666 panics after writing: undone, its caller told the store is
+        // unavailable, and the writer still takes writes.
+        let out = one_batch(&pool, &group, &[2, 666, 3]).await;
+        assert!(matches!(out[0], Err(StoreError::RolledBack(_))), "{:?}", out[0]);
+        assert!(matches!(out[1], Err(StoreError::Database(sqlx::Error::PoolClosed))), "{:?}", out[1]);
+        assert_eq!(out[2].as_ref().ok(), Some(&3));
+        assert_eq!(stored(&pool).await, vec![3]);
     }
 }

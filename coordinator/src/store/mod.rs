@@ -344,7 +344,8 @@ pub trait Store: Analytics + Archive + Send + Sync + 'static {
     /// group a worker trains together (one fused model for a cell's seeds),
     /// all resuming from the same position. Each trial gets its own lease,
     /// exactly as [`Store::lease_for`] would grant it; the first is the
-    /// queue's head. `max` 0 counts as 1. Empty when nothing is queued. A
+    /// queue's head. `max` 0 counts as 1. Empty when nothing is queued, or
+    /// when `who` failed `who.quarantine_after` trials in a row or more. A
     /// trial is never in two answers, however many calls race.
     async fn lease_group(&self, who: Leaser<'_>, max: u32, now_ms: i64, ttl_ms: i64) -> Result<Vec<Lease>, StoreError>;
 
@@ -451,7 +452,8 @@ pub trait Store: Analytics + Archive + Send + Sync + 'static {
     ) -> Result<Completed, StoreError>;
 
     /// Records what the attempt running under `lease_id` was produced with
-    /// (a worker sends it with its result, just before [`Store::complete`]).
+    /// (the service passes it to [`Store::complete_with`] instead, in the
+    /// result's transaction).
     /// A lease that is not current changes nothing (the `complete` that
     /// follows answers for it); every new lease clears what an earlier
     /// attempt recorded.

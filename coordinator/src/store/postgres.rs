@@ -51,6 +51,10 @@ impl PostgresStore {
     /// A completion locks its sweep's row before the trial's, the order
     /// `cancel` and `submit` take them in, so they cannot deadlock.
     const PLAN_BEFORE_RESULT: bool = true;
+    /// A metric batch locks its trial's row before its points, the order a
+    /// completion takes them in (the row, then the last batch's points), so
+    /// a batch and a completion of one trial cannot deadlock.
+    const STATE_FOR_POINTS_SQL: &'static str = state_by_lease_sql!(" FOR UPDATE");
 
     /// An export reads one snapshot (statements under READ COMMITTED would
     /// each see newer rows).

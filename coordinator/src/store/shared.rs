@@ -125,6 +125,9 @@ macro_rules! impl_store {
                 settings_hash: &str,
                 trials: &[sweep_core::TrialSpec],
             ) -> Result<u64, $crate::store::StoreError> {
+                if trials.is_empty() {
+                    return Ok(0);
+                }
                 let (base_seq,): (i64,) = sqlx::query_as("SELECT COALESCE(MAX(seq), 0) FROM trials")
                     .fetch_one(&mut *tx)
                     .await?;
@@ -219,9 +222,10 @@ macro_rules! impl_store {
 
             /// The grid of `sweep_id` when it has a seed plan and is not
             /// cancelled, its row locked for the rest of the transaction on
-            /// PostgreSQL (`ADAPTIVE_SPEC_SQL`). Taken before the trial rows
-            /// are touched, in the order `cancel` and `submit` take them
-            /// (the sweep, then its trials), so they cannot deadlock. A
+            /// PostgreSQL (`ADAPTIVE_SPEC_SQL`). There it is taken before the
+            /// trial rows are touched, in the order `cancel` and `submit` take
+            /// them (the sweep, then its trials), so they cannot deadlock
+            /// (SQLite, one writer, reads it after: `PLAN_BEFORE_RESULT`). A
             /// stored grid that cannot be read is logged and judged as no
             /// plan: it must not stop trials from finishing.
             async fn lock_plan(
@@ -334,12 +338,19 @@ macro_rules! impl_store {
                     .bind(&settings_json)
                     .execute(&mut *tx)
                     .await?;
-                // One cell's trials at a time: a grid of 100,000 trials is
-                // never all in memory at once.
+                // A chunk of cells' trials at a time: a grid of 100,000
+                // trials is never all in memory at once, and many small
+                // cells still go in few statements.
                 let mut added = 0;
+                let mut chunk = Vec::new();
                 for cell in spec.cells() {
-                    added += Self::insert_trials(&mut tx, spec, &settings_hash, &spec.trials_of(&cell)).await?;
+                    chunk.extend(spec.trials_of(&cell));
+                    if chunk.len() >= 500 {
+                        added += Self::insert_trials(&mut tx, spec, &settings_hash, &chunk).await?;
+                        chunk.clear();
+                    }
                 }
+                added += Self::insert_trials(&mut tx, spec, &settings_hash, &chunk).await?;
                 // A plan new to the sweep, or a higher max_seeds, may call
                 // for seeds in strata that already finished.
                 added += Self::adapt(&mut tx, spec, &settings_hash, None).await?;
@@ -484,13 +495,13 @@ macro_rules! impl_store {
                 truncate_after: Option<i64>,
                 checkpoint_step: Option<i64>,
             ) -> Result<u64, $crate::store::StoreError> {
-                use $crate::store::{sql, StoreError};
+                use $crate::store::StoreError;
                 let lease_id = lease_id.to_owned();
                 let points = points.to_vec();
                 self.write_op(true, move |conn| {
                     Box::pin(async move {
                         let row: Option<(String, String)> =
-                            sqlx::query_as(sql::STATE_BY_LEASE).bind(&lease_id).fetch_optional(&mut *conn).await?;
+                            sqlx::query_as(Self::STATE_FOR_POINTS_SQL).bind(&lease_id).fetch_optional(&mut *conn).await?;
                         let trial_id = match row {
                             Some((id, state)) if state == "running" => id,
                             _ => return Err(StoreError::LeaseLost(lease_id)),

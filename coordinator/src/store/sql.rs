@@ -35,7 +35,15 @@ pub(crate) const HEARTBEAT: &str =
     "UPDATE trials SET lease_expires_ms = $2, progress_epoch = $3, progress_step = $4, progress_loss = $5 \
      WHERE lease_id = $1 AND state = 'running' RETURNING id";
 
-pub(crate) const STATE_BY_LEASE: &str = "SELECT id, state FROM trials WHERE lease_id = $1";
+/// The trial under lease `$1` and its state (each backend adds how it
+/// locks the row before writing its points: `STATE_FOR_POINTS_SQL`).
+macro_rules! state_by_lease_sql {
+    ($lock:literal) => {
+        concat!("SELECT id, state FROM trials WHERE lease_id = $1", $lock)
+    };
+}
+
+pub(crate) const STATE_BY_LEASE: &str = state_by_lease_sql!("");
 
 /// The provenance of the attempt running under lease `$1`, recorded just
 /// before it completes.

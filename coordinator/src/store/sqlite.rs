@@ -54,6 +54,8 @@ impl SqliteStore {
     /// No row locks to order: a completion reads its sweep's plan only when
     /// the stored result says the sweep has one (one statement fewer).
     const PLAN_BEFORE_RESULT: bool = false;
+    /// One writer: nothing to lock.
+    const STATE_FOR_POINTS_SQL: &'static str = state_by_lease_sql!("");
 
     /// A read transaction in WAL mode is one snapshot already.
     const ARCHIVE_SNAPSHOT_SQL: Option<&'static str> = None;
