@@ -112,6 +112,21 @@ stop_coordinator() {
 # record STEP BACKEND JSON: appends one result line.
 record() { python3 -c 'import json,sys; d=json.loads(sys.argv[3]); d["step"]=sys.argv[1]; d["backend"]=sys.argv[2]; print(json.dumps(d))' "$1" "$2" "$3" >>"$RESULTS"; }
 
+# measure STEP BACKEND [--keep] LOADGEN-ARGS...: a fresh database and
+# coordinator, one sweep-loadgen run recorded under STEP (--keep leaves the
+# coordinator running for what follows).
+measure() {
+    local step="$1" backend="$2" keep=0 json
+    shift 2
+    if [ "${1:-}" = --keep ]; then keep=1; shift; fi
+    fresh_db "$backend"
+    start_coordinator "$DB_URL"
+    json="$("$BIN/sweep-loadgen" --coordinator "$COORD_URL" --coordinator-pid "$COORD_PID" --json "$@")"
+    [ "$keep" = 1 ] || stop_coordinator
+    record "$step" "$backend" "$json"
+    echo "$json"
+}
+
 BACKENDS=(sqlite)
 [ -n "$PG_URL" ] && BACKENDS+=(postgres)
 if [ -n "$PG_URL" ] && ! command -v psql >/dev/null 2>&1; then
@@ -123,17 +138,11 @@ fi
 for backend in "${BACKENDS[@]}"; do
     for run in $(seq "$RUNS"); do
         say "throughput: $backend, run $run of $RUNS ($TRIALS no-op trials, 64 workers)"
-        fresh_db "$backend"
-        start_coordinator "$DB_URL"
         floor=()
         if [ "$QUICK" = 1 ]; then
             floor=(--min-trials-per-sec "$([ "$backend" = sqlite ] && echo 1000 || echo 500)")
         fi
-        json="$("$BIN/sweep-loadgen" --coordinator "$COORD_URL" --submit "$TRIALS" --workers 64 \
-            --coordinator-pid "$COORD_PID" --json "${floor[@]+"${floor[@]}"}")"
-        stop_coordinator
-        record throughput "$backend" "$json"
-        echo "$json"
+        measure throughput "$backend" --submit "$TRIALS" --workers 64 "${floor[@]+"${floor[@]}"}"
     done
 done
 
@@ -144,13 +153,7 @@ if [ "$QUICK" = 0 ]; then
         for path in complete stream; do
             for run in $(seq "$RUNS"); do
                 say "points: $backend, 100 points per trial via $path, run $run of $RUNS (10,000 trials, 64 workers)"
-                fresh_db "$backend"
-                start_coordinator "$DB_URL"
-                json="$("$BIN/sweep-loadgen" --coordinator "$COORD_URL" --submit 10000 --workers 64 --points 100 \
-                    --metrics "$path" --coordinator-pid "$COORD_PID" --json)"
-                stop_coordinator
-                record points "$backend" "$json"
-                echo "$json"
+                measure points "$backend" --submit 10000 --workers 64 --points 100 --metrics "$path"
             done
         done
     done
@@ -158,24 +161,13 @@ if [ "$QUICK" = 0 ]; then
     # 2. Lease latency with 1,000 connected workers.
     for backend in "${BACKENDS[@]}"; do
         say "lease latency: $backend, 1,000 workers, trials of 5 s, heartbeats every 2 s, 30 s"
-        fresh_db "$backend"
-        start_coordinator "$DB_URL"
-        json="$("$BIN/sweep-loadgen" --coordinator "$COORD_URL" --submit 20000 --workers 1000 \
-            --trial-ms 5000 --heartbeat-ms 2000 --seconds 30 --coordinator-pid "$COORD_PID" --json)"
-        stop_coordinator
-        record latency "$backend" "$json"
-        echo "$json"
+        measure latency "$backend" --submit 20000 --workers 1000 --trial-ms 5000 --heartbeat-ms 2000 --seconds 30
     done
 
     # 3. 100,000 trials: memory, then the report.
     for backend in "${BACKENDS[@]}"; do
         say "100,000 trials: $backend, 1,000 workers"
-        fresh_db "$backend"
-        start_coordinator "$DB_URL"
-        json="$("$BIN/sweep-loadgen" --coordinator "$COORD_URL" --submit 100000 --workers 1000 \
-            --coordinator-pid "$COORD_PID" --json)"
-        record memory "$backend" "$json"
-        echo "$json"
+        measure memory "$backend" --keep --submit 100000 --workers 1000
         for run in $(seq "$RUNS"); do
             for kind in table pictures; do
                 args=()
