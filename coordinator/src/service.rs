@@ -366,12 +366,7 @@ impl pb::worker_service_server::WorkerService for Coordinator {
         };
         loop {
             queue.borrow_and_update();
-            // A limit of 0 quarantines every worker, a row or not.
-            let leases = if self.config.quarantine_after == 0 {
-                Vec::new()
-            } else {
-                self.store.lease_group(who, max_trials, now_ms(), ttl).await?
-            };
+            let leases = self.store.lease_group(who, max_trials, now_ms(), ttl).await?;
             if leases.is_empty() {
                 let failed = self.store.failures_in_a_row(&caller, worker_id).await?;
                 if self.config.quarantined(failed) {

@@ -60,6 +60,8 @@ async fn a_quarantined_caller_is_leased_nothing(ctx: Ctx) {
         "another worker ID is not quarantined"
     );
     assert_eq!(store.lease_group(at(4), 1, T0 + 10, TTL).await.unwrap().len(), 1, "under a higher limit");
+    let none_yet = Leaser { worker_id: "w3", holder: "h", quarantine_after: Some(0), ..Default::default() };
+    assert!(store.lease_group(none_yet, 1, T0 + 10, TTL).await.unwrap().is_empty(), "a limit of 0 refuses everyone");
     store.clear_failures("h", "w").await.unwrap();
     store.submit(&simple_grid("q", 1, 3, ""), T0 + 20).await.unwrap();
     assert_eq!(store.lease_group(at(1), 1, T0 + 30, TTL).await.unwrap().len(), 1, "cleared");

@@ -437,8 +437,8 @@ pub trait Store: Analytics + Archive + Send + Sync + 'static {
     }
 
     /// [`Store::complete`] with the attempt's last metric batch (stored as
-    /// [`Store::put_batch`] would) and its provenance (as
-    /// [`Store::set_provenance`]) in the same transaction: the result is
+    /// [`Store::put_batch`] would) and what it was produced with (its
+    /// provenance) in the same transaction: the result is
     /// stored with all of them or not at all. A repeated call after success
     /// is a no-op that stores nothing again.
     async fn complete_with(
@@ -450,14 +450,6 @@ pub trait Store: Analytics + Archive + Send + Sync + 'static {
         provenance: Option<&sweep_core::Provenance>,
         now_ms: i64,
     ) -> Result<Completed, StoreError>;
-
-    /// Records what the attempt running under `lease_id` was produced with
-    /// (the service passes it to [`Store::complete_with`] instead, in the
-    /// result's transaction).
-    /// A lease that is not current changes nothing (the `complete` that
-    /// follows answers for it); every new lease clears what an earlier
-    /// attempt recorded.
-    async fn set_provenance(&self, lease_id: &str, provenance: &sweep_core::Provenance) -> Result<(), StoreError>;
 
     /// Gives the trial up: back to the queue, or failed once `max_attempts`
     /// attempts have failed (then its stratum is judged, as in

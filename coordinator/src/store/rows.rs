@@ -8,9 +8,9 @@
 use sweep_core::{CurveSums, GradFlowSums, TrialResult};
 
 use super::spec::{stored_cell, stored_spec, stored_state};
-use super::{Lease, MetricRow, Progress, RunningTrial, StoreError, TrialRecord, TrialSummary};
+use super::{Lease, LeaseOwner, MetricRow, Progress, RunningTrial, StoreError, TrialRecord, TrialSummary};
 
-fn to_u32(n: i64) -> u32 {
+pub(crate) fn to_u32(n: i64) -> u32 {
     n.clamp(0, i64::from(u32::MAX)) as u32
 }
 
@@ -45,6 +45,23 @@ impl LeasedRow {
             resume_step: self.checkpoint_step,
             keep_weights: self.keep_weights.unwrap_or(false),
         })
+    }
+}
+
+/// A lease's holder as stored (`LEASE_OWNER`, `COMPLETE`'s `RETURNING`):
+/// its trial, identity and worker ID, and their quarantine count (NULL:
+/// no row, 0).
+pub(crate) fn lease_owner(
+    trial_id: String,
+    holder: Option<String>,
+    worker_id: Option<String>,
+    failures: Option<i64>,
+) -> LeaseOwner {
+    LeaseOwner {
+        trial_id,
+        holder: holder.unwrap_or_default(),
+        worker_id: worker_id.unwrap_or_default(),
+        failures_in_a_row: to_u32(failures.unwrap_or(0)),
     }
 }
 

@@ -84,9 +84,11 @@ macro_rules! impl_store {
             }
 
             /// Records the provenance of the attempt running under `lease_id`
-            /// (nothing when the lease is not current).
-            async fn record_provenance<'e, E: sqlx::Executor<'e, Database = $db>>(
-                executor: E,
+            /// (nothing when the lease is not current: a retried Complete, or
+            /// a lost lease, which the completion then answers for; every new
+            /// lease clears what an earlier attempt recorded).
+            async fn record_provenance(
+                conn: &mut <$db as sqlx::Database>::Connection,
                 lease_id: &str,
                 p: &sweep_core::Provenance,
             ) -> Result<(), $crate::store::StoreError> {
@@ -96,7 +98,7 @@ macro_rules! impl_store {
                     .bind(&p.libtorch)
                     .bind(&p.device_name)
                     .bind(&p.dataset_sha256)
-                    .execute(executor)
+                    .execute(&mut *conn)
                     .await?;
                 Ok(())
             }
@@ -378,6 +380,10 @@ macro_rules! impl_store {
                 ttl_ms: i64,
             ) -> Result<Vec<$crate::store::Lease>, $crate::store::StoreError> {
                 // One transaction: the whole group is leased, or none of it.
+                // A limit of 0 quarantines everyone, a quarantine row or not.
+                if who.quarantine_after == Some(0) {
+                    return Ok(Vec::new());
+                }
                 // A lease of one trial is a single statement, which needs no
                 // transaction of its own.
                 let (worker_id, holder, device) = (who.worker_id.to_owned(), who.holder.to_owned(), who.device.to_owned());
@@ -414,11 +420,8 @@ macro_rules! impl_store {
                         .bind(lease_id)
                         .fetch_optional(&self.read)
                         .await?;
-                Ok(row.map(|(trial_id, holder, worker_id, failures)| $crate::store::LeaseOwner {
-                    trial_id,
-                    holder: holder.unwrap_or_default(),
-                    worker_id: worker_id.unwrap_or_default(),
-                    failures_in_a_row: failures.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
+                Ok(row.map(|(trial_id, holder, worker_id, failures)| {
+                    $crate::store::rows::lease_owner(trial_id, holder, worker_id, failures)
                 }))
             }
 
@@ -434,7 +437,7 @@ macro_rules! impl_store {
                     .bind(now_ms)
                     .fetch_one(&self.write)
                     .await?;
-                Ok(n.clamp(0, u32::MAX as i64) as u32)
+                Ok($crate::store::rows::to_u32(n))
             }
 
             async fn clear_failures(&self, holder: &str, worker_id: &str) -> Result<(), $crate::store::StoreError> {
@@ -452,7 +455,7 @@ macro_rules! impl_store {
                     .bind(worker_id)
                     .fetch_optional(&self.read)
                     .await?;
-                Ok(row.map_or(0, |(n,)| n.clamp(0, u32::MAX as i64) as u32))
+                Ok(row.map_or(0, |(n,)| $crate::store::rows::to_u32(n)))
             }
 
             async fn heartbeat(
@@ -538,7 +541,7 @@ macro_rules! impl_store {
                         let mut plan =
                             if Self::PLAN_BEFORE_RESULT { Self::plan_of_lease(conn, &lease_id).await? } else { None };
                         if let Some(p) = &provenance {
-                            Self::record_provenance(&mut *conn, &lease_id, p).await?;
+                            Self::record_provenance(conn, &lease_id, p).await?;
                         }
                         let done: Option<$crate::store::rows::CompletedRow> = sqlx::query_as(sql::COMPLETE)
                             .bind(&lease_id)
@@ -578,27 +581,11 @@ macro_rules! impl_store {
                             Some(spec) => Self::judge_finished(conn, spec, settings_hash.as_deref(), &cell).await?,
                             None => 0,
                         };
-                        let owner = $crate::store::LeaseOwner {
-                            trial_id,
-                            holder: holder.unwrap_or_default(),
-                            worker_id: worker_id.unwrap_or_default(),
-                            failures_in_a_row: failures.unwrap_or(0).clamp(0, u32::MAX as i64) as u32,
-                        };
+                        let owner = $crate::store::rows::lease_owner(trial_id, holder, worker_id, failures);
                         Ok(Completed { added, stored, owner: Some(owner) })
                     })
                 })
                 .await
-            }
-
-            async fn set_provenance(
-                &self,
-                lease_id: &str,
-                p: &sweep_core::Provenance,
-            ) -> Result<(), $crate::store::StoreError> {
-                // No row: the trial already completed under this lease (a
-                // retried Complete, which `complete` answers) or the lease
-                // is lost (which `complete` reports).
-                Self::record_provenance(&self.write, lease_id, p).await
             }
 
             async fn fail(&self, lease_id: &str, reason: &str, now_ms: i64) -> Result<bool, $crate::store::StoreError> {
