@@ -132,7 +132,7 @@ async fn trial_results_has_one_row_per_trial(store: Arc<dyn Store>) {
     let mut sorted = order.clone();
     sorted.sort();
     assert_eq!(order, sorted);
-    assert!(rows.iter().all(|r| grid("finals").expand().iter().any(|t| t.cell == r.cell)), "the grid's cells");
+    assert!(rows.iter().all(|r| grid("finals").expand().iter().any(|t| t.cell == *r.cell)), "the grid's cells");
     let by: BTreeMap<(u32, bool, u64), &TrialResult> =
         rows.iter().map(|r| ((depth(&r.cell), skip(&r.cell), r.seed), r)).collect();
     assert_eq!(by[&(16, false, 1)].state, TrialState::Running);
@@ -140,7 +140,7 @@ async fn trial_results_has_one_row_per_trial(store: Arc<dyn Store>) {
     assert_eq!(by[&(16, false, 2)].state, TrialState::Diverged);
     let r = by[&(8, true, 2)];
     assert_eq!(r.state, TrialState::Succeeded);
-    assert_eq!(r.cell, levels(8, true));
+    assert_eq!(*r.cell, levels(8, true));
     close(r.final_train_loss.unwrap(), value(8, true, 2, 0));
     close(r.final_test_accuracy.unwrap(), value(8, true, 2, 1) / 10.0);
     close(r.best_test_accuracy.unwrap(), value(8, true, 2, 2) / 10.0);

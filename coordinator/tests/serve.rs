@@ -437,7 +437,8 @@ async fn the_assignment_carries_store_identity_vouched_step_and_provenance() {
         .unwrap()
         .into_inner();
     let t = resp.trials.iter().find(|t| t.state == pb::TrialState::Diverged as i32).expect("the diverged trial");
-    assert_eq!((t.device.as_str(), t.threads, t.diverged_step, t.train_images_used), ("cpu", 3, Some(57), None));
+    let c = &resp.contexts[t.context as usize];
+    assert_eq!((c.device.as_str(), c.threads, t.diverged_step, t.train_images_used), ("cpu", 3, Some(57), None));
 }
 
 #[tokio::test]
@@ -531,7 +532,7 @@ async fn a_results_provenance_is_stored_and_a_retried_complete_with_it_succeeds(
     worker.complete(complete(provenance.clone())).await.expect("a retried Complete is answered, provenance or not");
     let results = server.store.trial_results("edge").await.unwrap();
     let done = results.iter().find(|t| t.state == sweep_coordinator::store::TrialState::Succeeded).unwrap();
-    assert_eq!(done.provenance, sweep_core::Provenance::from(provenance));
+    assert_eq!(*done.provenance, sweep_core::Provenance::from(provenance));
 }
 
 #[tokio::test]

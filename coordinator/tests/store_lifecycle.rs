@@ -182,7 +182,7 @@ async fn complete_with_stores_the_last_batch_and_provenance_with_the_result(ctx:
     let t = &trial_map(store, "last").await[&a.trial_id];
     assert_eq!((t.state, t.checkpoint_step), (TrialState::Succeeded, Some(3)));
     let result = store.trial_results("last").await.unwrap().into_iter().find(|r| r.final_test_accuracy == Some(0.8));
-    assert_eq!(result.expect("the result is stored").provenance, prov);
+    assert_eq!(result.expect("the result is stored").provenance.as_ref(), &prov);
 
     // Repeated (its answer was lost): nothing is stored again.
     let again = store

@@ -227,8 +227,8 @@ async fn trial_results_carry_provenance_and_trainer_notes(ctx: Ctx) {
         ("cuda:1", 0, None, Some(640))
     );
     let spec = simple_grid("prov", 1, 2, "");
-    assert!(finals.iter().all(|f| f.cell == spec.expand()[0].cell), "each result carries its cell");
-    assert!(finals.iter().all(|f| f.settings == spec.expand()[0].train), "each result carries its fixed settings");
+    assert!(finals.iter().all(|f| *f.cell == spec.expand()[0].cell), "each result carries its cell");
+    assert!(finals.iter().all(|f| *f.settings == spec.expand()[0].train), "each result carries its fixed settings");
     assert!(finals[0].settings.contains_key("lr"), "{:?}", finals[0].settings);
     assert!(!finals[0].settings.contains_key("precision"), "fp32 is left out: {:?}", finals[0].settings);
 }

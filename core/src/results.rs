@@ -3,15 +3,22 @@
 //! builds these from set-based queries; the wire carries them
 //! (`AnalysisService.Analyze`); the CLI computes statistics from them.
 
+use std::sync::Arc;
+
 use crate::cell::Cell;
 use crate::state::TrialState;
 
 /// One trial's final row: its cell, seed, state and result values.
+///
+/// A sweep's trials share a few cells, settings and provenances: those are
+/// `Arc`s, made once per distinct value by whoever builds the results (the
+/// store, the wire conversion), so 100,000 trials cost 100,000 small rows,
+/// not 100,000 copies of their maps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrialResult {
     /// The trial's ID (32 hex digits).
     pub trial_id: String,
-    pub cell: Cell,
+    pub cell: Arc<Cell>,
     /// Hash of the cell with its train/data settings: two trials with the
     /// same levels but different `cell_key`s were trained differently.
     pub cell_key: String,
@@ -33,10 +40,10 @@ pub struct TrialResult {
     pub train_images_used: Option<u64>,
     /// The trial's fixed `[train]` settings as stored (its factors are in
     /// `cell`; a setting its schema omits at the default is absent).
-    pub settings: crate::Settings,
+    pub settings: Arc<crate::Settings>,
     /// What the result was produced with (empty fields: unknown, e.g. a
     /// result from an older worker).
-    pub provenance: Provenance,
+    pub provenance: Arc<Provenance>,
     /// The trainer's kind (`bmenet`, `exec`).
     pub trainer: String,
     /// The trial's final values by name (an exec command's

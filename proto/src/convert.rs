@@ -250,31 +250,6 @@ pub fn trial_state(field: &str, raw: i32) -> Result<TrialState, ConvertError> {
     }
 }
 
-impl From<&TrialResult> for pb::TrialFinal {
-    fn from(t: &TrialResult) -> Self {
-        pb::TrialFinal {
-            cell: cell_to_wire(&t.cell),
-            seed: t.seed,
-            state: pb::TrialState::from(t.state).into(),
-            final_train_loss: t.final_train_loss,
-            final_test_loss: t.final_test_loss,
-            final_test_accuracy: t.final_test_accuracy,
-            best_test_accuracy: t.best_test_accuracy,
-            wall_seconds: t.wall_seconds,
-            cell_key: t.cell_key.clone(),
-            device: t.device.clone(),
-            threads: t.threads,
-            diverged_step: t.diverged_step,
-            train_images_used: t.train_images_used,
-            settings: levels_out(&t.settings),
-            provenance: (!t.provenance.is_empty()).then(|| (&t.provenance).into()),
-            trainer: t.trainer.clone(),
-            finals: t.finals.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            trial_id: t.trial_id.clone(),
-        }
-    }
-}
-
 impl From<&Provenance> for pb::Provenance {
     fn from(p: &Provenance) -> Self {
         pb::Provenance {
@@ -295,32 +270,6 @@ impl From<pb::Provenance> for Provenance {
             device_name: p.device_name,
             dataset_sha256: p.dataset_sha256,
         }
-    }
-}
-
-impl TryFrom<pb::TrialFinal> for TrialResult {
-    type Error = ConvertError;
-    fn try_from(t: pb::TrialFinal) -> Result<Self, ConvertError> {
-        Ok(TrialResult {
-            trial_id: t.trial_id,
-            cell: cell_from_wire("trials.cell", t.cell)?,
-            cell_key: t.cell_key,
-            seed: t.seed,
-            state: trial_state("trials.state", t.state)?,
-            final_train_loss: t.final_train_loss,
-            final_test_loss: t.final_test_loss,
-            final_test_accuracy: t.final_test_accuracy,
-            best_test_accuracy: t.best_test_accuracy,
-            wall_seconds: t.wall_seconds,
-            device: t.device,
-            threads: t.threads,
-            diverged_step: t.diverged_step,
-            train_images_used: t.train_images_used,
-            settings: levels_in("trials.settings.", t.settings)?,
-            provenance: t.provenance.map(Into::into).unwrap_or_default(),
-            trainer: if t.trainer.is_empty() { "bmenet".to_owned() } else { t.trainer },
-            finals: t.finals.into_iter().collect(),
-        })
     }
 }
 
@@ -380,11 +329,72 @@ impl TryFrom<pb::GradFlowAggregate> for GradFlowSums {
     }
 }
 
+/// A trial's shared part as the wire's [`pb::TrialContext`] keys it: the
+/// `Arc`s by address (a sweep's trials share them; two equal values in
+/// different `Arc`s only cost a second context) and the small fields by
+/// value.
+type ContextKey<'a> = (*const sweep_core::Cell, *const Settings, *const Provenance, &'a str, &'a str, u32, &'a str);
+
+fn context_key(t: &TrialResult) -> ContextKey<'_> {
+    (
+        std::sync::Arc::as_ptr(&t.cell),
+        std::sync::Arc::as_ptr(&t.settings),
+        std::sync::Arc::as_ptr(&t.provenance),
+        &t.cell_key,
+        &t.device,
+        t.threads,
+        &t.trainer,
+    )
+}
+
+fn context_to_wire(t: &TrialResult) -> pb::TrialContext {
+    pb::TrialContext {
+        cell: cell_to_wire(&t.cell),
+        cell_key: t.cell_key.clone(),
+        settings: levels_out(t.settings.as_ref()),
+        trainer: t.trainer.clone(),
+        device: t.device.clone(),
+        threads: t.threads,
+        provenance: (!t.provenance.is_empty()).then(|| t.provenance.as_ref().into()),
+    }
+}
+
+fn trial_to_wire(t: &TrialResult, context: u32) -> pb::TrialFinal {
+    pb::TrialFinal {
+        seed: t.seed,
+        state: pb::TrialState::from(t.state).into(),
+        final_train_loss: t.final_train_loss,
+        final_test_loss: t.final_test_loss,
+        final_test_accuracy: t.final_test_accuracy,
+        best_test_accuracy: t.best_test_accuracy,
+        wall_seconds: t.wall_seconds,
+        diverged_step: t.diverged_step,
+        train_images_used: t.train_images_used,
+        finals: t.finals.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        trial_id: t.trial_id.clone(),
+        context,
+    }
+}
+
 impl From<&SweepResults> for pb::AnalyzeResponse {
     fn from(r: &SweepResults) -> Self {
+        let mut index: std::collections::HashMap<ContextKey<'_>, u32> = std::collections::HashMap::new();
+        let mut contexts = Vec::new();
+        let trials = r
+            .trials
+            .iter()
+            .map(|t| {
+                let context = *index.entry(context_key(t)).or_insert_with(|| {
+                    contexts.push(context_to_wire(t));
+                    (contexts.len() - 1) as u32
+                });
+                trial_to_wire(t, context)
+            })
+            .collect();
         pb::AnalyzeResponse {
             sweep_id: r.sweep_id.clone(),
-            trials: r.trials.iter().map(Into::into).collect(),
+            trials,
+            contexts,
             curves: r.curves.iter().map(Into::into).collect(),
             grad_flow: r.grad_flow.iter().map(Into::into).collect(),
             adaptive: r.adaptive.as_ref().map(Into::into),
@@ -393,12 +403,65 @@ impl From<&SweepResults> for pb::AnalyzeResponse {
     }
 }
 
+/// A [`pb::TrialContext`] read once, shared by every trial that names it.
+struct Context {
+    cell: std::sync::Arc<sweep_core::Cell>,
+    cell_key: String,
+    settings: std::sync::Arc<Settings>,
+    trainer: String,
+    device: String,
+    threads: u32,
+    provenance: std::sync::Arc<Provenance>,
+}
+
+impl TryFrom<pb::TrialContext> for Context {
+    type Error = ConvertError;
+    fn try_from(c: pb::TrialContext) -> Result<Self, ConvertError> {
+        Ok(Context {
+            cell: std::sync::Arc::new(cell_from_wire("contexts.cell", c.cell)?),
+            cell_key: c.cell_key,
+            settings: std::sync::Arc::new(levels_in("contexts.settings.", c.settings)?),
+            trainer: if c.trainer.is_empty() { "bmenet".to_owned() } else { c.trainer },
+            device: c.device,
+            threads: c.threads,
+            provenance: std::sync::Arc::new(c.provenance.map(Into::into).unwrap_or_default()),
+        })
+    }
+}
+
+fn trial_from_wire(t: pb::TrialFinal, contexts: &[Context]) -> Result<TrialResult, ConvertError> {
+    let c = contexts.get(t.context as usize).ok_or_else(|| {
+        err("trials.context", format!("{} names no context (the answer has {})", t.context, contexts.len()))
+    })?;
+    Ok(TrialResult {
+        trial_id: t.trial_id,
+        cell: c.cell.clone(),
+        cell_key: c.cell_key.clone(),
+        seed: t.seed,
+        state: trial_state("trials.state", t.state)?,
+        final_train_loss: t.final_train_loss,
+        final_test_loss: t.final_test_loss,
+        final_test_accuracy: t.final_test_accuracy,
+        best_test_accuracy: t.best_test_accuracy,
+        wall_seconds: t.wall_seconds,
+        device: c.device.clone(),
+        threads: c.threads,
+        diverged_step: t.diverged_step,
+        train_images_used: t.train_images_used,
+        settings: c.settings.clone(),
+        provenance: c.provenance.clone(),
+        trainer: c.trainer.clone(),
+        finals: t.finals.into_iter().collect(),
+    })
+}
+
 impl TryFrom<pb::AnalyzeResponse> for SweepResults {
     type Error = ConvertError;
     fn try_from(r: pb::AnalyzeResponse) -> Result<Self, ConvertError> {
+        let contexts: Vec<Context> = r.contexts.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?;
         Ok(SweepResults {
             sweep_id: r.sweep_id,
-            trials: r.trials.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
+            trials: r.trials.into_iter().map(|t| trial_from_wire(t, &contexts)).collect::<Result<_, _>>()?,
             curves: r.curves.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
             grad_flow: r.grad_flow.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?,
             adaptive: r

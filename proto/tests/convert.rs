@@ -279,8 +279,8 @@ fn a_level_without_a_kind_is_refused() {
     assert_eq!(refused_trial(t).field, "spec.train.epochs");
 
     let mut r = pb::AnalyzeResponse::from(&results());
-    r.trials[0].cell.insert("depth".into(), none.clone());
-    assert_eq!(SweepResults::try_from(r).unwrap_err().field, "trials.cell.depth");
+    r.contexts[0].cell.insert("depth".into(), none.clone());
+    assert_eq!(SweepResults::try_from(r).unwrap_err().field, "contexts.cell.depth");
     let mut r = pb::AnalyzeResponse::from(&results());
     r.curves[0].cell.insert("skip".into(), none.clone());
     assert_eq!(SweepResults::try_from(r).unwrap_err().field, "curves.cell.skip");
@@ -309,8 +309,8 @@ fn a_non_finite_float_is_refused() {
         assert!(e.message.contains("not a finite number"), "{e}");
 
         let mut r = pb::AnalyzeResponse::from(&results());
-        r.trials[1].cell.insert("lr".into(), wire(Kind::Float(x)));
-        assert_eq!(SweepResults::try_from(r).unwrap_err().field, "trials.cell.lr");
+        r.contexts[1].cell.insert("lr".into(), wire(Kind::Float(x)));
+        assert_eq!(SweepResults::try_from(r).unwrap_err().field, "contexts.cell.lr");
     }
 }
 
@@ -344,7 +344,7 @@ fn results() -> SweepResults {
         trials: vec![
             TrialResult {
                 trial_id: "0123456789abcdef0123456789abcdef".into(),
-                cell: a.clone(),
+                cell: a.clone().into(),
                 cell_key: "k1".into(),
                 seed: 0,
                 state: TrialState::Succeeded,
@@ -357,21 +357,23 @@ fn results() -> SweepResults {
                 threads: 4,
                 diverged_step: None,
                 train_images_used: Some(1000),
-                settings: [("lr".to_owned(), Level::Float(0.1)), ("precision".to_owned(), Level::Str("bf16".into()))]
-                    .into_iter()
-                    .collect(),
-                provenance: sweep_core::Provenance {
+                settings: std::sync::Arc::new(
+                    [("lr".to_owned(), Level::Float(0.1)), ("precision".to_owned(), Level::Str("bf16".into()))]
+                        .into_iter()
+                        .collect(),
+                ),
+                provenance: std::sync::Arc::new(sweep_core::Provenance {
                     code_version: "0.1.0 (g1a2b3c)".into(),
                     libtorch: "2.11.0+cu130".into(),
                     device_name: "NVIDIA H200".into(),
                     dataset_sha256: "ab".repeat(32),
-                },
+                }),
                 trainer: "exec".into(),
                 finals: [("f1".to_owned(), 0.75)].into_iter().collect(),
             },
             TrialResult {
                 trial_id: String::new(),
-                cell: b.clone(),
+                cell: b.clone().into(),
                 cell_key: "k2".into(),
                 seed: u64::MAX,
                 state: TrialState::Diverged,
@@ -420,12 +422,34 @@ fn sweep_results_round_trip_through_analyze_responses() {
     let w = pb::AnalyzeResponse::from(&domain);
     assert_eq!(w.trials[0].state, pb::TrialState::Succeeded as i32);
     assert_eq!(w.trials[1].state, pb::TrialState::Diverged as i32);
-    assert_eq!(w.trials[1].cell["depth"], wire(Kind::Float(32.0)));
-    assert_eq!(w.trials[0].cell["depth"], wire(Kind::Int(32)));
+    let context = |i: usize| &w.contexts[w.trials[i].context as usize];
+    assert_eq!(context(1).cell["depth"], wire(Kind::Float(32.0)));
+    assert_eq!(context(0).cell["depth"], wire(Kind::Int(32)));
     let back = SweepResults::try_from(reencode(&w)).unwrap();
     assert_eq!(back, domain);
     assert_eq!(back.trials[1].cell.get("depth"), Some(&Level::Float(32.0)));
     assert_eq!(SweepResults::try_from(pb::AnalyzeResponse::default()).unwrap(), SweepResults::default());
+}
+
+#[test]
+fn trials_that_share_a_context_cross_the_wire_once_and_share_it_after() {
+    let mut domain = results();
+    let mut twin = domain.trials[0].clone();
+    twin.seed = 1;
+    twin.trial_id = "fedcba9876543210fedcba9876543210".into();
+    domain.trials.push(twin);
+    let w = pb::AnalyzeResponse::from(&domain);
+    assert_eq!(w.contexts.len(), 2, "two trials share one context");
+    assert_eq!((w.trials[0].context, w.trials[2].context), (0, 0));
+    let back = SweepResults::try_from(reencode(&w)).unwrap();
+    assert_eq!(back, domain);
+    assert!(std::sync::Arc::ptr_eq(&back.trials[0].cell, &back.trials[2].cell), "one cell, shared");
+    assert!(std::sync::Arc::ptr_eq(&back.trials[0].settings, &back.trials[2].settings));
+
+    let mut w = pb::AnalyzeResponse::from(&domain);
+    w.trials[1].context = 7;
+    let e = SweepResults::try_from(w).unwrap_err();
+    assert_eq!((e.field.as_str(), e.message.as_str()), ("trials.context", "7 names no context (the answer has 2)"));
 }
 
 #[test]

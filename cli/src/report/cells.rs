@@ -63,7 +63,7 @@ pub(super) fn cell_rows(design: &Design, trials: &[TrialResult]) -> Vec<Row> {
             let est =
                 |f: fn(&TrialResult) -> Option<f64>| estimate_of(&ok.iter().filter_map(|t| f(t)).collect::<Vec<_>>());
             Row {
-                cell: ts[0].cell.clone(),
+                cell: (*ts[0].cell).clone(),
                 seeds_total: ts.len() as u64,
                 succeeded: ok.len() as u64,
                 diverged: count(TrialState::Diverged),

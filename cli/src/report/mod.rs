@@ -30,6 +30,7 @@ mod render;
 mod variance;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::Context;
 use sweep_core::adaptive::{SeedPlan, Stratum};
@@ -163,8 +164,17 @@ fn escaped(mut r: SweepResults) -> SweepResults {
         c.0 = fixed;
     }
     fix(&mut r.sweep_id);
+    // Trials share their cells: each is escaped once (the map keeps the
+    // original alive, so its address names it until the end).
+    let mut cells: std::collections::HashMap<*const sweep_core::Cell, (Arc<sweep_core::Cell>, Arc<sweep_core::Cell>)> =
+        std::collections::HashMap::new();
     for t in &mut r.trials {
-        fix_cell(&mut t.cell);
+        let (_, fixed) = cells.entry(Arc::as_ptr(&t.cell)).or_insert_with(|| {
+            let mut c = (*t.cell).clone();
+            fix_cell(&mut c);
+            (t.cell.clone(), Arc::new(c))
+        });
+        t.cell = fixed.clone();
         fix(&mut t.cell_key);
         fix(&mut t.device);
     }

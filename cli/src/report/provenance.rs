@@ -43,7 +43,7 @@ pub(super) fn trial_rows(_design: &Design, trials: &[TrialResult]) -> Vec<TrialR
     trials
         .iter()
         .map(|t| TrialRow {
-            cell: t.cell.clone(),
+            cell: (*t.cell).clone(),
             seed: t.seed,
             state: t.state,
             device: t.device.clone(),
@@ -51,7 +51,7 @@ pub(super) fn trial_rows(_design: &Design, trials: &[TrialResult]) -> Vec<TrialR
             diverged_step: t.diverged_step,
             train_images_used: t.train_images_used,
             settings: trained_with(t),
-            provenance: (!t.provenance.is_empty()).then(|| t.provenance.clone()),
+            provenance: (!t.provenance.is_empty()).then(|| (*t.provenance).clone()),
         })
         .collect()
 }
@@ -64,7 +64,7 @@ pub(super) fn trial_rows(_design: &Design, trials: &[TrialResult]) -> Vec<TrialR
 fn produced_with(trials: &[TrialResult]) -> Option<String> {
     let results: Vec<&TrialResult> =
         trials.iter().filter(|t| matches!(t.state, TrialState::Succeeded | TrialState::Diverged)).collect();
-    let with: Vec<&Provenance> = results.iter().map(|t| &t.provenance).filter(|p| !p.is_empty()).collect();
+    let with: Vec<&Provenance> = results.iter().map(|t| t.provenance.as_ref()).filter(|p| !p.is_empty()).collect();
     if with.is_empty() {
         return None;
     }
@@ -122,7 +122,7 @@ fn trained_with(t: &TrialResult) -> Option<Settings> {
     if t.settings.is_empty() {
         return None;
     }
-    let mut settings = t.settings.clone();
+    let mut settings = (*t.settings).clone();
     if t.trainer != sweep_core::schema().trainer {
         return Some(settings);
     }
@@ -269,7 +269,7 @@ mod tests {
         .collect();
         TrialResult {
             trial_id: String::new(),
-            cell,
+            cell: cell.into(),
             cell_key: String::new(),
             seed,
             state,
@@ -282,10 +282,10 @@ mod tests {
             threads,
             diverged_step: None,
             train_images_used: None,
-            settings: [("lr".to_owned(), Level::Float(0.1)), ("epochs".to_owned(), Level::Int(6))]
-                .into_iter()
-                .collect(),
-            provenance: Provenance::default(),
+            settings: std::sync::Arc::new(
+                [("lr".to_owned(), Level::Float(0.1)), ("epochs".to_owned(), Level::Int(6))].into_iter().collect(),
+            ),
+            provenance: Default::default(),
             trainer: "bmenet".into(),
             finals: Default::default(),
         }
@@ -305,8 +305,8 @@ mod tests {
         let mut ts = vec![trial(8, 0, TrialState::Succeeded, "cpu", 1), trial(8, 1, TrialState::Succeeded, "cpu", 1)];
         let none = notes(&Design::of(&ts), &ts).join("\n");
         assert!(!none.contains("Produced with"), "nothing recorded, nothing said: {none}");
-        ts[0].provenance = produced("0.1.0 (g1a2b3c)");
-        ts[1].provenance = produced("0.1.0 (g1a2b3c)");
+        ts[0].provenance = produced("0.1.0 (g1a2b3c)").into();
+        ts[1].provenance = produced("0.1.0 (g1a2b3c)").into();
         let one = notes(&Design::of(&ts), &ts).join("\n");
         assert!(
             one.contains(
@@ -316,7 +316,7 @@ mod tests {
             "{one}"
         );
         assert!(!one.contains("WARNING: the trials ran under different"), "{one}");
-        ts[1].provenance = produced("0.2.0 (g9f8e7d)");
+        ts[1].provenance = produced("0.2.0 (g9f8e7d)").into();
         let mixed = notes(&Design::of(&ts), &ts).join("\n");
         assert!(mixed.contains("code 0.1.0 (g1a2b3c) (1 trial) or 0.2.0 (g9f8e7d) (1 trial)"), "{mixed}");
         assert!(mixed.contains("WARNING: the trials ran under different code:"), "{mixed}");
@@ -334,8 +334,8 @@ mod tests {
         ];
         ts[2].diverged_step = Some(47);
         ts[1].train_images_used = Some(500);
-        ts[3].settings.insert("lr".into(), Level::Float(0.01));
-        ts[3].settings.insert("precision".into(), Level::Str("bf16".into()));
+        std::sync::Arc::make_mut(&mut ts[3].settings).insert("lr".into(), Level::Float(0.01));
+        std::sync::Arc::make_mut(&mut ts[3].settings).insert("precision".into(), Level::Str("bf16".into()));
         let design = Design::of(&ts);
         let n = notes(&design, &ts);
         let all = n.join("\n");
@@ -365,7 +365,7 @@ mod tests {
     #[test]
     fn trials_without_stored_settings_state_none() {
         let mut ts = [trial(8, 0, TrialState::Succeeded, "cpu", 2)];
-        ts[0].settings.clear();
+        std::sync::Arc::make_mut(&mut ts[0].settings).clear();
         let n = notes(&Design::of(&ts), &ts).join("\n");
         assert!(!n.contains("Trained with"), "{n}");
         assert_eq!(trial_rows(&Design::of(&ts), &ts)[0].settings, None);

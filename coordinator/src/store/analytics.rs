@@ -31,29 +31,83 @@ pub trait Analytics: Send + Sync {
 }
 
 pub(crate) mod sql {
-    /// LEFT JOIN from `sweeps`, so an unknown sweep (no row) and a sweep
-    /// (with rows) are told apart in the same statement.
-    ///
-    /// `diverged_step` and `train_images_used` are the trial's metric points
-    /// of those names (the newest, if several), each found through the
-    /// metrics primary key; `settings_json` is the trial's shared settings
-    /// row.
-    pub(crate) const TRIAL_RESULTS: &str = "SELECT s.id AS sweep, t.cell, t.cell_key, t.seed, t.state, \
-         t.final_train_loss, t.final_test_loss, t.final_test_accuracy, t.best_test_accuracy, t.wall_seconds, \
-         t.device, t.threads, t.id AS trial_id, t.settings_hash, \
-         t.code_version, t.libtorch, t.device_name, t.dataset_sha256, \
-         (SELECT m.value FROM metrics m WHERE m.trial_id = t.id AND m.name = 'diverged_step' ORDER BY m.step DESC LIMIT 1) AS diverged_step, \
-         (SELECT m.value FROM metrics m WHERE m.trial_id = t.id AND m.name = 'train_images_used' ORDER BY m.step DESC LIMIT 1) AS train_images_used \
-         FROM sweeps s LEFT JOIN trials t ON t.sweep_id = s.id \
-         WHERE s.id = $1 \
-         ORDER BY t.cell, t.seed, t.cell_key";
+    /// One part of a context key: its length, `:`, the text (NULL as
+    /// empty), so no two different contexts have the same key.
+    macro_rules! key_part {
+        ($col:literal) => {
+            concat!("length(COALESCE(", $col, ", '')) || ':' || COALESCE(", $col, ", '')")
+        };
+    }
 
-    /// Each trial's final values (`final/<name>` points, the newest step of
-    /// each), through the metrics primary key.
-    pub(crate) const FINALS: &str = "SELECT t.id AS trial_id, m.name, m.value \
-         FROM trials t JOIN metrics m ON m.trial_id = t.id \
-         WHERE t.sweep_id = $1 AND m.name LIKE 'final/%' \
-         ORDER BY t.id, m.name, m.step";
+    /// What a trial shares with others (cell, settings, the worker that
+    /// produced its result), as one text: `TRIAL_CONTEXTS` and `TRIAL_ROWS`
+    /// compute the same key, so each trial row carries one short column
+    /// instead of nine.
+    macro_rules! context_key {
+        () => {
+            concat!(
+                key_part!("t.cell"),
+                " || ",
+                key_part!("t.cell_key"),
+                " || ",
+                key_part!("t.settings_hash"),
+                " || ",
+                key_part!("t.device"),
+                " || ",
+                key_part!("CAST(t.threads AS TEXT)"),
+                " || ",
+                key_part!("t.code_version"),
+                " || ",
+                key_part!("t.libtorch"),
+                " || ",
+                key_part!("t.device_name"),
+                " || ",
+                key_part!("t.dataset_sha256")
+            )
+        };
+    }
+
+    /// The distinct contexts of a sweep's trials (a few hundred for
+    /// 100,000 trials), read in the same snapshot as [`TRIAL_ROWS`].
+    pub(crate) const TRIAL_CONTEXTS: &str = concat!(
+        "SELECT DISTINCT ",
+        context_key!(),
+        " AS context, COALESCE(t.cell, '') AS cell, COALESCE(t.cell_key, '') AS cell_key, \
+         COALESCE(t.settings_hash, '') AS settings_hash, COALESCE(t.device, '') AS device, \
+         COALESCE(t.threads, 0) AS threads, COALESCE(t.code_version, '') AS code_version, \
+         COALESCE(t.libtorch, '') AS libtorch, COALESCE(t.device_name, '') AS device_name, \
+         COALESCE(t.dataset_sha256, '') AS dataset_sha256 \
+         FROM trials t WHERE t.sweep_id = $1"
+    );
+
+    /// Every trial of a sweep: its own values and its context's key.
+    /// Unordered: the store sorts by the contexts' cells.
+    pub(crate) const TRIAL_ROWS: &str = concat!(
+        "SELECT t.id, t.seed, t.state, t.final_train_loss, t.final_test_loss, t.final_test_accuracy, \
+         t.best_test_accuracy, t.wall_seconds, ",
+        context_key!(),
+        " AS context FROM trials t WHERE t.sweep_id = $1"
+    );
+
+    /// The points a report reads for every trial (`diverged_step`,
+    /// `train_images_used`, `final/<name>`), through the partial index
+    /// `metrics_report` that holds only them (its predicate, repeated
+    /// here, is what lets the database use it); `$indexed_by` names it for
+    /// SQLite, whose planner without statistics would rather walk each
+    /// trial's curves. Newest step last.
+    macro_rules! report_points_sql {
+        ($indexed_by:literal) => {
+            concat!(
+                "SELECT m.trial_id, m.name, m.value FROM trials t JOIN metrics m ",
+                $indexed_by,
+                " ON m.trial_id = t.id \
+                 WHERE t.sweep_id = $1 \
+                 AND (m.name = 'diverged_step' OR m.name = 'train_images_used' OR m.name LIKE 'final/%') \
+                 ORDER BY m.trial_id, m.name, m.step"
+            )
+        };
+    }
+    pub(crate) use report_points_sql;
 
     /// Uses `trials_sweep (sweep_id, state)` to find the trials and the
     /// metrics primary key `(trial_id, name, step)` for their points.
@@ -117,39 +171,84 @@ macro_rules! impl_analytics {
                 &self,
                 sweep_id: &str,
             ) -> Result<Vec<sweep_core::TrialResult>, $crate::store::StoreError> {
+                use std::collections::HashMap;
                 use $crate::store::analytics::sql;
-                use $crate::store::rows::ResultRow;
-                let rows: Vec<ResultRow> =
-                    sqlx::query_as(sql::TRIAL_RESULTS).bind(sweep_id).fetch_all(&self.read).await?;
-                if rows.is_empty() {
-                    return Err($crate::store::StoreError::NotFound(format!("sweep {sweep_id:?}")));
+                use $crate::store::rows::{ContextRow, ReportPointRow, ReportPoints, ResultRow};
+                // One snapshot: every trial's context key is among the contexts.
+                let mut tx = self.read.begin().await?;
+                if let Some(snapshot) = Self::SNAPSHOT_SQL {
+                    sqlx::query(snapshot).execute(&mut *tx).await?;
                 }
-                let finals: Vec<$crate::store::rows::FinalRow> =
-                    sqlx::query_as(sql::FINALS).bind(sweep_id).fetch_all(&self.read).await?;
-                let mut by_trial: std::collections::HashMap<String, std::collections::BTreeMap<String, f64>> =
-                    std::collections::HashMap::new();
-                for f in finals {
+                let context_rows: Vec<ContextRow> =
+                    sqlx::query_as(sql::TRIAL_CONTEXTS).bind(sweep_id).fetch_all(&mut *tx).await?;
+                let rows: Vec<ResultRow> = sqlx::query_as(sql::TRIAL_ROWS).bind(sweep_id).fetch_all(&mut *tx).await?;
+                let point_rows: Vec<ReportPointRow> =
+                    sqlx::query_as(Self::REPORT_POINTS_SQL).bind(sweep_id).fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                if rows.is_empty() {
+                    self.analytics_require_sweep(sweep_id).await?;
+                    return Ok(Vec::new());
+                }
+                let mut points: HashMap<String, ReportPoints> = HashMap::new();
+                for p in point_rows {
                     // Ordered by step: the newest value of a name wins.
-                    let name = f.name.strip_prefix("final/").unwrap_or(&f.name).to_owned();
-                    by_trial.entry(f.trial_id).or_default().insert(name, f.value);
+                    let entry = points.entry(p.trial_id).or_default();
+                    match p.name.as_str() {
+                        "diverged_step" => entry.diverged_step = Some(p.value),
+                        "train_images_used" => entry.train_images_used = Some(p.value),
+                        name => {
+                            let name = name.strip_prefix("final/").unwrap_or(name).to_owned();
+                            entry.finals.insert(name, p.value);
+                        }
+                    }
                 }
                 // A sweep's trials share a few settings and cells: each is
                 // read and parsed once, not once per trial.
-                let mut settings = std::collections::HashMap::new();
-                for hash in rows.iter().filter_map(|r| r.settings_hash.as_deref()) {
+                let mut settings = HashMap::new();
+                for hash in context_rows.iter().map(|c| c.settings_hash.as_str()) {
                     if settings.contains_key(hash) {
                         continue;
                     }
                     if let Some(json) = self.settings_of(hash).await? {
-                        settings.insert(hash.to_owned(), $crate::store::spec::stored_train(hash, &json)?);
+                        let (train, trainer) = $crate::store::spec::stored_train(hash, &json)?;
+                        settings.insert(hash.to_owned(), (std::sync::Arc::new(train), trainer));
                     }
                 }
-                let mut cells = std::collections::HashMap::new();
+                let mut cells = HashMap::new();
+                let mut by_key = HashMap::with_capacity(context_rows.len());
+                let mut contexts = Vec::with_capacity(context_rows.len());
+                for row in context_rows {
+                    by_key.insert(row.context.clone(), contexts.len());
+                    contexts.push(row.into_context(&settings, &mut cells)?);
+                }
+                // Grouped by cell (its canonical JSON), then by seed, then
+                // by cell key: each context's place in that order, once.
+                let mut order: Vec<(&str, &str)> =
+                    contexts.iter().map(|c| (c.cell_json.as_str(), c.cell_key.as_str())).collect();
+                order.sort_unstable();
+                order.dedup();
+                let places: Vec<(usize, usize)> = contexts
+                    .iter()
+                    .map(|c| {
+                        let cell = order.partition_point(|(cell, _)| *cell < c.cell_json.as_str());
+                        let key = order.partition_point(|o| *o < (c.cell_json.as_str(), c.cell_key.as_str()));
+                        (cell, key)
+                    })
+                    .collect();
                 let mut out = Vec::with_capacity(rows.len());
                 for row in rows {
-                    out.extend(row.into_result(&mut by_trial, &settings, &mut cells)?);
+                    let Some(&at) = by_key.get(&row.context) else {
+                        return Err($crate::store::StoreError::Corrupt(format!(
+                            "trial {}: its context is not in the snapshot that holds it",
+                            row.id
+                        )));
+                    };
+                    let (cell, key) = places[at];
+                    let trial = row.into_result(&contexts[at], &mut points)?;
+                    out.push(((cell, trial.seed, key), trial));
                 }
-                Ok(out)
+                out.sort_unstable_by_key(|(order, _)| *order);
+                Ok(out.into_iter().map(|(_, t)| t).collect())
             }
 
             async fn curve(

@@ -4,7 +4,7 @@
 //! `sweep_core::archive`'s; this file only moves rows.
 //!
 //! Shared by both backends through [`impl_archive!`], like `shared.rs`'s
-//! `impl_store!`. Each backend supplies `ARCHIVE_SNAPSHOT_SQL`, the
+//! `impl_store!`. Each backend supplies `SNAPSHOT_SQL`, the
 //! statement that makes a read transaction one snapshot (PostgreSQL's
 //! `REPEATABLE READ`; SQLite's read transactions are snapshots already),
 //! and `ARCHIVE_POINTS_SQL` (`sql::points_page_sql!` with its binary
@@ -187,7 +187,7 @@ macro_rules! impl_archive {
                 use sweep_core::archive::{self, Record};
                 use $crate::store::archive::sql;
                 let mut tx = self.read.begin().await?;
-                if let Some(snapshot) = Self::ARCHIVE_SNAPSHOT_SQL {
+                if let Some(snapshot) = Self::SNAPSHOT_SQL {
                     sqlx::query(snapshot).execute(&mut *tx).await?;
                 }
                 let Some(row) = sqlx::query(sql::SWEEP).bind(sweep_id).fetch_optional(&mut *tx).await? else {

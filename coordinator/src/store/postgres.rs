@@ -56,10 +56,11 @@ impl PostgresStore {
     /// a batch and a completion of one trial cannot deadlock.
     const STATE_FOR_POINTS_SQL: &'static str = state_by_lease_sql!(" FOR UPDATE");
 
-    /// An export reads one snapshot (statements under READ COMMITTED would
-    /// each see newer rows).
-    const ARCHIVE_SNAPSHOT_SQL: Option<&'static str> =
-        Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+    /// An export, or a report's rows, read one snapshot (statements under
+    /// READ COMMITTED would each see newer rows).
+    const SNAPSHOT_SQL: Option<&'static str> = Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
+    /// PostgreSQL's planner finds the partial index by itself.
+    const REPORT_POINTS_SQL: &'static str = super::analytics::sql::report_points_sql!("");
     /// Points in byte order of their text (not the database's collation).
     const ARCHIVE_POINTS_SQL: &'static str = super::archive::sql::points_page_sql!(" COLLATE \"C\"");
 

@@ -181,90 +181,136 @@ fn point_value(v: Option<f64>) -> Option<f64> {
     v.filter(|v| v.is_finite() && *v >= 0.0)
 }
 
-/// One row of `TRIAL_FINALS`: the sweep LEFT JOIN its trials, so every
-/// trial column is NULL for a sweep without trials.
+/// One row of `TRIAL_CONTEXTS`: what some of a sweep's trials share, under
+/// the key `TRIAL_ROWS` names it by (NULL text read as empty).
+#[derive(sqlx::FromRow)]
+pub(crate) struct ContextRow {
+    pub context: String,
+    pub cell: String,
+    pub cell_key: String,
+    pub settings_hash: String,
+    pub device: String,
+    pub threads: i64,
+    pub code_version: String,
+    pub libtorch: String,
+    pub device_name: String,
+    pub dataset_sha256: String,
+}
+
+/// A [`ContextRow`] as the domain shares it among its trials.
+pub(crate) struct TrialContext {
+    pub cell: std::sync::Arc<sweep_core::Cell>,
+    /// The cell's canonical JSON (the trials' order).
+    pub cell_json: String,
+    pub cell_key: String,
+    pub settings: std::sync::Arc<sweep_core::Settings>,
+    pub trainer: &'static str,
+    pub device: String,
+    pub threads: u32,
+    pub provenance: std::sync::Arc<sweep_core::Provenance>,
+}
+
+impl ContextRow {
+    /// `settings`: the sweep's shared settings (train settings and trainer
+    /// kind) by hash; `cells`: the cells parsed so far, by their JSON.
+    pub(super) fn into_context(
+        self,
+        settings: &std::collections::HashMap<String, (std::sync::Arc<sweep_core::Settings>, &'static str)>,
+        cells: &mut std::collections::HashMap<String, std::sync::Arc<sweep_core::Cell>>,
+    ) -> Result<TrialContext, StoreError> {
+        let Some((train, trainer)) = settings.get(&self.settings_hash) else {
+            return Err(StoreError::Corrupt(format!(
+                "cell {}: its shared settings {:?} are missing",
+                self.cell, self.settings_hash
+            )));
+        };
+        let cell = match cells.get(&self.cell) {
+            Some(c) => c.clone(),
+            None => {
+                let parsed = std::sync::Arc::new(stored_cell(&self.cell)?);
+                cells.insert(self.cell.clone(), parsed.clone());
+                parsed
+            }
+        };
+        Ok(TrialContext {
+            cell,
+            cell_json: self.cell,
+            cell_key: self.cell_key,
+            settings: train.clone(),
+            trainer,
+            device: self.device,
+            threads: to_u32(self.threads),
+            provenance: std::sync::Arc::new(sweep_core::Provenance {
+                code_version: self.code_version,
+                libtorch: self.libtorch,
+                device_name: self.device_name,
+                dataset_sha256: self.dataset_sha256,
+            }),
+        })
+    }
+}
+
+/// One row of `TRIAL_ROWS`: a trial's own result values and the key of
+/// its [`ContextRow`].
 #[derive(sqlx::FromRow)]
 pub(crate) struct ResultRow {
-    pub cell: Option<String>,
-    pub cell_key: Option<String>,
-    pub seed: Option<i64>,
-    pub state: Option<String>,
+    pub id: String,
+    pub seed: i64,
+    pub state: String,
     pub final_train_loss: Option<f64>,
     pub final_test_loss: Option<f64>,
     pub final_test_accuracy: Option<f64>,
     pub best_test_accuracy: Option<f64>,
     pub wall_seconds: Option<f64>,
-    pub device: Option<String>,
-    pub threads: Option<i64>,
+    pub context: String,
+}
+
+/// A trial's report points (`REPORT_POINTS`), newest step last.
+#[derive(Default)]
+pub(crate) struct ReportPoints {
     pub diverged_step: Option<f64>,
     pub train_images_used: Option<f64>,
-    pub trial_id: Option<String>,
-    pub settings_hash: Option<String>,
-    pub code_version: Option<String>,
-    pub libtorch: Option<String>,
-    pub device_name: Option<String>,
-    pub dataset_sha256: Option<String>,
+    pub finals: std::collections::BTreeMap<String, f64>,
+}
+
+/// One row of `REPORT_POINTS`.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ReportPointRow {
+    pub trial_id: String,
+    pub name: String,
+    pub value: f64,
 }
 
 impl ResultRow {
-    /// The trial's result (with its final values, from `finals` by trial
-    /// ID); `None` for the row of a sweep without trials.
-    /// `settings`: the sweep's shared settings (train settings and trainer
-    /// kind) by hash; `cells`: the cells parsed so far, by their JSON.
+    /// The trial's result, with what it shares from `context` and its
+    /// report points (taken from `points` by trial ID).
     pub(super) fn into_result(
         self,
-        finals: &mut std::collections::HashMap<String, std::collections::BTreeMap<String, f64>>,
-        settings: &std::collections::HashMap<String, (sweep_core::Settings, &'static str)>,
-        cells: &mut std::collections::HashMap<String, sweep_core::Cell>,
-    ) -> Result<Option<TrialResult>, StoreError> {
-        let (Some(cell), Some(state)) = (self.cell, self.state) else { return Ok(None) };
-        let id = self.trial_id.unwrap_or_default();
-        let hash = self.settings_hash.unwrap_or_default();
-        let Some((settings, trainer)) = settings.get(&hash) else {
-            return Err(StoreError::Corrupt(format!("trial {id}: its shared settings {hash:?} are missing")));
-        };
-        let cell = match cells.get(&cell) {
-            Some(c) => c.clone(),
-            None => {
-                let parsed = stored_cell(&cell)?;
-                cells.insert(cell, parsed.clone());
-                parsed
-            }
-        };
-        Ok(Some(TrialResult {
-            trial_id: id.clone(),
-            cell,
-            cell_key: self.cell_key.unwrap_or_default(),
-            seed: to_u64(self.seed.unwrap_or(0)),
-            state: stored_state(&state)?,
+        context: &TrialContext,
+        points: &mut std::collections::HashMap<String, ReportPoints>,
+    ) -> Result<TrialResult, StoreError> {
+        let p = points.remove(&self.id).unwrap_or_default();
+        Ok(TrialResult {
+            cell: context.cell.clone(),
+            cell_key: context.cell_key.clone(),
+            seed: to_u64(self.seed),
+            state: stored_state(&self.state)?,
             final_train_loss: self.final_train_loss,
             final_test_loss: self.final_test_loss,
             final_test_accuracy: self.final_test_accuracy,
             best_test_accuracy: self.best_test_accuracy,
             wall_seconds: self.wall_seconds,
-            device: self.device.unwrap_or_default(),
-            threads: self.threads.map_or(0, to_u32),
-            diverged_step: point_value(self.diverged_step).map(|v| v as i64),
-            train_images_used: point_value(self.train_images_used).map(|v| v as u64),
-            settings: settings.clone(),
-            provenance: sweep_core::Provenance {
-                code_version: self.code_version.unwrap_or_default(),
-                libtorch: self.libtorch.unwrap_or_default(),
-                device_name: self.device_name.unwrap_or_default(),
-                dataset_sha256: self.dataset_sha256.unwrap_or_default(),
-            },
-            trainer: (*trainer).to_owned(),
-            finals: finals.remove(&id).unwrap_or_default(),
-        }))
+            device: context.device.clone(),
+            threads: context.threads,
+            diverged_step: point_value(p.diverged_step).map(|v| v as i64),
+            train_images_used: point_value(p.train_images_used).map(|v| v as u64),
+            settings: context.settings.clone(),
+            provenance: context.provenance.clone(),
+            trainer: context.trainer.to_owned(),
+            finals: p.finals,
+            trial_id: self.id,
+        })
     }
-}
-
-/// One row of `FINALS`: a trial's `final/<name>` point.
-#[derive(sqlx::FromRow)]
-pub(crate) struct FinalRow {
-    pub trial_id: String,
-    pub name: String,
-    pub value: f64,
 }
 
 /// One row of `CURVE`.

@@ -58,7 +58,10 @@ impl SqliteStore {
     const STATE_FOR_POINTS_SQL: &'static str = state_by_lease_sql!("");
 
     /// A read transaction in WAL mode is one snapshot already.
-    const ARCHIVE_SNAPSHOT_SQL: Option<&'static str> = None;
+    const SNAPSHOT_SQL: Option<&'static str> = None;
+    /// Without statistics SQLite's planner would walk every trial's points
+    /// by the primary key: the report's points name their partial index.
+    const REPORT_POINTS_SQL: &'static str = super::analytics::sql::report_points_sql!("INDEXED BY metrics_report");
     /// SQLite compares text byte by byte already.
     const ARCHIVE_POINTS_SQL: &'static str = super::archive::sql::points_page_sql!("");
 
