@@ -52,6 +52,9 @@ pub fn device(d: &str) -> Result<&str, Status> {
     if d.len() > DEVICE_MAX {
         return Err(invalid(format!("device: at most {DEVICE_MAX} bytes, got {}", d.len())));
     }
+    if d.chars().any(char::is_control) {
+        return Err(invalid("device: control characters are not allowed".into()));
+    }
     Ok(d)
 }
 

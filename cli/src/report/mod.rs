@@ -68,12 +68,18 @@ pub(crate) struct FullReport {
 pub(crate) fn build(mut results: SweepResults, args: &ReportArgs) -> anyhow::Result<FullReport> {
     let design = Design::of(&results.trials);
     // Trials in display order: factor levels, then seed (the JSON `trials`).
-    results.trials.sort_by(|a, b| {
-        let key = |t: &sweep_core::TrialResult| {
-            (design.factors.iter().map(|f| t.cell.get(&f.name).cloned()).collect::<Vec<_>>(), t.seed)
-        };
-        key(a).cmp(&key(b)).then_with(|| a.cell_key.cmp(&b.cell_key))
-    });
+    // Each distinct cell's place in that order, once (trials share cells).
+    let cell_order =
+        per_cell(&results.trials, |cell| design.factors.iter().map(|f| cell.get(&f.name).cloned()).collect::<Vec<_>>());
+    let mut places: Vec<&Vec<Option<sweep_core::Level>>> = cell_order.values().collect();
+    places.sort();
+    places.dedup();
+    let place: std::collections::HashMap<*const sweep_core::Cell, usize> =
+        cell_order.iter().map(|(ptr, key)| (*ptr, places.partition_point(|p| *p < key))).collect();
+    let mut keyed: Vec<((usize, u64), sweep_core::TrialResult)> =
+        std::mem::take(&mut results.trials).into_iter().map(|t| ((place[&Arc::as_ptr(&t.cell)], t.seed), t)).collect();
+    keyed.sort_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.cell_key.cmp(&y.cell_key)));
+    results.trials = keyed.into_iter().map(|(_, t)| t).collect();
     let mut baselines = BTreeMap::new();
     for b in &args.baseline {
         let (f, l) = design.parse_assignment("--baseline", b)?;
@@ -105,13 +111,14 @@ pub(crate) fn build(mut results: SweepResults, args: &ReportArgs) -> anyhow::Res
         };
         anyhow::bail!("no succeeded trial has a value of --metric {}; choose {choices}", metric.name());
     }
+    let level_texts = per_cell(&results.trials, |cell| design.level_texts(cell));
     let obs: Vec<Observation> = results
         .trials
         .iter()
         .filter(|t| t.state == TrialState::Succeeded)
         .filter_map(|t| {
             let value = metric.value(t)?;
-            Some(Observation { levels: design.level_texts(&t.cell), seed: t.seed, value })
+            Some(Observation { levels: level_texts[&Arc::as_ptr(&t.cell)].clone(), seed: t.seed, value })
         })
         .collect();
     let factors: Vec<effects::Factor> = design
@@ -140,6 +147,21 @@ pub(crate) fn build(mut results: SweepResults, args: &ReportArgs) -> anyhow::Res
         focus,
         seed_plan,
     })
+}
+
+/// `f` of each distinct cell of `trials`, keyed by the cell's address:
+/// trials share their cells (see [`sweep_core::TrialResult`]), so work per
+/// cell is done once, not once per trial. The trials borrowed keep every
+/// key's cell alive.
+fn per_cell<T>(
+    trials: &[sweep_core::TrialResult],
+    f: impl Fn(&sweep_core::Cell) -> T,
+) -> std::collections::HashMap<*const sweep_core::Cell, T> {
+    let mut out = std::collections::HashMap::new();
+    for t in trials {
+        out.entry(Arc::as_ptr(&t.cell)).or_insert_with(|| f(&t.cell));
+    }
+    out
 }
 
 /// The coordinator's answer with every string it carries made safe to print

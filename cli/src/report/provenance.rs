@@ -143,13 +143,21 @@ fn trained_with(t: &TrialResult) -> Option<Settings> {
 /// where trials differ.
 fn settings_note(trials: &[TrialResult]) -> Option<String> {
     let schema = sweep_core::schema();
-    let mut values: BTreeMap<String, BTreeMap<Level, usize>> = BTreeMap::new();
+    // What a trial trained with follows from its settings, cell and
+    // trainer, which trials share: worked out once per distinct triple.
+    let mut groups: std::collections::HashMap<(*const Settings, *const sweep_core::Cell, &str), (&TrialResult, usize)> =
+        std::collections::HashMap::new();
     for t in trials {
+        let key = (std::sync::Arc::as_ptr(&t.settings), std::sync::Arc::as_ptr(&t.cell), t.trainer.as_str());
+        groups.entry(key).or_insert((t, 0)).1 += 1;
+    }
+    let mut values: BTreeMap<String, BTreeMap<Level, usize>> = BTreeMap::new();
+    for (t, count) in groups.into_values() {
         for (name, level) in trained_with(t).unwrap_or_default() {
             if schema.key(&name).is_some_and(|k| k.place == Place::Analysis) {
                 continue;
             }
-            *values.entry(name).or_default().entry(level).or_default() += 1;
+            *values.entry(name).or_default().entry(level).or_default() += count;
         }
     }
     let mut names: Vec<&String> = values.keys().collect();

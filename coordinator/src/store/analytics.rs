@@ -31,8 +31,9 @@ pub trait Analytics: Send + Sync {
 }
 
 pub(crate) mod sql {
-    /// One part of a context key: its length, `:`, the text (NULL as
-    /// empty), so no two different contexts have the same key.
+    /// One part of a context key: its length in characters, `:`, the text
+    /// (NULL as empty), so the parts read back exactly
+    /// (`rows::ContextKey::parse`).
     macro_rules! key_part {
         ($col:literal) => {
             concat!("length(COALESCE(", $col, ", '')) || ':' || COALESCE(", $col, ", '')")
@@ -40,9 +41,9 @@ pub(crate) mod sql {
     }
 
     /// What a trial shares with others (cell, settings, the worker that
-    /// produced its result), as one text: `TRIAL_CONTEXTS` and `TRIAL_ROWS`
-    /// compute the same key, so each trial row carries one short column
-    /// instead of nine.
+    /// produced its result) as one text, in `rows::ContextKey`'s order: a
+    /// sweep's 100,000 trials have a few hundred distinct keys, each parsed
+    /// once.
     macro_rules! context_key {
         () => {
             concat!(
@@ -67,21 +68,8 @@ pub(crate) mod sql {
         };
     }
 
-    /// The distinct contexts of a sweep's trials (a few hundred for
-    /// 100,000 trials), read in the same snapshot as [`TRIAL_ROWS`].
-    pub(crate) const TRIAL_CONTEXTS: &str = concat!(
-        "SELECT DISTINCT ",
-        context_key!(),
-        " AS context, COALESCE(t.cell, '') AS cell, COALESCE(t.cell_key, '') AS cell_key, \
-         COALESCE(t.settings_hash, '') AS settings_hash, COALESCE(t.device, '') AS device, \
-         COALESCE(t.threads, 0) AS threads, COALESCE(t.code_version, '') AS code_version, \
-         COALESCE(t.libtorch, '') AS libtorch, COALESCE(t.device_name, '') AS device_name, \
-         COALESCE(t.dataset_sha256, '') AS dataset_sha256 \
-         FROM trials t WHERE t.sweep_id = $1"
-    );
-
     /// Every trial of a sweep: its own values and its context's key.
-    /// Unordered: the store sorts by the contexts' cells.
+    /// Unordered: the store sorts by the cells once it has parsed them.
     pub(crate) const TRIAL_ROWS: &str = concat!(
         "SELECT t.id, t.seed, t.state, t.final_train_loss, t.final_test_loss, t.final_test_accuracy, \
          t.best_test_accuracy, t.wall_seconds, ",
@@ -173,14 +161,12 @@ macro_rules! impl_analytics {
             ) -> Result<Vec<sweep_core::TrialResult>, $crate::store::StoreError> {
                 use std::collections::HashMap;
                 use $crate::store::analytics::sql;
-                use $crate::store::rows::{ContextRow, ReportPointRow, ReportPoints, ResultRow};
-                // One snapshot: every trial's context key is among the contexts.
+                use $crate::store::rows::{ContextKey, ReportPointRow, ReportPoints, ResultRow};
+                // One snapshot: a trial's report points are its own.
                 let mut tx = self.read.begin().await?;
                 if let Some(snapshot) = Self::SNAPSHOT_SQL {
                     sqlx::query(snapshot).execute(&mut *tx).await?;
                 }
-                let context_rows: Vec<ContextRow> =
-                    sqlx::query_as(sql::TRIAL_CONTEXTS).bind(sweep_id).fetch_all(&mut *tx).await?;
                 let rows: Vec<ResultRow> = sqlx::query_as(sql::TRIAL_ROWS).bind(sweep_id).fetch_all(&mut *tx).await?;
                 let point_rows: Vec<ReportPointRow> =
                     sqlx::query_as(Self::REPORT_POINTS_SQL).bind(sweep_id).fetch_all(&mut *tx).await?;
@@ -202,24 +188,31 @@ macro_rules! impl_analytics {
                         }
                     }
                 }
-                // A sweep's trials share a few settings and cells: each is
-                // read and parsed once, not once per trial.
+                // A sweep's trials share a few contexts: each is parsed,
+                // and its settings and cell read, once.
+                let mut by_key: HashMap<&str, usize> = HashMap::new();
+                let mut keys = Vec::new();
+                let ats: Vec<usize> = rows
+                    .iter()
+                    .map(|row| {
+                        *by_key.entry(row.context.as_str()).or_insert_with(|| {
+                            keys.push(row.context.as_str());
+                            keys.len() - 1
+                        })
+                    })
+                    .collect();
                 let mut settings = HashMap::new();
-                for hash in context_rows.iter().map(|c| c.settings_hash.as_str()) {
-                    if settings.contains_key(hash) {
-                        continue;
-                    }
-                    if let Some(json) = self.settings_of(hash).await? {
-                        let (train, trainer) = $crate::store::spec::stored_train(hash, &json)?;
-                        settings.insert(hash.to_owned(), (std::sync::Arc::new(train), trainer));
-                    }
-                }
                 let mut cells = HashMap::new();
-                let mut by_key = HashMap::with_capacity(context_rows.len());
-                let mut contexts = Vec::with_capacity(context_rows.len());
-                for row in context_rows {
-                    by_key.insert(row.context.clone(), contexts.len());
-                    contexts.push(row.into_context(&settings, &mut cells)?);
+                let mut contexts = Vec::with_capacity(keys.len());
+                for key in keys.drain(..) {
+                    let key = ContextKey::parse(key)?;
+                    if !settings.contains_key(key.settings_hash) {
+                        if let Some(json) = self.settings_of(key.settings_hash).await? {
+                            let (train, trainer) = $crate::store::spec::stored_train(key.settings_hash, &json)?;
+                            settings.insert(key.settings_hash.to_owned(), (std::sync::Arc::new(train), trainer));
+                        }
+                    }
+                    contexts.push(key.into_context(&settings, &mut cells)?);
                 }
                 // Grouped by cell (its canonical JSON), then by seed, then
                 // by cell key: each context's place in that order, once.
@@ -236,13 +229,8 @@ macro_rules! impl_analytics {
                     })
                     .collect();
                 let mut out = Vec::with_capacity(rows.len());
-                for row in rows {
-                    let Some(&at) = by_key.get(&row.context) else {
-                        return Err($crate::store::StoreError::Corrupt(format!(
-                            "trial {}: its context is not in the snapshot that holds it",
-                            row.id
-                        )));
-                    };
+                drop((by_key, keys));
+                for (row, at) in rows.into_iter().zip(ats) {
                     let (cell, key) = places[at];
                     let trial = row.into_result(&contexts[at], &mut points)?;
                     out.push(((cell, trial.seed, key), trial));

@@ -181,23 +181,58 @@ fn point_value(v: Option<f64>) -> Option<f64> {
     v.filter(|v| v.is_finite() && *v >= 0.0)
 }
 
-/// One row of `TRIAL_CONTEXTS`: what some of a sweep's trials share, under
-/// the key `TRIAL_ROWS` names it by (NULL text read as empty).
-#[derive(sqlx::FromRow)]
-pub(crate) struct ContextRow {
-    pub context: String,
-    pub cell: String,
-    pub cell_key: String,
-    pub settings_hash: String,
-    pub device: String,
-    pub threads: i64,
-    pub code_version: String,
-    pub libtorch: String,
-    pub device_name: String,
-    pub dataset_sha256: String,
+/// A context key of `TRIAL_ROWS` read back: what some of a sweep's trials
+/// share, each part as `<length in characters>:<text>` (NULL read as
+/// empty), in this order.
+pub(crate) struct ContextKey<'a> {
+    pub cell: &'a str,
+    pub cell_key: &'a str,
+    pub settings_hash: &'a str,
+    pub device: &'a str,
+    pub threads: &'a str,
+    pub code_version: &'a str,
+    pub libtorch: &'a str,
+    pub device_name: &'a str,
+    pub dataset_sha256: &'a str,
 }
 
-/// A [`ContextRow`] as the domain shares it among its trials.
+impl<'a> ContextKey<'a> {
+    pub(super) fn parse(key: &'a str) -> Result<ContextKey<'a>, StoreError> {
+        let corrupt = || StoreError::Corrupt(format!("a trial's context key {:?} does not parse", short(key)));
+        let mut rest = key;
+        let mut part = || -> Result<&'a str, StoreError> {
+            let (len, text) = rest.split_once(':').ok_or_else(corrupt)?;
+            let chars: usize = len.parse().map_err(|_| corrupt())?;
+            let end = text.char_indices().nth(chars).map_or(text.len(), |(i, _)| i);
+            if text[..end].chars().count() != chars {
+                return Err(corrupt());
+            }
+            rest = &text[end..];
+            Ok(&text[..end])
+        };
+        let key = ContextKey {
+            cell: part()?,
+            cell_key: part()?,
+            settings_hash: part()?,
+            device: part()?,
+            threads: part()?,
+            code_version: part()?,
+            libtorch: part()?,
+            device_name: part()?,
+            dataset_sha256: part()?,
+        };
+        if !rest.is_empty() {
+            return Err(corrupt());
+        }
+        Ok(key)
+    }
+}
+
+fn short(text: &str) -> &str {
+    text.char_indices().nth(80).map_or(text, |(i, _)| &text[..i])
+}
+
+/// A [`ContextKey`] as the domain shares it among its trials.
 pub(crate) struct TrialContext {
     pub cell: std::sync::Arc<sweep_core::Cell>,
     /// The cell's canonical JSON (the trials' order).
@@ -210,7 +245,7 @@ pub(crate) struct TrialContext {
     pub provenance: std::sync::Arc<sweep_core::Provenance>,
 }
 
-impl ContextRow {
+impl ContextKey<'_> {
     /// `settings`: the sweep's shared settings (train settings and trainer
     /// kind) by hash; `cells`: the cells parsed so far, by their JSON.
     pub(super) fn into_context(
@@ -218,33 +253,33 @@ impl ContextRow {
         settings: &std::collections::HashMap<String, (std::sync::Arc<sweep_core::Settings>, &'static str)>,
         cells: &mut std::collections::HashMap<String, std::sync::Arc<sweep_core::Cell>>,
     ) -> Result<TrialContext, StoreError> {
-        let Some((train, trainer)) = settings.get(&self.settings_hash) else {
+        let Some((train, trainer)) = settings.get(self.settings_hash) else {
             return Err(StoreError::Corrupt(format!(
                 "cell {}: its shared settings {:?} are missing",
                 self.cell, self.settings_hash
             )));
         };
-        let cell = match cells.get(&self.cell) {
+        let cell = match cells.get(self.cell) {
             Some(c) => c.clone(),
             None => {
-                let parsed = std::sync::Arc::new(stored_cell(&self.cell)?);
-                cells.insert(self.cell.clone(), parsed.clone());
+                let parsed = std::sync::Arc::new(stored_cell(self.cell)?);
+                cells.insert(self.cell.to_owned(), parsed.clone());
                 parsed
             }
         };
         Ok(TrialContext {
             cell,
-            cell_json: self.cell,
-            cell_key: self.cell_key,
+            cell_json: self.cell.to_owned(),
+            cell_key: self.cell_key.to_owned(),
             settings: train.clone(),
             trainer,
-            device: self.device,
-            threads: to_u32(self.threads),
+            device: self.device.to_owned(),
+            threads: self.threads.parse().map_or(0, to_u32),
             provenance: std::sync::Arc::new(sweep_core::Provenance {
-                code_version: self.code_version,
-                libtorch: self.libtorch,
-                device_name: self.device_name,
-                dataset_sha256: self.dataset_sha256,
+                code_version: self.code_version.to_owned(),
+                libtorch: self.libtorch.to_owned(),
+                device_name: self.device_name.to_owned(),
+                dataset_sha256: self.dataset_sha256.to_owned(),
             }),
         })
     }
@@ -379,5 +414,51 @@ impl TryFrom<StratumRunRow> for sweep_core::adaptive::Run {
     fn try_from(r: StratumRunRow) -> Result<Self, StoreError> {
         let outcome = sweep_core::adaptive::Outcome::of(stored_state(&r.state)?, r.final_test_accuracy);
         Ok(sweep_core::adaptive::Run { cell: stored_cell(&r.cell)?, seed: to_u64(r.seed), outcome })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ContextKey;
+
+    /// What `context_key!` builds from these parts (length in characters).
+    fn key(parts: &[&str]) -> String {
+        parts.iter().map(|p| format!("{}:{p}", p.chars().count())).collect()
+    }
+
+    #[test]
+    fn a_context_key_reads_back_every_part_even_with_separators_and_wide_characters() {
+        let parts = ["{\"depth\":8}", "k:1", "ab12", "cuda:0", "4", "0.1.0 (g1a2b3c)", "2.11.0", "Ünïcode CPU 9:9", ""];
+        let text = key(&parts);
+        let k = ContextKey::parse(&text).unwrap();
+        assert_eq!(
+            [
+                k.cell,
+                k.cell_key,
+                k.settings_hash,
+                k.device,
+                k.threads,
+                k.code_version,
+                k.libtorch,
+                k.device_name,
+                k.dataset_sha256
+            ],
+            parts
+        );
+    }
+
+    #[test]
+    fn a_context_key_that_does_not_parse_is_corrupt_not_misread() {
+        let good = key(&["c", "k", "h", "cpu", "1", "", "", "", ""]);
+        for bad in [
+            String::new(),
+            good[..good.len() - 2].to_owned(),
+            format!("{good}1:x"),
+            good.replacen("1:c", "9:c", 1),
+            good.replacen("1:c", "x:c", 1),
+        ] {
+            let e = ContextKey::parse(&bad).err().expect("refused");
+            assert!(e.to_string().contains("does not parse"), "{bad:?}: {e}");
+        }
     }
 }
