@@ -370,6 +370,10 @@ async fn strings_past_their_bounds_are_refused() {
         ),
         ("empty worker_id", pb::LeaseRequest { worker_id: String::new(), device: "cpu".into(), ..Default::default() }),
         ("device of 33 bytes", pb::LeaseRequest { worker_id: "w".into(), device: long(33), ..Default::default() }),
+        (
+            "device with a NUL",
+            pb::LeaseRequest { worker_id: "w".into(), device: "cuda:0\0".into(), ..Default::default() },
+        ),
     ] {
         let err = worker.lease(req).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");

@@ -205,12 +205,24 @@ async fn trial_results_carry_provenance_and_trainer_notes(ctx: Ctx) {
         .await
         .unwrap();
     store.complete(&a.lease_id, FinalOutcome::Diverged, &TrialSummary::default(), T0 + 1).await.unwrap();
+    // A device name with the report key's separator and wide characters
+    // (and, on SQLite, whose text can hold one, a NUL) reads back whole.
+    let device = match ctx.reopen {
+        common::Reopen::Sqlite { .. } => "cuda:1 Ünï:9\0x",
+        common::Reopen::Postgres { .. } => "cuda:1 Ünï:9",
+    };
     let b = store
-        .lease_for(Leaser { worker_id: "w", holder: "", device: "cuda:1", threads: 0, ..Default::default() }, T0, TTL)
+        .lease_for(Leaser { worker_id: "w", holder: "", device, threads: 0, ..Default::default() }, T0, TTL)
         .await
         .unwrap()
         .unwrap();
-    store.put_metrics(&b.lease_id, &[point("train_images_used", 50, 1, 640.0)], None).await.unwrap();
+    let points = [
+        point("train_images_used", 50, 1, 640.0),
+        point("final/f1", 2, 1, 2.0),
+        point("final/f1", 1, 1, 1.0),
+        point("final/f0", 1, 1, 0.5),
+    ];
+    store.put_metrics(&b.lease_id, &points, None).await.unwrap();
     store.complete(&b.lease_id, FinalOutcome::Succeeded, &summary(0.5, 1.0), T0 + 1).await.unwrap();
     let finals = store.trial_results("prov").await.unwrap();
     assert_eq!(finals.len(), 2);
@@ -222,10 +234,10 @@ async fn trial_results_carry_provenance_and_trainer_notes(ctx: Ctx) {
     let fa = by_seed[&seed_of(&a.trial_id)];
     let fb = by_seed[&seed_of(&b.trial_id)];
     assert_eq!((fa.device.as_str(), fa.threads, fa.diverged_step, fa.train_images_used), ("cpu", 4, Some(17), None));
-    assert_eq!(
-        (fb.device.as_str(), fb.threads, fb.diverged_step, fb.train_images_used),
-        ("cuda:1", 0, None, Some(640))
-    );
+    assert_eq!((fb.device.as_str(), fb.threads, fb.diverged_step, fb.train_images_used), (device, 0, None, Some(640)));
+    let newest: std::collections::BTreeMap<String, f64> = [("f0".to_owned(), 0.5), ("f1".to_owned(), 2.0)].into();
+    assert_eq!(fb.finals, newest, "each final value at its newest step");
+    assert!(fa.finals.is_empty());
     let spec = simple_grid("prov", 1, 2, "");
     assert!(finals.iter().all(|f| *f.cell == spec.expand()[0].cell), "each result carries its cell");
     assert!(finals.iter().all(|f| *f.settings == spec.expand()[0].train), "each result carries its fixed settings");

@@ -405,6 +405,16 @@ impl Checker {
         if t.cell != spec.cell.canonical() {
             return Err(format!("trial {}: its cell is not its spec's cell", t.id));
         }
+        // What a coordinator accepts from a worker (no control characters
+        // in its device or provenance), so a report can read it back.
+        let provenance = [("device", &t.device), ("code_version", &t.code_version), ("libtorch", &t.libtorch)]
+            .into_iter()
+            .chain([("device_name", &t.device_name), ("dataset_sha256", &t.dataset_sha256)]);
+        for (what, value) in provenance {
+            if value.as_deref().is_some_and(|v| v.chars().any(char::is_control)) {
+                return Err(format!("trial {}: its {what} holds a control character", t.id));
+            }
+        }
         if !self.trials.insert(t.id.clone()) {
             return Err(format!("trial {} twice", t.id));
         }

@@ -11,9 +11,10 @@ use crate::state::TrialState;
 /// One trial's final row: its cell, seed, state and result values.
 ///
 /// A sweep's trials share a few cells, settings and provenances: those are
-/// `Arc`s, made once per distinct value by whoever builds the results (the
-/// store, the wire conversion), so 100,000 trials cost 100,000 small rows,
-/// not 100,000 copies of their maps.
+/// `Arc`s, shared by the trials that have them (the store and the wire
+/// conversion make one per distinct context of cell, settings and
+/// provenance), so 100,000 trials cost 100,000 small rows, not 100,000
+/// copies of their maps. Compare them by value (`*t.cell == c`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrialResult {
     /// The trial's ID (32 hex digits).

@@ -133,6 +133,11 @@ fn order_references_and_rows_the_store_cannot_read_are_refused_by_line() {
     let no_settings =
         t1_line.replace(&format!("\"settings_hash\":\"{}\"", settings_row("s").0), "\"settings_hash\":null");
     assert!(err(&with(&[no_settings])).contains("no settings_hash"));
+    // A device or provenance a coordinator would have refused from a worker.
+    let nul_device = t1_line.replace("\"device\":null", "\"device\":\"cpu\\u0000\"");
+    assert!(err(&with(&[nul_device])).contains("its device holds a control character"));
+    let tab_libtorch = t1_line.replace("\"libtorch\":null", "\"libtorch\":\"2.11\\t\"");
+    assert!(err(&with(&[tab_libtorch])).contains("its libtorch holds a control character"));
     // The header first, in this format and version.
     assert!(err(&[sweep_row("s")]).contains("line 1: out of order: the sweep comes right after the header"));
     let newer = header("s").replace(&format!("\"version\":{VERSION}"), "\"version\":99");

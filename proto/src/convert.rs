@@ -458,6 +458,15 @@ fn trial_from_wire(t: pb::TrialFinal, contexts: &[Context]) -> Result<TrialResul
 impl TryFrom<pb::AnalyzeResponse> for SweepResults {
     type Error = ConvertError;
     fn try_from(r: pb::AnalyzeResponse) -> Result<Self, ConvertError> {
+        if r.contexts.is_empty() && !r.trials.is_empty() {
+            // A coordinator from before contexts sends each trial's cell in
+            // fields this client no longer reads.
+            return Err(err(
+                "contexts",
+                "the answer's trials name no contexts: the coordinator is older than this client; \
+                 upgrade it (the coordinator and `sweep` go together)",
+            ));
+        }
         let contexts: Vec<Context> = r.contexts.into_iter().map(TryInto::try_into).collect::<Result<_, _>>()?;
         Ok(SweepResults {
             sweep_id: r.sweep_id,

@@ -447,6 +447,12 @@ fn trials_that_share_a_context_cross_the_wire_once_and_share_it_after() {
     assert!(std::sync::Arc::ptr_eq(&back.trials[0].settings, &back.trials[2].settings));
 
     let mut w = pb::AnalyzeResponse::from(&domain);
+    w.contexts.clear();
+    let e = SweepResults::try_from(w).unwrap_err();
+    assert_eq!(e.field, "contexts");
+    assert!(e.message.contains("the coordinator is older than this client"), "{e}");
+
+    let mut w = pb::AnalyzeResponse::from(&domain);
     w.trials[1].context = 7;
     let e = SweepResults::try_from(w).unwrap_err();
     assert_eq!((e.field.as_str(), e.message.as_str()), ("trials.context", "7 names no context (the answer has 2)"));

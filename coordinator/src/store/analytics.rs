@@ -1,7 +1,7 @@
 //! Read-only, set-based queries behind `sweep report`'s effects, curves and
-//! gradient-flow pictures. Each method is ONE SQL statement over the whole
-//! sweep (never one query per trial), so a 10,000-trial sweep reports in well
-//! under a second. The statistics are computed by the caller
+//! gradient-flow pictures. Each method is a fixed number of SQL statements
+//! over the whole sweep (never one query per trial), so a 100,000-trial
+//! sweep reports in under a second. The statistics are computed by the caller
 //! (`sweep_core::effects`); the database only filters and sums.
 //!
 //! The SQL is shared by both backends through [`impl_analytics!`], like
@@ -31,51 +31,51 @@ pub trait Analytics: Send + Sync {
 }
 
 pub(crate) mod sql {
-    /// One part of a context key: its length in characters, `:`, the text
-    /// (NULL as empty), so the parts read back exactly
-    /// (`rows::ContextKey::parse`).
+    /// One part of a context key: its length, `:`, the text (NULL as
+    /// empty), so the parts read back exactly (`rows::ContextKey::parse`).
+    /// The length is measured by `$open ... $close`, in the unit the
+    /// backend's `KEY_LENGTH` names.
     macro_rules! key_part {
-        ($col:literal) => {
-            concat!("length(COALESCE(", $col, ", '')) || ':' || COALESCE(", $col, ", '')")
+        ($open:literal, $close:literal, $col:literal) => {
+            concat!($open, "COALESCE(", $col, ", '')", $close, " || ':' || COALESCE(", $col, ", '')")
         };
     }
+    pub(crate) use key_part;
 
-    /// What a trial shares with others (cell, settings, the worker that
-    /// produced its result) as one text, in `rows::ContextKey`'s order: a
-    /// sweep's 100,000 trials have a few hundred distinct keys, each parsed
-    /// once.
-    macro_rules! context_key {
-        () => {
+    /// Every trial of a sweep: its own values and, as one text, what it
+    /// shares with others (cell, settings, the worker that produced its
+    /// result) in `rows::ContextKey`'s order: a sweep's 100,000 trials have
+    /// a few hundred distinct keys, each parsed once. Unordered: the store
+    /// sorts by the cells once it has parsed them. `$open`/`$close` measure
+    /// a part's length (SQLite's `length` of text stops at a NUL; of a
+    /// blob it counts bytes).
+    macro_rules! trial_rows_sql {
+        ($open:literal, $close:literal) => {
             concat!(
-                key_part!("t.cell"),
+                "SELECT t.id, t.seed, t.state, t.final_train_loss, t.final_test_loss, t.final_test_accuracy, \
+                 t.best_test_accuracy, t.wall_seconds, ",
+                $crate::store::analytics::sql::key_part!($open, $close, "t.cell"),
                 " || ",
-                key_part!("t.cell_key"),
+                $crate::store::analytics::sql::key_part!($open, $close, "t.cell_key"),
                 " || ",
-                key_part!("t.settings_hash"),
+                $crate::store::analytics::sql::key_part!($open, $close, "t.settings_hash"),
                 " || ",
-                key_part!("t.device"),
+                $crate::store::analytics::sql::key_part!($open, $close, "t.device"),
                 " || ",
-                key_part!("CAST(t.threads AS TEXT)"),
+                $crate::store::analytics::sql::key_part!($open, $close, "CAST(t.threads AS TEXT)"),
                 " || ",
-                key_part!("t.code_version"),
+                $crate::store::analytics::sql::key_part!($open, $close, "t.code_version"),
                 " || ",
-                key_part!("t.libtorch"),
+                $crate::store::analytics::sql::key_part!($open, $close, "t.libtorch"),
                 " || ",
-                key_part!("t.device_name"),
+                $crate::store::analytics::sql::key_part!($open, $close, "t.device_name"),
                 " || ",
-                key_part!("t.dataset_sha256")
+                $crate::store::analytics::sql::key_part!($open, $close, "t.dataset_sha256"),
+                " AS context FROM trials t WHERE t.sweep_id = $1"
             )
         };
     }
-
-    /// Every trial of a sweep: its own values and its context's key.
-    /// Unordered: the store sorts by the cells once it has parsed them.
-    pub(crate) const TRIAL_ROWS: &str = concat!(
-        "SELECT t.id, t.seed, t.state, t.final_train_loss, t.final_test_loss, t.final_test_accuracy, \
-         t.best_test_accuracy, t.wall_seconds, ",
-        context_key!(),
-        " AS context FROM trials t WHERE t.sweep_id = $1"
-    );
+    pub(crate) use trial_rows_sql;
 
     /// The points a report reads for every trial (`diverged_step`,
     /// `train_images_used`, `final/<name>`), through the partial index
@@ -160,14 +160,14 @@ macro_rules! impl_analytics {
                 sweep_id: &str,
             ) -> Result<Vec<sweep_core::TrialResult>, $crate::store::StoreError> {
                 use std::collections::HashMap;
-                use $crate::store::analytics::sql;
                 use $crate::store::rows::{ContextKey, ReportPointRow, ReportPoints, ResultRow};
                 // One snapshot: a trial's report points are its own.
                 let mut tx = self.read.begin().await?;
                 if let Some(snapshot) = Self::SNAPSHOT_SQL {
                     sqlx::query(snapshot).execute(&mut *tx).await?;
                 }
-                let rows: Vec<ResultRow> = sqlx::query_as(sql::TRIAL_ROWS).bind(sweep_id).fetch_all(&mut *tx).await?;
+                let rows: Vec<ResultRow> =
+                    sqlx::query_as(Self::TRIAL_ROWS_SQL).bind(sweep_id).fetch_all(&mut *tx).await?;
                 let point_rows: Vec<ReportPointRow> =
                     sqlx::query_as(Self::REPORT_POINTS_SQL).bind(sweep_id).fetch_all(&mut *tx).await?;
                 tx.commit().await?;
@@ -196,7 +196,7 @@ macro_rules! impl_analytics {
                     .iter()
                     .map(|row| {
                         *by_key.entry(row.context.as_str()).or_insert_with(|| {
-                            keys.push(row.context.as_str());
+                            keys.push((row.context.as_str(), row.id.as_str()));
                             keys.len() - 1
                         })
                     })
@@ -204,15 +204,15 @@ macro_rules! impl_analytics {
                 let mut settings = HashMap::new();
                 let mut cells = HashMap::new();
                 let mut contexts = Vec::with_capacity(keys.len());
-                for key in keys.drain(..) {
-                    let key = ContextKey::parse(key)?;
+                for (key, trial_id) in keys.drain(..) {
+                    let key = ContextKey::parse(key, Self::KEY_LENGTH)?;
                     if !settings.contains_key(key.settings_hash) {
                         if let Some(json) = self.settings_of(key.settings_hash).await? {
                             let (train, trainer) = $crate::store::spec::stored_train(key.settings_hash, &json)?;
                             settings.insert(key.settings_hash.to_owned(), (std::sync::Arc::new(train), trainer));
                         }
                     }
-                    contexts.push(key.into_context(&settings, &mut cells)?);
+                    contexts.push(key.into_context(trial_id, &settings, &mut cells)?);
                 }
                 // Grouped by cell (its canonical JSON), then by seed, then
                 // by cell key: each context's place in that order, once.
@@ -235,7 +235,7 @@ macro_rules! impl_analytics {
                     let trial = row.into_result(&contexts[at], &mut points)?;
                     out.push(((cell, trial.seed, key), trial));
                 }
-                out.sort_unstable_by_key(|(order, _)| *order);
+                out.sort_unstable_by(|(a, x), (b, y)| a.cmp(b).then_with(|| x.trial_id.cmp(&y.trial_id)));
                 Ok(out.into_iter().map(|(_, t)| t).collect())
             }
 

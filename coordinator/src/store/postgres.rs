@@ -60,6 +60,10 @@ impl PostgresStore {
     /// READ COMMITTED would each see newer rows).
     const SNAPSHOT_SQL: Option<&'static str> = Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY");
     /// PostgreSQL's planner finds the partial index by itself.
+    /// A context key's parts are measured in characters (PostgreSQL's text
+    /// holds no NUL; its bytes are the server's encoding).
+    const TRIAL_ROWS_SQL: &'static str = super::analytics::sql::trial_rows_sql!("length(", ")");
+    const KEY_LENGTH: super::rows::KeyLength = super::rows::KeyLength::Chars;
     const REPORT_POINTS_SQL: &'static str = super::analytics::sql::report_points_sql!("");
     /// Points in byte order of their text (not the database's collation).
     const ARCHIVE_POINTS_SQL: &'static str = super::archive::sql::points_page_sql!(" COLLATE \"C\"");

@@ -181,8 +181,19 @@ fn point_value(v: Option<f64>) -> Option<f64> {
     v.filter(|v| v.is_finite() && *v >= 0.0)
 }
 
-/// A context key of `TRIAL_ROWS` read back: what some of a sweep's trials
-/// share, each part as `<length in characters>:<text>` (NULL read as
+/// The unit a backend's context key measures its parts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyLength {
+    /// UTF-8 bytes (SQLite: `length` of the text as a blob, which counts
+    /// past a NUL).
+    Bytes,
+    /// Characters (PostgreSQL's `length`: its text holds no NUL, and its
+    /// bytes are the server's encoding, not necessarily UTF-8).
+    Chars,
+}
+
+/// A context key of the backend's `TRIAL_ROWS_SQL` read back: what some of
+/// a sweep's trials share, each part as `<length>:<text>` (NULL read as
 /// empty), in this order.
 pub(crate) struct ContextKey<'a> {
     pub cell: &'a str,
@@ -197,14 +208,21 @@ pub(crate) struct ContextKey<'a> {
 }
 
 impl<'a> ContextKey<'a> {
-    pub(super) fn parse(key: &'a str) -> Result<ContextKey<'a>, StoreError> {
+    pub(super) fn parse(key: &'a str, unit: KeyLength) -> Result<ContextKey<'a>, StoreError> {
         let corrupt = || StoreError::Corrupt(format!("a trial's context key {:?} does not parse", short(key)));
         let mut rest = key;
         let mut part = || -> Result<&'a str, StoreError> {
             let (len, text) = rest.split_once(':').ok_or_else(corrupt)?;
-            let chars: usize = len.parse().map_err(|_| corrupt())?;
-            let end = text.char_indices().nth(chars).map_or(text.len(), |(i, _)| i);
-            if text[..end].chars().count() != chars {
+            let n: usize = len.parse().map_err(|_| corrupt())?;
+            let end = match unit {
+                KeyLength::Bytes => n,
+                KeyLength::Chars => text.char_indices().nth(n).map_or(text.len(), |(i, _)| i),
+            };
+            let exact = match unit {
+                KeyLength::Bytes => text.is_char_boundary(end),
+                KeyLength::Chars => text.get(..end).is_some_and(|t| t.chars().count() == n),
+            };
+            if end > text.len() || !exact {
                 return Err(corrupt());
             }
             rest = &text[end..];
@@ -250,13 +268,14 @@ impl ContextKey<'_> {
     /// kind) by hash; `cells`: the cells parsed so far, by their JSON.
     pub(super) fn into_context(
         self,
+        trial_id: &str,
         settings: &std::collections::HashMap<String, (std::sync::Arc<sweep_core::Settings>, &'static str)>,
         cells: &mut std::collections::HashMap<String, std::sync::Arc<sweep_core::Cell>>,
     ) -> Result<TrialContext, StoreError> {
         let Some((train, trainer)) = settings.get(self.settings_hash) else {
             return Err(StoreError::Corrupt(format!(
-                "cell {}: its shared settings {:?} are missing",
-                self.cell, self.settings_hash
+                "trial {trial_id}: its shared settings {:?} are missing",
+                short(self.settings_hash)
             )));
         };
         let cell = match cells.get(self.cell) {
@@ -285,8 +304,8 @@ impl ContextKey<'_> {
     }
 }
 
-/// One row of `TRIAL_ROWS`: a trial's own result values and the key of
-/// its [`ContextRow`].
+/// One row of the backend's `TRIAL_ROWS_SQL`: a trial's own result values
+/// and its [`ContextKey`]'s text.
 #[derive(sqlx::FromRow)]
 pub(crate) struct ResultRow {
     pub id: String,
@@ -300,7 +319,8 @@ pub(crate) struct ResultRow {
     pub context: String,
 }
 
-/// A trial's report points (`REPORT_POINTS`), newest step last.
+/// A trial's report points (the backend's `REPORT_POINTS_SQL`), the newest
+/// step's value of each name.
 #[derive(Default)]
 pub(crate) struct ReportPoints {
     pub diverged_step: Option<f64>,
@@ -308,7 +328,7 @@ pub(crate) struct ReportPoints {
     pub finals: std::collections::BTreeMap<String, f64>,
 }
 
-/// One row of `REPORT_POINTS`.
+/// One row of the backend's `REPORT_POINTS_SQL`.
 #[derive(sqlx::FromRow)]
 pub(crate) struct ReportPointRow {
     pub trial_id: String,
@@ -419,20 +439,22 @@ impl TryFrom<StratumRunRow> for sweep_core::adaptive::Run {
 
 #[cfg(test)]
 mod tests {
-    use super::ContextKey;
+    use super::{ContextKey, KeyLength};
 
-    /// What `context_key!` builds from these parts (length in characters).
-    fn key(parts: &[&str]) -> String {
-        parts.iter().map(|p| format!("{}:{p}", p.chars().count())).collect()
+    /// What `trial_rows_sql!` builds from these parts, in each unit.
+    fn key(parts: &[&str], unit: KeyLength) -> String {
+        let len = |p: &str| if unit == KeyLength::Bytes { p.len() } else { p.chars().count() };
+        parts.iter().map(|p| format!("{}:{p}", len(p))).collect()
     }
 
     #[test]
     fn a_context_key_reads_back_every_part_even_with_separators_and_wide_characters() {
-        let parts = ["{\"depth\":8}", "k:1", "ab12", "cuda:0", "4", "0.1.0 (g1a2b3c)", "2.11.0", "Ünïcode CPU 9:9", ""];
-        let text = key(&parts);
-        let k = ContextKey::parse(&text).unwrap();
-        assert_eq!(
-            [
+        let parts =
+            ["{\"depth\":8}", "k:1", "ab12", "cu\0da:0", "4", "0.1.0 (g1a2b3c)", "2.11.0", "Ünïcode CPU 9:9", ""];
+        for unit in [KeyLength::Bytes, KeyLength::Chars] {
+            let text = key(&parts, unit);
+            let k = ContextKey::parse(&text, unit).unwrap();
+            let read = [
                 k.cell,
                 k.cell_key,
                 k.settings_hash,
@@ -441,24 +463,29 @@ mod tests {
                 k.code_version,
                 k.libtorch,
                 k.device_name,
-                k.dataset_sha256
-            ],
-            parts
-        );
+                k.dataset_sha256,
+            ];
+            assert_eq!(read, parts, "{unit:?}");
+        }
     }
 
     #[test]
     fn a_context_key_that_does_not_parse_is_corrupt_not_misread() {
-        let good = key(&["c", "k", "h", "cpu", "1", "", "", "", ""]);
-        for bad in [
-            String::new(),
-            good[..good.len() - 2].to_owned(),
-            format!("{good}1:x"),
-            good.replacen("1:c", "9:c", 1),
-            good.replacen("1:c", "x:c", 1),
-        ] {
-            let e = ContextKey::parse(&bad).err().expect("refused");
-            assert!(e.to_string().contains("does not parse"), "{bad:?}: {e}");
+        for unit in [KeyLength::Bytes, KeyLength::Chars] {
+            let good = key(&["c", "k", "h", "cpu", "1", "", "", "", ""], unit);
+            for bad in [
+                String::new(),
+                good[..good.len() - 2].to_owned(),
+                format!("{good}1:x"),
+                good.replacen("1:c", "9:c", 1),
+                good.replacen("1:c", "x:c", 1),
+            ] {
+                let e = ContextKey::parse(&bad, unit).err().expect("refused");
+                assert!(e.to_string().contains("does not parse"), "{bad:?}: {e}");
+            }
         }
+        // Two bytes of one character: a byte count that splits it is refused.
+        let split = "1:é1:k1:h3:cpu1:10:0:0:0:";
+        assert!(ContextKey::parse(split, KeyLength::Bytes).is_err());
     }
 }

@@ -61,6 +61,10 @@ impl SqliteStore {
     const SNAPSHOT_SQL: Option<&'static str> = None;
     /// Without statistics SQLite's planner would walk every trial's points
     /// by the primary key: the report's points name their partial index.
+    /// A context key's parts are measured in bytes: `length` of a text
+    /// stops at a NUL, of a blob it does not.
+    const TRIAL_ROWS_SQL: &'static str = super::analytics::sql::trial_rows_sql!("length(CAST(", " AS BLOB))");
+    const KEY_LENGTH: super::rows::KeyLength = super::rows::KeyLength::Bytes;
     const REPORT_POINTS_SQL: &'static str = super::analytics::sql::report_points_sql!("INDEXED BY metrics_report");
     /// SQLite compares text byte by byte already.
     const ARCHIVE_POINTS_SQL: &'static str = super::archive::sql::points_page_sql!("");
