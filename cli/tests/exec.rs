@@ -507,3 +507,50 @@ fn the_example_project_sweeps_and_reports() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["metric"], "test_loss");
 }
+
+/// Group leases are not only for fused BMEnet: a worker with `--fuse 3`
+/// leases a cell's 3 exec trials at once and runs their commands one
+/// after another, each with its own lease, points, final values and result.
+#[test]
+fn a_group_lease_of_exec_trials_runs_each_command_as_its_own_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, ckpt) = (dir.path().join("c.db"), dir.path().join("ckpt"));
+    let g = grid(dir.path(), "grouped", &["ok"], 3, 4, "");
+    let port = free_port();
+    let mut coord = serve(&db, port);
+    submit(port, &g);
+    let log = dir.path().join("worker.log");
+    let mut w = Command::new(common::worker_bin())
+        .args(["--coordinator", &format!("http://127.0.0.1:{port}"), "--worker-id", "g1", "--fuse", "3"])
+        .arg("--checkpoint-dir")
+        .arg(&ckpt)
+        .args(["--allow-exec", "--idle-exit-secs", "3"])
+        .env("SWEEP_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(120), "the sweep to finish", || finished(&db, "grouped"));
+    wait_exit(&mut w, Duration::from_secs(30), "the idle worker");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let groups = text.lines().filter(|l| l.contains("training a fused group of seeds")).count();
+    assert_eq!(groups, 1, "one lease of the cell's 3 trials:\n{text}");
+    let ids = ids(&g);
+    let all = trials(&db, "grouped");
+    for seed in 0..3u64 {
+        let id = &ids[&("ok".to_owned(), seed)];
+        let t = &all[id];
+        assert_eq!((t.state, t.attempts), (TrialState::Succeeded, 1), "seed {seed}: {:?}", t.last_error);
+        let points = metrics(&db, id);
+        let f1 = 0.5 + seed as f64 / 10.0;
+        assert!(points.iter().any(|p| p.0 == "final/f1" && p.2 == f1), "seed {seed}: {points:?}");
+        assert_eq!(points.iter().filter(|p| p.0 == "train_loss").count(), 4, "seed {seed}: {points:?}");
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    let json = run_ok(sweep().args(["report", "grouped", "--metric", "f1", "--format", "json", "--coordinator", &url]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let seeds: BTreeSet<u64> = v["trials"].as_array().unwrap().iter().filter_map(|t| t["seed"].as_u64()).collect();
+    assert_eq!(seeds, (0..3).collect(), "the three trials in the report: {json}");
+    kill(&mut coord);
+}
