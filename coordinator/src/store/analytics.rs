@@ -42,6 +42,17 @@ pub(crate) mod sql {
     }
     pub(crate) use key_part;
 
+    /// The [`key_part!`]s of these columns, joined by `||` in order.
+    macro_rules! key_parts {
+        ($open:literal, $close:literal; $first:literal $(, $rest:literal)*) => {
+            concat!(
+                $crate::store::analytics::sql::key_part!($open, $close, $first)
+                $(, " || ", $crate::store::analytics::sql::key_part!($open, $close, $rest))*
+            )
+        };
+    }
+    pub(crate) use key_parts;
+
     /// Every trial of a sweep: its own values and, as one text, what it
     /// shares with others (cell, settings, the worker that produced its
     /// result) in `rows::ContextKey`'s order: a sweep's 100,000 trials have
@@ -54,23 +65,19 @@ pub(crate) mod sql {
             concat!(
                 "SELECT t.id, t.seed, t.state, t.final_train_loss, t.final_test_loss, t.final_test_accuracy, \
                  t.best_test_accuracy, t.wall_seconds, ",
-                $crate::store::analytics::sql::key_part!($open, $close, "t.cell"),
-                " || ",
-                $crate::store::analytics::sql::key_part!($open, $close, "t.cell_key"),
-                " || ",
-                $crate::store::analytics::sql::key_part!($open, $close, "t.settings_hash"),
-                " || ",
-                $crate::store::analytics::sql::key_part!($open, $close, "t.device"),
-                " || ",
-                $crate::store::analytics::sql::key_part!($open, $close, "CAST(t.threads AS TEXT)"),
-                " || ",
-                $crate::store::analytics::sql::key_part!($open, $close, "t.code_version"),
-                " || ",
-                $crate::store::analytics::sql::key_part!($open, $close, "t.libtorch"),
-                " || ",
-                $crate::store::analytics::sql::key_part!($open, $close, "t.device_name"),
-                " || ",
-                $crate::store::analytics::sql::key_part!($open, $close, "t.dataset_sha256"),
+                $crate::store::analytics::sql::key_parts!(
+                    $open,
+                    $close;
+                    "t.cell",
+                    "t.cell_key",
+                    "t.settings_hash",
+                    "t.device",
+                    "CAST(t.threads AS TEXT)",
+                    "t.code_version",
+                    "t.libtorch",
+                    "t.device_name",
+                    "t.dataset_sha256"
+                ),
                 " AS context FROM trials t WHERE t.sweep_id = $1"
             )
         };
@@ -229,7 +236,6 @@ macro_rules! impl_analytics {
                     })
                     .collect();
                 let mut out = Vec::with_capacity(rows.len());
-                drop((by_key, keys));
                 for (row, at) in rows.into_iter().zip(ats) {
                     let (cell, key) = places[at];
                     let trial = row.into_result(&contexts[at], &mut points)?;

@@ -214,17 +214,13 @@ impl<'a> ContextKey<'a> {
         let mut part = || -> Result<&'a str, StoreError> {
             let (len, text) = rest.split_once(':').ok_or_else(corrupt)?;
             let n: usize = len.parse().map_err(|_| corrupt())?;
+            // The byte where the part ends: none if the text is shorter or
+            // the count splits a character.
             let end = match unit {
-                KeyLength::Bytes => n,
-                KeyLength::Chars => text.char_indices().nth(n).map_or(text.len(), |(i, _)| i),
-            };
-            let exact = match unit {
-                KeyLength::Bytes => text.is_char_boundary(end),
-                KeyLength::Chars => text.get(..end).is_some_and(|t| t.chars().count() == n),
-            };
-            if end > text.len() || !exact {
-                return Err(corrupt());
+                KeyLength::Bytes => Some(n).filter(|&end| text.is_char_boundary(end)),
+                KeyLength::Chars => text.char_indices().map(|(i, _)| i).chain([text.len()]).nth(n),
             }
+            .ok_or_else(corrupt)?;
             rest = &text[end..];
             Ok(&text[..end])
         };
